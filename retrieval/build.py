@@ -1,0 +1,159 @@
+"""Building the FAQ and product indexes from their sources (what ``retrieval ingest`` runs)."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .catalog import Catalog
+from .decision import calibrate_threshold
+from .encoders.base import Encoder
+from .errors import ImageError, SourceError
+from .faq import FAQBank
+from .fusion import Fusion, fuse
+from .images import load_image
+from .index import IndexParams, VectorIndex
+
+__all__ = ["CalibrationResult", "build_faq_index", "build_product_index", "calibrate_faq", "faq_expectations", "product_expectations"]
+
+log = logging.getLogger(__name__)
+
+
+def faq_expectations(text_encoder: Encoder) -> dict:
+    """Metadata an FAQ index must carry to be used with this encoder."""
+    return {"kind": "faq", "text_encoder": text_encoder.id}
+
+
+def product_expectations(text_encoder: Encoder, image_encoder: Encoder, fusion: Fusion) -> dict:
+    return {
+        "kind": "products",
+        "text_encoder": text_encoder.id,
+        "image_encoder": image_encoder.id,
+        "fusion": fusion.fingerprint(),
+    }
+
+
+def _source_hash(hashes: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
+
+
+def build_faq_index(bank: FAQBank, encoder: Encoder, params: IndexParams, *, progress: bool = False) -> VectorIndex:
+    """One vector per phrasing (question, each example, answer) of every entry."""
+    keys, texts = [], []
+    for entry in bank:
+        for variant, text in entry.phrasings():
+            keys.append((entry.id, variant))
+            texts.append(text)
+    vectors = encoder.encode(texts, progress=progress)
+    index = VectorIndex(
+        encoder.dim,
+        params,
+        capacity=len(keys) + 64,
+        meta={
+            **faq_expectations(encoder),
+            "item_hashes": {e.id: e.content_hash() for e in bank},
+            "records": [e.to_record() for e in bank],
+            "source_hash": _source_hash([f"{e.id}:{e.content_hash()}" for e in bank]),
+        },
+    )
+    index.add(keys, vectors)
+    return index
+
+
+def build_product_index(
+    catalog: Catalog,
+    text_encoder: Encoder,
+    image_encoder: Encoder,
+    fusion: Fusion,
+    params: IndexParams,
+    *,
+    max_image_bytes: int,
+    max_image_pixels: int,
+    progress: bool = False,
+    on_bad_image: Callable[[str], None] | None = None,
+) -> VectorIndex:
+    """One fused vector per product image (variant ``image<i>``), or a text-only one (``text``)."""
+    products = list(catalog)
+    text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
+    owners, images = [], []
+    for i, product in enumerate(products):
+        for j, path in enumerate(product.images):
+            try:
+                images.append(load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels))
+            except ImageError as exc:
+                raise SourceError(catalog.source or "catalog", f"product '{product.id}': {exc}", field="images") from None
+            owners.append((i, j))
+    image_vecs = image_encoder.encode(images, progress=progress) if images else np.zeros((0, image_encoder.dim), np.float32)
+    keys: list[tuple[str, str]] = []
+    rows_img = np.zeros((len(owners) + len(products), image_encoder.dim), dtype=np.float32)
+    rows_txt = np.zeros((len(owners) + len(products), text_encoder.dim), dtype=np.float32)
+    has_image = {i for i, _ in owners}
+    n = 0
+    for (i, j), vec in zip(owners, image_vecs, strict=True):
+        keys.append((products[i].id, f"image{j}"))
+        rows_img[n], rows_txt[n] = vec, text_vecs[i]
+        n += 1
+    for i, product in enumerate(products):
+        if i not in has_image:
+            keys.append((product.id, "text"))
+            rows_txt[n] = text_vecs[i]
+            n += 1
+    fused = fuse(rows_img[:n], rows_txt[:n], fusion)
+    index = VectorIndex(
+        fusion.dim,
+        params,
+        capacity=n + 64,
+        meta={
+            **product_expectations(text_encoder, image_encoder, fusion),
+            "image_weight": fusion.image_weight,
+            "text_weight": fusion.text_weight,
+            "item_hashes": {p.id: p.content_hash() for p in products},
+            "records": [p.to_record() for p in products],
+            "source_hash": _source_hash([f"{p.id}:{p.content_hash()}" for p in products]),
+        },
+    )
+    index.add(keys, fused)
+    return index
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    threshold: float
+    accuracy: float
+    n_questions: int
+    n_out_of_scope: int
+
+
+def calibrate_faq(index: VectorIndex, encoder: Encoder, labelled: list[tuple[str, set[str]]]) -> CalibrationResult:
+    """Fit the answer threshold on labelled questions (empty relevant set = out of scope)."""
+    if not labelled:
+        raise ValueError("no labelled questions")
+    vectors = encoder.encode([q for q, _ in labelled])
+    tops, correct, in_scope = [], [], []
+    for vec, (_, relevant) in zip(vectors, labelled, strict=True):
+        hits = index.search_items(vec, 1)
+        tops.append(hits[0].score if hits else -1.0)
+        correct.append(bool(hits) and hits[0].item_id in relevant)
+        in_scope.append(bool(relevant))
+    threshold, accuracy = calibrate_threshold(tops, correct, in_scope)
+    return CalibrationResult(threshold, accuracy, len(labelled), sum(not s for s in in_scope))
+
+
+def read_labelled(path: Path) -> list[tuple[str, set[str]]]:
+    """Labelled questions in the evaluation format: ``{"query": str, "relevant": [id, ...]}`` per line."""
+    from .sources import read_records
+
+    out = []
+    for line, rec in read_records(Path(path)):
+        query, relevant = rec.get("query"), rec.get("relevant", [])
+        if not isinstance(query, str) or not query.strip():
+            raise SourceError(path, "missing or empty", line=line, field="query")
+        if not isinstance(relevant, list) or not all(isinstance(r, str) for r in relevant):
+            raise SourceError(path, "expected a list of ids", line=line, field="relevant")
+        out.append((query.strip(), set(relevant)))
+    return out

@@ -1,0 +1,83 @@
+"""Answer, suggest or hand off: a decision from the ranked FAQ scores, and its calibration.
+
+Pure functions. A query is answered automatically when the best entry is confidently above
+the answer threshold *and* clearly ahead of the runner-up (top-1/top-2 margin); shown to an
+agent as a suggestion when it is above the suggest threshold; handed off otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+import numpy as np
+
+__all__ = ["Decision", "DecisionPolicy", "Verdict", "calibrate_threshold", "decide"]
+
+
+class Decision(StrEnum):
+    ANSWER = "answer"
+    SUGGEST = "suggest"
+    HANDOFF = "handoff"
+
+
+@dataclass(frozen=True)
+class DecisionPolicy:
+    answer_threshold: float = 0.6
+    suggest_threshold: float = 0.4
+    margin: float = 0.02
+    source: str = "default"  # "default", "calibrated" or "settings"
+
+    def __post_init__(self) -> None:
+        if self.suggest_threshold > self.answer_threshold:
+            raise ValueError("suggest_threshold must not exceed answer_threshold")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    decision: Decision
+    top_score: float | None
+    margin: float | None
+    reason: str
+
+
+def decide(scores: Sequence[float], policy: DecisionPolicy) -> Verdict:
+    """Decide from FAQ scores sorted best first (one score per distinct entry)."""
+    if len(scores) == 0:
+        return Verdict(Decision.HANDOFF, None, None, "no FAQ entries")
+    top = float(scores[0])
+    margin = float(scores[0] - scores[1]) if len(scores) > 1 else None
+    if top >= policy.answer_threshold:
+        if margin is None or margin >= policy.margin - 1e-9:
+            return Verdict(Decision.ANSWER, top, margin, f"top score {top:.3f} >= answer threshold {policy.answer_threshold:.3f}")
+        return Verdict(Decision.SUGGEST, top, margin, f"top two entries within {policy.margin:.3f} of each other")
+    if top >= policy.suggest_threshold:
+        return Verdict(Decision.SUGGEST, top, margin, f"top score {top:.3f} below answer threshold {policy.answer_threshold:.3f}")
+    return Verdict(Decision.HANDOFF, top, margin, f"top score {top:.3f} below suggest threshold {policy.suggest_threshold:.3f}")
+
+
+def calibrate_threshold(top_scores: Sequence[float], correct: Sequence[bool], in_scope: Sequence[bool]) -> tuple[float, float]:
+    """The answer threshold that maximises overall accuracy on labelled questions.
+
+    A question counts as right when it is answered and its top-1 entry is relevant, or when
+    it is out of scope and handed off. Returns (threshold, accuracy). Ties prefer the
+    midpoint of the widest best interval, which generalises better than its edge.
+    """
+    s = np.asarray(top_scores, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    ins = np.asarray(in_scope, dtype=bool)
+    if len(s) == 0:
+        raise ValueError("no labelled questions to calibrate on")
+    cuts = np.unique(np.concatenate([s, [s.min() - 1e-3, s.max() + 1e-3]]))
+    thresholds = (cuts[:-1] + cuts[1:]) / 2  # one per distinct way of splitting the scores
+    answered = s[None, :] >= thresholds[:, None]
+    accuracy = np.mean(np.where(answered, ok & ins, ~ins), axis=1)
+    best = float(accuracy.max())
+    winners = np.flatnonzero(np.isclose(accuracy, best))
+    run_end = winners[0]
+    while run_end + 1 < len(accuracy) and np.isclose(accuracy[run_end + 1], best):
+        run_end += 1
+    # the middle of the first best plateau, between the scores that bound it
+    lo, hi = cuts[winners[0]], cuts[run_end + 1]
+    return float((lo + hi) / 2), best

@@ -1,0 +1,43 @@
+"""Encoders behind one protocol, built once per process from settings."""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING
+
+from .base import Encoder, l2_normalize
+from .image import CNNImageEncoder
+from .text import SentenceTransformerEncoder
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["CNNImageEncoder", "Encoder", "SentenceTransformerEncoder", "image_encoder", "l2_normalize", "text_encoder"]
+
+_cache: dict[tuple, Encoder] = {}
+_lock = threading.Lock()
+
+
+def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
+    """The process-wide text encoder for these settings (created once, model loaded lazily)."""
+    key = ("text", settings.text_model, settings.device, settings.encode_batch_size, settings.torch_threads)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = SentenceTransformerEncoder(
+                settings.text_model,
+                device=settings.device,
+                batch_size=settings.encode_batch_size,
+                threads=settings.torch_threads,
+            )
+        return _cache[key]  # type: ignore[return-value]
+
+
+def image_encoder(settings: Settings) -> CNNImageEncoder:
+    """The process-wide image encoder for these settings (created once, model loaded lazily)."""
+    key = ("image", settings.image_model, str(settings.image_weights), settings.device)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = CNNImageEncoder(
+                settings.image_model, settings.image_weights, device=settings.device, batch_size=32
+            )
+        return _cache[key]  # type: ignore[return-value]

@@ -1,0 +1,80 @@
+"""The encoder protocol and helpers shared by text and image encoders."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["Encoder", "batched", "folder_fingerprint", "l2_normalize", "resolve_device"]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """Turns items (texts or images) into L2-normalised float32 vectors of shape (n, dim)."""
+
+    @property
+    def id(self) -> str:
+        """Stable identity of the model; stored with every index built from it."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def encode(self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray: ...
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows scaled to unit length; all-zero rows stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
+
+
+def batched(items: Sequence[Any], size: int, *, progress: bool, desc: str) -> Iterator[Sequence[Any]]:
+    """Yield consecutive slices of ``items``, with a progress bar counting items when asked."""
+    bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, dynamic_ncols=True)
+    try:
+        for start in range(0, len(items), size):
+            chunk = items[start : start + size]
+            yield chunk
+            bar.update(len(chunk))
+    finally:
+        bar.close()
+
+
+def folder_fingerprint(path: Path) -> str:
+    """A short content fingerprint of a model folder or file, independent of where it lies.
+
+    Small files (configs, tokenizers) are hashed whole; large weight files by name, size
+    and their first and last MiB, which changes whenever a fine-tuned copy is written.
+    """
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        rel = f.name if path.is_file() else f.relative_to(path).as_posix()
+        size = f.stat().st_size
+        h.update(f"{rel}\0{size}\0".encode())
+        with f.open("rb") as fh:
+            if size <= 4 * 1024 * 1024:
+                h.update(fh.read())
+            else:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), 2)
+                h.update(fh.read(1 << 20))
+    return h.hexdigest()[:12]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        from ..errors import ConfigError
+
+        raise ConfigError("device is 'cuda' but no CUDA GPU is available; use device 'cpu' or 'auto'")
+    return device

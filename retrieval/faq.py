@@ -1,0 +1,100 @@
+"""The FAQ answer bank: typed entries loaded from JSONL, CSV or YAML and validated."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import SourceError
+from .records import content_hash, get_id, get_str, get_str_list
+from .sources import read_records
+
+__all__ = ["FAQBank", "FAQEntry", "load_faq"]
+
+
+@dataclass(frozen=True)
+class FAQEntry:
+    id: str
+    answer: str
+    question: str = ""
+    examples: tuple[str, ...] = ()
+    lang: str = "en"
+    tags: tuple[str, ...] = ()
+    group: str = ""  # entries sharing a group are language versions of one answer
+
+    def phrasings(self) -> list[tuple[str, str]]:
+        """(variant, text) pairs that get their own vector: question, examples, answer."""
+        out = []
+        if self.question:
+            out.append(("question", self.question))
+        out.extend((f"example{i}", text) for i, text in enumerate(self.examples))
+        out.append(("answer", self.answer))
+        return out
+
+    def content_hash(self) -> str:
+        return content_hash(self.phrasings())
+
+    def to_record(self) -> dict:
+        return {
+            "id": self.id,
+            "answer": self.answer,
+            "question": self.question,
+            "examples": list(self.examples),
+            "lang": self.lang,
+            "tags": list(self.tags),
+            "group": self.group,
+        }
+
+    @classmethod
+    def from_record(cls, rec: dict) -> FAQEntry:
+        return cls(**{**rec, "examples": tuple(rec.get("examples", ())), "tags": tuple(rec.get("tags", ()))})
+
+    def public(self) -> dict:
+        return {
+            "id": self.id,
+            "question": self.question,
+            "answer": self.answer,
+            "lang": self.lang,
+            "tags": list(self.tags),
+            "group": self.group or self.id,
+        }
+
+
+@dataclass(frozen=True)
+class FAQBank:
+    entries: dict[str, FAQEntry] = field(default_factory=dict)
+    source: Path | None = None
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __iter__(self) -> Iterator[FAQEntry]:
+        return iter(self.entries.values())
+
+    def get(self, entry_id: str) -> FAQEntry | None:
+        return self.entries.get(entry_id)
+
+
+def load_faq(path: Path) -> FAQBank:
+    """Load and validate an FAQ bank; errors name the file, line and field."""
+    path = Path(path)
+    entries: dict[str, FAQEntry] = {}
+    lines: dict[str, int] = {}
+    for line, rec in read_records(path, list_keys=("examples", "tags")):
+        eid = get_id(path, line, rec)
+        if eid in entries:
+            raise SourceError(path, f"duplicate id '{eid}' (first on line {lines[eid]})", line=line, field="id")
+        entries[eid] = FAQEntry(
+            id=eid,
+            answer=get_str(path, line, rec, "answer", required=True),
+            question=get_str(path, line, rec, "question", max_len=2000),
+            examples=tuple(e[:2000] for e in get_str_list(path, line, rec, "examples")),
+            lang=get_str(path, line, rec, "lang", max_len=16) or "en",
+            tags=get_str_list(path, line, rec, "tags"),
+            group=get_str(path, line, rec, "group", max_len=200) or eid,
+        )
+        lines[eid] = line
+    if not entries:
+        raise SourceError(path, "the FAQ bank holds no entries")
+    return FAQBank(entries, path)

@@ -1,0 +1,277 @@
+"""An HNSW vector index (hnswlib) with stable string ids, grouping, metadata and persistence.
+
+Each stored vector has a key ``(item_id, variant)``: a product may have several vectors
+(e.g. extra photos), an FAQ entry one per phrasing (question, answer, examples). Searches
+return hits grouped per item, the best variant's score winning. Scores are cosine
+similarities in [-1, 1] (vectors are unit length; the space is inner product).
+
+On disk an index is a folder with ``index.hnsw`` and ``meta.json`` (dim, M, ef_construction,
+ef, encoder ids, fusion, keys, version). Loading checks the metadata against what the
+caller expects and refuses a mismatch with a clear error.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hnswlib
+import numpy as np
+
+from .errors import IndexError_, IndexMismatch
+from .rwlock import RWLock
+
+__all__ = ["Hit", "IndexParams", "VectorIndex"]
+
+log = logging.getLogger(__name__)
+
+META_FILE = "meta.json"
+INDEX_FILE = "index.hnsw"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One item found by a search: its best variant and that variant's similarity."""
+
+    item_id: str
+    score: float
+    variant: str
+    label: int
+
+
+@dataclass(frozen=True)
+class IndexParams:
+    m: int = 16
+    ef_construction: int = 200
+    ef: int = 64
+
+
+class VectorIndex:
+    """hnswlib index keyed by (item_id, variant); thread-safe: one writer, many readers."""
+
+    def __init__(
+        self,
+        dim: int,
+        params: IndexParams = IndexParams(),
+        *,
+        capacity: int = 1024,
+        meta: dict | None = None,
+        _loaded: hnswlib.Index | None = None,
+    ):
+        self.dim = int(dim)
+        self.params = params
+        self.meta: dict[str, Any] = dict(meta or {})
+        if _loaded is not None:
+            self._index = _loaded
+        else:
+            self._index = hnswlib.Index(space="ip", dim=self.dim)
+            self._index.init_index(
+                max_elements=max(capacity, 16), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=True
+            )
+        self._index.set_ef(params.ef)
+        self._index.set_num_threads(1)  # queries: single-threaded is fastest for one vector
+        self._keys: dict[int, tuple[str, str]] = {}  # label -> (item_id, variant)
+        self._labels: dict[tuple[str, str], int] = {}
+        self._by_item: dict[str, set[int]] = {}
+        self._free: list[int] = []  # labels of deleted slots, reused by later adds
+        self._next_label = 0
+        self._lock = RWLock()
+
+    # ---- size -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        """Live vectors."""
+        return len(self._keys)
+
+    @property
+    def item_count(self) -> int:
+        return len(self._by_item)
+
+    @property
+    def deleted_count(self) -> int:
+        return len(self._free)
+
+    @property
+    def capacity(self) -> int:
+        return self._index.get_max_elements()
+
+    def item_ids(self) -> list[str]:
+        return list(self._by_item)
+
+    def keys(self) -> list[tuple[str, str]]:
+        return list(self._labels)
+
+    def __contains__(self, item_id: object) -> bool:
+        return item_id in self._by_item
+
+    # ---- writes -------------------------------------------------------------------------
+    def add(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray, *, threads: int = -1) -> None:
+        """Add or replace vectors by key (an existing key's vector is overwritten)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
+        if len(keys) != len(vectors):
+            raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        if len(set(keys)) != len(keys):
+            raise ValueError("duplicate keys in one add")
+        if not np.all(np.isfinite(vectors)):
+            raise ValueError("vectors contain NaN or infinity")
+        with self._lock.write():
+            new = [k for k in keys if k not in self._labels]
+            reuse = min(len(self._free), len(new))
+            grow = len(new) - reuse
+            need = self._next_label + grow
+            if need > self.capacity:
+                self._index.resize_index(max(need, int(self.capacity * 1.5)))
+            labels = []
+            for key in keys:
+                if key in self._labels:
+                    labels.append(self._labels[key])
+                    continue
+                if self._free:
+                    label = self._free.pop()
+                    self._index.unmark_deleted(label)
+                else:
+                    label = self._next_label
+                    self._next_label += 1
+                self._keys[label] = key
+                self._labels[key] = label
+                self._by_item.setdefault(key[0], set()).add(label)
+                labels.append(label)
+            self._index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=threads)
+
+    def delete_items(self, item_ids: Iterable[str]) -> int:
+        """Remove every vector of these items; returns the number of vectors removed."""
+        removed = 0
+        with self._lock.write():
+            for item_id in item_ids:
+                for label in self._by_item.pop(item_id, ()):
+                    key = self._keys.pop(label)
+                    del self._labels[key]
+                    self._index.mark_deleted(label)
+                    self._free.append(label)
+                    removed += 1
+        return removed
+
+    # ---- reads --------------------------------------------------------------------------
+    def vectors(self, labels: Sequence[int]) -> np.ndarray:
+        if not labels:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with self._lock.read():
+            return np.asarray(self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32)
+
+    def item_vectors(self, item_id: str) -> tuple[list[str], np.ndarray]:
+        labels = sorted(self._by_item.get(item_id, ()))
+        return [self._keys[lb][1] for lb in labels], self.vectors(labels)
+
+    def search(self, query: np.ndarray, k: int) -> list[Hit]:
+        """Nearest vectors (not grouped) to one query, best first; k is clamped to the live count."""
+        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
+        with self._lock.read():
+            live = len(self._keys)
+            k = min(int(k), live)
+            if k <= 0:
+                return []
+            try:
+                labels, dists = self._index.knn_query(q, k=k)
+            except RuntimeError:
+                # hnswlib found fewer than k live vectors (many deletions): fall back to exact.
+                labels, dists = self._exact(q, k)
+            keys = self._keys
+            return [
+                Hit(keys[int(lb)][0], float(1.0 - d), keys[int(lb)][1], int(lb))
+                for lb, d in zip(labels[0], dists[0], strict=True)
+            ]
+
+    def search_items(self, query: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Hit]:
+        """The k best distinct items, each scored by its best variant."""
+        exclude = set(exclude)
+        wanted = int(k)
+        if wanted <= 0:
+            return []
+        per_item = max(1, round(len(self._keys) / max(1, len(self._by_item))))
+        fetch = wanted * per_item + len(exclude) + 8
+        while True:
+            hits = self.search(query, fetch)
+            best: dict[str, Hit] = {}
+            for h in hits:
+                if h.item_id not in exclude and h.item_id not in best:
+                    best[h.item_id] = h
+            if len(best) >= wanted or len(hits) >= len(self._keys):
+                return list(best.values())[:wanted]
+            fetch *= 2
+
+    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        labels = np.fromiter(self._keys, dtype=np.int64)
+        vecs = np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
+        sims = vecs @ q[0]
+        top = np.argsort(-sims)[:k]
+        return labels[top][None, :], (1.0 - sims[top])[None, :]
+
+    # ---- persistence -------------------------------------------------------------------
+    def save(self, folder: Path) -> None:
+        """Write index and metadata into ``folder`` (created), flushed to disk."""
+        folder.mkdir(parents=True, exist_ok=True)
+        with self._lock.read():
+            self._index.save_index(str(folder / INDEX_FILE))
+            meta = {
+                "format": FORMAT_VERSION,
+                "dim": self.dim,
+                "m": self.params.m,
+                "ef_construction": self.params.ef_construction,
+                "ef": self.params.ef,
+                "next_label": self._next_label,
+                "free": self._free,
+                "keys": [[lb, item, var] for lb, (item, var) in self._keys.items()],
+                **self.meta,
+            }
+        tmp = folder / (META_FILE + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump(meta, f, ensure_ascii=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, folder / META_FILE)
+        for name in (INDEX_FILE,):
+            fd = os.open(folder / name, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    @classmethod
+    def load(cls, folder: Path, *, expect: dict[str, Any] | None = None, ef: int | None = None) -> VectorIndex:
+        """Load an index folder; ``expect`` maps metadata keys to required values."""
+        try:
+            meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise IndexError_(f"no index at {folder}: run 'retrieval ingest' first") from None
+        except (OSError, json.JSONDecodeError) as exc:
+            raise IndexError_(f"index metadata {folder / META_FILE} is unreadable: {exc}") from None
+        if meta.get("format") != FORMAT_VERSION:
+            raise IndexError_(f"index at {folder} has format {meta.get('format')}; this version reads {FORMAT_VERSION}")
+        for key, want in (expect or {}).items():
+            if meta.get(key) != want:
+                raise IndexMismatch(
+                    f"index at {folder} was built with {key}={meta.get(key)!r} but the settings give {want!r}; "
+                    "rebuild it with 'retrieval ingest'"
+                )
+        own = {"format", "dim", "m", "ef_construction", "ef", "next_label", "free", "keys"}
+        params = IndexParams(m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"])
+        raw = hnswlib.Index(space="ip", dim=int(meta["dim"]))
+        try:
+            raw.load_index(str(folder / INDEX_FILE), allow_replace_deleted=True)
+        except (RuntimeError, OSError, MemoryError) as exc:
+            raise IndexError_(f"index file {folder / INDEX_FILE} is unreadable: {exc}") from None
+        self = cls(meta["dim"], params, meta={k: v for k, v in meta.items() if k not in own}, _loaded=raw)
+        self._next_label = meta["next_label"]
+        self._free = list(meta["free"])
+        for label, item, variant in meta["keys"]:
+            self._keys[label] = (item, variant)
+            self._labels[(item, variant)] = label
+            self._by_item.setdefault(item, set()).add(label)
+        if self._index.get_current_count() != self._next_label:
+            raise IndexError_(f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'")
+        return self

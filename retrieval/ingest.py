@@ -1,0 +1,161 @@
+"""``retrieval ingest``: validate the sources, build both indexes, calibrate, publish, record."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from .build import build_faq_index, build_product_index, calibrate_faq, read_labelled
+from .catalog import load_catalog
+from .encoders import image_encoder, text_encoder
+from .errors import SourceError
+from .faq import load_faq
+from .index import IndexParams, VectorIndex
+from .runtime import make_fusion
+from .settings import Settings
+from .storage import current_version, new_version_id, publish, version_dir
+from .store.models import IndexVersionRow
+
+__all__ = ["IngestSummary", "ingest"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestSummary:
+    versions: dict[str, str] = field(default_factory=dict)
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    calibration: dict[str, Any] | None = None
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_ids: str) -> str:
+    """Everything a built index depends on; equal keys mean rebuilding would change nothing."""
+    parts: list[Any] = [kind, sorted(item_hashes), list(encoder_ids), settings.hnsw_m, settings.hnsw_ef_construction]
+    if kind == "faq" and settings.faq_calibration_path is not None and settings.faq_calibration_path.exists():
+        parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
+    if kind == "products":
+        parts += [settings.image_weight, settings.text_weight]
+        if settings.image_projection is not None and settings.image_projection.exists():
+            parts.append(hashlib.sha256(settings.image_projection.read_bytes()).hexdigest())
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
+
+
+def _current_meta(settings: Settings, kind: str) -> dict[str, Any]:
+    version = current_version(settings.index_dir, kind)
+    if version is None:
+        return {}
+    try:
+        return json.loads((version_dir(settings.index_dir, kind, version) / "meta.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def ingest(
+    settings: Settings,
+    engine: Engine | None = None,
+    *,
+    kinds: tuple[str, ...] = ("faq", "products"),
+    progress: bool = False,
+    created_by: str = "retrieval ingest",
+    if_changed: bool = False,
+) -> IngestSummary:
+    """Build and publish new index versions from the configured sources.
+
+    With ``if_changed``, a kind whose sources, encoders and parameters match the current
+    version is skipped (no encoding, nothing published).
+    """
+    t0 = time.perf_counter()
+    # validate every source before any model work, so a bad row fails in a second
+    bank = load_faq(settings.faq_path) if "faq" in kinds else None
+    catalog = load_catalog(settings.catalog_path) if "products" in kinds else None
+    labelled = None
+    if bank is not None and settings.faq_calibration_path is not None and settings.faq_calibration_path.exists():
+        labelled = read_labelled(settings.faq_calibration_path)
+        unknown = sorted({r for _, rel in labelled for r in rel if r not in bank.entries})
+        if unknown:
+            raise SourceError(settings.faq_calibration_path, f"names unknown FAQ ids: {', '.join(unknown[:5])}", field="relevant")
+
+    text = text_encoder(settings)
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    summary = IngestSummary()
+    keys = {}
+    if bank is not None:
+        keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id)
+    if catalog is not None:
+        keys["products"] = build_key(settings, "products", [p.content_hash() for p in catalog], text.id, image_encoder(settings).id)
+    if if_changed:
+        for kind, key in keys.items():
+            if _current_meta(settings, kind).get("build_key") == key:
+                summary.skipped.append(kind)
+        bank = None if "faq" in summary.skipped else bank
+        catalog = None if "products" in summary.skipped else catalog
+    built: list[tuple[str, VectorIndex]] = []
+    if bank is not None:
+        faq_index = build_faq_index(bank, text, params, progress=progress)
+        if labelled:
+            cal = calibrate_faq(faq_index, text, labelled)
+            faq_index.meta["calibration"] = {
+                "answer_threshold": round(cal.threshold, 6),
+                "accuracy": round(cal.accuracy, 6),
+                "n_questions": cal.n_questions,
+                "n_out_of_scope": cal.n_out_of_scope,
+                "source": str(settings.faq_calibration_path),
+            }
+            summary.calibration = faq_index.meta["calibration"]
+        built.append(("faq", faq_index))
+    if catalog is not None:
+        image = image_encoder(settings)
+        fusion = make_fusion(settings, text, image)
+        product_index = build_product_index(
+            catalog,
+            text,
+            image,
+            fusion,
+            params,
+            max_image_bytes=settings.max_image_bytes,
+            max_image_pixels=settings.max_image_pixels,
+            progress=progress,
+        )
+        built.append(("products", product_index))
+
+    for kind, index in built:
+        index.meta["build_key"] = keys[kind]
+        version = new_version_id(kind)
+        publish(index, settings.index_dir, kind, version)
+        summary.versions[kind] = version
+        summary.counts[kind] = {"items": index.item_count, "vectors": len(index)}
+        if engine is not None:
+            _record_version(engine, kind, version, index, created_by)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _record_version(engine: Engine, kind: str, version: str, index: VectorIndex, created_by: str) -> None:
+    meta = index.meta
+    row = IndexVersionRow(
+        id=version,
+        kind=kind,
+        created_by=created_by,
+        n_items=index.item_count,
+        n_vectors=len(index),
+        encoders={k: meta[k] for k in ("text_encoder", "image_encoder") if k in meta},
+        fusion=meta.get("fusion"),
+        source_hash=meta.get("source_hash", ""),
+        params={"m": index.params.m, "ef_construction": index.params.ef_construction, "ef": index.params.ef},
+    )
+    try:
+        from sqlalchemy.orm import Session
+
+        with Session(engine) as session, session.begin():
+            session.add(row)
+    except SQLAlchemyError as exc:
+        log.error("published %s but could not record it in the database: %s", version, str(exc).splitlines()[0])

@@ -1,0 +1,102 @@
+"""Wiring: turn settings into encoders, fusion, indexes, the query log and a Retriever."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from sqlalchemy import Engine
+
+from .decision import DecisionPolicy
+from .encoders import image_encoder, text_encoder
+from .encoders.base import Encoder
+from .errors import ConfigError
+from .fusion import Fusion
+from .index import VectorIndex
+from .build import faq_expectations, product_expectations
+from .retriever import Limits, Retriever, Snapshot
+from .settings import Settings
+from .storage import load_current
+from .store import QueryLog, make_engine, migrate
+
+__all__ = ["build_retriever", "limits_from", "make_fusion", "open_store", "policy_for"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ANSWER = 0.6
+SUGGEST_GAP = 0.15
+
+
+def make_fusion(settings: Settings, text: Encoder, image: Encoder) -> Fusion:
+    projection = None
+    if settings.image_projection is not None:
+        try:
+            projection = np.load(settings.image_projection)
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read image_projection {settings.image_projection}: {exc}") from None
+    try:
+        return Fusion(image.dim, text.dim, settings.image_weight, settings.text_weight, projection)
+    except ValueError as exc:
+        raise ConfigError(f"invalid fusion settings: {exc}") from None
+
+
+def policy_for(settings: Settings, faq_index: VectorIndex) -> DecisionPolicy:
+    """Thresholds: explicit settings win, then the calibration stored with the index, then defaults."""
+    calibrated = faq_index.meta.get("calibration") or {}
+    answer, source = DEFAULT_ANSWER, "default"
+    if "answer_threshold" in calibrated:
+        answer, source = float(calibrated["answer_threshold"]), "calibrated"
+    if settings.answer_threshold is not None:
+        answer, source = settings.answer_threshold, "settings"
+    suggest = settings.suggest_threshold if settings.suggest_threshold is not None else answer - SUGGEST_GAP
+    return DecisionPolicy(answer, min(suggest, answer), settings.answer_margin, source)
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(
+        max_query_chars=settings.max_query_chars,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        default_k_products=settings.default_k_products,
+        default_k_faq=settings.default_k_faq,
+        max_k=settings.max_k,
+    )
+
+
+def load_snapshot(settings: Settings, text: Encoder, image: Encoder, fusion: Fusion) -> Snapshot:
+    faq = load_current(settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search)
+    products = load_current(
+        settings.index_dir, "products", expect=product_expectations(text, image, fusion), ef=settings.hnsw_ef_search
+    )
+    return Snapshot.from_indexes(faq, products, policy_for(settings, faq))
+
+
+def open_store(settings: Settings) -> tuple[Engine, QueryLog]:
+    """The engine (schema migrated) and a running query log; the log spools if the database is down."""
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        migrate(engine)
+    except Exception as exc:  # a database that is down at start: answer anyway, spool the log
+        log.error("query log database not ready (%s); records will be spooled until it is", exc)
+    qlog = QueryLog(
+        engine,
+        settings.spool_dir,
+        spool_max_bytes=settings.spool_max_bytes,
+        flush_interval=settings.log_flush_interval_s,
+    )
+    return engine, qlog
+
+
+def build_retriever(settings: Settings, query_log: QueryLog | None = None) -> Retriever:
+    text = text_encoder(settings)
+    image = image_encoder(settings)
+    fusion = make_fusion(settings, text, image)
+    snapshot = load_snapshot(settings, text, image, fusion)
+    return Retriever(
+        text_encoder=text,
+        image_encoder=image,
+        fusion=fusion,
+        snapshot=snapshot,
+        limits=limits_from(settings),
+        query_log=query_log,
+    )

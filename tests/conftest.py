@@ -1,0 +1,55 @@
+"""Shared fixtures. The demo index is built once per session with the real packaged models."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "data"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test sees the developer's RETRIEVAL_* settings."""
+    for key in list(os.environ):
+        if key.startswith("RETRIEVAL_"):
+            monkeypatch.delenv(key)
+
+
+def demo_settings(data_dir: Path, **overrides):  # noqa: ANN201
+    from retrieval.settings import load_settings
+
+    return load_settings(
+        None,
+        data_dir=data_dir,
+        catalog_path=DATA / "catalog" / "products.jsonl",
+        faq_path=DATA / "faq" / "faq.yaml",
+        faq_calibration_path=DATA / "faq" / "calibration.jsonl",
+        **overrides,
+    )
+
+
+@pytest.fixture(scope="session")
+def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir holding demo indexes built with the real models (built once per session)."""
+    from retrieval.ingest import ingest
+
+    data_dir = tmp_path_factory.mktemp("demo-index")
+    ingest(demo_settings(data_dir))
+    return data_dir
+
+
+@pytest.fixture()
+def demo_data_dir(demo_index: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo data dir (indexes only; each test gets its own database)."""
+    target = tmp_path / "var"
+    shutil.copytree(demo_index / "index", target / "index")
+    return target
