@@ -49,7 +49,7 @@ def test_calibration_prefers_handing_off_wrong_answers() -> None:
     correct = [True, True, False, False, False, False]
     in_scope = [True, True, True, True, False, False]
     t, acc = calibrate_threshold(scores, correct, in_scope)
-    assert t == pytest.approx((0.55 + 0.8) / 2)
+    assert 0.55 < t < 0.8  # the wrong 0.55 answer is handed off, the right 0.8 one answered
     assert acc == pytest.approx(4 / 6)
 
 

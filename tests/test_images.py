@@ -1,0 +1,67 @@
+import io
+import time
+import tracemalloc
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from retrieval.errors import ImageError
+from retrieval.images import load_image
+
+MB = 1024 * 1024
+
+
+def jpeg(size: tuple[int, int], colour: str = "red", quality: int = 75) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, colour).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def test_a_normal_photo_is_reduced() -> None:
+    img = load_image(jpeg((1600, 1200)), max_bytes=20 * MB, max_pixels=100_000_000)
+    assert img.mode == "RGB" and max(img.size) <= 512
+
+
+def test_not_an_image() -> None:
+    with pytest.raises(ImageError, match="not an image"):
+        load_image(b"%PDF-1.4 this is a pdf", max_bytes=MB, max_pixels=10**8)
+
+
+def test_truncated_image() -> None:
+    data = jpeg((800, 600), quality=95)
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        load_image(data[: len(data) // 3], max_bytes=MB, max_pixels=10**8)
+
+
+def test_empty_and_oversized_bytes(tmp_path: Path) -> None:
+    with pytest.raises(ImageError, match="empty"):
+        load_image(b"", max_bytes=MB, max_pixels=10**8)
+    with pytest.raises(ImageError, match="the limit is"):
+        load_image(b"\xff" * (2 * MB), max_bytes=MB, max_pixels=10**8)
+    big = tmp_path / "big.jpg"
+    big.write_bytes(b"\xff" * (2 * MB))
+    with pytest.raises(ImageError, match="big.jpg is 2.1 MB"):
+        load_image(big, max_bytes=MB, max_pixels=10**8)
+    with pytest.raises(ImageError, match="cannot read"):
+        load_image(tmp_path / "missing.jpg", max_bytes=MB, max_pixels=10**8)
+
+
+def test_fifty_megapixel_photo_in_bounded_time_and_memory() -> None:
+    data = jpeg((8660, 5780))  # 50 megapixels
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    img = load_image(data, max_bytes=20 * MB, max_pixels=100_000_000)
+    elapsed = time.perf_counter() - t0
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert max(img.size) <= 512
+    assert elapsed < 5.0
+    assert peak < 64 * MB  # a full decode would need 150 MB
+
+
+def test_too_many_pixels_are_refused_from_the_header() -> None:
+    buf = io.BytesIO()
+    Image.new("1", (12000, 10000)).save(buf, "PNG")  # 120 MP, tiny file
+    with pytest.raises(ImageError, match=r"12000x10000 \(120 megapixels\); the limit is 100 megapixels"):
+        load_image(buf.getvalue(), max_bytes=20 * MB, max_pixels=100_000_000)
