@@ -53,3 +53,23 @@ def demo_data_dir(demo_index: Path, tmp_path: Path) -> Path:
     target = tmp_path / "var"
     shutil.copytree(demo_index / "index", target / "index")
     return target
+
+
+@pytest.fixture(scope="session")
+def postgres():  # noqa: ANN201
+    """A real PostgreSQL server for the whole session."""
+    from pg import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture()
+def pg_url(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
+    """A fresh database on the session's PostgreSQL server."""
+    import re
+
+    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50] + f"_{os.getpid()}_{id(request) % 100000}"
+    return postgres.create_database(name)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
 from .models import CandidateRow, DecisionRow, QueryRow
 
@@ -126,7 +126,7 @@ class QueryLog:
                 try:
                     self._drain_spool()
                     if batch:
-                        self._write(batch, skip_existing=False)
+                        self._write(batch)
                         batch = []
                     if not self._db_ok:
                         log.warning("query log database is reachable again; spooled records written")
@@ -137,9 +137,22 @@ class QueryLog:
             if batch:
                 self._spool(batch)
             if self._queue.empty():
-                self._idle.set()
                 if self._stop.is_set():
+                    self._last_attempt()
+                    self._idle.set()
                     return
+                self._idle.set()
+
+    def _last_attempt(self) -> None:
+        """At close: one more try to empty the spool, whatever the retry timer says."""
+        if not self._spool_files():
+            return
+        try:
+            self._drain_spool()
+            self._db_ok = True
+        except SQLAlchemyError as exc:
+            self._on_db_error(exc)
+            log.warning("%d query records stay in the spool %s until the database is back", self.spooled_records(), self.spool_dir)
 
     def _take_batch(self) -> list[dict[str, Any]]:
         try:
@@ -161,12 +174,33 @@ class QueryLog:
         self._db_ok = False
         self._last_error = msg
 
-    def _write(self, batch: list[dict[str, Any]], *, skip_existing: bool) -> None:
+    def _write(self, batch: list[dict[str, Any]]) -> None:
+        """Insert a batch in one transaction, skipping records already stored.
+
+        A record the database refuses (a constraint, a value out of range) is set aside in a
+        ``.rejected`` file with an error in the log, so it cannot block the records behind it.
+        """
+        try:
+            self._insert(batch)
+        except (IntegrityError, DataError):
+            for rec in batch:
+                try:
+                    self._insert([rec])
+                except (IntegrityError, DataError) as exc:
+                    self._reject(rec, exc)
+
+    def _reject(self, rec: dict[str, Any], exc: Exception) -> None:
+        path = self.spool_dir / f"{time.time_ns():020d}-{os.getpid()}.rejected"
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
+        self._dropped += 1
+        log.error("the database refused query record %s (%s); kept in %s", rec["query"].get("id"), str(exc).splitlines()[0], path)
+
+    def _insert(self, batch: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
-            if skip_existing:
-                ids = [r["query"]["id"] for r in batch]
-                present = set(conn.scalars(select(QueryRow.id).where(QueryRow.id.in_(ids))))
-                batch = [r for r in batch if r["query"]["id"] not in present]
+            ids = [r["query"]["id"] for r in batch]
+            present = set(conn.scalars(select(QueryRow.id).where(QueryRow.id.in_(ids))))
+            batch = [r for r in batch if r["query"]["id"] not in present]
             if not batch:
                 return
             conn.execute(insert(QueryRow), [_row(r["query"], _QUERY_COLS) for r in batch])
@@ -229,7 +263,7 @@ class QueryLog:
                     os.replace(f, bad)
                     continue
                 for start in range(0, len(batch), self.max_batch):
-                    self._write(batch[start : start + self.max_batch], skip_existing=True)
+                    self._write(batch[start : start + self.max_batch])
                 f.unlink()
 
 

@@ -1,0 +1,145 @@
+"""The demo shop with the real packaged models: the answers the README promises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from conftest import DATA, demo_settings
+from retrieval.decision import Decision
+from retrieval.errors import IndexMismatch
+from retrieval.runtime import build_retriever, open_store
+from retrieval.store import QueryRow
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture()
+def demo(demo_data_dir: Path):  # noqa: ANN201
+    settings = demo_settings(demo_data_dir)
+    engine, qlog = open_store(settings)
+    retriever = build_retriever(settings, qlog)
+    yield retriever, engine, qlog
+    qlog.close()
+    engine.dispose()
+
+
+def test_delivery_question_gets_the_delivery_answer(demo) -> None:  # noqa: ANN001
+    retriever, _, _ = demo
+    r = retriever.query("how long does delivery take?")
+    assert r.replies[0].entry.id == "delivery-time"
+    assert r.decision is Decision.ANSWER
+
+
+def test_organic_bananas(demo) -> None:  # noqa: ANN001
+    retriever, _, _ = demo
+    r = retriever.query("do you have organic bananas?")
+    assert r.replies[0].entry.id == "organic"
+    assert r.products[0].product.id == "banana"
+    assert r.products[0].text_score == pytest.approx(r.products[0].score)
+
+
+@pytest.mark.parametrize(
+    ("question", "entry"),
+    [
+        ("can I pay with paypal?", "payment-methods"),
+        ("I forgot my password", "reset-password"),
+        ("how do I cancel my order", "cancel-order"),
+        ("when are you open?", "opening-hours"),
+    ],
+)
+def test_common_questions(demo, question: str, entry: str) -> None:  # noqa: ANN001
+    retriever, _, _ = demo
+    assert retriever.query(question).replies[0].entry.id == entry
+
+
+def test_off_topic_question_is_not_answered(demo) -> None:  # noqa: ANN001
+    retriever, _, _ = demo
+    assert retriever.query("who won the football world cup in 1998?").decision is not Decision.ANSWER
+
+
+def test_shopper_photo_finds_the_product(demo) -> None:  # noqa: ANN001
+    retriever, _, _ = demo
+    r = retriever.query(image=DATA / "catalog/images/Kiwi.jpg")
+    assert r.products[0].product.id == "kiwi" and r.products[0].image_score == pytest.approx(1.0, abs=1e-4)
+
+
+def test_every_candidate_reaches_sqlite(demo) -> None:  # noqa: ANN001
+    retriever, engine, qlog = demo
+    r = retriever.query("how much is delivery", conversation_id="demo-conv", k_faq=3, k_products=4)
+    assert qlog.flush(10)
+    with Session(engine) as s:
+        row = s.get(QueryRow, r.query_id)
+        assert row is not None and row.conversation_id == "demo-conv"
+        assert row.faq_index_version == retriever.snapshot.faq_version
+        assert row.text_encoder == retriever.text_encoder.id
+        faq = [c for c in row.candidates if c.kind == "faq"]
+        prods = [c for c in row.candidates if c.kind == "product"]
+        assert [c.item_id for c in faq] == [c.entry.id for c in r.replies]
+        assert [round(c.score, 6) for c in prods] == [round(m.score, 6) for m in r.products]
+        assert len(prods) == 4 and all(c.index_version == retriever.snapshot.product_version for c in prods)
+        assert s.scalars(select(QueryRow).where(QueryRow.id == r.query_id)).one().decisions[0].decision == r.decision.value
+
+
+def test_index_built_with_another_encoder_is_refused(demo_data_dir: Path, tmp_path: Path) -> None:
+    meta_path = next((demo_data_dir / "index" / "faq").glob("faq-*/meta.json"))
+    meta = json.loads(meta_path.read_text())
+    meta["text_encoder"] = "st:some-other-model"
+    meta_path.write_text(json.dumps(meta))
+    before = meta_path.read_bytes()
+    with pytest.raises(IndexMismatch, match="some-other-model.*retrieval ingest"):
+        build_retriever(demo_settings(demo_data_dir))
+    assert meta_path.read_bytes() == before  # nothing damaged
+
+
+def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "retrieval.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> None:
+    root = DATA.parent
+    out = run_cli("query", "how long does delivery take?", "--data-dir", str(demo_data_dir), cwd=root)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("decision: answer")
+    assert "delivery-time" in out.stdout and "products:" in out.stdout
+    out = run_cli("query", "do you have organic bananas?", "--json", "--data-dir", str(demo_data_dir), cwd=root)
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["replies"][0]["id"] == "organic" and data["products"][0]["id"] == "banana"
+    assert data["products"][0]["text_score"] is not None
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["query", ""], "error: give a question, --image PATH, or both"),
+        (["query", "hi", "-k", "0"], "error: k_products must be between 1 and 100, got 0"),
+        (["query", "x" * 5000], "error: the query is 5000 characters long; the limit is 2000"),
+        (["query", "--image", "pyproject.toml"], "error: pyproject.toml is not an image"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_exit_2(demo_data_dir: Path, args: list[str], message: str) -> None:
+    out = run_cli(*args, "--data-dir", str(demo_data_dir), cwd=DATA.parent)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in out.stderr
+
+
+def test_cli_without_an_index_says_what_to_do(tmp_path: Path) -> None:
+    out = run_cli("query", "hello", "--data-dir", str(tmp_path / "empty"), cwd=DATA.parent)
+    assert out.returncode == 2 and "run 'retrieval ingest' first" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_cli_ingest_rejects_a_bad_catalog_without_touching_the_index(demo_data_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "a", "title": "Apple"}\n{"id": "b"}\n')
+    before = (demo_data_dir / "index" / "products" / "CURRENT").read_text()
+    out = run_cli("ingest", "--catalog", str(bad), "--data-dir", str(demo_data_dir), cwd=DATA.parent)
+    assert out.returncode == 2
+    assert out.stderr.strip() == f"error: {bad}:2: field 'title': missing or empty"
+    assert (demo_data_dir / "index" / "products" / "CURRENT").read_text() == before

@@ -1,0 +1,162 @@
+"""The query path with stand-in encoders: ranking, grouping, decisions, bad input, swaps."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fakes import ColourImageEncoder, HashingTextEncoder
+from retrieval.build import build_faq_index, build_product_index
+from retrieval.catalog import Catalog, Product
+from retrieval.decision import Decision, DecisionPolicy
+from retrieval.errors import ImageError, InputError, NotFound
+from retrieval.faq import FAQBank, FAQEntry
+from retrieval.fusion import Fusion
+from retrieval.index import IndexParams
+from retrieval.retriever import Limits, Retriever, Snapshot
+
+FAQ = [
+    FAQEntry("delivery", "Delivery takes two days.", "how long does delivery take", ("when will my order arrive",), group="delivery"),
+    FAQEntry("delivery-zh", "送货需要两天。", "送货 需要 多久", lang="zh", group="delivery"),
+    FAQEntry("returns", "Return within 14 days.", "how do I return a product", ("send something back",), group="returns"),
+    FAQEntry("payment", "We accept cards.", "which payment methods do you accept", group="payment"),
+]
+
+
+def colour_png(colour: str, path=None):  # noqa: ANN001, ANN201
+    img = Image.new("RGB", (32, 32), colour)
+    if path is None:
+        buf = io.BytesIO()
+        img.save(buf, "PNG")
+        return buf.getvalue()
+    img.save(path)
+    return path
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.records: list[dict] = []
+
+    def record(self, rec: dict) -> None:
+        self.records.append(rec)
+
+
+@pytest.fixture()
+def retriever(tmp_path) -> Retriever:  # noqa: ANN001
+    products = [
+        Product("red-apple", "red apple", "a crisp red apple", 1.0, "EUR", "Fruit", 5, (colour_png("red", tmp_path / "r.png"),)),
+        Product("banana", "organic banana", "yellow banana", 0.5, "EUR", "Fruit", 0, (colour_png("yellow", tmp_path / "y.png"),)),
+        Product("gift-card", "gift card", "a digital gift card", 10.0, "EUR", "Gifts", None, ()),  # no image
+    ]
+    text, image = HashingTextEncoder(), ColourImageEncoder()
+    fusion = Fusion(image.dim, text.dim)
+    params = IndexParams(m=8, ef_construction=50, ef=20)
+    bank = FAQBank({e.id: e for e in FAQ})
+    faq_index = build_faq_index(bank, text, params)
+    faq_index.meta["version"] = "faq-test"
+    prod_index = build_product_index(
+        Catalog({p.id: p for p in products}), text, image, fusion, params, max_image_bytes=10**7, max_image_pixels=10**8
+    )
+    prod_index.meta["version"] = "products-test"
+    snap = Snapshot.from_indexes(faq_index, prod_index, DecisionPolicy(0.6, 0.3, 0.05))
+    return Retriever(text_encoder=text, image_encoder=image, fusion=fusion, snapshot=snap, limits=Limits(max_query_chars=200), query_log=Recorder())
+
+
+def test_faq_answer_with_language_versions_not_counted_as_rivals(retriever: Retriever) -> None:
+    r = retriever.query("how long does delivery take", k_faq=3)
+    assert r.replies[0].entry.id == "delivery" and r.replies[0].score == pytest.approx(1.0, abs=1e-5)
+    assert r.decision is Decision.ANSWER
+    assert [c.score for c in r.replies] == sorted((c.score for c in r.replies), reverse=True)
+
+
+def test_unrelated_question_is_handed_off(retriever: Retriever) -> None:
+    r = retriever.query("zebra quantum violin")
+    assert r.decision is Decision.HANDOFF
+
+
+def test_text_query_ranks_products_by_text_and_keeps_imageless_ones(retriever: Retriever) -> None:
+    r = retriever.query("gift card")
+    top = r.products[0]
+    assert top.product.id == "gift-card"
+    assert top.image_score is None and top.score == pytest.approx(top.text_score)
+    assert all(m.image_score is None for m in r.products)  # the query has no image
+
+
+def test_image_query_scores_by_image(retriever: Retriever) -> None:
+    r = retriever.query(image=colour_png("yellow"))
+    assert r.products[0].product.id == "banana"
+    assert r.products[0].image_score == pytest.approx(1.0, abs=1e-5)
+    assert r.products[0].text_score is None
+    assert "gift-card" not in [m.product.id for m in r.products]  # nothing to compare with
+    assert r.replies == [] and r.decision is Decision.HANDOFF
+
+
+def test_text_and_image_query_reports_both_modalities(retriever: Retriever) -> None:
+    r = retriever.query("red apple", image=colour_png("red"))
+    m = r.products[0]
+    assert m.product.id == "red-apple"
+    assert m.image_score is not None and m.text_score is not None
+    assert m.score == pytest.approx((m.image_score + m.text_score) / 2, abs=1e-5)
+
+
+def test_empty_caption_with_photo_is_an_image_query(retriever: Retriever) -> None:
+    r = retriever.query("   ", image=colour_png("red"))
+    assert r.text is None and r.products[0].product.id == "red-apple"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"text": ""}, InputError, "empty"),
+        ({"text": "  \t "}, InputError, "empty"),
+        ({"text": "\x00\x07"}, InputError, "control"),
+        ({"text": "a" * 100_000}, InputError, "limit is 200"),
+        ({}, InputError, "empty"),
+        ({"text": "hi", "k_products": 0}, InputError, "between 1 and 100"),
+        ({"text": "hi", "k_faq": -3}, InputError, "between 1 and 100"),
+        ({"text": "hi", "k_products": 10**9}, InputError, "between 1 and 100"),
+        ({"text": "hi", "k_products": "5"}, InputError, "whole number"),
+        ({"image": b"not an image"}, ImageError, "not an image"),
+    ],
+)
+def test_bad_input_gets_a_clear_error_and_nothing_is_logged(retriever: Retriever, kwargs, error, message) -> None:  # noqa: ANN001
+    with pytest.raises(error, match=message):
+        retriever.query(**kwargs)
+    assert retriever.query_log.records == []
+
+
+def test_every_candidate_is_logged_with_scores_and_versions(retriever: Retriever) -> None:
+    r = retriever.query("how do I return a product", conversation_id="conv-9", k_faq=2, k_products=2)
+    [rec] = retriever.query_log.records
+    q = rec["query"]
+    assert q["id"] == r.query_id and q["conversation_id"] == "conv-9" and q["decision"] == r.decision.value
+    assert q["faq_index_version"] == "faq-test" and q["product_index_version"] == "products-test"
+    assert q["text_encoder"] == "fake-text" and q["image_encoder"] is None
+    faq = [c for c in rec["candidates"] if c["kind"] == "faq"]
+    prods = [c for c in rec["candidates"] if c["kind"] == "product"]
+    assert [c["item_id"] for c in faq] == [c.entry.id for c in r.replies]
+    assert [c["score"] for c in prods] == [m.score for m in r.products]
+    assert [c["rank"] for c in prods] == [1, 2]
+    assert rec["decisions"][0]["actor"] == "system"
+
+
+def test_similar_products(retriever: Retriever) -> None:
+    similar = retriever.similar_products("red-apple", k=5)
+    assert "red-apple" not in [m.product.id for m in similar]
+    assert len(similar) == 2
+    with pytest.raises(NotFound, match="no product with id 'nope'"):
+        retriever.similar_products("nope")
+
+
+def test_swap_changes_what_new_queries_use(retriever: Retriever) -> None:
+    old = retriever.snapshot
+    strict = Snapshot(old.faq_index, old.product_index, old.faq, old.catalog, DecisionPolicy(1.01, 1.0, 0.0))
+    assert retriever.query("how long does delivery take").decision is Decision.ANSWER
+    assert retriever.swap(strict) is old
+    r = retriever.query("how long does delivery take")
+    assert r.decision is Decision.SUGGEST or r.decision is Decision.HANDOFF
+    assert r.policy.answer_threshold == 1.01
