@@ -7,7 +7,8 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     ├── ConfigError            settings that cannot work (bad path, bad weight, unknown encoder)
     │   └── ModelUnavailable   a model package or weights file that is not installed / not found
     ├── InputError             a bad query: empty, too long, bad k, bad image          -> HTTP 422
-    │   └── ImageError         not an image, truncated, too large                       -> HTTP 422
+    │   ├── ImageError         not an image, truncated, too many pixels                 -> HTTP 422
+    │   └── TooLarge           a request body or upload over the size limit              -> HTTP 413
     ├── NotFound               an unknown product or FAQ id                             -> HTTP 404
     ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
@@ -28,6 +29,7 @@ __all__ = [
     "RetrievalError",
     "SourceError",
     "StoreError",
+    "TooLarge",
 ]
 
 
@@ -57,6 +59,12 @@ class InputError(RetrievalError):
 
 class ImageError(InputError):
     """An uploaded or referenced image that cannot be used."""
+
+
+class TooLarge(InputError):
+    """A request body or upload over its size limit."""
+
+    http_status = 413
 
 
 class NotFound(RetrievalError):

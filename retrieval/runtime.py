@@ -7,13 +7,13 @@ import logging
 import numpy as np
 from sqlalchemy import Engine
 
+from .build import faq_expectations, product_expectations
 from .decision import DecisionPolicy
 from .encoders import image_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import ConfigError
 from .fusion import Fusion
 from .index import VectorIndex
-from .build import faq_expectations, product_expectations
 from .retriever import Limits, Retriever, Snapshot
 from .settings import Settings
 from .storage import load_current

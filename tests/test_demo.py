@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from conftest import DATA, demo_settings
 from retrieval.decision import Decision
 from retrieval.errors import IndexMismatch
 from retrieval.runtime import build_retriever, open_store
 from retrieval.store import QueryRow
+
+from conftest import DATA, demo_settings
 
 pytestmark = pytest.mark.models
 

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import io
-import threading
 
-import numpy as np
 import pytest
 from PIL import Image
 
-from fakes import ColourImageEncoder, HashingTextEncoder
 from retrieval.build import build_faq_index, build_product_index
 from retrieval.catalog import Catalog, Product
 from retrieval.decision import Decision, DecisionPolicy
@@ -18,6 +15,8 @@ from retrieval.faq import FAQBank, FAQEntry
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams
 from retrieval.retriever import Limits, Retriever, Snapshot
+
+from fakes import ColourImageEncoder, HashingTextEncoder
 
 FAQ = [
     FAQEntry("delivery", "Delivery takes two days.", "how long does delivery take", ("when will my order arrive",), group="delivery"),

@@ -11,12 +11,13 @@ import time
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
-from fastapi import FastAPI, File, Form, Query, Request, UploadFile
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
+from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import ImageError, InputError, NotFound, RetrievalError
+from ..errors import ImageError, InputError, NotFound, RetrievalError, TooLarge
 from ..retriever import QueryResult, Retriever
 from ..settings import Settings
 from .schemas import Health, ProductOut, QueryIn, QueryOut, ReplyOut, SimilarOut
@@ -24,6 +25,8 @@ from .schemas import Health, ProductOut, QueryIn, QueryOut, ReplyOut, SimilarOut
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+MAX_JSON_BYTES = 1024 * 1024  # a JSON query holds text only; 1 MB is far above max_query_chars
 
 
 def _result_out(result: QueryResult, request: Request) -> QueryOut:
@@ -119,12 +122,17 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         """Ask with JSON (`{"text": ...}`) or multipart form (`text`, `image` file, `k_products`, ...)."""
         ctype = request.headers.get("content-type", "")
         r = get_retriever(request)
-        if ctype.startswith("multipart/form-data"):
+        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
             return await _multipart_query(request, r)
+        if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
+            raise TooLarge(f"request body is over {MAX_JSON_BYTES // 1024} KB")
+        raw = await request.body()
+        if len(raw) > MAX_JSON_BYTES:
+            raise TooLarge(f"request body is over {MAX_JSON_BYTES // 1024} KB")
         try:
-            body = QueryIn.model_validate_json(await request.body())
-        except ValueError as exc:
-            raise RequestValidationError(getattr(exc, "errors", lambda: [{"loc": (), "msg": str(exc)}])()) from None
+            body = QueryIn.model_validate_json(raw)
+        except ValidationError as exc:
+            raise RequestValidationError(exc.errors()) from None
         result = await run_in_threadpool(
             r.query,
             body.text,
@@ -139,7 +147,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         limit = r.limits.max_image_bytes
         length = int(request.headers.get("content-length") or 0)
         if length > limit + 64 * 1024:
-            raise ImageError(f"upload is {length / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB")
+            raise TooLarge(f"upload is {length / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB")
         form = await request.form(max_part_size=limit + 1)
         image = form.get("image")
         data = None

@@ -1,0 +1,140 @@
+"""The HTTP API with the real models and the demo index (in-process ASGI client)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from sqlalchemy.orm import Session
+
+from retrieval.runtime import build_retriever, open_store
+from retrieval.service import create_app
+from retrieval.store import QueryRow
+
+from conftest import DATA, demo_settings
+
+pytestmark = pytest.mark.models
+
+
+@pytest.fixture()
+def client(demo_data_dir: Path):  # noqa: ANN201
+    settings = demo_settings(demo_data_dir, max_image_bytes=2 * 1024 * 1024)
+    engine, qlog = open_store(settings)
+    retriever = build_retriever(settings, qlog)
+    with TestClient(create_app(settings, retriever)) as c:
+        c.engine = engine  # type: ignore[attr-defined]
+        c.qlog = qlog  # type: ignore[attr-defined]
+        yield c
+    qlog.close()
+    engine.dispose()
+
+
+def test_health_and_readiness(client: TestClient) -> None:
+    h = client.get("/health").json()
+    assert h["status"] == "ok"
+    assert h["counts"] == {"faq_entries": 92, "products": 81}
+    assert h["index_versions"]["faq"].startswith("faq-")
+    assert h["query_log"]["database_ok"] is True
+    assert client.get("/ready").json() == {"ready": True}
+
+
+def test_json_query(client: TestClient) -> None:
+    r = client.post("/v1/query", json={"text": "how long does delivery take?", "conversation_id": "web-1", "k_products": 3})
+    assert r.status_code == 200
+    body = r.json()
+    assert body["decision"] == "answer"
+    assert body["replies"][0]["id"] == "delivery-time" and body["replies"][0]["score"] > body["thresholds"]["answer"]
+    assert len(body["products"]) == 3
+    assert set(body["timings_ms"]) >= {"encode", "search", "total"}
+    assert client.qlog.flush(10)
+    with Session(client.engine) as s:
+        row = s.get(QueryRow, body["query_id"])
+        assert row.conversation_id == "web-1" and len(row.candidates) == len(body["replies"]) + 3
+
+
+def test_organic_bananas_over_http(client: TestClient) -> None:
+    body = client.post("/v1/query", json={"text": "do you have organic bananas?"}).json()
+    assert body["replies"][0]["id"] == "organic"
+    top = body["products"][0]
+    assert top["id"] == "banana" and top["title"] == "Organic Bananas" and top["price"] > 0
+    assert top["image_url"].endswith("/v1/products/banana/image")
+    img = client.get(top["image_url"])
+    assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+
+
+def test_multipart_photo_query(client: TestClient) -> None:
+    with open(DATA / "catalog/images/Kiwi.jpg", "rb") as fh:
+        r = client.post("/v1/query", files={"image": ("kiwi.jpg", fh, "image/jpeg")}, data={"k_products": "2"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["products"][0]["id"] == "kiwi" and body["products"][0]["image_score"] > 0.99
+    assert body["products"][0]["text_score"] is None
+    assert body["decision"] == "handoff" and body["replies"] == []
+
+
+def test_multipart_text_and_photo(client: TestClient) -> None:
+    with open(DATA / "catalog/images/Banana.jpg", "rb") as fh:
+        body = client.post("/v1/query", files={"image": ("b.jpg", fh, "image/jpeg")}, data={"text": "bananas"}).json()
+    top = body["products"][0]
+    assert top["id"] == "banana" and top["text_score"] is not None and top["image_score"] is not None
+
+
+def test_similar_products(client: TestClient) -> None:
+    body = client.get("/v1/products/granny-smith/similar", params={"k": 4}).json()
+    ids = [p["id"] for p in body["products"]]
+    assert len(ids) == 4 and "granny-smith" not in ids
+    assert client.get("/v1/products/banana").json()["title"] == "Organic Bananas"
+
+
+def png_bytes(size: tuple[int, int]) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, "green").save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("request_kwargs", "status", "detail"),
+    [
+        ({"json": {"text": ""}}, 422, "empty"),
+        ({"json": {"text": "   \n\t"}}, 422, "empty"),
+        ({"json": {"text": "\u0000\u0001\u0002"}}, 422, "empty"),
+        ({"json": {"text": "a" * 102_400}}, 422, "the limit is 2000"),
+        ({"json": {"text": "hi", "k_products": 0}}, 422, "between 1 and 100"),
+        ({"json": {"text": "hi", "k_faq": 1_000_000}}, 422, "between 1 and 100"),
+        ({"json": {}}, 422, "text"),
+        ({"json": {"text": 5}}, 422, "text"),
+        ({"json": {"text": "hi", "unknown": 1}}, 422, "unknown"),
+        ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
+        ({"files": {"image": ("x.jpg", b"this is not an image", "image/jpeg")}}, 422, "not an image"),
+        ({"files": {"image": ("x.png", png_bytes((400, 400))[:300], "image/png")}}, 422, "damaged or truncated"),
+        ({"files": {"image": ("x.jpg", b"", "image/jpeg")}}, 422, "empty"),
+        ({"files": {"image": ("x.jpg", b"\xff" * (3 * 1024 * 1024), "image/jpeg")}}, 413, "the limit is 2.1 MB"),
+        ({"files": {"image": ("x.jpg", b"\xff" * (2 * 1024 * 1024 + 10), "image/jpeg")}}, 422, "the limit is 2.1 MB"),
+        ({"content": b'{"text": "' + b"a" * (2 * 1024 * 1024) + b'"}', "headers": {"content-type": "application/json"}}, 413, "over 1024 KB"),
+        ({"data": {"text": "hi", "k_products": "many"}}, 422, "whole number"),
+    ],
+)
+def test_bad_queries_get_4xx_json(client: TestClient, request_kwargs: dict, status: int, detail: str) -> None:
+    r = client.post("/v1/query", **request_kwargs)
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert detail.lower() in body["detail"].lower()
+    assert "Traceback" not in r.text
+    assert client.get("/health").status_code == 200  # the service is unharmed
+
+
+def test_unknown_product_is_404(client: TestClient) -> None:
+    for path in ("/v1/products/nope/similar", "/v1/products/nope", "/v1/products/nope/image"):
+        r = client.get(path)
+        assert r.status_code == 404 and r.json() == {"error": "NotFound", "detail": r.json()["detail"]}
+    assert "nope" in client.get("/v1/products/nope").json()["detail"]
+    assert client.get("/v1/products/banana/similar", params={"k": 0}).status_code == 422
+
+
+def test_openapi_documents_the_api(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/query", "/v1/products/{product_id}/similar", "/health", "/ready"} <= set(spec["paths"])
+    assert client.get("/docs").status_code == 200
