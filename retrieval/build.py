@@ -19,7 +19,14 @@ from .fusion import Fusion, fuse
 from .images import load_image
 from .index import IndexParams, VectorIndex
 
-__all__ = ["CalibrationResult", "build_faq_index", "build_product_index", "calibrate_faq", "faq_expectations", "product_expectations"]
+__all__ = [
+    "CalibrationResult",
+    "build_faq_index",
+    "build_product_index",
+    "calibrate_faq",
+    "faq_expectations",
+    "product_expectations",
+]
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +49,9 @@ def _source_hash(hashes: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
 
 
-def build_faq_index(bank: FAQBank, encoder: Encoder, params: IndexParams, *, progress: bool = False) -> VectorIndex:
+def build_faq_index(
+    bank: FAQBank, encoder: Encoder, params: IndexParams, *, progress: bool = False
+) -> VectorIndex:
     """One vector per phrasing (question, each example, answer) of every entry."""
     keys, texts = [], []
     for entry in bank:
@@ -84,11 +93,19 @@ def build_product_index(
     for i, product in enumerate(products):
         for j, path in enumerate(product.images):
             try:
-                images.append(load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels))
+                images.append(
+                    load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
+                )
             except ImageError as exc:
-                raise SourceError(catalog.source or "catalog", f"product '{product.id}': {exc}", field="images") from None
+                raise SourceError(
+                    catalog.source or "catalog", f"product '{product.id}': {exc}", field="images"
+                ) from None
             owners.append((i, j))
-    image_vecs = image_encoder.encode(images, progress=progress) if images else np.zeros((0, image_encoder.dim), np.float32)
+    image_vecs = (
+        image_encoder.encode(images, progress=progress)
+        if images
+        else np.zeros((0, image_encoder.dim), np.float32)
+    )
     keys: list[tuple[str, str]] = []
     rows_img = np.zeros((len(owners) + len(products), image_encoder.dim), dtype=np.float32)
     rows_txt = np.zeros((len(owners) + len(products), text_encoder.dim), dtype=np.float32)
@@ -129,7 +146,9 @@ class CalibrationResult:
     n_out_of_scope: int
 
 
-def calibrate_faq(index: VectorIndex, encoder: Encoder, labelled: list[tuple[str, set[str]]]) -> CalibrationResult:
+def calibrate_faq(
+    index: VectorIndex, encoder: Encoder, labelled: list[tuple[str, set[str]]]
+) -> CalibrationResult:
     """Fit the answer threshold on labelled questions (empty relevant set = out of scope)."""
     if not labelled:
         raise ValueError("no labelled questions")

@@ -94,15 +94,27 @@ def load_catalog(path: Path) -> Catalog:
     for line, rec in read_records(path, list_keys=("images",)):
         pid = get_id(path, line, rec)
         if pid in products:
-            raise SourceError(path, f"duplicate id '{pid}' (first on line {lines[pid]})", line=line, field="id")
+            raise SourceError(
+                path, f"duplicate id '{pid}' (first on line {lines[pid]})", line=line, field="id"
+            )
         images = get_str_list(path, line, rec, "images") or get_str_list(path, line, rec, "image")
         resolved = []
         for ref in images:
             if "://" in ref or ref.startswith("data:"):
-                raise SourceError(path, f"'{ref[:60]}' is a URL; images must be local files (paths relative to the catalog)", line=line, field="images")
+                raise SourceError(
+                    path,
+                    f"'{ref[:60]}' is a URL; images must be local files (paths relative to the catalog)",
+                    line=line,
+                    field="images",
+                )
             p = (path.parent / ref).resolve()
             if not p.is_file():
-                raise SourceError(path, f"image file '{ref}' not found (looked for {p})", line=line, field="images")
+                raise SourceError(
+                    path,
+                    f"image file '{ref}' not found (looked for {p})",
+                    line=line,
+                    field="images",
+                )
             resolved.append(p)
         products[pid] = Product(
             id=pid,

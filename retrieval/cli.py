@@ -23,9 +23,17 @@ log = logging.getLogger("retrieval")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", type=Path, help="settings file (TOML or YAML); default: $RETRIEVAL_CONFIG")
-    p.add_argument("--data-dir", type=Path, help="where indexes, the SQLite log and the spool live (default: ./var)")
-    p.add_argument("--database-url", help="SQLAlchemy URL of the query log (default: SQLite in the data dir)")
+    p.add_argument(
+        "--config", type=Path, help="settings file (TOML or YAML); default: $RETRIEVAL_CONFIG"
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="where indexes, the SQLite log and the spool live (default: ./var)",
+    )
+    p.add_argument(
+        "--database-url", help="SQLAlchemy URL of the query log (default: SQLite in the data dir)"
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
 
 
@@ -43,8 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         "new index versions. The running service keeps its version until restarted.",
     )
     _common(p)
-    p.add_argument("--catalog", type=Path, help="catalog file (JSONL, CSV, YAML); default: data/catalog/products.jsonl")
-    p.add_argument("--faq", type=Path, help="FAQ bank file (JSONL, CSV, YAML); default: data/faq/faq.yaml")
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        help="catalog file (JSONL, CSV, YAML); default: data/catalog/products.jsonl",
+    )
+    p.add_argument(
+        "--faq", type=Path, help="FAQ bank file (JSONL, CSV, YAML); default: data/faq/faq.yaml"
+    )
     p.add_argument("--only", choices=("faq", "products"), help="build just one of the two indexes")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.add_argument(
@@ -98,7 +112,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     engine = make_engine(settings.resolved_database_url)
     migrate(engine)
     kinds = (args.only,) if args.only else ("faq", "products")
-    summary = ingest(settings, engine, kinds=kinds, progress=not args.no_progress, if_changed=args.if_changed)
+    summary = ingest(
+        settings, engine, kinds=kinds, progress=not args.no_progress, if_changed=args.if_changed
+    )
     for kind in summary.skipped:
         print(f"{kind} index unchanged: kept the current version")
     for kind, version in summary.versions.items():
@@ -164,12 +180,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     if not r.replies:
         print("  (none)")
     print("\nproducts:")
-    print(f"  {'score':>6}  {'text':>6}  {'image':>6}  {'id':<28} {'title':<30} {'price':>8}  stock")
+    print(
+        f"  {'score':>6}  {'text':>6}  {'image':>6}  {'id':<28} {'title':<30} {'price':>8}  stock"
+    )
     for m in r.products:
         p = m.product
         price = "" if p.price is None else f"{p.price:.2f} {p.currency}".strip()
         stock = "" if p.stock is None else str(p.stock)
-        print(f"  {_fmt(m.score)}  {_fmt(m.text_score)}  {_fmt(m.image_score)}  {p.id:<28} {p.title[:30]:<30} {price:>8}  {stock}")
+        print(
+            f"  {_fmt(m.score)}  {_fmt(m.text_score)}  {_fmt(m.image_score)}  {p.id:<28} {p.title[:30]:<30} {price:>8}  {stock}"
+        )
     if not r.products:
         print("  (none)")
     return 0

@@ -50,14 +50,36 @@ def decide(scores: Sequence[float], policy: DecisionPolicy) -> Verdict:
     margin = float(scores[0] - scores[1]) if len(scores) > 1 else None
     if top >= policy.answer_threshold:
         if margin is None or margin >= policy.margin - 1e-9:
-            return Verdict(Decision.ANSWER, top, margin, f"top score {top:.3f} >= answer threshold {policy.answer_threshold:.3f}")
-        return Verdict(Decision.SUGGEST, top, margin, f"top two entries within {policy.margin:.3f} of each other")
+            return Verdict(
+                Decision.ANSWER,
+                top,
+                margin,
+                f"top score {top:.3f} >= answer threshold {policy.answer_threshold:.3f}",
+            )
+        return Verdict(
+            Decision.SUGGEST,
+            top,
+            margin,
+            f"top two entries within {policy.margin:.3f} of each other",
+        )
     if top >= policy.suggest_threshold:
-        return Verdict(Decision.SUGGEST, top, margin, f"top score {top:.3f} below answer threshold {policy.answer_threshold:.3f}")
-    return Verdict(Decision.HANDOFF, top, margin, f"top score {top:.3f} below suggest threshold {policy.suggest_threshold:.3f}")
+        return Verdict(
+            Decision.SUGGEST,
+            top,
+            margin,
+            f"top score {top:.3f} below answer threshold {policy.answer_threshold:.3f}",
+        )
+    return Verdict(
+        Decision.HANDOFF,
+        top,
+        margin,
+        f"top score {top:.3f} below suggest threshold {policy.suggest_threshold:.3f}",
+    )
 
 
-def calibrate_threshold(top_scores: Sequence[float], correct: Sequence[bool], in_scope: Sequence[bool]) -> tuple[float, float]:
+def calibrate_threshold(
+    top_scores: Sequence[float], correct: Sequence[bool], in_scope: Sequence[bool]
+) -> tuple[float, float]:
     """The answer threshold that maximises overall accuracy on labelled questions.
 
     A question counts as right when it is answered and its top-1 entry is relevant, or when

@@ -76,7 +76,9 @@ class NotFound(RetrievalError):
 class SourceError(RetrievalError):
     """A catalog or FAQ source with a problem; the message names file, line and field."""
 
-    def __init__(self, path: object, message: str, line: int | None = None, field: str | None = None):
+    def __init__(
+        self, path: object, message: str, line: int | None = None, field: str | None = None
+    ):
         where = str(path)
         if line is not None:
             where += f":{line}"

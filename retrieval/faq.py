@@ -48,7 +48,13 @@ class FAQEntry:
 
     @classmethod
     def from_record(cls, rec: dict) -> FAQEntry:
-        return cls(**{**rec, "examples": tuple(rec.get("examples", ())), "tags": tuple(rec.get("tags", ()))})
+        return cls(
+            **{
+                **rec,
+                "examples": tuple(rec.get("examples", ())),
+                "tags": tuple(rec.get("tags", ())),
+            }
+        )
 
     def public(self) -> dict:
         return {
@@ -84,7 +90,9 @@ def load_faq(path: Path) -> FAQBank:
     for line, rec in read_records(path, list_keys=("examples", "tags")):
         eid = get_id(path, line, rec)
         if eid in entries:
-            raise SourceError(path, f"duplicate id '{eid}' (first on line {lines[eid]})", line=line, field="id")
+            raise SourceError(
+                path, f"duplicate id '{eid}' (first on line {lines[eid]})", line=line, field="id"
+            )
         entries[eid] = FAQEntry(
             id=eid,
             answer=get_str(path, line, rec, "answer", required=True),

@@ -47,12 +47,16 @@ class Fusion:
         if self.image_projection is not None:
             p = np.asarray(self.image_projection, dtype=np.float32)
             if p.ndim != 2 or p.shape[1] != self.image_dim:
-                raise ValueError(f"image projection must have shape (k, {self.image_dim}), got {p.shape}")
+                raise ValueError(
+                    f"image projection must have shape (k, {self.image_dim}), got {p.shape}"
+                )
             object.__setattr__(self, "image_projection", p)
 
     @property
     def image_part_dim(self) -> int:
-        return self.image_dim if self.image_projection is None else int(self.image_projection.shape[0])
+        return (
+            self.image_dim if self.image_projection is None else int(self.image_projection.shape[0])
+        )
 
     @property
     def dim(self) -> int:
@@ -65,13 +69,17 @@ class Fusion:
 
     def fingerprint(self) -> str:
         """Identifies the fusion in index metadata: a change means the index must be rebuilt."""
-        h = hashlib.sha256(f"{self.image_dim}:{self.text_dim}:{self.image_weight:.6f}:{self.text_weight:.6f}".encode())
+        h = hashlib.sha256(
+            f"{self.image_dim}:{self.text_dim}:{self.image_weight:.6f}:{self.text_weight:.6f}".encode()
+        )
         if self.image_projection is not None:
             h.update(self.image_projection.tobytes())
         return h.hexdigest()[:12]
 
 
-def fuse(image: np.ndarray | None, text: np.ndarray | None, fusion: Fusion, n: int | None = None) -> np.ndarray:
+def fuse(
+    image: np.ndarray | None, text: np.ndarray | None, fusion: Fusion, n: int | None = None
+) -> np.ndarray:
     """Fuse per-modality vectors (rows; an all-zero row or ``None`` = modality missing).
 
     Returns float32 of shape (n, fusion.dim): ``[a·P(v_img)/|P(v_img)| ; b·v_text/|v_text|]``.
@@ -91,7 +99,9 @@ def fuse(image: np.ndarray | None, text: np.ndarray | None, fusion: Fusion, n: i
     return out
 
 
-def modality_scores(query: np.ndarray, items: np.ndarray, fusion: Fusion) -> tuple[np.ndarray, np.ndarray]:
+def modality_scores(
+    query: np.ndarray, items: np.ndarray, fusion: Fusion
+) -> tuple[np.ndarray, np.ndarray]:
     """Cosine similarity per modality between one fused query and fused item rows.
 
     Returns (image_cos, text_cos), each of shape (len(items),), NaN where the query or the
@@ -118,7 +128,9 @@ def fused_scores(image_cos: np.ndarray, text_cos: np.ndarray, fusion: Fusion) ->
     """Weighted mean of the available per-modality cosines (NaN where none is available)."""
     wi, wt = fusion.weights
     has_i, has_t = ~np.isnan(image_cos), ~np.isnan(text_cos)
-    num = np.where(has_i, wi * np.nan_to_num(image_cos), 0.0) + np.where(has_t, wt * np.nan_to_num(text_cos), 0.0)
+    num = np.where(has_i, wi * np.nan_to_num(image_cos), 0.0) + np.where(
+        has_t, wt * np.nan_to_num(text_cos), 0.0
+    )
     den = np.where(has_i, wi, 0.0) + np.where(has_t, wt, 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan).astype(np.float32)

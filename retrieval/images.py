@@ -31,20 +31,26 @@ def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -
         except OSError as exc:
             raise ImageError(f"cannot read image {path}: {exc.strerror}") from None
         if size > max_bytes:
-            raise ImageError(f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+            raise ImageError(
+                f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB"
+            )
         data = path.read_bytes()
     else:
         data = source
     if not data:
         raise ImageError(f"{name} is empty")
     if len(data) > max_bytes:
-        raise ImageError(f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB")
+        raise ImageError(
+            f"{name} is {len(data) / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img = Image.open(io.BytesIO(data))
         except UnidentifiedImageError:
-            raise ImageError(f"{name} is not an image (supported: JPEG, PNG, WebP, GIF, BMP)") from None
+            raise ImageError(
+                f"{name} is not an image (supported: JPEG, PNG, WebP, GIF, BMP)"
+            ) from None
         except Image.DecompressionBombError:
             raise ImageError(f"{name} has too many pixels") from None
         width, height = img.size

@@ -72,7 +72,10 @@ class VectorIndex:
         else:
             self._index = hnswlib.Index(space="ip", dim=self.dim)
             self._index.init_index(
-                max_elements=max(capacity, 16), M=params.m, ef_construction=params.ef_construction, allow_replace_deleted=True
+                max_elements=max(capacity, 16),
+                M=params.m,
+                ef_construction=params.ef_construction,
+                allow_replace_deleted=True,
             )
         self._index.set_ef(params.ef)
         self._index.set_num_threads(1)  # queries: single-threaded is fastest for one vector
@@ -110,7 +113,9 @@ class VectorIndex:
         return item_id in self._by_item
 
     # ---- writes -------------------------------------------------------------------------
-    def add(self, keys: Sequence[tuple[str, str]], vectors: np.ndarray, *, threads: int = -1) -> None:
+    def add(
+        self, keys: Sequence[tuple[str, str]], vectors: np.ndarray, *, threads: int = -1
+    ) -> None:
         """Add or replace vectors by key (an existing key's vector is overwritten)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(keys) != len(vectors):
@@ -161,7 +166,9 @@ class VectorIndex:
         if not labels:
             return np.zeros((0, self.dim), dtype=np.float32)
         with self._lock.read():
-            return np.asarray(self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32)
+            return np.asarray(
+                self._index.get_items(list(labels), return_type="numpy"), dtype=np.float32
+            )
 
     def item_vectors(self, item_id: str) -> tuple[list[str], np.ndarray]:
         labels = sorted(self._by_item.get(item_id, ()))
@@ -242,7 +249,9 @@ class VectorIndex:
                 os.close(fd)
 
     @classmethod
-    def load(cls, folder: Path, *, expect: dict[str, Any] | None = None, ef: int | None = None) -> VectorIndex:
+    def load(
+        cls, folder: Path, *, expect: dict[str, Any] | None = None, ef: int | None = None
+    ) -> VectorIndex:
         """Load an index folder; ``expect`` maps metadata keys to required values."""
         try:
             meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
@@ -251,7 +260,9 @@ class VectorIndex:
         except (OSError, json.JSONDecodeError) as exc:
             raise IndexError_(f"index metadata {folder / META_FILE} is unreadable: {exc}") from None
         if meta.get("format") != FORMAT_VERSION:
-            raise IndexError_(f"index at {folder} has format {meta.get('format')}; this version reads {FORMAT_VERSION}")
+            raise IndexError_(
+                f"index at {folder} has format {meta.get('format')}; this version reads {FORMAT_VERSION}"
+            )
         for key, want in (expect or {}).items():
             if meta.get(key) != want:
                 raise IndexMismatch(
@@ -259,13 +270,17 @@ class VectorIndex:
                     "rebuild it with 'retrieval ingest'"
                 )
         own = {"format", "dim", "m", "ef_construction", "ef", "next_label", "free", "keys"}
-        params = IndexParams(m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"])
+        params = IndexParams(
+            m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"]
+        )
         raw = hnswlib.Index(space="ip", dim=int(meta["dim"]))
         try:
             raw.load_index(str(folder / INDEX_FILE), allow_replace_deleted=True)
         except (RuntimeError, OSError, MemoryError) as exc:
             raise IndexError_(f"index file {folder / INDEX_FILE} is unreadable: {exc}") from None
-        self = cls(meta["dim"], params, meta={k: v for k, v in meta.items() if k not in own}, _loaded=raw)
+        self = cls(
+            meta["dim"], params, meta={k: v for k, v in meta.items() if k not in own}, _loaded=raw
+        )
         self._next_label = meta["next_label"]
         self._free = list(meta["free"])
         for label, item, variant in meta["keys"]:
@@ -273,5 +288,7 @@ class VectorIndex:
             self._labels[(item, variant)] = label
             self._by_item.setdefault(item, set()).add(label)
         if self._index.get_current_count() != self._next_label:
-            raise IndexError_(f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'")
+            raise IndexError_(
+                f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'"
+            )
         return self

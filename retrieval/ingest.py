@@ -39,8 +39,18 @@ class IngestSummary:
 
 def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_ids: str) -> str:
     """Everything a built index depends on; equal keys mean rebuilding would change nothing."""
-    parts: list[Any] = [kind, sorted(item_hashes), list(encoder_ids), settings.hnsw_m, settings.hnsw_ef_construction]
-    if kind == "faq" and settings.faq_calibration_path is not None and settings.faq_calibration_path.exists():
+    parts: list[Any] = [
+        kind,
+        sorted(item_hashes),
+        list(encoder_ids),
+        settings.hnsw_m,
+        settings.hnsw_ef_construction,
+    ]
+    if (
+        kind == "faq"
+        and settings.faq_calibration_path is not None
+        and settings.faq_calibration_path.exists()
+    ):
         parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
     if kind == "products":
         parts += [settings.image_weight, settings.text_weight]
@@ -54,7 +64,11 @@ def _current_meta(settings: Settings, kind: str) -> dict[str, Any]:
     if version is None:
         return {}
     try:
-        return json.loads((version_dir(settings.index_dir, kind, version) / "meta.json").read_text(encoding="utf-8"))
+        return json.loads(
+            (version_dir(settings.index_dir, kind, version) / "meta.json").read_text(
+                encoding="utf-8"
+            )
+        )
     except (OSError, json.JSONDecodeError):
         return {}
 
@@ -78,11 +92,19 @@ def ingest(
     bank = load_faq(settings.faq_path) if "faq" in kinds else None
     catalog = load_catalog(settings.catalog_path) if "products" in kinds else None
     labelled = None
-    if bank is not None and settings.faq_calibration_path is not None and settings.faq_calibration_path.exists():
+    if (
+        bank is not None
+        and settings.faq_calibration_path is not None
+        and settings.faq_calibration_path.exists()
+    ):
         labelled = read_labelled(settings.faq_calibration_path)
         unknown = sorted({r for _, rel in labelled for r in rel if r not in bank.entries})
         if unknown:
-            raise SourceError(settings.faq_calibration_path, f"names unknown FAQ ids: {', '.join(unknown[:5])}", field="relevant")
+            raise SourceError(
+                settings.faq_calibration_path,
+                f"names unknown FAQ ids: {', '.join(unknown[:5])}",
+                field="relevant",
+            )
 
     text = text_encoder(settings)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
@@ -91,7 +113,13 @@ def ingest(
     if bank is not None:
         keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id)
     if catalog is not None:
-        keys["products"] = build_key(settings, "products", [p.content_hash() for p in catalog], text.id, image_encoder(settings).id)
+        keys["products"] = build_key(
+            settings,
+            "products",
+            [p.content_hash() for p in catalog],
+            text.id,
+            image_encoder(settings).id,
+        )
     if if_changed:
         for kind, key in keys.items():
             if _current_meta(settings, kind).get("build_key") == key:
@@ -139,7 +167,9 @@ def ingest(
     return summary
 
 
-def _record_version(engine: Engine, kind: str, version: str, index: VectorIndex, created_by: str) -> None:
+def _record_version(
+    engine: Engine, kind: str, version: str, index: VectorIndex, created_by: str
+) -> None:
     meta = index.meta
     row = IndexVersionRow(
         id=version,
@@ -150,7 +180,11 @@ def _record_version(engine: Engine, kind: str, version: str, index: VectorIndex,
         encoders={k: meta[k] for k in ("text_encoder", "image_encoder") if k in meta},
         fusion=meta.get("fusion"),
         source_hash=meta.get("source_hash", ""),
-        params={"m": index.params.m, "ef_construction": index.params.ef_construction, "ef": index.params.ef},
+        params={
+            "m": index.params.m,
+            "ef_construction": index.params.ef_construction,
+            "ef": index.params.ef,
+        },
     )
     try:
         from sqlalchemy.orm import Session
@@ -158,4 +192,8 @@ def _record_version(engine: Engine, kind: str, version: str, index: VectorIndex,
         with Session(engine) as session, session.begin():
             session.add(row)
     except SQLAlchemyError as exc:
-        log.error("published %s but could not record it in the database: %s", version, str(exc).splitlines()[0])
+        log.error(
+            "published %s but could not record it in the database: %s",
+            version,
+            str(exc).splitlines()[0],
+        )

@@ -24,7 +24,10 @@ def clean_query(text: str | None, *, max_chars: int) -> str:
     if len(text) > max_chars * 4:  # refuse before doing any work on a huge input
         raise InputError(f"the query is {len(text)} characters long; the limit is {max_chars}")
     text = unicodedata.normalize("NFC", text)
-    text = "".join(" " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch for ch in text)
+    text = "".join(
+        " " if unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Co", "Zl", "Zp") else ch
+        for ch in text
+    )
     text = _SPACE.sub(" ", text).strip()
     if not text:
         raise InputError("the query is empty (or holds only control characters)")

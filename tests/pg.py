@@ -22,7 +22,9 @@ def _bin(name: str) -> str:
         return found
     candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
     if not candidates:
-        raise RuntimeError(f"PostgreSQL's {name} not found: install the 'postgresql' package (scripts/test.sh does)")
+        raise RuntimeError(
+            f"PostgreSQL's {name} not found: install the 'postgresql' package (scripts/test.sh does)"
+        )
     return candidates[-1]
 
 
@@ -41,12 +43,27 @@ class PostgresServer:
         if self._as_root:
             shutil.chown(self.root, "postgres", "postgres")
             os.chmod(self.root, 0o700)
-        self._run([_bin("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8"])
+        self._run(
+            [
+                _bin("initdb"),
+                "-D",
+                str(self.data),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]
+        )
 
     def _run(self, cmd: list[str]) -> None:
         if self._as_root:
             cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        subprocess.run(
+            cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120
+        )
 
     @property
     def url(self) -> str:
@@ -54,7 +71,21 @@ class PostgresServer:
 
     def start(self) -> None:
         opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        self._run([_bin("pg_ctl"), "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "-t", "60", "start"])
+        self._run(
+            [
+                _bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                opts,
+                "-l",
+                str(self.root / "log"),
+                "-w",
+                "-t",
+                "60",
+                "start",
+            ]
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -70,7 +101,9 @@ class PostgresServer:
     def create_database(self, name: str) -> str:
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True) as conn:
+        with psycopg.connect(
+            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+        ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
 

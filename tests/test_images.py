@@ -63,5 +63,7 @@ def test_fifty_megapixel_photo_in_bounded_time_and_memory() -> None:
 def test_too_many_pixels_are_refused_from_the_header() -> None:
     buf = io.BytesIO()
     Image.new("1", (12000, 10000)).save(buf, "PNG")  # 120 MP, tiny file
-    with pytest.raises(ImageError, match=r"12000x10000 \(120 megapixels\); the limit is 100 megapixels"):
+    with pytest.raises(
+        ImageError, match=r"12000x10000 \(120 megapixels\); the limit is 100 megapixels"
+    ):
         load_image(buf.getvalue(), max_bytes=20 * MB, max_pixels=100_000_000)

@@ -57,7 +57,9 @@ def test_items_group_their_variants_best_wins() -> None:
     dim = 8
     e = np.eye(dim, dtype=np.float32)
     idx = VectorIndex(dim)
-    idx.add([("a", "q"), ("a", "ex0"), ("b", "q")], np.stack([e[0], e[1], (e[0] + e[1]) / np.sqrt(2)]))
+    idx.add(
+        [("a", "q"), ("a", "ex0"), ("b", "q")], np.stack([e[0], e[1], (e[0] + e[1]) / np.sqrt(2)])
+    )
     hits = idx.search_items(e[1], 5)
     assert [h.item_id for h in hits] == ["a", "b"]
     assert hits[0].variant == "ex0" and hits[0].score == pytest.approx(1.0)
@@ -169,6 +171,9 @@ def test_recall_at_10_against_exact_search_on_100k_vectors() -> None:
     idx.add([(str(i), "v") for i in range(len(x))], x)
     exact = np.argsort(-(queries @ x.T), axis=1)[:, :10]
     recall = np.mean(
-        [len({int(h.item_id) for h in idx.search(q, 10)} & set(e.tolist())) / 10 for q, e in zip(queries, exact, strict=True)]
+        [
+            len({int(h.item_id) for h in idx.search(q, 10)} & set(e.tolist())) / 10
+            for q, e in zip(queries, exact, strict=True)
+        ]
     )
     assert recall >= 0.99, recall

@@ -23,11 +23,17 @@ def count(engine, model) -> int:  # noqa: ANN001
         return s.scalar(select(func.count()).select_from(model))
 
 
-def test_queries_and_candidates_with_chinese_text_on_postgres(demo_data_dir: Path, pg_url: str) -> None:
+def test_queries_and_candidates_with_chinese_text_on_postgres(
+    demo_data_dir: Path, pg_url: str
+) -> None:
     settings = demo_settings(demo_data_dir, database_url=pg_url)
     engine, qlog = open_store(settings)
     retriever = build_retriever(settings, qlog)
-    questions = ["how long does delivery take?", "送货需要多长时间？", "do you have organic bananas? 🍌"]
+    questions = [
+        "how long does delivery take?",
+        "送货需要多长时间？",
+        "do you have organic bananas? 🍌",
+    ]
     results = [retriever.query(q, conversation_id="pg-conv") for q in questions]
     qlog.close()
     with Session(engine) as s:

@@ -37,11 +37,28 @@ def record(text: str = "where is my order", n_cands: int = 3) -> dict:
             "total_ms": 1.2,
         },
         "candidates": [
-            {"query_id": qid, "kind": "faq", "rank": i + 1, "item_id": f"e{i}", "score": 0.9 - i / 10,
-             "text_score": 0.9 - i / 10, "image_score": None, "matched": "question", "index_version": "faq-v1"}
+            {
+                "query_id": qid,
+                "kind": "faq",
+                "rank": i + 1,
+                "item_id": f"e{i}",
+                "score": 0.9 - i / 10,
+                "text_score": 0.9 - i / 10,
+                "image_score": None,
+                "matched": "question",
+                "index_version": "faq-v1",
+            }
             for i in range(n_cands)
         ],
-        "decisions": [{"query_id": qid, "created_at": now, "actor": "system", "decision": "answer", "reason": "r"}],
+        "decisions": [
+            {
+                "query_id": qid,
+                "created_at": now,
+                "actor": "system",
+                "decision": "answer",
+                "reason": "r",
+            }
+        ],
     }
 
 
@@ -112,7 +129,9 @@ def test_spool_survives_the_process_and_is_replayed_once(tmp_path: Path) -> None
 
 def test_full_spool_drops_loudly(tmp_path: Path, caplog) -> None:  # noqa: ANN001
     engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")  # never migrated: every write fails
-    qlog = QueryLog(engine, tmp_path / "spool", spool_max_bytes=4096, flush_interval=0.05, retry_interval=60)
+    qlog = QueryLog(
+        engine, tmp_path / "spool", spool_max_bytes=4096, flush_interval=0.05, retry_interval=60
+    )
     for i in range(20):
         qlog.record(record(f"q{i}"))
     qlog.close()

@@ -5,7 +5,10 @@ from retrieval.querytext import clean_query
 
 
 def test_control_and_format_characters_become_spaces() -> None:
-    assert clean_query("where\x00is\u200bmy\x1b[31m order?\r\n", max_chars=100) == "where is my [31m order?"
+    assert (
+        clean_query("where\x00is\u200bmy\x1b[31m order?\r\n", max_chars=100)
+        == "where is my [31m order?"
+    )
 
 
 def test_nfc_and_whitespace() -> None:

@@ -19,9 +19,21 @@ from retrieval.retriever import Limits, Retriever, Snapshot
 from fakes import ColourImageEncoder, HashingTextEncoder
 
 FAQ = [
-    FAQEntry("delivery", "Delivery takes two days.", "how long does delivery take", ("when will my order arrive",), group="delivery"),
+    FAQEntry(
+        "delivery",
+        "Delivery takes two days.",
+        "how long does delivery take",
+        ("when will my order arrive",),
+        group="delivery",
+    ),
     FAQEntry("delivery-zh", "送货需要两天。", "送货 需要 多久", lang="zh", group="delivery"),
-    FAQEntry("returns", "Return within 14 days.", "how do I return a product", ("send something back",), group="returns"),
+    FAQEntry(
+        "returns",
+        "Return within 14 days.",
+        "how do I return a product",
+        ("send something back",),
+        group="returns",
+    ),
     FAQEntry("payment", "We accept cards.", "which payment methods do you accept", group="payment"),
 ]
 
@@ -47,9 +59,29 @@ class Recorder:
 @pytest.fixture()
 def retriever(tmp_path) -> Retriever:  # noqa: ANN001
     products = [
-        Product("red-apple", "red apple", "a crisp red apple", 1.0, "EUR", "Fruit", 5, (colour_png("red", tmp_path / "r.png"),)),
-        Product("banana", "organic banana", "yellow banana", 0.5, "EUR", "Fruit", 0, (colour_png("yellow", tmp_path / "y.png"),)),
-        Product("gift-card", "gift card", "a digital gift card", 10.0, "EUR", "Gifts", None, ()),  # no image
+        Product(
+            "red-apple",
+            "red apple",
+            "a crisp red apple",
+            1.0,
+            "EUR",
+            "Fruit",
+            5,
+            (colour_png("red", tmp_path / "r.png"),),
+        ),
+        Product(
+            "banana",
+            "organic banana",
+            "yellow banana",
+            0.5,
+            "EUR",
+            "Fruit",
+            0,
+            (colour_png("yellow", tmp_path / "y.png"),),
+        ),
+        Product(
+            "gift-card", "gift card", "a digital gift card", 10.0, "EUR", "Gifts", None, ()
+        ),  # no image
     ]
     text, image = HashingTextEncoder(), ColourImageEncoder()
     fusion = Fusion(image.dim, text.dim)
@@ -58,16 +90,31 @@ def retriever(tmp_path) -> Retriever:  # noqa: ANN001
     faq_index = build_faq_index(bank, text, params)
     faq_index.meta["version"] = "faq-test"
     prod_index = build_product_index(
-        Catalog({p.id: p for p in products}), text, image, fusion, params, max_image_bytes=10**7, max_image_pixels=10**8
+        Catalog({p.id: p for p in products}),
+        text,
+        image,
+        fusion,
+        params,
+        max_image_bytes=10**7,
+        max_image_pixels=10**8,
     )
     prod_index.meta["version"] = "products-test"
     snap = Snapshot.from_indexes(faq_index, prod_index, DecisionPolicy(0.6, 0.3, 0.05))
-    return Retriever(text_encoder=text, image_encoder=image, fusion=fusion, snapshot=snap, limits=Limits(max_query_chars=200), query_log=Recorder())
+    return Retriever(
+        text_encoder=text,
+        image_encoder=image,
+        fusion=fusion,
+        snapshot=snap,
+        limits=Limits(max_query_chars=200),
+        query_log=Recorder(),
+    )
 
 
 def test_faq_answer_with_language_versions_not_counted_as_rivals(retriever: Retriever) -> None:
     r = retriever.query("how long does delivery take", k_faq=3)
-    assert r.replies[0].entry.id == "delivery" and r.replies[0].score == pytest.approx(1.0, abs=1e-5)
+    assert r.replies[0].entry.id == "delivery" and r.replies[0].score == pytest.approx(
+        1.0, abs=1e-5
+    )
     assert r.decision is Decision.ANSWER
     assert [c.score for c in r.replies] == sorted((c.score for c in r.replies), reverse=True)
 
@@ -122,17 +169,25 @@ def test_empty_caption_with_photo_is_an_image_query(retriever: Retriever) -> Non
         ({"image": b"not an image"}, ImageError, "not an image"),
     ],
 )
-def test_bad_input_gets_a_clear_error_and_nothing_is_logged(retriever: Retriever, kwargs, error, message) -> None:  # noqa: ANN001
+def test_bad_input_gets_a_clear_error_and_nothing_is_logged(
+    retriever: Retriever, kwargs, error, message
+) -> None:  # noqa: ANN001
     with pytest.raises(error, match=message):
         retriever.query(**kwargs)
     assert retriever.query_log.records == []
 
 
 def test_every_candidate_is_logged_with_scores_and_versions(retriever: Retriever) -> None:
-    r = retriever.query("how do I return a product", conversation_id="conv-9", k_faq=2, k_products=2)
+    r = retriever.query(
+        "how do I return a product", conversation_id="conv-9", k_faq=2, k_products=2
+    )
     [rec] = retriever.query_log.records
     q = rec["query"]
-    assert q["id"] == r.query_id and q["conversation_id"] == "conv-9" and q["decision"] == r.decision.value
+    assert (
+        q["id"] == r.query_id
+        and q["conversation_id"] == "conv-9"
+        and q["decision"] == r.decision.value
+    )
     assert q["faq_index_version"] == "faq-test" and q["product_index_version"] == "products-test"
     assert q["text_encoder"] == "fake-text" and q["image_encoder"] is None
     faq = [c for c in rec["candidates"] if c["kind"] == "faq"]
@@ -153,7 +208,9 @@ def test_similar_products(retriever: Retriever) -> None:
 
 def test_swap_changes_what_new_queries_use(retriever: Retriever) -> None:
     old = retriever.snapshot
-    strict = Snapshot(old.faq_index, old.product_index, old.faq, old.catalog, DecisionPolicy(1.01, 1.0, 0.0))
+    strict = Snapshot(
+        old.faq_index, old.product_index, old.faq, old.catalog, DecisionPolicy(1.01, 1.0, 0.0)
+    )
     assert retriever.query("how long does delivery take").decision is Decision.ANSWER
     assert retriever.swap(strict) is old
     r = retriever.query("how long does delivery take")

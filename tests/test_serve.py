@@ -21,7 +21,16 @@ pytestmark = [pytest.mark.models, pytest.mark.slow]
 def test_serve_answers_health_once_ready_and_stops_cleanly(demo_data_dir: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port), "--data-dir", str(demo_data_dir)],
+        [
+            sys.executable,
+            "-m",
+            "retrieval.cli",
+            "serve",
+            "--port",
+            str(port),
+            "--data-dir",
+            str(demo_data_dir),
+        ],
         cwd=DATA.parent,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -41,9 +50,13 @@ def test_serve_answers_health_once_ready_and_stops_cleanly(demo_data_dir: Path) 
                 time.sleep(0.3)
         assert health is not None and health.status_code == 200
         assert health.json()["counts"]["products"] == 81
-        r = httpx.post(f"{base}/v1/query", json={"text": "how long does delivery take?"}, timeout=10)
+        r = httpx.post(
+            f"{base}/v1/query", json={"text": "how long does delivery take?"}, timeout=10
+        )
         assert r.json()["replies"][0]["id"] == "delivery-time"
-        assert r.json()["timings_ms"]["total"] < 1000  # warm: the models were loaded before /health answered
+        assert (
+            r.json()["timings_ms"]["total"] < 1000
+        )  # warm: the models were loaded before /health answered
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)

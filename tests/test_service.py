@@ -42,11 +42,17 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 
 def test_json_query(client: TestClient) -> None:
-    r = client.post("/v1/query", json={"text": "how long does delivery take?", "conversation_id": "web-1", "k_products": 3})
+    r = client.post(
+        "/v1/query",
+        json={"text": "how long does delivery take?", "conversation_id": "web-1", "k_products": 3},
+    )
     assert r.status_code == 200
     body = r.json()
     assert body["decision"] == "answer"
-    assert body["replies"][0]["id"] == "delivery-time" and body["replies"][0]["score"] > body["thresholds"]["answer"]
+    assert (
+        body["replies"][0]["id"] == "delivery-time"
+        and body["replies"][0]["score"] > body["thresholds"]["answer"]
+    )
     assert len(body["products"]) == 3
     assert set(body["timings_ms"]) >= {"encode", "search", "total"}
     assert client.qlog.flush(10)
@@ -67,7 +73,9 @@ def test_organic_bananas_over_http(client: TestClient) -> None:
 
 def test_multipart_photo_query(client: TestClient) -> None:
     with open(DATA / "catalog/images/Kiwi.jpg", "rb") as fh:
-        r = client.post("/v1/query", files={"image": ("kiwi.jpg", fh, "image/jpeg")}, data={"k_products": "2"})
+        r = client.post(
+            "/v1/query", files={"image": ("kiwi.jpg", fh, "image/jpeg")}, data={"k_products": "2"}
+        )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["products"][0]["id"] == "kiwi" and body["products"][0]["image_score"] > 0.99
@@ -77,9 +85,13 @@ def test_multipart_photo_query(client: TestClient) -> None:
 
 def test_multipart_text_and_photo(client: TestClient) -> None:
     with open(DATA / "catalog/images/Banana.jpg", "rb") as fh:
-        body = client.post("/v1/query", files={"image": ("b.jpg", fh, "image/jpeg")}, data={"text": "bananas"}).json()
+        body = client.post(
+            "/v1/query", files={"image": ("b.jpg", fh, "image/jpeg")}, data={"text": "bananas"}
+        ).json()
     top = body["products"][0]
-    assert top["id"] == "banana" and top["text_score"] is not None and top["image_score"] is not None
+    assert (
+        top["id"] == "banana" and top["text_score"] is not None and top["image_score"] is not None
+    )
 
 
 def test_similar_products(client: TestClient) -> None:
@@ -108,16 +120,41 @@ def png_bytes(size: tuple[int, int]) -> bytes:
         ({"json": {"text": 5}}, 422, "text"),
         ({"json": {"text": "hi", "unknown": 1}}, 422, "unknown"),
         ({"content": b"{not json", "headers": {"content-type": "application/json"}}, 422, "JSON"),
-        ({"files": {"image": ("x.jpg", b"this is not an image", "image/jpeg")}}, 422, "not an image"),
-        ({"files": {"image": ("x.png", png_bytes((400, 400))[:300], "image/png")}}, 422, "damaged or truncated"),
+        (
+            {"files": {"image": ("x.jpg", b"this is not an image", "image/jpeg")}},
+            422,
+            "not an image",
+        ),
+        (
+            {"files": {"image": ("x.png", png_bytes((400, 400))[:300], "image/png")}},
+            422,
+            "damaged or truncated",
+        ),
         ({"files": {"image": ("x.jpg", b"", "image/jpeg")}}, 422, "empty"),
-        ({"files": {"image": ("x.jpg", b"\xff" * (3 * 1024 * 1024), "image/jpeg")}}, 413, "the limit is 2.1 MB"),
-        ({"files": {"image": ("x.jpg", b"\xff" * (2 * 1024 * 1024 + 10), "image/jpeg")}}, 422, "the limit is 2.1 MB"),
-        ({"content": b'{"text": "' + b"a" * (2 * 1024 * 1024) + b'"}', "headers": {"content-type": "application/json"}}, 413, "over 1024 KB"),
+        (
+            {"files": {"image": ("x.jpg", b"\xff" * (3 * 1024 * 1024), "image/jpeg")}},
+            413,
+            "the limit is 2.1 MB",
+        ),
+        (
+            {"files": {"image": ("x.jpg", b"\xff" * (2 * 1024 * 1024 + 10), "image/jpeg")}},
+            422,
+            "the limit is 2.1 MB",
+        ),
+        (
+            {
+                "content": b'{"text": "' + b"a" * (2 * 1024 * 1024) + b'"}',
+                "headers": {"content-type": "application/json"},
+            },
+            413,
+            "over 1024 KB",
+        ),
         ({"data": {"text": "hi", "k_products": "many"}}, 422, "whole number"),
     ],
 )
-def test_bad_queries_get_4xx_json(client: TestClient, request_kwargs: dict, status: int, detail: str) -> None:
+def test_bad_queries_get_4xx_json(
+    client: TestClient, request_kwargs: dict, status: int, detail: str
+) -> None:
     r = client.post("/v1/query", **request_kwargs)
     assert r.status_code == status, r.text
     body = r.json()
@@ -129,12 +166,17 @@ def test_bad_queries_get_4xx_json(client: TestClient, request_kwargs: dict, stat
 def test_unknown_product_is_404(client: TestClient) -> None:
     for path in ("/v1/products/nope/similar", "/v1/products/nope", "/v1/products/nope/image"):
         r = client.get(path)
-        assert r.status_code == 404 and r.json() == {"error": "NotFound", "detail": r.json()["detail"]}
+        assert r.status_code == 404 and r.json() == {
+            "error": "NotFound",
+            "detail": r.json()["detail"],
+        }
     assert "nope" in client.get("/v1/products/nope").json()["detail"]
     assert client.get("/v1/products/banana/similar", params={"k": 0}).status_code == 422
 
 
 def test_openapi_documents_the_api(client: TestClient) -> None:
     spec = client.get("/openapi.json").json()
-    assert {"/v1/query", "/v1/products/{product_id}/similar", "/health", "/ready"} <= set(spec["paths"])
+    assert {"/v1/query", "/v1/products/{product_id}/similar", "/health", "/ready"} <= set(
+        spec["paths"]
+    )
     assert client.get("/docs").status_code == 200

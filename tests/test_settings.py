@@ -6,7 +6,9 @@ from retrieval.errors import ConfigError
 from retrieval.settings import load_settings
 
 
-def test_precedence_overrides_env_file_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_precedence_overrides_env_file_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tmp_path / "c.yaml"
     cfg.write_text("retrieval:\n  hnsw_ef_search: 99\n  max_k: 7\n  default_k_faq: 2\n")
     monkeypatch.setenv("RETRIEVAL_MAX_K", "8")
@@ -42,6 +44,8 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_every_setting_is_documented() -> None:
     from retrieval.settings import Settings
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(encoding="utf-8")
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "configuration.md").read_text(
+        encoding="utf-8"
+    )
     missing = [name for name in Settings.model_fields if f"`{name}`" not in doc]
     assert not missing, f"add these settings to docs/configuration.md: {missing}"

@@ -31,14 +31,20 @@ def test_demo_data_loads() -> None:
 
 
 def test_catalog_row_without_title_names_file_line_and_field(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "c.jsonl", [{"id": "a", "title": "Apple"}, {"id": "b", "description": "no title"}])
+    path = jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "title": "Apple"}, {"id": "b", "description": "no title"}],
+    )
     with pytest.raises(SourceError) as err:
         load_catalog(path)
     assert str(err.value) == f"{path}:2: field 'title': missing or empty"
 
 
 def test_duplicate_ids_are_rejected(tmp_path: Path) -> None:
-    path = jsonl(tmp_path / "c.jsonl", [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}, {"id": "a", "title": "C"}])
+    path = jsonl(
+        tmp_path / "c.jsonl",
+        [{"id": "a", "title": "A"}, {"id": "b", "title": "B"}, {"id": "a", "title": "C"}],
+    )
     with pytest.raises(SourceError, match=r":3: field 'id': duplicate id 'a' \(first on line 1\)"):
         load_catalog(path)
 
@@ -100,7 +106,13 @@ def test_faq_entries_and_phrasings(tmp_path: Path) -> None:
     path = jsonl(
         tmp_path / "f.jsonl",
         [
-            {"id": "d", "question": "How long is delivery?", "answer": "Two days.", "examples": ["when will it arrive"], "lang": "en"},
+            {
+                "id": "d",
+                "question": "How long is delivery?",
+                "answer": "Two days.",
+                "examples": ["when will it arrive"],
+                "lang": "en",
+            },
             {"id": "d-zh", "answer": "两天。", "lang": "zh", "group": "d"},
         ],
     )
@@ -111,7 +123,10 @@ def test_faq_entries_and_phrasings(tmp_path: Path) -> None:
 
 
 def test_faq_without_answer_is_rejected(tmp_path: Path) -> None:
-    path = write(tmp_path / "f.yaml", "entries:\n  - id: a\n    answer: fine\n  - id: b\n    question: no answer?\n")
+    path = write(
+        tmp_path / "f.yaml",
+        "entries:\n  - id: a\n    answer: fine\n  - id: b\n    question: no answer?\n",
+    )
     with pytest.raises(SourceError, match=r"f.yaml:4: field 'answer': missing or empty"):
         load_faq(path)
 

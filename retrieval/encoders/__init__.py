@@ -12,7 +12,14 @@ from .text import SentenceTransformerEncoder
 if TYPE_CHECKING:
     from ..settings import Settings
 
-__all__ = ["CNNImageEncoder", "Encoder", "SentenceTransformerEncoder", "image_encoder", "l2_normalize", "text_encoder"]
+__all__ = [
+    "CNNImageEncoder",
+    "Encoder",
+    "SentenceTransformerEncoder",
+    "image_encoder",
+    "l2_normalize",
+    "text_encoder",
+]
 
 _cache: dict[tuple, Encoder] = {}
 _lock = threading.Lock()
@@ -20,7 +27,13 @@ _lock = threading.Lock()
 
 def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
     """The process-wide text encoder for these settings (created once, model loaded lazily)."""
-    key = ("text", settings.text_model, settings.device, settings.encode_batch_size, settings.torch_threads)
+    key = (
+        "text",
+        settings.text_model,
+        settings.device,
+        settings.encode_batch_size,
+        settings.torch_threads,
+    )
     with _lock:
         if key not in _cache:
             _cache[key] = SentenceTransformerEncoder(

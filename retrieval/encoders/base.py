@@ -24,7 +24,9 @@ class Encoder(Protocol):
     @property
     def dim(self) -> int: ...
 
-    def encode(self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray: ...
+    def encode(
+        self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray: ...
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -34,7 +36,9 @@ def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
 
 
-def batched(items: Sequence[Any], size: int, *, progress: bool, desc: str) -> Iterator[Sequence[Any]]:
+def batched(
+    items: Sequence[Any], size: int, *, progress: bool, desc: str
+) -> Iterator[Sequence[Any]]:
     """Yield consecutive slices of ``items``, with a progress bar counting items when asked."""
     bar = tqdm(total=len(items), desc=desc, unit="item", disable=not progress, dynamic_ncols=True)
     try:
@@ -76,5 +80,7 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         from ..errors import ConfigError
 
-        raise ConfigError("device is 'cuda' but no CUDA GPU is available; use device 'cpu' or 'auto'")
+        raise ConfigError(
+            "device is 'cuda' but no CUDA GPU is available; use device 'cpu' or 'auto'"
+        )
     return device

@@ -75,7 +75,9 @@ def _strip_head(model: Any) -> Any:
         if hasattr(model, attr) and isinstance(getattr(model, attr), nn.Module):
             setattr(model, attr, nn.Identity())
             return model
-    raise ModelUnavailable(f"cannot find the classifier head of {type(model).__name__} to use it as a feature extractor")
+    raise ModelUnavailable(
+        f"cannot find the classifier head of {type(model).__name__} to use it as a feature extractor"
+    )
 
 
 class CNNImageEncoder:
@@ -83,7 +85,9 @@ class CNNImageEncoder:
 
     modality = "image"
 
-    def __init__(self, spec: str, weights: Path | None = None, *, device: str = "auto", batch_size: int = 32):
+    def __init__(
+        self, spec: str, weights: Path | None = None, *, device: str = "auto", batch_size: int = 32
+    ):
         self._kind, self._arch, self._weights, self._id = resolve_image_model(spec, weights)
         self._device_setting = device
         self._batch_size = batch_size
@@ -129,7 +133,9 @@ class CNNImageEncoder:
         except ModelUnavailable:
             raise
         except Exception as exc:  # corrupt file, wrong architecture for the weights
-            raise ModelUnavailable(f"cannot load image model {self._arch} from {self._weights}: {exc}") from None
+            raise ModelUnavailable(
+                f"cannot load image model {self._arch} from {self._weights}: {exc}"
+            ) from None
         model.eval().to(self._device)
         self._transform = transforms.Compose(
             [
@@ -149,7 +155,9 @@ class CNNImageEncoder:
         assert self._dim is not None
         return self._dim
 
-    def encode(self, items: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    def encode(
+        self, items: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
         import torch
 
         model = self._load()
@@ -157,7 +165,9 @@ class CNNImageEncoder:
         if not images:
             return np.zeros((0, self.dim), dtype=np.float32)
         out = []
-        for chunk in batched(images, batch_size or self._batch_size, progress=progress, desc="encoding images"):
+        for chunk in batched(
+            images, batch_size or self._batch_size, progress=progress, desc="encoding images"
+        ):
             x = torch.stack([self._transform(im.convert("RGB")) for im in chunk]).to(self._device)
             with torch.inference_mode():
                 out.append(model(x).float().cpu().numpy())

@@ -35,7 +35,9 @@ def resolve_text_model(spec: str) -> tuple[Path, str]:
     if spec.startswith("package:"):
         name = spec.removeprefix("package:")
         if name not in _PACKAGED:
-            raise ModelUnavailable(f"unknown text model package '{name}'; known: {', '.join(sorted(_PACKAGED))}")
+            raise ModelUnavailable(
+                f"unknown text model package '{name}'; known: {', '.join(sorted(_PACKAGED))}"
+            )
         module_name, func = _PACKAGED[name]
         try:
             module = importlib.import_module(module_name)
@@ -47,13 +49,17 @@ def resolve_text_model(spec: str) -> tuple[Path, str]:
             ) from None
         folder = Path(getattr(module, func)())
         if not folder.is_dir():
-            raise ModelUnavailable(f"text model package '{name}' is installed but its model folder {folder} is missing")
+            raise ModelUnavailable(
+                f"text model package '{name}' is installed but its model folder {folder} is missing"
+            )
         return folder, f"st:{name}=={version}"
     folder = Path(spec).expanduser()
     if not folder.is_dir():
         raise ModelUnavailable(f"text model folder '{folder}' does not exist")
     if not (folder / "modules.json").is_file() and not (folder / "config.json").is_file():
-        raise ModelUnavailable(f"'{folder}' is not a sentence-transformers model folder (no modules.json or config.json)")
+        raise ModelUnavailable(
+            f"'{folder}' is not a sentence-transformers model folder (no modules.json or config.json)"
+        )
     return folder, f"st:{folder.name}@{folder_fingerprint(folder)}"
 
 
@@ -62,7 +68,9 @@ class SentenceTransformerEncoder:
 
     modality = "text"
 
-    def __init__(self, spec: str, *, device: str = "auto", batch_size: int = 64, threads: int | None = None):
+    def __init__(
+        self, spec: str, *, device: str = "auto", batch_size: int = 64, threads: int | None = None
+    ):
         self._folder, self._id = resolve_text_model(spec)  # fail fast on a missing model
         self._device = device
         self._batch_size = batch_size
@@ -95,26 +103,37 @@ class SentenceTransformerEncoder:
                     device = resolve_device(self._device)
                     log.info("loading text model %s on %s", self._id, device)
                     try:
-                        self._model = SentenceTransformer(str(self._folder), device=device, local_files_only=True)
+                        self._model = SentenceTransformer(
+                            str(self._folder), device=device, local_files_only=True
+                        )
                     except Exception as exc:  # a corrupt or incomplete folder
-                        raise ModelUnavailable(f"cannot load text model from {self._folder}: {exc}") from None
+                        raise ModelUnavailable(
+                            f"cannot load text model from {self._folder}: {exc}"
+                        ) from None
                     self._model.eval()
         return self._model
 
     @property
     def dim(self) -> int:
         model = self._load()
-        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        getter = (
+            getattr(model, "get_embedding_dimension", None)
+            or model.get_sentence_embedding_dimension
+        )
         return int(getter())
 
-    def encode(self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
+    def encode(
+        self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
         model = self._load()
         texts = list(items)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         size = batch_size or self._batch_size
         parts = [
-            model.encode(list(chunk), batch_size=size, convert_to_numpy=True, show_progress_bar=False)
+            model.encode(
+                list(chunk), batch_size=size, convert_to_numpy=True, show_progress_bar=False
+            )
             for chunk in batched(texts, max(size, 256), progress=progress, desc="encoding texts")
         ]
         return l2_normalize(np.concatenate(parts))

@@ -39,9 +39,16 @@ def _result_out(result: QueryResult, request: Request) -> QueryOut:
         reason=result.verdict.reason,
         top_score=result.verdict.top_score,
         margin=result.verdict.margin,
-        thresholds={"answer": result.policy.answer_threshold, "suggest": result.policy.suggest_threshold, "margin": result.policy.margin},
+        thresholds={
+            "answer": result.policy.answer_threshold,
+            "suggest": result.policy.suggest_threshold,
+            "margin": result.policy.margin,
+        },
         replies=[ReplyOut(**c.public()) for c in result.replies],
-        products=[ProductOut(**m.public(image_url(m.product.id, bool(m.product.images)))) for m in result.products],
+        products=[
+            ProductOut(**m.public(image_url(m.product.id, bool(m.product.images))))
+            for m in result.products
+        ],
         index_versions={"faq": result.faq_version, "products": result.product_version},
         timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
     )
@@ -61,7 +68,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             t0 = time.perf_counter()
             engine, qlog = open_store(settings)
             r = build_retriever(settings, qlog)
-            r.query("warm up", k_products=1, k_faq=1)  # load the models now, not on the first shopper
+            r.query(
+                "warm up", k_products=1, k_faq=1
+            )  # load the models now, not on the first shopper
             qlog.flush(5)
             log.info("retrieval service ready in %.1f s", time.perf_counter() - t0)
         app.state.retriever = r
@@ -84,7 +93,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
-        return JSONResponse({"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status)
+        return JSONResponse(
+            {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+        )
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -92,7 +103,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return JSONResponse(
-            {"error": "InputError", "detail": f"{where}: {first.get('msg')}" if where else str(first.get("msg"))},
+            {
+                "error": "InputError",
+                "detail": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
+            },
             status_code=422,
         )
 
@@ -175,14 +189,18 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             data,
             k_products=as_int("k_products"),
             k_faq=as_int("k_faq"),
-            conversation_id=form.get("conversation_id") if isinstance(form.get("conversation_id"), str) else None,
+            conversation_id=form.get("conversation_id")
+            if isinstance(form.get("conversation_id"), str)
+            else None,
             channel=str(form.get("channel") or "api"),
             image_ref=image_ref,
         )
         return _result_out(result, request)
 
     @app.get("/v1/products/{product_id}/similar", response_model=SimilarOut, tags=["products"])
-    async def similar(request: Request, product_id: str, k: Annotated[int | None, Query()] = None) -> SimilarOut:
+    async def similar(
+        request: Request, product_id: str, k: Annotated[int | None, Query()] = None
+    ) -> SimilarOut:
         r = get_retriever(request)
         matches = await run_in_threadpool(r.similar_products, product_id, k)
         product = r.snapshot.catalog.get(product_id)
@@ -192,7 +210,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             products=[
                 ProductOut(
                     **m.public(
-                        str(request.url_for("product_image", product_id=m.product.id)) if m.product.images else None
+                        str(request.url_for("product_image", product_id=m.product.id))
+                        if m.product.images
+                        else None
                     )
                 )
                 for m in matches
@@ -205,7 +225,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         if p is None:
             raise NotFound(f"no product with id '{product_id}'")
         url = str(request.url_for("product_image", product_id=p.id)) if p.images else None
-        return ProductOut(**p.public(url), score=None, text_score=None, image_score=None, matched=None)
+        return ProductOut(
+            **p.public(url), score=None, text_score=None, image_score=None, matched=None
+        )
 
     @app.get("/v1/products/{product_id}/image", name="product_image", tags=["products"])
     async def product_image(request: Request, product_id: str) -> FileResponse:

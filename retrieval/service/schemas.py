@@ -15,7 +15,9 @@ class QueryIn(BaseModel):
     text: str = Field(..., description="The shopper's question.")
     k_products: int | None = Field(None, description="How many products to return (1..max_k).")
     k_faq: int | None = Field(None, description="How many candidate replies to return (1..max_k).")
-    conversation_id: str | None = Field(None, max_length=200, description="Chat conversation (e.g. Rasa sender id).")
+    conversation_id: str | None = Field(
+        None, max_length=200, description="Chat conversation (e.g. Rasa sender id)."
+    )
     channel: str | None = Field(None, max_length=32)
 
 

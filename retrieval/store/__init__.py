@@ -4,4 +4,13 @@ from .db import make_engine, migrate
 from .models import Base, CandidateRow, DecisionRow, IndexVersionRow, QueryRow
 from .querylog import QueryLog
 
-__all__ = ["Base", "CandidateRow", "DecisionRow", "IndexVersionRow", "QueryLog", "QueryRow", "make_engine", "migrate"]
+__all__ = [
+    "Base",
+    "CandidateRow",
+    "DecisionRow",
+    "IndexVersionRow",
+    "QueryLog",
+    "QueryRow",
+    "make_engine",
+    "migrate",
+]

@@ -61,8 +61,12 @@ class QueryRow(Base):
     search_ms: Mapped[float] = mapped_column(Float)
     total_ms: Mapped[float] = mapped_column(Float)
 
-    candidates: Mapped[list[CandidateRow]] = relationship(back_populates="query", order_by="CandidateRow.id")
-    decisions: Mapped[list[DecisionRow]] = relationship(back_populates="query", order_by="DecisionRow.id")
+    candidates: Mapped[list[CandidateRow]] = relationship(
+        back_populates="query", order_by="CandidateRow.id"
+    )
+    decisions: Mapped[list[DecisionRow]] = relationship(
+        back_populates="query", order_by="DecisionRow.id"
+    )
 
 
 class CandidateRow(Base):
@@ -78,7 +82,9 @@ class CandidateRow(Base):
     score: Mapped[float] = mapped_column(Float)
     text_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     image_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    matched: Mapped[str | None] = mapped_column(String(64), nullable=True)  # which phrasing / image won
+    matched: Mapped[str | None] = mapped_column(
+        String(64), nullable=True
+    )  # which phrasing / image won
     index_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
     query: Mapped[QueryRow] = relationship(back_populates="candidates")

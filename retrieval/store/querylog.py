@@ -129,7 +129,9 @@ class QueryLog:
                         self._write(batch)
                         batch = []
                     if not self._db_ok:
-                        log.warning("query log database is reachable again; spooled records written")
+                        log.warning(
+                            "query log database is reachable again; spooled records written"
+                        )
                     self._db_ok = True
                 except SQLAlchemyError as exc:
                     self._on_db_error(exc)
@@ -152,7 +154,11 @@ class QueryLog:
             self._db_ok = True
         except SQLAlchemyError as exc:
             self._on_db_error(exc)
-            log.warning("%d query records stay in the spool %s until the database is back", self.spooled_records(), self.spool_dir)
+            log.warning(
+                "%d query records stay in the spool %s until the database is back",
+                self.spooled_records(),
+                self.spool_dir,
+            )
 
     def _take_batch(self) -> list[dict[str, Any]]:
         try:
@@ -170,7 +176,9 @@ class QueryLog:
     def _on_db_error(self, exc: Exception) -> None:
         msg = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
         if self._db_ok:
-            log.error("query log database unavailable (%s); spooling records to %s", msg, self.spool_dir)
+            log.error(
+                "query log database unavailable (%s); spooling records to %s", msg, self.spool_dir
+            )
         self._db_ok = False
         self._last_error = msg
 
@@ -194,7 +202,12 @@ class QueryLog:
         with path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(rec, ensure_ascii=False, default=_json_default) + "\n")
         self._dropped += 1
-        log.error("the database refused query record %s (%s); kept in %s", rec["query"].get("id"), str(exc).splitlines()[0], path)
+        log.error(
+            "the database refused query record %s (%s); kept in %s",
+            rec["query"].get("id"),
+            str(exc).splitlines()[0],
+            path,
+        )
 
     def _insert(self, batch: list[dict[str, Any]]) -> None:
         with self.engine.begin() as conn:
@@ -233,7 +246,10 @@ class QueryLog:
             for line in lines:
                 if used + len(line.encode()) > self.spool_max_bytes:
                     self._dropped += 1
-                    log.error("query log spool is full (%d bytes): dropped a query record", self.spool_max_bytes)
+                    log.error(
+                        "query log spool is full (%d bytes): dropped a query record",
+                        self.spool_max_bytes,
+                    )
                     continue
                 used += len(line.encode())
                 keep.append(line)
@@ -256,7 +272,11 @@ class QueryLog:
         with self._spool_lock():
             for f in self._spool_files():
                 try:
-                    batch = [json.loads(line) for line in f.read_text(encoding="utf-8").splitlines() if line.strip()]
+                    batch = [
+                        json.loads(line)
+                        for line in f.read_text(encoding="utf-8").splitlines()
+                        if line.strip()
+                    ]
                 except (OSError, json.JSONDecodeError) as exc:
                     bad = f.with_suffix(".corrupt")
                     log.error("unreadable spool file %s (%s); kept as %s", f, exc, bad)

@@ -53,7 +53,13 @@ def upgrade() -> None:
     op.create_table(
         "candidates",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("query_id", sa.String(36), sa.ForeignKey("queries.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "query_id",
+            sa.String(36),
+            sa.ForeignKey("queries.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("kind", sa.String(16), nullable=False),
         sa.Column("rank", sa.Integer, nullable=False),
         sa.Column("item_id", sa.String(200), nullable=False, index=True),
@@ -66,7 +72,13 @@ def upgrade() -> None:
     op.create_table(
         "decisions",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("query_id", sa.String(36), sa.ForeignKey("queries.id", ondelete="CASCADE"), nullable=False, index=True),
+        sa.Column(
+            "query_id",
+            sa.String(36),
+            sa.ForeignKey("queries.id", ondelete="CASCADE"),
+            nullable=False,
+            index=True,
+        ),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("actor", sa.String(200), nullable=False),
         sa.Column("decision", sa.String(16), nullable=False),

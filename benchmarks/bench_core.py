@@ -1,0 +1,323 @@
+"""Benchmark of the retrieval core: index search vs exact search, and /v1/query latency.
+
+    .venv/bin/python benchmarks/bench_core.py            # full run (about 10 minutes on 2 cores)
+    .venv/bin/python benchmarks/bench_core.py --quick    # smaller, for a smoke check
+
+Part 1 — the index: 100k embedding-like unit vectors (384-d, see retrieval/synthetic.py),
+the product's default HNSW settings, 500 fresh queries. Per-query latency of exact numpy
+search (matrix-vector product + argsort, and + argpartition), raw hnswlib ``knn_query``,
+and this project's ``VectorIndex.search`` / ``search_items``, with recall@10 against the
+exact top 10 and the speed-up of the wrapper over exact search, all measured in this run.
+
+Part 2 — the service: a data dir holding a 10k-vector FAQ index (2,000 entries x 5
+phrasings) and a 100k-product fused index (1280-d image + 384-d text parts), served by a
+real ``retrieval serve`` process with the real text model and a SQLite query log. Text
+queries over HTTP, one at a time after a warm-up: client latency and the server's own
+split into encode / search / log time.
+
+Prints a Markdown table and writes JSON (``--json PATH``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.index import IndexParams, VectorIndex
+from retrieval.synthetic import embedding_like
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(xs: list[float], p: float) -> float:
+    return float(np.percentile(np.asarray(xs), p))
+
+
+def timed(fn, queries: np.ndarray) -> tuple[list[float], list]:  # noqa: ANN001
+    times, results = [], []
+    for q in queries:
+        t0 = time.perf_counter()
+        results.append(fn(q))
+        times.append((time.perf_counter() - t0) * 1e3)
+    return times, results
+
+
+def bench_index(n: int, dim: int, n_queries: int, params: IndexParams) -> dict:
+    x, queries = embedding_like(n, dim, n_queries=n_queries, seed=11)
+    t0 = time.perf_counter()
+    idx = VectorIndex(dim, params, capacity=n)
+    idx.add([(str(i), "v") for i in range(n)], x)
+    build_s = time.perf_counter() - t0
+    truth = np.argsort(-(queries @ x.T), axis=1)[:, :10]
+
+    def exact_argsort(q: np.ndarray) -> np.ndarray:
+        return np.argsort(-(x @ q))[:10]
+
+    def exact_argpartition(q: np.ndarray) -> np.ndarray:
+        s = x @ q
+        top = np.argpartition(-s, 10)[:10]
+        return top[np.argsort(-s[top])]
+
+    raw = idx._index  # noqa: SLF001 - the hnswlib index inside, for the overhead comparison
+
+    def raw_hnsw(q: np.ndarray) -> np.ndarray:
+        return raw.knn_query(q[None, :], k=10)[0][0]
+
+    rows = {}
+    for name, fn in [
+        ("exact numpy (argsort)", exact_argsort),
+        ("exact numpy (argpartition)", exact_argpartition),
+        ("raw hnswlib knn_query", raw_hnsw),
+        ("VectorIndex.search", lambda q: [int(h.item_id) for h in idx.search(q, 10)]),
+        ("VectorIndex.search_items", lambda q: [int(h.item_id) for h in idx.search_items(q, 10)]),
+    ]:
+        fn(queries[0])  # warm
+        times, results = timed(fn, queries)
+        recall = float(
+            np.mean(
+                [
+                    len(set(map(int, r)) & set(t.tolist())) / 10
+                    for r, t in zip(results, truth, strict=True)
+                ]
+            )
+        )
+        rows[name] = {
+            "p50_ms": pct(times, 50),
+            "p95_ms": pct(times, 95),
+            "p99_ms": pct(times, 99),
+            "recall_at_10": recall,
+        }
+    exact = rows["exact numpy (argsort)"]["p50_ms"]
+    exact_fast = rows["exact numpy (argpartition)"]["p50_ms"]
+    for row in rows.values():
+        row["speedup_vs_argsort"] = exact / row["p50_ms"]
+        row["speedup_vs_argpartition"] = exact_fast / row["p50_ms"]
+    return {
+        "n": n,
+        "dim": dim,
+        "queries": n_queries,
+        "params": params.__dict__,
+        "build_s": build_s,
+        "methods": rows,
+    }
+
+
+QUESTIONS = [
+    "how long does delivery take?",
+    "do you have organic bananas?",
+    "can I pay with paypal",
+    "where is my order",
+    "I want to return an item",
+    "is the oat milk in stock",
+    "what are your opening hours",
+    "my card was declined",
+    "do you deliver on sundays",
+    "gluten free bread",
+    "cheap apple juice",
+    "how do I reset my password",
+]
+
+
+def make_service_data(data_dir: Path, n_products: int, n_faq_entries: int, phrasings: int) -> None:
+    """Synthetic indexes with the real encoders' ids and fusion, published like ``ingest`` does."""
+    from retrieval.build import faq_expectations, product_expectations
+    from retrieval.encoders import image_encoder, text_encoder
+    from retrieval.fusion import fuse
+    from retrieval.runtime import make_fusion
+    from retrieval.settings import load_settings
+    from retrieval.storage import new_version_id, publish
+
+    settings = load_settings(None, data_dir=data_dir)
+    text, image = text_encoder(settings), image_encoder(settings)
+    fusion = make_fusion(settings, text, image)
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+
+    faq_vecs, _ = embedding_like(n_faq_entries * phrasings, text.dim, seed=1)
+    faq = VectorIndex(text.dim, params, capacity=len(faq_vecs), meta=faq_expectations(text))
+    keys = [(f"faq{i}", f"example{j}") for i in range(n_faq_entries) for j in range(phrasings)]
+    faq.add(keys, faq_vecs)
+    faq.meta["records"] = [
+        {"id": f"faq{i}", "answer": f"Answer {i}.", "question": f"Question {i}?"}
+        for i in range(n_faq_entries)
+    ]
+    faq.meta["calibration"] = {"answer_threshold": 0.5}
+    publish(faq, settings.index_dir, "faq", new_version_id("faq"))
+
+    img, _ = embedding_like(n_products, image.dim, seed=2)
+    txt, _ = embedding_like(n_products, text.dim, seed=3)
+    prod = VectorIndex(
+        fusion.dim, params, capacity=n_products, meta=product_expectations(text, image, fusion)
+    )
+    step = 20_000
+    for start in range(0, n_products, step):
+        end = min(n_products, start + step)
+        prod.add(
+            [(f"p{i}", "image0") for i in range(start, end)],
+            fuse(img[start:end], txt[start:end], fusion),
+        )
+        print(f"  product index: {end}/{n_products}", file=sys.stderr, flush=True)
+    prod.meta["records"] = [
+        {
+            "id": f"p{i}",
+            "title": f"Product {i}",
+            "price": 1.0,
+            "currency": "EUR",
+            "category": "Demo",
+            "stock": 3,
+            "images": [],
+        }
+        for i in range(n_products)
+    ]
+    publish(prod, settings.index_dir, "products", new_version_id("products"))
+
+
+def bench_service(n_products: int, n_faq_entries: int, n_requests: int) -> dict:
+    import httpx
+
+    with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
+        data_dir = Path(tmp)
+        t0 = time.perf_counter()
+        make_service_data(data_dir, n_products, n_faq_entries, phrasings=5)
+        prep_s = time.perf_counter() - t0
+        port = free_port()
+        env = {**os.environ, "RETRIEVAL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=ROOT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            t_start = time.perf_counter()
+            while True:
+                try:
+                    if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    if proc.poll() is not None:
+                        raise RuntimeError("retrieval serve exited") from None
+                    time.sleep(0.2)
+            startup_s = time.perf_counter() - t_start
+            client = httpx.Client(base_url=base, timeout=10)
+            first = client.post("/v1/query", json={"text": "first question after start"}).json()[
+                "timings_ms"
+            ]["total"]
+            rows: dict[str, list[float]] = {
+                "client": [],
+                "total": [],
+                "encode": [],
+                "search": [],
+                "log": [],
+            }
+            for i in range(n_requests):
+                q = QUESTIONS[i % len(QUESTIONS)] + ("" if i < len(QUESTIONS) else f" {i}")
+                t = time.perf_counter()
+                body = client.post(
+                    "/v1/query", json={"text": q, "k_products": 5, "k_faq": 3}
+                ).json()
+                rows["client"].append((time.perf_counter() - t) * 1e3)
+                for k in ("total", "encode", "search", "log"):
+                    rows[k].append(body["timings_ms"].get(k, 0.0))
+            client.close()
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    return {
+        "n_products": n_products,
+        "n_faq_vectors": n_faq_entries * 5,
+        "requests": n_requests,
+        "prepare_s": prep_s,
+        "startup_s": startup_s,
+        "first_request_ms": first,
+        "latency_ms": {
+            k: {"p50": pct(v, 50), "p95": pct(v, 95), "p99": pct(v, 99)} for k, v in rows.items()
+        },
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--quick", action="store_true", help="10k vectors and fewer requests")
+    ap.add_argument("--skip-service", action="store_true")
+    ap.add_argument("--skip-index", action="store_true")
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args()
+    from retrieval.settings import Settings
+
+    s = Settings()
+    params = IndexParams(s.hnsw_m, s.hnsw_ef_construction, s.hnsw_ef_search)
+    n = 10_000 if args.quick else 100_000
+    out: dict = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        }
+    }
+    if not args.skip_index:
+        print(f"index benchmark: {n} vectors ...", file=sys.stderr, flush=True)
+        out["index"] = bench_index(n, 384, 100 if args.quick else 500, params)
+        r = out["index"]
+        print(
+            f"\n## Index search, {r['n']:,} x {r['dim']} vectors, M={params.m}, ef_construction={params.ef_construction}, ef={params.ef} (build {r['build_s']:.0f} s)\n"
+        )
+        print(
+            "| method | p50 ms | p95 ms | p99 ms | recall@10 | speed-up vs argsort | vs argpartition |"
+        )
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for name, m in r["methods"].items():
+            print(
+                f"| {name} | {m['p50_ms']:.3f} | {m['p95_ms']:.3f} | {m['p99_ms']:.3f} | {m['recall_at_10']:.4f} | {m['speedup_vs_argsort']:.0f}x | {m['speedup_vs_argpartition']:.0f}x |"
+            )
+    if not args.skip_service:
+        print("service benchmark: building synthetic indexes ...", file=sys.stderr, flush=True)
+        out["service"] = bench_service(
+            10_000 if args.quick else 100_000,
+            400 if args.quick else 2_000,
+            100 if args.quick else 400,
+        )
+        r = out["service"]
+        print(
+            f"\n## POST /v1/query, text, warm, {r['n_faq_vectors']:,} FAQ vectors + {r['n_products']:,} product vectors (fused, 1664-d), {r['requests']} requests\n"
+        )
+        print(
+            f"Service start to /health: {r['startup_s']:.1f} s; first request {r['first_request_ms']:.1f} ms (excluded below).\n"
+        )
+        print("| part | p50 ms | p95 ms | p99 ms |")
+        print("| --- | ---: | ---: | ---: |")
+        for k, v in r["latency_ms"].items():
+            label = {
+                "client": "whole request (client side)",
+                "total": "server: whole query",
+                "encode": "server: encode",
+                "search": "server: search (FAQ + products + re-score)",
+                "log": "server: log (enqueue)",
+            }[k]
+            print(f"| {label} | {v['p50']:.2f} | {v['p95']:.2f} | {v['p99']:.2f} |")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(out, indent=2))
+
+
+if __name__ == "__main__":
+    main()
