@@ -30,6 +30,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+TEXT_ONLY = "text"  # the variant of a product that has no image: its fused vector's image part is zero
+
 
 def faq_expectations(text_encoder: Encoder) -> dict:
     """Metadata an FAQ index must carry to be used with this encoder."""
@@ -117,7 +119,7 @@ def build_product_index(
         n += 1
     for i, product in enumerate(products):
         if i not in has_image:
-            keys.append((product.id, "text"))
+            keys.append((product.id, TEXT_ONLY))
             rows_txt[n] = text_vecs[i]
             n += 1
     fused = fuse(rows_img[:n], rows_txt[:n], fusion)

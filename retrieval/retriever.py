@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .build import TEXT_ONLY
 from .catalog import Catalog, Product
 from .decision import Decision, DecisionPolicy, Verdict, decide
 from .encoders.base import Encoder
@@ -278,8 +279,7 @@ class Retriever:
     def _rescore(self, snap: Snapshot, query: np.ndarray, hits: list, k: int) -> list[ProductMatch]:
         if not hits:
             return []
-        vectors = snap.product_index.vectors([h.label for h in hits])
-        image_cos, text_cos = modality_scores(query, vectors, self.fusion)
+        image_cos, text_cos = self._modality_scores(snap, query, hits)
         scores = fused_scores(image_cos, text_cos, self.fusion)
         order = [
             i
@@ -301,6 +301,22 @@ class Retriever:
                 )
             )
         return out
+
+    def _modality_scores(self, snap: Snapshot, query: np.ndarray, hits: list) -> tuple[np.ndarray, np.ndarray]:
+        """Per-modality cosines of the hits. A one-modality query needs no stored vectors: the
+        index similarity is that modality's cosine times its weight a² or b² (docs/fusion.md)."""
+        f = self.fusion
+        k = f.image_part_dim
+        has_image_q, has_text_q = bool(np.any(query[:k])), bool(np.any(query[k:]))
+        sims = np.array([h.score for h in hits], dtype=np.float32)
+        nan = np.full(len(hits), np.nan, dtype=np.float32)
+        w_image, w_text = f.weights
+        if has_text_q and not has_image_q and w_text > 0:
+            return nan, np.clip(sims / w_text, -1.0, 1.0)  # every product has a text part
+        if has_image_q and not has_text_q and w_image > 0:
+            has_image = np.array([h.variant != TEXT_ONLY for h in hits])
+            return np.where(has_image, np.clip(sims / w_image, -1.0, 1.0), np.nan).astype(np.float32), nan
+        return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
 
     def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:
         """Products most similar to a catalog product (its best-scoring stored vector as the query)."""

@@ -42,6 +42,9 @@ def test_packaged_text_model() -> None:
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2]
     np.testing.assert_allclose(enc.encode(["where is my parcel"])[0], v[0], atol=1e-5)
+    # a large batch goes through sentence-transformers' own batching: same vectors
+    big = enc.encode(["where is my parcel"] + [f"filler sentence {i}" for i in range(20)])
+    np.testing.assert_allclose(big[0], v[0], atol=1e-5)
     assert enc.encode([]).shape == (0, 384)
 
 

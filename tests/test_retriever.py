@@ -129,6 +129,10 @@ def test_text_query_ranks_products_by_text_and_keeps_imageless_ones(retriever: R
     top = r.products[0]
     assert top.product.id == "gift-card"
     assert top.image_score is None and top.score == pytest.approx(top.text_score)
+    enc = retriever.text_encoder
+    for m in r.products:  # the reported text score is the true cosine of query and product text
+        q, p = enc.encode(["gift card", m.product.text])
+        assert m.text_score == pytest.approx(float(q @ p), abs=1e-5)
     assert all(m.image_score is None for m in r.products)  # the query has no image
 
 
@@ -137,6 +141,10 @@ def test_image_query_scores_by_image(retriever: Retriever) -> None:
     assert r.products[0].product.id == "banana"
     assert r.products[0].image_score == pytest.approx(1.0, abs=1e-5)
     assert r.products[0].text_score is None
+    red = retriever.image_encoder.encode([Image.open(io.BytesIO(colour_png("red")))])[0]
+    yellow = retriever.image_encoder.encode([Image.open(io.BytesIO(colour_png("yellow")))])[0]
+    apple = next(m for m in r.products if m.product.id == "red-apple")
+    assert apple.image_score == pytest.approx(float(red @ yellow), abs=1e-5)
     assert "gift-card" not in [m.product.id for m in r.products]  # nothing to compare with
     assert r.replies == [] and r.decision is Decision.HANDOFF
 

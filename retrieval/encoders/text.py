@@ -122,6 +122,15 @@ class SentenceTransformerEncoder:
         )
         return int(getter())
 
+    def _forward(self, model: Any, texts: list[str]) -> np.ndarray:
+        """One forward pass for a few texts (a shopper's query), without encode()'s batching overhead."""
+        import torch
+
+        prepare = getattr(model, "preprocess", None) or model.tokenize
+        with torch.inference_mode():
+            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in prepare(texts).items()}
+            return model(features)["sentence_embedding"].float().cpu().numpy()
+
     def encode(
         self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
@@ -130,6 +139,8 @@ class SentenceTransformerEncoder:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         size = batch_size or self._batch_size
+        if len(texts) <= 8 and not progress:
+            return l2_normalize(self._forward(model, texts))
         parts = [
             model.encode(
                 list(chunk), batch_size=size, convert_to_numpy=True, show_progress_bar=False
