@@ -53,6 +53,8 @@ def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -
             ) from None
         except Image.DecompressionBombError:
             raise ImageError(f"{name} has too many pixels") from None
+        except (OSError, SyntaxError, ValueError) as exc:
+            raise ImageError(f"{name} is damaged or truncated ({exc})") from None
         width, height = img.size
         if width * height > max_pixels:
             raise ImageError(

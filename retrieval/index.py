@@ -47,9 +47,9 @@ class Hit:
 
 @dataclass(frozen=True)
 class IndexParams:
-    m: int = 16
+    m: int = 24
     ef_construction: int = 200
-    ef: int = 64
+    ef: int = 48
 
 
 class VectorIndex:

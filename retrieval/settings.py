@@ -76,9 +76,9 @@ class Settings(BaseSettings):
     )
 
     # HNSW
-    hnsw_m: int = Field(16, ge=2, le=128)
+    hnsw_m: int = Field(24, ge=2, le=128)
     hnsw_ef_construction: int = Field(200, ge=8, le=4096)
-    hnsw_ef_search: int = Field(64, ge=1, le=4096)
+    hnsw_ef_search: int = Field(48, ge=1, le=4096)
 
     # decision policy; None = the value calibrated at ingest (or the built-in default)
     answer_threshold: float | None = Field(None, ge=-1.0, le=1.0)

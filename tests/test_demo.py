@@ -178,3 +178,23 @@ def test_cli_ingest_rejects_a_bad_catalog_without_touching_the_index(
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {bad}:2: field 'title': missing or empty"
     assert (demo_data_dir / "index" / "products" / "CURRENT").read_text() == before
+
+
+def test_cli_ingest_records_versions_and_skips_when_unchanged(tmp_path: Path) -> None:
+    from sqlalchemy import create_engine
+
+    from retrieval.store import IndexVersionRow
+
+    data_dir = tmp_path / "var"
+    args = ("ingest", "--only", "faq", "--if-changed", "--no-progress", "--data-dir", str(data_dir))
+    first = run_cli(*args, cwd=DATA.parent)
+    assert first.returncode == 0, first.stderr
+    assert "published faq index faq-" in first.stdout and "answer threshold calibrated on 74" in first.stdout
+    second = run_cli(*args, cwd=DATA.parent)
+    assert "faq index unchanged" in second.stdout
+    engine = create_engine(f"sqlite:///{data_dir / 'retrieval.db'}")
+    with Session(engine) as s:
+        [row] = s.scalars(select(IndexVersionRow)).all()
+        assert row.kind == "faq" and row.n_items == 92 and row.encoders["text_encoder"].startswith("st:")
+        assert (data_dir / "index" / "faq" / "CURRENT").read_text().strip() == row.id
+    engine.dispose()

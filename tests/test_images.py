@@ -34,6 +34,11 @@ def test_truncated_image() -> None:
         load_image(data[: len(data) // 3], max_bytes=MB, max_pixels=10**8)
 
 
+def test_damaged_header() -> None:
+    with pytest.raises(ImageError, match="damaged or truncated"):
+        load_image(b"\xff\xd8\xff\xe0 truncated jpeg", max_bytes=MB, max_pixels=10**8)
+
+
 def test_empty_and_oversized_bytes(tmp_path: Path) -> None:
     with pytest.raises(ImageError, match="empty"):
         load_image(b"", max_bytes=MB, max_pixels=10**8)

@@ -224,3 +224,16 @@ def test_swap_changes_what_new_queries_use(retriever: Retriever) -> None:
     r = retriever.query("how long does delivery take")
     assert r.decision is Decision.SUGGEST or r.decision is Decision.HANDOFF
     assert r.policy.answer_threshold == 1.01
+
+
+def test_a_corrupt_catalog_image_names_the_product(tmp_path) -> None:  # noqa: ANN001
+    from retrieval.errors import SourceError
+
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    catalog = Catalog({"pear": Product("pear", "pear", images=(bad,))}, tmp_path / "catalog.jsonl")
+    text, image = HashingTextEncoder(), ColourImageEncoder()
+    with pytest.raises(SourceError, match="product 'pear': .*bad.jpg"):
+        build_product_index(
+            catalog, text, image, Fusion(image.dim, text.dim), IndexParams(), max_image_bytes=10**7, max_image_pixels=10**8
+        )

@@ -14,7 +14,7 @@ def test_precedence_overrides_env_file_defaults(
     monkeypatch.setenv("RETRIEVAL_MAX_K", "8")
     s = load_settings(cfg, default_k_faq=4)
     assert (s.hnsw_ef_search, s.max_k, s.default_k_faq) == (99, 8, 4)
-    assert load_settings().hnsw_ef_search == 64
+    assert load_settings().hnsw_ef_search == 48
 
 
 def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:

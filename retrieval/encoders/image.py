@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from ..errors import ModelUnavailable
-from .base import batched, folder_fingerprint, l2_normalize, resolve_device
+from .base import batched, folder_fingerprint, l2_normalize, on_model_thread, resolve_device
 
 __all__ = ["CNNImageEncoder", "resolve_image_model"]
 
@@ -151,13 +151,16 @@ class CNNImageEncoder:
 
     @property
     def dim(self) -> int:
-        self._load()
+        on_model_thread(self._load)
         assert self._dim is not None
         return self._dim
 
     def encode(
         self, items: Sequence[Image.Image], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
+        return on_model_thread(self._encode, list(items), batch_size, progress)
+
+    def _encode(self, items: list[Image.Image], batch_size: int | None, progress: bool) -> np.ndarray:
         import torch
 
         model = self._load()

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelUnavailable
-from .base import batched, folder_fingerprint, l2_normalize, resolve_device
+from .base import batched, folder_fingerprint, l2_normalize, on_model_thread, resolve_device
 
 __all__ = ["SentenceTransformerEncoder", "resolve_text_model"]
 
@@ -115,7 +115,7 @@ class SentenceTransformerEncoder:
 
     @property
     def dim(self) -> int:
-        model = self._load()
+        model = on_model_thread(self._load)
         getter = (
             getattr(model, "get_embedding_dimension", None)
             or model.get_sentence_embedding_dimension
@@ -134,6 +134,9 @@ class SentenceTransformerEncoder:
     def encode(
         self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
+        return on_model_thread(self._encode, list(items), batch_size, progress)
+
+    def _encode(self, items: list[str], batch_size: int | None, progress: bool) -> np.ndarray:
         model = self._load()
         texts = list(items)
         if not texts:
