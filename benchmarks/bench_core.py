@@ -172,6 +172,9 @@ def make_service_data(data_dir: Path, n_products: int, n_faq_entries: int, phras
             fuse(img[start:end], txt[start:end], fusion),
         )
         print(f"  product index: {end}/{n_products}", file=sys.stderr, flush=True)
+    text_view = VectorIndex(text.dim, params, capacity=n_products, meta={"kind": "products-text"})
+    text_view.add([(f"p{i}", "text") for i in range(n_products)], txt)
+    prod.companions["text"] = text_view
     prod.meta["records"] = [
         {
             "id": f"p{i}",

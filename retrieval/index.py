@@ -85,6 +85,9 @@ class VectorIndex:
         self._free: list[int] = []  # labels of deleted slots, reused by later adds
         self._next_label = 0
         self._lock = RWLock()
+        # companion indexes over the same items, saved and loaded with this one
+        # (e.g. the products' text-only view that answers text-only queries)
+        self.companions: dict[str, VectorIndex] = {}
 
     # ---- size -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -222,6 +225,8 @@ class VectorIndex:
     def save(self, folder: Path) -> None:
         """Write index and metadata into ``folder`` (created), flushed to disk."""
         folder.mkdir(parents=True, exist_ok=True)
+        for name, companion in self.companions.items():
+            companion.save(folder / name)
         with self._lock.read():
             self._index.save_index(str(folder / INDEX_FILE))
             meta = {
@@ -233,6 +238,7 @@ class VectorIndex:
                 "next_label": self._next_label,
                 "free": self._free,
                 "keys": [[lb, item, var] for lb, (item, var) in self._keys.items()],
+                "companions": sorted(self.companions),
                 **self.meta,
             }
         tmp = folder / (META_FILE + ".tmp")
@@ -269,7 +275,17 @@ class VectorIndex:
                     f"index at {folder} was built with {key}={meta.get(key)!r} but the settings give {want!r}; "
                     "rebuild it with 'retrieval ingest'"
                 )
-        own = {"format", "dim", "m", "ef_construction", "ef", "next_label", "free", "keys"}
+        own = {
+            "format",
+            "dim",
+            "m",
+            "ef_construction",
+            "ef",
+            "next_label",
+            "free",
+            "keys",
+            "companions",
+        }
         params = IndexParams(
             m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"]
         )
@@ -287,6 +303,8 @@ class VectorIndex:
             self._keys[label] = (item, variant)
             self._labels[(item, variant)] = label
             self._by_item.setdefault(item, set()).add(label)
+        for name in meta.get("companions", []):
+            self.companions[name] = cls.load(folder / name, ef=ef)
         if self._index.get_current_count() != self._next_label:
             raise IndexError_(
                 f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'"

@@ -266,6 +266,16 @@ class Retriever:
         k: int,
         exclude: tuple[str, ...] = (),
     ) -> list[ProductMatch]:
+        text_view = snap.product_index.companions.get("text")
+        if q_image is None and q_text is not None and text_view is not None and not exclude:
+            # a text-only query: its fused score is the text cosine (docs/fusion.md)
+            out = []
+            for hit in text_view.search_items(q_text, k):
+                product = snap.catalog.get(hit.item_id)
+                if product is not None:
+                    score = float(np.clip(hit.score, -1.0, 1.0))
+                    out.append(ProductMatch(product, score, score, None, hit.variant))
+            return out
         query = fuse(
             None if q_image is None else q_image[None, :],
             None if q_text is None else q_text[None, :],
@@ -302,7 +312,9 @@ class Retriever:
             )
         return out
 
-    def _modality_scores(self, snap: Snapshot, query: np.ndarray, hits: list) -> tuple[np.ndarray, np.ndarray]:
+    def _modality_scores(
+        self, snap: Snapshot, query: np.ndarray, hits: list
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Per-modality cosines of the hits. A one-modality query needs no stored vectors: the
         index similarity is that modality's cosine times its weight a² or b² (docs/fusion.md)."""
         f = self.fusion
@@ -315,7 +327,9 @@ class Retriever:
             return nan, np.clip(sims / w_text, -1.0, 1.0)  # every product has a text part
         if has_image_q and not has_text_q and w_image > 0:
             has_image = np.array([h.variant != TEXT_ONLY for h in hits])
-            return np.where(has_image, np.clip(sims / w_image, -1.0, 1.0), np.nan).astype(np.float32), nan
+            return np.where(has_image, np.clip(sims / w_image, -1.0, 1.0), np.nan).astype(
+                np.float32
+            ), nan
         return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
 
     def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:

@@ -189,12 +189,19 @@ def test_cli_ingest_records_versions_and_skips_when_unchanged(tmp_path: Path) ->
     args = ("ingest", "--only", "faq", "--if-changed", "--no-progress", "--data-dir", str(data_dir))
     first = run_cli(*args, cwd=DATA.parent)
     assert first.returncode == 0, first.stderr
-    assert "published faq index faq-" in first.stdout and "answer threshold calibrated on 74" in first.stdout
+    assert (
+        "published faq index faq-" in first.stdout
+        and "answer threshold calibrated on 74" in first.stdout
+    )
     second = run_cli(*args, cwd=DATA.parent)
     assert "faq index unchanged" in second.stdout
     engine = create_engine(f"sqlite:///{data_dir / 'retrieval.db'}")
     with Session(engine) as s:
         [row] = s.scalars(select(IndexVersionRow)).all()
-        assert row.kind == "faq" and row.n_items == 92 and row.encoders["text_encoder"].startswith("st:")
+        assert (
+            row.kind == "faq"
+            and row.n_items == 92
+            and row.encoders["text_encoder"].startswith("st:")
+        )
         assert (data_dir / "index" / "faq" / "CURRENT").read_text().strip() == row.id
     engine.dispose()

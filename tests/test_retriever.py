@@ -235,5 +235,35 @@ def test_a_corrupt_catalog_image_names_the_product(tmp_path) -> None:  # noqa: A
     text, image = HashingTextEncoder(), ColourImageEncoder()
     with pytest.raises(SourceError, match="product 'pear': .*bad.jpg"):
         build_product_index(
-            catalog, text, image, Fusion(image.dim, text.dim), IndexParams(), max_image_bytes=10**7, max_image_pixels=10**8
+            catalog,
+            text,
+            image,
+            Fusion(image.dim, text.dim),
+            IndexParams(),
+            max_image_bytes=10**7,
+            max_image_pixels=10**8,
         )
+
+
+def test_text_view_ranks_like_the_fused_index(retriever: Retriever) -> None:
+    snap = retriever.snapshot
+    assert "text" in snap.product_index.companions
+    q = retriever.text_encoder.encode(["organic banana yellow"])[0]
+    via_view = retriever._products(snap, q, None, 3)  # noqa: SLF001
+    without_view = Snapshot(
+        snap.faq_index, _without_companions(snap.product_index), snap.faq, snap.catalog, snap.policy
+    )
+    via_fused = retriever._products(without_view, q, None, 3)  # noqa: SLF001
+    assert [m.product.id for m in via_view] == [m.product.id for m in via_fused]
+    for a, b in zip(via_view, via_fused, strict=True):
+        assert a.score == pytest.approx(b.score, abs=1e-5) and a.text_score == pytest.approx(
+            b.text_score, abs=1e-5
+        )
+
+
+def _without_companions(index):  # noqa: ANN001, ANN202
+    import copy
+
+    clone = copy.copy(index)
+    clone.companions = {}
+    return clone

@@ -12,7 +12,14 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import numpy as np
 from tqdm.auto import tqdm
 
-__all__ = ["Encoder", "batched", "folder_fingerprint", "l2_normalize", "on_model_thread", "resolve_device"]
+__all__ = [
+    "Encoder",
+    "batched",
+    "folder_fingerprint",
+    "l2_normalize",
+    "on_model_thread",
+    "resolve_device",
+]
 
 
 @runtime_checkable
@@ -113,5 +120,7 @@ def on_model_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return fn(*args, **kwargs)
     with _pool_lock:
         if _model_pool is None:
-            _model_pool = ThreadPoolExecutor(1, thread_name_prefix="models", initializer=_mark_model_thread)
+            _model_pool = ThreadPoolExecutor(
+                1, thread_name_prefix="models", initializer=_mark_model_thread
+            )
     return _model_pool.submit(fn, *args, **kwargs).result()

@@ -160,7 +160,9 @@ class CNNImageEncoder:
     ) -> np.ndarray:
         return on_model_thread(self._encode, list(items), batch_size, progress)
 
-    def _encode(self, items: list[Image.Image], batch_size: int | None, progress: bool) -> np.ndarray:
+    def _encode(
+        self, items: list[Image.Image], batch_size: int | None, progress: bool
+    ) -> np.ndarray:
         import torch
 
         model = self._load()

@@ -128,7 +128,9 @@ class SentenceTransformerEncoder:
 
         prepare = getattr(model, "preprocess", None) or model.tokenize
         with torch.inference_mode():
-            features = {k: v.to(model.device) if hasattr(v, "to") else v for k, v in prepare(texts).items()}
+            features = {
+                k: v.to(model.device) if hasattr(v, "to") else v for k, v in prepare(texts).items()
+            }
             return model(features)["sentence_embedding"].float().cpu().numpy()
 
     def encode(
