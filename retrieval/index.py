@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import hnswlib
 import numpy as np
@@ -35,8 +35,7 @@ INDEX_FILE = "index.hnsw"
 FORMAT_VERSION = 1
 
 
-@dataclass(frozen=True)
-class Hit:
+class Hit(NamedTuple):
     """One item found by a search: its best variant and that variant's similarity."""
 
     item_id: str
@@ -191,10 +190,12 @@ class VectorIndex:
                 # hnswlib found fewer than k live vectors (many deletions): fall back to exact.
                 labels, dists = self._exact(q, k)
             keys = self._keys
-            return [
-                Hit(keys[int(lb)][0], float(1.0 - d), keys[int(lb)][1], int(lb))
-                for lb, d in zip(labels[0], dists[0], strict=True)
-            ]
+            sims = (1.0 - dists[0]).tolist()
+            out = []
+            for lb, sim in zip(labels[0].tolist(), sims, strict=True):
+                item, variant = keys[lb]
+                out.append(Hit(item, sim, variant, lb))
+            return out
 
     def search_items(self, query: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Hit]:
         """The k best distinct items, each scored by its best variant."""

@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         ge=1024,
         description="Bound of the local spool used while the database is down.",
     )
-    log_flush_interval_s: float = Field(0.2, gt=0)
+    log_flush_interval_s: float = Field(0.5, gt=0)
 
     environment: Literal["development", "production"] = "development"
 

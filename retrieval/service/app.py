@@ -6,6 +6,7 @@ before the server accepts requests; ``GET /health`` answers only when that is do
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from contextlib import asynccontextmanager
@@ -72,6 +73,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
                 "warm up", k_products=1, k_faq=1
             )  # load the models now, not on the first shopper
             qlog.flush(5)
+            # The loaded catalog and indexes are millions of long-lived objects; keep them out
+            # of the garbage collector's full sweeps, which otherwise pause queries.
+            gc.collect()
+            gc.freeze()
             log.info("retrieval service ready in %.1f s", time.perf_counter() - t0)
         app.state.retriever = r
         state["ready"] = True
