@@ -333,7 +333,7 @@ class Retriever:
         return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
 
     def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:
-        """Products most similar to a catalog product (its best-scoring stored vector as the query)."""
+        """Products most similar to a catalog product, its first stored vector (first image, or its text) as the query."""
         k = self._k(k, self.limits.default_k_products, "k")
         snap = self._snapshot
         if product_id not in snap.product_index:

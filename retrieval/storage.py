@@ -23,7 +23,7 @@ from pathlib import Path
 from .errors import IndexError_
 from .index import VectorIndex
 
-__all__ = ["current_version", "new_version_id", "publish", "version_dir"]
+__all__ = ["current_version", "load_current", "new_version_id", "publish", "version_dir"]
 
 KINDS = ("faq", "products")
 

@@ -208,8 +208,6 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     ) -> SimilarOut:
         r = get_retriever(request)
         matches = await run_in_threadpool(r.similar_products, product_id, k)
-        product = r.snapshot.catalog.get(product_id)
-        assert product is not None
         return SimilarOut(
             product_id=product_id,
             products=[
