@@ -39,23 +39,22 @@ def test_top_level_help_lists_commands() -> None:
     assert out.returncode == 0 and all(c in out.stdout for c in COMMANDS)
 
 
+def query_with_config(cfg: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("hnsw_m = 1\n")
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = query_with_config(cfg)
     assert out.returncode == 2 and out.stderr.strip().startswith("error: invalid setting hnsw_m")
     cfg.write_text("not = [valid toml")
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = query_with_config(cfg)
     assert out.returncode == 2 and "is not valid" in out.stderr and "Traceback" not in out.stderr
 
 
