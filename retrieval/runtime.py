@@ -83,17 +83,18 @@ def load_snapshot(settings: Settings, text: Encoder, image: Encoder, fusion: Fus
 
 
 def open_store(settings: Settings) -> tuple[Engine, QueryLog]:
-    """The engine (schema migrated) and a running query log; the log spools if the database is down."""
+    """The engine and a running query log, which migrates the schema before its first write.
+
+    A database that is down at start does not stop the service: queries are answered, their
+    records spooled, and the schema prepared and the spool written once the database answers.
+    """
     engine = make_engine(settings.resolved_database_url)
-    try:
-        migrate(engine)
-    except Exception as exc:  # a database that is down at start: answer anyway, spool the log
-        log.error("query log database not ready (%s); records will be spooled until it is", exc)
     qlog = QueryLog(
         engine,
         settings.spool_dir,
         spool_max_bytes=settings.spool_max_bytes,
         flush_interval=settings.log_flush_interval_s,
+        prepare=migrate,
     )
     return engine, qlog
 

@@ -93,3 +93,28 @@ def count_safe(engine) -> int:  # noqa: ANN001
         return count(engine, QueryRow)
     except Exception:  # noqa: BLE001 - the server may still be starting
         return -1
+
+
+@pytest.mark.slow
+def test_service_starts_while_postgres_is_down(demo_data_dir: Path) -> None:
+    server = PostgresServer()  # created, not started
+    try:
+        settings = demo_settings(demo_data_dir, database_url=server.url)
+        engine, qlog = open_store(settings)
+        qlog.retry_interval = 0.5
+        retriever = build_retriever(settings, qlog)
+        r = retriever.query("how long does delivery take?", conversation_id="early")
+        assert r.replies[0].entry.id == "delivery-time"
+        assert qlog.flush(30) and qlog.stats()["database_ok"] is False
+        server.start()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and count_safe(engine) < 1:
+            time.sleep(0.2)
+        with Session(engine) as s:  # the schema was created and the spooled record written
+            row = s.get(QueryRow, r.query_id)
+            assert row is not None and row.conversation_id == "early"
+            assert len(row.candidates) == len(r.replies) + len(r.products)
+        qlog.close()
+        engine.dispose()
+    finally:
+        server.destroy()

@@ -18,7 +18,7 @@ import os
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
+from ..errors import StoreError
 from .models import CandidateRow, DecisionRow, QueryRow
 
 __all__ = ["QueryLog"]
@@ -50,8 +51,13 @@ class QueryLog:
         flush_interval: float = 0.2,
         retry_interval: float = 1.0,
         max_batch: int = 500,
+        prepare: Callable[[Engine], None] | None = None,
     ):
+        """``prepare`` (e.g. the schema migration) runs before the first write, and is retried
+        like a write while the database is unreachable, so a service can start without it."""
         self.engine = engine
+        self._prepare = prepare
+        self._prepared = prepare is None
         self.spool_dir = Path(spool_dir)
         self.spool_dir.mkdir(parents=True, exist_ok=True)
         self.spool_max_bytes = spool_max_bytes
@@ -124,6 +130,7 @@ class QueryLog:
             now = time.monotonic()
             if self._db_ok or now >= next_retry:
                 try:
+                    self._ensure_schema()
                     self._drain_spool()
                     if batch:
                         self._write(batch)
@@ -133,7 +140,7 @@ class QueryLog:
                             "query log database is reachable again; spooled records written"
                         )
                     self._db_ok = True
-                except SQLAlchemyError as exc:
+                except (SQLAlchemyError, StoreError) as exc:
                     self._on_db_error(exc)
                     next_retry = time.monotonic() + self.retry_interval
             if batch:
@@ -150,15 +157,22 @@ class QueryLog:
         if not self._spool_files():
             return
         try:
+            self._ensure_schema()
             self._drain_spool()
             self._db_ok = True
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, StoreError) as exc:
             self._on_db_error(exc)
             log.warning(
                 "%d query records stay in the spool %s until the database is back",
                 self.spooled_records(),
                 self.spool_dir,
             )
+
+    def _ensure_schema(self) -> None:
+        if not self._prepared:
+            assert self._prepare is not None
+            self._prepare(self.engine)
+            self._prepared = True
 
     def _take_batch(self) -> list[dict[str, Any]]:
         try:
