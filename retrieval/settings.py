@@ -103,8 +103,6 @@ class Settings(BaseSettings):
     )
     log_flush_interval_s: float = Field(0.5, gt=0)
 
-    environment: Literal["development", "production"] = "development"
-
     @field_validator("text_weight")
     @classmethod
     def _some_weight(cls, v: float, info: Any) -> float:
