@@ -178,10 +178,16 @@ class VectorIndex:
 
     def search(self, query: np.ndarray, k: int) -> list[Hit]:
         """Nearest vectors (not grouped) to one query, best first; k is clamped to the live count."""
-        q = np.ascontiguousarray(query, dtype=np.float32).reshape(1, self.dim)
-        with self._lock.read():
-            live = len(self._keys)
-            k = min(int(k), live)
+        q = (
+            query
+            if query.dtype == np.float32 and query.flags.c_contiguous
+            else np.ascontiguousarray(query, np.float32)
+        )
+        q = q.reshape(1, self.dim)
+        lock = self._lock
+        lock.acquire_read()  # not a with-block: this is the hot path of every query
+        try:
+            k = min(int(k), len(self._keys))
             if k <= 0:
                 return []
             try:
@@ -190,12 +196,13 @@ class VectorIndex:
                 # hnswlib found fewer than k live vectors (many deletions): fall back to exact.
                 labels, dists = self._exact(q, k)
             keys = self._keys
-            sims = (1.0 - dists[0]).tolist()
             out = []
-            for lb, sim in zip(labels[0].tolist(), sims, strict=True):
+            for lb, dist in zip(labels[0].tolist(), dists[0].tolist(), strict=True):
                 item, variant = keys[lb]
-                out.append(Hit(item, sim, variant, lb))
+                out.append(Hit(item, 1.0 - dist, variant, lb))
             return out
+        finally:
+            lock.release_read()
 
     def search_items(self, query: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Hit]:
         """The k best distinct items, each scored by its best variant."""
