@@ -33,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.encoders.base import l2_normalize
 from retrieval.index import IndexParams, VectorIndex
 from retrieval.synthetic import embedding_like
 
@@ -149,6 +150,44 @@ def print_index(r: dict, params: IndexParams) -> None:
             f"{m['speedup_vs_argsort']:.1f}x | {m['speedup_vs_argpartition']:.1f}x | "
             f"{m['speedup_vs_argsort_1_core']:.1f}x |"
         )
+
+
+def hnsw_grid(x: np.ndarray, queries: np.ndarray) -> list[dict]:
+    """Raw hnswlib over a grid of M and ef: which settings reach recall@10 >= 0.99, and how fast."""
+    import hnswlib
+
+    truth = np.argsort(-(queries @ x.T), axis=1)[:, :10]
+    exact_times, _ = timed(lambda q: np.argsort(-(x @ q))[:10], queries[:200])
+    exact = pct(exact_times, 50)
+    rows = []
+    for m in (16, 24, 32, 48):
+        index = hnswlib.Index(space="ip", dim=x.shape[1])
+        index.init_index(max_elements=len(x), M=m, ef_construction=200)
+        index.add_items(x, np.arange(len(x)))
+        index.set_num_threads(1)
+        for ef in (16, 24, 32, 40, 48, 64):
+            index.set_ef(ef)
+            times, results = timed(lambda q: index.knn_query(q[None, :], k=10)[0][0], queries)  # noqa: B023
+            recall = float(
+                np.mean(
+                    [
+                        len(set(r.tolist()) & set(t.tolist())) / 10
+                        for r, t in zip(results, truth, strict=True)
+                    ]
+                )
+            )
+            p50 = pct(times, 50)
+            rows.append(
+                {
+                    "m": m,
+                    "ef": ef,
+                    "recall_at_10": recall,
+                    "p50_ms": p50,
+                    "speedup_vs_argsort": exact / p50,
+                }
+            )
+            print(f"| {m} | {ef} | {recall:.4f} | {p50:.3f} | {exact / p50:.0f}x |", flush=True)
+    return rows
 
 
 def real_embeddings(
@@ -331,6 +370,12 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="10k vectors and fewer requests")
     ap.add_argument("--skip-service", action="store_true")
     ap.add_argument("--skip-index", action="store_true")
+    ap.add_argument(
+        "--grid", action="store_true", help="also run raw hnswlib over a grid of M and ef"
+    )
+    ap.add_argument(
+        "--iid", action="store_true", help="also run the index part on independent Gaussian vectors"
+    )
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument(
         "--shared",
@@ -358,6 +403,19 @@ def main() -> None:
             x, queries, params, "embedding-like synthetic vectors (retrieval/synthetic.py)"
         )
         print_index(out["index"], params)
+        if args.grid:
+            print("\n## Raw hnswlib, ef_construction=200, same 100k embedding-like vectors\n")
+            print("| M | ef | recall@10 | p50 ms | speed-up vs argsort |")
+            print("| ---: | ---: | ---: | ---: | ---: |")
+            out["grid"] = hnsw_grid(x, queries)
+        if args.iid:
+            rng = np.random.default_rng(3)
+            x = l2_normalize(rng.standard_normal((n, 384)).astype(np.float32))
+            queries = l2_normalize(rng.standard_normal((100, 384)).astype(np.float32))
+            out["index_iid"] = bench_index(
+                x, queries, params, "independent Gaussian vectors (no neighbourhood structure)"
+            )
+            print_index(out["index_iid"], params)
         if args.shared.is_dir():
             print("index benchmark: real embeddings ...", file=sys.stderr, flush=True)
             x, queries, label = real_embeddings(args.shared, ROOT / "var" / "bench-cache", 500)
