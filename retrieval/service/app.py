@@ -55,6 +55,17 @@ def _result_out(result: QueryResult, request: Request) -> QueryOut:
     )
 
 
+def _action_executor(retriever: Any) -> Any:
+    from rasa_sdk.executor import ActionExecutor
+
+    from .actions import ActionAnswerQuestion, ActionSmallTalk
+
+    executor = ActionExecutor()
+    executor.register_action(ActionSmallTalk())
+    executor.register_action(ActionAnswerQuestion(retriever))
+    return executor
+
+
 def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAPI:
     """Build the app. Pass ``retriever`` to serve a ready one (tests); otherwise it is built at start-up."""
     state: dict[str, Any] = {"ready": False}
@@ -117,6 +128,33 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     def get_retriever(request: Request) -> Retriever:
         return request.app.state.retriever
+
+    executor = _action_executor(lambda: app.state.retriever)
+
+    @app.post("/webhook", tags=["rasa"])
+    async def rasa_webhook(request: Request) -> JSONResponse:
+        """Rasa's action endpoint: runs the shop's custom actions in this process."""
+        from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
+
+        try:
+            action_call = await request.json()
+        except ValueError:
+            raise InputError("the action call is not valid JSON") from None
+        if not isinstance(action_call, dict):
+            raise InputError("the action call must be a JSON object")
+        try:
+            result = await executor.run(action_call)
+        except ActionNotFoundException as exc:
+            return JSONResponse(
+                {"error": exc.message, "action_name": exc.action_name}, status_code=404
+            )
+        except ActionExecutionRejection as exc:
+            return JSONResponse(
+                {"error": exc.message, "action_name": exc.action_name}, status_code=400
+            )
+        except (KeyError, TypeError) as exc:
+            raise InputError(f"malformed action call: {exc}") from None
+        return JSONResponse(result.model_dump(by_alias=True) if result else {})
 
     @app.get("/health", response_model=Health, tags=["operations"])
     async def health(request: Request) -> Health:

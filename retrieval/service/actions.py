@@ -1,0 +1,157 @@
+"""Rasa custom actions, run inside the retrieval service (its ``/webhook`` route).
+
+Thin adapters: they read the shopper's message and conversation id from the tracker, ask the
+retriever, and turn the result into bot messages. The retriever logs every query with the
+Rasa sender id as its conversation id; a question that ends in ``suggest`` or ``handoff`` is
+thereby on record for the agents' queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+
+from rasa_sdk import Action, Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from ..decision import Decision
+from ..retriever import QueryResult, Retriever
+
+__all__ = ["ActionAnswerQuestion", "ActionSmallTalk", "shopper_language"]
+
+log = logging.getLogger(__name__)
+
+_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+SMALL_TALK = ("greet", "goodbye", "thank", "request_human", "chitchat")
+PRODUCT_MIN_SCORE = 0.35  # below this a product search found nothing worth showing
+
+
+def shopper_language(text: str) -> str:
+    """'zh' when the message holds Chinese characters, else 'en'."""
+    return "zh" if _CJK.search(text or "") else "en"
+
+
+def _response(name: str, lang: str) -> str:
+    return f"{name}_zh" if lang == "zh" else name
+
+
+class ActionSmallTalk(Action):
+    """Greetings, thanks, goodbyes, hand-off requests and chit-chat, in the shopper's language."""
+
+    def name(self) -> str:
+        return "action_small_talk"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        lang = shopper_language(tracker.latest_message.get("text") or "")
+        dispatcher.utter_message(
+            response=_response(f"utter_{intent if intent in SMALL_TALK else 'chitchat'}", lang)
+        )
+        return []
+
+
+class ActionAnswerQuestion(Action):
+    """Answers from the FAQ bank, shows product cards, or hands the question to an agent."""
+
+    def __init__(self, retriever: Callable[[], Retriever], timeout_s: float = 3.0):
+        self._retriever = retriever
+        self._timeout_s = timeout_s
+
+    def name(self) -> str:
+        return "action_answer_question"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        text = tracker.latest_message.get("text") or ""
+        intent = (tracker.latest_message.get("intent") or {}).get("name")
+        lang = shopper_language(text)
+        try:
+            retriever = self._retriever()
+            result = await asyncio.wait_for(
+                asyncio.to_thread(
+                    retriever.query,
+                    text,
+                    conversation_id=tracker.sender_id,
+                    channel="rasa",
+                    k_products=4,
+                    k_faq=3,
+                ),
+                timeout=self._timeout_s,
+            )
+        except Exception as exc:  # noqa: BLE001 - unavailable, slow or refused: never leave the shopper in silence
+            log.warning("retrieval failed for conversation %s: %s", tracker.sender_id, exc)
+            dispatcher.utter_message(
+                response=_response("utter_handoff", lang),
+                json_message={"handoff": True, "reason": "retrieval unavailable"},
+            )
+            return []
+        if (
+            intent == "ask_product"
+            and result.products
+            and result.products[0].score >= PRODUCT_MIN_SCORE
+        ):
+            dispatcher.utter_message(
+                response=_response("utter_products", lang),
+                json_message={
+                    "type": "products",
+                    "query_id": result.query_id,
+                    "products": product_cards(result),
+                },
+            )
+            return []
+        if result.decision is Decision.ANSWER:
+            best = result.replies[0]
+            dispatcher.utter_message(
+                text=answer_in_language(retriever, best.entry.group or best.entry.id, lang)
+                or best.entry.answer,
+                json_message={
+                    "type": "answer",
+                    "query_id": result.query_id,
+                    "faq_id": best.entry.id,
+                    "score": round(best.score, 4),
+                },
+            )
+            return []
+        dispatcher.utter_message(
+            response=_response("utter_handoff", lang),
+            json_message={
+                "handoff": True,
+                "query_id": result.query_id,
+                "decision": result.decision.value,
+            },
+        )
+        return []
+
+
+def product_cards(result: QueryResult) -> list[dict[str, Any]]:
+    cards = []
+    for m in result.products:
+        p = m.product
+        cards.append(
+            {
+                "id": p.id,
+                "title": p.title,
+                "price": p.price,
+                "currency": p.currency,
+                "stock": p.stock,
+                "in_stock": None if p.stock is None else p.stock > 0,
+                "image_url": f"/v1/products/{p.id}/image" if p.images else None,
+                "similar_url": f"/v1/products/{p.id}/similar",
+                "score": round(m.score, 4),
+            }
+        )
+    return cards
+
+
+def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | None:
+    """The answer of the group's entry written in the shopper's language, if the bank has one."""
+    for entry in retriever.snapshot.faq:
+        if (entry.group or entry.id) == group and entry.lang == lang:
+            return entry.answer
+    return None

@@ -1,0 +1,135 @@
+"""The Rasa custom actions, with JSON tracker fixtures and a CollectingDispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+from rasa_sdk import Tracker
+from rasa_sdk.executor import CollectingDispatcher
+
+from retrieval.service.actions import ActionAnswerQuestion, ActionSmallTalk, shopper_language
+
+from test_retriever import retriever  # noqa: F401 - the fixture: a retriever with stand-in encoders
+
+
+def tracker(text: str, intent: str, sender: str = "shopper-1") -> Tracker:
+    return Tracker.from_dict(
+        {
+            "sender_id": sender,
+            "slots": {},
+            "latest_message": {
+                "text": text,
+                "intent": {"name": intent, "confidence": 0.9},
+                "entities": [],
+            },
+            "events": [],
+            "paused": False,
+            "followup_action": None,
+            "active_loop": {},
+            "latest_action_name": "action_listen",
+        }
+    )
+
+
+def run(action, t: Tracker) -> tuple[list[dict], list[dict]]:  # noqa: ANN001
+    dispatcher = CollectingDispatcher()
+    events = asyncio.run(action.run(dispatcher, t, {}))
+    return dispatcher.messages, events
+
+
+def test_language_of_the_shopper() -> None:
+    assert shopper_language("where is my order") == "en"
+    assert shopper_language("我的订单在哪里") == "zh"
+    assert shopper_language("my 订单 please") == "zh"
+
+
+@pytest.mark.parametrize(
+    ("text", "intent", "response"),
+    [
+        ("hello", "greet", "utter_greet"),
+        ("你好", "greet", "utter_greet_zh"),
+        ("thanks", "thank", "utter_thank"),
+        ("bye", "goodbye", "utter_goodbye"),
+        ("转人工", "request_human", "utter_request_human_zh"),
+        ("tell me a joke", "chitchat", "utter_chitchat"),
+        ("whatever", "unexpected_intent", "utter_chitchat"),
+    ],
+)
+def test_small_talk(text: str, intent: str, response: str) -> None:
+    messages, events = run(ActionSmallTalk(), tracker(text, intent))
+    assert [m["response"] for m in messages] == [response]
+    assert events == []
+
+
+def test_confident_answer_with_its_score(retriever) -> None:  # noqa: ANN001, F811
+    messages, events = run(
+        ActionAnswerQuestion(lambda: retriever), tracker("how long does delivery take", "ask_faq")
+    )
+    [m] = messages
+    assert m["text"] == "Delivery takes two days."
+    assert m["custom"]["type"] == "answer" and m["custom"]["faq_id"] == "delivery"
+    assert m["custom"]["score"] == pytest.approx(1.0, abs=1e-3)
+    assert events == []
+    [rec] = retriever.query_log.records
+    assert rec["query"]["conversation_id"] == "shopper-1" and rec["query"]["channel"] == "rasa"
+    assert rec["query"]["id"] == m["custom"]["query_id"]
+
+
+def test_answer_in_the_shoppers_language(retriever) -> None:  # noqa: ANN001, F811
+    messages, _ = run(ActionAnswerQuestion(lambda: retriever), tracker("送货 需要 多久", "ask_faq"))
+    assert messages[0]["text"] == "送货需要两天。"
+
+
+def test_product_cards_with_scores(retriever) -> None:  # noqa: ANN001, F811
+    messages, _ = run(ActionAnswerQuestion(lambda: retriever), tracker("red apple", "ask_product"))
+    [m] = messages
+    assert m["response"] == "utter_products"
+    cards = m["custom"]["products"]
+    assert (
+        cards[0]["id"] == "red-apple" and cards[0]["price"] == 1.0 and cards[0]["in_stock"] is True
+    )
+    assert cards[0]["image_url"] == "/v1/products/red-apple/image"
+    assert cards[0]["similar_url"] == "/v1/products/red-apple/similar"
+    assert cards[0]["score"] > 0.5 and [c["score"] for c in cards] == sorted(
+        (c["score"] for c in cards), reverse=True
+    )
+
+
+def test_no_good_answer_hands_off_and_is_on_record(retriever) -> None:  # noqa: ANN001, F811
+    messages, _ = run(
+        ActionAnswerQuestion(lambda: retriever),
+        tracker("zebra quantum violin", "ask_faq", sender="s-9"),
+    )
+    [m] = messages
+    assert m["response"] == "utter_handoff" and m["custom"]["handoff"] is True
+    [rec] = retriever.query_log.records
+    assert rec["query"]["decision"] == m["custom"]["decision"] == "handoff"
+    assert rec["query"]["conversation_id"] == "s-9"
+
+
+def test_retrieval_unavailable_gives_a_handoff_message() -> None:
+    def broken():  # noqa: ANN202
+        raise ConnectionError("retrieval is down")
+
+    messages, _ = run(ActionAnswerQuestion(broken), tracker("where is my order", "ask_faq"))
+    [m] = messages
+    assert m["response"] == "utter_handoff"
+    assert m["custom"] == {"handoff": True, "reason": "retrieval unavailable"}
+
+
+def test_slow_retrieval_gives_a_handoff_message_in_time(retriever) -> None:  # noqa: ANN001, F811
+    class Slow:
+        snapshot = retriever.snapshot
+
+        def query(self, *args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            time.sleep(2)
+            return retriever.query(*args, **kwargs)
+
+    t0 = time.perf_counter()
+    messages, _ = run(
+        ActionAnswerQuestion(lambda: Slow(), timeout_s=0.2), tracker("你们几点营业", "ask_faq")
+    )
+    assert time.perf_counter() - t0 < 2.5
+    assert messages[0]["response"] == "utter_handoff_zh"
