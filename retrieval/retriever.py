@@ -250,6 +250,34 @@ class Retriever:
             result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
         return result
 
+    def record_handoff(
+        self,
+        text: str,
+        *,
+        conversation_id: str | None,
+        channel: str = "rasa",
+        reason: str = "the shopper asked for a person",
+    ) -> str:
+        """Log a hand-off that no retrieval preceded (e.g. "talk to a human"); returns its query id."""
+        snap = self._snapshot
+        result = QueryResult(
+            query_id=str(uuid.uuid4()),
+            text=clean_query(text, max_chars=self.limits.max_query_chars),
+            has_image=False,
+            verdict=Verdict(Decision.HANDOFF, None, None, reason),
+            policy=snap.policy,
+            replies=[],
+            products=[],
+            faq_version=snap.faq_version,
+            product_version=snap.product_version,
+            timings_ms={"encode": 0.0, "search": 0.0, "total": 0.0},
+        )
+        if self.query_log is not None:
+            self.query_log.record(
+                self._log_record(result, conversation_id, channel, None, encoded=False)
+            )
+        return result.query_id
+
     def _faq(self, snap: Snapshot, q_text: np.ndarray, k: int) -> list[FAQCandidate]:
         out = []
         for hit in snap.faq_index.search_items(q_text, k):
@@ -345,7 +373,12 @@ class Retriever:
 
     # ---- logging -----------------------------------------------------------------------
     def _log_record(
-        self, r: QueryResult, conversation_id: str | None, channel: str, image_ref: str | None
+        self,
+        r: QueryResult,
+        conversation_id: str | None,
+        channel: str,
+        image_ref: str | None,
+        encoded: bool = True,
     ) -> dict[str, Any]:
         now = datetime.now(UTC)
         query = {
@@ -363,7 +396,7 @@ class Retriever:
             "suggest_threshold": r.policy.suggest_threshold,
             "faq_index_version": r.faq_version,
             "product_index_version": r.product_version,
-            "text_encoder": self.text_encoder.id if r.text is not None else None,
+            "text_encoder": self.text_encoder.id if encoded and r.text is not None else None,
             "image_encoder": self.image_encoder.id if r.has_image else None,
             "encode_ms": r.timings_ms["encode"],
             "search_ms": r.timings_ms["search"],

@@ -133,3 +133,14 @@ def test_slow_retrieval_gives_a_handoff_message_in_time(retriever) -> None:  # n
     )
     assert time.perf_counter() - t0 < 2.5
     assert messages[0]["response"] == "utter_handoff_zh"
+
+
+def test_asking_for_a_person_is_logged_as_a_handoff(retriever) -> None:  # noqa: ANN001, F811
+    messages, _ = run(
+        ActionSmallTalk(lambda: retriever), tracker("转人工客服", "request_human", sender="s-5")
+    )
+    assert [m["response"] for m in messages] == ["utter_request_human_zh"]
+    [rec] = retriever.query_log.records
+    assert rec["query"]["decision"] == "handoff" and rec["query"]["conversation_id"] == "s-5"
+    assert rec["query"]["text"] == "转人工客服" and rec["candidates"] == []
+    assert rec["decisions"][0]["reason"] == "the shopper asked for a person"

@@ -195,11 +195,15 @@ def test_conversations_through_rasa(chat) -> None:  # noqa: ANN001
             "how long does delivery take?",
             "do you have organic bananas",
             "purple monkey dishwasher quantum",
+            "I want to talk to a real person",
         ]
         assert rows[0].id == answer["custom"]["query_id"] and rows[0].decision == "answer"
         assert rows[2].decision == handoff["custom"]["decision"] and rows[2].decision in (
             "handoff",
             "suggest",
         )
-        assert all(r.channel == "rasa" and len(r.candidates) == 3 + 4 for r in rows)
+        assert all(r.channel == "rasa" and len(r.candidates) == 3 + 4 for r in rows[:3])
+        assert (
+            rows[3].decision == "handoff" and rows[3].candidates == []
+        )  # "talk to a person" queues too
     engine.dispose()

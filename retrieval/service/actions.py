@@ -39,7 +39,12 @@ def _response(name: str, lang: str) -> str:
 
 
 class ActionSmallTalk(Action):
-    """Greetings, thanks, goodbyes, hand-off requests and chit-chat, in the shopper's language."""
+    """Greetings, thanks, goodbyes, hand-off requests and chit-chat, in the shopper's language.
+
+    A request for a person is also logged as a hand-off, so the agents' queue sees it."""
+
+    def __init__(self, retriever: Callable[[], Retriever] | None = None):
+        self._retriever = retriever
 
     def name(self) -> str:
         return "action_small_talk"
@@ -48,10 +53,18 @@ class ActionSmallTalk(Action):
         self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
     ) -> list[dict[str, Any]]:
         intent = (tracker.latest_message.get("intent") or {}).get("name")
-        lang = shopper_language(tracker.latest_message.get("text") or "")
+        text = tracker.latest_message.get("text") or ""
+        lang = shopper_language(text)
         dispatcher.utter_message(
             response=_response(f"utter_{intent if intent in SMALL_TALK else 'chitchat'}", lang)
         )
+        if intent == "request_human" and self._retriever is not None:
+            try:
+                self._retriever().record_handoff(text, conversation_id=tracker.sender_id)
+            except Exception as exc:  # noqa: BLE001 - the shopper has their reply; the log says what failed
+                log.error(
+                    "could not record the hand-off of conversation %s: %s", tracker.sender_id, exc
+                )
         return []
 
 

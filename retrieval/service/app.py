@@ -61,7 +61,7 @@ def _action_executor(retriever: Any) -> Any:
     from .actions import ActionAnswerQuestion, ActionSmallTalk
 
     executor = ActionExecutor()
-    executor.register_action(ActionSmallTalk())
+    executor.register_action(ActionSmallTalk(retriever))
     executor.register_action(ActionAnswerQuestion(retriever))
     return executor
 
