@@ -13,6 +13,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,14 @@ class Snapshot:
     faq: FAQBank
     catalog: Catalog
     policy: DecisionPolicy
+
+    @cached_property
+    def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
+        return {(e.group or e.id, e.lang): e for e in self.faq}
+
+    def entry_in_language(self, group: str, lang: str) -> FAQEntry | None:
+        """The entry of an answer group written in ``lang``, if the bank has one."""
+        return self._entries_by_language.get((group, lang))
 
     @property
     def faq_version(self) -> str | None:

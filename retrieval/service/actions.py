@@ -164,7 +164,5 @@ def product_cards(result: QueryResult) -> list[dict[str, Any]]:
 
 def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | None:
     """The answer of the group's entry written in the shopper's language, if the bank has one."""
-    for entry in retriever.snapshot.faq:
-        if (entry.group or entry.id) == group and entry.lang == lang:
-            return entry.answer
-    return None
+    entry = retriever.snapshot.entry_in_language(group, lang)
+    return entry.answer if entry is not None else None
