@@ -8,17 +8,20 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     │   └── ModelUnavailable   a model package or weights file that is not installed / not found
     ├── InputError             a bad query: empty, too long, bad k, bad image          -> HTTP 422
     │   ├── ImageError         not an image, truncated, too many pixels                 -> HTTP 422
-    │   └── TooLarge           a request body or upload over the size limit              -> HTTP 413
+    │   ├── TooLarge           a request body or upload over the size limit              -> HTTP 413
+    │   └── Busy               too many messages waiting in one conversation             -> HTTP 429
     ├── NotFound               an unknown product or FAQ id                             -> HTTP 404
     ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
     │   └── IndexMismatch      built with another encoder or fusion than configured
-    └── StoreError             the SQL log cannot be used
+    ├── StoreError             the SQL log cannot be used
+    └── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "Busy",
     "ConfigError",
     "ImageError",
     "IndexError_",
@@ -30,6 +33,7 @@ __all__ = [
     "SourceError",
     "StoreError",
     "TooLarge",
+    "Unavailable",
 ]
 
 
@@ -102,5 +106,17 @@ class IndexMismatch(IndexError_):
 
 class StoreError(RetrievalError):
     """The SQL log cannot be used."""
+
+    http_status = 503
+
+
+class Busy(InputError):
+    """Too many requests at once from one conversation; the client should wait and retry."""
+
+    http_status = 429
+
+
+class Unavailable(RetrievalError):
+    """A service this one relies on did not answer (down, or slower than its deadline)."""
 
     http_status = 503

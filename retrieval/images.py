@@ -22,7 +22,7 @@ def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -
     Memory and time stay bounded for huge inputs: byte size is checked first, the pixel
     count is read from the header before decoding, and JPEGs are decoded at reduced scale.
     """
-    name = "image"
+    name = "the uploaded file"
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = str(path)

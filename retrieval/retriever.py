@@ -122,7 +122,7 @@ class Snapshot:
 @dataclass(frozen=True)
 class Limits:
     max_query_chars: int = 2000
-    max_image_bytes: int = 20 * 1024 * 1024
+    max_image_bytes: int = 20_000_000
     max_image_pixels: int = 100_000_000
     default_k_products: int = 5
     default_k_faq: int = 3

@@ -89,7 +89,7 @@ class Settings(BaseSettings):
 
     # input limits
     max_query_chars: int = Field(2000, ge=1)
-    max_image_bytes: int = Field(20 * 1024 * 1024, ge=1024)
+    max_image_bytes: int = Field(20_000_000, ge=1024)
     max_image_pixels: int = Field(100_000_000, ge=1)
     default_k_products: int = Field(5, ge=1)
     default_k_faq: int = Field(3, ge=1)
@@ -102,6 +102,17 @@ class Settings(BaseSettings):
         description="Bound of the local spool used while the database is down.",
     )
     log_flush_interval_s: float = Field(0.5, gt=0)
+
+    # the shop page's chat window (served at /shop/) talks to the Rasa server here
+    rasa_url: str = Field(
+        "http://127.0.0.1:5005", description="Base URL of the Rasa server the chat window uses."
+    )
+    chat_timeout_s: float = Field(
+        10.0, gt=0, description="How long the chat window waits for Rasa before saying so."
+    )
+    chat_max_pending: int = Field(
+        3, ge=1, description="Messages one conversation may have waiting before 429."
+    )
 
     @field_validator("text_weight")
     @classmethod
@@ -120,6 +131,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
 
     @property
     def spool_dir(self) -> Path:

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Set up (if needed) and start the product on embedded defaults: the bundled demo catalog
-# and FAQ, indexes in ./var, the query log in SQLite (./var/retrieval.db).
-# Options: HOST and PORT environment variables (default 127.0.0.1:8000).
+# Set up (if needed) and start the whole product on embedded defaults: the retrieval service
+# (API, the Rasa action endpoint, the demo shop page with its chat window) and the Rasa
+# server, with the bundled demo catalog and FAQ, indexes in ./var and the query log in
+# SQLite (./var/retrieval.db). Ctrl-C stops everything.
+# Options (environment): HOST, PORT (shop page and API, default 127.0.0.1:8000), RASA_PORT (5005).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+model=$(./scripts/setup-bot.sh | tail -n1)
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 echo "start: building the indexes from data/ (skipped when nothing changed)"
 .venv/bin/retrieval ingest --if-changed
-echo "start: the retrieval service will listen on http://${HOST:-127.0.0.1}:${PORT:-8000} (API docs at /docs); Ctrl-C stops it"
-exec .venv/bin/retrieval serve --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}"
+exec .venv/bin/python -m retrieval.launcher --host "${HOST:-127.0.0.1}" --port "${PORT:-8000}" \
+  --rasa-port "${RASA_PORT:-5005}" --rasa-model "$model"

@@ -7,12 +7,22 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/setup-bot.sh >/dev/null   # Rasa environment and trained bot, for the bot's tests
 
+# Debian packages the tests use: a PostgreSQL server, and Chromium with a CJK font for the
+# browser test of the shop page. Installed only when missing.
+missing=()
 if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+  missing+=(postgresql)
+fi
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+[[ -d /usr/share/fonts/truetype/wqy ]] || missing+=(fonts-wqy-microhei)
+if (( ${#missing[@]} )); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
-    echo "test: installing PostgreSQL (Debian package) for the database tests"
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    echo "test: installing ${missing[*]} (Debian packages) for the database and browser tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq "${missing[@]}" >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }
   else
-    echo "error: PostgreSQL server binaries (initdb, pg_ctl) are needed: install the 'postgresql' package" >&2
+    echo "error: the tests need these Debian packages: ${missing[*]} (install them, e.g. sudo apt-get install ${missing[*]})" >&2
     exit 1
   fi
 fi

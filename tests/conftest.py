@@ -77,3 +77,26 @@ def pg_url(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
         + f"_{os.getpid()}_{id(request) % 100000}"
     )
     return postgres.create_database(name)
+
+
+@pytest.fixture(scope="session")
+def bot_model() -> Path:
+    """The trained Rasa bot (trained by set-up; retrained only when bot data changed)."""
+    from stack import trained_bot
+
+    return trained_bot()
+
+
+@pytest.fixture(scope="session")
+def stack(bot_model: Path, demo_index: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
+    """The whole demo (retrieval service + Rasa server) started by the demo launcher on free
+    ports over a copy of the demo indexes. Stopping it with Ctrl-C is checked at the end."""
+    from stack import start_stack, stop_stack
+
+    data_dir = tmp_path_factory.mktemp("stack") / "var"
+    shutil.copytree(demo_index / "index", data_dir / "index")
+    running = start_stack(data_dir, bot_model)
+    yield running
+    code, alive = stop_stack(running)
+    assert code == 0 and alive == [], (code, alive, "".join(running.lines))
+    assert running.lines[-1].strip() == "demo: stopped"

@@ -9,12 +9,28 @@ import pytest
 from rasa_sdk import Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from retrieval.service.actions import ActionAnswerQuestion, ActionSmallTalk, shopper_language
+from retrieval.service.actions import (
+    ActionAnswerPhoto,
+    ActionAnswerQuestion,
+    ActionSmallTalk,
+    conversation_language,
+    shopper_language,
+)
+from retrieval.uploads import UploadStore
 
-from test_retriever import retriever  # noqa: F401 - the fixture: a retriever with stand-in encoders
+from test_retriever import (
+    colour_png,
+    retriever,  # noqa: F401 - the fixture: a retriever with stand-in encoders
+)
 
 
-def tracker(text: str, intent: str, sender: str = "shopper-1") -> Tracker:
+def tracker(
+    text: str,
+    intent: str,
+    sender: str = "shopper-1",
+    entities: list[dict] | None = None,
+    events: list[dict] | None = None,
+) -> Tracker:
     return Tracker.from_dict(
         {
             "sender_id": sender,
@@ -22,9 +38,9 @@ def tracker(text: str, intent: str, sender: str = "shopper-1") -> Tracker:
             "latest_message": {
                 "text": text,
                 "intent": {"name": intent, "confidence": 0.9},
-                "entities": [],
+                "entities": entities or [],
             },
-            "events": [],
+            "events": events or [],
             "paused": False,
             "followup_action": None,
             "active_loop": {},
@@ -144,3 +160,66 @@ def test_asking_for_a_person_is_logged_as_a_handoff(retriever) -> None:  # noqa:
     assert rec["query"]["decision"] == "handoff" and rec["query"]["conversation_id"] == "s-5"
     assert rec["query"]["text"] == "转人工客服" and rec["candidates"] == []
     assert rec["decisions"][0]["reason"] == "the shopper asked for a person"
+
+
+def photo_tracker(photo_id: str, earlier: str | None = None) -> Tracker:
+    text = f'/send_photo{{"photo_id": "{photo_id}"}}'
+    events = [{"event": "user", "text": earlier}] if earlier else []
+    events.append({"event": "user", "text": text})
+    return tracker(
+        text,
+        "send_photo",
+        sender="s-photo",
+        entities=[{"entity": "photo_id", "value": photo_id}],
+        events=events,
+    )
+
+
+def test_language_of_a_conversation_skips_commands() -> None:
+    assert conversation_language(photo_tracker("ab" * 16, earlier="有香蕉吗")) == "zh"
+    assert conversation_language(photo_tracker("ab" * 16, earlier="hello")) == "en"
+    assert conversation_language(photo_tracker("ab" * 16)) == "en"
+
+
+def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa: ANN001, F811
+    uploads = UploadStore(tmp_path / "up", max_bytes=10**6, max_pixels=10**7)
+    photo_id = uploads.save(colour_png("yellow"))
+    messages, events = run(
+        ActionAnswerPhoto(lambda: retriever, lambda: uploads),
+        photo_tracker(photo_id, earlier="有这个吗"),
+    )
+    [m] = messages
+    assert m["response"] == "utter_photo_products_zh" and events == []
+    assert m["custom"]["type"] == "products" and m["custom"]["products"][0]["id"] == "banana"
+    [rec] = retriever.query_log.records
+    assert rec["query"]["has_image"] is True and rec["query"]["text"] is None
+    assert rec["query"]["image_ref"] == f"upload:{photo_id}"
+    assert rec["query"]["conversation_id"] == "s-photo"
+    assert rec["query"]["id"] == m["custom"]["query_id"]
+
+
+@pytest.mark.parametrize("photo_id", ["0123456789abcdef0123456789abcdef", "../../etc/passwd"])
+def test_unknown_photo_is_asked_again(retriever, tmp_path, photo_id: str) -> None:  # noqa: ANN001, F811
+    uploads = UploadStore(tmp_path / "up", max_bytes=10**6, max_pixels=10**7)
+    messages, _ = run(
+        ActionAnswerPhoto(lambda: retriever, lambda: uploads), photo_tracker(photo_id)
+    )
+    assert [m["response"] for m in messages] == ["utter_photo_missing"]
+    assert retriever.query_log.records == []
+
+
+def test_photo_with_retrieval_down_gives_a_handoff_message(tmp_path) -> None:  # noqa: ANN001
+    uploads = UploadStore(tmp_path / "up", max_bytes=10**6, max_pixels=10**7)
+    photo_id = uploads.save(colour_png("red"))
+
+    def broken():  # noqa: ANN202
+        raise ConnectionError("retrieval is down")
+
+    messages, _ = run(ActionAnswerPhoto(broken, lambda: uploads), photo_tracker(photo_id))
+    assert messages == [
+        {
+            **messages[0],
+            "response": "utter_handoff",
+            "custom": {"handoff": True, "reason": "retrieval unavailable"},
+        }
+    ]

@@ -3,39 +3,22 @@ talking to a real retrieval service (its custom actions at /webhook)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 from sqlalchemy import create_engine, select
 from sqlalchemy.orm import Session
 
 from retrieval.store import QueryRow
 
-from conftest import DATA
-from pg import free_port
+from stack import RASA, ROOT, Stack
+from stack import RASA_ENV as ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
-ROOT = DATA.parent
 BOT = ROOT / "bot"
-RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
-ENV = {**os.environ, "RASA_TELEMETRY_ENABLED": "false"}
-
-
-@pytest.fixture(scope="module")
-def bot_model() -> Path:
-    out = subprocess.run(
-        [str(ROOT / "scripts" / "setup-bot.sh")], capture_output=True, text=True, timeout=1800
-    )
-    assert out.returncode == 0, out.stderr
-    return ROOT / out.stdout.strip().splitlines()[-1]
 
 
 def test_bot_data_is_valid() -> None:
@@ -72,114 +55,28 @@ def test_test_stories_pass(bot_model: Path, tmp_path: Path) -> None:
     assert "None of the test stories failed" in (tmp_path / "failed_test_stories.yml").read_text()
 
 
-def _wait(url: str, proc: subprocess.Popen, timeout: float = 240) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None, f"process for {url} exited"
-        time.sleep(0.5)
-    raise TimeoutError(url)
-
-
-@pytest.fixture(scope="module")
-def chat(bot_model: Path, demo_index: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201
-    """A real retrieval service and a real Rasa server wired together; yields (say, data_dir)."""
-    tmp = tmp_path_factory.mktemp("e2e")
-    data_dir = tmp / "var"
-    shutil.copytree(demo_index / "index", data_dir / "index")
-    api_port, rasa_port = free_port(), free_port()
-    endpoints = tmp / "endpoints.yml"
-    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{api_port}/webhook"\n')
-    api = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "retrieval.cli",
-            "serve",
-            "--port",
-            str(api_port),
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    rasa = subprocess.Popen(
-        [
-            str(RASA),
-            "run",
-            "--enable-api",
-            "-m",
-            str(bot_model),
-            "-p",
-            str(rasa_port),
-            "-i",
-            "127.0.0.1",
-            "--endpoints",
-            str(endpoints),
-            "--credentials",
-            "credentials.yml",
-        ],
-        cwd=BOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait(f"http://127.0.0.1:{api_port}/health", api)
-        _wait(f"http://127.0.0.1:{rasa_port}/status", rasa)
-
-        def say(sender: str, message: str) -> list[dict]:
-            r = httpx.post(
-                f"http://127.0.0.1:{rasa_port}/webhooks/rest/webhook",
-                json={"sender": sender, "message": message},
-                timeout=30,
-            )
-            assert r.status_code == 200, r.text
-            # Rasa's REST channel sends a response's text and its custom payload as two messages
-            merged: dict = {}
-            for m in r.json():
-                merged.update({k: v for k, v in m.items() if k != "recipient_id"})
-            return [merged]
-
-        yield say, data_dir
-    finally:
-        for proc in (rasa, api):
-            proc.send_signal(signal.SIGINT)
-        for proc in (rasa, api):
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-
-
-def test_conversations_through_rasa(chat) -> None:  # noqa: ANN001
-    say, data_dir = chat
-    [hello] = say("e2e-en", "hello")
+def test_conversations_through_rasa(stack: Stack) -> None:
+    say, data_dir = stack.say, stack.data_dir
+    hello = say("e2e-en", "hello")
     assert hello["text"].startswith("Hi! I'm the Fresh Basket assistant")
-    [answer] = say("e2e-en", "how long does delivery take?")
+    answer = say("e2e-en", "how long does delivery take?")
     assert answer["text"].startswith("Orders placed before 2 pm are delivered the next working day")
     assert answer["custom"]["faq_id"] == "delivery-time" and answer["custom"]["score"] > 0.9
-    [cards] = say("e2e-en", "do you have organic bananas")
+    cards = say("e2e-en", "do you have organic bananas")
     assert cards["text"] == "Here is what I found:"
     assert (
         cards["custom"]["products"][0]["id"] == "banana"
         and cards["custom"]["products"][0]["score"] > 0.5
     )
-    [handoff] = say("e2e-en", "purple monkey dishwasher quantum")
+    handoff = say("e2e-en", "purple monkey dishwasher quantum")
     assert handoff["text"] == "Thanks for your question. A support agent will reply here shortly."
     assert handoff["custom"]["handoff"] is True
-    [human] = say("e2e-en", "I want to talk to a real person")
+    human = say("e2e-en", "I want to talk to a real person")
     assert human["text"] == "Of course. A support agent will reply here shortly."
 
-    [ni_hao] = say("e2e-zh", "你好")
+    ni_hao = say("e2e-zh", "你好")
     assert ni_hao["text"].startswith("您好")
-    [zh_human] = say("e2e-zh", "转人工客服")
+    zh_human = say("e2e-zh", "转人工客服")
     assert zh_human["text"] == "好的，客服人员会尽快在这里回复您。"
 
     # every retrieval query is on record under its conversation, with all its candidates

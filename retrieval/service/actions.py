@@ -18,20 +18,39 @@ from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
 from ..decision import Decision
+from ..errors import NotFound
 from ..retriever import QueryResult, Retriever
+from ..uploads import UploadStore
 
-__all__ = ["ActionAnswerQuestion", "ActionSmallTalk", "shopper_language"]
+__all__ = [
+    "ActionAnswerPhoto",
+    "ActionAnswerQuestion",
+    "ActionSmallTalk",
+    "conversation_language",
+    "shopper_language",
+]
 
 log = logging.getLogger(__name__)
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 SMALL_TALK = ("greet", "goodbye", "thank", "request_human", "chitchat")
 PRODUCT_MIN_SCORE = 0.35  # below this a product search found nothing worth showing
+PHOTO_MIN_SCORE = 0.2  # the same for a photo (image-only scores run lower than text ones)
 
 
 def shopper_language(text: str) -> str:
     """'zh' when the message holds Chinese characters, else 'en'."""
     return "zh" if _CJK.search(text or "") else "en"
+
+
+def conversation_language(tracker: Tracker) -> str:
+    """The language of the shopper's latest typed message ('/intent' messages carry none)."""
+    for event in reversed(tracker.events):
+        if event.get("event") == "user":
+            text = event.get("text") or ""
+            if text and not text.startswith("/"):
+                return shopper_language(text)
+    return "en"
 
 
 def _response(name: str, lang: str) -> str:
@@ -84,25 +103,20 @@ class ActionAnswerQuestion(Action):
         text = tracker.latest_message.get("text") or ""
         intent = (tracker.latest_message.get("intent") or {}).get("name")
         lang = shopper_language(text)
-        try:
-            retriever = self._retriever()
-            result = await asyncio.wait_for(
-                asyncio.to_thread(
-                    retriever.query,
-                    text,
-                    conversation_id=tracker.sender_id,
-                    channel="rasa",
-                    k_products=4,
-                    k_faq=3,
-                ),
-                timeout=self._timeout_s,
-            )
-        except Exception as exc:  # noqa: BLE001 - unavailable, slow or refused: never leave the shopper in silence
-            log.warning("retrieval failed for conversation %s: %s", tracker.sender_id, exc)
-            dispatcher.utter_message(
-                response=_response("utter_handoff", lang),
-                json_message={"handoff": True, "reason": "retrieval unavailable"},
-            )
+        result = await _ask(
+            dispatcher,
+            tracker,
+            lang,
+            self._timeout_s,
+            lambda: self._retriever().query(
+                text,
+                conversation_id=tracker.sender_id,
+                channel="rasa",
+                k_products=4,
+                k_faq=3,
+            ),
+        )
+        if result is None:
             return []
         if (
             intent == "ask_product"
@@ -111,23 +125,20 @@ class ActionAnswerQuestion(Action):
         ):
             dispatcher.utter_message(
                 response=_response("utter_products", lang),
-                json_message={
-                    "type": "products",
-                    "query_id": result.query_id,
-                    "products": product_cards(result),
-                },
+                json_message=_products_payload(result),
             )
             return []
         if result.decision is Decision.ANSWER:
             best = result.replies[0]
             dispatcher.utter_message(
-                text=answer_in_language(retriever, best.entry.group or best.entry.id, lang)
+                text=answer_in_language(self._retriever(), best.entry.group or best.entry.id, lang)
                 or best.entry.answer,
                 json_message={
                     "type": "answer",
                     "query_id": result.query_id,
                     "faq_id": best.entry.id,
                     "score": round(best.score, 4),
+                    "retrieval_ms": _total_ms(result),
                 },
             )
             return []
@@ -137,9 +148,108 @@ class ActionAnswerQuestion(Action):
                 "handoff": True,
                 "query_id": result.query_id,
                 "decision": result.decision.value,
+                "retrieval_ms": _total_ms(result),
             },
         )
         return []
+
+
+class ActionAnswerPhoto(Action):
+    """A photo the shopper attached in the chat window (stored by the shop page's upload
+    route; the message names it as ``/send_photo{"photo_id": "..."}``): product matches."""
+
+    def __init__(
+        self,
+        retriever: Callable[[], Retriever],
+        uploads: Callable[[], UploadStore],
+        timeout_s: float = 3.0,
+    ):
+        self._retriever = retriever
+        self._uploads = uploads
+        self._timeout_s = timeout_s
+
+    def name(self) -> str:
+        return "action_answer_photo"
+
+    async def run(
+        self, dispatcher: CollectingDispatcher, tracker: Tracker, domain: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        lang = conversation_language(tracker)
+        photo_id = next(tracker.get_latest_entity_values("photo_id"), None)
+        try:
+            path = self._uploads().path(photo_id)
+        except NotFound:
+            dispatcher.utter_message(
+                response=_response("utter_photo_missing", lang),
+                json_message={"type": "error", "reason": "unknown photo"},
+            )
+            return []
+        result = await _ask(
+            dispatcher,
+            tracker,
+            lang,
+            self._timeout_s,
+            lambda: self._retriever().query(
+                None,
+                path,
+                conversation_id=tracker.sender_id,
+                channel="rasa",
+                k_products=4,
+                k_faq=1,
+                image_ref=f"upload:{photo_id}",
+            ),
+        )
+        if result is None:
+            return []
+        if result.products and result.products[0].score >= PHOTO_MIN_SCORE:
+            dispatcher.utter_message(
+                response=_response("utter_photo_products", lang),
+                json_message=_products_payload(result),
+            )
+            return []
+        dispatcher.utter_message(
+            response=_response("utter_handoff", lang),
+            json_message={
+                "handoff": True,
+                "query_id": result.query_id,
+                "decision": "handoff",
+                "retrieval_ms": _total_ms(result),
+            },
+        )
+        return []
+
+
+async def _ask(
+    dispatcher: CollectingDispatcher,
+    tracker: Tracker,
+    lang: str,
+    timeout_s: float,
+    call: Callable[[], QueryResult],
+) -> QueryResult | None:
+    """Run a retrieval call off the event loop with a deadline. On any failure the shopper
+    gets the hand-off message (never silence) and ``None`` comes back."""
+    try:
+        return await asyncio.wait_for(asyncio.to_thread(call), timeout=timeout_s)
+    except Exception as exc:  # noqa: BLE001 - unavailable, slow or refused: never leave the shopper in silence
+        log.warning("retrieval failed for conversation %s: %s", tracker.sender_id, exc)
+        dispatcher.utter_message(
+            response=_response("utter_handoff", lang),
+            json_message={"handoff": True, "reason": "retrieval unavailable"},
+        )
+        return None
+
+
+def _total_ms(result: QueryResult) -> float:
+    return round(float(result.timings_ms.get("total", sum(result.timings_ms.values()))), 2)
+
+
+def _products_payload(result: QueryResult) -> dict[str, Any]:
+    return {
+        "type": "products",
+        "query_id": result.query_id,
+        "products": product_cards(result),
+        "retrieval_ms": _total_ms(result),
+    }
 
 
 def product_cards(result: QueryResult) -> list[dict[str, Any]]:

@@ -21,7 +21,10 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import ImageError, InputError, NotFound, RetrievalError, TooLarge
 from ..retriever import QueryResult, Retriever
 from ..settings import Settings
+from ..uploads import UploadStore
+from .chat import ChatRelay
 from .schemas import Health, ProductOut, QueryIn, QueryOut, ReplyOut, SimilarOut
+from .shop import router as shop_router
 
 __all__ = ["create_app"]
 
@@ -55,14 +58,15 @@ def _result_out(result: QueryResult, request: Request) -> QueryOut:
     )
 
 
-def _action_executor(retriever: Any) -> Any:
+def _action_executor(retriever: Any, uploads: Any) -> Any:
     from rasa_sdk.executor import ActionExecutor
 
-    from .actions import ActionAnswerQuestion, ActionSmallTalk
+    from .actions import ActionAnswerPhoto, ActionAnswerQuestion, ActionSmallTalk
 
     executor = ActionExecutor()
     executor.register_action(ActionSmallTalk(retriever))
     executor.register_action(ActionAnswerQuestion(retriever))
+    executor.register_action(ActionAnswerPhoto(retriever, uploads))
     return executor
 
 
@@ -90,11 +94,22 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             gc.freeze()
             log.info("retrieval service ready in %.1f s", time.perf_counter() - t0)
         app.state.retriever = r
+        app.state.uploads = UploadStore(
+            settings.uploads_dir,
+            max_bytes=r.limits.max_image_bytes,
+            max_pixels=r.limits.max_image_pixels,
+        )
+        app.state.chat = ChatRelay(
+            settings.rasa_url,
+            timeout_s=settings.chat_timeout_s,
+            max_pending=settings.chat_max_pending,
+        )
         state["ready"] = True
         try:
             yield
         finally:
             state["ready"] = False
+            await app.state.chat.aclose()
             if qlog is not None:
                 qlog.close()
             if engine is not None:
@@ -129,7 +144,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     def get_retriever(request: Request) -> Retriever:
         return request.app.state.retriever
 
-    executor = _action_executor(lambda: app.state.retriever)
+    executor = _action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
+    app.include_router(shop_router)
 
     @app.post("/webhook", tags=["rasa"])
     async def rasa_webhook(request: Request) -> JSONResponse:

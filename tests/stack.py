@@ -1,0 +1,115 @@
+"""The whole demo started the way a user starts it (the launcher behind scripts/start.sh):
+the real retrieval service and the real Rasa server on free local ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from pg import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
+RASA_ENV = {**os.environ, "RASA_TELEMETRY_ENABLED": "false"}
+
+
+def trained_bot() -> Path:
+    out = subprocess.run(
+        [str(ROOT / "scripts" / "setup-bot.sh")], capture_output=True, text=True, timeout=1800
+    )
+    assert out.returncode == 0, out.stderr
+    return ROOT / out.stdout.strip().splitlines()[-1]
+
+
+@dataclass
+class Stack:
+    """A running demo: ``base`` is the shop page and API, ``rasa`` the Rasa server."""
+
+    proc: subprocess.Popen
+    base: str
+    rasa: str
+    data_dir: Path
+    started_s: float
+    lines: list[str] = field(default_factory=list)
+
+    def say(self, sender: str, message: str) -> dict:
+        """One message through Rasa's REST channel; its text and custom payload merged."""
+        r = httpx.post(
+            f"{self.rasa}/webhooks/rest/webhook",
+            json={"sender": sender, "message": message},
+            timeout=30,
+        )
+        assert r.status_code == 200, r.text
+        merged: dict = {}
+        for m in r.json():
+            merged.update({k: v for k, v in m.items() if k != "recipient_id"})
+        return merged
+
+    def children_pids(self) -> list[int]:
+        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+def start_stack(data_dir: Path, model: Path, timeout: float = 300) -> Stack:
+    port, rasa_port = free_port(), free_port()
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "retrieval.launcher",
+            "--port",
+            str(port),
+            "--rasa-port",
+            str(rasa_port),
+            "--rasa-model",
+            str(model),
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=ROOT,
+        env=RASA_ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    stack = Stack(proc, f"http://127.0.0.1:{port}", f"http://127.0.0.1:{rasa_port}", data_dir, 0.0)
+    threading.Thread(
+        target=lambda: stack.lines.extend(iter(proc.stdout.readline, "")), daemon=True
+    ).start()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any("/shop/ to chat" in line for line in list(stack.lines)):
+            stack.started_s = time.monotonic() - t0
+            return stack
+        assert proc.poll() is None, "the launcher exited:\n" + "".join(stack.lines)
+        time.sleep(0.2)
+    proc.kill()
+    raise TimeoutError("the demo did not start:\n" + "".join(stack.lines))
+
+
+def stop_stack(stack: Stack) -> tuple[int, list[int]]:
+    """Ctrl-C the launcher; returns its exit code and the children still alive after it."""
+    children = stack.children_pids()
+    stack.proc.send_signal(signal.SIGINT)
+    try:
+        code = stack.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        stack.proc.kill()
+        code = -9
+    alive = []
+    for pid in children:
+        try:
+            os.kill(pid, 0)
+            alive.append(pid)
+        except ProcessLookupError:
+            pass
+    return code, alive
