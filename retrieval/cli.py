@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    from .evaluation.cli import register
+
+    register(sub)  # eval, datasets
     return parser
 
 
@@ -207,7 +210,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"ingest": cmd_ingest, "query": cmd_query, "serve": cmd_serve}
+def cmd_eval(args: argparse.Namespace) -> int:
+    from .evaluation.cli import run_eval
+
+    return run_eval(args)
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from .evaluation.cli import run_datasets
+
+    return run_datasets(args)
+
+
+COMMANDS = {
+    "ingest": cmd_ingest,
+    "query": cmd_query,
+    "serve": cmd_serve,
+    "eval": cmd_eval,
+    "datasets": cmd_datasets,
+}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

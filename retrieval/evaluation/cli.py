@@ -1,0 +1,170 @@
+"""The ``retrieval eval`` and ``retrieval datasets`` commands (registered by retrieval.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import RetrievalError
+from .baselines import BASELINES
+
+__all__ = ["register", "run_datasets", "run_eval"]
+
+
+def _out(text: str) -> None:
+    """The commands' output is their interface: write it to stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from ..settings import load_settings
+
+    return load_settings(args.config)
+
+
+def _eval_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--queries", type=Path, required=True, help="labelled queries (JSONL)")
+    p.add_argument(
+        "--train",
+        type=Path,
+        help="labelled questions the system may learn from (calibration; never the queries)",
+    )
+    p.add_argument(
+        "--baseline",
+        action="append",
+        default=[],
+        choices=BASELINES,
+        help="also run a baseline on the same data (repeatable)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument(
+        "--report",
+        type=Path,
+        metavar="DIR",
+        help="also save the per-query results and plots in DIR and update DIR/report.md",
+    )
+    p.add_argument("--name", help="dataset name in reports (default: the queries' folder name)")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--config", type=Path, help="settings file (TOML or YAML)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="measure retrieval quality on labelled data, beside baselines",
+        description="Build a fresh index in a temporary directory from the given bank or catalog, "
+        "run labelled queries through it, and print hit@k, recall@k, MRR, nDCG, abstention "
+        "and latency for the system and any baselines.",
+    )
+    ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
+    f = ev.add_parser(
+        "faq",
+        help="evaluate the FAQ answer bank",
+        description="Evaluate answers and hand-offs: BANK lines {id, answer, question?, examples?, "
+        "lang?}; QUERIES and TRAIN lines {query, relevant: [id, ...]} ([] = out of scope).",
+    )
+    f.add_argument("--bank", type=Path, required=True, help="FAQ bank (JSONL)")
+    _eval_options(f)
+    pr = ev.add_parser(
+        "products",
+        help="evaluate product search (text, photo or both)",
+        description="Evaluate product matches: CATALOG lines {id, title, description?, image?, "
+        "price?, category?}; QUERIES lines {query?, image?, relevant: [id, ...]}. TRAIN items "
+        "join the index as extra examples of their product (photos as extra product images).",
+    )
+    pr.add_argument("--catalog", type=Path, required=True, help="product catalog (JSONL)")
+    _eval_options(pr)
+    r = ev.add_parser(
+        "report",
+        help="rebuild the Markdown report and plots from saved results",
+        description="Read every result saved with --report DIR and write DIR/report.md "
+        "(system vs baselines per dataset) and the PNG plots.",
+    )
+    r.add_argument("dir", type=Path, help="the report folder")
+    r.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+
+    d = sub.add_parser(
+        "datasets",
+        help="turn the public datasets into evaluation files",
+        description="Convert a public dataset (read from ../shared/datasets or --source) into "
+        "bank/catalog, queries and train JSONL files for 'retrieval eval'. Splits are seeded.",
+    )
+    ds = d.add_subparsers(dest="datasets_command", metavar="ACTION", required=True)
+    c = ds.add_parser(
+        "convert",
+        help="write the evaluation files of one dataset",
+        description="Write the evaluation files of NAME into OUT_DIR (one folder per shop for hint3).",
+    )
+    from .datasets import ADAPTERS
+
+    c.add_argument("name", choices=sorted(ADAPTERS), help="the dataset")
+    c.add_argument("out_dir", type=Path, help="where to write the files")
+    c.add_argument("--source", type=Path, help="the datasets folder (default: ../shared/datasets)")
+    c.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    c.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    if args.eval_command == "report":
+        from .report import write_report
+
+        path = write_report(args.dir)
+        _out(f"report written to {path}")
+        return 0
+    settings = _settings(args)
+    for path in (args.queries, args.train):
+        if path is not None and not path.is_file():
+            raise RetrievalError(f"{path}: file not found")
+    progress = not args.no_progress
+    baselines = list(dict.fromkeys(args.baseline))
+    if args.eval_command == "faq":
+        from .faq import evaluate_faq
+
+        evaluation = evaluate_faq(
+            settings,
+            args.bank,
+            args.queries,
+            args.train,
+            baselines=baselines,
+            progress=progress,
+            dataset=args.name,
+        )
+    else:
+        if "rasa" in baselines:
+            raise RetrievalError("the rasa baseline is for FAQ evaluations only")
+        from .products import evaluate_products
+
+        evaluation = evaluate_products(
+            settings,
+            args.catalog,
+            args.queries,
+            args.train,
+            baselines=baselines,
+            progress=progress,
+            dataset=args.name,
+        )
+    if args.report is not None:
+        from .report import save_evaluation, write_report
+
+        save_evaluation(evaluation, args.report)
+        write_report(args.report)
+    from .table import format_table
+
+    _out(format_table(evaluation))
+    if args.json:
+        _out(json.dumps(evaluation.summary(), ensure_ascii=False))
+    return 0
+
+
+def run_datasets(args: argparse.Namespace) -> int:
+    from .datasets import convert
+
+    written = convert(args.name, args.out_dir, source=args.source, seed=args.seed)
+    for path, count in written.items():
+        _out(f"wrote {count:6d} lines to {path}")
+    return 0

@@ -1,0 +1,74 @@
+"""Labelled query files: ``{"query"?: str, "image"?: path, "relevant": [id, ...]}`` per line.
+
+An empty ``relevant`` list marks an out-of-scope query (the right behaviour is to hand
+off). Image paths are relative to the file. Errors name the file, line and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError, SourceError
+from ..querytext import clean_query
+from ..sources import read_records
+
+__all__ = ["LabelledQuery", "read_labelled"]
+
+MAX_QUERY_CHARS = 2000
+
+
+@dataclass(frozen=True)
+class LabelledQuery:
+    line: int
+    relevant: frozenset[str]
+    text: str | None = None
+    image: Path | None = None
+
+
+def _relevant(path: Path, line: int, rec: dict, known: Collection[str], what: str) -> frozenset:
+    relevant = rec.get("relevant")
+    if relevant is None:
+        raise SourceError(path, "missing (use [] for an out-of-scope query)", line, "relevant")
+    if not isinstance(relevant, list) or not all(isinstance(r, (str, int)) for r in relevant):
+        raise SourceError(path, "expected a list of ids", line, "relevant")
+    ids = frozenset(str(r) for r in relevant)
+    unknown = sorted(ids - set(known))
+    if unknown:
+        raise SourceError(path, f"unknown id '{unknown[0]}' (not in the {what})", line, "relevant")
+    return ids
+
+
+def read_labelled(
+    path: Path, *, known_ids: Collection[str], images: bool, what: str = "bank"
+) -> list[LabelledQuery]:
+    """Read and validate a labelled query file; ``images`` allows (and resolves) ``image``."""
+    path = Path(path)
+    out = []
+    for line, rec in read_records(path):
+        text = rec.get("query")
+        if text is not None:
+            if not isinstance(text, str):
+                raise SourceError(path, f"expected text, got {type(text).__name__}", line, "query")
+            try:
+                text = clean_query(text, max_chars=MAX_QUERY_CHARS)
+            except InputError as exc:
+                raise SourceError(path, str(exc), line, "query") from None
+        image = None
+        if rec.get("image") is not None:
+            if not images:
+                raise SourceError(path, "images are not supported for FAQ queries", line, "image")
+            ref = rec["image"]
+            if not isinstance(ref, str) or not ref.strip():
+                raise SourceError(path, "expected a file path", line, "image")
+            image = (path.parent / ref).resolve()
+            if not image.is_file():
+                raise SourceError(path, f"image file '{ref}' not found", line, "image")
+        if text is None and image is None:
+            need = "'query' or 'image'" if images else "'query'"
+            raise SourceError(path, f"a labelled query needs {need}", line, "query")
+        out.append(LabelledQuery(line, _relevant(path, line, rec, known_ids, what), text, image))
+    if not out:
+        raise SourceError(path, "the file holds no queries")
+    return out

@@ -1,0 +1,230 @@
+"""``retrieval eval products``: product search on labelled text and photo queries.
+
+The system is the real :class:`~retrieval.retriever.Retriever` over a product index built
+fresh in a temporary directory. TRAIN items join that index as extra examples of their
+product: photos as extra product images (fused with the product's text, as any product
+image), texts as extra phrasings in the text view that answers text-only queries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..build import build_product_index
+from ..catalog import Catalog, load_catalog
+from ..decision import DecisionPolicy
+from ..encoders import image_encoder, text_encoder
+from ..encoders.base import Encoder
+from ..faq import FAQBank
+from ..fusion import fuse
+from ..index import IndexParams, VectorIndex
+from ..retriever import Retriever, Snapshot
+from ..runtime import limits_from, make_fusion
+from ..settings import Settings
+from .baselines import BM25Scorer, ExactScorer, best_per_item
+from .labelled import LabelledQuery, read_labelled
+from .metrics import Outcome
+from .results import Evaluation, SystemResult
+
+__all__ = ["evaluate_products", "with_training_examples"]
+
+K = 10
+
+
+class _Recording:
+    """An encoder that keeps the last vector it produced (the baselines reuse it)."""
+
+    def __init__(self, inner: Encoder):
+        self.inner = inner
+        self.last: np.ndarray | None = None
+
+    @property
+    def id(self) -> str:
+        return self.inner.id
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    def encode(self, items: Sequence[Any], **kwargs: Any) -> np.ndarray:
+        out = self.inner.encode(items, **kwargs)
+        self.last = out[0] if len(out) else None
+        return out
+
+
+def with_training_examples(catalog: Catalog, train: Sequence[LabelledQuery]) -> Catalog:
+    """The catalog with each TRAIN photo added as an extra image of its relevant products."""
+    extra: dict[str, list[Path]] = {}
+    for q in train:
+        if q.image is not None:
+            for pid in sorted(q.relevant):
+                extra.setdefault(pid, []).append(q.image)
+    products = {
+        pid: dataclasses.replace(p, images=p.images + tuple(extra.get(pid, ())))
+        for pid, p in catalog.products.items()
+    }
+    return Catalog(products, catalog.source)
+
+
+def _stored(index: VectorIndex) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """All stored vectors of an index, their owners (item positions) and the item ids."""
+    ids = index.item_ids()
+    chunks, owners = [], []
+    for i, item in enumerate(ids):
+        vectors = index.item_vectors(item)[1]
+        chunks.append(vectors)
+        owners += [i] * len(vectors)
+    return np.concatenate(chunks), np.asarray(owners, dtype=np.int64), ids
+
+
+def evaluate_products(
+    settings: Settings,
+    catalog_path: Path,
+    queries_path: Path,
+    train_path: Path | None = None,
+    *,
+    baselines: Sequence[str] = (),
+    progress: bool = True,
+    dataset: str | None = None,
+    encoders: tuple[Encoder, Encoder] | None = None,
+) -> Evaluation:
+    catalog = load_catalog(catalog_path)
+    ids = list(catalog.products)
+    queries = read_labelled(queries_path, known_ids=ids, images=True, what="catalog")
+    train = (
+        read_labelled(train_path, known_ids=ids, images=True, what="catalog") if train_path else []
+    )
+    text, image = encoders or (text_encoder(settings), image_encoder(settings))
+    fusion = make_fusion(settings, text, image)
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+
+    t0 = time.perf_counter()
+    built = build_product_index(
+        with_training_examples(catalog, train),
+        text,
+        image,
+        fusion,
+        params,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        progress=progress,
+    )
+    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
+    if train_texts:
+        vecs = text.encode([q.text for q, _ in train_texts], progress=progress)
+        built.companions["text"].add(
+            [(pid, f"train{i}") for i, (_, pid) in enumerate(train_texts)], vecs
+        )
+    with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
+        built.save(Path(tmp) / "products")
+        index = VectorIndex.load(Path(tmp) / "products", ef=settings.hnsw_ef_search)
+    build_s = time.perf_counter() - t0
+
+    rec_text, rec_image = _Recording(text), _Recording(image)
+    snapshot = Snapshot(
+        VectorIndex(text.dim, params), index, FAQBank({}), catalog, DecisionPolicy()
+    )
+    retriever = Retriever(
+        text_encoder=rec_text,
+        image_encoder=rec_image,
+        fusion=fusion,
+        snapshot=snapshot,
+        limits=limits_from(settings),
+    )
+    outcomes, q_text, q_image = [], [], []
+    for q in tqdm(queries, desc="running queries", unit="q", disable=not progress):
+        rec_text.last = rec_image.last = None
+        r = retriever.query(q.text, q.image, k_products=K, k_faq=1)
+        q_text.append(rec_text.last)
+        q_image.append(rec_image.last)
+        outcomes.append(
+            Outcome(
+                tuple(m.product.id for m in r.products),
+                q.relevant,
+                r.products[0].score if r.products else None,
+                True,
+                r.timings_ms["total"],
+                r.timings_ms["encode"],
+            )
+        )
+    results = [SystemResult("system", tuple(outcomes), False, build_s=build_s)]
+
+    for name in baselines:
+        t0 = time.perf_counter()
+        if name == "exact":
+            fused = _stored(index)
+            text_view = _stored(index.companions["text"])
+            fused_exact, text_exact = ExactScorer(fused[0]), ExactScorer(text_view[0])
+            prep_s = time.perf_counter() - t0
+            rows = []
+            for q, out, tv, iv in zip(queries, outcomes, q_text, q_image, strict=True):
+                t1 = time.perf_counter()
+                if iv is None:  # text only: the text view, as the retriever
+                    vectors, owners, item_ids = text_view
+                    scores = text_exact.scores(tv)
+                else:
+                    vectors, owners, item_ids = fused
+                    query = fuse(iv[None, :], None if tv is None else tv[None, :], fusion, n=1)[0]
+                    scores = fused_exact.scores(query)
+                idx, s = best_per_item(scores, owners, len(item_ids), K)
+                ms = (time.perf_counter() - t1) * 1e3
+                rows.append(
+                    Outcome(
+                        tuple(item_ids[j] for j in idx),
+                        q.relevant,
+                        float(s[0]) if len(s) else None,
+                        True,
+                        out.encode_ms + ms,
+                        out.encode_ms,
+                    )
+                )
+            results.append(SystemResult("exact", tuple(rows), False, build_s=build_s + prep_s))
+        elif name == "bm25":
+            docs = [(p.id, p.text) for p in catalog] + [(pid, q.text) for q, pid in train_texts]
+            pos = {pid: i for i, pid in enumerate(ids)}
+            owners = np.asarray([pos[pid] for pid, _ in docs], dtype=np.int64)
+            bm25 = BM25Scorer([t or "" for _, t in docs])
+            prep_s = time.perf_counter() - t0
+            rows = []
+            for q in queries:
+                t1 = time.perf_counter()
+                if q.text:  # a photo-only query has no words: BM25 ranks nothing
+                    idx, s = best_per_item(bm25.scores(q.text), owners, len(ids), K)
+                    idx = idx[s > 0]
+                    s = s[s > 0]
+                else:
+                    idx, s = np.zeros(0, np.int64), np.zeros(0)
+                ms = (time.perf_counter() - t1) * 1e3
+                rows.append(
+                    Outcome(
+                        tuple(ids[j] for j in idx),
+                        q.relevant,
+                        float(s[0]) if len(s) else None,
+                        True,
+                        ms,
+                        0.0,
+                    )
+                )
+            results.append(SystemResult("bm25", tuple(rows), False, build_s=prep_s))
+        else:
+            raise ValueError(f"unknown product baseline {name!r}")
+    info = {
+        "n_products": len(catalog),
+        "n_vectors": len(index),
+        "n_train_images": sum(q.image is not None for q in train),
+        "n_train_texts": len(train_texts),
+        "text_encoder": text.id,
+        "image_encoder": image.id,
+        "fusion": {"image_weight": fusion.image_weight, "text_weight": fusion.text_weight},
+        "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
+    }
+    name = dataset or Path(queries_path).resolve().parent.name
+    return Evaluation("products", name, tuple(results), info)

@@ -1,0 +1,119 @@
+"""``retrieval eval products`` end to end with the real packaged models on a tiny catalog."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.cli import main
+
+PRODUCTS = {
+    "banana": ("Organic Bananas", "Yellow bananas, sweet and ripe.", (230, 200, 40)),
+    "tomato": ("Tomatoes", "Red vine tomatoes for salads.", (200, 30, 30)),
+    "cucumber": ("Cucumber", "A long green cucumber.", (40, 150, 60)),
+    "milk": ("Oat milk", "A carton of oat drink, one litre.", (235, 235, 240)),
+}
+
+
+def photo(path: Path, colour: tuple[int, int, int], seed: int, stripes: bool) -> str:
+    """A noisy picture of a colour (with stripes for half the products)."""
+    rng = np.random.default_rng(seed)
+    a = np.clip(np.array(colour) + rng.normal(0, 18, (96, 96, 3)), 0, 255).astype(np.uint8)
+    if stripes:
+        a[::12] = 20
+    Image.fromarray(a).save(path)
+    return path.name
+
+
+@pytest.fixture()
+def shop(tmp_path: Path) -> dict[str, Path]:
+    catalog, queries, train = [], [], []
+    for i, (pid, (title, desc, colour)) in enumerate(PRODUCTS.items()):
+        stripes = i % 2 == 1
+        catalog.append(
+            {
+                "id": pid,
+                "title": title,
+                "description": desc,
+                "image": photo(tmp_path / f"{pid}.png", colour, i, stripes),
+            }
+        )
+        queries.append(
+            {"image": photo(tmp_path / f"q-{pid}.png", colour, 100 + i, stripes), "relevant": [pid]}
+        )
+        train.append(
+            {"image": photo(tmp_path / f"t-{pid}.png", colour, 200 + i, stripes), "relevant": [pid]}
+        )
+    queries += [
+        {"query": "I want some bananas", "relevant": ["banana"]},
+        {"query": "red tomatoes for my salad", "relevant": ["tomato"]},
+        {"query": "oat drink", "image": "q-milk.png", "relevant": ["milk"]},
+    ]
+    train.append({"query": "havre dryck", "relevant": ["milk"]})
+    paths = {}
+    for name, rows in (("catalog", catalog), ("queries", queries), ("train", train)):
+        paths[name] = tmp_path / f"{name}.jsonl"
+        paths[name].write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return paths
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_eval_products_text_photo_and_training_examples(
+    shop: dict[str, Path], capsys: pytest.CaptureFixture
+) -> None:
+    args = [
+        "eval",
+        "products",
+        "--catalog",
+        str(shop["catalog"]),
+        "--queries",
+        str(shop["queries"]),
+        "--baseline",
+        "exact",
+        "--baseline",
+        "bm25",
+        "--json",
+        "--no-progress",
+    ]
+    assert main(args) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    plain = json.loads(out[-1])
+    assert plain["n_queries"] == 7 and plain["n_products"] == 4 and plain["n_vectors"] == 4
+    assert plain["hit_at_1"] >= 6 / 7 and plain["recall_at_5"] == 1.0
+    assert "overall_accuracy" not in plain  # products have no abstention
+    assert plain["baselines"]["exact"]["hit_at_1"] == plain["hit_at_1"]
+    # BM25 has no words for the four photo-only queries
+    assert plain["baselines"]["bm25"]["hit_at_1"] <= 3 / 7
+    assert main(args + ["--train", str(shop["train"])]) == 0
+    trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert trained["n_vectors"] == 8 and trained["n_train_images"] == 4
+    assert trained["n_train_texts"] == 1 and trained["hit_at_1"] >= plain["hit_at_1"]
+
+
+def test_missing_image_in_queries_names_the_line(shop: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    bad = shop["queries"].parent / "bad.jsonl"
+    bad.write_text('{"image": "nowhere.png", "relevant": ["milk"]}\n', encoding="utf-8")
+    code = main(["eval", "products", "--catalog", str(shop["catalog"]), "--queries", str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "bad.jsonl:1: field 'image': image file 'nowhere.png' not found" in err
+
+
+def test_rasa_is_refused_for_products(shop: dict[str, Path], capsys) -> None:  # noqa: ANN001
+    code = main(
+        [
+            "eval",
+            "products",
+            "--catalog",
+            str(shop["catalog"]),
+            "--queries",
+            str(shop["queries"]),
+            "--baseline",
+            "rasa",
+        ]
+    )
+    assert code == 2 and "FAQ evaluations only" in capsys.readouterr().err
