@@ -148,14 +148,16 @@ def run_eval(args: argparse.Namespace) -> int:
             progress=progress,
             dataset=args.name,
         )
-    if args.report is not None:
+    from .table import format_table
+
+    table = format_table(evaluation)
+    if args.report is not None:  # saved first: a report problem must not lose the results
         from .report import save_evaluation, write_report
 
         save_evaluation(evaluation, args.report)
-        write_report(args.report)
-    from .table import format_table
-
-    _out(format_table(evaluation))
+        path = write_report(args.report)
+        table += f"\nreport written to {path}"
+    _out(table)
     if args.json:
         _out(json.dumps(evaluation.summary(), ensure_ascii=False))
     return 0

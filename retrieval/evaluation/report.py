@@ -33,14 +33,17 @@ COLUMNS = (
 )
 
 
+SUFFIX = ".eval.json"  # other reports may share the folder
+
+
 def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "dataset"
 
 
 def save_evaluation(evaluation: Evaluation, folder: Path) -> Path:
-    """Write the full results (per-query outcomes included) as ``<kind>-<dataset>.json``."""
+    """Write the full results (per-query outcomes included) as ``<kind>-<dataset>.eval.json``."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{evaluation.kind}-{_slug(evaluation.dataset)}.json"
+    path = folder / f"{evaluation.kind}-{_slug(evaluation.dataset)}{SUFFIX}"
     path.write_text(json.dumps(evaluation.to_json(), ensure_ascii=False), encoding="utf-8")
     return path
 
@@ -49,7 +52,7 @@ def load_evaluations(folder: Path) -> list[Evaluation]:
     if not folder.is_dir():
         raise SourceError(folder, "report folder not found")
     out = []
-    for path in sorted(folder.glob("*.json")):
+    for path in sorted(folder.glob(f"*{SUFFIX}")):
         try:
             out.append(Evaluation.from_json(json.loads(path.read_text(encoding="utf-8"))))
         except (json.JSONDecodeError, KeyError, TypeError) as exc:
