@@ -60,7 +60,9 @@ class Settings(BaseSettings):
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(
-        None, ge=1, description="Threads for torch on CPU (default: torch's own)."
+        None,
+        ge=1,
+        description="Threads for torch on CPU (default: 1 in the web service, torch's own in batch jobs).",
     )
     encode_batch_size: int = Field(64, ge=1, le=4096)
 

@@ -176,3 +176,17 @@ def test_cli_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
     assert (
         out.stderr.strip() == f"error: text model folder '{tmp_path / 'no-model'}' does not exist"
     )
+
+
+def test_model_threads_apply_on_the_model_thread() -> None:
+    import torch
+
+    from retrieval.encoders.base import on_model_thread, set_model_threads
+
+    before = on_model_thread(torch.get_num_threads)
+    try:
+        set_model_threads(1)
+        assert on_model_thread(torch.get_num_threads) == 1 and torch.get_num_threads() == 1
+    finally:
+        set_model_threads(before)
+    assert on_model_thread(torch.get_num_threads) == before

@@ -124,3 +124,17 @@ def on_model_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
                 1, thread_name_prefix="models", initializer=_mark_model_thread
             )
     return _model_pool.submit(fn, *args, **kwargs).result()
+
+
+def set_model_threads(n: int) -> None:
+    """Use ``n`` CPU threads for torch on the model thread (and this one).
+
+    The web service uses 1 by default: a single query's encoding gains little from a second
+    thread, and when the cores are busy with other work (Rasa, a batch job) an OpenMP team
+    of two waits on its descheduled member. Measured here with another job on one of the
+    2 cores: one MiniLM query encoding took 490 ms with 2 threads, 15 ms with 1.
+    """
+    import torch
+
+    torch.set_num_threads(n)
+    on_model_thread(torch.set_num_threads, n)

@@ -81,7 +81,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         engine = qlog = None
         r = retriever
         if r is None:
+            from ..encoders.base import set_model_threads
+
             t0 = time.perf_counter()
+            set_model_threads(settings.torch_threads or 1)
             engine, qlog = open_store(settings)
             r = build_retriever(settings, qlog)
             r.query(
