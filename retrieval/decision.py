@@ -28,6 +28,9 @@ class DecisionPolicy:
     suggest_threshold: float = 0.4
     margin: float = 0.02
     source: str = "default"  # "default", "calibrated" or "settings"
+    # product questions: show the matches when the best one scores at least this
+    product_threshold: float = 0.35
+    photo_threshold: float = 0.2  # image-only scores run lower than text ones
 
     def __post_init__(self) -> None:
         if self.suggest_threshold > self.answer_threshold:
@@ -40,6 +43,27 @@ class Verdict:
     top_score: float | None
     margin: float | None
     reason: str
+    basis: str = "faq"  # what the decision rests on: "faq" (replies) or "products" (matches)
+
+
+def decide_products(
+    top_score: float | None, has_text: bool, policy: DecisionPolicy
+) -> Verdict | None:
+    """For a product question: answer with the matches when the best is good enough, else
+    ``None`` (the FAQ decision stands)."""
+    if top_score is None:
+        return None
+    threshold = policy.product_threshold if has_text else policy.photo_threshold
+    kind = "product" if has_text else "photo"
+    if top_score >= threshold:
+        return Verdict(
+            Decision.ANSWER,
+            float(top_score),
+            None,
+            f"top product score {top_score:.3f} >= {kind} threshold {threshold:.3f}",
+            basis="products",
+        )
+    return None
 
 
 def decide(scores: Sequence[float], policy: DecisionPolicy) -> Verdict:

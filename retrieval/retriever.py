@@ -22,7 +22,7 @@ from PIL import Image
 
 from .build import TEXT_ONLY
 from .catalog import Catalog, Product
-from .decision import Decision, DecisionPolicy, Verdict, decide
+from .decision import Decision, DecisionPolicy, Verdict, decide, decide_products
 from .encoders.base import Encoder
 from .errors import InputError, NotFound
 from .faq import FAQBank, FAQEntry
@@ -80,6 +80,11 @@ class QueryResult:
     @property
     def decision(self) -> Decision:
         return self.verdict.decision
+
+    @property
+    def answered_with(self) -> str | None:
+        """'faq' or 'products' when the decision is to answer, else None."""
+        return self.verdict.basis if self.verdict.decision is Decision.ANSWER else None
 
 
 @dataclass(frozen=True)
@@ -201,7 +206,11 @@ class Retriever:
         conversation_id: str | None = None,
         channel: str = "api",
         image_ref: str | None = None,
+        prefer_products: bool = False,
     ) -> QueryResult:
+        """Rank FAQ replies and products and decide. With ``prefer_products`` (a product
+        question, a photo) good enough product matches are the answer; otherwise, and when
+        they are not good enough, the FAQ scores decide."""
         t0 = time.perf_counter()
         k_products = self._k(k_products, self.limits.default_k_products, "k_products")
         k_faq = self._k(k_faq, self.limits.default_k_faq, "k_faq")
@@ -237,6 +246,13 @@ class Retriever:
                 "no text to match against the FAQ" if text is None else "no FAQ entries",
             )
         )
+        if prefer_products:
+            verdict = (
+                decide_products(
+                    products[0].score if products else None, text is not None, snap.policy
+                )
+                or verdict
+            )
         result = QueryResult(
             query_id=str(uuid.uuid4()),
             text=text,

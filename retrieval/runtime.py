@@ -55,7 +55,14 @@ def policy_for(settings: Settings, faq_index: VectorIndex) -> DecisionPolicy:
         if settings.suggest_threshold is not None
         else answer - SUGGEST_GAP
     )
-    return DecisionPolicy(answer, min(suggest, answer), settings.answer_margin, source)
+    return DecisionPolicy(
+        answer,
+        min(suggest, answer),
+        settings.answer_margin,
+        source,
+        product_threshold=settings.product_answer_threshold,
+        photo_threshold=settings.photo_answer_threshold,
+    )
 
 
 def limits_from(settings: Settings) -> Limits:

@@ -88,6 +88,15 @@ class Settings(BaseSettings):
     answer_margin: float = Field(
         0.02, ge=0.0, le=2.0, description="Minimum top-1 minus top-2 score to answer."
     )
+    product_answer_threshold: float = Field(
+        0.35,
+        ge=-1.0,
+        le=1.0,
+        description="A product question is answered with matches from this score.",
+    )
+    photo_answer_threshold: float = Field(
+        0.2, ge=-1.0, le=1.0, description="The same for a photo without text."
+    )
 
     # input limits
     max_query_chars: int = Field(2000, ge=1)

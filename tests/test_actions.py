@@ -111,6 +111,19 @@ def test_product_cards_with_scores(retriever) -> None:  # noqa: ANN001, F811
     assert cards[0]["score"] > 0.5 and [c["score"] for c in cards] == sorted(
         (c["score"] for c in cards), reverse=True
     )
+    # logged as answered (with products), so it does not wait in the agents' queue
+    [rec] = retriever.query_log.records
+    assert rec["query"]["decision"] == "answer" and rec["query"]["id"] == m["custom"]["query_id"]
+    assert rec["decisions"][0]["reason"].startswith("top product score")
+
+
+def test_product_question_without_a_good_match_is_handed_off(retriever) -> None:  # noqa: ANN001, F811
+    messages, _ = run(
+        ActionAnswerQuestion(lambda: retriever), tracker("zebra quantum violin", "ask_product")
+    )
+    assert [m["response"] for m in messages] == ["utter_handoff"]
+    [rec] = retriever.query_log.records
+    assert rec["query"]["decision"] == "handoff"
 
 
 def test_no_good_answer_hands_off_and_is_on_record(retriever) -> None:  # noqa: ANN001, F811
@@ -193,6 +206,7 @@ def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa
     assert m["custom"]["type"] == "products" and m["custom"]["products"][0]["id"] == "banana"
     [rec] = retriever.query_log.records
     assert rec["query"]["has_image"] is True and rec["query"]["text"] is None
+    assert rec["query"]["decision"] == "answer"
     assert rec["query"]["image_ref"] == f"upload:{photo_id}"
     assert rec["query"]["conversation_id"] == "s-photo"
     assert rec["query"]["id"] == m["custom"]["query_id"]

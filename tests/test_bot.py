@@ -95,6 +95,7 @@ def test_conversations_through_rasa(stack: Stack) -> None:
             "I want to talk to a real person",
         ]
         assert rows[0].id == answer["custom"]["query_id"] and rows[0].decision == "answer"
+        assert rows[1].decision == "answer"  # answered with product cards: not for the agents
         assert rows[2].decision == handoff["custom"]["decision"] and rows[2].decision in (
             "handoff",
             "suggest",

@@ -56,3 +56,17 @@ def test_calibration_prefers_handing_off_wrong_answers() -> None:
 def test_calibration_needs_data() -> None:
     with pytest.raises(ValueError):
         calibrate_threshold([], [], [])
+
+
+def test_product_questions_are_answered_with_good_enough_matches() -> None:
+    from retrieval.decision import decide_products
+
+    policy = DecisionPolicy(0.6, 0.4, 0.02, product_threshold=0.35, photo_threshold=0.2)
+    v = decide_products(0.5, True, policy)
+    assert v is not None and v.decision is Decision.ANSWER and v.basis == "products"
+    assert v.reason == "top product score 0.500 >= product threshold 0.350"
+    assert decide_products(0.3, True, policy) is None  # the FAQ decision stands
+    photo = decide_products(0.3, False, policy)
+    assert photo is not None and "photo threshold 0.200" in photo.reason
+    assert decide_products(0.1, False, policy) is None
+    assert decide_products(None, True, policy) is None

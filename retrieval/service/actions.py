@@ -34,8 +34,6 @@ log = logging.getLogger(__name__)
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 SMALL_TALK = ("greet", "goodbye", "thank", "request_human", "chitchat")
-PRODUCT_MIN_SCORE = 0.35  # below this a product search found nothing worth showing
-PHOTO_MIN_SCORE = 0.2  # the same for a photo (image-only scores run lower than text ones)
 
 
 def shopper_language(text: str) -> str:
@@ -88,7 +86,12 @@ class ActionSmallTalk(Action):
 
 
 class ActionAnswerQuestion(Action):
-    """Answers from the FAQ bank, shows product cards, or hands the question to an agent."""
+    """Answers from the FAQ bank, shows product cards, or hands the question to an agent.
+
+    What the shopper sees is what the retriever decided (and logged): product cards when a
+    product question's best match clears the product threshold, the FAQ answer when the FAQ
+    decision is ``answer``, otherwise the hand-off message, so the agents' queue holds
+    exactly the questions the bot did not answer."""
 
     def __init__(self, retriever: Callable[[], Retriever], timeout_s: float = 3.0):
         self._retriever = retriever
@@ -114,15 +117,12 @@ class ActionAnswerQuestion(Action):
                 channel="rasa",
                 k_products=4,
                 k_faq=3,
+                prefer_products=intent == "ask_product",
             ),
         )
         if result is None:
             return []
-        if (
-            intent == "ask_product"
-            and result.products
-            and result.products[0].score >= PRODUCT_MIN_SCORE
-        ):
+        if result.answered_with == "products":
             dispatcher.utter_message(
                 response=_response("utter_products", lang),
                 json_message=_products_payload(result),
@@ -197,11 +197,12 @@ class ActionAnswerPhoto(Action):
                 k_products=4,
                 k_faq=1,
                 image_ref=f"upload:{photo_id}",
+                prefer_products=True,
             ),
         )
         if result is None:
             return []
-        if result.products and result.products[0].score >= PHOTO_MIN_SCORE:
+        if result.answered_with == "products":
             dispatcher.utter_message(
                 response=_response("utter_photo_products", lang),
                 json_message=_products_payload(result),
@@ -212,7 +213,7 @@ class ActionAnswerPhoto(Action):
             json_message={
                 "handoff": True,
                 "query_id": result.query_id,
-                "decision": "handoff",
+                "decision": result.decision.value,
                 "retrieval_ms": _total_ms(result),
             },
         )
