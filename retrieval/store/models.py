@@ -8,7 +8,18 @@ from datetime import UTC, datetime
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
-__all__ = ["Base", "CandidateRow", "DecisionRow", "IndexVersionRow", "QueryRow"]
+__all__ = [
+    "AgentActionRow",
+    "AgentRow",
+    "AgentSessionRow",
+    "AgentTaskRow",
+    "Base",
+    "CandidateRow",
+    "DecisionRow",
+    "FAQDraftRow",
+    "IndexVersionRow",
+    "QueryRow",
+]
 
 
 def utcnow() -> datetime:
@@ -103,3 +114,93 @@ class DecisionRow(Base):
     reason: Mapped[str] = mapped_column(Text, default="")
 
     query: Mapped[QueryRow] = relationship(back_populates="decisions")
+
+
+# --- agent console (retrieval/console/; migration 0002) -----------------------------------
+
+
+class AgentRow(Base):
+    """A support agent who can log in to the console (created by ``retrieval agents add``)."""
+
+    __tablename__ = "agents"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))  # argon2id, with its parameters
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class AgentSessionRow(Base):
+    """A logged-in console session; the cookie holds a token whose SHA-256 is the id."""
+
+    __tablename__ = "agent_sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    csrf: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class AgentTaskRow(Base):
+    """The console's state of one question waiting for an agent. ``version`` grows with every
+    change; claims and actions are conditional UPDATEs on it (first writer wins)."""
+
+    __tablename__ = "agent_tasks"
+
+    query_id: Mapped[str] = mapped_column(
+        ForeignKey("queries.id", ondelete="CASCADE"), primary_key=True
+    )
+    conversation_id: Mapped[str] = mapped_column(String(200), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))  # the query's time
+    status: Mapped[str] = mapped_column(String(16), index=True)  # open|claimed|answered|rejected
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    claimed_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), nullable=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    resolved_by: Mapped[int | None] = mapped_column(ForeignKey("agents.id"), nullable=True)
+    resolved_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AgentActionRow(Base):
+    """One agent action on a logged query: the feedback fine-tuning learns from. A row with
+    ``final_text`` is also a message to the shopper (the shop page polls for it by ``id``)."""
+
+    __tablename__ = "agent_actions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    query_id: Mapped[str] = mapped_column(ForeignKey("queries.id", ondelete="CASCADE"), index=True)
+    conversation_id: Mapped[str | None] = mapped_column(String(200), index=True, nullable=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"), index=True)
+    agent_name: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    action: Mapped[str] = mapped_column(String(16), index=True)  # accept|edit|write|reject|flag
+    candidate_id: Mapped[int | None] = mapped_column(
+        ForeignKey("candidates.id", ondelete="SET NULL"), nullable=True
+    )
+    faq_id: Mapped[str | None] = mapped_column(String(200), index=True, nullable=True)
+    candidate_rank: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    suggested_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    final_text: Mapped[str | None] = mapped_column(Text, nullable=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    wait_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # question -> action
+    handle_ms: Mapped[float | None] = mapped_column(Float, nullable=True)  # page shown -> action
+    rasa_delivered: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    rasa_detail: Mapped[str] = mapped_column(Text, default="")
+
+
+class FAQDraftRow(Base):
+    """A draft FAQ entry made from a cluster of unanswered questions (also in faq-drafts.jsonl)."""
+
+    __tablename__ = "faq_drafts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    faq_id: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id"))
+    question: Mapped[str] = mapped_column(Text)
+    answer: Mapped[str] = mapped_column(Text)
+    examples: Mapped[list] = mapped_column(JSON, default=list)
+    lang: Mapped[str] = mapped_column(String(16), default="en")
+    query_ids: Mapped[list] = mapped_column(JSON, default=list)
+    status: Mapped[str] = mapped_column(String(16), default="draft")
