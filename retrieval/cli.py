@@ -89,9 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    from .reindex_cli import register as register_reindex
+
+    register_reindex(sub, _common)  # reindex, versions, rollback
     from .evaluation.cli import register
 
     register(sub)  # eval, datasets
+    from .console.cli import register as register_console
+
+    register_console(sub)  # agents
     return parser
 
 
@@ -222,13 +228,26 @@ def cmd_datasets(args: argparse.Namespace) -> int:
     return run_datasets(args)
 
 
+def _agents(args: argparse.Namespace) -> int:
+    from .console.cli import run_agents
+
+    return run_agents(args)
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "query": cmd_query,
     "serve": cmd_serve,
     "eval": cmd_eval,
     "datasets": cmd_datasets,
+    "agents": _agents,
 }
+
+
+def _reindex_commands() -> dict:
+    from .reindex_cli import COMMANDS as reindex_commands
+
+    return reindex_commands
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -244,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return COMMANDS[args.command](args)
+        return {**COMMANDS, **_reindex_commands()}[args.command](args)
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

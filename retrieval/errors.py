@@ -15,7 +15,10 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
     │   └── IndexMismatch      built with another encoder or fusion than configured
     ├── StoreError             the SQL log cannot be used
-    └── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
+    ├── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
+    ├── NotLoggedIn            no agent session, or an expired one (console)            -> HTTP 401
+    ├── Forbidden              a console form without a valid CSRF token                -> HTTP 403
+    └── Conflict               another agent acted first, or the form is stale          -> HTTP 409
 """
 
 from __future__ import annotations
@@ -23,12 +26,15 @@ from __future__ import annotations
 __all__ = [
     "Busy",
     "ConfigError",
+    "Conflict",
+    "Forbidden",
     "ImageError",
     "IndexError_",
     "IndexMismatch",
     "InputError",
     "ModelUnavailable",
     "NotFound",
+    "NotLoggedIn",
     "RetrievalError",
     "SourceError",
     "StoreError",
@@ -120,3 +126,21 @@ class Unavailable(RetrievalError):
     """A service this one relies on did not answer (down, or slower than its deadline)."""
 
     http_status = 503
+
+
+class NotLoggedIn(RetrievalError):
+    """A console page or API called without a valid agent session."""
+
+    http_status = 401
+
+
+class Forbidden(RetrievalError):
+    """A console request that is not allowed (a missing or wrong CSRF token)."""
+
+    http_status = 403
+
+
+class Conflict(RetrievalError):
+    """Another agent acted on the question first, or the form was made from an old state."""
+
+    http_status = 409

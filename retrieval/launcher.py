@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -151,9 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     endpoints = run_dir / "endpoints.yml"
     endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{args.port}/webhook"\n')
 
+    # Rasa's HTTP API (agent replies go into its trackers) with a fresh random token per run
+    rasa_token = secrets.token_urlsafe(32)
     env = {
         **os.environ,
         "RETRIEVAL_RASA_URL": f"http://127.0.0.1:{args.rasa_port}",
+        "RETRIEVAL_RASA_TOKEN": rasa_token,
         "RASA_TELEMETRY_ENABLED": "false",
     }
     serve = [sys.executable, "-m", "retrieval.cli", "serve", "--host", args.host]
@@ -163,6 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rasa = [str(args.rasa), "run", "-m", str(args.rasa_model.resolve())]
     rasa += ["-p", str(args.rasa_port), "-i", "127.0.0.1", "--endpoints", str(endpoints)]
     rasa += ["--credentials", str((args.bot_dir / "credentials.yml").resolve())]
+    rasa += ["--enable-api", "--auth-token", rasa_token]
 
     children: list[Child] = []
     stopping = False

@@ -45,6 +45,24 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file in data_dir."
     )
+    faq_drafts_path: Path | None = Field(
+        None,
+        description="FAQ entries approved by agents, merged into the bank by reindex; default data_dir/faq-drafts.jsonl.",
+    )
+
+    # index versions and re-indexing
+    keep_versions: int = Field(
+        5, ge=1, description="Versions kept on disk per index, for rollback."
+    )
+    compact_deleted_ratio: float = Field(
+        0.2,
+        gt=0.0,
+        le=1.0,
+        description="Rebuild the graph when this share of its slots is deleted.",
+    )
+    reload_interval_s: float = Field(
+        2.0, ge=0.0, description="How often the service checks for a new index version (0: never)."
+    )
 
     # encoders
     text_model: str = Field(
@@ -125,6 +143,26 @@ class Settings(BaseSettings):
         3, ge=1, description="Messages one conversation may have waiting before 429."
     )
 
+    # the agent console (/agent/, retrieval/console/)
+    rasa_token: str | None = Field(
+        None,
+        description="Token of Rasa's HTTP API (--auth-token); agent replies are appended to the "
+        "conversation's tracker with it. The launcher sets a random one per run.",
+    )
+    console_session_ttl_s: float = Field(
+        8 * 3600, gt=0, description="How long an agent stays logged in."
+    )
+    console_claim_ttl_s: float = Field(
+        600, gt=0, description="How long an opened question stays reserved for its agent."
+    )
+    console_max_reply_chars: int = Field(4000, ge=1, description="Longest reply an agent may send.")
+    console_cluster_threshold: float = Field(
+        0.75, ge=-1.0, le=1.0, description="Cosine from which unanswered questions share a cluster."
+    )
+    console_cookie_secure: bool = Field(
+        False, description="Mark the console's session cookie Secure (set it behind HTTPS)."
+    )
+
     @field_validator("text_weight")
     @classmethod
     def _some_weight(cls, v: float, info: Any) -> float:
@@ -142,6 +180,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def resolved_faq_drafts_path(self) -> Path:
+        return self.faq_drafts_path or self.data_dir / "faq-drafts.jsonl"
 
     @property
     def uploads_dir(self) -> Path:

@@ -18,6 +18,8 @@ from fastapi.responses import FileResponse, JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..console import open_console
+from ..console import router as console_router
 from ..errors import ImageError, InputError, NotFound, RetrievalError, TooLarge
 from ..retriever import QueryResult, Retriever
 from ..settings import Settings
@@ -78,7 +80,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     async def lifespan(app: FastAPI):  # noqa: ANN202
         from ..runtime import build_retriever, open_store
 
-        engine = qlog = None
+        engine = qlog = reloader = None
         r = retriever
         if r is None:
             from ..encoders.base import set_model_threads
@@ -96,6 +98,16 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             gc.collect()
             gc.freeze()
             log.info("retrieval service ready in %.1f s", time.perf_counter() - t0)
+            from ..reloader import SnapshotReloader
+            from ..runtime import load_snapshot
+
+            reloader = SnapshotReloader(
+                settings,
+                r,
+                lambda: load_snapshot(settings, r.text_encoder, r.image_encoder, r.fusion),
+                interval_s=settings.reload_interval_s,
+            )
+            reloader.start()
         app.state.retriever = r
         app.state.uploads = UploadStore(
             settings.uploads_dir,
@@ -107,11 +119,17 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             timeout_s=settings.chat_timeout_s,
             max_pending=settings.chat_max_pending,
         )
+        app.state.console = open_console(
+            settings, lambda: app.state.retriever, engine or getattr(r.query_log, "engine", None)
+        )
         state["ready"] = True
         try:
             yield
         finally:
             state["ready"] = False
+            if reloader is not None:
+                reloader.stop()
+            await app.state.console.aclose()
             await app.state.chat.aclose()
             if qlog is not None:
                 qlog.close()
@@ -149,6 +167,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     executor = _action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
     app.include_router(shop_router)
+    app.include_router(console_router)  # /agent/: the agent console
 
     @app.post("/webhook", tags=["rasa"])
     async def rasa_webhook(request: Request) -> JSONResponse:

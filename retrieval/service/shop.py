@@ -7,7 +7,9 @@ holds the chat window. Its API, under ``/shop/api/``:
 - ``POST chat`` ``{"message": ...}``: relayed to Rasa as the conversation in the page's
   cookie (issued here, HttpOnly); returns the bot's messages;
 - ``POST photo`` (multipart ``image``): the photo is checked and stored, and Rasa gets the
-  message ``/send_photo{"photo_id": ...}``, which the bot answers with product matches.
+  message ``/send_photo{"photo_id": ...}``, which the bot answers with product matches;
+- ``GET updates?after=N``: agents' replies (from the console at ``/agent/``) to the cookie's
+  conversation with an id above N; the page polls it. No other conversation can be named.
 """
 
 from __future__ import annotations
@@ -139,3 +141,18 @@ async def shop_photo(request: Request) -> JSONResponse:
     messages = await _relay(request).send(cid, f'/send_photo{{"photo_id": "{photo_id}"}}')
     response = _reply(messages, cid, new)
     return response
+
+
+@router.get("/shop/api/updates")
+async def shop_updates(
+    request: Request, after: Annotated[int, Query(ge=0, le=2**62)] = 0
+) -> dict[str, Any]:
+    """Agents' replies to this page's conversation (the cookie's; nobody else's)."""
+    cid = request.cookies.get(COOKIE)
+    console = getattr(request.app.state, "console", None)
+    if not is_conversation_id(cid) or console is None:
+        return {"messages": [], "last": after}
+    from ..console.queue import replies_for
+
+    messages = await run_in_threadpool(replies_for, console.engine, cid, after)
+    return {"messages": messages, "last": messages[-1]["id"] if messages else after}

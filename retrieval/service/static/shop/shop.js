@@ -168,5 +168,26 @@ $("photo").addEventListener("change", (e) => {
   if (file && !busy) sendPhoto(file);
 });
 
+// Replies from a person (the agent console) arrive by polling; only this page's conversation
+// (the server reads it from the cookie) can be read.
+let lastAgentReply = 0;
+let polling = false;
+async function pollAgentReplies() {
+  if (polling || document.hidden) return;
+  polling = true;
+  try {
+    const body = await call(`/shop/api/updates?after=${lastAgentReply}`);
+    for (const m of body.messages) {
+      addMessage("agent", m.text, { "data-agent": m.agent, "data-reply-id": m.id });
+    }
+    lastAgentReply = body.last;
+  } catch (err) {
+    // a missed poll is retried on the next tick; the shopper is not bothered with it
+  } finally {
+    polling = false;
+  }
+}
+setInterval(pollAgentReplies, 2000);
+
 addMessage("bot", "Hi! Ask me about delivery, orders, payment or our products, or send a photo of a product. 您好！可以用中文提问。");
 loadProducts();

@@ -1,0 +1,299 @@
+"""The console's server-rendered pages under ``/agent/`` (Jinja2, autoescaped, no script).
+
+Forms post back here with the session's CSRF token; a successful action redirects (303) to
+a page that shows its result, so reloading never sends a reply twice. Errors are rendered
+as a page with the same status the JSON API would give (401, 403, 404, 409, 413, 422).
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from ..errors import InputError, NotLoggedIn, RetrievalError, TooLarge
+from . import auth, clusters, queue
+from .numbers import numbers as compute_numbers
+from .numbers import rates_chart
+from .web import HEADERS, agent_of, console_of, set_session_cookie
+
+__all__ = ["router"]
+
+HERE = Path(__file__).parent
+LOGIN_COOKIE = "agent_login"
+MAX_FORM = 256 * 1024
+
+router = APIRouter(prefix="/agent", include_in_schema=False)
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(HERE / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+)
+_env.filters["when"] = lambda dt: dt.strftime("%Y-%m-%d %H:%M:%S") if dt else ""
+_env.filters["score"] = lambda v: "-" if v is None else f"{v:.3f}"
+_env.filters["pct"] = lambda v: "-" if v is None else f"{v:.0%}"
+
+
+def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+    html = _env.get_template(name).render(**context)
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def html_errors(fn: Callable) -> Callable:
+    """Render :class:`RetrievalError` as a page with its HTTP status."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Response:
+        try:
+            return await fn(*args, **kwargs)
+        except RetrievalError as exc:
+            return render(
+                "message.html",
+                status=exc.http_status,
+                title="Please log in" if isinstance(exc, NotLoggedIn) else "That did not work",
+                message=str(exc),
+                login=isinstance(exc, NotLoggedIn),
+                agent=None,
+            )
+
+    return wrapper
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if int(request.headers.get("content-length") or 0) > MAX_FORM:
+        raise TooLarge(f"the form is over {MAX_FORM // 1024} KB; replies are much shorter")
+    form = await request.form(max_part_size=MAX_FORM)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def _agent(request: Request, form: dict[str, str] | None = None) -> auth.AgentSession:
+    if form is None:
+        return await agent_of(request)
+    return await agent_of(request, form.get("csrf"), check=True)
+
+
+def _int(value: str | None, name: str) -> int | None:
+    if value in (None, ""):
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise InputError(f"{name} must be a whole number") from None
+
+
+@router.get("/static/console.css")
+async def console_css() -> FileResponse:
+    return FileResponse(HERE / "static" / "console.css", headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/login")
+@html_errors
+async def login_page(request: Request) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = render("login.html", login_csrf=token, agent=None, error=None)
+    response.set_cookie(
+        LOGIN_COOKIE, token, max_age=3600, path="/agent", httponly=True, samesite="strict"
+    )
+    return response
+
+
+@router.post("/login")
+@html_errors
+async def login_submit(request: Request) -> Response:
+    form = await _form(request)
+    sent, cookie = form.get("login_csrf", ""), request.cookies.get(LOGIN_COOKIE, "")
+    if not sent or not cookie or not secrets.compare_digest(sent, cookie):
+        return render(
+            "message.html",
+            status=403,
+            title="The login form expired",
+            message="reload the login page and try again",
+            login=True,
+            agent=None,
+        )
+    console = console_of(request)
+    try:
+        token, _ = await run_in_threadpool(
+            auth.login,
+            console.engine,
+            form.get("name", ""),
+            form.get("password", ""),
+            console.settings.console_session_ttl_s,
+        )
+    except NotLoggedIn as exc:
+        response = render("login.html", status=401, login_csrf=cookie, agent=None, error=str(exc))
+        return response
+    response = RedirectResponse("/agent/", status_code=303)
+    set_session_cookie(response, token, request)
+    response.delete_cookie(LOGIN_COOKIE, path="/agent")
+    return response
+
+
+@router.post("/logout")
+@html_errors
+async def logout(request: Request) -> Response:
+    form = await _form(request)
+    await _agent(request, form)
+    await run_in_threadpool(
+        auth.end_session, console_of(request).engine, request.cookies.get(auth.COOKIE)
+    )
+    response = RedirectResponse("/agent/login", status_code=303)
+    response.delete_cookie(auth.COOKIE, path="/agent")
+    return response
+
+
+@router.get("/")
+@html_errors
+async def queue_page(request: Request) -> Response:
+    agent = await _agent(request)
+    items = await run_in_threadpool(queue.queue, console_of(request).engine)
+    return render("queue.html", agent=agent, items=items, page="queue")
+
+
+@router.get("/questions/{query_id}")
+@html_errors
+async def question_page(request: Request, query_id: str) -> Response:
+    agent = await _agent(request)
+    console = console_of(request)
+    await run_in_threadpool(
+        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
+    )
+    q = await run_in_threadpool(
+        queue.question, console.engine, query_id, console.faq, console.catalog
+    )
+    done = _int(request.query_params.get("done"), "done")
+    return render(
+        "question.html",
+        agent=agent,
+        q=q,
+        page="queue",
+        done=next((a for a in q.actions if a["id"] == done), None),
+        opened=int(time.time() * 1000),
+        max_chars=console.settings.console_max_reply_chars,
+    )
+
+
+@router.post("/questions/{query_id}/act")
+@html_errors
+async def question_act(request: Request, query_id: str) -> Response:
+    form = await _form(request)
+    agent = await _agent(request, form)
+    result = await console_of(request).act(
+        agent,
+        query_id,
+        action=form.get("action", ""),
+        version=_int(form.get("version"), "version") or 0,
+        candidate_id=_int(form.get("candidate_id"), "candidate_id"),
+        text=form.get("text"),
+        reason=form.get("reason", ""),
+        opened_ms=float(_int(form.get("opened"), "opened") or 0) or None,
+    )
+    return RedirectResponse(
+        f"/agent/questions/{query_id}?done={result['action_id']}", status_code=303
+    )
+
+
+@router.get("/audit")
+@html_errors
+async def audit_page(request: Request) -> Response:
+    agent = await _agent(request)
+    p = request.query_params
+    decision = p.get("decision", "answer")
+    items = await run_in_threadpool(
+        queue.audit,
+        console_of(request).engine,
+        day_from=queue.parse_day(p.get("from"), "from"),
+        day_to=queue.parse_day(p.get("to"), "to"),
+        decision=decision or None,
+    )
+    return render(
+        "audit.html",
+        agent=agent,
+        items=items,
+        page="audit",
+        decision=decision,
+        day_from=p.get("from", ""),
+        day_to=p.get("to", ""),
+        flagged=p.get("flagged"),
+    )
+
+
+@router.post("/audit/{query_id}/flag")
+@html_errors
+async def audit_flag(request: Request, query_id: str) -> Response:
+    form = await _form(request)
+    agent = await _agent(request, form)
+    await run_in_threadpool(
+        queue.flag, console_of(request).engine, agent, query_id, form.get("reason", "")
+    )
+    return RedirectResponse(f"/agent/audit?flagged={query_id}", status_code=303)
+
+
+@router.get("/unanswered")
+@html_errors
+async def unanswered_page(request: Request) -> Response:
+    agent = await _agent(request)
+    console = console_of(request)
+    found = await run_in_threadpool(
+        clusters.unanswered_clusters,
+        console.engine,
+        console.encode,
+        console.settings.console_cluster_threshold,
+    )
+    return render(
+        "unanswered.html",
+        agent=agent,
+        clusters=found,
+        page="unanswered",
+        drafted=request.query_params.get("drafted"),
+        drafts_path=str(console.drafts_path),
+    )
+
+
+@router.post("/unanswered/draft")
+@html_errors
+async def unanswered_draft(request: Request) -> Response:
+    form = await _form(request)
+    agent = await _agent(request, form)
+    console = console_of(request)
+    record = await run_in_threadpool(
+        clusters.draft_entry,
+        console.engine,
+        console.drafts_path,
+        agent,
+        faq_id=form.get("id", ""),
+        question=form.get("question", ""),
+        answer=form.get("answer", ""),
+        examples=form.get("examples", "").splitlines(),
+        lang=form.get("lang", "en"),
+        query_ids=[q for q in form.get("query_ids", "").split(",") if q],
+        existing_ids=console.faq.entries,
+    )
+    return RedirectResponse(f"/agent/unanswered?drafted={record['id']}", status_code=303)
+
+
+@router.get("/numbers")
+@html_errors
+async def numbers_page(request: Request) -> Response:
+    agent = await _agent(request)
+    days = _int(request.query_params.get("days"), "days") or 14
+    if not 1 <= days <= 366:
+        raise InputError("days must be between 1 and 366")
+    n = await run_in_threadpool(compute_numbers, console_of(request).engine, days)
+    return render(
+        "numbers.html",
+        agent=agent,
+        n=n,
+        chart=rates_chart(n.days),
+        page="numbers",
+        now=datetime.now(UTC),
+    )
