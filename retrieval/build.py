@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .catalog import Catalog
+from .catalog import Catalog, Product
 from .decision import calibrate_threshold
 from .encoders.base import Encoder
 from .errors import ImageError, SourceError
-from .faq import FAQBank
+from .faq import FAQBank, FAQEntry
 from .fusion import Fusion, fuse
 from .images import load_image
 from .index import IndexParams, VectorIndex
@@ -25,7 +24,12 @@ __all__ = [
     "build_product_index",
     "calibrate_faq",
     "faq_expectations",
+    "faq_meta",
+    "faq_rows",
     "product_expectations",
+    "product_meta",
+    "product_rows",
+    "ProductRows",
 ]
 
 log = logging.getLogger(__name__)
@@ -53,45 +57,72 @@ def _source_hash(hashes: list[str]) -> str:
     return hashlib.sha256("\n".join(sorted(hashes)).encode()).hexdigest()[:16]
 
 
+def faq_rows(
+    entries: list[FAQEntry], encoder: Encoder, *, progress: bool = False
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """Keys and vectors of these entries: one per phrasing (question, each example, answer)."""
+    keys, texts = [], []
+    for entry in entries:
+        for variant, text in entry.phrasings():
+            keys.append((entry.id, variant))
+            texts.append(text)
+    if not texts:
+        return [], np.zeros((0, encoder.dim), np.float32)
+    return keys, encoder.encode(texts, progress=progress)
+
+
+def faq_meta(bank: FAQBank) -> dict:
+    """The metadata of an FAQ index version that depends on the bank's content."""
+    return {
+        "item_hashes": {e.id: e.content_hash() for e in bank},
+        "records": [e.to_record() for e in bank],
+        "source_hash": _source_hash([f"{e.id}:{e.content_hash()}" for e in bank]),
+    }
+
+
 def build_faq_index(
     bank: FAQBank, encoder: Encoder, params: IndexParams, *, progress: bool = False
 ) -> VectorIndex:
     """One vector per phrasing (question, each example, answer) of every entry."""
-    keys, texts = [], []
-    for entry in bank:
-        for variant, text in entry.phrasings():
-            keys.append((entry.id, variant))
-            texts.append(text)
-    vectors = encoder.encode(texts, progress=progress)
+    keys, vectors = faq_rows(list(bank), encoder, progress=progress)
     index = VectorIndex(
         encoder.dim,
         params,
         capacity=len(keys) + 64,
-        meta={
-            **faq_expectations(encoder),
-            "item_hashes": {e.id: e.content_hash() for e in bank},
-            "records": [e.to_record() for e in bank],
-            "source_hash": _source_hash([f"{e.id}:{e.content_hash()}" for e in bank]),
-        },
+        meta={**faq_expectations(encoder), **faq_meta(bank)},
     )
     index.add(keys, vectors)
     return index
 
 
-def build_product_index(
-    catalog: Catalog,
+@dataclass
+class ProductRows:
+    """Fused vectors (one per product image, or a text-only one) and the text view's vectors."""
+
+    keys: list[tuple[str, str]]
+    fused: np.ndarray
+    text_keys: list[tuple[str, str]]
+    text: np.ndarray
+
+
+def product_rows(
+    products: list[Product],
     text_encoder: Encoder,
     image_encoder: Encoder,
     fusion: Fusion,
-    params: IndexParams,
     *,
     max_image_bytes: int,
     max_image_pixels: int,
+    source: Path | str = "catalog",
     progress: bool = False,
-    on_bad_image: Callable[[str], None] | None = None,
-) -> VectorIndex:
-    """One fused vector per product image (variant ``image<i>``), or a text-only one (``text``)."""
-    products = list(catalog)
+) -> ProductRows:
+    if not products:
+        return ProductRows(
+            [],
+            np.zeros((0, fusion.dim), np.float32),
+            [],
+            np.zeros((0, text_encoder.dim), np.float32),
+        )
     text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
     owners, images = [], []
     for i, product in enumerate(products):
@@ -102,7 +133,7 @@ def build_product_index(
                 )
             except ImageError as exc:
                 raise SourceError(
-                    catalog.source or "catalog", f"product '{product.id}': {exc}", field="images"
+                    source, f"product '{product.id}': {exc}", field="images"
                 ) from None
             owners.append((i, j))
     image_vecs = (
@@ -124,28 +155,64 @@ def build_product_index(
             keys.append((product.id, TEXT_ONLY))
             rows_txt[n] = text_vecs[i]
             n += 1
-    fused = fuse(rows_img[:n], rows_txt[:n], fusion)
+    return ProductRows(
+        keys,
+        fuse(rows_img[:n], rows_txt[:n], fusion),
+        [(p.id, TEXT_ONLY) for p in products],
+        text_vecs,
+    )
+
+
+def product_meta(catalog: Catalog) -> dict:
+    """The metadata of a product index version that depends on the catalog's content."""
+    return {
+        "item_hashes": {p.id: p.content_hash() for p in catalog},
+        "records": [p.to_record() for p in catalog],
+        "source_hash": _source_hash([f"{p.id}:{p.content_hash()}" for p in catalog]),
+    }
+
+
+def build_product_index(
+    catalog: Catalog,
+    text_encoder: Encoder,
+    image_encoder: Encoder,
+    fusion: Fusion,
+    params: IndexParams,
+    *,
+    max_image_bytes: int,
+    max_image_pixels: int,
+    progress: bool = False,
+) -> VectorIndex:
+    """One fused vector per product image (variant ``image<i>``), or a text-only one (``text``)."""
+    rows = product_rows(
+        list(catalog),
+        text_encoder,
+        image_encoder,
+        fusion,
+        max_image_bytes=max_image_bytes,
+        max_image_pixels=max_image_pixels,
+        source=catalog.source or "catalog",
+        progress=progress,
+    )
     index = VectorIndex(
         fusion.dim,
         params,
-        capacity=n + 64,
+        capacity=len(rows.keys) + 64,
         meta={
             **product_expectations(text_encoder, image_encoder, fusion),
             "image_weight": fusion.image_weight,
             "text_weight": fusion.text_weight,
-            "item_hashes": {p.id: p.content_hash() for p in products},
-            "records": [p.to_record() for p in products],
-            "source_hash": _source_hash([f"{p.id}:{p.content_hash()}" for p in products]),
+            **product_meta(catalog),
         },
     )
-    index.add(keys, fused)
+    index.add(rows.keys, rows.fused)
     # Text-only queries (most shopper questions) search this text view instead: the same
     # ranking as the fused index gives them (their score is the text cosine), in a
     # 384-d graph built on text neighbourhoods instead of the 1664-d fused one.
     text_view = VectorIndex(
-        text_encoder.dim, params, capacity=len(products) + 64, meta={"kind": "products-text"}
+        text_encoder.dim, params, capacity=len(rows.text_keys) + 64, meta={"kind": "products-text"}
     )
-    text_view.add([(p.id, TEXT_ONLY) for p in products], text_vecs)
+    text_view.add(rows.text_keys, rows.text)
     index.companions["text"] = text_view
     return index
 

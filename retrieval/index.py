@@ -102,6 +102,12 @@ class VectorIndex:
         return len(self._free)
 
     @property
+    def deleted_ratio(self) -> float:
+        """Share of the graph's slots that hold deleted vectors."""
+        slots = len(self._keys) + len(self._free)
+        return len(self._free) / slots if slots else 0.0
+
+    @property
     def capacity(self) -> int:
         return self._index.get_max_elements()
 
@@ -162,6 +168,18 @@ class VectorIndex:
                     self._free.append(label)
                     removed += 1
         return removed
+
+    def compacted(self, *, chunk: int = 20_000) -> VectorIndex:
+        """A new graph holding only the live vectors (no deleted slots), with the same keys,
+        metadata and companions; the vectors are copied, never re-encoded."""
+        with self._lock.read():
+            labels = list(self._keys)
+            keys = [self._keys[lb] for lb in labels]
+        out = VectorIndex(self.dim, self.params, capacity=len(labels) + 64, meta=self.meta)
+        for start in range(0, len(labels), chunk):
+            out.add(keys[start : start + chunk], self.vectors(labels[start : start + chunk]))
+        out.companions = {name: c.compacted(chunk=chunk) for name, c in self.companions.items()}
+        return out
 
     # ---- reads --------------------------------------------------------------------------
     def vectors(self, labels: Sequence[int]) -> np.ndarray:

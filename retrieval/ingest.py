@@ -20,10 +20,10 @@ from .faq import load_faq
 from .index import IndexParams, VectorIndex
 from .runtime import make_fusion
 from .settings import Settings
-from .storage import current_version, new_version_id, publish, version_dir
+from .storage import current_version, exclusive, new_version_id, prune, publish, version_dir
 from .store.models import IndexVersionRow
 
-__all__ = ["IngestSummary", "ingest"]
+__all__ = ["IngestSummary", "build_key", "ingest", "record_version"]
 
 log = logging.getLogger(__name__)
 
@@ -158,18 +158,26 @@ def ingest(
     for kind, index in built:
         index.meta["build_key"] = keys[kind]
         version = new_version_id(kind)
-        publish(index, settings.index_dir, kind, version)
+        with exclusive(settings.index_dir):
+            publish(index, settings.index_dir, kind, version)
+            prune(settings.index_dir, kind, settings.keep_versions)
         summary.versions[kind] = version
         summary.counts[kind] = {"items": index.item_count, "vectors": len(index)}
         if engine is not None:
-            _record_version(engine, kind, version, index, created_by)
+            record_version(engine, kind, version, index, created_by, extra={"mode": "full"})
     summary.seconds = time.perf_counter() - t0
     return summary
 
 
-def _record_version(
-    engine: Engine, kind: str, version: str, index: VectorIndex, created_by: str
+def record_version(
+    engine: Engine,
+    kind: str,
+    version: str,
+    index: VectorIndex,
+    created_by: str,
+    extra: dict[str, Any] | None = None,
 ) -> None:
+    """Record a published version in SQL (a failure is logged: the version is already live)."""
     meta = index.meta
     row = IndexVersionRow(
         id=version,
@@ -184,6 +192,7 @@ def _record_version(
             "m": index.params.m,
             "ef_construction": index.params.ef_construction,
             "ef": index.params.ef,
+            **(extra or {}),
         },
     )
     try:

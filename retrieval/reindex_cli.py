@@ -1,0 +1,167 @@
+"""The ``retrieval reindex``, ``versions`` and ``rollback`` commands (see ``reindex.py``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+__all__ = ["COMMANDS", "register"]
+
+log = logging.getLogger("retrieval.reindex")
+
+
+def register(sub: Any, common: Any) -> None:
+    p = sub.add_parser(
+        "reindex",
+        help="publish what changed in the FAQ bank and catalog, re-encoding only changed entries",
+        description="Compare the sources (and the FAQ drafts agents approved) with the current "
+        "index versions by content hash; encode only new and changed entries, drop deleted ones, "
+        "and publish new versions that a running service picks up by itself. A run that finds "
+        "no change encodes and publishes nothing. A new encoder, fusion weights or HNSW build "
+        "parameters trigger a full rebuild. Only one index job runs at a time.",
+    )
+    common(p)
+    p.add_argument("--catalog", help="catalog file (default: data/catalog/products.jsonl)")
+    p.add_argument("--faq", help="FAQ bank file (default: data/faq/faq.yaml)")
+    p.add_argument("--only", choices=("faq", "products"), help="re-index just one of the two")
+    p.add_argument(
+        "--full", action="store_true", help="rebuild from scratch (re-encode everything)"
+    )
+    p.add_argument(
+        "--wait", action="store_true", help="wait for a running index job instead of refusing"
+    )
+    p.add_argument(
+        "--every",
+        metavar="DURATION",
+        help="keep running, once per DURATION (e.g. 15m, 1h); Ctrl-C stops between or during runs",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print one JSON summary per run")
+
+    p = sub.add_parser(
+        "versions",
+        help="list the index versions on disk (current one marked) with what changed in each",
+        description="Index versions kept on disk, newest first, with their creation time, "
+        "creator, mode (full / incremental / compacted) and change counts from the SQL log.",
+    )
+    common(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "rollback",
+        help="make an earlier index version current again",
+        description="Point CURRENT back at VERSION (see `retrieval versions`); the running "
+        "service switches to it within reload_interval_s. The version must fit the configured "
+        "encoders.",
+    )
+    common(p)
+    p.add_argument("version", help="a version id such as faq-20261128T101500-ab12cd")
+    p.add_argument("--wait", action="store_true", help="wait for a running index job")
+
+
+def _engine(settings: Any) -> Any:
+    from .store import make_engine, migrate
+
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return engine
+
+
+def _settings(args: argparse.Namespace) -> Any:
+    from .settings import load_settings
+
+    return load_settings(
+        args.config,
+        data_dir=args.data_dir,
+        database_url=args.database_url,
+        catalog_path=getattr(args, "catalog", None),
+        faq_path=getattr(args, "faq", None),
+    )
+
+
+def cmd_reindex(args: argparse.Namespace) -> int:
+    from .reindex import parse_every, reindex
+
+    logging.getLogger("retrieval.reindex").setLevel(logging.INFO)
+    settings = _settings(args)
+    try:
+        every = parse_every(args.every) if args.every else None
+    except ValueError as exc:
+        from .errors import InputError
+
+        raise InputError(str(exc)) from None
+    engine = _engine(settings)
+    kinds = (args.only,) if args.only else ("faq", "products")
+    while True:
+        started = time.monotonic()
+        summary = reindex(
+            settings,
+            engine,
+            kinds=kinds,
+            progress=not args.no_progress and sys.stderr.isatty(),
+            full=args.full,
+            wait=args.wait or every is not None,
+        )
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "seconds": round(summary.seconds, 3),
+                        "published": summary.published,
+                        "reports": [r.__dict__ for r in summary.reports],
+                    }
+                ),
+                flush=True,
+            )
+        else:
+            for r in summary.reports:
+                print(r.line(), flush=True)
+        if every is None:
+            return 0
+        pause = max(0.0, every - (time.monotonic() - started))
+        print(f"next run in {pause:.0f} s (Ctrl-C stops)", flush=True)
+        time.sleep(pause)
+
+
+def cmd_versions(args: argparse.Namespace) -> int:
+    from .reindex import describe_versions
+
+    settings = _settings(args)
+    rows = describe_versions(settings, _engine(settings))
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    if not rows:
+        print("no index versions yet: run `retrieval ingest`")
+        return 0
+    print(f"  {'version':<34} {'created (UTC)':<20} {'mode':<12} {'items':>7}  changes")
+    for r in rows:
+        c = r["changes"] or {}
+        changes = f"+{c.get('added', 0)} ~{c.get('updated', 0)} -{c.get('deleted', 0)}" if c else ""
+        created = (r["created_at"] or "")[:19].replace("T", " ")
+        mark = "*" if r["current"] else " "
+        print(
+            f"{mark} {r['version']:<34} {created:<20} {r['mode'] or '':<12} "
+            f"{r['items'] if r['items'] is not None else '':>7}  {changes}"
+        )
+    print("(* = current)")
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from .reindex import rollback
+
+    settings = _settings(args)
+    kind = rollback(settings, args.version, wait=args.wait)
+    print(
+        f"{kind} index: {args.version} is current again; a running service switches within "
+        f"{settings.reload_interval_s:g} s"
+    )
+    return 0
+
+
+COMMANDS = {"reindex": cmd_reindex, "versions": cmd_versions, "rollback": cmd_rollback}
