@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from retrieval.cli import main
+from retrieval.evaluation.faq import with_training_examples
+from retrieval.evaluation.labelled import LabelledQuery
+from retrieval.faq import FAQBank, FAQEntry
 
 BANK = [
     {
@@ -206,3 +209,43 @@ def test_bad_bank_is_a_one_line_error(faq_files: dict, tmp_path: Path, capsys) -
         ["eval", "faq", "--bank", str(bank), "--queries", str(faq_files["queries"])], capsys
     )
     assert code == 2 and "b.jsonl:1: field 'answer': missing or empty" in err
+
+
+def test_training_questions_join_the_bank_once() -> None:
+    bank = FAQBank(
+        {
+            "a": FAQEntry("a", "answer a", "question a", ("ex a",)),
+            "b": FAQEntry("b", "answer b"),
+        }
+    )
+    train = [
+        LabelledQuery(1, frozenset({"a"}), "ex a"),  # already an example
+        LabelledQuery(2, frozenset({"b", "a"}), "new"),  # to the first relevant id only
+        LabelledQuery(3, frozenset(), "weather"),  # out of scope: no entry to join
+    ]
+    out = with_training_examples(bank, train)
+    assert out.get("a").examples == ("ex a", "new") and out.get("b").examples == ()
+
+
+@pytest.mark.models
+def test_train_as_examples_grows_the_index(faq_files: dict, capsys: pytest.CaptureFixture) -> None:
+    f = faq_files
+    code, out, _ = run(
+        [
+            "eval",
+            "faq",
+            "--bank",
+            str(f["bank"]),
+            "--queries",
+            str(f["queries"]),
+            "--train",
+            str(f["train"]),
+            "--train-as-examples",
+            "--json",
+            "--no-progress",
+        ],
+        capsys,
+    )
+    result = json.loads(out.strip().splitlines()[-1])
+    assert code == 0 and result["train_as_examples"] is True
+    assert result["n_vectors"] == 12 + 4 and result["hit_at_1"] == 1.0

@@ -69,6 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "lang?}; QUERIES and TRAIN lines {query, relevant: [id, ...]} ([] = out of scope).",
     )
     f.add_argument("--bank", type=Path, required=True, help="FAQ bank (JSONL)")
+    f.add_argument(
+        "--train-as-examples",
+        action="store_true",
+        help="also add the in-scope TRAIN questions to the bank as examples of their answer",
+    )
     _eval_options(f)
     pr = ev.add_parser(
         "products",
@@ -133,6 +138,7 @@ def run_eval(args: argparse.Namespace) -> int:
             baselines=baselines,
             progress=progress,
             dataset=args.name,
+            train_as_examples=args.train_as_examples,
         )
     else:
         if "rasa" in baselines:

@@ -9,6 +9,7 @@ phrasing in the bank is scored without that phrasing, so calibration sees honest
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import tempfile
 import time
@@ -32,7 +33,7 @@ from .labelled import LabelledQuery, read_labelled
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
 
-__all__ = ["FAQSetup", "evaluate_faq", "faq_outcome"]
+__all__ = ["FAQSetup", "evaluate_faq", "faq_outcome", "with_training_examples"]
 
 log = logging.getLogger(__name__)
 
@@ -224,6 +225,21 @@ def _scored_baseline(
     return SystemResult(name, tuple(outcomes), True, stored, source, build_s)
 
 
+def with_training_examples(bank: FAQBank, train: Sequence[LabelledQuery]) -> FAQBank:
+    """The bank with each in-scope TRAIN question added as an example of its first relevant
+    entry (one entry per question: language versions of an answer share it through search)."""
+    extra: dict[str, list[str]] = {}
+    for q in train:
+        if q.relevant and q.text:
+            extra.setdefault(min(q.relevant), []).append(q.text)
+    entries = {}
+    for entry in bank:
+        known = set(entry.examples) | {entry.question}
+        added = tuple(dict.fromkeys(t for t in extra.get(entry.id, ()) if t not in known))
+        entries[entry.id] = dataclasses.replace(entry, examples=entry.examples + added)
+    return FAQBank(entries, bank.source)
+
+
 def evaluate_faq(
     settings: Settings,
     bank_path: Path,
@@ -234,11 +250,20 @@ def evaluate_faq(
     progress: bool = True,
     dataset: str | None = None,
     encoder: Encoder | None = None,
+    train_as_examples: bool = False,
 ) -> Evaluation:
+    """Evaluate the FAQ system (and ``baselines``) on labelled queries.
+
+    With ``train_as_examples`` the in-scope TRAIN questions also join the bank as examples
+    of their answer (as the Rasa baseline learns from them); calibration still scores each
+    TRAIN question without its own phrasing.
+    """
     bank = load_faq(bank_path)
     ids = [e.id for e in bank]
     queries = read_labelled(queries_path, known_ids=ids, images=False)
     train = read_labelled(train_path, known_ids=ids, images=False) if train_path else None
+    if train_as_examples and train:
+        bank = with_training_examples(bank, train)
     encoder = encoder or text_encoder(settings)
     setup = FAQSetup.of(bank)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
@@ -301,6 +326,7 @@ def evaluate_faq(
             raise ValueError(f"unknown baseline {name!r}")
     info = {
         "n_entries": len(bank),
+        "train_as_examples": bool(train_as_examples and train),
         "n_vectors": len(index),
         "text_encoder": encoder.id,
         "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
