@@ -153,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{args.port}/webhook"\n')
 
     # Rasa's HTTP API (agent replies go into its trackers) with a fresh random token per run
-    rasa_token = secrets.token_urlsafe(32)
+    rasa_token = secrets.token_hex(32)  # hex: never starts with "-", which argparse would misread
     env = {
         **os.environ,
         "RETRIEVAL_RASA_URL": f"http://127.0.0.1:{args.rasa_port}",
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rasa = [str(args.rasa), "run", "-m", str(args.rasa_model.resolve())]
     rasa += ["-p", str(args.rasa_port), "-i", "127.0.0.1", "--endpoints", str(endpoints)]
     rasa += ["--credentials", str((args.bot_dir / "credentials.yml").resolve())]
-    rasa += ["--enable-api", "--auth-token", rasa_token]
+    rasa += ["--enable-api", f"--auth-token={rasa_token}"]
 
     children: list[Child] = []
     stopping = False
