@@ -1,0 +1,152 @@
+"""The console's logic without a server: clustering math, the chart, sessions, and the
+first-writer-wins rule under real concurrency on PostgreSQL and SQLite."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+import xml.etree.ElementTree as ET
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from retrieval.console import auth, queue
+from retrieval.console.clusters import greedy_clusters, guess_lang
+from retrieval.console.numbers import DayNumbers, rates_chart
+from retrieval.errors import Conflict, Forbidden, InputError, NotLoggedIn
+from retrieval.store import make_engine, migrate
+from retrieval.store.models import AgentSessionRow, CandidateRow, QueryRow
+
+
+def test_greedy_clusters_group_by_cosine() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(3, 32))
+    rows, truth = [], []
+    for c, n in ((0, 5), (1, 3), (2, 1)):
+        for _ in range(n):
+            rows.append(centres[c] + 0.05 * rng.normal(size=32))
+            truth.append(c)
+    order = rng.permutation(len(rows))
+    v = np.array(rows)[order]
+    v /= np.linalg.norm(v, axis=1, keepdims=True)
+    groups = greedy_clusters(v, 0.9)
+    assert [len(g) for g in groups] == [5, 3, 1]
+    for g in groups:
+        assert len({truth[order[i]] for i in g}) == 1
+    assert greedy_clusters(v, 1.01) == [[i] for i in range(len(v))]
+    assert guess_lang("我的快递") == "zh" and guess_lang("where is it") == "en"
+
+
+def test_chart_is_valid_svg_with_gaps() -> None:
+    d1, d2 = DayNumbers(datetime(2026, 11, 1).date()), DayNumbers(datetime(2026, 11, 2).date())
+    d1.queries, d1.handoffs, d1.decided, d1.accepted = 10, 2, 4, 3
+    svg = rates_chart([d1, d2])
+    root = ET.fromstring(svg)
+    assert root.tag.endswith("svg")
+    titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
+    assert "Acceptance 2026-11-01: 75%" in titles and "Hand-off 2026-11-01: 20%" in titles
+    assert not any("2026-11-02" in t for t in titles)  # no data: no point
+
+
+def _engine(url: str):  # noqa: ANN202
+    engine = make_engine(url)
+    migrate(engine)
+    return engine
+
+
+def _waiting_query(engine, conversation: str = "c" * 20) -> str:  # noqa: ANN001
+    qid = str(uuid.uuid4())
+    with Session(engine) as s, s.begin():
+        s.add(
+            QueryRow(
+                id=qid,
+                created_at=datetime.now(UTC),
+                conversation_id=conversation,
+                channel="rasa",
+                text="<script>where is my order</script>",
+                has_image=False,
+                decision="suggest",
+                top_score=0.5,
+                answer_threshold=0.6,
+                suggest_threshold=0.45,
+                encode_ms=1.0,
+                search_ms=1.0,
+                total_ms=2.0,
+            )
+        )
+        s.add(CandidateRow(query_id=qid, kind="faq", rank=1, item_id="order-tracking", score=0.5))
+    return qid
+
+
+def test_sessions_expire_and_csrf_is_checked(tmp_path: Path) -> None:
+    engine = _engine(f"sqlite:///{tmp_path / 'c.db'}")
+    auth.add_agent(engine, "alice", "a long enough password")
+    with pytest.raises(InputError, match="too short"):
+        auth.add_agent(engine, "bob", "short")
+    with pytest.raises(InputError, match="not valid"):
+        auth.add_agent(engine, "bob smith", "a long enough password")
+    with pytest.raises(NotLoggedIn, match="wrong name or password"):
+        auth.login(engine, "alice", "a wrong password!", 60)
+    with pytest.raises(NotLoggedIn, match="wrong name or password"):
+        auth.login(engine, "nobody", "a long enough password", 60)
+    token, session = auth.login(engine, "alice", "a long enough password", 60)
+    assert auth.session_for(engine, token).name == "alice"
+    with pytest.raises(Forbidden):
+        auth.check_csrf(session, "not-the-token")
+    auth.check_csrf(session, session.csrf)
+    with Session(engine) as s, s.begin():
+        s.execute(
+            update(AgentSessionRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+        )
+    with pytest.raises(NotLoggedIn, match="expired"):
+        auth.session_for(engine, token)
+    with pytest.raises(NotLoggedIn, match="not valid"):
+        auth.session_for(engine, token)  # the expired row was deleted
+    engine.dispose()
+
+
+@pytest.mark.postgres
+def test_first_writer_wins_on_postgres(pg_url: str) -> None:
+    _race(pg_url)
+
+
+def test_first_writer_wins_on_sqlite(tmp_path: Path) -> None:
+    _race(f"sqlite:///{tmp_path / 'race.db'}")
+
+
+def _race(url: str) -> None:
+    engine = _engine(url)
+    sessions = []
+    for name in ("alice", "bob", "carol", "dave"):
+        auth.add_agent(engine, name, "a long enough password")
+        sessions.append(auth.login(engine, name, "a long enough password", 60)[1])
+    qid = _waiting_query(engine)
+    version = queue.question(engine, qid).version
+    outcomes: list[object] = []
+    barrier = threading.Barrier(len(sessions))
+
+    def send(agent: auth.AgentSession) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(
+                queue.act(engine, agent, qid, action="write", version=version, text=agent.name)
+            )
+        except Conflict as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=send, args=(a,)) for a in sessions]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = [o for o in outcomes if isinstance(o, queue.ActResult)]
+    lost = [o for o in outcomes if isinstance(o, Conflict)]
+    assert len(won) == 1 and len(lost) == 3, outcomes
+    assert all(f"{won[0].final_text} already answered" in str(e) for e in lost)
+    replies = queue.replies_for(engine, "c" * 20)
+    assert [r["text"] for r in replies] == [won[0].final_text]
+    engine.dispose()
