@@ -156,12 +156,16 @@ def session_for(engine: Engine, token: str | None) -> AgentSession:
         if row is None:
             raise NotLoggedIn("your session is not valid (logged out?): log in at /agent/login")
         sess, agent = row
-        if utc(sess.expires_at) <= datetime.now(UTC):
-            s.delete(sess)
-            raise NotLoggedIn("your session expired: log in again at /agent/login")
-        if not agent.active:
-            raise NotLoggedIn("this agent account is disabled")
-        return AgentSession(agent.id, agent.name, sess.csrf, utc(sess.expires_at))
+        expired = utc(sess.expires_at) <= datetime.now(UTC)
+        if expired:
+            s.delete(sess)  # committed when the block ends, before the error below
+        found = AgentSession(agent.id, agent.name, sess.csrf, utc(sess.expires_at))
+        active = agent.active
+    if expired:
+        raise NotLoggedIn("your session expired: log in again at /agent/login")
+    if not active:
+        raise NotLoggedIn("this agent account is disabled")
+    return found
 
 
 def end_session(engine: Engine, token: str | None) -> None:
