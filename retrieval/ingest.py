@@ -12,9 +12,15 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .build import build_faq_index, build_product_index, calibrate_faq, read_labelled
+from .build import (
+    build_faq_index,
+    build_product_index,
+    calibrate_faq,
+    calibrate_multilingual,
+    read_labelled,
+)
 from .catalog import load_catalog
-from .encoders import image_encoder, text_encoder
+from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .errors import SourceError
 from .faq import load_faq
 from .index import IndexParams, VectorIndex
@@ -111,7 +117,9 @@ def ingest(
     summary = IngestSummary()
     keys = {}
     if bank is not None:
-        keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id)
+        ml = multilingual_encoder(settings)
+        ml_ids = (ml.id,) if ml is not None else ()
+        keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id, *ml_ids)
     if catalog is not None:
         keys["products"] = build_key(
             settings,
@@ -128,7 +136,8 @@ def ingest(
         catalog = None if "products" in summary.skipped else catalog
     built: list[tuple[str, VectorIndex]] = []
     if bank is not None:
-        faq_index = build_faq_index(bank, text, params, progress=progress)
+        ml = multilingual_encoder(settings)
+        faq_index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
         if labelled:
             cal = calibrate_faq(faq_index, text, labelled)
             faq_index.meta["calibration"] = {
@@ -139,6 +148,8 @@ def ingest(
                 "source": str(settings.faq_calibration_path),
             }
             summary.calibration = faq_index.meta["calibration"]
+            if ml is not None:
+                calibrate_multilingual(faq_index, ml, labelled, settings.faq_calibration_path)
         built.append(("faq", faq_index))
     if catalog is not None:
         image = image_encoder(settings)

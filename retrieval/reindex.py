@@ -31,9 +31,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from .build import (
+    MULTILINGUAL,
     build_faq_index,
     build_product_index,
     calibrate_faq,
+    calibrate_multilingual,
+    faq_centroids,
     faq_expectations,
     faq_meta,
     faq_rows,
@@ -43,7 +46,7 @@ from .build import (
     read_labelled,
 )
 from .catalog import Catalog, load_catalog
-from .encoders import image_encoder, text_encoder
+from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import SourceError
 from .faq import FAQBank, load_faq
@@ -204,6 +207,7 @@ def reindex(
                     full,
                     created_by,
                     text or text_encoder(settings),
+                    multilingual_encoder(settings),
                 )
             )
         if catalog is not None:
@@ -285,20 +289,22 @@ def _reindex_faq(
     full: bool,
     created_by: str,
     text: Encoder,
+    multilingual: Encoder | None = None,
 ) -> KindReport:
     t0 = time.perf_counter()
     params = _params(settings)
     hashes = {e.id: e.content_hash() for e in bank}
-    key = build_key(settings, "faq", list(hashes.values()), text.id)
+    ml_ids = (multilingual.id,) if multilingual is not None else ()
+    key = build_key(settings, "faq", list(hashes.values()), text.id, *ml_ids)
     version, meta = _read_meta(settings, "faq")
     why_full = (
         "asked for a full rebuild"
         if full
-        else _incompatibility(meta, faq_expectations(text), params)
+        else _incompatibility(meta, faq_expectations(text, multilingual), params)
     )
     if why_full:
         log.info("faq: full rebuild (%s): encoding %d entries", why_full, len(bank))
-        index = build_faq_index(bank, text, params, progress=progress)
+        index = build_faq_index(bank, text, params, progress=progress, multilingual=multilingual)
         report = KindReport("faq", "full", why_full, added=len(bank), encoded=len(bank))
     else:
         changes = diff_items(meta.get("item_hashes", {}), hashes)
@@ -318,6 +324,15 @@ def _reindex_faq(
         keys, vectors = faq_rows(todo, text, progress=progress)
         if keys:
             index.add(keys, vectors)
+        companion = index.companions.get(MULTILINGUAL)
+        if multilingual is None:
+            index.companions.pop(MULTILINGUAL, None)
+            index.meta.pop("multilingual_encoder", None)
+        elif companion is not None:
+            companion.delete_items(changes.updated + changes.deleted)
+            ml_keys, ml_vectors = faq_centroids(todo, multilingual, progress=progress)
+            if ml_keys:
+                companion.add(ml_keys, ml_vectors)
         index.meta.update(faq_meta(bank))
         report = KindReport(
             "faq",
@@ -338,8 +353,12 @@ def _reindex_faq(
             "n_out_of_scope": cal.n_out_of_scope,
             "source": str(settings.faq_calibration_path),
         }
+        if multilingual is not None:
+            calibrate_multilingual(index, multilingual, labelled, settings.faq_calibration_path)
     else:
         index.meta.pop("calibration", None)
+        for companion in index.companions.values():
+            companion.meta.pop("calibration", None)
     return _finish(settings, engine, "faq", index, report, key, created_by, t0)
 
 

@@ -20,10 +20,11 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .build import TEXT_ONLY
+from .build import MULTILINGUAL, TEXT_ONLY
 from .catalog import Catalog, Product
 from .decision import Decision, DecisionPolicy, Verdict, decide, decide_products
 from .encoders.base import Encoder
+from .encoders.multilingual import has_cjk
 from .errors import InputError, NotFound
 from .faq import FAQBank, FAQEntry
 from .fusion import Fusion, fuse, fused_scores, modality_scores
@@ -76,6 +77,7 @@ class QueryResult:
     faq_version: str | None
     product_version: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    faq_encoder: str | None = None  # the multilingual encoder's id when it ranked the FAQ
 
     @property
     def decision(self) -> Decision:
@@ -96,6 +98,8 @@ class Snapshot:
     faq: FAQBank
     catalog: Catalog
     policy: DecisionPolicy
+    # for questions with CJK characters, ranked by the FAQ index's multilingual companion
+    multilingual_policy: DecisionPolicy | None = None
 
     @cached_property
     def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
@@ -115,13 +119,17 @@ class Snapshot:
 
     @classmethod
     def from_indexes(
-        cls, faq_index: VectorIndex, product_index: VectorIndex, policy: DecisionPolicy
+        cls,
+        faq_index: VectorIndex,
+        product_index: VectorIndex,
+        policy: DecisionPolicy,
+        multilingual_policy: DecisionPolicy | None = None,
     ) -> Snapshot:
         faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
         catalog = Catalog(
             {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
         )
-        return cls(faq_index, product_index, faq, catalog, policy)
+        return cls(faq_index, product_index, faq, catalog, policy, multilingual_policy)
 
 
 @dataclass(frozen=True)
@@ -158,8 +166,10 @@ class Retriever:
         snapshot: Snapshot,
         limits: Limits = Limits(),
         query_log: Any = None,
+        multilingual_encoder: Encoder | None = None,
     ):
         self.text_encoder = text_encoder
+        self.multilingual_encoder = multilingual_encoder
         self.image_encoder = image_encoder
         self.fusion = fusion
         self.limits = limits
@@ -224,20 +234,32 @@ class Retriever:
             conversation_id = str(conversation_id)[:200]
         pil = self.read_image(image) if image is not None else None
 
+        snap = self._snapshot  # one consistent version for the whole query
+        ml_index = self._multilingual_index(snap, text)
+        ml = self.multilingual_encoder if ml_index is not None else None
         t1 = time.perf_counter()
         q_text = self.text_encoder.encode([text])[0] if text is not None else None
         q_image = self.image_encoder.encode([pil])[0] if pil is not None else None
+        q_faq = ml.encode([text])[0] if ml is not None else q_text
         t2 = time.perf_counter()
 
-        snap = self._snapshot  # one consistent version for the whole query
         # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
-        ranked = self._faq(snap, q_text, k_faq + 4) if q_text is not None else []
+        ranked = (
+            self._faq(snap, q_faq, k_faq + 4, ml_index or snap.faq_index)
+            if q_faq is not None
+            else []
+        )
         replies = ranked[:k_faq]
+        policy = (
+            snap.multilingual_policy
+            if ml_index is not None and snap.multilingual_policy is not None
+            else snap.policy
+        )
         products = self._products(snap, q_text, q_image, k_products)
         t3 = time.perf_counter()
 
         verdict = (
-            decide(group_scores(ranked), snap.policy)
+            decide(group_scores(ranked), policy)
             if ranked
             else Verdict(
                 Decision.HANDOFF,
@@ -248,9 +270,7 @@ class Retriever:
         )
         if prefer_products:
             verdict = (
-                decide_products(
-                    products[0].score if products else None, text is not None, snap.policy
-                )
+                decide_products(products[0].score if products else None, text is not None, policy)
                 or verdict
             )
         result = QueryResult(
@@ -258,7 +278,7 @@ class Retriever:
             text=text,
             has_image=pil is not None,
             verdict=verdict,
-            policy=snap.policy,
+            policy=policy,
             replies=replies,
             products=products,
             faq_version=snap.faq_version,
@@ -267,6 +287,7 @@ class Retriever:
                 "encode": (t2 - t1) * 1e3,
                 "search": (t3 - t2) * 1e3,
             },
+            faq_encoder=None if ml is None else ml.id,
         )
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         if self.query_log is not None:
@@ -303,9 +324,21 @@ class Retriever:
             )
         return result.query_id
 
-    def _faq(self, snap: Snapshot, q_text: np.ndarray, k: int) -> list[FAQCandidate]:
+    def _multilingual_index(self, snap: Snapshot, text: str | None) -> VectorIndex | None:
+        """The FAQ index's multilingual companion when this question needs it (CJK characters)
+        and it was built with this retriever's multilingual encoder; otherwise None."""
+        if text is None or self.multilingual_encoder is None or not has_cjk(text):
+            return None
+        companion = snap.faq_index.companions.get(MULTILINGUAL)
+        if companion is None or companion.meta.get("text_encoder") != self.multilingual_encoder.id:
+            return None
+        return companion
+
+    def _faq(
+        self, snap: Snapshot, q_text: np.ndarray, k: int, index: VectorIndex | None = None
+    ) -> list[FAQCandidate]:
         out = []
-        for hit in snap.faq_index.search_items(q_text, k):
+        for hit in (index or snap.faq_index).search_items(q_text, k):
             entry = snap.faq.get(hit.item_id)
             if entry is not None:
                 out.append(FAQCandidate(entry, float(np.clip(hit.score, -1.0, 1.0)), hit.variant))
@@ -421,7 +454,9 @@ class Retriever:
             "suggest_threshold": r.policy.suggest_threshold,
             "faq_index_version": r.faq_version,
             "product_index_version": r.product_version,
-            "text_encoder": self.text_encoder.id if encoded and r.text is not None else None,
+            "text_encoder": (r.faq_encoder or self.text_encoder.id)
+            if encoded and r.text is not None
+            else None,
             "image_encoder": self.image_encoder.id if r.has_image else None,
             "encode_ms": r.timings_ms["encode"],
             "search_ms": r.timings_ms["search"],

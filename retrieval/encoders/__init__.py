@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from .base import Encoder, l2_normalize
 from .image import CNNImageEncoder
+from .multilingual import MultilingualEncoder, has_cjk
 from .text import SentenceTransformerEncoder
 
 if TYPE_CHECKING:
@@ -15,9 +16,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CNNImageEncoder",
     "Encoder",
+    "MultilingualEncoder",
     "SentenceTransformerEncoder",
+    "has_cjk",
     "image_encoder",
     "l2_normalize",
+    "multilingual_encoder",
     "text_encoder",
 ]
 
@@ -52,5 +56,19 @@ def image_encoder(settings: Settings) -> CNNImageEncoder:
         if key not in _cache:
             _cache[key] = CNNImageEncoder(
                 settings.image_model, settings.image_weights, device=settings.device, batch_size=32
+            )
+        return _cache[key]  # type: ignore[return-value]
+
+
+def multilingual_encoder(settings: Settings) -> MultilingualEncoder | None:
+    """The process-wide multilingual text encoder, or None when ``multilingual_model`` is off."""
+    spec = settings.multilingual_model
+    if not spec:
+        return None
+    key = ("multilingual", spec, settings.torch_threads)
+    with _lock:
+        if key not in _cache:
+            _cache[key] = MultilingualEncoder(
+                spec, threads=settings.torch_threads or 1, batch_size=settings.encode_batch_size
             )
         return _cache[key]  # type: ignore[return-value]
