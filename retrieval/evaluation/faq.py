@@ -201,7 +201,7 @@ def _scored_baseline(
         def rank_train(i: int) -> tuple[str | None, float]:
             masked = setup.same_text(train[i].text or "")
             idx, s = best_per_item(score(i, True), setup.owners, n, 1, masked=masked)
-            return (setup.entry_ids[idx[0]], float(s[0])) if len(idx) else (None, -np.inf)
+            return (setup.entry_ids[idx[0]], float(s[0])) if len(idx) else (None, -1.0)
 
         threshold, acc = _calibrate(rank_train, train)
         source = f"calibrated on TRAIN ({len(train)} questions, accuracy {acc:.3f})"
