@@ -190,3 +190,59 @@ def test_chinese_query_set_accuracy_floor(demo) -> None:  # noqa: ANN001
 def test_multilingual_off_routes_everything_to_the_english_index(demo_data_dir: Path) -> None:
     r = build_retriever(demo_settings(demo_data_dir, multilingual_model="")).query("运费怎么算")
     assert r.faq_encoder is None and r.replies[0].matched != "centroid"
+
+
+# ---- re-indexing keeps the companion in step ----------------------------------------------
+def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
+    tmp_path: Path,
+) -> None:
+    import yaml
+
+    from retrieval.reindex import reindex
+    from retrieval.settings import load_settings
+    from retrieval.storage import load_current
+
+    from fakes import ColourImageEncoder, HashingTextEncoder
+
+    faq, catalog = tmp_path / "faq.yaml", tmp_path / "products.jsonl"
+    entries = [
+        {"id": "pay", "question": "Which payment methods do you accept?", "answer": "Cards."},
+        {"id": "ship", "question": "How much is delivery?", "answer": "4.90 EUR."},
+        {"id": "pw", "question": "I forgot my password", "answer": "Use the reset link."},
+    ]
+    faq.write_text(yaml.safe_dump(entries, allow_unicode=True), encoding="utf-8")
+    catalog.write_text('{"id": "p1", "title": "banana"}\n', encoding="utf-8")
+
+    def settings(**kw):  # noqa: ANN003, ANN202
+        return load_settings(
+            None,
+            data_dir=tmp_path / "var",
+            faq_path=faq,
+            catalog_path=catalog,
+            faq_calibration_path=tmp_path / "none.jsonl",
+            compact_deleted_ratio=0.9,  # this tiny bank would be compacted, not updated
+            **kw,
+        )
+
+    def run(s):  # noqa: ANN001, ANN202
+        report = reindex(s, kinds=("faq",), text=HashingTextEncoder(), image=ColourImageEncoder())
+        return report.reports[0], load_current(s.index_dir, "faq", expect={})
+
+    ml = MultilingualEncoder(USE)
+    first, index = run(settings())
+    assert first.mode == "full" and len(index.companions[MULTILINGUAL]) == 3
+
+    entries[2] = {"id": "pw", "question": "忘记密码怎么办", "answer": "点击重置链接。"}
+    del entries[1]
+    faq.write_text(yaml.safe_dump(entries, allow_unicode=True), encoding="utf-8")
+    second, index = run(settings())
+    assert second.mode == "incremental" and second.encoded == 1
+    companion = index.companions[MULTILINGUAL]
+    assert len(companion) == 2 and "ship" not in companion
+    _, fresh = faq_centroids([e for e in load_faq(faq) if e.id == "pw"], ml)
+    np.testing.assert_allclose(companion.item_vectors("pw")[1][0], fresh[0], atol=1e-5)
+
+    off, index = run(settings(multilingual_model=""))
+    assert off.mode == "incremental" and MULTILINGUAL not in index.companions
+    on, index = run(settings())
+    assert on.mode == "full" and len(index.companions[MULTILINGUAL]) == 2
