@@ -122,6 +122,11 @@ def build_retriever(settings: Settings, query_log: QueryLog | None = None) -> Re
     image = image_encoder(settings)
     fusion = make_fusion(settings, text, image)
     snapshot = load_snapshot(settings, text, image, fusion)
+    ml = multilingual_encoder(settings)
+    if ml is not None and MULTILINGUAL in snapshot.faq_index.companions:
+        # load it now: the first Chinese question would otherwise wait for the model (~3 s
+        # on a busy machine, past the Rasa action's timeout); the service warms only MiniLM
+        ml.encode(["预热"])
     return Retriever(
         text_encoder=text,
         image_encoder=image,
@@ -129,5 +134,5 @@ def build_retriever(settings: Settings, query_log: QueryLog | None = None) -> Re
         snapshot=snapshot,
         limits=limits_from(settings),
         query_log=query_log,
-        multilingual_encoder=multilingual_encoder(settings),
+        multilingual_encoder=ml,
     )

@@ -171,6 +171,8 @@ def test_english_questions_keep_the_english_index(demo) -> None:  # noqa: ANN001
     assert r.replies[0].matched != "centroid"
     assert r.faq_encoder is None and r.policy == demo.snapshot.policy
     assert r.decision is Decision.ANSWER
+    # loaded at start-up, so the first Chinese question does not wait for it
+    assert demo.multilingual_encoder._model is not None
 
 
 @pytest.mark.models
