@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import yaml
 from PIL import Image
 
 from retrieval.reindex import reindex
@@ -119,7 +118,7 @@ def main() -> int:
         settings = load_settings(
             None,
             data_dir=d / "var",
-            faq_path=d / "faq.yaml",
+            faq_path=d / "faq.jsonl",
             catalog_path=d / "products.jsonl",
             faq_calibration_path=d / "none.jsonl",
         )
@@ -128,12 +127,12 @@ def main() -> int:
     if args.faq:
         d, settings = setup("faq")
         bank = faq_bank(args.faq, rng)
-        (d / "faq.yaml").write_text(yaml.safe_dump(bank), encoding="utf-8")
+        write_jsonl(d / "faq.jsonl", bank)  # a large bank is generated, not hand-written: JSONL
 
         def edit_faq() -> None:
             for i in rng.sample(range(len(bank)), max(1, len(bank) // 100)):
                 bank[i]["answer"] = f"{sentence(rng, 14)} (edited)."
-            (d / "faq.yaml").write_text(yaml.safe_dump(bank), encoding="utf-8")
+            write_jsonl(d / "faq.jsonl", bank)  # a large bank is generated, not hand-written: JSONL
 
         results.append(bench("FAQ bank", "faq", settings, edit_faq, args.faq))
 

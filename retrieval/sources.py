@@ -90,9 +90,13 @@ def _tree(path: Path, text: str, suffix: str) -> Iterator[tuple[int, dict[str, A
     else:
         try:
             # libyaml's loader when present: the pure-Python one takes seconds per 1,000 entries
-            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-            data = yaml.load(text, Loader=loader)  # noqa: S506 - a safe loader
-            node = yaml.compose(text, Loader=loader)
+            # (one parse: the node tree gives line numbers, then becomes the data)
+            loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(text)
+            try:
+                node = loader.get_single_node()
+                data = loader.construct_document(node) if node is not None else None
+            finally:
+                loader.dispose()
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             raise SourceError(
