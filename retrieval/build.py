@@ -25,6 +25,7 @@ __all__ = [
     "build_product_index",
     "calibrate_faq",
     "calibrate_multilingual",
+    "routed",
     "faq_centroids",
     "faq_expectations",
     "faq_meta",
@@ -297,6 +298,16 @@ def calibrate_faq(
         in_scope.append(bool(relevant))
     threshold, accuracy = calibrate_threshold(tops, correct, in_scope)
     return CalibrationResult(threshold, accuracy, len(labelled), sum(not s for s in in_scope))
+
+
+def routed(labelled: list[tuple[str, set[str]]], *, cjk: bool) -> list[tuple[str, set[str]]]:
+    """The labelled questions a view answers: questions with CJK characters go to the
+    multilingual view, the others to the main one. A side with fewer than 10 questions gets
+    them all (a threshold fitted on a handful would be noise)."""
+    from .encoders.multilingual import has_cjk
+
+    mine = [(q, rel) for q, rel in labelled if has_cjk(q) == cjk]
+    return mine if len(mine) >= 10 else labelled
 
 
 def calibrate_multilingual(

@@ -18,6 +18,7 @@ from .build import (
     calibrate_faq,
     calibrate_multilingual,
     read_labelled,
+    routed,
 )
 from .catalog import load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
@@ -139,7 +140,7 @@ def ingest(
         ml = multilingual_encoder(settings)
         faq_index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
         if labelled:
-            cal = calibrate_faq(faq_index, text, labelled)
+            cal = calibrate_faq(faq_index, text, routed(labelled, cjk=False))
             faq_index.meta["calibration"] = {
                 "answer_threshold": round(cal.threshold, 6),
                 "accuracy": round(cal.accuracy, 6),
@@ -149,7 +150,9 @@ def ingest(
             }
             summary.calibration = faq_index.meta["calibration"]
             if ml is not None:
-                calibrate_multilingual(faq_index, ml, labelled, settings.faq_calibration_path)
+                calibrate_multilingual(
+                    faq_index, ml, routed(labelled, cjk=True), settings.faq_calibration_path
+                )
         built.append(("faq", faq_index))
     if catalog is not None:
         image = image_encoder(settings)

@@ -44,6 +44,7 @@ from .build import (
     product_meta,
     product_rows,
     read_labelled,
+    routed,
 )
 from .catalog import Catalog, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
@@ -345,7 +346,7 @@ def _reindex_faq(
             len(todo),
         )
     if labelled:
-        cal = calibrate_faq(index, text, labelled)
+        cal = calibrate_faq(index, text, routed(labelled, cjk=False))
         index.meta["calibration"] = {
             "answer_threshold": round(cal.threshold, 6),
             "accuracy": round(cal.accuracy, 6),
@@ -354,7 +355,9 @@ def _reindex_faq(
             "source": str(settings.faq_calibration_path),
         }
         if multilingual is not None:
-            calibrate_multilingual(index, multilingual, labelled, settings.faq_calibration_path)
+            calibrate_multilingual(
+                index, multilingual, routed(labelled, cjk=True), settings.faq_calibration_path
+            )
     else:
         index.meta.pop("calibration", None)
         for companion in index.companions.values():
