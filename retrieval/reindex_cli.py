@@ -72,15 +72,9 @@ def _engine(settings: Any) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from .settings import load_settings
+    from .cli import _settings as settings_from_args  # the one place CLI options become settings
 
-    return load_settings(
-        args.config,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        catalog_path=getattr(args, "catalog", None),
-        faq_path=getattr(args, "faq", None),
-    )
+    return settings_from_args(args)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:

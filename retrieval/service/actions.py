@@ -142,15 +142,7 @@ class ActionAnswerQuestion(Action):
                 },
             )
             return []
-        dispatcher.utter_message(
-            response=_response("utter_handoff", lang),
-            json_message={
-                "handoff": True,
-                "query_id": result.query_id,
-                "decision": result.decision.value,
-                "retrieval_ms": _total_ms(result),
-            },
-        )
+        _hand_off(dispatcher, result, lang)
         return []
 
 
@@ -208,15 +200,7 @@ class ActionAnswerPhoto(Action):
                 json_message=_products_payload(result),
             )
             return []
-        dispatcher.utter_message(
-            response=_response("utter_handoff", lang),
-            json_message={
-                "handoff": True,
-                "query_id": result.query_id,
-                "decision": result.decision.value,
-                "retrieval_ms": _total_ms(result),
-            },
-        )
+        _hand_off(dispatcher, result, lang)
         return []
 
 
@@ -238,6 +222,19 @@ async def _ask(
             json_message={"handoff": True, "reason": "retrieval unavailable"},
         )
         return None
+
+
+def _hand_off(dispatcher: CollectingDispatcher, result: QueryResult, lang: str) -> None:
+    """The hand-off message, with the logged query it refers to (the agents' queue entry)."""
+    dispatcher.utter_message(
+        response=_response("utter_handoff", lang),
+        json_message={
+            "handoff": True,
+            "query_id": result.query_id,
+            "decision": result.decision.value,
+            "retrieval_ms": _total_ms(result),
+        },
+    )
 
 
 def _total_ms(result: QueryResult) -> float:
