@@ -98,6 +98,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .console.cli import register as register_console
 
     register_console(sub)  # agents
+    from .bench.cli import register as register_bench
+
+    register_bench(sub)  # bench
     return parser
 
 
@@ -234,6 +237,12 @@ def _agents(args: argparse.Namespace) -> int:
     return run_agents(args)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench.cli import run_bench
+
+    return run_bench(args)
+
+
 COMMANDS = {
     "ingest": cmd_ingest,
     "query": cmd_query,
@@ -241,6 +250,7 @@ COMMANDS = {
     "eval": cmd_eval,
     "datasets": cmd_datasets,
     "agents": _agents,
+    "bench": _bench,
 }
 
 

@@ -1,0 +1,341 @@
+"""The ``retrieval bench`` command (registered by retrieval.cli)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from ..errors import RetrievalError
+from .stats import parse_count
+
+__all__ = ["register", "run_bench"]
+
+QUICK = {
+    "sizes": "10k",
+    "dims": "384",
+    "queries": 100,
+    "batch_sizes": "1,8",
+    "encoder_items": 16,
+    "clients": "1,8",
+    "requests": 40,
+    "service_products": 1000,
+    "service_faq": 100,
+}
+FULL = {
+    "sizes": "10k,100k,1M",
+    "dims": "384,1664",
+    "queries": 500,
+    "batch_sizes": "1,8,32,64",
+    "encoder_items": 128,
+    "clients": "1,8,32",
+    "requests": 400,
+    "service_products": 100_000,
+    "service_faq": 2_000,
+}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="measure index build, memory, query latency at target recalls, encoders and HTTP",
+        description="Performance benchmark. (1) Index: embedding-like synthetic vectors "
+        "(retrieval/synthetic.py) at each size x dim; hnswlib build rate (all cores), memory "
+        "per vector, and single-thread query latency p50/p95/p99 and QPS at the smallest ef "
+        "reaching each recall@k target against exact search, beside exact numpy search on one "
+        "core. A size that does not fit in memory is skipped with a line saying so. "
+        "(2) Encoders: texts/s and images/s by batch size on the demo FAQ, catalog texts and "
+        "photos. (3) HTTP: a real `retrieval serve` over synthetic indexes in a temporary data "
+        "dir, text questions from several concurrent clients. Prints tables; see --json, --out.",
+    )
+    p.add_argument("--sizes", help="index sizes, comma-separated (default 10k,100k,1M; quick: 10k)")
+    p.add_argument(
+        "--dims", help="vector dimensions (default 384,1664: text and fused; quick: 384)"
+    )
+    p.add_argument("--targets", default="0.95,0.99", help="recall@k targets (default 0.95,0.99)")
+    p.add_argument(
+        "-k", type=int, default=10, help="neighbours per query, the k of recall@k (default 10)"
+    )
+    p.add_argument("--queries", type=int, help="queries per size (default 500; quick: 100)")
+    p.add_argument("--m", type=int, help="hnswlib M (default: the configured hnsw_m)")
+    p.add_argument(
+        "--ef-construction", type=int, help="hnswlib ef_construction (default: the configured one)"
+    )
+    p.add_argument(
+        "--max-memory",
+        type=float,
+        metavar="GB",
+        help="skip a size x dim whose estimated need is above this (default: 90%% of available memory)",
+    )
+    p.add_argument(
+        "--parts",
+        default="index,encoders,http",
+        help="which parts to run, comma-separated from index, encoders, http (default: all)",
+    )
+    p.add_argument("--batch-sizes", help="encoder batch sizes (default 1,8,32,64; quick: 1,8)")
+    p.add_argument(
+        "--encoder-items",
+        type=int,
+        help="items encoded per batch size, at least (default 128; quick: 16)",
+    )
+    p.add_argument(
+        "--clients", help="concurrent HTTP clients, comma-separated (default 1,8,32; quick: 1,8)"
+    )
+    p.add_argument(
+        "--requests", type=int, help="HTTP requests per client count (default 400; quick: 40)"
+    )
+    p.add_argument(
+        "--service-products",
+        type=int,
+        help="synthetic products in the served index (default 100000; quick: 1000)",
+    )
+    p.add_argument(
+        "--service-faq",
+        type=int,
+        help="synthetic FAQ entries, 5 phrasings each (default 2000; quick: 100)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a small smoke run (the quick defaults above)"
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    p.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="write bench.json, bench.md and recall_vs_qps.png in DIR",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--config", type=Path, help="settings file (models, HNSW defaults)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+
+
+def _ints(text: str, what: str, *, counts: bool = False) -> list[int]:
+    try:
+        values = [parse_count(s) if counts else int(s) for s in text.split(",") if s.strip()]
+    except ValueError as exc:
+        raise RetrievalError(f"--{what}: {exc}") from None
+    if not values or min(values) < 1:
+        raise RetrievalError(f"--{what} needs positive whole numbers, got '{text}'")
+    return values
+
+
+def _options(args: argparse.Namespace, settings: Any) -> dict:
+    d = QUICK if args.quick else FULL
+    pick = {k: d[k] if getattr(args, k) is None else getattr(args, k) for k in d}
+    parts = [s.strip() for s in args.parts.split(",") if s.strip()]
+    bad = sorted(set(parts) - {"index", "encoders", "http"})
+    if bad or not parts:
+        raise RetrievalError(f"--parts: unknown part(s) {bad}; choose from index, encoders, http")
+    try:
+        targets = [float(s) for s in args.targets.split(",")]
+    except ValueError:
+        raise RetrievalError(f"--targets: '{args.targets}' is not a list of numbers") from None
+    if not targets or not all(0 < t <= 1 for t in targets):
+        raise RetrievalError("--targets must be recalls in (0, 1], e.g. 0.95,0.99")
+    for name in ("queries", "encoder_items", "requests", "service_products", "service_faq"):
+        if pick[name] < 1:
+            raise RetrievalError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.k < 1:
+        raise RetrievalError("-k must be at least 1")
+    sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
+    if min(sizes) <= args.k:
+        raise RetrievalError(f"--sizes must be above k={args.k}")
+    return {
+        "parts": parts,
+        "sizes": sizes,
+        "dims": _ints(str(pick["dims"]), "dims"),
+        "targets": sorted(targets),
+        "k": args.k,
+        "queries": pick["queries"],
+        "m": args.m or settings.hnsw_m,
+        "ef_construction": args.ef_construction or settings.hnsw_ef_construction,
+        "batch_sizes": _ints(str(pick["batch_sizes"]), "batch-sizes"),
+        "encoder_items": pick["encoder_items"],
+        "clients": _ints(str(pick["clients"]), "clients"),
+        "requests": pick["requests"],
+        "service_products": pick["service_products"],
+        "service_faq": pick["service_faq"],
+    }
+
+
+def _command(opts: dict) -> str:
+    j = lambda xs: ",".join(map(str, xs))  # noqa: E731
+    return (
+        f"retrieval bench --sizes {j(opts['sizes'])} --dims {j(opts['dims'])} "
+        f"--queries {opts['queries']} --parts {j(opts['parts'])} --batch-sizes {j(opts['batch_sizes'])} "
+        f"--clients {j(opts['clients'])} --requests {opts['requests']} "
+        f"--service-products {opts['service_products']} --service-faq {opts['service_faq']}"
+    )
+
+
+def _progress_factory(enabled: bool):  # noqa: ANN202
+    from tqdm.auto import tqdm
+
+    tty = sys.stderr.isatty()
+
+    def make(label: str, total: int) -> Any:
+        return tqdm(
+            total=total, desc=label, unit="vec", unit_scale=True, disable=not enabled,
+            mininterval=0.5 if tty else 30, file=sys.stderr, leave=tty,
+        )  # fmt: skip
+
+    return make
+
+
+def _run_index(opts: dict, progress: Any, err: Any, max_memory: float | None, out: dict) -> None:
+    from .data import available_memory
+    from .index import IndexBenchConfig, bench_index, memory_needed
+
+    cfg = IndexBenchConfig(
+        m=opts["m"], ef_construction=opts["ef_construction"], k=opts["k"],
+        n_queries=opts["queries"], targets=tuple(opts["targets"]),
+    )  # fmt: skip
+    rates: dict[int, float] = {}
+    for n, dim in sorted(
+        ((n, d) for n in opts["sizes"] for d in opts["dims"]), key=lambda p: p[0] * p[1]
+    ):
+        need = memory_needed(n, dim, cfg)
+        avail = available_memory()
+        limit = max_memory * 1e9 if max_memory else (0.9 * avail if avail else None)
+        if limit is not None and need > limit:
+            reason = f"needs ~{need / 1e9:.1f} GB, {limit / 1e9:.1f} GB allowed"
+            if avail is not None:
+                reason += f" ({avail / 1e9:.1f} GB available)"
+            line = f"skipped {n:,} x {dim}: {reason}"
+            err.print(line)
+            out["skipped"].append(line)
+            out["index"].append({"n": n, "dim": dim, "status": "skipped", "reason": reason})
+            continue
+        err.print(f"index {n:,} x {dim}: about {need / 1e9:.1f} GB needed")
+        r = bench_index(n, dim, cfg, progress, expected_rate=rates.get(dim), notify=err.print)
+        rates[dim] = r["build_rate"]
+        out["index"].append(r)
+
+
+def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
+    from ..encoders import image_encoder, text_encoder
+    from ..encoders.base import on_model_thread
+    from .encoders import bench_encoder, demo_images, demo_texts
+
+    texts = demo_texts(settings.faq_path, settings.catalog_path)
+    images = demo_images(settings.catalog_path)
+    err.print(f"encoders: {len(texts)} demo texts, {len(images)} catalog photos")
+    text = bench_encoder(text_encoder(settings), texts, opts["batch_sizes"], opts["encoder_items"])
+    image_items = max(1, opts["encoder_items"] // 2)
+    image = bench_encoder(image_encoder(settings), images, opts["batch_sizes"], image_items)
+    import torch
+
+    threads = on_model_thread(torch.get_num_threads)
+    return {
+        "torch_threads": threads,
+        "n_texts": len(texts),
+        "n_images": len(images),
+        "text": text,
+        "image": image,
+    }
+
+
+def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
+    from .http import load_levels, make_service_data, start_service
+
+    with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
+        data_dir = Path(tmp)
+        if config is not None:
+            os.environ["RETRIEVAL_CONFIG"] = str(config)
+        t0 = time.perf_counter()
+        make_service_data(data_dir, opts["service_faq"], 5, opts["service_products"], progress)
+        prepare_s = time.perf_counter() - t0
+        err.print("http: starting retrieval serve ...")
+        proc, url, startup_s = start_service(data_dir, data_dir / "serve.log")
+        try:
+            levels = load_levels(url, opts["clients"], opts["requests"])
+        finally:
+            proc.terminate()
+            proc.wait(30)
+    from ..encoders import image_encoder, text_encoder
+    from ..settings import load_settings
+
+    s = load_settings(config)
+    return {
+        "n_faq_vectors": opts["service_faq"] * 5,
+        "n_products": opts["service_products"],
+        "fused_dim": image_encoder(s).dim + text_encoder(s).dim,
+        "prepare_s": prepare_s,
+        "startup_s": startup_s,
+        "levels": levels,
+    }
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..settings import load_settings
+    from .data import DATA_DESCRIPTION, available_memory
+    from .report import markdown, plot_recall_vs_qps, print_tables
+
+    settings = load_settings(args.config)
+    opts = _options(args, settings)
+    if args.max_memory is not None and args.max_memory <= 0:
+        raise RetrievalError("--max-memory must be a positive number of GB")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+    wide = None if sys.stdout.isatty() else 160
+    con, err = Console(width=wide, highlight=False), Console(stderr=True, highlight=False)
+    progress = _progress_factory(not args.no_progress)
+    avail = available_memory()
+    result: dict[str, Any] = {
+        "started": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "command": _command(opts),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "load_start": list(os.getloadavg()),
+            "mem_available_gb": None if avail is None else avail / 1e9,
+            "python": platform.python_version(),
+            "hnswlib": version("hnswlib"),
+            "numpy": version("numpy"),
+        },
+        "config": {
+            "k": opts["k"],
+            "m": opts["m"],
+            "ef_construction": opts["ef_construction"],
+            "targets": opts["targets"],
+            "queries": opts["queries"],
+            "data": DATA_DESCRIPTION,
+        },  # fmt: skip
+        "index": [],
+        "skipped": [],
+    }
+    failed = False
+    t0 = time.perf_counter()
+    if "index" in opts["parts"]:
+        _run_index(opts, progress, err, args.max_memory, result)
+    if "encoders" in opts["parts"]:
+        result["encoders"] = _run_encoders(opts, settings, err)
+    if "http" in opts["parts"]:
+        try:
+            result["http"] = _run_http(opts, args.config, progress, err)
+        except RetrievalError as exc:
+            failed = True
+            result["skipped"].append(f"http part failed: {exc}")
+    result["machine"]["load_end"] = list(os.getloadavg())
+    result["seconds"] = time.perf_counter() - t0
+    print_tables(result, con)
+    if args.out is not None:
+        (args.out / "bench.json").write_text(json.dumps(result, indent=2))
+        (args.out / "bench.md").write_text(markdown(result, result["command"]))
+        if any(r["status"] == "ok" for r in result["index"]):
+            plot_recall_vs_qps(result, args.out / "recall_vs_qps.png")
+        err.print(f"wrote {args.out}/bench.json, bench.md, recall_vs_qps.png")
+    if args.json:
+        sys.stdout.flush()
+        sys.stdout.write(json.dumps(result) + "\n")
+        sys.stdout.flush()
+    return 1 if failed else 0

@@ -1,0 +1,171 @@
+"""End-to-end HTTP latency of a real ``retrieval serve`` under concurrent clients.
+
+The command builds synthetic FAQ and product indexes in a temporary data dir (the real
+encoders' ids and fusion, published as ``ingest`` would), starts ``retrieval serve`` on a
+free port, and sends text questions from 1, 8, 32 ... concurrent clients.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import RetrievalError
+from .stats import latency_summary
+
+__all__ = ["QUESTIONS", "load_levels", "make_service_data", "start_service"]
+
+QUESTIONS = [
+    "how long does delivery take?",
+    "do you have organic bananas?",
+    "can I pay with paypal",
+    "where is my order",
+    "I want to return an item",
+    "is the oat milk in stock",
+    "what are your opening hours",
+    "my card was declined",
+    "do you deliver on sundays",
+    "gluten free bread",
+    "cheap apple juice",
+    "how do I reset my password",
+]
+
+
+def make_service_data(
+    data_dir: Path, n_faq_entries: int, phrasings: int, n_products: int, progress: Any
+) -> None:
+    """Synthetic FAQ (entries x phrasings vectors) and product (fused + text view) indexes."""
+    from ..build import faq_expectations, product_expectations
+    from ..encoders import image_encoder, text_encoder
+    from ..fusion import fuse
+    from ..index import IndexParams, VectorIndex
+    from ..runtime import make_fusion
+    from ..settings import load_settings
+    from ..storage import new_version_id, publish
+    from .data import embedding_like_chunked
+
+    settings = load_settings(None, data_dir=data_dir)
+    text, image = text_encoder(settings), image_encoder(settings)
+    fusion = make_fusion(settings, text, image)
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+
+    faq_vecs, _ = embedding_like_chunked(n_faq_entries * phrasings, text.dim, seed=1)
+    faq = VectorIndex(text.dim, params, capacity=len(faq_vecs), meta=faq_expectations(text))
+    faq.add(
+        [(f"faq{i}", f"example{j}") for i in range(n_faq_entries) for j in range(phrasings)],
+        faq_vecs,
+    )
+    faq.meta["records"] = [
+        {"id": f"faq{i}", "answer": f"Answer {i}.", "question": f"Question {i}?"}
+        for i in range(n_faq_entries)
+    ]
+    faq.meta["calibration"] = {"answer_threshold": 0.5}
+    publish(faq, settings.index_dir, "faq", new_version_id("faq"))
+
+    img, _ = embedding_like_chunked(n_products, image.dim, seed=2)
+    txt, _ = embedding_like_chunked(n_products, text.dim, seed=3)
+    prod = VectorIndex(
+        fusion.dim, params, capacity=n_products, meta=product_expectations(text, image, fusion)
+    )
+    text_view = VectorIndex(text.dim, params, capacity=n_products, meta={"kind": "products-text"})
+    bar = progress(f"service data: {n_products:,} products", 2 * n_products)
+    step = 10_000
+    for start in range(0, n_products, step):
+        end = min(n_products, start + step)
+        keys = [f"p{i}" for i in range(start, end)]
+        prod.add([(k, "image0") for k in keys], fuse(img[start:end], txt[start:end], fusion))
+        bar.update(end - start)
+        text_view.add([(k, "text") for k in keys], txt[start:end])
+        bar.update(end - start)
+    bar.close()
+    prod.companions["text"] = text_view
+    prod.meta["records"] = [
+        {"id": f"p{i}", "title": f"Product {i}", "price": 1.0, "currency": "EUR", "images": []}
+        for i in range(n_products)
+    ]
+    publish(prod, settings.index_dir, "products", new_version_id("products"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_service(data_dir: Path, log_path: Path, timeout_s: float = 600) -> tuple[Any, str, float]:
+    """Start ``retrieval serve`` over ``data_dir``; wait for /health. Returns (process, url, seconds)."""
+    import httpx
+
+    port = free_port()
+    env = {**os.environ, "RETRIEVAL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    with open(log_path, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.perf_counter()
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url, time.perf_counter() - t0
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+            proc.terminate()
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RetrievalError(
+                f"retrieval serve did not become ready ({' / '.join(tail) or 'no output'})"
+            )
+        time.sleep(0.2)
+
+
+async def _level(url: str, clients: int, n_requests: int) -> dict:
+    import httpx
+
+    times: list[float] = []
+    errors = 0
+    counter = iter(range(n_requests))
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal errors
+        for i in counter:
+            q = QUESTIONS[i % len(QUESTIONS)] + f" {i}"
+            t = time.perf_counter()
+            try:
+                r = await client.post("/v1/query", json={"text": q, "k_products": 5, "k_faq": 3})
+                ok = r.status_code == 200
+            except httpx.HTTPError:
+                ok = False
+            if ok:
+                times.append((time.perf_counter() - t) * 1e3)
+            else:
+                errors += 1
+
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as client:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(clients)))
+        wall = time.perf_counter() - t0
+    row: dict = {"clients": clients, "requests": n_requests, "errors": errors, "wall_s": wall}
+    if times:
+        row.update(latency_summary(times, wall).as_dict())
+    return row
+
+
+def load_levels(url: str, levels: Sequence[int], n_requests: int, warmup: int = 20) -> list[dict]:
+    """Latency and QPS at each number of concurrent clients (text questions, after a warm-up)."""
+    asyncio.run(_level(url, 1, warmup))
+    rows = []
+    for clients in levels:
+        rows.append(asyncio.run(_level(url, clients, max(n_requests, clients))))
+    return rows
