@@ -103,6 +103,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="synthetic FAQ entries, 5 phrasings each (default 2000; quick: 100)",
     )
     p.add_argument(
+        "--torch-threads",
+        type=int,
+        default=1,
+        help="torch CPU threads for the encoder part (default 1, as in the web service; "
+        "a loaded machine makes a 2-thread team wait on its descheduled member)",
+    )
+    p.add_argument(
         "--quick", action="store_true", help="a small smoke run (the quick defaults above)"
     )
     p.add_argument("--json", action="store_true", help="print one JSON object as the last line")
@@ -143,6 +150,8 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
     for name in ("queries", "encoder_items", "requests", "service_products", "service_faq"):
         if pick[name] < 1:
             raise RetrievalError(f"--{name.replace('_', '-')} must be at least 1")
+    if args.torch_threads < 1:
+        raise RetrievalError("--torch-threads must be at least 1")
     if args.k < 1:
         raise RetrievalError("-k must be at least 1")
     sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
@@ -163,6 +172,7 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "requests": pick["requests"],
         "service_products": pick["service_products"],
         "service_faq": pick["service_faq"],
+        "torch_threads": args.torch_threads,
     }
 
 
@@ -172,7 +182,8 @@ def _command(opts: dict) -> str:
         f"retrieval bench --sizes {j(opts['sizes'])} --dims {j(opts['dims'])} "
         f"--queries {opts['queries']} --parts {j(opts['parts'])} --batch-sizes {j(opts['batch_sizes'])} "
         f"--clients {j(opts['clients'])} --requests {opts['requests']} "
-        f"--service-products {opts['service_products']} --service-faq {opts['service_faq']}"
+        f"--service-products {opts['service_products']} --service-faq {opts['service_faq']} "
+        f"--torch-threads {opts['torch_threads']}"
     )
 
 
@@ -184,7 +195,7 @@ def _progress_factory(enabled: bool):  # noqa: ANN202
     def make(label: str, total: int) -> Any:
         return tqdm(
             total=total, desc=label, unit="vec", unit_scale=True, disable=not enabled,
-            mininterval=0.5 if tty else 30, file=sys.stderr, leave=tty,
+            mininterval=0.5 if tty else 30, file=sys.stderr, leave=True,
         )  # fmt: skip
 
     return make
@@ -222,8 +233,10 @@ def _run_index(opts: dict, progress: Any, err: Any, max_memory: float | None, ou
 
 def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
     from ..encoders import image_encoder, text_encoder
-    from ..encoders.base import on_model_thread
+    from ..encoders.base import on_model_thread, set_model_threads
     from .encoders import bench_encoder, demo_images, demo_texts
+
+    set_model_threads(opts["torch_threads"])
 
     texts = demo_texts(settings.faq_path, settings.catalog_path)
     images = demo_images(settings.catalog_path)
