@@ -57,12 +57,16 @@ class Latency:
         }
 
 
-def latency_summary(times_ms: Sequence[float], wall_s: float | None = None) -> Latency:
-    """Percentiles of ``times_ms``; QPS is len / ``wall_s`` (default: the sum of the times)."""
+def latency_summary(
+    times_ms: Sequence[float], wall_s: float | None = None, count: int | None = None
+) -> Latency:
+    """Percentiles of ``times_ms``; QPS is ``count`` (default: all) queries over ``wall_s``
+    seconds (default: the sum of the times)."""
     t = np.asarray(times_ms, dtype=np.float64)
     if t.size == 0:
         raise ValueError("no latencies to summarise")
     wall = float(t.sum() / 1e3) if wall_s is None else wall_s
+    done = int(t.size) if count is None else count
     p50, p95, p99 = np.percentile(t, [50, 95, 99])
     return Latency(
         n=int(t.size),
@@ -70,7 +74,7 @@ def latency_summary(times_ms: Sequence[float], wall_s: float | None = None) -> L
         p95_ms=float(p95),
         p99_ms=float(p99),
         mean_ms=float(t.mean()),
-        qps=float(t.size / wall) if wall > 0 else float("inf"),
+        qps=float(done / wall) if wall > 0 else float("inf"),
     )
 
 

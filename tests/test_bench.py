@@ -1,0 +1,191 @@
+"""``retrieval bench``: the maths it rests on, and one small real run of the command."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import hnswlib
+import numpy as np
+import pytest
+
+from retrieval.bench.data import embedding_like_chunked, exact_one, exact_topk
+from retrieval.bench.report import markdown, tables
+from retrieval.bench.stats import (
+    estimate_index_bytes,
+    latency_summary,
+    parse_count,
+    recall_at_k,
+    search_ef,
+)
+from retrieval.cli import main
+from retrieval.synthetic import embedding_like
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_recall_at_k_counts_the_true_neighbours_found() -> None:
+    truth = np.array([[1, 2, 3, 4], [5, 6, 7, 8]])
+    found = [[4, 3, 9, 1], [0, 0, 0, 5]]  # 3 of 4, then 1 of 4 (a repeated id counts once)
+    assert recall_at_k(found, truth, 4) == pytest.approx((3 / 4 + 1 / 4) / 2)
+    assert recall_at_k([[1, 9], [5, 6]], truth, 2) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="result lists"):
+        recall_at_k([[1]], truth, 1)
+
+
+def test_latency_summary_percentiles_and_qps() -> None:
+    times = list(range(1, 101))  # 1..100 ms
+    lat = latency_summary(times)
+    assert lat.p50_ms == pytest.approx(50.5)
+    assert lat.p95_ms == pytest.approx(95.05)
+    assert lat.p99_ms == pytest.approx(99.01)
+    assert lat.qps == pytest.approx(100 / 5.05)  # the times sum to 5.05 s
+    assert latency_summary(times, wall_s=2.0).qps == pytest.approx(50.0)  # concurrent clients
+    with pytest.raises(ValueError):
+        latency_summary([])
+
+
+def fake_curve(ef: int) -> float:
+    """A saturating recall curve: 0.9 at ef=10, 0.95 from ef=20, 0.99 from ef=100."""
+    return 1.0 - 1.0 / ef
+
+
+@pytest.mark.parametrize("target", [0.5, 0.9, 0.95, 0.97, 0.99, 0.995])
+def test_search_ef_finds_the_smallest_ef_reaching_the_target(target: float) -> None:
+    calls: list[int] = []
+
+    def recall_at(ef: int) -> float:
+        calls.append(ef)
+        return fake_curve(ef)
+
+    found = search_ef(recall_at, target, start=10, max_ef=4096)
+    smallest = next(ef for ef in range(10, 4097) if fake_curve(ef) >= target)
+    assert found.ef == smallest
+    assert found.recall == pytest.approx(fake_curve(smallest))
+    assert len(calls) <= 2 * 12 + 2  # doubling then bisection, not a scan
+
+
+def test_search_ef_reports_an_unreached_target() -> None:
+    found = search_ef(lambda ef: min(0.9, ef / 100), 0.95, start=10, max_ef=300)
+    assert found.ef is None and found.recall is None
+    with pytest.raises(ValueError):
+        search_ef(fake_curve, 1.5)
+
+
+def test_parse_count() -> None:
+    assert [parse_count(s) for s in ("2k", "10K", "1M", "2500", "1.5k")] == [
+        2000,
+        10_000,
+        1_000_000,
+        2500,
+        1500,
+    ]
+    for bad in ("ten", "0", "-5k", "1.5", ""):
+        with pytest.raises(ValueError):
+            parse_count(bad)
+
+
+def test_chunked_generator_draws_the_same_vectors_as_synthetic() -> None:
+    x, q = embedding_like(1003, 48, n_queries=17, seed=5)
+    xc, qc = embedding_like_chunked(1003, 48, n_queries=17, seed=5, chunk=100)
+    np.testing.assert_allclose(xc, x, atol=1e-6)
+    np.testing.assert_allclose(qc, q, atol=1e-6)
+
+
+def test_exact_topk_matches_a_full_sort_across_chunks() -> None:
+    x, q = embedding_like(2345, 32, n_queries=20, seed=3)
+    want = np.argsort(-(q @ x.T), axis=1)[:, :10]
+    np.testing.assert_array_equal(exact_topk(x, q, 10, chunk=500), want)
+    np.testing.assert_array_equal(exact_one(x, q[0], 10), want[0])
+
+
+def test_memory_estimate_is_near_hnswlibs_own_size() -> None:
+    n, dim, m = 5000, 64, 16
+    index = hnswlib.Index(space="ip", dim=dim)
+    index.init_index(max_elements=n, M=m, ef_construction=40)
+    index.add_items(embedding_like(n, dim, seed=1)[0])
+    est = estimate_index_bytes(n, dim, m)
+    assert 0.8 < est / index.index_file_size() < 1.25
+
+
+def test_report_names_a_skipped_size() -> None:
+    result = {
+        "started": "2026-11-28 05:00 UTC",
+        "machine": {"cpus": 2, "load_start": [1.0, 1.0, 1.0], "load_end": [2.0, 2.0, 2.0]},
+        "config": {"k": 10, "m": 24, "ef_construction": 200, "targets": [0.95], "data": "x"},
+        "index": [{"n": 1_000_000, "dim": 1664, "status": "skipped", "reason": "needs ~14 GB"}],
+        "skipped": ["skipped 1,000,000 x 1664: needs ~14 GB"],
+    }
+    (title, header, rows), *_ = tables(result)
+    assert rows == [["1M x 1664", "skipped: needs ~14 GB", "", "", "", ""]]
+    md = markdown(result, "retrieval bench --sizes 1M")
+    assert "| 1M x 1664 | skipped: needs ~14 GB |" in md and "load average 1.0" in md
+
+
+def test_a_size_that_does_not_fit_is_skipped_with_a_line(capsys: pytest.CaptureFixture) -> None:
+    code = main(
+        ["bench", "--parts", "index", "--sizes", "3k", "--dims", "8", "--max-memory", "0.001"]
+        + ["--json", "--no-progress"]
+    )
+    out = capsys.readouterr()
+    assert code == 0
+    result = json.loads(out.out.strip().splitlines()[-1])
+    assert result["index"][0]["status"] == "skipped"
+    assert "skipped 3,000 x 8: needs ~0.3 GB, 0.0 GB allowed" in out.err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--sizes", "lots"], "--sizes: 'lots' is not a count"),
+        (["--sizes", "5"], "--sizes must be above k=10"),
+        (["--targets", "0.9,2"], "--targets must be recalls in (0, 1]"),
+        (["--parts", "index,gpu"], "--parts: unknown part(s) ['gpu']"),
+        (["--dims", "0"], "--dims needs positive whole numbers"),
+    ],
+)
+def test_bad_options_are_one_line_errors(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture
+) -> None:
+    assert main(["bench", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+@pytest.mark.models
+def test_quick_run_measures_every_part(tmp_path: Path) -> None:
+    """The real command end to end, kept small: index, both encoders, a real served index."""
+    out = subprocess.run(
+        [sys.executable, "-m", "retrieval.cli", "bench", "--quick", "--sizes", "2k", "--json"]
+        + ["--queries", "60", "--batch-sizes", "1,4", "--encoder-items", "4"]
+        + ["--clients", "1,4", "--requests", "8", "--service-products", "300"]
+        + ["--service-faq", "20", "--out", str(tmp_path), "--no-progress"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    (idx,) = result["index"]
+    assert (idx["n"], idx["dim"], idx["status"]) == (2000, 384, "ok")
+    assert idx["build_rate"] > 0 and idx["bytes_per_vector_hnswlib"] > 384 * 4
+    assert idx["exact"]["recall"] >= 0.99  # float rounding may swap near-ties
+    assert [t["target"] for t in idx["targets"]] == [0.95, 0.99]
+    for t in idx["targets"]:
+        assert t["ef"] >= 10 and t["recall"] >= t["target"]
+        assert t["p50_ms"] <= t["p95_ms"] <= t["p99_ms"] and t["qps"] > 0
+        assert t["speedup_vs_exact"] > 0
+    assert {p["ef"] for p in idx["curve"]} >= {t["ef"] for t in idx["targets"]}
+    for kind in ("text", "image"):
+        rows = result["encoders"][kind]["by_batch"]
+        assert [r["batch_size"] for r in rows] == [1, 4]
+        assert all(r["items_per_s"] > 0 for r in rows)
+    levels = result["http"]["levels"]
+    assert [(r["clients"], r["errors"], r["n"]) for r in levels] == [(1, 0, 8), (4, 0, 8)]
+    assert result["http"]["fused_dim"] == 1664
+    assert {p.name for p in tmp_path.iterdir()} == {"bench.json", "bench.md", "recall_vs_qps.png"}
+    assert "| 2k x 384 | HNSW >= 0.99 |" in (tmp_path / "bench.md").read_text()
