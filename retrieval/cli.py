@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench.cli import register as register_bench
 
     register_bench(sub)  # bench
+    from .training.cli import register as register_training
+
+    register_training(sub, _common)  # train, models
     return parser
 
 
@@ -260,6 +263,12 @@ def _reindex_commands() -> dict:
     return reindex_commands
 
 
+def _training_commands() -> dict:
+    from .training.cli import COMMANDS as training_commands
+
+    return training_commands
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -273,7 +282,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        return {**COMMANDS, **_reindex_commands()}[args.command](args)
+        commands = {**COMMANDS, **_reindex_commands(), **_training_commands()}
+        return commands[args.command](args)
     except RetrievalError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

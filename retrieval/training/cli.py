@@ -1,0 +1,243 @@
+"""The ``retrieval train`` and ``retrieval models`` commands (docs/training.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["COMMANDS", "register"]
+
+RESTART = (
+    "a running service keeps the model it started with: restart it (`retrieval serve`, "
+    "or the launcher) to use this one"
+)
+
+
+def _out(text: str) -> None:
+    """The commands' output is their interface: write it to stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def register(sub: Any, common: Any) -> None:
+    p = sub.add_parser(
+        "train",
+        help="fine-tune the text encoder on the shop's data; promote the new model if better",
+        description="Fine-tune the sentence-transformers text encoder contrastively on pairs of "
+        "(question, FAQ entry): the bank's example phrasings, labelled questions (--train) and "
+        "the answers agents accepted or edited in the console (rejected suggestions become hard "
+        "negatives, as do near-miss entries mined with the current encoder). Fits the answer / "
+        "suggest thresholds and margin on held-out questions, compares the new model with the "
+        "current one there, and promotes it only if its held-out MRR@10 and overall accuracy "
+        "are both at least as good and one is better (or with --force). Promotion re-indexes "
+        "everything with the new model. Each run writes a new version under DATA_DIR/models.",
+    )
+    common(p)
+    p.add_argument(
+        "--bank",
+        type=Path,
+        help="FAQ bank (BANK format, docs/evaluation.md); default: the faq_path setting plus "
+        "the drafts agents approved",
+    )
+    p.add_argument(
+        "--train",
+        type=Path,
+        help="labelled training questions (JSONL: {query, relevant: [id, ...]}; an empty "
+        "relevant list = out of scope)",
+    )
+    p.add_argument(
+        "--heldout",
+        type=Path,
+        help="labelled held-out questions for thresholds and the comparison; default: a "
+        "seeded share of --train (see --heldout-share)",
+    )
+    p.add_argument(
+        "--heldout-share",
+        type=float,
+        default=0.2,
+        help="share of --train kept aside as held-out when --heldout is not given (default 0.2)",
+    )
+    p.add_argument(
+        "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
+    )
+    p.add_argument(
+        "--epochs", type=int, default=2, help="passes over the training pairs (default 2)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=32,
+        help="questions per step; each also sees the others' answers as negatives (default 32)",
+    )
+    p.add_argument(
+        "--learning-rate", type=float, default=2e-5, help="AdamW learning rate (default 2e-5)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of the split, batches and weights (default 0)"
+    )
+    p.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="where to train: auto = CUDA when present (default auto)",
+    )
+    p.add_argument("--threads", type=int, default=2, help="torch threads on CPU (default 2)")
+    p.add_argument(
+        "--force", action="store_true", help="promote the new model even if it is not better"
+    )
+    p.add_argument("--no-promote", action="store_true", help="only train and record the version")
+    p.add_argument(
+        "--no-reindex",
+        action="store_true",
+        help="promote without re-indexing (the indexes then no longer fit the model: run "
+        "`retrieval reindex` before serving)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print the version's manifest as JSON")
+
+    p = sub.add_parser(
+        "models",
+        help="list trained model versions, or roll back to another one",
+        description="Without an action: the model versions under DATA_DIR/models, newest "
+        "first, with their held-out metrics (* = promoted). `models rollback ID` promotes an "
+        "earlier version again (`packaged` = the configured, untrained models) and re-indexes.",
+    )
+    common(p)
+    p.add_argument(
+        "action", nargs="?", choices=("list", "rollback"), default="list", help="what to do"
+    )
+    p.add_argument("target", nargs="?", help="for rollback: a version id, or 'packaged'")
+    p.add_argument("--no-reindex", action="store_true", help="roll back without re-indexing")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def _settings(args: argparse.Namespace, promoted: bool = True) -> Any:
+    from ..settings import load_settings
+
+    return load_settings(
+        args.config, promoted=promoted, data_dir=args.data_dir, database_url=args.database_url
+    )
+
+
+def _engine(settings: Any) -> Any:
+    from ..store import make_engine, migrate
+
+    engine = make_engine(settings.resolved_database_url)
+    migrate(engine)
+    return engine
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from .pipeline import TrainOptions, train
+    from .text import TextTrainingConfig
+
+    logging.getLogger("retrieval.training").setLevel(logging.INFO)
+    if not 0 < args.heldout_share < 1:
+        raise InputError(f"--heldout-share must be between 0 and 1, got {args.heldout_share}")
+    for name in ("epochs", "batch_size", "threads"):
+        if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
+            raise InputError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
+    for name in ("bank", "train", "heldout"):
+        path = getattr(args, name)
+        if path is not None and not path.is_file():
+            raise InputError(f"--{name} file {path} does not exist")
+    settings = _settings(args)
+    engine = _engine(settings)
+    options = TrainOptions(
+        bank_path=args.bank,
+        train_path=args.train,
+        heldout_path=args.heldout,
+        heldout_share=args.heldout_share,
+        feedback=not args.no_feedback,
+        text=TextTrainingConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            learning_rate=args.learning_rate,
+            seed=args.seed,
+            device=args.device,
+            threads=args.threads,
+        ),
+        force=args.force,
+        promote=not args.no_promote,
+        reindex=not args.no_reindex,
+        progress=not args.no_progress,
+    )
+    report = train(settings, engine, options, reload_settings=lambda: _settings(args))
+    m = report.manifest
+    if args.json:
+        _out(json.dumps(m | {"promoted": report.promoted, "reason": report.reason}))
+        return 0
+    c, r = m["metrics"]["candidate"], m["metrics"]["current"]
+    _out(f"trained {m['id']} in {m['seconds']:.0f} s on {m['counts']['anchors']} texts")
+    _out(f"  held-out ({m['counts']['heldout']} questions)   new    current")
+    for key in ("hit_at_1", "mrr_at_10", "overall_accuracy"):
+        _out(f"  {key:<26} {_f(c.get(key))}  {_f(r.get(key))}")
+    _out(report.reason)
+    for line in report.reindexed:
+        _out(line)
+    if report.promoted:
+        _out(RESTART)
+    return 0
+
+
+def _f(x: float | None) -> str:
+    return "  -  " if x is None else f"{x:.3f}"
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from ..errors import InputError
+    from . import versions
+    from .pipeline import promote
+
+    settings = _settings(args, promoted=False)  # a broken promotion must not block rollback
+    if args.action == "list":
+        rows = versions.list_models(settings.data_dir)
+        current = versions.promoted_id(settings.data_dir)
+        if args.json:
+            _out(json.dumps([r | {"promoted": r["id"] == current} for r in rows]))
+            return 0
+        if not rows:
+            _out("no trained model versions yet: run `retrieval train`")
+            return 0
+        _out(f"  {'version':<38} {'created (UTC)':<20} {'MRR@10':>7} {'accuracy':>9}")
+        for r in rows:
+            c = r["metrics"]["candidate"]
+            mark = "*" if r["id"] == current else " "
+            created = r["created_at"][:19].replace("T", " ")
+            _out(
+                f"{mark} {r['id']:<38} {created:<20} {_f(c.get('mrr_at_10')):>7} "
+                f"{_f(c.get('overall_accuracy')):>9}"
+            )
+        _out("(* = promoted; none marked: the packaged model)")
+        return 0
+    if not args.target:
+        raise InputError("give the version to roll back to (see `retrieval models`) or 'packaged'")
+    manifest = (
+        None
+        if args.target == versions.PACKAGED
+        else versions.read_manifest(settings.data_dir, args.target)
+    )
+    engine = _engine(settings)
+    with versions.locked(settings.data_dir):
+        lines = promote(
+            settings,
+            engine,
+            manifest,
+            reindex=not args.no_reindex,
+            reload_settings=lambda: _settings(args),
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    _out(f"promoted model: {args.target}")
+    for line in lines:
+        _out(line)
+    _out(RESTART)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "models": cmd_models}

@@ -1,0 +1,115 @@
+"""Training examples for the text encoder: anchors, their entry, and hard negatives.
+
+Pure data handling. An *anchor* is a shopper-style text (an FAQ example phrasing, a
+labelled question, an agent-accepted question) with the entry that answers it. Positives
+are drawn per epoch from that entry's other phrasings; negatives are phrasings of other
+entries that the current encoder ranks close (near misses) or that agents rejected.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..faq import FAQBank
+
+__all__ = ["Anchor", "Batch", "anchors_from_bank", "batches", "mine_near_misses"]
+
+
+@dataclass(frozen=True)
+class Anchor:
+    text: str
+    entry_id: str
+    source: str  # "bank", "train" or "feedback"
+    negatives: tuple[str, ...] = field(default=())  # entry ids known to be wrong for it
+
+
+@dataclass(frozen=True)
+class Batch:
+    anchors: list[str]
+    positives: list[str]
+    negatives: list[str]
+    groups: list[str]  # answer group of each anchor (its positive shares it)
+    negative_groups: list[str]
+
+
+def anchors_from_bank(bank: FAQBank) -> list[Anchor]:
+    """Every question and example phrasing of an entry that has another phrasing to pair with."""
+    out = []
+    for entry in bank:
+        texts = [t for v, t in entry.phrasings() if v != "answer"]
+        out.extend(Anchor(t, entry.id, "bank") for t in texts)
+    return out
+
+
+def mine_near_misses(
+    anchor_vecs: np.ndarray,
+    anchor_groups: Sequence[str],
+    doc_vecs: np.ndarray,
+    doc_groups: Sequence[str],
+    k: int = 3,
+) -> list[list[int]]:
+    """For each anchor, the ``k`` best-scoring documents of another answer group.
+
+    Vectors are L2-normalised, so the dot product is the cosine the index ranks by.
+    """
+    scores = anchor_vecs @ doc_vecs.T
+    groups = np.asarray(doc_groups, dtype=object)
+    out = []
+    for i, g in enumerate(anchor_groups):
+        s = np.where(groups == g, -np.inf, scores[i])
+        top = np.argsort(-s, kind="stable")[:k]
+        out.append([int(d) for d in top if np.isfinite(s[d])])
+    return out
+
+
+def batches(
+    anchors: Sequence[Anchor],
+    bank: FAQBank,
+    near_misses: Sequence[Sequence[int]],
+    doc_texts: Sequence[str],
+    doc_groups: Sequence[str],
+    batch_size: int,
+    rng: random.Random,
+) -> Iterable[Batch]:
+    """One epoch of shuffled batches; positives and negatives are drawn with ``rng``.
+
+    The positive is another phrasing of the anchor's entry; the negative is a phrasing of
+    an entry agents rejected for this anchor when there is one, else a mined near miss.
+    """
+    group_of = {e.id: e.group or e.id for e in bank}
+    # answers are long (slow to encode) and unlike questions: pair questions with questions,
+    # falling back to the answer only for an entry that has a single phrasing
+    phrasings = {e.id: [t for v, t in e.phrasings() if v != "answer"] or [e.answer] for e in bank}
+    order = list(range(len(anchors)))
+    rng.shuffle(order)
+    for start in range(0, len(order), batch_size):
+        part = order[start : start + batch_size]
+        if len(part) < 2:  # a lone anchor has no in-batch negatives to learn from
+            continue
+        a, p, n, g, ng = [], [], [], [], []
+        for i in part:
+            anchor = anchors[i]
+            others = [t for t in phrasings[anchor.entry_id] if t != anchor.text]
+            a.append(anchor.text)
+            p.append(rng.choice(others or phrasings[anchor.entry_id]))
+            g.append(group_of[anchor.entry_id])
+            rejected = [r for r in anchor.negatives if r in phrasings]
+            if rejected:
+                wrong = rng.choice(rejected)
+                n.append(rng.choice(phrasings[wrong]))
+                ng.append(group_of[wrong])
+            elif near_misses[i]:
+                d = rng.choice(list(near_misses[i]))
+                n.append(doc_texts[d])
+                ng.append(doc_groups[d])
+            else:
+                wrong = rng.choice(
+                    [e for e in phrasings if group_of[e] != g[-1]] or [anchor.entry_id]
+                )
+                n.append(rng.choice(phrasings[wrong]))
+                ng.append(group_of[wrong])
+        yield Batch(a, p, n, g, ng)

@@ -1,0 +1,335 @@
+"""One ``retrieval train`` run: data in, a new model version out, promoted if it is better.
+
+1. Read the FAQ bank, the labelled training questions, the held-out questions (or a seeded
+   share of the training ones) and the agents' feedback; refuse too little data.
+2. In ``data_dir/models/.tmp-<id>``: fine-tune the text encoder, fit its thresholds on
+   held-out, and judge it against the current model (:mod:`.compare`).
+3. Rename the folder into place (manifest last) and record the version in SQL.
+4. Promote it when the rule holds (or ``force``): ``PROMOTED.json`` names it and a full
+   re-index follows; a re-index that fails puts the previous promotion back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ..encoders.text import SentenceTransformerEncoder, resolve_text_model
+from ..errors import InputError, RetrievalError
+from ..evaluation.baselines import normalize_text
+from ..evaluation.labelled import LabelledQuery, read_labelled
+from ..faq import FAQBank, load_faq
+from ..settings import Settings
+from . import versions
+from .compare import better, judge_model
+from .pairs import Anchor, anchors_from_bank
+from .text import TextTrainingConfig, fine_tune_text
+
+__all__ = ["MIN_ANCHORS", "MIN_HELDOUT", "TrainOptions", "TrainReport", "TrainingError", "train"]
+
+log = logging.getLogger(__name__)
+
+MIN_ANCHORS = 8  # training texts with a known answer (phrasings, questions, feedback)
+MIN_ENTRIES = 2  # answers among them: a contrastive loss needs something to tell apart
+MIN_HELDOUT = 4  # in-scope held-out questions to fit thresholds and judge on
+
+
+class TrainingError(RetrievalError):
+    """A training run that could not finish; nothing it wrote is kept or promoted."""
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    bank_path: Path | None = None  # default: settings.faq_path plus approved drafts
+    train_path: Path | None = None
+    heldout_path: Path | None = None
+    heldout_share: float = 0.2
+    feedback: bool = True
+    text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
+    force: bool = False
+    promote: bool = True
+    reindex: bool = True
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainReport:
+    manifest: dict[str, Any]
+    promoted: bool
+    reason: str
+    reindexed: list[str] = field(default_factory=list)
+
+
+def _split(
+    queries: list[LabelledQuery], share: float, seed: int
+) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
+    """(train, held-out): a seeded ``share`` of the questions, at least one per answer that
+    has three or more (so held-out covers the answers), out-of-scope ones split alike."""
+    by_label: dict[str, list[LabelledQuery]] = {}
+    for q in queries:
+        by_label.setdefault(min(q.relevant) if q.relevant else "", []).append(q)
+    rng = random.Random(seed)
+    train, heldout = [], []
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        n = round(len(group) * share)
+        if n == 0 and len(group) >= 3:
+            n = 1
+        heldout += group[:n]
+        train += group[n:]
+    return train, heldout
+
+
+def _without(bank: FAQBank, texts: set[str]) -> FAQBank:
+    """The bank without the example phrasings in ``texts`` (held-out questions)."""
+    entries = {}
+    for e in bank:
+        kept = tuple(x for x in e.examples if normalize_text(x) not in texts)
+        entries[e.id] = dataclasses.replace(e, examples=kept)
+    return FAQBank(entries, bank.source)
+
+
+def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        for rec in records:
+            f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+
+def _data_hash(bank: FAQBank, anchors: Sequence[Anchor], heldout: Sequence[LabelledQuery]) -> str:
+    h = hashlib.sha256()
+    for e in bank:
+        h.update(json.dumps(e.to_record(), sort_keys=True, ensure_ascii=False).encode())
+    for a in anchors:
+        h.update(json.dumps([a.text, a.entry_id, list(a.negatives)], ensure_ascii=False).encode())
+    for q in heldout:
+        h.update(json.dumps([q.text, sorted(q.relevant)], ensure_ascii=False).encode())
+    return h.hexdigest()
+
+
+def gather(
+    settings: Settings, engine: Engine | None, options: TrainOptions
+) -> tuple[FAQBank, FAQBank, list[Anchor], list[LabelledQuery], dict[str, int]]:
+    """(bank, training bank, anchors, held-out questions, counts), or a one-line refusal."""
+    from ..reindex import load_bank
+
+    bank = load_faq(options.bank_path) if options.bank_path else load_bank(settings)
+    ids = [e.id for e in bank]
+    labelled = (
+        read_labelled(options.train_path, known_ids=ids, images=False) if options.train_path else []
+    )
+    if options.heldout_path:
+        heldout = read_labelled(options.heldout_path, known_ids=ids, images=False)
+        train = labelled
+    else:
+        train, heldout = _split(labelled, options.heldout_share, options.text.seed)
+    held_texts = {normalize_text(q.text or "") for q in heldout}
+    training_bank = _without(bank, held_texts)
+    anchors = anchors_from_bank(training_bank)
+    seen = {normalize_text(a.text) for a in anchors}
+    for q in train:
+        key = normalize_text(q.text or "")
+        if q.relevant and q.text and key not in seen and key not in held_texts:
+            anchors.append(Anchor(q.text, min(q.relevant), "train"))
+            seen.add(key)
+    n_feedback = 0
+    if options.feedback and engine is not None:
+        from .feedback import feedback_anchors
+
+        for a in feedback_anchors(engine, ids):
+            if normalize_text(a.text) not in held_texts:
+                anchors.append(a)
+                n_feedback += 1
+    entries = {a.entry_id for a in anchors}
+    in_scope_heldout = sum(1 for q in heldout if q.relevant)
+    if len(anchors) < MIN_ANCHORS or len(entries) < MIN_ENTRIES:
+        raise InputError(
+            f"too little data to train: {len(anchors)} training texts for {len(entries)} "
+            f"answers (need at least {MIN_ANCHORS} for at least {MIN_ENTRIES} answers: add "
+            "example phrasings to the bank or labelled questions with --train)"
+        )
+    if in_scope_heldout < MIN_HELDOUT:
+        raise InputError(
+            f"too little held-out data: {in_scope_heldout} in-scope held-out questions (need at "
+            f"least {MIN_HELDOUT}: give --heldout FILE, or more questions with --train)"
+        )
+    counts = {
+        "entries": len(bank),
+        "anchors": len(anchors),
+        "from_bank": sum(a.source == "bank" for a in anchors),
+        "from_train": sum(a.source == "train" for a in anchors),
+        "from_feedback": n_feedback,
+        "heldout": len(heldout),
+        "heldout_out_of_scope": len(heldout) - in_scope_heldout,
+    }
+    return bank, training_bank, anchors, heldout, counts
+
+
+def _build(
+    settings: Settings,
+    options: TrainOptions,
+    staging: Path,
+    model_id: str,
+    data: tuple[FAQBank, FAQBank, list[Anchor], list[LabelledQuery], dict[str, int]],
+) -> dict[str, Any]:
+    """Everything of one version inside ``staging``; returns its manifest."""
+    bank, training_bank, anchors, heldout, counts = data
+    bank_path, heldout_path = staging / "bank.jsonl", staging / "heldout.jsonl"
+    _write_jsonl(bank_path, [e.to_record() for e in bank])
+    _write_jsonl(heldout_path, [{"query": q.text, "relevant": sorted(q.relevant)} for q in heldout])
+    base_folder, base_id = resolve_text_model(settings.text_model)
+    result = fine_tune_text(
+        base_folder,
+        training_bank,
+        anchors,
+        staging / "text-model",
+        options.text,
+        progress=options.progress,
+    )
+    final_text = versions.models_dir(settings.data_dir).resolve() / model_id / "text-model"
+    candidate = SentenceTransformerEncoder(
+        str(staging / "text-model"), device=options.text.device, threads=options.text.threads
+    )
+    current = SentenceTransformerEncoder(
+        settings.text_model, device=options.text.device, threads=options.text.threads
+    )
+    mine = judge_model(settings, candidate, bank, bank_path, heldout, heldout_path)
+    theirs = judge_model(settings, current, bank, bank_path, heldout, heldout_path)
+    keep = (
+        "hit_at_1",
+        "mrr_at_10",
+        "recall_at_5",
+        "overall_accuracy",
+        "abstain_precision",
+        "abstain_recall",
+        "n_queries",
+        "n_in_scope",
+    )
+    return {
+        "id": model_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "path": str(final_text.parent),
+        "base_model": settings.text_model,
+        "base_encoder": base_id,
+        "data_hash": _data_hash(bank, anchors, heldout),
+        "seed": options.text.seed,
+        "config": dataclasses.asdict(options.text),
+        "counts": counts,
+        "training": dataclasses.asdict(result),
+        "settings": {
+            "text_model": str(final_text),
+            "answer_threshold": round(mine.thresholds.answer_threshold, 6),
+            "suggest_threshold": round(mine.thresholds.suggest_threshold, 6),
+            "answer_margin": mine.thresholds.margin,
+        },
+        "metrics": {
+            "candidate": {k: mine.metrics.get(k) for k in keep},
+            "current": {k: theirs.metrics.get(k) for k in keep} | {"model": settings.text_model},
+            "better": better(mine.metrics, theirs.metrics),
+            "rule": "held-out MRR@10 and overall accuracy not worse, one of them better",
+        },
+    }
+
+
+def train(
+    settings: Settings,
+    engine: Engine | None,
+    options: TrainOptions,
+    *,
+    reload_settings: Callable[[], Settings] | None = None,
+) -> TrainReport:
+    """Run the whole pipeline (see the module docstring). ``reload_settings`` rebuilds the
+    settings after a promotion, for the re-index (default: ``settings`` with the version's)."""
+    data = gather(settings, engine, options)
+    with versions.locked(settings.data_dir):
+        for name in versions.clean_orphans(settings.data_dir):
+            log.warning("removed %s, left by a training run that did not finish", name)
+        model_id = versions.new_model_id()
+        t0 = time.perf_counter()
+        staging = versions.staging_dir(settings.data_dir, model_id)
+        try:
+            manifest = _build(settings, options, staging, model_id, data)
+            manifest["seconds"] = round(time.perf_counter() - t0, 1)
+            versions.finalize(staging, manifest)
+        except OSError as exc:
+            raise TrainingError(
+                f"cannot write model version {model_id} under {staging.parent}: "
+                f"{exc.strerror or exc}; nothing was kept or promoted"
+            ) from None
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+        if engine is not None:
+            versions.record(engine, manifest, "trained")
+        if not options.promote:
+            return TrainReport(manifest, False, "not promoted (--no-promote)")
+        if not (manifest["metrics"]["better"] or options.force):
+            return TrainReport(manifest, False, "not promoted: not better than the current model")
+        reindexed = promote(
+            settings,
+            engine,
+            manifest,
+            reindex=options.reindex,
+            reload_settings=reload_settings,
+            progress=options.progress,
+        )
+        why = "forced" if options.force and not manifest["metrics"]["better"] else "better"
+        return TrainReport(manifest, True, f"promoted ({why})", reindexed)
+
+
+def promote(
+    settings: Settings,
+    engine: Engine | None,
+    manifest: dict[str, Any] | None,
+    *,
+    reindex: bool = True,
+    reload_settings: Callable[[], Settings] | None = None,
+    progress: bool = False,
+) -> list[str]:
+    """Make ``manifest``'s version (None: the packaged models) the promoted one and re-index.
+
+    Call while holding :func:`versions.locked`. If the re-index fails, the previous
+    promotion is put back and the error raised."""
+    from ..reindex import reindex as run_reindex
+
+    previous_id = versions.promoted_id(settings.data_dir)
+    previous = versions.read_manifest(settings.data_dir, previous_id) if previous_id else None
+    versions.set_promoted(settings.data_dir, manifest)
+    lines: list[str] = []
+    if reindex:
+        fresh = reload_settings() if reload_settings else _overlaid(settings, manifest)
+        try:
+            summary = run_reindex(fresh, engine, progress=progress, created_by="retrieval train")
+        except BaseException:
+            versions.set_promoted(settings.data_dir, previous)
+            raise
+        lines = [r.line() for r in summary.reports]
+    if engine is not None:
+        if manifest is None:
+            versions.retire_all(engine)
+        else:
+            versions.record(engine, manifest, "promoted")
+    return lines
+
+
+def _overlaid(settings: Settings, manifest: dict[str, Any] | None) -> Settings:
+    """``settings`` with the version's values (None: the defaults of the promoted keys)."""
+    from ..settings import PROMOTED_KEYS
+
+    if manifest is not None:
+        return settings.model_copy(update=manifest["settings"])
+    return settings.model_copy(
+        update={k: type(settings).model_fields[k].default for k in PROMOTED_KEYS}
+    )

@@ -1,0 +1,144 @@
+"""Property tests of threshold and fusion-weight fitting on synthetic scores (seeded numpy)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.evaluation.metrics import mrr_at_k
+from retrieval.training.fitting import (
+    fit_fusion_weights,
+    fit_thresholds,
+    fused_score_matrix,
+    mrr_of_scores,
+    overall_accuracy_of,
+)
+
+SEEDS = range(20)
+
+
+def _labelled(rng: np.random.Generator, n: int):
+    """Top scores where right answers sit above wrong ones and out-of-scope questions."""
+    in_scope = rng.random(n) < 0.7
+    correct = in_scope & (rng.random(n) < 0.8)
+    top = np.where(correct, rng.uniform(0.5, 1.0, n), rng.uniform(0.0, 0.7, n))
+    second = top - rng.uniform(0.0, 0.2, n)
+    return top, second, correct, in_scope
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_threshold_fit_is_the_optimum_over_every_threshold(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    top, second, correct, in_scope = _labelled(rng, 200)
+    fit = fit_thresholds(top, second, correct, in_scope)
+    # independent brute force: every score as the threshold (answer from it up), and above all
+    best = max(
+        overall_accuracy_of(top, second, correct, in_scope, t, m)
+        for t in [*top.tolist(), 2.0]
+        for m in (0.0, 0.01, 0.02, 0.03, 0.05)
+    )
+    assert fit.accuracy == pytest.approx(best)
+    achieved = overall_accuracy_of(top, second, correct, in_scope, fit.answer_threshold, fit.margin)
+    assert achieved == pytest.approx(fit.accuracy)
+    assert fit.suggest_threshold <= fit.answer_threshold
+    assert fit.n == 200
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_separable_scores_give_perfect_accuracy_with_the_threshold_in_the_gap(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 100
+    in_scope = rng.random(n) < 0.6
+    top = np.where(in_scope, rng.uniform(0.62, 1.0, n), rng.uniform(0.0, 0.58, n))
+    fit = fit_thresholds(top, np.full(n, -1.0), in_scope, in_scope)
+    assert fit.accuracy == 1.0
+    assert top[~in_scope].max() < fit.answer_threshold <= top[in_scope].min()
+
+
+def test_margin_is_chosen_when_close_calls_are_the_wrong_ones() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    correct = rng.random(n) < 0.7
+    top = rng.uniform(0.6, 0.9, n)  # every question scores high: only the margin can tell
+    second = np.where(correct, top - rng.uniform(0.06, 0.3, n), top - rng.uniform(0.0, 0.04, n))
+    in_scope = correct  # the close calls are out-of-scope questions: they should be handed off
+    fit = fit_thresholds(top, second, correct, in_scope)
+    assert fit.margin == 0.05
+    assert fit.accuracy == 1.0
+
+
+def test_no_data_is_refused() -> None:
+    with pytest.raises(ValueError, match="no labelled questions"):
+        fit_thresholds([], [], [], [])
+
+
+def test_mrr_of_scores_matches_the_evaluation_metric() -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(50, 30))
+    relevant = rng.random((50, 30)) < 0.05
+    ids = [f"p{i}" for i in range(30)]
+    expected = np.mean(
+        [
+            mrr_at_k(
+                [ids[j] for j in np.argsort(-scores[q], kind="stable")],
+                frozenset(ids[j] for j in np.flatnonzero(relevant[q])),
+                10,
+            )
+            for q in range(50)
+        ]
+    )
+    assert mrr_of_scores(scores, relevant) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("w_true", [0.1, 0.5, 0.9])
+def test_fusion_fit_finds_the_weight_that_generated_the_ranking(seed: int, w_true: float) -> None:
+    """Scores built so that only the fused score at ``w_true`` ranks the right product first."""
+    rng = np.random.default_rng(seed)
+    nq, npr = 40, 25
+    img = rng.uniform(-0.2, 0.6, (nq, npr))
+    txt = rng.uniform(-0.2, 0.6, (nq, npr))
+    relevant = np.zeros((nq, npr), dtype=bool)
+    right = rng.integers(0, npr, nq)
+    relevant[np.arange(nq), right] = True
+    # the right product wins on the fused score at w_true by a clear gap, and on neither
+    # modality alone (so a wrong weight loses it)
+    fused = fused_score_matrix(img, txt, w_true)
+    for q in range(nq):
+        others = np.delete(np.arange(npr), right[q])
+        target = fused[q, others].max() + 0.05
+        # move image and text scores of the right product along the line that keeps one
+        # modality below the best rival on its own
+        img[q, right[q]] = img[q, others].max() - 0.01
+        txt[q, right[q]] = (target - w_true * img[q, right[q]]) / (1 - w_true)
+    fit = fit_fusion_weights(img, txt, relevant)
+    assert fit.mrr == pytest.approx(1.0)
+    w_fit = fit.image_weight**2
+    assert fused_score_matrix(img, txt, w_fit).argmax(axis=1).tolist() == right.tolist()
+    assert fit.image_weight**2 + fit.text_weight**2 == pytest.approx(1.0)
+    # a brute force over the same grid never beats the fit
+    grid = np.clip(np.linspace(0, 1, 21), 0.01, 0.99)
+    assert max(mrr_of_scores(fused_score_matrix(img, txt, w), relevant) for w in grid) <= fit.mrr
+
+
+def test_fusion_fit_follows_the_only_informative_modality() -> None:
+    rng = np.random.default_rng(3)
+    nq, npr = 60, 20
+    relevant = np.zeros((nq, npr), dtype=bool)
+    relevant[np.arange(nq), rng.integers(0, npr, nq)] = True
+    informative = np.where(relevant, 0.9, rng.uniform(0.0, 0.5, (nq, npr)))
+    noise = rng.uniform(0.0, 1.0, (nq, npr))
+    on_image = fit_fusion_weights(informative, noise, relevant)
+    on_text = fit_fusion_weights(noise, informative, relevant)
+    assert on_image.mrr == on_text.mrr == 1.0
+    assert on_image.image_weight > on_image.text_weight
+    assert on_text.text_weight > on_text.image_weight
+    assert mrr_of_scores(noise, relevant) < 0.5  # the other modality alone would rank badly
+
+
+def test_missing_modality_uses_the_other_one() -> None:
+    img = np.array([[np.nan, np.nan]])
+    txt = np.array([[0.2, 0.8]])
+    assert fused_score_matrix(img, txt, 0.7).tolist() == [[0.2, 0.8]]
+    with pytest.raises(ValueError, match="share a non-empty shape"):
+        fit_fusion_weights(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((2, 3), dtype=bool))
