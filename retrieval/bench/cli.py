@@ -201,7 +201,9 @@ def _progress_factory(enabled: bool):  # noqa: ANN202
     return make
 
 
-def _run_index(opts: dict, progress: Any, err: Any, max_memory: float | None, out: dict) -> None:
+def _run_index(
+    opts: dict, progress: Any, err: Any, max_memory: float | None, out: dict, saved: Any
+) -> None:
     from .data import available_memory
     from .index import IndexBenchConfig, bench_index, memory_needed
 
@@ -229,6 +231,7 @@ def _run_index(opts: dict, progress: Any, err: Any, max_memory: float | None, ou
         r = bench_index(n, dim, cfg, progress, expected_rate=rates.get(dim), notify=err.print)
         rates[dim] = r["build_rate"]
         out["index"].append(r)
+        saved()  # a long run stopped later keeps the sizes measured so far
 
 
 def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
@@ -301,7 +304,8 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
     wide = None if sys.stdout.isatty() else 160
-    con, err = Console(width=wide, highlight=False), Console(stderr=True, highlight=False)
+    con = Console(width=wide, highlight=False)
+    err = Console(stderr=True, highlight=False, width=None if sys.stderr.isatty() else 200)
     progress = _progress_factory(not args.no_progress)
     avail = available_memory()
     result: dict[str, Any] = {
@@ -328,8 +332,13 @@ def run_bench(args: argparse.Namespace) -> int:
     }
     failed = False
     t0 = time.perf_counter()
+
+    def save_partial() -> None:
+        if args.out is not None:
+            (args.out / "bench.json").write_text(json.dumps({**result, "partial": True}, indent=2))
+
     if "index" in opts["parts"]:
-        _run_index(opts, progress, err, args.max_memory, result)
+        _run_index(opts, progress, err, args.max_memory, result, save_partial)
     if "encoders" in opts["parts"]:
         result["encoders"] = _run_encoders(opts, settings, err)
     if "http" in opts["parts"]:
