@@ -93,7 +93,7 @@ def judge_model(
     evaluation = evaluate_faq(
         tuned, bank_path, heldout_path, None, encoder=encoder, progress=progress, dataset="heldout"
     )
-    return Judgement(fit, evaluation.system.metrics())
+    return Judgement(fit, evaluation.system.metrics)
 
 
 def better(candidate: dict[str, Any], current: dict[str, Any]) -> bool:

@@ -27,7 +27,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ..encoders.text import SentenceTransformerEncoder, resolve_text_model
-from ..errors import InputError, RetrievalError
+from ..errors import InputError, NotFound, RetrievalError
 from ..evaluation.baselines import normalize_text
 from ..evaluation.labelled import LabelledQuery, read_labelled
 from ..faq import FAQBank, load_faq
@@ -304,8 +304,11 @@ def promote(
     promotion is put back and the error raised."""
     from ..reindex import reindex as run_reindex
 
-    previous_id = versions.promoted_id(settings.data_dir)
-    previous = versions.read_manifest(settings.data_dir, previous_id) if previous_id else None
+    try:
+        previous_id = versions.promoted_id(settings.data_dir)
+        previous = versions.read_manifest(settings.data_dir, previous_id) if previous_id else None
+    except (NotFound, ValueError):  # a damaged pointer: nothing worth restoring
+        previous = None
     versions.set_promoted(settings.data_dir, manifest)
     lines: list[str] = []
     if reindex:

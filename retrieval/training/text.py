@@ -94,7 +94,8 @@ def _device(name: str) -> str:
 def _embed(model: Any, texts: list[str], device: str) -> Any:
     import torch
 
-    features = model.tokenize(texts)
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # renamed in v5
+    features = prepare(texts)
     features = {k: v.to(device) if hasattr(v, "to") else v for k, v in features.items()}
     out = model(features)["sentence_embedding"]
     return torch.nn.functional.normalize(out, dim=-1)
