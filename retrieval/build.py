@@ -20,6 +20,8 @@ from .index import IndexParams, VectorIndex
 
 __all__ = [
     "MULTILINGUAL",
+    "PRODUCT_LAYOUT",
+    "TEXT_ONLY",
     "CalibrationResult",
     "build_faq_index",
     "build_product_index",
@@ -39,9 +41,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TEXT_ONLY = (
-    "text"  # the variant of a product that has no image: its fused vector's image part is zero
-)
+TEXT_ONLY = "text"  # the text view's one variant per product
+PRODUCT_LAYOUT = 2  # 2: products without an image live in the text view only
 
 
 MULTILINGUAL = "multilingual"  # the FAQ index's companion that answers CJK questions
@@ -62,6 +63,7 @@ def product_expectations(text_encoder: Encoder, image_encoder: Encoder, fusion: 
         "text_encoder": text_encoder.id,
         "image_encoder": image_encoder.id,
         "fusion": fusion.fingerprint(),
+        "layout": PRODUCT_LAYOUT,
     }
 
 
@@ -155,7 +157,11 @@ def build_faq_index(
 
 @dataclass
 class ProductRows:
-    """Fused vectors (one per product image, or a text-only one) and the text view's vectors."""
+    """Fused vectors (one per product image) and the text view's vectors (one per product).
+
+    A product without an image has no fused vector: every query that can score it (one with
+    text) reaches it through the text view, and a 1664-d vector whose image part is zero would
+    only cost memory, disk and re-index time."""
 
     keys: list[tuple[str, str]]
     fused: np.ndarray
@@ -199,23 +205,11 @@ def product_rows(
         if images
         else np.zeros((0, image_encoder.dim), np.float32)
     )
-    keys: list[tuple[str, str]] = []
-    rows_img = np.zeros((len(owners) + len(products), image_encoder.dim), dtype=np.float32)
-    rows_txt = np.zeros((len(owners) + len(products), text_encoder.dim), dtype=np.float32)
-    has_image = {i for i, _ in owners}
-    n = 0
-    for (i, j), vec in zip(owners, image_vecs, strict=True):
-        keys.append((products[i].id, f"image{j}"))
-        rows_img[n], rows_txt[n] = vec, text_vecs[i]
-        n += 1
-    for i, product in enumerate(products):
-        if i not in has_image:
-            keys.append((product.id, TEXT_ONLY))
-            rows_txt[n] = text_vecs[i]
-            n += 1
+    keys = [(products[i].id, f"image{j}") for i, j in owners]
+    rows_txt = text_vecs[[i for i, _ in owners]] if owners else np.zeros((0, text_encoder.dim))
     return ProductRows(
         keys,
-        fuse(rows_img[:n], rows_txt[:n], fusion),
+        fuse(image_vecs, rows_txt, fusion, n=len(keys)),
         [(p.id, TEXT_ONLY) for p in products],
         text_vecs,
     )
@@ -241,7 +235,8 @@ def build_product_index(
     max_image_pixels: int,
     progress: bool = False,
 ) -> VectorIndex:
-    """One fused vector per product image (variant ``image<i>``), or a text-only one (``text``)."""
+    """One fused vector per product image (variant ``image<i>``), and the text view: one text
+    vector per product (variant ``text``), the only vector of a product without an image."""
     rows = product_rows(
         list(catalog),
         text_encoder,
@@ -264,9 +259,9 @@ def build_product_index(
         },
     )
     index.add(rows.keys, rows.fused)
-    # Text-only queries (most shopper questions) search this text view instead: the same
-    # ranking as the fused index gives them (their score is the text cosine), in a
-    # 384-d graph built on text neighbourhoods instead of the 1664-d fused one.
+    # Text-only queries (most shopper questions) search this text view: their fused score is
+    # the text cosine (docs/fusion.md), so a 384-d graph built on text neighbourhoods ranks
+    # them as the fused index would, products without an image included.
     text_view = VectorIndex(
         text_encoder.dim, params, capacity=len(rows.text_keys) + 64, meta={"kind": "products-text"}
     )

@@ -13,6 +13,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from .build import (
+    PRODUCT_LAYOUT,
     build_faq_index,
     build_product_index,
     calibrate_faq,
@@ -60,7 +61,7 @@ def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_id
     ):
         parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
     if kind == "products":
-        parts += [settings.image_weight, settings.text_weight]
+        parts += [settings.image_weight, settings.text_weight, PRODUCT_LAYOUT]
         if settings.image_projection is not None and settings.image_projection.exists():
             parts.append(hashlib.sha256(settings.image_projection.read_bytes()).hexdigest())
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
@@ -176,11 +177,18 @@ def ingest(
             publish(index, settings.index_dir, kind, version)
             prune(settings.index_dir, kind, settings.keep_versions)
         summary.versions[kind] = version
-        summary.counts[kind] = {"items": index.item_count, "vectors": len(index)}
+        summary.counts[kind] = {"items": item_count(index), "vectors": len(index)}
         if engine is not None:
             record_version(engine, kind, version, index, created_by, extra={"mode": "full"})
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def item_count(index: VectorIndex) -> int:
+    """Entries or products in a version: its records (a product without an image has no
+    vector in the fused product index, only in its text view)."""
+    records = index.meta.get("records")
+    return len(records) if records is not None else index.item_count
 
 
 def record_version(
@@ -197,7 +205,7 @@ def record_version(
         id=version,
         kind=kind,
         created_by=created_by,
-        n_items=index.item_count,
+        n_items=item_count(index),
         n_vectors=len(index),
         encoders={k: meta[k] for k in ("text_encoder", "image_encoder") if k in meta},
         fusion=meta.get("fusion"),

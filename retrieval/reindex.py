@@ -242,12 +242,11 @@ def _finish(
     created_by: str,
     t0: float,
 ) -> KindReport:
-    if report.mode != "full" and index.deleted_ratio > settings.compact_deleted_ratio:
-        log.info(
-            "%s: %.0f%% of the graph's slots are deleted; compacting",
-            kind,
-            100 * index.deleted_ratio,
-        )
+    # the text view of products can hold more deletions than the fused index (products
+    # without an image live only there): the worst graph decides
+    deleted = max([index.deleted_ratio, *(c.deleted_ratio for c in index.companions.values())])
+    if report.mode != "full" and deleted > settings.compact_deleted_ratio:
+        log.info("%s: %.0f%% of a graph's slots are deleted; compacting", kind, 100 * deleted)
         index = index.compacted()
         report.mode = "compacted"
     index.meta["build_key"] = key

@@ -142,6 +142,11 @@ class Limits:
     max_k: int = 100
 
 
+def _merge(a: list[ProductMatch], b: list[ProductMatch], k: int) -> list[ProductMatch]:
+    """The k best of two rankings of different products, by score (stable: ``a`` first on ties)."""
+    return sorted(a + b, key=lambda m: -m.score)[:k]
+
+
 def group_scores(replies: list[FAQCandidate]) -> list[float]:
     """Best score per answer group, best first: language versions of one answer are not rivals."""
     seen: set[str] = set()
@@ -355,13 +360,7 @@ class Retriever:
         text_view = snap.product_index.companions.get("text")
         if q_image is None and q_text is not None and text_view is not None and not exclude:
             # a text-only query: its fused score is the text cosine (docs/fusion.md)
-            out = []
-            for hit in text_view.search_items(q_text, k):
-                product = snap.catalog.get(hit.item_id)
-                if product is not None:
-                    score = float(np.clip(hit.score, -1.0, 1.0))
-                    out.append(ProductMatch(product, score, score, None, hit.variant))
-            return out
+            return self._text_matches(snap, q_text, k)
         query = fuse(
             None if q_image is None else q_image[None, :],
             None if q_text is None else q_text[None, :],
@@ -370,7 +369,36 @@ class Retriever:
         )[0]
         # over-fetch, then re-score exactly per modality (see docs/fusion.md)
         hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
-        return self._rescore(snap, query, hits, k)
+        matches = self._rescore(snap, query, hits, k)
+        if q_text is not None and text_view is not None:
+            matches = _merge(
+                matches, self._text_matches(snap, q_text, k, exclude, pictureless=True), k
+            )
+        return matches
+
+    def _text_matches(
+        self,
+        snap: Snapshot,
+        q_text: np.ndarray,
+        k: int,
+        exclude: tuple[str, ...] = (),
+        *,
+        pictureless: bool = False,
+    ) -> list[ProductMatch]:
+        """Products ranked by text cosine in the text view; with ``pictureless``, only those
+        without an image (which have no fused vector): a query with text and a photo scores
+        them by their text alone, the one modality both sides have."""
+        view = snap.product_index.companions["text"]
+        fetch = k * 2 + 8 if pictureless else k
+        out = []
+        for hit in view.search_items(q_text, fetch, exclude=exclude):
+            if pictureless and hit.item_id in snap.product_index:
+                continue
+            product = snap.catalog.get(hit.item_id)
+            if product is not None:
+                score = float(np.clip(hit.score, -1.0, 1.0))
+                out.append(ProductMatch(product, score, score, None, hit.variant))
+        return out[:k]
 
     def _rescore(self, snap: Snapshot, query: np.ndarray, hits: list, k: int) -> list[ProductMatch]:
         if not hits:
@@ -419,15 +447,26 @@ class Retriever:
         return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
 
     def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:
-        """Products most similar to a catalog product, its first stored vector (first image, or its text) as the query."""
+        """Products most similar to a catalog product: its first fused vector (first image with
+        its text) as the query, or its text vector when it has no image."""
         k = self._k(k, self.limits.default_k_products, "k")
         snap = self._snapshot
-        if product_id not in snap.product_index:
-            raise NotFound(f"no product with id '{product_id}'")
-        _, vectors = snap.product_index.item_vectors(product_id)
-        query = vectors[0]
-        hits = snap.product_index.search_items(query, k * 2 + 8, exclude=(product_id,))
-        return self._rescore(snap, query, hits, k)
+        view = snap.product_index.companions.get("text")
+        exclude = (product_id,)
+        if product_id in snap.product_index:
+            _, vectors = snap.product_index.item_vectors(product_id)
+            query = vectors[0]
+            hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
+            matches = self._rescore(snap, query, hits, k)
+            if view is not None and product_id in view:
+                q_text = view.item_vectors(product_id)[1][0]
+                matches = _merge(
+                    matches, self._text_matches(snap, q_text, k, exclude, pictureless=True), k
+                )
+            return matches
+        if view is not None and product_id in view:
+            return self._text_matches(snap, view.item_vectors(product_id)[1][0], k, exclude)
+        raise NotFound(f"no product with id '{product_id}'")
 
     # ---- logging -----------------------------------------------------------------------
     def _log_record(

@@ -130,18 +130,21 @@ def test_product_changes_reach_the_fused_index_and_the_text_view(env) -> None:  
     run(settings, text, image)
     products = [json.loads(line) for line in settings.catalog_path.read_text().splitlines()]
     products = [p for p in products if p["id"] != "p1"]  # deleted
-    products[0]["title"] = "blue kettle"  # p0 changed
+    products[0]["title"] = "steel kettle"  # p0 changed
     products.append({"id": "new", "title": "green teapot"})
+    products.append({"id": "pear", "title": "red pear", "images": ["red.png"]})
     write_catalog(settings.catalog_path, products)
     report = run(settings, text, image, kinds=("products",))["products"]
-    assert (report.added, report.updated, report.deleted, report.encoded) == (1, 1, 1, 2)
+    assert (report.added, report.updated, report.deleted, report.encoded) == (2, 1, 1, 3)
     index = load_current(settings.index_dir, "products", expect={})
     view = index.companions["text"]
-    for idx in (index, view):
-        assert "p1" not in idx and "new" in idx and idx.item_count == 51
-    [hit] = view.search_items(text.encode(["blue kettle"])[0], 1)
+    # every product is in the text view; only products with a picture have fused vectors
+    assert "p1" not in view and "new" in view and view.item_count == 52
+    assert set(index.item_ids()) == {"apple", "pear"}
+    [hit] = view.search_items(text.encode(["steel kettle"])[0], 1)
     assert hit.item_id == "p0"
-    assert "apple" in index and index.item_vectors("apple")[0] == ["image0"]  # untouched
+    assert index.item_vectors("apple")[0] == ["image0"]  # untouched
+    assert index.item_vectors("pear")[0] == ["image0"]
 
 
 def test_many_deletions_compact_the_graph(env) -> None:  # noqa: ANN001
@@ -156,6 +159,19 @@ def test_many_deletions_compact_the_graph(env) -> None:  # noqa: ANN001
     faq = run(settings, text, image, kinds=("faq",))["faq"]
     assert faq.mode == "incremental"
     assert load_current(settings.index_dir, "faq", expect={}).deleted_count == 20
+
+
+def test_deleting_pictureless_products_compacts_their_text_view(env) -> None:  # noqa: ANN001
+    settings, text, image = env
+    run(settings, text, image)
+    products = [json.loads(line) for line in settings.catalog_path.read_text().splitlines()]
+    # 30 of the 50 products without a picture go: the fused index (apple only) loses nothing
+    write_catalog(settings.catalog_path, products[30:])
+    report = run(settings, text, image, kinds=("products",))["products"]
+    assert report.mode == "compacted" and report.deleted == 30
+    index = load_current(settings.index_dir, "products", expect={})
+    view = index.companions["text"]
+    assert view.deleted_count == 0 and view.item_count == 21 and index.item_ids() == ["apple"]
 
 
 def test_another_encoder_means_a_full_rebuild_never_a_mixed_index(env) -> None:  # noqa: ANN001

@@ -245,25 +245,39 @@ def test_a_corrupt_catalog_image_names_the_product(tmp_path) -> None:  # noqa: A
         )
 
 
-def test_text_view_ranks_like_the_fused_index(retriever: Retriever) -> None:
+def test_text_queries_rank_every_product_by_text_cosine(retriever: Retriever) -> None:
     snap = retriever.snapshot
     assert "text" in snap.product_index.companions
-    q = retriever.text_encoder.encode(["organic banana yellow"])[0]
-    via_view = retriever._products(snap, q, None, 3)  # noqa: SLF001
-    without_view = Snapshot(
-        snap.faq_index, _without_companions(snap.product_index), snap.faq, snap.catalog, snap.policy
-    )
-    via_fused = retriever._products(without_view, q, None, 3)  # noqa: SLF001
-    assert [m.product.id for m in via_view] == [m.product.id for m in via_fused]
-    for a, b in zip(via_view, via_fused, strict=True):
-        assert a.score == pytest.approx(b.score, abs=1e-5) and a.text_score == pytest.approx(
-            b.text_score, abs=1e-5
-        )
+    # a product without an image lives in the text view only (no 1664-d vector of zeros)
+    assert "gift-card" not in snap.product_index and "banana" in snap.product_index
+    text = retriever.text_encoder
+    q = text.encode(["organic banana yellow"])[0]
+    got = retriever._products(snap, q, None, 3)  # noqa: SLF001
+    want = sorted(((float(text.encode([p.text])[0] @ q), p.id) for p in snap.catalog), reverse=True)
+    assert [m.product.id for m in got] == [pid for _, pid in want]
+    for m, (score, _) in zip(got, want, strict=True):
+        assert m.score == pytest.approx(score, abs=1e-5) == m.text_score
+        assert m.image_score is None
 
 
-def _without_companions(index):  # noqa: ANN001, ANN202
-    import copy
+def test_a_photo_with_text_scores_a_pictureless_product_by_its_text(retriever: Retriever) -> None:
+    r = retriever.query("digital gift card", colour_png("yellow"), k_products=3)
+    by_id = {m.product.id: m for m in r.products}
+    assert set(by_id) == {"gift-card", "banana", "red-apple"}
+    card = by_id["gift-card"]
+    assert card.image_score is None and card.score == pytest.approx(card.text_score)
+    assert by_id["banana"].image_score == pytest.approx(1.0, abs=1e-5)
+    assert [m.score for m in r.products] == sorted((m.score for m in r.products), reverse=True)
+    # a photo alone cannot score a product without a picture
+    photo_only = retriever.query(None, colour_png("yellow"), k_products=3)
+    assert "gift-card" not in {m.product.id for m in photo_only.products}
 
-    clone = copy.copy(index)
-    clone.companions = {}
-    return clone
+
+def test_similar_products_of_a_pictureless_product_come_from_the_text_view(
+    retriever: Retriever,
+) -> None:
+    similar = retriever.similar_products("gift-card", k=5)
+    assert {m.product.id for m in similar} == {"banana", "red-apple"}
+    assert all(m.image_score is None for m in similar)
+    # and a product with a picture has the pictureless one among its similar products
+    assert "gift-card" in {m.product.id for m in retriever.similar_products("banana", k=5)}
