@@ -56,7 +56,9 @@ class SnapshotReloader:
             new = self._load()
         except (RetrievalError, OSError, KeyError, ValueError) as exc:
             log.error(
-                "could not load index versions %s; still serving %s: %s",
+                "could not load index versions %s; still serving %s: %s (if `retrieval train` "
+                "or `retrieval models rollback` promoted another model, restart the service "
+                "to use it)",
                 wanted,
                 (snap.faq_version, snap.product_version),
                 exc,

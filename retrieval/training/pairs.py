@@ -37,7 +37,8 @@ class Batch:
 
 
 def anchors_from_bank(bank: FAQBank) -> list[Anchor]:
-    """Every question and example phrasing of an entry that has another phrasing to pair with."""
+    """Every question and example phrasing of every entry (one with a single phrasing is
+    paired with its answer)."""
     out = []
     for entry in bank:
         texts = [t for v, t in entry.phrasings() if v != "answer"]
@@ -77,13 +78,15 @@ def batches(
 ) -> Iterable[Batch]:
     """One epoch of shuffled batches; positives and negatives are drawn with ``rng``.
 
-    The positive is another phrasing of the anchor's entry; the negative is a phrasing of
+    The positive is another phrasing of the anchor's entry (its answer when it has no
+    other); the negative is a phrasing of
     an entry agents rejected for this anchor when there is one, else a mined near miss.
     """
     group_of = {e.id: e.group or e.id for e in bank}
     # answers are long (slow to encode) and unlike questions: pair questions with questions,
     # falling back to the answer only for an entry that has a single phrasing
     phrasings = {e.id: [t for v, t in e.phrasings() if v != "answer"] or [e.answer] for e in bank}
+    answers = {e.id: e.answer for e in bank}
     order = list(range(len(anchors)))
     rng.shuffle(order)
     for start in range(0, len(order), batch_size):
@@ -95,7 +98,7 @@ def batches(
             anchor = anchors[i]
             others = [t for t in phrasings[anchor.entry_id] if t != anchor.text]
             a.append(anchor.text)
-            p.append(rng.choice(others or phrasings[anchor.entry_id]))
+            p.append(rng.choice(others) if others else answers[anchor.entry_id])
             g.append(group_of[anchor.entry_id])
             rejected = [r for r in anchor.negatives if r in phrasings]
             if rejected:

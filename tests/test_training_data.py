@@ -1,0 +1,134 @@
+"""Training data: agent feedback from a real SQLite database, pairs, batches and the loss."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from retrieval.faq import FAQBank, FAQEntry
+from retrieval.store import make_engine, migrate
+from retrieval.store.models import AgentActionRow, AgentRow, QueryRow
+from retrieval.training.feedback import feedback_anchors
+from retrieval.training.pairs import Anchor, anchors_from_bank, batches, mine_near_misses
+
+BANK = FAQBank(
+    {
+        "returns": FAQEntry("returns", "Send it back.", "How do I return?", ("refund please",)),
+        "delivery": FAQEntry("delivery", "Two days.", "When will it arrive?", ("parcel late",)),
+        "payment": FAQEntry("payment", "Cards.", "How can I pay?", ("paypal ok?",)),
+        "payment-zh": FAQEntry("payment-zh", "卡", "怎么付款", (), "zh", group="payment"),
+    }
+)
+
+
+def _query(session: Session, qid: str, text: str | None) -> None:
+    session.add(
+        QueryRow(
+            id=qid,
+            created_at=datetime.now(UTC),
+            text=text,
+            decision="suggest",
+            answer_threshold=0.6,
+            suggest_threshold=0.45,
+            encode_ms=1,
+            search_ms=1,
+            total_ms=2,
+        )
+    )
+
+
+def test_feedback_from_sql_becomes_anchors_with_rejected_negatives(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    with Session(engine) as s, s.begin():
+        s.add(AgentRow(id=1, name="ana", password_hash="x"))
+        _query(s, "q1", "I want my money back")
+        _query(s, "q2", "where is my parcel")
+        _query(s, "q3", "only rejected")
+        _query(s, "q4", None)  # a photo-only question: nothing to train on
+        s.flush()
+        for qid, action, faq in [
+            ("q1", "reject", "delivery"),
+            ("q1", "accept", "returns"),
+            ("q2", "edit", "delivery"),
+            ("q2", "reject", "payment"),
+            ("q3", "reject", "returns"),
+            ("q4", "accept", "returns"),
+            ("q2", "write", None),
+            ("q1", "reject", "gone-from-the-bank"),
+        ]:
+            s.add(
+                AgentActionRow(
+                    query_id=qid, agent_id=1, agent_name="ana", action=action, faq_id=faq
+                )
+            )
+    anchors = sorted(feedback_anchors(engine, [e.id for e in BANK]), key=lambda a: a.text)
+    assert anchors == [
+        Anchor("I want my money back", "returns", "feedback", ("delivery",)),
+        Anchor("where is my parcel", "delivery", "feedback", ("payment",)),
+    ]
+
+
+def test_feedback_on_a_database_without_console_tables_is_empty(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")  # never migrated
+    assert feedback_anchors(engine, ["returns"]) == []
+
+
+def test_near_misses_skip_the_anchor_own_group() -> None:
+    anchors = np.eye(3, dtype=np.float32)
+    docs = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0.5, 0.5, 0]], dtype=np.float32)
+    near = mine_near_misses(anchors, ["a", "b", "c"], docs, ["a", "a", "b", "c"], k=2)
+    assert near[0] == [3, 2]  # the closest phrasings of other groups, best first
+    assert 0 not in near[0]
+    assert near[2] == [0, 1]
+
+
+def test_batches_pair_each_anchor_with_its_entry_and_a_negative_of_another_group() -> None:
+    anchors = anchors_from_bank(BANK) + [
+        Anchor("money back?", "returns", "feedback", ("delivery",))
+    ]
+    docs = [t for e in BANK for v, t in e.phrasings() if v != "answer"]
+    groups = [e.group or e.id for e in BANK for v, _ in e.phrasings() if v != "answer"]
+    near = [
+        [i for i, g in enumerate(groups) if g != (BANK.entries[a.entry_id].group or a.entry_id)][:2]
+        for a in anchors
+    ]
+    seen = 0
+    for batch in batches(anchors, BANK, near, docs, groups, 4, random.Random(0)):
+        for a, p, n, g, ng in zip(
+            batch.anchors,
+            batch.positives,
+            batch.negatives,
+            batch.groups,
+            batch.negative_groups,
+            strict=True,
+        ):
+            entry = next(x for x in anchors if x.text == a).entry_id
+            assert p in [t for _, t in BANK.entries[entry].phrasings()] and p != a
+            assert ng != g
+            if a == "money back?":
+                assert n in ("When will it arrive?", "parcel late")  # the rejected entry
+            seen += 1
+    assert seen == len(anchors)
+    first = [b.anchors for b in batches(anchors, BANK, near, docs, groups, 4, random.Random(5))]
+    again = [b.anchors for b in batches(anchors, BANK, near, docs, groups, 4, random.Random(5))]
+    assert first == again  # seeded
+
+
+def test_contrastive_loss_masks_same_group_candidates() -> None:
+    import torch
+
+    from retrieval.training.text import contrastive_loss
+
+    a = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1]]), dim=-1)
+    c = torch.nn.functional.normalize(
+        torch.tensor([[1.0, 0.0], [1.0, 0.05], [0.0, 1.0], [0.0, 1.0]]), dim=-1
+    )
+    # both anchors share a group: the other's positive (almost identical) must not count
+    masked = contrastive_loss(a, c, ["g", "g"], ["g", "g", "x", "y"])
+    unmasked = contrastive_loss(a, c, ["g", "h"], ["g", "h", "x", "y"])
+    assert float(masked) < 0.01 < float(unmasked)
