@@ -33,6 +33,8 @@ __all__ = [
     "faq_meta",
     "faq_rows",
     "multilingual_companion",
+    "add_multilingual_products",
+    "product_multilingual_view",
     "product_expectations",
     "product_meta",
     "product_rows",
@@ -45,7 +47,7 @@ TEXT_ONLY = "text"  # the text view's one variant per product
 PRODUCT_LAYOUT = 2  # 2: products without an image live in the text view only
 
 
-MULTILINGUAL = "multilingual"  # the FAQ index's companion that answers CJK questions
+MULTILINGUAL = "multilingual"  # the companion (FAQ and products) that answers CJK questions
 CENTROID = "centroid"  # its one variant per entry
 
 
@@ -119,6 +121,29 @@ def multilingual_companion(
     )
     index.add(keys, vectors)
     return index
+
+
+def product_multilingual_view(
+    products: list[Product], encoder: Encoder, params: IndexParams, *, progress: bool = False
+) -> VectorIndex:
+    """The product index's companion for CJK questions: each product's text, encoded with the
+    multilingual encoder (the English text encoder maps Chinese to noise)."""
+    index = VectorIndex(
+        encoder.dim,
+        params,
+        capacity=len(products) + 64,
+        meta={"kind": "products-multilingual", "text_encoder": encoder.id},
+    )
+    add_multilingual_products(index, products, encoder, progress=progress)
+    return index
+
+
+def add_multilingual_products(
+    index: VectorIndex, products: list[Product], encoder: Encoder, *, progress: bool = False
+) -> None:
+    if products:
+        vectors = encoder.encode([p.text for p in products], progress=progress)
+        index.add([(p.id, TEXT_ONLY) for p in products], vectors)
 
 
 def faq_meta(bank: FAQBank) -> dict:
@@ -234,6 +259,7 @@ def build_product_index(
     max_image_bytes: int,
     max_image_pixels: int,
     progress: bool = False,
+    multilingual: Encoder | None = None,
 ) -> VectorIndex:
     """One fused vector per product image (variant ``image<i>``), and the text view: one text
     vector per product (variant ``text``), the only vector of a product without an image."""
@@ -267,6 +293,10 @@ def build_product_index(
     )
     text_view.add(rows.text_keys, rows.text)
     index.companions["text"] = text_view
+    if multilingual is not None:
+        index.companions[MULTILINGUAL] = product_multilingual_view(
+            list(catalog), multilingual, params, progress=progress
+        )
     return index
 
 

@@ -128,6 +128,8 @@ class VectorIndex:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1, self.dim)
         if len(keys) != len(vectors):
             raise ValueError(f"{len(keys)} keys for {len(vectors)} vectors")
+        if not keys:
+            return  # hnswlib refuses an empty batch
         if len(set(keys)) != len(keys):
             raise ValueError("duplicate keys in one add")
         if not np.all(np.isfinite(vectors)):

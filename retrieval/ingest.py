@@ -118,9 +118,9 @@ def ingest(
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     summary = IngestSummary()
     keys = {}
+    ml = multilingual_encoder(settings)
+    ml_ids = (ml.id,) if ml is not None else ()
     if bank is not None:
-        ml = multilingual_encoder(settings)
-        ml_ids = (ml.id,) if ml is not None else ()
         keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id, *ml_ids)
     if catalog is not None:
         keys["products"] = build_key(
@@ -129,6 +129,7 @@ def ingest(
             [p.content_hash() for p in catalog],
             text.id,
             image_encoder(settings).id,
+            *ml_ids,
         )
     if if_changed:
         for kind, key in keys.items():
@@ -167,6 +168,7 @@ def ingest(
             max_image_bytes=settings.max_image_bytes,
             max_image_pixels=settings.max_image_pixels,
             progress=progress,
+            multilingual=ml,
         )
         built.append(("products", product_index))
 

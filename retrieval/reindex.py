@@ -32,6 +32,7 @@ from sqlalchemy import Engine
 
 from .build import (
     MULTILINGUAL,
+    add_multilingual_products,
     build_faq_index,
     build_product_index,
     calibrate_faq,
@@ -42,11 +43,12 @@ from .build import (
     faq_rows,
     product_expectations,
     product_meta,
+    product_multilingual_view,
     product_rows,
     read_labelled,
     routed,
 )
-from .catalog import Catalog, load_catalog
+from .catalog import Catalog, Product, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import SourceError
@@ -222,6 +224,7 @@ def reindex(
                     created_by,
                     text or text_encoder(settings),
                     image or image_encoder(settings),
+                    multilingual_encoder(settings),
                 )
             )
     summary.seconds = time.perf_counter() - t0
@@ -373,11 +376,13 @@ def _reindex_products(
     created_by: str,
     text: Encoder,
     image: Encoder,
+    multilingual: Encoder | None = None,
 ) -> KindReport:
     t0 = time.perf_counter()
     params = _params(settings)
     hashes = {p.id: p.content_hash() for p in catalog}
-    key = build_key(settings, "products", list(hashes.values()), text.id, image.id)
+    ml_ids = (multilingual.id,) if multilingual is not None else ()
+    key = build_key(settings, "products", list(hashes.values()), text.id, image.id, *ml_ids)
     version, meta = _read_meta(settings, "products")
     records = [p.to_record() for p in catalog]
     changes = diff_items(meta.get("item_hashes", {}), hashes)
@@ -407,7 +412,14 @@ def _reindex_products(
     if why_full:
         log.info("products: full rebuild (%s): encoding %d products", why_full, len(catalog))
         index = build_product_index(
-            catalog, text, image, fusion, params, progress=progress, **limits
+            catalog,
+            text,
+            image,
+            fusion,
+            params,
+            progress=progress,
+            multilingual=multilingual,
+            **limits,
         )
         report = KindReport("products", "full", why_full, added=len(catalog), encoded=len(catalog))
         return _finish(settings, engine, "products", index, report, key, created_by, t0)
@@ -423,7 +435,9 @@ def _reindex_products(
     )
     if rows.keys:
         index.add(rows.keys, rows.fused)
+    if rows.text_keys:
         view.add(rows.text_keys, rows.text)
+    _update_multilingual_view(index, list(catalog), todo, removed, multilingual, params, progress)
     index.meta.update(product_meta(catalog))
     report = KindReport(
         "products",
@@ -436,6 +450,31 @@ def _reindex_products(
         len(todo),
     )
     return _finish(settings, engine, "products", index, report, key, created_by, t0)
+
+
+def _update_multilingual_view(
+    index: VectorIndex,
+    products: list[Product],
+    todo: list[Product],
+    removed: list[str],
+    encoder: Encoder | None,
+    params: IndexParams,
+    progress: bool,
+) -> None:
+    """Keep the products' multilingual view in step: updated in place when it was built with
+    this encoder, built whole when it is missing or from another encoder, dropped when no
+    multilingual encoder is configured."""
+    view = index.companions.get(MULTILINGUAL)
+    if encoder is None:
+        index.companions.pop(MULTILINGUAL, None)
+    elif view is None or view.meta.get("text_encoder") != encoder.id:
+        log.info("products: encoding %d products for the multilingual view", len(products))
+        index.companions[MULTILINGUAL] = product_multilingual_view(
+            products, encoder, params, progress=progress
+        )
+    else:
+        view.delete_items(removed)
+        add_multilingual_products(view, todo, encoder, progress=progress)
 
 
 def parse_every(text: str) -> float:

@@ -240,17 +240,22 @@ class Retriever:
         pil = self.read_image(image) if image is not None else None
 
         snap = self._snapshot  # one consistent version for the whole query
-        ml_index = self._multilingual_index(snap, text)
-        ml = self.multilingual_encoder if ml_index is not None else None
+        ml_index = self._multilingual_index(snap.faq_index, text)
+        # a CJK question without a photo ranks products by their multilingual view too
+        ml_products = self._multilingual_index(snap.product_index, text) if pil is None else None
+        ml = self.multilingual_encoder if ml_index is not None or ml_products is not None else None
         t1 = time.perf_counter()
-        q_text = self.text_encoder.encode([text])[0] if text is not None else None
+        # a CJK question answered by both multilingual companions needs no English vector
+        english = text is not None and (ml_index is None or ml_products is None)
+        q_text = self.text_encoder.encode([text])[0] if english else None
         q_image = self.image_encoder.encode([pil])[0] if pil is not None else None
-        q_faq = ml.encode([text])[0] if ml is not None else q_text
+        q_ml = ml.encode([text])[0] if ml is not None else None
+        q_faq = q_ml if ml_index is not None else q_text
         t2 = time.perf_counter()
 
         # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
         ranked = (
-            self._faq(snap, q_faq, k_faq + 4, ml_index or snap.faq_index)
+            self._faq(snap, q_faq, k_faq + 4, ml_index if ml_index is not None else snap.faq_index)
             if q_faq is not None
             else []
         )
@@ -260,7 +265,11 @@ class Retriever:
             if ml_index is not None and snap.multilingual_policy is not None
             else snap.policy
         )
-        products = self._products(snap, q_text, q_image, k_products)
+        products = (
+            self._text_matches(snap, q_ml, k_products, view=ml_products)
+            if ml_products is not None and q_ml is not None
+            else self._products(snap, q_text, q_image, k_products)
+        )
         t3 = time.perf_counter()
 
         verdict = (
@@ -292,7 +301,7 @@ class Retriever:
                 "encode": (t2 - t1) * 1e3,
                 "search": (t3 - t2) * 1e3,
             },
-            faq_encoder=None if ml is None else ml.id,
+            faq_encoder=None if ml_index is None or ml is None else ml.id,
         )
         result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
         if self.query_log is not None:
@@ -329,12 +338,12 @@ class Retriever:
             )
         return result.query_id
 
-    def _multilingual_index(self, snap: Snapshot, text: str | None) -> VectorIndex | None:
-        """The FAQ index's multilingual companion when this question needs it (CJK characters)
-        and it was built with this retriever's multilingual encoder; otherwise None."""
+    def _multilingual_index(self, index: VectorIndex, text: str | None) -> VectorIndex | None:
+        """An index's multilingual companion (FAQ or products) when this question needs it (CJK
+        characters) and it was built with this retriever's multilingual encoder; else None."""
         if text is None or self.multilingual_encoder is None or not has_cjk(text):
             return None
-        companion = snap.faq_index.companions.get(MULTILINGUAL)
+        companion = index.companions.get(MULTILINGUAL)
         if companion is None or companion.meta.get("text_encoder") != self.multilingual_encoder.id:
             return None
         return companion
@@ -384,11 +393,14 @@ class Retriever:
         exclude: tuple[str, ...] = (),
         *,
         pictureless: bool = False,
+        view: VectorIndex | None = None,
     ) -> list[ProductMatch]:
-        """Products ranked by text cosine in the text view; with ``pictureless``, only those
-        without an image (which have no fused vector): a query with text and a photo scores
-        them by their text alone, the one modality both sides have."""
-        view = snap.product_index.companions["text"]
+        """Products ranked by text cosine in the text view (or ``view``, e.g. the multilingual
+        one); with ``pictureless``, only those without an image (which have no fused vector):
+        a query with text and a photo scores them by their text alone, the one modality both
+        sides have."""
+        if view is None:
+            view = snap.product_index.companions["text"]
         fetch = k * 2 + 8 if pictureless else k
         out = []
         for hit in view.search_items(q_text, fetch, exclude=exclude):

@@ -1,9 +1,10 @@
 """Chinese and mixed-language questions: the multilingual encoders (real packaged models) and
-the FAQ index's multilingual companion that answers them (docs/multilingual.md)."""
+the FAQ and product indexes' multilingual companions that answer them (docs/multilingual.md)."""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import threading
 from pathlib import Path
 
@@ -189,6 +190,44 @@ def test_chinese_query_set_accuracy_floor(demo) -> None:  # noqa: ANN001
 
 
 @pytest.mark.models
+@pytest.mark.parametrize(
+    ("question", "products"),
+    [
+        ("有机香蕉", {"banana"}),
+        ("organic banana 有吗", {"banana"}),  # mixed
+        ("芒果多少钱", {"mango"}),
+        ("有没有橙汁", {"god-morgon-orange-juice", "bravo-orange-juice"}),
+        ("有没有红苹果", {"red-delicious", "royal-gala", "pink-lady"}),
+        ("紅蘋果", {"red-delicious", "royal-gala", "pink-lady"}),  # traditional
+        ("土豆", {"floury-potato", "solid-potato"}),
+        ("有大蒜吗", {"garlic"}),
+    ],
+)
+def test_chinese_product_questions_use_the_multilingual_product_view(
+    demo,  # noqa: ANN001
+    question: str,
+    products: set[str],
+) -> None:
+    # the English catalog, searched in Chinese: MiniLM maps Chinese to noise, the
+    # multilingual view of the product texts does not
+    r = demo.query(question, prefer_products=True)
+    assert r.products[0].product.id in products, [(m.product.id, m.score) for m in r.products]
+    assert r.products[0].image_score is None
+
+
+@pytest.mark.models
+def test_english_product_questions_keep_the_english_text_view(demo) -> None:  # noqa: ANN001
+    r = demo.query("do you have organic bananas", prefer_products=True)
+    ml = demo.snapshot.product_index.companions[MULTILINGUAL]
+    english = demo.snapshot.product_index.companions["text"]
+    q = demo.text_encoder.encode(["do you have organic bananas"])[0]
+    [best] = english.search_items(q, 1)
+    assert r.products[0].product.id == best.item_id == "banana"
+    assert r.products[0].score == pytest.approx(best.score, abs=1e-5)
+    assert ml.meta["text_encoder"] == demo.multilingual_encoder.id and len(ml) == 81
+
+
+@pytest.mark.models
 def test_multilingual_off_routes_everything_to_the_english_index(demo_data_dir: Path) -> None:
     r = build_retriever(demo_settings(demo_data_dir, multilingual_model="")).query("运费怎么算")
     assert r.faq_encoder is None and r.replies[0].matched != "centroid"
@@ -248,3 +287,55 @@ def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
     assert off.mode == "incremental" and MULTILINGUAL not in index.companions
     on, index = run(settings())
     assert on.mode == "full" and len(index.companions[MULTILINGUAL]) == 2
+
+
+def test_reindex_keeps_the_products_multilingual_view_in_step(tmp_path: Path) -> None:
+    from retrieval.reindex import reindex
+    from retrieval.settings import load_settings
+    from retrieval.storage import load_current
+
+    from fakes import ColourImageEncoder, HashingTextEncoder
+
+    catalog = tmp_path / "products.jsonl"
+
+    def write(rows: list[dict]) -> None:
+        catalog.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+    rows = [
+        {"id": "banana", "title": "Organic Bananas"},
+        {"id": "milk", "title": "Oat milk"},
+        {"id": "juice", "title": "Orange juice"},
+    ]
+    write(rows)
+
+    def run(**kw):  # noqa: ANN003, ANN202
+        s = load_settings(
+            None,
+            data_dir=tmp_path / "var",
+            faq_path=tmp_path / "faq.yaml",
+            catalog_path=catalog,
+            compact_deleted_ratio=0.9,  # this tiny catalog would be compacted, not updated
+            **kw,
+        )
+        report = reindex(
+            s, kinds=("products",), text=HashingTextEncoder(), image=ColourImageEncoder()
+        )
+        return report.reports[0], load_current(s.index_dir, "products", expect={})
+
+    ml = MultilingualEncoder(USE)
+    first, index = run()
+    assert first.mode == "full" and len(index.companions[MULTILINGUAL]) == 3
+
+    rows[1] = {"id": "milk", "title": "燕麦奶"}
+    del rows[2]
+    write(rows)
+    second, index = run()
+    assert second.mode == "incremental" and second.encoded == 1
+    view = index.companions[MULTILINGUAL]
+    assert len(view) == 2 and "juice" not in view
+    np.testing.assert_allclose(view.item_vectors("milk")[1][0], ml.encode(["燕麦奶"])[0], atol=1e-5)
+
+    off, index = run(multilingual_model="")
+    assert off.mode == "incremental" and MULTILINGUAL not in index.companions
+    on, index = run()
+    assert on.mode == "incremental" and len(index.companions[MULTILINGUAL]) == 2

@@ -33,8 +33,10 @@ def test_queries_and_candidates_with_chinese_text_on_postgres(
         "how long does delivery take?",
         "送货需要多长时间？",
         "do you have organic bananas? 🍌",
+        "你们有有机香蕉吗",  # a Chinese product question: the products' multilingual view
     ]
     results = [retriever.query(q, conversation_id="pg-conv") for q in questions]
+    assert results[3].products[0].product.id == "banana"
     qlog.close()
     with Session(engine) as s:
         for q, r in zip(questions, results, strict=True):
@@ -42,6 +44,8 @@ def test_queries_and_candidates_with_chinese_text_on_postgres(
             assert row.text == q  # stored intact, emoji and Chinese included
             assert len(row.candidates) == len(r.replies) + len(r.products)
             assert row.candidates[0].score == pytest.approx(r.replies[0].score)
+            logged = [(c.kind, c.item_id) for c in row.candidates if c.kind == "product"]
+            assert logged == [("product", m.product.id) for m in r.products]
     engine.dispose()
 
 
