@@ -186,8 +186,10 @@ def _build(
 ) -> dict[str, Any]:
     """Everything of one version inside ``staging``; returns its manifest."""
     bank, training_bank, anchors, heldout, counts = data
+    # judged on the bank without the held-out questions, which would otherwise find
+    # themselves among the phrasings
     bank_path, heldout_path = staging / "bank.jsonl", staging / "heldout.jsonl"
-    _write_jsonl(bank_path, [e.to_record() for e in bank])
+    _write_jsonl(bank_path, [e.to_record() for e in training_bank])
     _write_jsonl(heldout_path, [{"query": q.text, "relevant": sorted(q.relevant)} for q in heldout])
     base_folder, base_id = resolve_text_model(settings.text_model)
     result = fine_tune_text(
@@ -205,8 +207,8 @@ def _build(
     current = SentenceTransformerEncoder(
         settings.text_model, device=options.text.device, threads=options.text.threads
     )
-    mine = judge_model(settings, candidate, bank, bank_path, heldout, heldout_path)
-    theirs = judge_model(settings, current, bank, bank_path, heldout, heldout_path)
+    mine = judge_model(settings, candidate, training_bank, bank_path, heldout, heldout_path)
+    theirs = judge_model(settings, current, training_bank, bank_path, heldout, heldout_path)
     keep = (
         "hit_at_1",
         "mrr_at_10",
