@@ -98,7 +98,7 @@ def encoder_tables(result: dict) -> list[Table]:
              str(r["items"])]
             for r in part["by_batch"]
         ]  # fmt: skip
-        title = f"{kind} encoder {part['model']} ({enc['torch_threads']} torch threads)"
+        title = f"{kind} encoder {part['model']} (torch threads: {enc['torch_threads']})"
         out.append((title, ["batch size", unit, "ms/batch", "items"], rows))
     return out
 
@@ -119,6 +119,10 @@ def http_tables(result: dict) -> list[Table]:
     return [(title, ["clients", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "QPS"], rows)]
 
 
+def _text_column(i: int, header: str) -> bool:
+    return i == 0 or header == "method"
+
+
 def tables(result: dict) -> list[Table]:
     return index_tables(result) + encoder_tables(result) + http_tables(result)
 
@@ -129,7 +133,7 @@ def print_tables(result: dict, console: Any) -> None:
     for title, header, rows in tables(result):
         t = RichTable(title=title, title_justify="left")
         for i, h in enumerate(header):
-            t.add_column(h, justify="left" if i < 2 else "right")
+            t.add_column(h, justify="left" if _text_column(i, h) else "right")
         for row in rows:
             t.add_row(*row)
         console.print(t)
@@ -153,7 +157,8 @@ def markdown(result: dict, command: str) -> str:
     ]
     for title, header, rows in tables(result):
         lines += [f"## {title}", "", "| " + " | ".join(header) + " |"]
-        lines.append("| " + " | ".join(["---"] + ["---:"] * (len(header) - 1)) + " |")
+        rule = ["---" if _text_column(i, h) else "---:" for i, h in enumerate(header)]
+        lines.append("| " + " | ".join(rule) + " |")
         lines += ["| " + " | ".join(row) + " |" for row in rows]
         lines.append("")
     lines += [f"- {line}" for line in result.get("skipped", [])]
