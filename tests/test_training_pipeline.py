@@ -239,3 +239,29 @@ def test_same_seed_same_weights(shop, capsys) -> None:
     assert first["data_hash"] == second["data_hash"]
     a, b = Path(first["settings"]["text_model"]), Path(second["settings"]["text_model"])
     assert a != b and _digest(a) == _digest(b)
+
+
+def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch) -> None:
+    """The wiring of --photos (the projection's own training is tested in
+    test_training_image.py): the .npy lands in the version and in the settings it applies."""
+    import numpy as np
+
+    from retrieval.training import image
+
+    calls = []
+
+    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True):  # noqa: ANN001, ANN202
+        calls.append((Path(catalog_path), Path(photos_path), seed))
+        np.save(out_path, np.eye(4, 1280, dtype=np.float32))
+        return {"val_hit_at_1": 0.5}
+
+    monkeypatch.setattr(image, "fit_image_projection", fit)
+    photos = _write(shop["root"] / "photos.jsonl", [{"image": "x.jpg", "relevant": ["apples"]}])
+    args = ("--train", str(shop["train"]), "--heldout", str(shop["heldout"]), "--no-promote")
+    assert _run(shop, *args, "--photos", str(photos), "--seed", "3") == 0
+    out = _last_json(capsys)
+    assert calls == [(Path(str(shop["root"] / "catalog.jsonl")), photos, 3)]
+    assert out["image"] == {"val_hit_at_1": 0.5}
+    matrix = np.load(out["settings"]["image_projection"])
+    assert matrix.shape == (4, 1280)
+    assert Path(out["settings"]["image_projection"]).parent == Path(out["path"])

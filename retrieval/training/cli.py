@@ -62,6 +62,13 @@ def register(sub: Any, common: Any) -> None:
         help="share of --train kept aside as held-out when --heldout is not given (default 0.2)",
     )
     p.add_argument(
+        "--photos",
+        type=Path,
+        help="labelled shopper photos (TRAIN format with an 'image' field naming a product of "
+        "the catalog_path setting): also learn an image projection that maps photos towards "
+        "their product's catalog picture (the image_projection setting)",
+    )
+    p.add_argument(
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
     )
     p.add_argument(
@@ -143,7 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size", "threads"):
         if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
             raise InputError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    for name in ("bank", "train", "heldout"):
+    for name in ("bank", "train", "heldout", "photos"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
             raise InputError(f"--{name} file {path} does not exist")
@@ -154,6 +161,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         train_path=args.train,
         heldout_path=args.heldout,
         heldout_share=args.heldout_share,
+        photos_path=args.photos,
         feedback=not args.no_feedback,
         text=TextTrainingConfig(
             epochs=args.epochs,

@@ -56,6 +56,7 @@ class TrainOptions:
     train_path: Path | None = None
     heldout_path: Path | None = None
     heldout_share: float = 0.2
+    photos_path: Path | None = None  # labelled shopper photos: learn the image projection
     feedback: bool = True
     text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
     force: bool = False
@@ -200,7 +201,20 @@ def _build(
         options.text,
         progress=options.progress,
     )
-    final_text = versions.models_dir(settings.data_dir).resolve() / model_id / "text-model"
+    final = versions.models_dir(settings.data_dir).resolve() / model_id
+    final_text = final / "text-model"
+    image: dict[str, Any] | None = None
+    if options.photos_path is not None:
+        from .image import fit_image_projection
+
+        image = fit_image_projection(
+            settings.catalog_path,
+            options.photos_path,
+            staging / "image-projection.npy",
+            settings=settings,
+            seed=options.text.seed,
+            progress=options.progress,
+        )
     candidate = SentenceTransformerEncoder(
         str(staging / "text-model"), device=options.text.device, threads=options.text.threads
     )
@@ -219,10 +233,18 @@ def _build(
         "n_queries",
         "n_in_scope",
     )
+    applied = {
+        "text_model": str(final_text),
+        "answer_threshold": round(mine.thresholds.answer_threshold, 6),
+        "suggest_threshold": round(mine.thresholds.suggest_threshold, 6),
+        "answer_margin": mine.thresholds.margin,
+    }
+    if image is not None:
+        applied["image_projection"] = str(final / "image-projection.npy")
     return {
         "id": model_id,
         "created_at": datetime.now(UTC).isoformat(),
-        "path": str(final_text.parent),
+        "path": str(final),
         "base_model": settings.text_model,
         "base_encoder": base_id,
         "data_hash": _data_hash(bank, anchors, heldout),
@@ -230,12 +252,8 @@ def _build(
         "config": dataclasses.asdict(options.text),
         "counts": counts,
         "training": dataclasses.asdict(result),
-        "settings": {
-            "text_model": str(final_text),
-            "answer_threshold": round(mine.thresholds.answer_threshold, 6),
-            "suggest_threshold": round(mine.thresholds.suggest_threshold, 6),
-            "answer_margin": mine.thresholds.margin,
-        },
+        "settings": applied,
+        "image": image,
         "metrics": {
             "candidate": {k: mine.metrics.get(k) for k in keep},
             "current": {k: theirs.metrics.get(k) for k in keep} | {"model": settings.text_model},
