@@ -132,3 +132,11 @@ def test_contrastive_loss_masks_same_group_candidates() -> None:
     masked = contrastive_loss(a, c, ["g", "g"], ["g", "g", "x", "y"])
     unmasked = contrastive_loss(a, c, ["g", "h"], ["g", "h", "x", "y"])
     assert float(masked) < 0.01 < float(unmasked)
+
+
+def test_training_modules_export_what_they_define() -> None:
+    import importlib
+
+    for name in ("cli", "compare", "feedback", "fitting", "pairs", "pipeline", "text", "versions"):
+        mod = importlib.import_module(f"retrieval.training.{name}")
+        assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), name

@@ -37,7 +37,17 @@ from .compare import better, judge_model
 from .pairs import Anchor, anchors_from_bank
 from .text import TextTrainingConfig, fine_tune_text
 
-__all__ = ["MIN_ANCHORS", "MIN_HELDOUT", "TrainOptions", "TrainReport", "TrainingError", "train"]
+__all__ = [
+    "MIN_ANCHORS",
+    "MIN_ENTRIES",
+    "MIN_HELDOUT",
+    "TrainOptions",
+    "TrainReport",
+    "TrainingError",
+    "gather",
+    "promote",
+    "train",
+]
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, select, update
+from sqlalchemy import Engine, update
 from sqlalchemy.orm import Session
 
 from ..errors import Busy, NotFound
@@ -45,6 +45,7 @@ __all__ = [
     "promoted_id",
     "read_manifest",
     "record",
+    "retire_all",
     "set_promoted",
     "staging_dir",
     "write_json",
@@ -186,10 +187,3 @@ def retire_all(engine: Engine) -> None:
             .where(ModelVersionRow.status == "promoted")
             .values(status="retired")
         )
-
-
-def sql_rows(engine: Engine) -> dict[str, ModelVersionRow]:
-    with Session(engine) as session:
-        rows = session.scalars(select(ModelVersionRow)).all()
-        session.expunge_all()
-        return {r.id: r for r in rows}
