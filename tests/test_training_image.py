@@ -285,3 +285,9 @@ def test_projection_from_drawn_photos_improves_the_real_retriever(
     monkeypatch.setenv("RETRIEVAL_IMAGE_PROJECTION", str(out))
     tuned = _eval_hit1(drawn_shop, capsys)
     assert tuned > untuned
+
+
+def test_module_exports_what_it_defines() -> None:
+    from retrieval.training import image
+
+    assert all(hasattr(image, name) for name in image.__all__)

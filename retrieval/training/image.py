@@ -52,8 +52,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MIN_PHOTOS",
+    "FeatureCache",
     "ProjectionConfig",
     "ProjectionResult",
+    "encode_image_files",
     "fit_image_projection",
     "heldout_mask",
     "learn_projection",
