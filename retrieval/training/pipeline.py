@@ -307,14 +307,20 @@ def train(
             return TrainReport(manifest, False, "not promoted (--no-promote)")
         if not (manifest["metrics"]["better"] or options.force):
             return TrainReport(manifest, False, "not promoted: not better than the current model")
-        reindexed = promote(
-            settings,
-            engine,
-            manifest,
-            reindex=options.reindex,
-            reload_settings=reload_settings,
-            progress=options.progress,
-        )
+        try:
+            reindexed = promote(
+                settings,
+                engine,
+                manifest,
+                reindex=options.reindex,
+                reload_settings=reload_settings,
+                progress=options.progress,
+            )
+        except OSError as exc:
+            raise TrainingError(
+                f"cannot promote model version {model_id}: {exc.strerror or exc}; it is kept "
+                f"(`retrieval models rollback {model_id}` promotes it later)"
+            ) from None
         why = "forced" if options.force and not manifest["metrics"]["better"] else "better"
         return TrainReport(manifest, True, f"promoted ({why})", reindexed)
 

@@ -28,9 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, update
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from ..errors import Busy, NotFound
+from ..errors import Busy, NotFound, StoreError
 from ..settings import PROMOTED_FILE, models_dir
 from ..store.models import ModelVersionRow
 
@@ -153,6 +154,16 @@ def set_promoted(data_dir: Path, manifest: dict[str, Any] | None) -> None:
 
 def record(engine: Engine, manifest: dict[str, Any], status: str) -> None:
     """Insert or update the version's row; a promotion retires the previously promoted one."""
+    try:
+        _record(engine, manifest, status)
+    except SQLAlchemyError as exc:
+        raise StoreError(
+            f"cannot record model version {manifest['id']} in the database: "
+            f"{str(exc).splitlines()[0]}"
+        ) from None
+
+
+def _record(engine: Engine, manifest: dict[str, Any], status: str) -> None:
     with Session(engine) as session, session.begin():
         if status == "promoted":
             session.execute(
