@@ -287,7 +287,8 @@ def test_projection_from_drawn_photos_improves_the_real_retriever(
     assert tuned > untuned
 
 
-def test_module_exports_what_it_defines() -> None:
-    from retrieval.training import image
+def test_modules_export_what_they_define() -> None:
+    from retrieval.training import image, image_features
 
-    assert all(hasattr(image, name) for name in image.__all__)
+    for mod in (image, image_features):
+        assert mod.__all__ and all(hasattr(mod, name) for name in mod.__all__), mod.__name__
