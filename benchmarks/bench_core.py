@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,17 +32,12 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.bench.http import QUESTIONS, free_port
 from retrieval.encoders.base import l2_normalize
 from retrieval.index import IndexParams, VectorIndex
 from retrieval.synthetic import embedding_like
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(xs: list[float], p: float) -> float:
@@ -225,76 +219,17 @@ def real_embeddings(
     return stored, queries, "MiniLM embeddings of PriceRunner offer titles and Bitext questions"
 
 
-QUESTIONS = [
-    "how long does delivery take?",
-    "do you have organic bananas?",
-    "can I pay with paypal",
-    "where is my order",
-    "I want to return an item",
-    "is the oat milk in stock",
-    "what are your opening hours",
-    "my card was declined",
-    "do you deliver on sundays",
-    "gluten free bread",
-    "cheap apple juice",
-    "how do I reset my password",
-]
-
-
 def make_service_data(data_dir: Path, n_products: int, n_faq_entries: int, phrasings: int) -> None:
-    """Synthetic indexes with the real encoders' ids and fusion, published like ``ingest`` does."""
-    from retrieval.build import faq_expectations, product_expectations
-    from retrieval.encoders import image_encoder, text_encoder
-    from retrieval.fusion import fuse
-    from retrieval.runtime import make_fusion
-    from retrieval.settings import load_settings
-    from retrieval.storage import new_version_id, publish
+    """Synthetic indexes with the real encoders' ids and fusion, published like ``ingest`` does
+    (the builder ``retrieval bench`` uses)."""
+    from tqdm.auto import tqdm
 
-    settings = load_settings(None, data_dir=data_dir)
-    text, image = text_encoder(settings), image_encoder(settings)
-    fusion = make_fusion(settings, text, image)
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    from retrieval.bench.http import make_service_data as build
 
-    faq_vecs, _ = embedding_like(n_faq_entries * phrasings, text.dim, seed=1)
-    faq = VectorIndex(text.dim, params, capacity=len(faq_vecs), meta=faq_expectations(text))
-    keys = [(f"faq{i}", f"example{j}") for i in range(n_faq_entries) for j in range(phrasings)]
-    faq.add(keys, faq_vecs)
-    faq.meta["records"] = [
-        {"id": f"faq{i}", "answer": f"Answer {i}.", "question": f"Question {i}?"}
-        for i in range(n_faq_entries)
-    ]
-    faq.meta["calibration"] = {"answer_threshold": 0.5}
-    publish(faq, settings.index_dir, "faq", new_version_id("faq"))
+    def progress(label: str, total: int) -> tqdm:
+        return tqdm(total=total, desc=label, unit="vec", unit_scale=True, file=sys.stderr)
 
-    img, _ = embedding_like(n_products, image.dim, seed=2)
-    txt, _ = embedding_like(n_products, text.dim, seed=3)
-    prod = VectorIndex(
-        fusion.dim, params, capacity=n_products, meta=product_expectations(text, image, fusion)
-    )
-    step = 20_000
-    for start in range(0, n_products, step):
-        end = min(n_products, start + step)
-        prod.add(
-            [(f"p{i}", "image0") for i in range(start, end)],
-            fuse(img[start:end], txt[start:end], fusion),
-        )
-        print(f"  product index: {end}/{n_products}", file=sys.stderr, flush=True)
-    text_view = VectorIndex(text.dim, params, capacity=n_products, meta={"kind": "products-text"})
-    text_view.add([(f"p{i}", "text") for i in range(n_products)], txt)
-    prod.companions["text"] = text_view
-    prod.meta["records"] = [
-        {
-            "id": f"p{i}",
-            "title": f"Product {i}",
-            "price": 1.0,
-            "currency": "EUR",
-            "category": "Demo",
-            "stock": 3,
-            "images": [],
-        }
-        for i in range(n_products)
-    ]
-    publish(prod, settings.index_dir, "products", new_version_id("products"))
+    build(data_dir, n_faq_entries, phrasings, n_products, progress)
 
 
 def bench_service(n_products: int, n_faq_entries: int, n_requests: int) -> dict:

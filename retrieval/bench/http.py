@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import RetrievalError
 from .stats import latency_summary
 
-__all__ = ["QUESTIONS", "load_levels", "make_service_data", "start_service"]
+__all__ = ["QUESTIONS", "free_port", "load_levels", "make_service_data", "start_service"]
 
 QUESTIONS = [
     "how long does delivery take?",
