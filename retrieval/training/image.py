@@ -168,13 +168,19 @@ def _losses(
         eye = torch.eye(len(z), dtype=torch.bool)
         sims = sims.masked_fill(eye, float("-inf"))
         pos = (y[:, None] == y[None, :]) & ~eye
-        log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
-        n_pos = pos.sum(dim=1)
-        keep = n_pos > 0
-        if bool(keep.any()):
-            per = -(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[keep] / n_pos[keep])
-            loss = loss + config.photo_weight * per.mean()
+        loss = loss + config.photo_weight * _supervised_contrastive(torch, sims, pos)
     return loss
+
+
+def _supervised_contrastive(torch: Any, sims: Any, pos: Any) -> Any:
+    """Mean over rows with a positive of minus the mean log-probability of their positives
+    (0 when no row has one)."""
+    log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
+    n_pos = pos.sum(dim=1)
+    keep = n_pos > 0
+    if not bool(keep.any()):
+        return torch.zeros((), dtype=sims.dtype)
+    return (-(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[keep] / n_pos[keep])).mean()
 
 
 def _heldout_losses(
@@ -200,12 +206,7 @@ def _heldout_losses(
     if config.photo_weight > 0:
         sims = z @ gallery.T / config.temperature
         pos = y[:, None] == gallery_y[None, :]
-        log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
-        n_pos = pos.sum(dim=1)
-        keep = n_pos > 0
-        if bool(keep.any()):
-            per = -(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[keep] / n_pos[keep])
-            loss = loss + config.photo_weight * per.mean()
+        loss = loss + config.photo_weight * _supervised_contrastive(torch, sims, pos)
     return loss
 
 
