@@ -120,6 +120,18 @@ def test_cli_refuses_short_passwords_and_duplicates(stack: Stack, agents: list[s
     assert r.status_code == 401 and r.json()["detail"] == "wrong name or password"
 
 
+def test_password_guessing_locks_the_account(stack: Stack, agents: list[str]) -> None:
+    made = add_agent(stack, "erin")
+    assert made.returncode == 0, made.stderr
+    for _ in range(5):
+        r = httpx.post(f"{stack.base}/agent/api/login", json={"name": "erin", "password": "guess!"})
+        assert r.status_code == 401 and r.json()["detail"] == "wrong name or password"
+    r = httpx.post(f"{stack.base}/agent/api/login", json={"name": "erin", "password": PASSWORD})
+    assert r.status_code == 401 and "too many failed logins" in r.json()["detail"], r.text
+    # the other agents still log in
+    assert Agent(stack, "alice").client.get("/agent/api/queue").status_code == 200
+
+
 def test_anonymous_and_shoppers_cannot_reach_the_console(stack: Stack, agents: list[str]) -> None:
     shopper = Shopper(stack)
     shopper.say("hello")

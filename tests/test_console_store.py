@@ -109,6 +109,31 @@ def test_sessions_expire_and_csrf_is_checked(tmp_path: Path) -> None:
     engine.dispose()
 
 
+def test_repeated_failed_logins_lock_the_account_for_a_while(tmp_path: Path) -> None:
+    engine = _engine(f"sqlite:///{tmp_path / 'c.db'}")
+    for name in ("alice", "bob"):
+        auth.add_agent(engine, name, "a long enough password")
+    now = [1000.0]
+    throttle = auth.LoginThrottle(max_failures=3, window_s=60, clock=lambda: now[0])
+    for _ in range(3):
+        with pytest.raises(NotLoggedIn, match="wrong name or password"):
+            auth.login(engine, "alice", "a wrong password!", 60, throttle)
+    # locked: even the right password is refused, with how long to wait
+    with pytest.raises(NotLoggedIn, match="too many failed logins .* try again in 60 s"):
+        auth.login(engine, "alice", "a long enough password", 60, throttle)
+    # another account is not affected
+    assert auth.login(engine, "bob", "a long enough password", 60, throttle)[1].name == "bob"
+    now[0] += 61  # the failures leave the window
+    _, session = auth.login(engine, "alice", "a long enough password", 60, throttle)
+    assert session.name == "alice"
+    # a success clears the count: two more failures do not lock
+    for _ in range(2):
+        with pytest.raises(NotLoggedIn, match="wrong name or password"):
+            auth.login(engine, "alice", "a wrong password!", 60, throttle)
+    assert auth.login(engine, "alice", "a long enough password", 60, throttle)[1].name == "alice"
+    engine.dispose()
+
+
 @pytest.mark.postgres
 def test_first_writer_wins_on_postgres(pg_url: str) -> None:
     _race(pg_url)

@@ -66,6 +66,7 @@ async def api_login(request: Request) -> JSONResponse:
         str(body.get("name") or ""),
         str(body.get("password") or ""),
         console.settings.console_session_ttl_s,
+        console.login_throttle,
     )
     response = JSONResponse(
         {

@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import math
 import re
 import secrets
+import threading
+import time
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -30,6 +34,7 @@ __all__ = [
     "COOKIE",
     "MIN_PASSWORD",
     "AgentSession",
+    "LoginThrottle",
     "add_agent",
     "check_csrf",
     "end_session",
@@ -116,8 +121,65 @@ def list_agents(engine: Engine) -> list[tuple[str, datetime, bool]]:
     return [(n, utc(c), a) for n, c, a in sorted(rows)]
 
 
-def login(engine: Engine, name: str, password: str, ttl_s: float) -> tuple[str, AgentSession]:
-    """Check the password; returns the cookie token and the new session."""
+class LoginThrottle:
+    """Failed logins per account name in a sliding window: past ``max_failures`` the account
+    refuses every password, right or wrong, until the oldest failure leaves the window. Slows
+    password guessing to a few tries per window; in memory, per service process."""
+
+    def __init__(self, max_failures: int = 5, window_s: float = 300.0, clock=time.monotonic):  # noqa: ANN001
+        self.max_failures, self.window_s, self._clock = max_failures, window_s, clock
+        self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
+
+    def _recent(self, name: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(name, deque())
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+        return times
+
+    def check(self, name: str) -> None:
+        """Raise :class:`NotLoggedIn` while this account is locked out."""
+        with self._lock:
+            now = self._clock()
+            times = self._recent(name, now)
+            if len(times) >= self.max_failures:
+                wait = max(1, math.ceil(times[0] + self.window_s - now))
+                raise NotLoggedIn(f"too many failed logins for this account: try again in {wait} s")
+            if not times:
+                self._failures.pop(name, None)
+
+    def failed(self, name: str) -> None:
+        with self._lock:
+            now = self._clock()
+            self._recent(name, now).append(now)
+
+    def succeeded(self, name: str) -> None:
+        with self._lock:
+            self._failures.pop(name, None)
+
+
+def login(
+    engine: Engine,
+    name: str,
+    password: str,
+    ttl_s: float,
+    throttle: LoginThrottle | None = None,
+) -> tuple[str, AgentSession]:
+    """Check the password; returns the cookie token and the new session. With ``throttle``,
+    an account with too many recent failures is refused before its password is checked."""
+    if throttle is None:
+        return _login(engine, name, password, ttl_s)
+    throttle.check(name)
+    try:
+        out = _login(engine, name, password, ttl_s)
+    except NotLoggedIn:
+        throttle.failed(name)
+        raise
+    throttle.succeeded(name)
+    return out
+
+
+def _login(engine: Engine, name: str, password: str, ttl_s: float) -> tuple[str, AgentSession]:
     with Session(engine) as s, s.begin():
         agent = s.scalar(select(AgentRow).where(AgentRow.name == name))
         try:

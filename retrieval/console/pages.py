@@ -128,6 +128,7 @@ async def login_submit(request: Request) -> Response:
             form.get("name", ""),
             form.get("password", ""),
             console.settings.console_session_ttl_s,
+            console.login_throttle,
         )
     except NotLoggedIn as exc:
         response = render("login.html", status=401, login_csrf=cookie, agent=None, error=str(exc))

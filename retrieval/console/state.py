@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from ..settings import Settings
 from ..store import make_engine, migrate
 from . import queue
-from .auth import AgentSession
+from .auth import AgentSession, LoginThrottle
 from .delivery import RasaTracker
 
 __all__ = ["Console", "open_console"]
@@ -35,6 +35,7 @@ class Console:
         tracker: RasaTracker | None = None,
     ):
         self.settings = settings
+        self.login_throttle = LoginThrottle()
         self._retriever = retriever
         self._engine = engine
         self._own_engine = own_engine
