@@ -107,11 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace) -> Any:
+def _settings(args: argparse.Namespace, *, promoted: bool = True) -> Any:
+    """The one place CLI options become settings (``promoted``: apply a promoted model)."""
     from .settings import load_settings
 
     return load_settings(
         args.config,
+        promoted=promoted,
         data_dir=args.data_dir,
         database_url=args.database_url,
         catalog_path=getattr(args, "catalog", None),
@@ -121,11 +123,10 @@ def _settings(args: argparse.Namespace) -> Any:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from .ingest import ingest
-    from .store import make_engine, migrate
+    from .store import migrated_engine
 
     settings = _settings(args)
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
+    engine = migrated_engine(settings.resolved_database_url)
     kinds = (args.only,) if args.only else ("faq", "products")
     summary = ingest(
         settings, engine, kinds=kinds, progress=not args.no_progress, if_changed=args.if_changed

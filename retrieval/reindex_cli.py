@@ -64,11 +64,9 @@ def register(sub: Any, common: Any) -> None:
 
 
 def _engine(settings: Any) -> Any:
-    from .store import make_engine, migrate
+    from .store import migrated_engine
 
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    return engine
+    return migrated_engine(settings.resolved_database_url)
 
 
 def _settings(args: argparse.Namespace) -> Any:

@@ -1,6 +1,6 @@
 """The SQL store: tables, migrations and the loss-free query log."""
 
-from .db import make_engine, migrate
+from .db import make_engine, migrate, migrated_engine
 from .models import Base, CandidateRow, DecisionRow, IndexVersionRow, QueryRow
 from .querylog import QueryLog
 
@@ -13,4 +13,5 @@ __all__ = [
     "QueryRow",
     "make_engine",
     "migrate",
+    "migrated_engine",
 ]

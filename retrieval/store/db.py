@@ -51,6 +51,13 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
+def migrated_engine(url: str) -> Engine:
+    """An engine whose schema is at the newest revision: what a command-line job writes with."""
+    engine = make_engine(url)
+    migrate(engine)
+    return engine
+
+
 def migrate(engine: Engine) -> None:
     """Bring the schema to the newest revision (idempotent)."""
     from alembic import command

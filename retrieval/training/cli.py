@@ -124,19 +124,15 @@ def register(sub: Any, common: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, promoted: bool = True) -> Any:
-    from ..settings import load_settings
+    from ..cli import _settings as settings_from_args  # the one place CLI options become settings
 
-    return load_settings(
-        args.config, promoted=promoted, data_dir=args.data_dir, database_url=args.database_url
-    )
+    return settings_from_args(args, promoted=promoted)
 
 
 def _engine(settings: Any) -> Any:
-    from ..store import make_engine, migrate
+    from ..store import migrated_engine
 
-    engine = make_engine(settings.resolved_database_url)
-    migrate(engine)
-    return engine
+    return migrated_engine(settings.resolved_database_url)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
