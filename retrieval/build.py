@@ -28,6 +28,7 @@ __all__ = [
     "calibrate_faq",
     "calibrate_multilingual",
     "routed",
+    "routed_positions",
     "faq_centroids",
     "faq_expectations",
     "faq_meta",
@@ -325,14 +326,19 @@ def calibrate_faq(
     return CalibrationResult(threshold, accuracy, len(labelled), sum(not s for s in in_scope))
 
 
-def routed(labelled: list[tuple[str, set[str]]], *, cjk: bool) -> list[tuple[str, set[str]]]:
-    """The labelled questions a view answers: questions with CJK characters go to the
-    multilingual view, the others to the main one. A side with fewer than 10 questions gets
-    them all (a threshold fitted on a handful would be noise)."""
+def routed_positions(labelled: list[tuple[str, set[str]]], *, cjk: bool) -> list[int]:
+    """Positions of the labelled questions a view answers: questions with CJK characters go
+    to the multilingual view, the others to the main one. A side with fewer than 10
+    questions gets them all (a threshold fitted on a handful would be noise)."""
     from .encoders.multilingual import has_cjk
 
-    mine = [(q, rel) for q, rel in labelled if has_cjk(q) == cjk]
-    return mine if len(mine) >= 10 else labelled
+    mine = [i for i, (q, _) in enumerate(labelled) if has_cjk(q) == cjk]
+    return mine if len(mine) >= 10 else list(range(len(labelled)))
+
+
+def routed(labelled: list[tuple[str, set[str]]], *, cjk: bool) -> list[tuple[str, set[str]]]:
+    """The labelled questions a view answers (see :func:`routed_positions`)."""
+    return [labelled[i] for i in routed_positions(labelled, cjk=cjk)]
 
 
 def calibrate_multilingual(

@@ -142,6 +142,12 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"answer threshold calibrated on {cal['n_questions']} labelled questions "
             f"({cal['n_out_of_scope']} out of scope): {cal['answer_threshold']:.3f} (accuracy {cal['accuracy']:.3f})"
         )
+        head = cal.get("answer_head")
+        print(
+            f"answer head: {head['entries']} entries, blend {head['blend']}, C {head['strength']:g}"
+            if head
+            else "answer head: none (cosine alone was as good on the labelled questions)"
+        )
     print(f"done in {summary.seconds:.1f} s")
     return 0
 

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 META_FILE = "meta.json"
 INDEX_FILE = "index.hnsw"
+ARRAYS_FILE = "arrays.npz"
 FORMAT_VERSION = 1
 
 
@@ -87,6 +88,9 @@ class VectorIndex:
         # companion indexes over the same items, saved and loaded with this one
         # (e.g. the products' text-only view that answers text-only queries)
         self.companions: dict[str, VectorIndex] = {}
+        # small dense arrays that belong to this version (e.g. the FAQ's answer head),
+        # saved and loaded with it; whoever changes the items refits them
+        self.arrays: dict[str, np.ndarray] = {}
 
     # ---- size -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -181,6 +185,7 @@ class VectorIndex:
         for start in range(0, len(labels), chunk):
             out.add(keys[start : start + chunk], self.vectors(labels[start : start + chunk]))
         out.companions = {name: c.compacted(chunk=chunk) for name, c in self.companions.items()}
+        out.arrays = dict(self.arrays)
         return out
 
     # ---- reads --------------------------------------------------------------------------
@@ -255,6 +260,13 @@ class VectorIndex:
         folder.mkdir(parents=True, exist_ok=True)
         for name, companion in self.companions.items():
             companion.save(folder / name)
+        if self.arrays:
+            tmp = folder / (ARRAYS_FILE + ".tmp")
+            with tmp.open("wb") as f:
+                np.savez(f, **self.arrays)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, folder / ARRAYS_FILE)
         with self._lock.read():
             self._index.save_index(str(folder / INDEX_FILE))
             meta = {
@@ -267,6 +279,7 @@ class VectorIndex:
                 "free": self._free,
                 "keys": [[lb, item, var] for lb, (item, var) in self._keys.items()],
                 "companions": sorted(self.companions),
+                "arrays": sorted(self.arrays),
                 **self.meta,
             }
         tmp = folder / (META_FILE + ".tmp")
@@ -314,6 +327,7 @@ class VectorIndex:
             "free",
             "keys",
             "companions",
+            "arrays",
         }
         params = IndexParams(
             m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"]
@@ -334,6 +348,15 @@ class VectorIndex:
             self._by_item.setdefault(item, set()).add(label)
         for name in meta.get("companions", []):
             self.companions[name] = cls.load(folder / name, ef=ef)
+        if meta.get("arrays"):
+            try:
+                with np.load(folder / ARRAYS_FILE, allow_pickle=False) as saved:
+                    self.arrays = {name: saved[name] for name in meta["arrays"]}
+            except (OSError, ValueError, KeyError) as exc:
+                raise IndexError_(
+                    f"index arrays {folder / ARRAYS_FILE} are unreadable: {exc}; "
+                    "rebuild them with 'retrieval reindex --full'"
+                ) from None
         if self._index.get_current_count() != self._next_label:
             raise IndexError_(
                 f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'"

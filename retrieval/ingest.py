@@ -16,15 +16,13 @@ from .build import (
     PRODUCT_LAYOUT,
     build_faq_index,
     build_product_index,
-    calibrate_faq,
-    calibrate_multilingual,
     read_labelled,
-    routed,
 )
 from .catalog import load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .errors import SourceError
 from .faq import load_faq
+from .faq_calibration import calibrate_from_settings
 from .index import IndexParams, VectorIndex
 from .runtime import make_fusion
 from .settings import Settings
@@ -60,6 +58,7 @@ def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_id
         and settings.faq_calibration_path.exists()
     ):
         parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
+        parts += [settings.answer_head, settings.answer_head_max_entries]
     if kind == "products":
         parts += [settings.image_weight, settings.text_weight, PRODUCT_LAYOUT]
         if settings.image_projection is not None and settings.image_projection.exists():
@@ -142,19 +141,7 @@ def ingest(
         ml = multilingual_encoder(settings)
         faq_index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
         if labelled:
-            cal = calibrate_faq(faq_index, text, routed(labelled, cjk=False))
-            faq_index.meta["calibration"] = {
-                "answer_threshold": round(cal.threshold, 6),
-                "accuracy": round(cal.accuracy, 6),
-                "n_questions": cal.n_questions,
-                "n_out_of_scope": cal.n_out_of_scope,
-                "source": str(settings.faq_calibration_path),
-            }
-            summary.calibration = faq_index.meta["calibration"]
-            if ml is not None:
-                calibrate_multilingual(
-                    faq_index, ml, routed(labelled, cjk=True), settings.faq_calibration_path
-                )
+            summary.calibration = calibrate_from_settings(faq_index, text, labelled, settings, ml)
         built.append(("faq", faq_index))
     if catalog is not None:
         image = image_encoder(settings)

@@ -35,8 +35,6 @@ from .build import (
     add_multilingual_products,
     build_faq_index,
     build_product_index,
-    calibrate_faq,
-    calibrate_multilingual,
     faq_centroids,
     faq_expectations,
     faq_meta,
@@ -46,13 +44,13 @@ from .build import (
     product_multilingual_view,
     product_rows,
     read_labelled,
-    routed,
 )
 from .catalog import Catalog, Product, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import SourceError
 from .faq import FAQBank, load_faq
+from .faq_calibration import calibrate_from_settings, clear_calibration
 from .index import IndexParams, VectorIndex
 from .ingest import build_key, record_version
 from .runtime import make_fusion
@@ -348,22 +346,9 @@ def _reindex_faq(
             len(todo),
         )
     if labelled:
-        cal = calibrate_faq(index, text, routed(labelled, cjk=False))
-        index.meta["calibration"] = {
-            "answer_threshold": round(cal.threshold, 6),
-            "accuracy": round(cal.accuracy, 6),
-            "n_questions": cal.n_questions,
-            "n_out_of_scope": cal.n_out_of_scope,
-            "source": str(settings.faq_calibration_path),
-        }
-        if multilingual is not None:
-            calibrate_multilingual(
-                index, multilingual, routed(labelled, cjk=True), settings.faq_calibration_path
-            )
+        calibrate_from_settings(index, text, labelled, settings, multilingual)
     else:
-        index.meta.pop("calibration", None)
-        for companion in index.companions.values():
-            companion.meta.pop("calibration", None)
+        clear_calibration(index)
     return _finish(settings, engine, "faq", index, report, key, created_by, t0)
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from .answer_head import AnswerHead
 from .build import MULTILINGUAL, TEXT_ONLY
 from .catalog import Catalog, Product
 from .decision import Decision, DecisionPolicy, Verdict, decide, decide_products
@@ -27,6 +28,7 @@ from .encoders.base import Encoder
 from .encoders.multilingual import has_cjk
 from .errors import InputError, NotFound
 from .faq import FAQBank, FAQEntry
+from .faq_calibration import head_of, rank_entries
 from .fusion import Fusion, fuse, fused_scores, modality_scores
 from .images import load_image
 from .index import VectorIndex
@@ -100,6 +102,11 @@ class Snapshot:
     policy: DecisionPolicy
     # for questions with CJK characters, ranked by the FAQ index's multilingual companion
     multilingual_policy: DecisionPolicy | None = None
+
+    @cached_property
+    def answer_head(self) -> AnswerHead | None:
+        """The FAQ version's answer head (re-scores its nearest entries), if it has one."""
+        return head_of(self.faq_index)
 
     @cached_property
     def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
@@ -351,11 +358,13 @@ class Retriever:
     def _faq(
         self, snap: Snapshot, q_text: np.ndarray, k: int, index: VectorIndex | None = None
     ) -> list[FAQCandidate]:
+        index = index or snap.faq_index
+        head = snap.answer_head if index is snap.faq_index else None
         out = []
-        for hit in (index or snap.faq_index).search_items(q_text, k):
+        for hit, score in rank_entries(index, head, q_text, k):
             entry = snap.faq.get(hit.item_id)
             if entry is not None:
-                out.append(FAQCandidate(entry, float(np.clip(hit.score, -1.0, 1.0)), hit.variant))
+                out.append(FAQCandidate(entry, score, hit.variant))
         return out
 
     def _products(

@@ -122,6 +122,15 @@ class Settings(BaseSettings):
     answer_margin: float = Field(
         0.02, ge=0.0, le=2.0, description="Minimum top-1 minus top-2 score to answer."
     )
+    answer_head: bool = Field(
+        True,
+        description="Learn an answer head (a classifier over the FAQ entries) from the calibration questions at ingest and re-index, when cross-validation says it helps.",
+    )
+    answer_head_max_entries: int = Field(
+        1000,
+        ge=2,
+        description="Banks with more entries than this get no answer head (fitting cost).",
+    )
     product_answer_threshold: float = Field(
         0.35,
         ge=-1.0,

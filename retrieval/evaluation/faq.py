@@ -25,6 +25,7 @@ from ..decision import Decision, DecisionPolicy, calibrate_threshold, decide
 from ..encoders import text_encoder
 from ..encoders.base import Encoder
 from ..faq import FAQBank, load_faq
+from ..faq_calibration import calibrate_faq_index, head_of, rank_entries
 from ..index import IndexParams, VectorIndex
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP
 from ..settings import Settings
@@ -39,7 +40,6 @@ log = logging.getLogger(__name__)
 
 K = 10  # ranking depth of the metrics
 EXTRA = 4  # as the retriever: a few more entries so the margin sees the runner-up group
-TRAIN_FETCH = 64  # phrasings fetched per TRAIN question before its own are left out
 
 
 @dataclass(frozen=True)
@@ -143,19 +143,26 @@ def _system(
     tvecs: np.ndarray | None,
     settings: Settings,
     build_s: float,
+    encoder: Encoder,
 ) -> SystemResult:
+    head = None
     if train is not None and tvecs is not None:
-        doc_of = {key: d for d, key in enumerate(setup.keys)}
-
-        def rank_train(i: int) -> tuple[str | None, float]:
-            own = set(setup.same_text(train[i].text or ""))
-            for hit in index.search(tvecs[i], min(TRAIN_FETCH, len(index))):
-                if doc_of[(hit.item_id, hit.variant)] not in own:
-                    return hit.item_id, float(np.clip(hit.score, -1, 1))
-            return None, -1.0
-
-        threshold, acc = _calibrate(rank_train, train)
-        source = f"calibrated on TRAIN ({len(train)} questions, accuracy {acc:.3f})"
+        # what ingest does with the shop's calibration file: threshold and answer head
+        cal = calibrate_faq_index(
+            index,
+            encoder,
+            [(q.text or "", set(q.relevant)) for q in train],
+            "TRAIN",
+            head=settings.answer_head,
+            max_entries=settings.answer_head_max_entries,
+            vectors=tvecs,
+        )
+        head = head_of(index)
+        threshold = cal["answer_threshold"]
+        source = (
+            f"calibrated on TRAIN ({len(train)} questions, cross-validated accuracy "
+            f"{cal['accuracy']:.3f}; answer head: {_head_words(cal['answer_head'])})"
+        )
     elif settings.answer_threshold is not None:
         threshold, source = settings.answer_threshold, "settings"
     else:
@@ -164,9 +171,9 @@ def _system(
     outcomes = []
     for q, vec, enc_ms in zip(queries, qvecs, encode_ms, strict=True):
         t0 = time.perf_counter()
-        hits = index.search_items(vec, K + EXTRA)
-        ids = [h.item_id for h in hits]
-        scores = [float(np.clip(h.score, -1.0, 1.0)) for h in hits]
+        ranked = rank_entries(index, head, vec, K + EXTRA)
+        ids = [h.item_id for h, _ in ranked]
+        scores = [score for _, score in ranked]
         outcome = faq_outcome(ids, scores, q.relevant, policy, setup.groups)
         search_ms = (time.perf_counter() - t0) * 1e3
         outcomes.append(
@@ -180,6 +187,12 @@ def _system(
             )
         )
     return SystemResult("system", tuple(outcomes), True, threshold, source, build_s)
+
+
+def _head_words(info: dict | None) -> str:
+    if not info:
+        return "none (cosine alone was as good)"
+    return f"{info['entries']} entries, blend {info['blend']}, C {info['strength']}"
 
 
 def _scored_baseline(
@@ -277,7 +290,9 @@ def evaluate_faq(
 
     qvecs, encode_ms = _encode_one_by_one(encoder, [q.text or "" for q in queries], progress)
     tvecs = encoder.encode([q.text or "" for q in train], progress=progress) if train else None
-    results = [_system(index, setup, queries, qvecs, encode_ms, train, tvecs, settings, build_s)]
+    results = [
+        _system(index, setup, queries, qvecs, encode_ms, train, tvecs, settings, build_s, encoder)
+    ]
     for name in baselines:
         if name == "exact":
             t0 = time.perf_counter()

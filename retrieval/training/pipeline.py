@@ -243,12 +243,15 @@ def _build(
         "n_queries",
         "n_in_scope",
     )
-    applied = {
-        "text_model": str(final_text),
-        "answer_threshold": round(mine.thresholds.answer_threshold, 6),
-        "suggest_threshold": round(mine.thresholds.suggest_threshold, 6),
-        "answer_margin": mine.thresholds.margin,
-    }
+    applied: dict[str, Any] = {"text_model": str(final_text)}
+    if not _has_calibration_file(settings):
+        # with a calibration file, the re-index that promotion runs fits the thresholds (and
+        # the answer head, whose scores are on their own scale) on it with the new model
+        applied.update(
+            answer_threshold=round(mine.thresholds.answer_threshold, 6),
+            suggest_threshold=round(mine.thresholds.suggest_threshold, 6),
+            answer_margin=mine.thresholds.margin,
+        )
     if image is not None:
         applied["image_projection"] = str(final / "image-projection.npy")
     return {
@@ -372,3 +375,8 @@ def _overlaid(settings: Settings, manifest: dict[str, Any] | None) -> Settings:
     return settings.model_copy(
         update={k: type(settings).model_fields[k].default for k in PROMOTED_KEYS}
     )
+
+
+def _has_calibration_file(settings: Settings) -> bool:
+    path = settings.faq_calibration_path
+    return path is not None and path.exists()

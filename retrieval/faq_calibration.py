@@ -1,0 +1,209 @@
+"""Fit what an FAQ index version learns from the shop's labelled questions: the answer
+threshold and, for banks small enough, the answer head (:mod:`retrieval.answer_head`).
+
+Used by ``retrieval ingest``, ``retrieval reindex`` and ``retrieval eval faq --train``, so
+the evaluation measures exactly what the service will run. A labelled question whose text
+is itself a phrasing of the bank is scored without that phrasing, so the threshold is fitted
+on honest scores (a phrasing always matches itself at cosine 1).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .answer_head import ARRAY_BIAS, ARRAY_WEIGHTS, AnswerHead, select_head
+from .build import calibrate_faq, calibrate_multilingual, routed, routed_positions
+from .encoders.base import Encoder
+from .faq import FAQEntry
+from .index import Hit, VectorIndex
+from .settings import Settings
+
+__all__ = [
+    "calibrate_faq_index",
+    "calibrate_from_settings",
+    "clear_calibration",
+    "head_of",
+    "phrasings_of",
+    "rank_entries",
+]
+
+log = logging.getLogger(__name__)
+
+HEAD_META = "answer_head"
+HEAD_POOL = 16  # nearest entries the head re-ranks
+_SPACE = re.compile(r"\s+")
+
+
+def same_text(text: str) -> str:
+    """How two phrasings are compared for being the same question."""
+    return _SPACE.sub(" ", text).strip().casefold()
+
+
+def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """(entry ids, phrasing vectors, owner row of each vector, text of each vector) of an
+    FAQ index version, entries in the order of its records."""
+    records = index.meta.get("records") or []
+    entry_ids = [r["id"] for r in records]
+    row = {e: i for i, e in enumerate(entry_ids)}
+    texts_of = {
+        (r["id"], variant): text
+        for r in records
+        for variant, text in FAQEntry.from_record(r).phrasings()
+    }
+    keys, owners, texts, vectors = [], [], [], []
+    for entry_id in entry_ids:
+        variants, vecs = index.item_vectors(entry_id)
+        for variant, vec in zip(variants, vecs, strict=True):
+            keys.append((entry_id, variant))
+            owners.append(row[entry_id])
+            texts.append(texts_of.get((entry_id, variant), ""))
+            vectors.append(vec)
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), index.dim)
+    return entry_ids, matrix, np.asarray(owners, dtype=np.int64), texts
+
+
+def head_of(index: VectorIndex) -> AnswerHead | None:
+    """The answer head stored in an FAQ index version, if it has one."""
+    info = index.meta.get(HEAD_META)
+    if not info or ARRAY_WEIGHTS not in index.arrays:
+        return None
+    return AnswerHead(
+        tuple(info["entry_ids"]),
+        np.asarray(index.arrays[ARRAY_WEIGHTS], dtype=np.float32),
+        np.asarray(index.arrays[ARRAY_BIAS], dtype=np.float32),
+        float(info["blend"]),
+        float(info["strength"]),
+    )
+
+
+def _put_head(index: VectorIndex, head: AnswerHead | None) -> None:
+    index.arrays.pop(ARRAY_WEIGHTS, None)
+    index.arrays.pop(ARRAY_BIAS, None)
+    index.meta.pop(HEAD_META, None)
+    if head is not None:
+        index.arrays[ARRAY_WEIGHTS] = head.weights
+        index.arrays[ARRAY_BIAS] = head.bias
+        index.meta[HEAD_META] = {
+            "entry_ids": list(head.entry_ids),
+            "blend": head.blend,
+            "strength": head.strength,
+        }
+
+
+def clear_calibration(index: VectorIndex) -> None:
+    """Forget threshold and head (no labelled questions any more)."""
+    _put_head(index, None)
+    index.meta.pop("calibration", None)
+    for companion in index.companions.values():
+        companion.meta.pop("calibration", None)
+
+
+def rank_entries(
+    index: VectorIndex, head: AnswerHead | None, vector: np.ndarray, k: int
+) -> list[tuple[Hit, float]]:
+    """The ``k`` best entries for one question with their scores, best first: cosine of the
+    closest phrasing, plus the head's blended probability when the version has a head (it
+    re-ranks a pool of at least ``HEAD_POOL`` nearest entries)."""
+    hits = index.search_items(vector, max(k, HEAD_POOL) if head is not None else k)
+    scores = [float(np.clip(h.score, -1.0, 1.0)) for h in hits]
+    if head is not None and hits:
+        scores = head.rescore(vector, [h.item_id for h in hits], scores)
+    ranked = sorted(zip(hits, scores, strict=True), key=lambda pair: -pair[1])
+    return ranked[:k]
+
+
+def _masks(questions: Sequence[str], texts: Sequence[str]) -> np.ndarray:
+    by_text: dict[str, list[int]] = {}
+    for d, t in enumerate(texts):
+        by_text.setdefault(same_text(t), []).append(d)
+    masked = np.zeros((len(questions), len(texts)), dtype=bool)
+    for i, q in enumerate(questions):
+        masked[i, by_text.get(same_text(q), [])] = True
+    return masked
+
+
+def calibrate_faq_index(
+    index: VectorIndex,
+    text: Encoder,
+    labelled: list[tuple[str, set[str]]],
+    source: Path | str,
+    *,
+    multilingual: Encoder | None = None,
+    head: bool = True,
+    max_entries: int = 1000,
+    vectors: np.ndarray | None = None,
+) -> dict[str, Any]:
+    """Fit threshold (and head) of an FAQ index version and its multilingual companion on
+    labelled questions; the results go into the version's metadata and arrays.
+
+    The head is considered when ``head`` is set and the bank has at most ``max_entries``
+    entries (its fitting grows with entries x phrasings). ``vectors`` are the questions'
+    vectors when the caller already has them. Returns the calibration record.
+    """
+    positions = routed_positions(labelled, cjk=False)
+    mine = [labelled[i] for i in positions]
+    records = index.meta.get("records") or []
+    if not head or len(records) > max_entries or not mine:
+        _put_head(index, None)
+        cal = calibrate_faq(index, text, mine)
+        threshold, accuracy, chosen = cal.threshold, cal.accuracy, None
+        if head and len(records) > max_entries:
+            log.info(
+                "faq: %d entries is more than answer_head_max_entries (%d): no answer head",
+                len(records),
+                max_entries,
+            )
+    else:
+        entry_ids, phrasings, owners, texts = phrasings_of(index)
+        row = {e: i for i, e in enumerate(entry_ids)}
+        if vectors is not None:
+            qvecs = np.asarray(vectors)[positions]
+        else:
+            qvecs = text.encode([q for q, _ in mine])
+        relevant = [{row[r] for r in rel if r in row} for _, rel in mine]
+        choice = select_head(
+            entry_ids,
+            phrasings,
+            owners,
+            np.asarray(qvecs),
+            relevant,
+            _masks([q for q, _ in mine], texts),
+        )
+        _put_head(index, choice.head)
+        threshold, accuracy, chosen = choice.threshold, choice.accuracy, choice.head
+    index.meta["calibration"] = {
+        "answer_threshold": round(float(threshold), 6),
+        "accuracy": round(float(accuracy), 6),
+        "n_questions": len(mine),
+        "n_out_of_scope": sum(not rel for _, rel in mine),
+        "source": str(source),
+        "answer_head": None if chosen is None else chosen.describe(),
+    }
+    if multilingual is not None:
+        calibrate_multilingual(index, multilingual, routed(labelled, cjk=True), source)
+    return index.meta["calibration"]
+
+
+def calibrate_from_settings(
+    index: VectorIndex,
+    text: Encoder,
+    labelled: list[tuple[str, set[str]]],
+    settings: Settings,
+    multilingual: Encoder | None = None,
+) -> dict[str, Any]:
+    """:func:`calibrate_faq_index` on the configured calibration file (ingest, re-index)."""
+    return calibrate_faq_index(
+        index,
+        text,
+        labelled,
+        settings.faq_calibration_path or "",
+        multilingual=multilingual,
+        head=settings.answer_head,
+        max_entries=settings.answer_head_max_entries,
+    )
