@@ -8,8 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from test_training_image import drawn_shop  # noqa: F401 - the fixture: drawn products and photos
 
 from retrieval.cli import main
+from retrieval.training.image import MIN_PHOTOS
 
 PRODUCTS = {
     "banana": ("Organic Bananas", "Yellow bananas, sweet and ripe.", (230, 200, 40)),
@@ -93,6 +95,9 @@ def test_eval_products_text_photo_and_training_examples(
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert trained["n_vectors"] == 8 and trained["n_train_images"] == 4
     assert trained["n_train_texts"] == 1 and trained["hit_at_1"] >= plain["hit_at_1"]
+    # 4 TRAIN photos are too few to learn an image projection from: said, not raised
+    assert trained["image_projection"].startswith("none (not learned:")
+    assert f"needs at least {MIN_PHOTOS} photos" in trained["image_projection"]
 
 
 def test_missing_image_in_queries_names_the_line(shop: dict[str, Path], capsys) -> None:  # noqa: ANN001
@@ -117,3 +122,50 @@ def test_rasa_is_refused_for_products(shop: dict[str, Path], capsys) -> None:  #
         ]
     )
     assert code == 2 and "FAQ evaluations only" in capsys.readouterr().err
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_eval_learns_the_image_projection_from_the_train_photos(
+    drawn_shop: dict[str, Path],  # noqa: F811
+    capsys: pytest.CaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """32 TRAIN photos and no configured projection: the eval learns one as ``retrieval train
+    --photos`` would (same function, same defaults) and ranks with it; --no-adapt does not."""
+    from retrieval.settings import load_settings
+    from retrieval.training.image import fit_image_projection
+
+    monkeypatch.setenv("RETRIEVAL_DATA_DIR", str(drawn_shop["dir"] / "var"))
+    monkeypatch.delenv("RETRIEVAL_IMAGE_PROJECTION", raising=False)
+    rows = drawn_shop["photos"].read_text(encoding="utf-8").splitlines()
+    train = drawn_shop["dir"] / "train.jsonl"  # the photos without the undecodable one
+    train.write_text("".join(r + "\n" for r in rows if "broken" not in r), encoding="utf-8")
+    queries = drawn_shop["dir"] / "some-queries.jsonl"  # 3 photos of each product: faster
+    lines = drawn_shop["queries"].read_text(encoding="utf-8").splitlines(keepends=True)
+    queries.write_text("".join(lines[:12]), encoding="utf-8")
+    args = ["eval", "products", "--catalog", str(drawn_shop["catalog"])]
+    args += ["--queries", str(queries), "--train", str(train), "--no-progress"]
+    scores = ("hit_at_1", "hit_at_5", "mrr_at_10", "ndcg_at_10")
+
+    def run(*extra: str) -> tuple[dict, list[str]]:
+        assert main([*args, *extra, "--json"]) == 0
+        out = capsys.readouterr().out.strip().splitlines()
+        return json.loads(out[-1]), out
+
+    adapted, out = run()
+    assert adapted["image_projection"] == "learned on TRAIN (32 photos)"
+    assert "image projection: learned on TRAIN (32 photos)" in out
+    plain, _ = run("--no-adapt")
+    assert plain["image_projection"] == "none (--no-adapt)"
+    assert adapted["n_vectors"] == plain["n_vectors"] == 4 + 32  # the photos join the index
+    assert [adapted[k] for k in scores] != [plain[k] for k in scores]  # the projection ranks
+
+    matrix = drawn_shop["dir"] / "projection.npy"
+    fit_image_projection(
+        drawn_shop["catalog"], train, matrix, settings=load_settings(None), progress=False
+    )
+    monkeypatch.setenv("RETRIEVAL_IMAGE_PROJECTION", str(matrix))
+    configured, _ = run()  # a configured projection wins and nothing is learned
+    assert configured["image_projection"] == f"configured ({matrix})"
+    assert [configured[k] for k in scores] == [adapted[k] for k in scores]

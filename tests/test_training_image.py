@@ -95,6 +95,22 @@ def test_learned_projection_separates_classes_the_raw_features_confuse() -> None
     assert not np.array_equal(other.matrix, p)
 
 
+def test_members_average_the_matrices_of_consecutive_seeds() -> None:
+    photos, labels, anchors = _confusing_features(30, seed=0)
+    base = {"dim": 32, "epochs": 8, "batch_size": 64, "learning_rate": 0.02, "threads": 1}
+    base["heldout_fraction"] = 0.0  # every member trains on the same photos, for all epochs
+
+    def fit(seed: int, members: int):  # noqa: ANN202
+        config = ProjectionConfig(**base, seed=seed, members=members)
+        return learn_projection(photos, labels, anchors, np.arange(len(anchors)), config)
+
+    singles = [fit(seed, 1).matrix for seed in (3, 4, 5)]
+    averaged = fit(3, 3)
+    assert not np.array_equal(singles[0], singles[1])  # the seeds differ ...
+    np.testing.assert_allclose(averaged.matrix, np.mean(singles, axis=0), atol=1e-6)  # ... P = mean
+    assert averaged.member_best_epochs == (8, 8, 8) and averaged.best_epoch == 8
+
+
 def test_learn_projection_without_catalog_images_uses_the_photos_alone() -> None:
     photos, labels, _ = _confusing_features(60, seed=0)
     test_x, test_y, _ = _confusing_features(10, seed=1)

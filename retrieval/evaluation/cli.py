@@ -83,6 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         "join the index as extra examples of their product (photos as extra product images).",
     )
     pr.add_argument("--catalog", type=Path, required=True, help="product catalog (JSONL)")
+    pr.add_argument(
+        "--no-adapt",
+        action="store_true",
+        help="do not learn the image projection from the TRAIN photos (by default it is "
+        "learned when no image_projection is configured)",
+    )
     _eval_options(pr)
     r = ev.add_parser(
         "report",
@@ -153,10 +159,13 @@ def run_eval(args: argparse.Namespace) -> int:
             baselines=baselines,
             progress=progress,
             dataset=args.name,
+            adapt=not args.no_adapt,
         )
     from .table import format_table
 
     table = format_table(evaluation)
+    if evaluation.info.get("image_projection"):
+        table += f"\nimage projection: {evaluation.info['image_projection']}"
     if args.report is not None:  # saved first: a report problem must not lose the results
         from .report import save_evaluation, write_report
 

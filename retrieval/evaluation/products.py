@@ -4,11 +4,17 @@ The system is the real :class:`~retrieval.retriever.Retriever` over a product in
 fresh in a temporary directory. TRAIN items join that index as extra examples of their
 product: photos as extra product images (fused with the product's text, as any product
 image), texts as extra phrasings in the text view that answers text-only queries.
+
+When TRAIN has labelled photos and no ``image_projection`` is configured, the image
+projection is learned from them first (:func:`~retrieval.training.image.fit_image_projection`,
+as ``retrieval train --photos`` does) and used for the index and the queries; ``adapt=False``
+(``--no-adapt``) turns that off. ``info["image_projection"]`` says which projection was used.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import logging
 import tempfile
 import time
 from collections.abc import Sequence
@@ -23,6 +29,7 @@ from ..catalog import Catalog, load_catalog
 from ..decision import DecisionPolicy
 from ..encoders import image_encoder, text_encoder
 from ..encoders.base import Encoder
+from ..errors import InputError, SourceError
 from ..faq import FAQBank
 from ..fusion import fuse
 from ..index import IndexParams, VectorIndex
@@ -35,6 +42,8 @@ from .metrics import Outcome
 from .results import Evaluation, SystemResult
 
 __all__ = ["evaluate_products", "with_training_examples"]
+
+log = logging.getLogger(__name__)
 
 K = 10
 
@@ -74,6 +83,40 @@ def with_training_examples(catalog: Catalog, train: Sequence[LabelledQuery]) -> 
     return Catalog(products, catalog.source)
 
 
+def _learned_projection(
+    settings: Settings,
+    catalog_path: Path,
+    train_path: Path | None,
+    n_photos: int,
+    image: Encoder,
+    folder: Path,
+    *,
+    adapt: bool,
+    progress: bool,
+) -> tuple[Settings, str | None]:
+    """The settings to evaluate with and what to report about the image projection: learned
+    from the TRAIN photos into ``folder`` unless one is configured, adaptation is off, or
+    TRAIN has no photos to learn from (too few is reported, not raised)."""
+    from ..training.image import fit_image_projection
+
+    if settings.image_projection is not None:
+        return settings, f"configured ({settings.image_projection})"
+    if train_path is None or n_photos == 0:
+        return settings, None
+    if not adapt:
+        return settings, "none (--no-adapt)"
+    out = folder / "image-projection.npy"
+    try:
+        fit_image_projection(
+            catalog_path, train_path, out, settings=settings, encoder=image, progress=progress
+        )
+    except (InputError, SourceError) as exc:  # too few photos or products, a photo of two
+        log.warning("not learning an image projection: %s", exc)
+        return settings, f"none (not learned: {exc})"
+    learned = settings.model_copy(update={"image_projection": out})
+    return learned, f"learned on TRAIN ({n_photos} photos)"
+
+
 def _stored(index: VectorIndex) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All stored vectors of an index, their owners (item positions) and the item ids."""
     ids = index.item_ids()
@@ -95,6 +138,7 @@ def evaluate_products(
     progress: bool = True,
     dataset: str | None = None,
     encoders: tuple[Encoder, Encoder] | None = None,
+    adapt: bool = True,
 ) -> Evaluation:
     catalog = load_catalog(catalog_path)
     ids = list(catalog.products)
@@ -103,7 +147,19 @@ def evaluate_products(
         read_labelled(train_path, known_ids=ids, images=True, what="catalog") if train_path else []
     )
     text, image = encoders or (text_encoder(settings), image_encoder(settings))
-    fusion = make_fusion(settings, text, image)
+    n_photos = sum(q.image is not None for q in train)
+    with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
+        settings, projection = _learned_projection(
+            settings,
+            catalog_path,
+            train_path,
+            n_photos,
+            image,
+            Path(tmp),
+            adapt=adapt,
+            progress=progress,
+        )
+        fusion = make_fusion(settings, text, image)  # reads the matrix now
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
 
     t0 = time.perf_counter()
@@ -219,11 +275,12 @@ def evaluate_products(
     info = {
         "n_products": len(catalog),
         "n_vectors": len(index),
-        "n_train_images": sum(q.image is not None for q in train),
+        "n_train_images": n_photos,
         "n_train_texts": len(train_texts),
         "text_encoder": text.id,
         "image_encoder": image.id,
         "fusion": {"image_weight": fusion.image_weight, "text_weight": fusion.text_weight},
+        **({"image_projection": projection} if projection else {}),
         "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
     }
     name = dataset or Path(queries_path).resolve().parent.name
