@@ -123,6 +123,8 @@ def test_eval_faq_json_table_and_baselines(faq_files: dict, capsys: pytest.Captu
     assert result["hit_at_1"] == 1.0  # four easy paraphrases
     assert result["recall_at_5"] == 1.0
     assert "calibrated on TRAIN (7 questions" in result["threshold_source"]
+    # 7 labelled questions are too few to choose an answer head by cross-validation
+    assert "answer head: none" in result["threshold_source"]
     # the threshold separates the easy out-of-scope questions
     assert result["overall_accuracy"] >= 5 / 6 and result["abstain_recall"] == 1.0
     assert set(result["baselines"]) == {"exact", "bm25"}
