@@ -34,6 +34,7 @@ from ..faq import FAQBank, load_faq
 from ..settings import Settings
 from . import versions
 from .compare import better, judge_model
+from .fitting import ThresholdFit
 from .pairs import Anchor, anchors_from_bank
 from .text import TextTrainingConfig, fine_tune_text
 
@@ -243,17 +244,12 @@ def _build(
         "n_queries",
         "n_in_scope",
     )
-    applied: dict[str, Any] = {"text_model": str(final_text)}
-    if not _has_calibration_file(settings):
-        # with a calibration file, the re-index that promotion runs fits the thresholds (and
-        # the answer head, whose scores are on their own scale) on it with the new model
-        applied.update(
-            answer_threshold=round(mine.thresholds.answer_threshold, 6),
-            suggest_threshold=round(mine.thresholds.suggest_threshold, 6),
-            answer_margin=mine.thresholds.margin,
-        )
-    if image is not None:
-        applied["image_projection"] = str(final / "image-projection.npy")
+    applied = promoted_settings(
+        settings,
+        final_text,
+        mine.thresholds,
+        final / "image-projection.npy" if image is not None else None,
+    )
     return {
         "id": model_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -377,6 +373,20 @@ def _overlaid(settings: Settings, manifest: dict[str, Any] | None) -> Settings:
     )
 
 
-def _has_calibration_file(settings: Settings) -> bool:
+def promoted_settings(
+    settings: Settings, text_model: Path, thresholds: ThresholdFit, projection: Path | None
+) -> dict[str, Any]:
+    """The settings a promoted version supplies. With a calibration file the thresholds are
+    left to the re-index that promotion runs: it fits them, and the answer head (whose
+    scores are on their own scale), on that file with the new model."""
+    out: dict[str, Any] = {"text_model": str(text_model)}
     path = settings.faq_calibration_path
-    return path is not None and path.exists()
+    if path is None or not path.exists():
+        out.update(
+            answer_threshold=round(thresholds.answer_threshold, 6),
+            suggest_threshold=round(thresholds.suggest_threshold, 6),
+            answer_margin=thresholds.margin,
+        )
+    if projection is not None:
+        out["image_projection"] = str(projection)
+    return out
