@@ -42,6 +42,10 @@ STRENGTHS = (10.0, 100.0)  # inverse L2 penalty (scikit-learn's C) tried by sele
 BLENDS = (0.25, 0.5, 1.0)  # weight of the probability added to the cosine
 FOLDS = 5
 MIN_QUESTIONS = 20  # labelled questions needed before a head is worth choosing
+# a head must beat cosine alone by this much cross-validated accuracy, and by at least
+# MIN_GAIN_QUESTIONS questions: one more right answer in 74 is noise, not evidence
+MIN_GAIN = 0.01
+MIN_GAIN_QUESTIONS = 2
 ARRAY_WEIGHTS = "answer_head_weights"  # names of the head's arrays in a VectorIndex
 ARRAY_BIAS = "answer_head_bias"
 
@@ -185,7 +189,8 @@ def select_head(
     ``masked[i, d]`` says phrasing d has question i's text (it is then hidden from that
     question's cosine and left out of the head that scores it). Each candidate setting is
     judged by the overall accuracy (ties: hit@1) of its cross-fitted scores at the threshold
-    that is best for them; cosine alone is a candidate too, and wins ties.
+    that is best for them. Cosine alone is kept unless the best head beats it by
+    ``MIN_GAIN`` accuracy and ``MIN_GAIN_QUESTIONS`` questions.
     """
     n, nq = len(entry_ids), len(questions)
     in_scope = np.array([bool(r) for r in relevant])
@@ -216,6 +221,15 @@ def select_head(
                 if (acc, hit) > best[:2]:
                     best = (acc, hit, strength, blend, thr)
     accuracy, hit, strength, blend, threshold = best
+    needed = max(MIN_GAIN, MIN_GAIN_QUESTIONS / nq)
+    if strength is not None and accuracy - base_acc < needed - 1e-12:
+        log.info(
+            "answer head: none (best cross-validated accuracy %.3f is within %.3f of cosine's %.3f)",
+            accuracy,
+            needed,
+            base_acc,
+        )
+        accuracy, hit, strength, blend, threshold = base_acc, base_hit, None, 0.0, base_thr
     head = None
     if strength is not None:
         x, y = _training_rows(
