@@ -96,7 +96,6 @@ class HeadChoice:
     threshold: float
     accuracy: float
     cosine_accuracy: float
-    hit_at_1: float
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -205,7 +204,8 @@ def select_head(
         return accuracy, hit, threshold
 
     base_acc, base_hit, base_thr = judge(cosine)
-    best = (base_acc, base_hit, None, 0.0, base_thr)
+    base = (base_acc, base_hit, None, 0.0, base_thr)
+    best = base
     if nq >= MIN_QUESTIONS and in_scope.sum() >= 2:
         fold_of = np.arange(nq) % folds
         for strength in strengths:
@@ -220,16 +220,11 @@ def select_head(
                 acc, hit, thr = judge(cosine + blend * probs)
                 if (acc, hit) > best[:2]:
                     best = (acc, hit, strength, blend, thr)
-    accuracy, hit, strength, blend, threshold = best
+    best_head_acc = best[0]
     needed = max(MIN_GAIN, MIN_GAIN_QUESTIONS / nq)
-    if strength is not None and accuracy - base_acc < needed - 1e-12:
-        log.info(
-            "answer head: none (best cross-validated accuracy %.3f is within %.3f of cosine's %.3f)",
-            accuracy,
-            needed,
-            base_acc,
-        )
-        accuracy, hit, strength, blend, threshold = base_acc, base_hit, None, 0.0, base_thr
+    if best_head_acc - base_acc < needed - 1e-12:
+        best = base
+    accuracy, _, strength, blend, threshold = best
     head = None
     if strength is not None:
         x, y = _training_rows(
@@ -238,9 +233,11 @@ def select_head(
         w, b = fit_head(x, y, n, strength)
         head = AnswerHead(tuple(entry_ids), w, b, float(blend), float(strength))
     log.info(
-        "answer head: %s (cross-validated accuracy %.3f, cosine alone %.3f)",
+        "answer head: %s (best cross-validated accuracy with a head %.3f, cosine alone %.3f; "
+        "a head must gain %.3f)",
         "none" if head is None else head.describe(),
-        accuracy,
+        best_head_acc,
         base_acc,
+        needed,
     )
-    return HeadChoice(head, float(threshold), float(accuracy), float(base_acc), float(hit))
+    return HeadChoice(head, float(threshold), float(accuracy), float(base_acc))

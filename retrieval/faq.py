@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,14 @@ from .errors import SourceError
 from .records import content_hash, get_id, get_str, get_str_list
 from .sources import read_records
 
-__all__ = ["FAQBank", "FAQEntry", "load_faq"]
+__all__ = ["FAQBank", "FAQEntry", "load_faq", "normalize_text"]
+
+_SPACE = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """How two phrasings are compared for being the same question."""
+    return _SPACE.sub(" ", text).strip().casefold()
 
 
 @dataclass(frozen=True)

@@ -10,17 +10,16 @@ on honest scores (a phrasing always matches itself at cosine 1).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .answer_head import ARRAY_BIAS, ARRAY_WEIGHTS, AnswerHead, select_head
+from .answer_head import ARRAY_BIAS, ARRAY_WEIGHTS, STRENGTHS, AnswerHead, select_head
 from .build import calibrate_faq, calibrate_multilingual, routed, routed_positions
 from .encoders.base import Encoder
-from .faq import FAQEntry
+from .faq import FAQEntry, normalize_text
 from .index import Hit, VectorIndex
 from .settings import Settings
 
@@ -37,12 +36,6 @@ log = logging.getLogger(__name__)
 
 HEAD_META = "answer_head"
 HEAD_POOL = 16  # nearest entries the head re-ranks
-_SPACE = re.compile(r"\s+")
-
-
-def same_text(text: str) -> str:
-    """How two phrasings are compared for being the same question."""
-    return _SPACE.sub(" ", text).strip().casefold()
 
 
 def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -56,11 +49,10 @@ def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray,
         for r in records
         for variant, text in FAQEntry.from_record(r).phrasings()
     }
-    keys, owners, texts, vectors = [], [], [], []
+    owners, texts, vectors = [], [], []
     for entry_id in entry_ids:
         variants, vecs = index.item_vectors(entry_id)
         for variant, vec in zip(variants, vecs, strict=True):
-            keys.append((entry_id, variant))
             owners.append(row[entry_id])
             texts.append(texts_of.get((entry_id, variant), ""))
             vectors.append(vec)
@@ -121,10 +113,10 @@ def rank_entries(
 def _masks(questions: Sequence[str], texts: Sequence[str]) -> np.ndarray:
     by_text: dict[str, list[int]] = {}
     for d, t in enumerate(texts):
-        by_text.setdefault(same_text(t), []).append(d)
+        by_text.setdefault(normalize_text(t), []).append(d)
     masked = np.zeros((len(questions), len(texts)), dtype=bool)
     for i, q in enumerate(questions):
-        masked[i, by_text.get(same_text(q), [])] = True
+        masked[i, by_text.get(normalize_text(q), [])] = True
     return masked
 
 
@@ -142,23 +134,27 @@ def calibrate_faq_index(
     """Fit threshold (and head) of an FAQ index version and its multilingual companion on
     labelled questions; the results go into the version's metadata and arrays.
 
-    The head is considered when ``head`` is set and the bank has at most ``max_entries``
-    entries (its fitting grows with entries x phrasings). ``vectors`` are the questions'
+    Banks of at most ``max_entries`` entries are scored exactly, each question without its
+    own phrasing, and get a head when ``head`` is set and cross-validation keeps one; larger
+    banks are calibrated on the HNSW top-1 (exact scores and head fitting grow with entries
+    x phrasings). ``vectors`` are the questions'
     vectors when the caller already has them. Returns the calibration record.
     """
     positions = routed_positions(labelled, cjk=False)
     mine = [labelled[i] for i in positions]
     records = index.meta.get("records") or []
-    if not head or len(records) > max_entries or not mine:
-        _put_head(index, None)
-        cal = calibrate_faq(index, text, mine)
-        threshold, accuracy, chosen = cal.threshold, cal.accuracy, None
-        if head and len(records) > max_entries:
+    if len(records) > max_entries:
+        # exact scores of every question against every phrasing grow too large: the HNSW
+        # top-1, and no head
+        if head:
             log.info(
                 "faq: %d entries is more than answer_head_max_entries (%d): no answer head",
                 len(records),
                 max_entries,
             )
+        _put_head(index, None)
+        cal = calibrate_faq(index, text, mine)
+        threshold, accuracy, chosen = cal.threshold, cal.accuracy, None
     else:
         entry_ids, phrasings, owners, texts = phrasings_of(index)
         row = {e: i for i, e in enumerate(entry_ids)}
@@ -174,6 +170,7 @@ def calibrate_faq_index(
             np.asarray(qvecs),
             relevant,
             _masks([q for q, _ in mine], texts),
+            strengths=STRENGTHS if head else (),  # no strengths: cosine alone
         )
         _put_head(index, choice.head)
         threshold, accuracy, chosen = choice.threshold, choice.accuracy, choice.head

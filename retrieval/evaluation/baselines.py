@@ -7,21 +7,15 @@ best document of an item gives the item's score (:func:`best_per_item`), as in t
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 
 import numpy as np
 
+from ..faq import normalize_text  # re-exported: the baselines compare phrasings by it
+
 __all__ = ["BASELINES", "BM25Scorer", "ExactScorer", "best_per_item", "normalize_text"]
 
 BASELINES = ("exact", "bm25", "rasa")
-
-_SPACE = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """How two phrasings are compared for being the same question."""
-    return _SPACE.sub(" ", text).strip().casefold()
 
 
 class ExactScorer:

@@ -47,6 +47,7 @@ __all__ = [
     "TrainingError",
     "gather",
     "promote",
+    "promoted_settings",
     "train",
 ]
 
