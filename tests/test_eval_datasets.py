@@ -189,3 +189,21 @@ def test_cli_convert_and_a_missing_source(source: Path, tmp_path: Path, capsys) 
         ["datasets", "convert", "bitext", str(tmp_path / "o"), "--source", str(tmp_path / "x")]
     )
     assert code == 2 and "datasets folder not found" in capsys.readouterr().err
+
+
+def test_grocery_words_puts_the_kind_of_product_beside_each_photo(
+    source: Path, tmp_path: Path
+) -> None:
+    from retrieval.evaluation.datasets import PHOTO_WORDS
+
+    convert("grocery-words", tmp_path / "w", source=source, seed=3)
+    for name in ("queries.jsonl", "train.jsonl"):
+        lines = rows(tmp_path / "w" / name)
+        assert [r["relevant"] for r in lines] == [["Banana"], ["Tomato"]]
+        for r in lines:  # the coarse class ("Banana" / "Tomato" here), in one template
+            kind = r["relevant"][0].lower()
+            assert r["query"] in {t.format(kind=kind) for t in PHOTO_WORDS}
+            assert Path(r["image"]).is_file()
+    again = tmp_path / "again"
+    convert("grocery-words", again, source=source, seed=3)
+    assert (again / "train.jsonl").read_text() == (tmp_path / "w" / "train.jsonl").read_text()

@@ -303,8 +303,68 @@ def test_projection_from_drawn_photos_improves_the_real_retriever(
     assert tuned > untuned
 
 
-def test_modules_export_what_they_define() -> None:
-    from retrieval.training import image, image_features
+@pytest.mark.models
+@pytest.mark.slow
+def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
+    tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Photos that carry the shopper's words ("do you have this disc?"): ``eval products
+    --train`` learns the projection, fits A and B on the photos it held out, and ranks the
+    queries with them; with the weights configured it leaves them alone."""
+    from retrieval.cli import main
 
-    for mod in (image, image_features):
+    monkeypatch.setenv("RETRIEVAL_DATA_DIR", str(tmp_path / "var"))
+    rng = np.random.default_rng(1)
+    catalog, photos, queries = [], [], []
+    for pid, (shape, colour) in SHAPES.items():
+        image = _drawing(tmp_path / f"{pid}.png", shape, colour, rng, photo=False)
+        catalog.append({"id": pid, "title": pid.replace("-", " "), "image": image})
+    per_product = 34  # 15 % held out: 5 photos of each of 4 products, MIN_FUSION_QUERIES
+    for i in range(per_product):
+        for pid, (shape, colour) in SHAPES.items():
+            image = _drawing(tmp_path / f"t{i}-{pid}.png", shape, colour, rng, photo=True)
+            word = pid.split("-")[1]
+            photos.append({"image": image, "relevant": [pid], "query": f"do you have this {word}?"})
+    for i in range(3):
+        for pid, (shape, colour) in SHAPES.items():
+            image = _drawing(tmp_path / f"q{i}-{pid}.png", shape, colour, rng, photo=True)
+            word = pid.split("-")[1]
+            queries.append({"image": image, "relevant": [pid], "query": f"any {word} like this?"})
+    assert heldout_mask([i % 4 for i in range(len(photos))], 0.15, 0).sum() == 20
+    args = [
+        "eval",
+        "products",
+        "--catalog",
+        str(_write_jsonl(tmp_path / "catalog.jsonl", catalog)),
+        "--queries",
+        str(_write_jsonl(tmp_path / "queries.jsonl", queries)),
+        "--train",
+        str(_write_jsonl(tmp_path / "photos.jsonl", photos)),
+        "--no-progress",
+        "--json",
+    ]
+    assert main(args) == 0
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("fusion weights: A ") for line in printed)
+    out = json.loads(printed[-1])
+    used = out["fusion"]
+    assert used["image_weight"] ** 2 + used["text_weight"] ** 2 == pytest.approx(1.0)
+    assert out["fusion_weights"].startswith("fitted on TRAIN (20 held-out photos with words")
+    if out["fusion_weights"].endswith("the configured weights were used"):
+        assert used["image_weight"] == pytest.approx(np.sqrt(0.5))
+    else:
+        assert used["image_weight"] != pytest.approx(np.sqrt(0.5))
+    assert out["hit_at_1"] >= 0.75  # colour from the photo, shape from the words
+
+    monkeypatch.setenv("RETRIEVAL_IMAGE_WEIGHT", "0.3")
+    assert main(args) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["fusion_weights"] == "configured"
+    assert out["fusion"]["image_weight"] == pytest.approx(0.3 / np.hypot(0.3, 0.5))
+
+
+def test_modules_export_what_they_define() -> None:
+    from retrieval.training import image, image_features, photo_fusion
+
+    for mod in (image, image_features, photo_fusion):
         assert mod.__all__ and all(hasattr(mod, name) for name in mod.__all__), mod.__name__

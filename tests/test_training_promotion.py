@@ -33,3 +33,30 @@ def test_with_a_calibration_file_the_reindex_fits_them(tmp_path: Path) -> None:
         "text_model": str(tmp_path / "m"),
         "image_projection": str(tmp_path / "image-projection.npy"),
     }
+
+
+FUSED = {
+    "fitted": True,
+    "better": True,
+    "image_weight": 0.866025,
+    "text_weight": 0.5,
+    "n_queries": 351,
+    "mrr_at_10": 0.996,
+    "hit_at_1": 0.99,
+    "configured": {"image_weight": 0.707107, "mrr_at_10": 0.994, "hit_at_1": 0.98},
+}
+
+
+def test_fitted_fusion_weights_come_with_the_version_only_when_better(tmp_path: Path) -> None:
+    settings = load_settings(None, faq_calibration_path=tmp_path / "none.jsonl")
+    projection = tmp_path / "image-projection.npy"
+    out = promoted_settings(settings, tmp_path / "m", FIT, projection, FUSED)
+    assert (out["image_weight"], out["text_weight"]) == (0.866025, 0.5)
+    assert out["image_projection"] == str(projection)
+    for fusion in (
+        FUSED | {"better": False},
+        {"fitted": False, "reason": "3 held-out photos with a 'query' text", "n_queries": 3},
+        None,
+    ):
+        out = promoted_settings(settings, tmp_path / "m", FIT, projection, fusion)
+        assert "image_weight" not in out and "text_weight" not in out

@@ -87,7 +87,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--no-adapt",
         action="store_true",
         help="do not learn the image projection from the TRAIN photos (by default it is "
-        "learned when no image_projection is configured)",
+        "learned when no image_projection is configured, and the fusion weights A and B are "
+        "fitted with it when TRAIN photos carry a 'query' text and no weights are configured)",
     )
     _eval_options(pr)
     r = ev.add_parser(
@@ -166,6 +167,12 @@ def run_eval(args: argparse.Namespace) -> int:
     table = format_table(evaluation)
     if evaluation.info.get("image_projection"):
         table += f"\nimage projection: {evaluation.info['image_projection']}"
+    if evaluation.info.get("fusion_weights"):
+        weights = evaluation.info.get("fusion") or {}
+        table += (
+            f"\nfusion weights: A {weights.get('image_weight', 0):.3f}, "
+            f"B {weights.get('text_weight', 0):.3f}, {evaluation.info['fusion_weights']}"
+        )
     if args.report is not None:  # saved first: a report problem must not lose the results
         from .report import save_evaluation, write_report
 

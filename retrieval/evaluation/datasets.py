@@ -44,6 +44,11 @@ def _write(path: Path, records: Iterable[dict]) -> int:
     return n
 
 
+def _read_jsonl(path: Path) -> list[dict]:
+    with path.open(encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
 def _csv_rows(path: Path, header: bool = True) -> list:
     if not path.is_file():
         raise SourceError(path, "dataset file not found (give the datasets folder with --source)")
@@ -179,6 +184,39 @@ def grocery(source: Path, out: Path, seed: int) -> dict[Path, int]:
     }
 
 
+# what a shopper types beside a photo: the kind of product, not which one
+PHOTO_WORDS = (
+    "do you have this {kind}?",
+    "is this {kind} in stock?",
+    "how much is this {kind}?",
+    "I'm looking for this {kind}",
+    "{kind}",
+)
+
+
+def grocery_words(source: Path, out: Path, seed: int) -> dict[Path, int]:
+    """Grocery with words beside every photo, for fitting and judging the fusion weights.
+
+    The dataset's photos come without text. Here each one carries a line a shopper might
+    type with it, naming the product's coarse class ("do you have this oat milk?"): the
+    words narrow the search to a kind of product (81 products, 43 kinds), the photo has to
+    pick the product. The template of each line is drawn with ``seed``. This is a
+    constructed query set, not shoppers' own words: it shows what fitting A and B does
+    when queries carry both, which no dataset here records.
+    """
+    written = grocery(source, out, seed)
+    kinds = {
+        r["id"]: r["category"].replace("-", " ").lower() for r in _read_jsonl(out / "catalog.jsonl")
+    }
+    rng = random.Random(seed)
+    for name in ("queries.jsonl", "train.jsonl"):
+        rows = _read_jsonl(out / name)
+        for r in rows:
+            r["query"] = rng.choice(PHOTO_WORDS).format(kind=kinds[r["relevant"][0]])
+        written[out / name] = _write(out / name, rows)
+    return written
+
+
 PRICERUNNER_QUERIES = 4000
 PRICERUNNER_TRAIN = 8000
 
@@ -212,6 +250,7 @@ ADAPTERS: dict[str, Callable[[Path, Path, int], dict[Path, int]]] = {
     "bitext": bitext,
     "hint3": hint3,
     "grocery": grocery,
+    "grocery-words": grocery_words,
     "pricerunner": pricerunner,
 }
 

@@ -9,6 +9,9 @@ When TRAIN has labelled photos and no ``image_projection`` is configured, the im
 projection is learned from them first (:func:`~retrieval.training.image.fit_image_projection`,
 as ``retrieval train --photos`` does) and used for the index and the queries; ``adapt=False``
 (``--no-adapt``) turns that off. ``info["image_projection"]`` says which projection was used.
+When TRAIN's photos also carry words, the fusion weights are fitted with the projection
+(:mod:`~retrieval.training.photo_fusion`) unless they are configured; ``info["fusion_weights"]``
+says what became of them and ``info["fusion"]`` gives the weights the run used.
 """
 
 from __future__ import annotations
@@ -89,32 +92,59 @@ def _learned_projection(
     train_path: Path | None,
     n_photos: int,
     image: Encoder,
+    text: Encoder,
     folder: Path,
     *,
     adapt: bool,
     progress: bool,
-) -> tuple[Settings, str | None]:
-    """The settings to evaluate with and what to report about the image projection: learned
-    from the TRAIN photos into ``folder`` unless one is configured, adaptation is off, or
-    TRAIN has no photos to learn from (too few is reported, not raised)."""
+) -> tuple[Settings, str | None, str | None]:
+    """The settings to evaluate with and what to report about the image projection and the
+    fusion weights: the projection is learned from the TRAIN photos into ``folder`` unless
+    one is configured, adaptation is off, or TRAIN has no photos to learn from (too few is
+    reported, not raised); the fusion weights are fitted with it, on its held-out photos
+    that carry words, unless ``image_weight`` or ``text_weight`` is configured."""
     from ..training.image import fit_image_projection
+    from ..training.photo_fusion import MIN_FUSION_GAIN
 
     if settings.image_projection is not None:
-        return settings, f"configured ({settings.image_projection})"
+        return settings, f"configured ({settings.image_projection})", None
     if train_path is None or n_photos == 0:
-        return settings, None
+        return settings, None, None
     if not adapt:
-        return settings, "none (--no-adapt)"
+        return settings, "none (--no-adapt)", None
     out = folder / "image-projection.npy"
+    weights_set = bool({"image_weight", "text_weight"} & settings.model_fields_set)
     try:
-        fit_image_projection(
-            catalog_path, train_path, out, settings=settings, encoder=image, progress=progress
+        run = fit_image_projection(
+            catalog_path,
+            train_path,
+            out,
+            settings=settings,
+            encoder=image,
+            text_encoder=None if weights_set else text,
+            progress=progress,
         )
     except (InputError, SourceError) as exc:  # too few photos or products, a photo of two
         log.warning("not learning an image projection: %s", exc)
-        return settings, f"none (not learned: {exc})"
-    learned = settings.model_copy(update={"image_projection": out})
-    return learned, f"learned on TRAIN ({n_photos} photos)"
+        return settings, f"none (not learned: {exc})", None
+    update: dict[str, Any] = {"image_projection": out}
+    fusion = run.get("fusion")
+    if weights_set:
+        note = "configured"
+    elif fusion is None or not fusion["fitted"]:
+        note = None if fusion is None else f"not fitted ({fusion['reason']})"
+    else:
+        note = (
+            f"fitted on TRAIN ({fusion['n_queries']} held-out photos with words; MRR@10 there "
+            f"{fusion['mrr_at_10']:.3f} at A {fusion['image_weight']:.3f}, "
+            f"{fusion['configured']['mrr_at_10']:.3f} with the configured weights)"
+        )
+        if fusion["better"]:
+            update.update(image_weight=fusion["image_weight"], text_weight=fusion["text_weight"])
+        else:
+            note += f", a gain under {MIN_FUSION_GAIN}: the configured weights were used"
+    learned = settings.model_copy(update=update)
+    return learned, f"learned on TRAIN ({n_photos} photos)", note
 
 
 def _stored(index: VectorIndex) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -149,12 +179,13 @@ def evaluate_products(
     text, image = encoders or (text_encoder(settings), image_encoder(settings))
     n_photos = sum(q.image is not None for q in train)
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
-        settings, projection = _learned_projection(
+        settings, projection, fitted_fusion = _learned_projection(
             settings,
             catalog_path,
             train_path,
             n_photos,
             image,
+            text,
             Path(tmp),
             adapt=adapt,
             progress=progress,
@@ -281,6 +312,7 @@ def evaluate_products(
         "image_encoder": image.id,
         "fusion": {"image_weight": fusion.image_weight, "text_weight": fusion.text_weight},
         **({"image_projection": projection} if projection else {}),
+        **({"fusion_weights": fitted_fusion} if fitted_fusion else {}),
         "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
     }
     name = dataset or Path(queries_path).resolve().parent.name

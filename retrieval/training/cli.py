@@ -66,7 +66,9 @@ def register(sub: Any, common: Any) -> None:
         type=Path,
         help="labelled shopper photos (TRAIN format with an 'image' field naming a product of "
         "the catalog_path setting): also learn an image projection that maps photos towards "
-        "their product's catalog picture (the image_projection setting)",
+        "their product's catalog picture (the image_projection setting); photos whose line "
+        "also has a 'query' text (the shopper's words) fit the fusion weights A and B "
+        "(image_weight, text_weight) on the held-out photos, when at least 20 have words",
     )
     p.add_argument(
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
@@ -182,12 +184,28 @@ def cmd_train(args: argparse.Namespace) -> int:
     _out(f"  held-out ({m['counts']['heldout']} questions)   new    current")
     for key in ("hit_at_1", "mrr_at_10", "overall_accuracy"):
         _out(f"  {key:<26} {_f(c.get(key))}  {_f(r.get(key))}")
+    fusion = (m.get("image") or {}).get("fusion")
+    if fusion:
+        _out(f"fusion weights: {_fusion_line(fusion)}")
     _out(report.reason)
     for line in report.reindexed:
         _out(line)
     if report.promoted:
         _out(RESTART)
     return 0
+
+
+def _fusion_line(fusion: dict) -> str:
+    if not fusion["fitted"]:
+        return f"not fitted: {fusion['reason']}"
+    now = fusion["configured"]
+    kept = "" if fusion["better"] else "; too small a gain, the configured weights stay"
+    return (
+        f"A {fusion['image_weight']:.3f}, B {fusion['text_weight']:.3f} on "
+        f"{fusion['n_queries']} held-out photos with words: MRR@10 {fusion['mrr_at_10']:.3f}, "
+        f"hit@1 {fusion['hit_at_1']:.3f} (configured A {now['image_weight']:.3f}: "
+        f"{now['mrr_at_10']:.3f}, {now['hit_at_1']:.3f}){kept}"
+    )
 
 
 def _f(x: float | None) -> str:

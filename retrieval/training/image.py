@@ -47,6 +47,7 @@ from ..catalog import load_catalog
 from ..encoders.base import l2_normalize
 from ..errors import InputError, SourceError
 from .image_features import FeatureCache, encode_image_files
+from .photo_fusion import fit_photo_fusion
 
 if TYPE_CHECKING:
     from ..encoders.base import Encoder
@@ -94,6 +95,7 @@ class ProjectionResult:
     heldout_before: dict[str, float]  # held-out hits with the raw features
     heldout_after: dict[str, float]  # ... and with the learned projection
     member_best_epochs: tuple[int, ...] = ()  # each averaged model's best epoch
+    heldout: np.ndarray | None = None  # which photos were held out of training (bool mask)
 
 
 def heldout_mask(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
@@ -336,6 +338,7 @@ def learn_projection(
         before,
         score(matrix),
         tuple(e for _, e, _ in members),
+        held,
     )
 
 
@@ -365,6 +368,7 @@ def fit_image_projection(
     config: ProjectionConfig | None = None,
     encoder: Encoder | None = None,
     cache_dir: Path | None = None,
+    text_encoder: Encoder | None = None,
 ) -> dict:
     """Learn the ``image_projection`` matrix from labelled photos and write it to ``out_path``.
 
@@ -374,6 +378,10 @@ def fit_image_projection(
     image encoder unless one is passed; vectors are cached under ``cache_dir`` (default
     ``data_dir/cache/image-features``). The .npy is written atomically: an interrupted run
     leaves the previous file as it was. Returns the metrics of the run.
+
+    With a ``text_encoder``, held-out photos whose line also has a ``query`` text (the
+    shopper's words) fit the fusion weights A and B (:mod:`.photo_fusion`); the result's
+    ``fusion`` entry says what was found.
     """
     from ..encoders import image_encoder
     from ..evaluation.labelled import read_labelled
@@ -392,8 +400,8 @@ def fit_image_projection(
             raise SourceError(
                 photos_path, "a training photo must name exactly one product", rec.line, "relevant"
             )
-        photos.append((rec.image, next(iter(rec.relevant))))
-    _require_enough(len(photos), len({p for _, p in photos}), photos_path, "photos")
+        photos.append((rec.image, next(iter(rec.relevant)), rec.text))
+    _require_enough(len(photos), len({p for _, p, _ in photos}), photos_path, "photos")
     encoder = encoder or image_encoder(settings)
     cache = FeatureCache(
         cache_dir if cache_dir is not None else settings.data_dir / "cache" / "image-features",
@@ -408,15 +416,37 @@ def fit_image_projection(
     )
     anchor_labels = [y for f, y in catalog_files if f not in set(bad_anchor)]
     photo_x, bad = encode_image_files(
-        [f for f, _ in photos], encoder, cache=cache, progress=progress, **limits
+        [f for f, _, _ in photos], encoder, cache=cache, progress=progress, **limits
     )
     bad_set = set(bad)
-    photo_y = [index[p] for f, p in photos if f not in bad_set]
+    photo_y = [index[p] for f, p, _ in photos if f not in bad_set]
+    photo_words = [t for f, _, t in photos if f not in bad_set]
     _require_enough(len(photo_y), len(set(photo_y)), photos_path, "readable photos")
     config = config or ProjectionConfig(seed=seed)
     if config.seed != seed:
         config = ProjectionConfig(**{**asdict(config), "seed": seed})
     result = learn_projection(photo_x, photo_y, anchors, anchor_labels, config, progress=progress)
+    fusion = None
+    if text_encoder is not None:
+        held = result.heldout if result.heldout is not None else np.zeros(len(photo_y), bool)
+        # the index scores a photo against the catalog images (the training photos when
+        # the catalog has none, as the projection's own held-out check does)
+        if len(anchors):
+            gallery, owners = anchors, anchor_labels
+        else:
+            gallery = photo_x[~held]
+            owners = [y for y, h in zip(photo_y, held, strict=True) if not h]
+        fusion = fit_photo_fusion(
+            photo_x[held],
+            [t for t, h in zip(photo_words, held, strict=True) if h],
+            [y for y, h in zip(photo_y, held, strict=True) if h],
+            gallery,
+            owners,
+            [catalog.products[pid].text for pid in product_ids],
+            result.matrix,
+            text_encoder,
+            (settings.image_weight, settings.text_weight),
+        )
     _write_atomically(result.matrix, Path(out_path))
     return {
         "out_path": str(out_path),
@@ -432,6 +462,7 @@ def fit_image_projection(
         "member_best_epochs": list(result.member_best_epochs),
         "heldout_before": result.heldout_before,
         "heldout_after": result.heldout_after,
+        "fusion": fusion,
         "seconds": round(time.perf_counter() - started, 1),
     }
 

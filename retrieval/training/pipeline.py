@@ -215,10 +215,15 @@ def _build(
     )
     final = versions.models_dir(settings.data_dir).resolve() / model_id
     final_text = final / "text-model"
+    candidate = SentenceTransformerEncoder(
+        str(staging / "text-model"), device=options.text.device, threads=options.text.threads
+    )
     image: dict[str, Any] | None = None
     if options.photos_path is not None:
         from .image import fit_image_projection
 
+        # photos with words also fit the fusion weights, with the text model this version
+        # will run
         image = fit_image_projection(
             settings.catalog_path,
             options.photos_path,
@@ -226,10 +231,8 @@ def _build(
             settings=settings,
             seed=options.text.seed,
             progress=options.progress,
+            text_encoder=candidate,
         )
-    candidate = SentenceTransformerEncoder(
-        str(staging / "text-model"), device=options.text.device, threads=options.text.threads
-    )
     current = SentenceTransformerEncoder(
         settings.text_model, device=options.text.device, threads=options.text.threads
     )
@@ -250,6 +253,7 @@ def _build(
         final_text,
         mine.thresholds,
         final / "image-projection.npy" if image is not None else None,
+        image.get("fusion") if image is not None else None,
     )
     return {
         "id": model_id,
@@ -375,11 +379,17 @@ def _overlaid(settings: Settings, manifest: dict[str, Any] | None) -> Settings:
 
 
 def promoted_settings(
-    settings: Settings, text_model: Path, thresholds: ThresholdFit, projection: Path | None
+    settings: Settings,
+    text_model: Path,
+    thresholds: ThresholdFit,
+    projection: Path | None,
+    fusion: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The settings a promoted version supplies. With a calibration file the thresholds are
     left to the re-index that promotion runs: it fits them, and the answer head (whose
-    scores are on their own scale), on that file with the new model."""
+    scores are on their own scale), on that file with the new model. Fusion weights come
+    with the version only when they were fitted and rank better than the configured ones
+    (``fusion`` is :func:`~.photo_fusion.fit_photo_fusion`'s record)."""
     out: dict[str, Any] = {"text_model": str(text_model)}
     path = settings.faq_calibration_path
     if path is None or not path.exists():
@@ -390,4 +400,6 @@ def promoted_settings(
         )
     if projection is not None:
         out["image_projection"] = str(projection)
+    if fusion and fusion.get("fitted") and fusion.get("better"):
+        out.update(image_weight=fusion["image_weight"], text_weight=fusion["text_weight"])
     return out
