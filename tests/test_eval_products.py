@@ -153,6 +153,9 @@ def test_eval_learns_the_image_projection_from_the_train_photos(
     adapted, out = run()
     assert adapted["image_projection"] == "learned on TRAIN (32 photos)"
     assert "image projection: learned on TRAIN (32 photos)" in out
+    # photos without words say nothing about the fusion weights: none fitted, none reported
+    assert "fusion_weights" not in adapted and not any(x.startswith("fusion") for x in out)
+    assert adapted["fusion"]["image_weight"] == pytest.approx(np.sqrt(0.5))
     plain, _ = run("--no-adapt")
     assert plain["image_projection"] == "none (--no-adapt)"
     assert adapted["n_vectors"] == plain["n_vectors"] == 4 + 32  # the photos join the index

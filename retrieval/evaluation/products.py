@@ -131,8 +131,10 @@ def _learned_projection(
     fusion = run.get("fusion")
     if weights_set:
         note = "configured"
-    elif fusion is None or not fusion["fitted"]:
-        note = None if fusion is None else f"not fitted ({fusion['reason']})"
+    elif fusion is None or not fusion["n_queries"]:  # photos without words: nothing to say
+        note = None
+    elif not fusion["fitted"]:
+        note = f"not fitted ({fusion['reason']})"
     else:
         note = (
             f"fitted on TRAIN ({fusion['n_queries']} held-out photos with words; MRR@10 there "

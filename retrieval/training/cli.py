@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for key in ("hit_at_1", "mrr_at_10", "overall_accuracy"):
         _out(f"  {key:<26} {_f(c.get(key))}  {_f(r.get(key))}")
     fusion = (m.get("image") or {}).get("fusion")
-    if fusion:
+    if fusion and fusion["n_queries"]:  # silent when no photo came with words
         _out(f"fusion weights: {_fusion_line(fusion)}")
     _out(report.reason)
     for line in report.reindexed:
