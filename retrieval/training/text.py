@@ -114,8 +114,12 @@ def fine_tune_text(
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
+    import transformers
     from sentence_transformers import SentenceTransformer
 
+    # the run has its own progress bar; transformers' bars for loading and saving the
+    # weights would print even under --no-progress
+    transformers.utils.logging.disable_progress_bar()
     if config.threads:
         torch.set_num_threads(config.threads)
     _seed_everything(config.seed)
