@@ -110,13 +110,16 @@ def entry_scores(
     owners: np.ndarray,
     n_entries: int,
     masked: np.ndarray | None = None,
+    *,
+    missing: float = -1.0,
 ) -> np.ndarray:
-    """(questions x entries) best cosine per entry, exact; ``masked[i, d]`` hides phrasing
-    ``d`` from question ``i`` (a labelled question that is itself a phrasing of the bank)."""
+    """(questions x entries) best cosine per entry (or item: any owner of several vectors),
+    exact; ``masked[i, d]`` hides vector ``d`` from question ``i`` (a labelled question that
+    is itself a phrasing of the bank). An entry with no vector scores ``missing``."""
     sims = questions @ phrasings.T
     if masked is not None:
         sims = np.where(masked, -np.inf, sims)
-    out = np.full((len(questions), n_entries), -1.0, dtype=np.float64)
+    out = np.full((len(questions), n_entries), missing, dtype=np.float64)
     order = np.argsort(owners, kind="stable")
     bounds = np.searchsorted(owners[order], np.arange(n_entries + 1))
     for j in range(n_entries):

@@ -122,6 +122,7 @@ def _settings(args: argparse.Namespace, *, promoted: bool = True) -> Any:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
+    from .faq_calibration import describe_head
     from .ingest import ingest
     from .store import migrated_engine
 
@@ -142,12 +143,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             f"answer threshold calibrated on {cal['n_questions']} labelled questions "
             f"({cal['n_out_of_scope']} out of scope): {cal['answer_threshold']:.3f} (accuracy {cal['accuracy']:.3f})"
         )
-        head = cal.get("answer_head")
-        print(
-            f"answer head: {head['entries']} entries, blend {head['blend']}, C {head['strength']:g}"
-            if head
-            else "answer head: none (cosine alone was as good on the labelled questions)"
-        )
+        print(f"answer head: {describe_head(cal.get('answer_head'))}")
     print(f"done in {summary.seconds:.1f} s")
     return 0
 

@@ -27,6 +27,7 @@ __all__ = [
     "calibrate_faq_index",
     "calibrate_from_settings",
     "clear_calibration",
+    "describe_head",
     "head_of",
     "phrasings_of",
     "rank_entries",
@@ -86,6 +87,13 @@ def _put_head(index: VectorIndex, head: AnswerHead | None) -> None:
             "blend": head.blend,
             "strength": head.strength,
         }
+
+
+def describe_head(info: dict[str, Any] | None) -> str:
+    """The calibration record's ``answer_head`` entry in words."""
+    if not info:
+        return "none (cosine alone was as good on the labelled questions)"
+    return f"{info['entries']} entries, blend {info['blend']}, C {info['strength']:g}"
 
 
 def clear_calibration(index: VectorIndex) -> None:

@@ -15,7 +15,8 @@ from retrieval.training.fitting import fused_score_matrix, mrr_of_scores
 from retrieval.training.photo_fusion import (
     MIN_FUSION_GAIN,
     MIN_FUSION_QUERIES,
-    best_per_product,
+    adopted_weights,
+    describe_fusion,
     fit_photo_fusion,
     photo_text_scores,
 )
@@ -66,11 +67,14 @@ def _gallery() -> tuple[np.ndarray, list[int]]:
 PRODUCT_TEXTS = [f"{c} {s} thing" for c, s in PRODUCTS]
 
 
-def test_best_per_product_takes_the_max_and_marks_products_without_rows() -> None:
-    sims = np.array([[0.1, 0.7, 0.3], [0.9, 0.2, 0.4]])
-    out = best_per_product(sims, np.array([0, 0, 2]), 3)
-    assert out[:, 0].tolist() == [0.7, 0.9] and out[:, 2].tolist() == [0.3, 0.4]
-    assert np.isnan(out[:, 1]).all()
+def test_image_scores_take_each_products_best_picture_and_mark_products_without_one() -> None:
+    photos = np.eye(3, dtype=np.float32)[[0, 1]]  # one photo like picture 0, one like 1
+    gallery = np.eye(3, dtype=np.float32)  # products 0, 0, 2: product 1 has no picture
+    words = np.ones((2, 2), dtype=np.float32)
+    products = np.ones((3, 2), dtype=np.float32)
+    img, txt = photo_text_scores(photos, words, gallery, np.array([0, 0, 2]), products, None)
+    assert img[:, 0].tolist() == [1.0, 1.0] and img[:, 2].tolist() == [0.0, 0.0]
+    assert np.isnan(img[:, 1]).all() and np.allclose(txt, 1.0)
 
 
 def test_scores_apply_the_projection_to_photos_and_gallery() -> None:
@@ -95,6 +99,12 @@ def test_fitted_weights_use_both_modalities_and_beat_a_lopsided_configuration() 
         photos, texts, labels, gallery, owners, PRODUCT_TEXTS, None, WordEncoder(), (1.0, 0.0)
     )
     assert out["fitted"] and out["better"] and out["n_queries"] == 40
+    assert adopted_weights(out) == {
+        "image_weight": out["image_weight"],
+        "text_weight": out["text_weight"],
+    }
+    assert describe_fusion(out).startswith(f"fitted A {out['image_weight']:.3f}")
+    assert "configured weights stay" not in describe_fusion(out)
     a, b = out["image_weight"], out["text_weight"]
     assert a**2 + b**2 == pytest.approx(1.0, abs=1e-5) and 0 < a < 1 and 0 < b < 1
     assert out["hit_at_1"] == 1.0 and out["mrr_at_10"] == 1.0  # colour x shape: all right
@@ -115,6 +125,8 @@ def test_a_gain_under_the_noise_guard_keeps_the_configured_weights() -> None:
     assert out["better"] and gain >= MIN_FUSION_GAIN
     guarded = fit_photo_fusion(*args, min_gain=gain + 0.001)
     assert not guarded["better"] and guarded["image_weight"] == out["image_weight"]
+    assert adopted_weights(guarded) == {}
+    assert describe_fusion(guarded).endswith("so the configured weights stay")
 
 
 def test_configured_weights_that_rank_as_well_are_kept() -> None:
@@ -141,6 +153,11 @@ def test_too_few_photos_with_words_leave_the_weights_alone() -> None:
     )
     assert not out["fitted"] and out["n_queries"] == MIN_FUSION_QUERIES - 1
     assert f"needs at least {MIN_FUSION_QUERIES}" in out["reason"]
+    assert adopted_weights(out) == {} and describe_fusion(out).startswith("not fitted: ")
+    none = fit_photo_fusion(
+        photos, [None] * len(texts), labels, gallery, owners, PRODUCT_TEXTS, None, Unused(), (1, 1)
+    )
+    assert none["n_queries"] == 0 and describe_fusion(none) is None  # photos without words
 
 
 def test_a_product_without_images_is_scored_by_its_text() -> None:

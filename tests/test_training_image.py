@@ -349,8 +349,9 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
     out = json.loads(printed[-1])
     used = out["fusion"]
     assert used["image_weight"] ** 2 + used["text_weight"] ** 2 == pytest.approx(1.0)
-    assert out["fusion_weights"].startswith("fitted on TRAIN (20 held-out photos with words")
-    if out["fusion_weights"].endswith("the configured weights were used"):
+    assert out["fusion_weights"].startswith("fitted A ")
+    assert " on 20 held-out photos with words: " in out["fusion_weights"]
+    if out["fusion_weights"].endswith("so the configured weights stay"):
         assert used["image_weight"] == pytest.approx(np.sqrt(0.5))
     else:
         assert used["image_weight"] != pytest.approx(np.sqrt(0.5))

@@ -25,7 +25,7 @@ from ..decision import Decision, DecisionPolicy, calibrate_threshold, decide
 from ..encoders import text_encoder
 from ..encoders.base import Encoder
 from ..faq import FAQBank, load_faq
-from ..faq_calibration import calibrate_faq_index, head_of, rank_entries
+from ..faq_calibration import calibrate_faq_index, describe_head, head_of, rank_entries
 from ..index import IndexParams, VectorIndex
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP
 from ..settings import Settings
@@ -161,7 +161,7 @@ def _system(
         threshold = cal["answer_threshold"]
         source = (
             f"calibrated on TRAIN ({len(train)} questions, cross-validated accuracy "
-            f"{cal['accuracy']:.3f}; answer head: {_head_words(cal['answer_head'])})"
+            f"{cal['accuracy']:.3f}; answer head: {describe_head(cal['answer_head'])})"
         )
     elif settings.answer_threshold is not None:
         threshold, source = settings.answer_threshold, "settings"
@@ -187,12 +187,6 @@ def _system(
             )
         )
     return SystemResult("system", tuple(outcomes), True, threshold, source, build_s)
-
-
-def _head_words(info: dict | None) -> str:
-    if not info:
-        return "none (cosine alone was as good)"
-    return f"{info['entries']} entries, blend {info['blend']}, C {info['strength']}"
 
 
 def _scored_baseline(

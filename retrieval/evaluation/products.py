@@ -104,7 +104,7 @@ def _learned_projection(
     reported, not raised); the fusion weights are fitted with it, on its held-out photos
     that carry words, unless ``image_weight`` or ``text_weight`` is configured."""
     from ..training.image import fit_image_projection
-    from ..training.photo_fusion import MIN_FUSION_GAIN
+    from ..training.photo_fusion import adopted_weights, describe_fusion
 
     if settings.image_projection is not None:
         return settings, f"configured ({settings.image_projection})", None
@@ -127,25 +127,9 @@ def _learned_projection(
     except (InputError, SourceError) as exc:  # too few photos or products, a photo of two
         log.warning("not learning an image projection: %s", exc)
         return settings, f"none (not learned: {exc})", None
-    update: dict[str, Any] = {"image_projection": out}
     fusion = run.get("fusion")
-    if weights_set:
-        note = "configured"
-    elif fusion is None or not fusion["n_queries"]:  # photos without words: nothing to say
-        note = None
-    elif not fusion["fitted"]:
-        note = f"not fitted ({fusion['reason']})"
-    else:
-        note = (
-            f"fitted on TRAIN ({fusion['n_queries']} held-out photos with words; MRR@10 there "
-            f"{fusion['mrr_at_10']:.3f} at A {fusion['image_weight']:.3f}, "
-            f"{fusion['configured']['mrr_at_10']:.3f} with the configured weights)"
-        )
-        if fusion["better"]:
-            update.update(image_weight=fusion["image_weight"], text_weight=fusion["text_weight"])
-        else:
-            note += f", a gain under {MIN_FUSION_GAIN}: the configured weights were used"
-    learned = settings.model_copy(update=update)
+    learned = settings.model_copy(update={"image_projection": out, **adopted_weights(fusion)})
+    note = "configured" if weights_set else describe_fusion(fusion)
     return learned, f"learned on TRAIN ({n_photos} photos)", note
 
 

@@ -139,6 +139,7 @@ def _engine(settings: Any) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from .photo_fusion import describe_fusion
     from .pipeline import TrainOptions, train
     from .text import TextTrainingConfig
 
@@ -184,28 +185,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     _out(f"  held-out ({m['counts']['heldout']} questions)   new    current")
     for key in ("hit_at_1", "mrr_at_10", "overall_accuracy"):
         _out(f"  {key:<26} {_f(c.get(key))}  {_f(r.get(key))}")
-    fusion = (m.get("image") or {}).get("fusion")
-    if fusion and fusion["n_queries"]:  # silent when no photo came with words
-        _out(f"fusion weights: {_fusion_line(fusion)}")
+    fusion = describe_fusion((m.get("image") or {}).get("fusion"))
+    if fusion:
+        _out(f"fusion weights: {fusion}")
     _out(report.reason)
     for line in report.reindexed:
         _out(line)
     if report.promoted:
         _out(RESTART)
     return 0
-
-
-def _fusion_line(fusion: dict) -> str:
-    if not fusion["fitted"]:
-        return f"not fitted: {fusion['reason']}"
-    now = fusion["configured"]
-    kept = "" if fusion["better"] else "; too small a gain, the configured weights stay"
-    return (
-        f"A {fusion['image_weight']:.3f}, B {fusion['text_weight']:.3f} on "
-        f"{fusion['n_queries']} held-out photos with words: MRR@10 {fusion['mrr_at_10']:.3f}, "
-        f"hit@1 {fusion['hit_at_1']:.3f} (configured A {now['image_weight']:.3f}: "
-        f"{now['mrr_at_10']:.3f}, {now['hit_at_1']:.3f}){kept}"
-    )
 
 
 def _f(x: float | None) -> str:

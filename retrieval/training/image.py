@@ -94,8 +94,8 @@ class ProjectionResult:
     epochs_run: int
     heldout_before: dict[str, float]  # held-out hits with the raw features
     heldout_after: dict[str, float]  # ... and with the learned projection
+    heldout: np.ndarray  # which photos were held out of training (bool mask)
     member_best_epochs: tuple[int, ...] = ()  # each averaged model's best epoch
-    heldout: np.ndarray | None = None  # which photos were held out of training (bool mask)
 
 
 def heldout_mask(labels: Sequence[int], fraction: float, seed: int) -> np.ndarray:
@@ -337,8 +337,8 @@ def learn_projection(
         max(e for _, _, e in members),
         before,
         score(matrix),
-        tuple(e for _, e, _ in members),
         held,
+        tuple(e for _, e, _ in members),
     )
 
 
@@ -428,7 +428,7 @@ def fit_image_projection(
     result = learn_projection(photo_x, photo_y, anchors, anchor_labels, config, progress=progress)
     fusion = None
     if text_encoder is not None:
-        held = result.heldout if result.heldout is not None else np.zeros(len(photo_y), bool)
+        held = result.heldout
         # the index scores a photo against the catalog images (the training photos when
         # the catalog has none, as the projection's own held-out check does)
         if len(anchors):

@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..answer_head import entry_scores
 from ..encoders.base import Encoder, l2_normalize
 from ..fusion import normalized_weights
 from .fitting import fit_fusion_weights, fused_score_matrix, mrr_of_scores
@@ -27,7 +28,8 @@ from .fitting import fit_fusion_weights, fused_score_matrix, mrr_of_scores
 __all__ = [
     "MIN_FUSION_GAIN",
     "MIN_FUSION_QUERIES",
-    "best_per_product",
+    "adopted_weights",
+    "describe_fusion",
     "fit_photo_fusion",
     "photo_text_scores",
 ]
@@ -44,15 +46,6 @@ MIN_FUSION_QUERIES = 20  # held-out photos with words needed before A and B are 
 MIN_FUSION_GAIN = 0.01
 
 
-def best_per_product(sims: np.ndarray, owners: np.ndarray, n_products: int) -> np.ndarray:
-    """(queries x products) best similarity over each product's rows; NaN for a product
-    with no row (it has no image: its fused score falls back to the text alone)."""
-    out = np.full((sims.shape[0], n_products), np.nan, dtype=np.float64)
-    for j in np.unique(owners):
-        out[:, j] = sims[:, owners == j].max(axis=1)
-    return out
-
-
 def photo_text_scores(
     photos: np.ndarray,
     words: np.ndarray,
@@ -67,7 +60,10 @@ def photo_text_scores(
     proj = (lambda m: m) if projection is None else (lambda m: m @ projection.T)
     img = l2_normalize(proj(np.asarray(photos, dtype=np.float32)))
     gal = l2_normalize(proj(np.asarray(gallery, dtype=np.float32)))
-    image_scores = best_per_product(img @ gal.T, np.asarray(gallery_owners), len(product_texts))
+    # a product without images: NaN, so its fused score falls back to the text alone
+    image_scores = entry_scores(
+        img, gal, np.asarray(gallery_owners), len(product_texts), missing=np.nan
+    )
     text_scores = (l2_normalize(words) @ l2_normalize(product_texts).T).astype(np.float64)
     return image_scores, text_scores
 
@@ -147,3 +143,30 @@ def fit_photo_fusion(
             "hit_at_1": round(hit_now, 6),
         },
     }
+
+
+def adopted_weights(record: dict[str, Any] | None) -> dict[str, float]:
+    """The settings a fit changes: ``image_weight`` and ``text_weight`` when it was fitted
+    and gained enough over the configured ones, else nothing."""
+    if record and record["fitted"] and record["better"]:
+        return {"image_weight": record["image_weight"], "text_weight": record["text_weight"]}
+    return {}
+
+
+def describe_fusion(record: dict[str, Any] | None) -> str | None:
+    """One line about a :func:`fit_photo_fusion` record, for the person running the command
+    (None when no photo came with words: there is nothing to say)."""
+    if not record or not record["n_queries"]:
+        return None
+    if not record["fitted"]:
+        return f"not fitted: {record['reason']}"
+    now = record["configured"]
+    line = (
+        f"fitted A {record['image_weight']:.3f}, B {record['text_weight']:.3f} on "
+        f"{record['n_queries']} held-out photos with words: MRR@10 {record['mrr_at_10']:.3f}, "
+        f"hit@1 {record['hit_at_1']:.3f}; configured A {now['image_weight']:.3f}: "
+        f"{now['mrr_at_10']:.3f}, {now['hit_at_1']:.3f}"
+    )
+    if not record["better"]:
+        line += f"; a gain under {MIN_FUSION_GAIN} MRR@10, so the configured weights stay"
+    return line

@@ -36,6 +36,7 @@ from . import versions
 from .compare import better, judge_model
 from .fitting import ThresholdFit
 from .pairs import Anchor, anchors_from_bank
+from .photo_fusion import adopted_weights
 from .text import TextTrainingConfig, fine_tune_text
 
 __all__ = [
@@ -388,8 +389,8 @@ def promoted_settings(
     """The settings a promoted version supplies. With a calibration file the thresholds are
     left to the re-index that promotion runs: it fits them, and the answer head (whose
     scores are on their own scale), on that file with the new model. Fusion weights come
-    with the version only when they were fitted and rank better than the configured ones
-    (``fusion`` is :func:`~.photo_fusion.fit_photo_fusion`'s record)."""
+    with the version only when the fit adopts them (``fusion`` is
+    :func:`~.photo_fusion.fit_photo_fusion`'s record, see :func:`~.photo_fusion.adopted_weights`)."""
     out: dict[str, Any] = {"text_model": str(text_model)}
     path = settings.faq_calibration_path
     if path is None or not path.exists():
@@ -400,6 +401,5 @@ def promoted_settings(
         )
     if projection is not None:
         out["image_projection"] = str(projection)
-    if fusion and fusion.get("fitted") and fusion.get("better"):
-        out.update(image_weight=fusion["image_weight"], text_weight=fusion["text_weight"])
+    out.update(adopted_weights(fusion))
     return out
