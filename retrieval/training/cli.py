@@ -74,6 +74,22 @@ def register(sub: Any, common: Any) -> None:
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
     )
     p.add_argument(
+        "--refit",
+        action="store_true",
+        help="after the held-out comparison, train the model again the same way on all the "
+        "data, held-out questions included, and keep that one (about twice the time; the "
+        "version keeps the judged model's thresholds and held-out figures)",
+    )
+    p.add_argument(
+        "--out-of-scope-negatives",
+        type=int,
+        default=0,
+        metavar="N",
+        help="out-of-scope questions of --train (empty relevant list) added to each batch as "
+        "negatives of every question, so the model learns to keep them away from the answers "
+        "(default 0: not used)",
+    )
+    p.add_argument(
         "--epochs", type=int, default=2, help="passes over the training pairs (default 2)"
     )
     p.add_argument(
@@ -146,6 +162,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     logging.getLogger("retrieval.training").setLevel(logging.INFO)
     if not 0 < args.heldout_share < 1:
         raise InputError(f"--heldout-share must be between 0 and 1, got {args.heldout_share}")
+    if args.out_of_scope_negatives < 0:
+        raise InputError(
+            f"--out-of-scope-negatives must be 0 or more, got {args.out_of_scope_negatives}"
+        )
     for name in ("epochs", "batch_size", "threads"):
         if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
             raise InputError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
@@ -169,7 +189,9 @@ def cmd_train(args: argparse.Namespace) -> int:
             seed=args.seed,
             device=args.device,
             threads=args.threads,
+            out_of_scope_negatives=args.out_of_scope_negatives,
         ),
+        refit=args.refit,
         force=args.force,
         promote=not args.no_promote,
         reindex=not args.no_reindex,

@@ -16,7 +16,18 @@ import numpy as np
 
 from ..faq import FAQBank
 
-__all__ = ["Anchor", "Batch", "anchors_from_bank", "batches", "mine_near_misses"]
+__all__ = [
+    "OUT_OF_SCOPE",
+    "Anchor",
+    "Batch",
+    "anchors_from_bank",
+    "batches",
+    "mine_near_misses",
+]
+
+# the answer group of an out-of-scope question used as a negative: no anchor belongs to it,
+# so it is never masked out of an anchor's candidates
+OUT_OF_SCOPE = "\x00out-of-scope"
 
 
 @dataclass(frozen=True)
@@ -75,12 +86,17 @@ def batches(
     doc_groups: Sequence[str],
     batch_size: int,
     rng: random.Random,
+    out_of_scope: Sequence[str] = (),
+    out_of_scope_per_batch: int = 0,
 ) -> Iterable[Batch]:
     """One epoch of shuffled batches; positives and negatives are drawn with ``rng``.
 
     The positive is another phrasing of the anchor's entry (its answer when it has no
     other); the negative is a phrasing of
     an entry agents rejected for this anchor when there is one, else a mined near miss.
+    Each batch also gets ``out_of_scope_per_batch`` questions drawn from ``out_of_scope``
+    (labelled questions the shop has no answer for) as negatives of every anchor, in the
+    group :data:`OUT_OF_SCOPE`.
     """
     group_of = {e.id: e.group or e.id for e in bank}
     # answers are long (slow to encode) and unlike questions: pair questions with questions,
@@ -115,4 +131,8 @@ def batches(
                 )
                 n.append(rng.choice(phrasings[wrong]))
                 ng.append(group_of[wrong])
+        if out_of_scope and out_of_scope_per_batch > 0:
+            extra = rng.sample(list(out_of_scope), min(out_of_scope_per_batch, len(out_of_scope)))
+            n.extend(extra)
+            ng.extend([OUT_OF_SCOPE] * len(extra))
         yield Batch(a, p, n, g, ng)

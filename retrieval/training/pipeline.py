@@ -45,6 +45,7 @@ __all__ = [
     "MIN_HELDOUT",
     "TrainOptions",
     "TrainReport",
+    "TrainingData",
     "TrainingError",
     "gather",
     "promote",
@@ -70,6 +71,7 @@ class TrainOptions:
     heldout_path: Path | None = None
     heldout_share: float = 0.2
     photos_path: Path | None = None  # labelled shopper photos: learn the image projection
+    refit: bool = False  # after judging, train again on all data, held-out included
     feedback: bool = True
     text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
     force: bool = False
@@ -122,7 +124,12 @@ def _write_jsonl(path: Path, records: Sequence[dict[str, Any]]) -> None:
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
 
 
-def _data_hash(bank: FAQBank, anchors: Sequence[Anchor], heldout: Sequence[LabelledQuery]) -> str:
+def _data_hash(
+    bank: FAQBank,
+    anchors: Sequence[Anchor],
+    heldout: Sequence[LabelledQuery],
+    out_of_scope: Sequence[str] = (),
+) -> str:
     h = hashlib.sha256()
     for e in bank:
         h.update(json.dumps(e.to_record(), sort_keys=True, ensure_ascii=False).encode())
@@ -130,13 +137,47 @@ def _data_hash(bank: FAQBank, anchors: Sequence[Anchor], heldout: Sequence[Label
         h.update(json.dumps([a.text, a.entry_id, list(a.negatives)], ensure_ascii=False).encode())
     for q in heldout:
         h.update(json.dumps([q.text, sorted(q.relevant)], ensure_ascii=False).encode())
+    for text in out_of_scope:
+        h.update(json.dumps(text, ensure_ascii=False).encode())
     return h.hexdigest()
 
 
-def gather(
-    settings: Settings, engine: Engine | None, options: TrainOptions
-) -> tuple[FAQBank, FAQBank, list[Anchor], list[LabelledQuery], dict[str, int]]:
-    """(bank, training bank, anchors, held-out questions, counts), or a one-line refusal."""
+@dataclass(frozen=True)
+class TrainingData:
+    """What one run trains and judges on (:func:`gather`)."""
+
+    bank: FAQBank  # the whole bank
+    training_bank: FAQBank  # without the held-out questions among its phrasings
+    anchors: list[Anchor]  # training texts, held-out questions left out
+    heldout: list[LabelledQuery]
+    counts: dict[str, int]
+    out_of_scope: list[str]  # labelled out-of-scope training questions
+    refit_anchors: list[Anchor]  # every text, held-out included (``--refit``)
+    refit_out_of_scope: list[str]
+
+
+def _anchors(
+    bank: FAQBank, questions: Sequence[LabelledQuery], feedback: Sequence[Anchor], held: set[str]
+) -> list[Anchor]:
+    """The bank's phrasings, then each in-scope question and feedback text not already
+    among them, leaving out texts in ``held`` (normalised)."""
+    anchors = anchors_from_bank(bank)
+    seen = {normalize_text(a.text) for a in anchors}
+    for q in questions:
+        key = normalize_text(q.text or "")
+        if q.relevant and q.text and key not in seen and key not in held:
+            anchors.append(Anchor(q.text, min(q.relevant), "train"))
+            seen.add(key)
+    anchors.extend(a for a in feedback if normalize_text(a.text) not in held)
+    return anchors
+
+
+def _out_of_scope(questions: Sequence[LabelledQuery]) -> list[str]:
+    return list(dict.fromkeys(q.text for q in questions if not q.relevant and q.text))
+
+
+def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> TrainingData:
+    """The run's data (:class:`TrainingData`), or a one-line refusal."""
     from ..reindex import load_bank
 
     bank = load_faq(options.bank_path) if options.bank_path else load_bank(settings)
@@ -151,21 +192,13 @@ def gather(
         train, heldout = _split(labelled, options.heldout_share, options.text.seed)
     held_texts = {normalize_text(q.text or "") for q in heldout}
     training_bank = _without(bank, held_texts)
-    anchors = anchors_from_bank(training_bank)
-    seen = {normalize_text(a.text) for a in anchors}
-    for q in train:
-        key = normalize_text(q.text or "")
-        if q.relevant and q.text and key not in seen and key not in held_texts:
-            anchors.append(Anchor(q.text, min(q.relevant), "train"))
-            seen.add(key)
-    n_feedback = 0
+    feedback: list[Anchor] = []
     if options.feedback and engine is not None:
         from .feedback import feedback_anchors
 
-        for a in feedback_anchors(engine, ids):
-            if normalize_text(a.text) not in held_texts:
-                anchors.append(a)
-                n_feedback += 1
+        feedback = list(feedback_anchors(engine, ids))
+    anchors = _anchors(training_bank, train, feedback, held_texts)
+    n_feedback = sum(a.source == "feedback" for a in anchors)
     entries = {a.entry_id for a in anchors}
     in_scope_heldout = sum(1 for q in heldout if q.relevant)
     if len(anchors) < MIN_ANCHORS or len(entries) < MIN_ENTRIES:
@@ -179,16 +212,27 @@ def gather(
             f"too little held-out data: {in_scope_heldout} in-scope held-out questions (need at "
             f"least {MIN_HELDOUT}: give --heldout FILE, or more questions with --train)"
         )
+    out_of_scope = [t for t in _out_of_scope(train) if normalize_text(t) not in held_texts]
     counts = {
         "entries": len(bank),
         "anchors": len(anchors),
         "from_bank": sum(a.source == "bank" for a in anchors),
         "from_train": sum(a.source == "train" for a in anchors),
         "from_feedback": n_feedback,
+        "out_of_scope": len(out_of_scope),
         "heldout": len(heldout),
         "heldout_out_of_scope": len(heldout) - in_scope_heldout,
     }
-    return bank, training_bank, anchors, heldout, counts
+    return TrainingData(
+        bank,
+        training_bank,
+        anchors,
+        heldout,
+        counts,
+        out_of_scope,
+        _anchors(bank, [*train, *heldout], feedback, set()),
+        _out_of_scope([*train, *heldout]),
+    )
 
 
 def _build(
@@ -196,10 +240,15 @@ def _build(
     options: TrainOptions,
     staging: Path,
     model_id: str,
-    data: tuple[FAQBank, FAQBank, list[Anchor], list[LabelledQuery], dict[str, int]],
+    data: TrainingData,
 ) -> dict[str, Any]:
     """Everything of one version inside ``staging``; returns its manifest."""
-    bank, training_bank, anchors, heldout, counts = data
+    bank, training_bank, anchors, heldout = (
+        data.bank,
+        data.training_bank,
+        data.anchors,
+        data.heldout,
+    )
     # judged on the bank without the held-out questions, which would otherwise find
     # themselves among the phrasings
     bank_path, heldout_path = staging / "bank.jsonl", staging / "heldout.jsonl"
@@ -212,6 +261,7 @@ def _build(
         anchors,
         staging / "text-model",
         options.text,
+        out_of_scope=data.out_of_scope,
         progress=options.progress,
     )
     final = versions.models_dir(settings.data_dir).resolve() / model_id
@@ -239,6 +289,9 @@ def _build(
     )
     mine = judge_model(settings, candidate, training_bank, bank_path, heldout, heldout_path)
     theirs = judge_model(settings, current, training_bank, bank_path, heldout, heldout_path)
+    refit: dict[str, Any] | None = None
+    if options.refit:
+        refit = _refit(base_folder, data, staging / "text-model", options)
     keep = (
         "hit_at_1",
         "mrr_at_10",
@@ -262,11 +315,12 @@ def _build(
         "path": str(final),
         "base_model": settings.text_model,
         "base_encoder": base_id,
-        "data_hash": _data_hash(bank, anchors, heldout),
+        "data_hash": _data_hash(bank, anchors, heldout, data.out_of_scope),
         "seed": options.text.seed,
         "config": dataclasses.asdict(options.text),
-        "counts": counts,
+        "counts": data.counts,
         "training": dataclasses.asdict(result),
+        "refit": refit,
         "settings": applied,
         "image": image,
         "metrics": {
@@ -275,6 +329,31 @@ def _build(
             "better": better(mine.metrics, theirs.metrics),
             "rule": "held-out MRR@10 and overall accuracy not worse, one of them better",
         },
+    }
+
+
+def _refit(base_folder: Path, data: TrainingData, model_dir: Path, options: TrainOptions) -> dict:
+    """Train the version's model again from the base, the same way, on every text held-out
+    included, and put it in place of the judged one in ``model_dir``. The judged model's
+    thresholds and held-out figures stay with the version (there is nothing left to measure
+    the refitted one on)."""
+    scratch = model_dir.with_name(model_dir.name + ".refit")
+    result = fine_tune_text(
+        base_folder,
+        data.bank,
+        data.refit_anchors,
+        scratch,
+        options.text,
+        out_of_scope=data.refit_out_of_scope,
+        progress=options.progress,
+        desc="refitting on all data",
+    )
+    shutil.rmtree(model_dir)
+    scratch.rename(model_dir)
+    return {
+        "anchors": len(data.refit_anchors),
+        "out_of_scope": len(data.refit_out_of_scope),
+        "training": dataclasses.asdict(result),
     }
 
 

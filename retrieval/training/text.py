@@ -40,6 +40,8 @@ class TextTrainingConfig:
     warmup_ratio: float = 0.1
     seed: int = 0
     hard_negatives: int = 3  # near misses mined per anchor (one is drawn per epoch)
+    # labelled out-of-scope questions added to each batch as negatives of every anchor
+    out_of_scope_negatives: int = 0
     device: str = "auto"
     threads: int | None = None
 
@@ -108,9 +110,14 @@ def fine_tune_text(
     out_dir: Path,
     config: TextTrainingConfig,
     *,
+    out_of_scope: Sequence[str] = (),
     progress: bool = True,
+    desc: str = "fine-tuning text encoder",
 ) -> TextTrainingResult:
-    """Fine-tune the model in ``model_folder`` on ``anchors`` and save it to ``out_dir``."""
+    """Fine-tune the model in ``model_folder`` on ``anchors`` and save it to ``out_dir``.
+
+    ``out_of_scope``: questions the shop has no answer for; with
+    ``config.out_of_scope_negatives`` > 0 that many join each batch as negatives."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
@@ -160,9 +167,19 @@ def fine_tune_text(
     model.train()
     losses: list[float] = []
     t0 = time.perf_counter()
-    bar = tqdm(total=total, desc="fine-tuning text encoder", unit="step", disable=not progress)
+    bar = tqdm(total=total, desc=desc, unit="step", disable=not progress)
     for _epoch in range(config.epochs):
-        for batch in batches(anchors, bank, near, doc_texts, doc_groups, config.batch_size, rng):
+        for batch in batches(
+            anchors,
+            bank,
+            near,
+            doc_texts,
+            doc_groups,
+            config.batch_size,
+            rng,
+            out_of_scope,
+            config.out_of_scope_negatives,
+        ):
             a = _embed(model, batch.anchors, device)
             c = _embed(model, batch.positives + batch.negatives, device)
             loss = contrastive_loss(a, c, batch.groups, batch.groups + batch.negative_groups)
