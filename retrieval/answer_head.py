@@ -10,6 +10,11 @@ directions alike. A candidate's score becomes
 
     score(entry) = cosine(question, entry's closest phrasing) + blend · P(entry | question)
 
+When the labelled questions include out-of-scope ones (an empty answer list), the head may
+also learn an *out-of-scope* class: probability it gives that class is taken from the
+entries, so a question that looks like what the shop cannot answer scores lower everywhere
+and falls below the answer threshold more often. Cross-validation decides whether to keep it.
+
 The head is fitted when the FAQ index is built (ingest, re-index), kept in the index
 version beside the vectors, so it always matches that version's entries. Its strength and
 blend are chosen by cross-validation on the labelled questions (:func:`select_head`),
@@ -42,6 +47,7 @@ STRENGTHS = (10.0, 100.0)  # inverse L2 penalty (scikit-learn's C) tried by sele
 BLENDS = (0.25, 0.5, 1.0)  # weight of the probability added to the cosine
 FOLDS = 5
 MIN_QUESTIONS = 20  # labelled questions needed before a head is worth choosing
+MIN_OUT_OF_SCOPE = 5  # out-of-scope questions needed before an out-of-scope class is tried
 # a head must beat cosine alone by this much cross-validated accuracy, and by at least
 # MIN_GAIN_QUESTIONS questions: one more right answer in 74 is noise, not evidence
 MIN_GAIN = 0.01
@@ -52,24 +58,29 @@ ARRAY_BIAS = "answer_head_bias"
 
 @dataclass(frozen=True)
 class AnswerHead:
-    """Weights and bias per entry (rows in ``entry_ids`` order) and the blend weight."""
+    """Weights and bias per entry (rows in ``entry_ids`` order, then the out-of-scope class
+    when ``out_of_scope``) and the blend weight."""
 
     entry_ids: tuple[str, ...]
-    weights: np.ndarray  # (n_entries, dim)
-    bias: np.ndarray  # (n_entries,)
+    weights: np.ndarray  # (n_entries [+ 1], dim)
+    bias: np.ndarray  # (n_entries [+ 1],)
     blend: float
     strength: float
+    out_of_scope: bool = False  # a last row for questions the shop has no answer for
 
     def __post_init__(self) -> None:
-        if self.weights.shape != (len(self.entry_ids), self.weights.shape[1]):
-            raise ValueError("answer head: one weight row per entry expected")
-        if self.bias.shape != (len(self.entry_ids),):
-            raise ValueError("answer head: one bias per entry expected")
+        rows = len(self.entry_ids) + int(self.out_of_scope)
+        if self.weights.shape != (rows, self.weights.shape[1]):
+            raise ValueError("answer head: one weight row per entry (and out-of-scope) expected")
+        if self.bias.shape != (rows,):
+            raise ValueError("answer head: one bias per entry (and out-of-scope) expected")
         object.__setattr__(self, "_row", {e: i for i, e in enumerate(self.entry_ids)})
 
     def probabilities(self, vector: np.ndarray) -> np.ndarray:
-        """P(entry | question) for every entry, in ``entry_ids`` order."""
-        return softmax(self.weights @ np.asarray(vector, dtype=np.float32) + self.bias)
+        """P(entry | question) for every entry, in ``entry_ids`` order (with an out-of-scope
+        class they sum to 1 - P(out of scope))."""
+        p = softmax(self.weights @ np.asarray(vector, dtype=np.float32) + self.bias)
+        return p[: len(self.entry_ids)]
 
     def rescore(
         self, vector: np.ndarray, entry_ids: Sequence[str], scores: Sequence[float]
@@ -84,7 +95,12 @@ class AnswerHead:
         ]
 
     def describe(self) -> dict:
-        return {"entries": len(self.entry_ids), "blend": self.blend, "strength": self.strength}
+        return {
+            "entries": len(self.entry_ids),
+            "blend": self.blend,
+            "strength": self.strength,
+            "out_of_scope": self.out_of_scope,
+        }
 
 
 @dataclass(frozen=True)
@@ -165,10 +181,17 @@ def _training_rows(
     labels: np.ndarray,
     keep_phrasing: np.ndarray,
     keep_question: np.ndarray,
+    out_of_scope_label: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    in_scope = keep_question & (labels >= 0)
-    x = np.concatenate([phrasings[keep_phrasing], questions[in_scope]])
-    y = np.concatenate([owners[keep_phrasing], labels[in_scope]])
+    """Phrasings with their entry and labelled questions with theirs; out-of-scope
+    questions (label -1) join as ``out_of_scope_label`` when one is given."""
+    if out_of_scope_label is None:
+        keep_question = keep_question & (labels >= 0)
+    y_questions = np.where(
+        labels >= 0, labels, -1 if out_of_scope_label is None else out_of_scope_label
+    )
+    x = np.concatenate([phrasings[keep_phrasing], questions[keep_question]])
+    y = np.concatenate([owners[keep_phrasing], y_questions[keep_question]])
     return x, y
 
 
@@ -191,8 +214,10 @@ def select_head(
     ``masked[i, d]`` says phrasing d has question i's text (it is then hidden from that
     question's cosine and left out of the head that scores it). Each candidate setting is
     judged by the overall accuracy (ties: hit@1) of its cross-fitted scores at the threshold
-    that is best for them. Cosine alone is kept unless the best head beats it by
-    ``MIN_GAIN`` accuracy and ``MIN_GAIN_QUESTIONS`` questions.
+    that is best for them. With at least ``MIN_OUT_OF_SCOPE`` out-of-scope questions each
+    setting is also tried with an out-of-scope class, kept only when it beats what is kept
+    without one (the best head, or cosine alone) by the noise guard: ``MIN_GAIN`` accuracy and ``MIN_GAIN_QUESTIONS``
+    questions. Cosine alone is kept unless a head beats it by the same guard.
     """
     n, nq = len(entry_ids), len(questions)
     in_scope = np.array([bool(r) for r in relevant])
@@ -207,39 +232,57 @@ def select_head(
         return accuracy, hit, threshold
 
     base_acc, base_hit, base_thr = judge(cosine)
-    base = (base_acc, base_hit, None, 0.0, base_thr)
-    best = base
+    base = (base_acc, base_hit, None, 0.0, base_thr, False)
+    by_class = {False: base, True: base}  # the best setting without / with an out-of-scope class
+    classes = (False, True) if (~in_scope).sum() >= MIN_OUT_OF_SCOPE else (False,)
     if nq >= MIN_QUESTIONS and in_scope.sum() >= 2:
         fold_of = np.arange(nq) % folds
         for strength in strengths:
-            probs = np.zeros((nq, n))
-            for f in range(folds):
-                held = fold_of == f
-                keep_phr = ~masked[held].any(axis=0)
-                x, y = _training_rows(phrasings, owners, questions, labels, keep_phr, ~held)
-                w, b = fit_head(x, y, n, strength)
-                probs[held] = softmax(questions[held] @ w.T + b)
-            for blend in blends:
-                acc, hit, thr = judge(cosine + blend * probs)
-                if (acc, hit) > best[:2]:
-                    best = (acc, hit, strength, blend, thr)
-    best_head_acc = best[0]
+            for oos in classes:
+                probs = np.zeros((nq, n))
+                for f in range(folds):
+                    held = fold_of == f
+                    keep_phr = ~masked[held].any(axis=0)
+                    x, y = _training_rows(
+                        phrasings, owners, questions, labels, keep_phr, ~held, n if oos else None
+                    )
+                    w, b = fit_head(x, y, n + oos, strength)
+                    probs[held] = softmax(questions[held] @ w.T + b)[:, :n]
+                for blend in blends:
+                    acc, hit, thr = judge(cosine + blend * probs)
+                    if (acc, hit) > by_class[oos][:2]:
+                        by_class[oos] = (acc, hit, strength, blend, thr, oos)
+    # each step up must clear the noise guard: a head over cosine alone, then an
+    # out-of-scope class over what the first step kept
     needed = max(MIN_GAIN, MIN_GAIN_QUESTIONS / nq)
-    if best_head_acc - base_acc < needed - 1e-12:
-        best = base
-    accuracy, _, strength, blend, threshold = best
+
+    def gains(more: tuple, less: tuple) -> bool:
+        better = more[:2] > less[:2]  # (accuracy, hit@1): a tie keeps the simpler
+        return more[2] is not None and better and more[0] - less[0] >= needed - 1e-12
+
+    best = by_class[False] if gains(by_class[False], base) else base
+    if gains(by_class[True], best):
+        best = by_class[True]
+    accuracy, _, strength, blend, threshold, oos = best
     head = None
     if strength is not None:
         x, y = _training_rows(
-            phrasings, owners, questions, labels, np.ones(len(phrasings), bool), np.ones(nq, bool)
+            phrasings,
+            owners,
+            questions,
+            labels,
+            np.ones(len(phrasings), bool),
+            np.ones(nq, bool),
+            n if oos else None,
         )
-        w, b = fit_head(x, y, n, strength)
-        head = AnswerHead(tuple(entry_ids), w, b, float(blend), float(strength))
+        w, b = fit_head(x, y, n + oos, strength)
+        head = AnswerHead(tuple(entry_ids), w, b, float(blend), float(strength), bool(oos))
     log.info(
-        "answer head: %s (best cross-validated accuracy with a head %.3f, cosine alone %.3f; "
-        "a head must gain %.3f)",
+        "answer head: %s (best cross-validated accuracy with a head %.3f, with an "
+        "out-of-scope class %s, cosine alone %.3f; each step must gain %.3f)",
         "none" if head is None else head.describe(),
-        best_head_acc,
+        by_class[False][0],
+        f"{by_class[True][0]:.3f}" if len(classes) == 2 else "not tried",
         base_acc,
         needed,
     )

@@ -72,6 +72,7 @@ def head_of(index: VectorIndex) -> AnswerHead | None:
         np.asarray(index.arrays[ARRAY_BIAS], dtype=np.float32),
         float(info["blend"]),
         float(info["strength"]),
+        bool(info.get("out_of_scope", False)),
     )
 
 
@@ -86,6 +87,7 @@ def _put_head(index: VectorIndex, head: AnswerHead | None) -> None:
             "entry_ids": list(head.entry_ids),
             "blend": head.blend,
             "strength": head.strength,
+            "out_of_scope": head.out_of_scope,
         }
 
 
@@ -93,7 +95,8 @@ def describe_head(info: dict[str, Any] | None) -> str:
     """The calibration record's ``answer_head`` entry in words."""
     if not info:
         return "none (cosine alone was as good on the labelled questions)"
-    return f"{info['entries']} entries, blend {info['blend']}, C {info['strength']:g}"
+    oos = ", with an out-of-scope class" if info.get("out_of_scope") else ""
+    return f"{info['entries']} entries, blend {info['blend']}, C {info['strength']:g}{oos}"
 
 
 def clear_calibration(index: VectorIndex) -> None:

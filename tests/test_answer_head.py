@@ -63,6 +63,7 @@ def test_the_head_learns_what_cosine_cannot() -> None:
     assert choice.cosine_accuracy == pytest.approx(2 / 3, abs=0.02)  # entry 0's third is wrong
     assert choice.head is not None and choice.accuracy > 0.95
     assert choice.head.entry_ids == ("a", "b", "c")
+    assert choice.head.out_of_scope is False  # no out-of-scope questions to learn from
 
     # fresh questions of entry 0: cosine ranks "b" first, the head "a"
     _, _, fresh, fresh_rel = misleading_bank(np.random.default_rng(2), 30)
@@ -70,6 +71,95 @@ def test_the_head_learns_what_cosine_cannot() -> None:
         cos = entry_scores(vec[None, :], phrasings, owners, 3)[0]
         scores = choice.head.rescore(vec, ["a", "b", "c"], cos.tolist())
         assert int(np.argmax(scores)) in rel
+
+
+def out_of_scope_bank(rng: np.random.Generator, n_questions: int):  # noqa: ANN201
+    """Entry 0's questions (2 in 5) look like entry 1's phrasing but carry axis 5, which only
+    entry 0's phrasing has: a head without an out-of-scope class fixes them. The
+    out-of-scope questions (1 in 5) are as close to entry 2's phrasing as entry 2's own
+    questions (cosine 0.8) and differ from them in a direction (axis 6 against axis 4)
+    that only an out-of-scope class learns. Cosine alone: 0.4 or so."""
+    phrasings = unit(np.stack([axis(0) + 0.5 * axis(5), axis(1), axis(2)]))
+    # 0, 1: entry 0; 2: entry 1; 3: entry 2; 4: out of scope (shuffled: the folds are i % 5)
+    kinds = rng.permutation(np.arange(n_questions) % 5)
+    base = {
+        0: 0.8 * axis(1) + 0.6 * axis(5),
+        1: 0.8 * axis(1) + 0.6 * axis(5),
+        2: axis(1),
+        3: 0.8 * axis(2) + 0.6 * axis(4),
+        4: 0.8 * axis(2) + 0.6 * axis(6),
+    }
+    questions = unit(np.stack([base[k] + 0.03 * rng.standard_normal(DIM) for k in kinds]))
+    relevant = [{0: {0}, 1: {0}, 2: {1}, 3: {2}}.get(int(k), set()) for k in kinds]
+    return phrasings, np.arange(3), questions, relevant
+
+
+def test_an_out_of_scope_class_learns_what_the_shop_cannot_answer() -> None:
+    phrasings, owners, questions, relevant = out_of_scope_bank(np.random.default_rng(7), 60)
+    choice = select_head(
+        ["a", "b", "c"], phrasings, owners, questions, relevant, np.zeros((60, 3), dtype=bool)
+    )
+    assert choice.cosine_accuracy < 0.6
+    assert choice.head is not None and choice.head.out_of_scope is True
+    assert choice.accuracy > 0.95
+    assert choice.head.weights.shape == (4, DIM) and choice.head.describe()["out_of_scope"]
+
+    # fresh questions: in-scope ones are answered right, the out-of-scope ones fall below
+    _, _, fresh, fresh_rel = out_of_scope_bank(np.random.default_rng(8), 30)
+    for vec, rel in zip(fresh, fresh_rel, strict=True):
+        cos = entry_scores(vec[None, :], phrasings, owners, 3)[0]
+        scores = choice.head.rescore(vec, ["a", "b", "c"], cos.tolist())
+        top = int(np.argmax(scores))
+        if rel:
+            assert top in rel and scores[top] >= choice.threshold
+        else:
+            assert scores[top] < choice.threshold
+        # the entries' probabilities leave out what the out-of-scope class takes
+        assert choice.head.probabilities(vec).shape == (3,)
+        assert choice.head.probabilities(vec).sum() <= 1.0 + 1e-6
+
+
+def test_the_out_of_scope_class_must_clear_the_noise_guard_over_the_head_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from retrieval import answer_head
+
+    phrasings, owners, questions, relevant = out_of_scope_bank(np.random.default_rng(11), 60)
+    args = (["a", "b", "c"], phrasings, owners, questions, relevant, np.zeros((60, 3), bool))
+    monkeypatch.setattr(answer_head, "MIN_GAIN", 0.3)  # the head gains ~0.4, the class ~0.2 more
+    choice = select_head(*args)
+    assert choice.head is not None and not choice.head.out_of_scope
+    assert choice.accuracy == pytest.approx(0.8, abs=0.05)
+
+
+def test_too_few_out_of_scope_questions_are_not_a_class() -> None:
+    phrasings, owners, questions, relevant = out_of_scope_bank(np.random.default_rng(9), 60)
+    oos = [i for i, r in enumerate(relevant) if not r]
+    keep = [i for i in range(60) if i not in oos[4:]]  # 4 out-of-scope questions left
+    choice = select_head(
+        ["a", "b", "c"],
+        phrasings,
+        owners,
+        questions[keep],
+        [relevant[i] for i in keep],
+        np.zeros((len(keep), 3), dtype=bool),
+    )
+    assert choice.head is not None and choice.head.out_of_scope is False
+
+
+def test_a_head_with_an_out_of_scope_class_is_stored_with_its_index(tmp_path: Path) -> None:
+    from retrieval.faq_calibration import _put_head
+
+    index = VectorIndex(DIM)
+    index.add([("a", "q"), ("b", "q")], unit(np.stack([axis(0), axis(1)])))
+    rng = np.random.default_rng(10)
+    w, b = rng.standard_normal((3, DIM)).astype(np.float32), np.zeros(3, np.float32)
+    _put_head(index, AnswerHead(("a", "b"), w, b, 0.5, 10.0, out_of_scope=True))
+    index.save(tmp_path / "v1")
+    head = head_of(VectorIndex.load(tmp_path / "v1"))
+    assert head is not None and head.out_of_scope and head.weights == pytest.approx(w)
+    with pytest.raises(ValueError, match="out-of-scope"):
+        AnswerHead(("a", "b"), w, b, 0.5, 10.0)  # three rows for two entries and no class
 
 
 def test_a_gain_within_the_noise_guard_keeps_plain_cosine(monkeypatch: pytest.MonkeyPatch) -> None:
