@@ -242,16 +242,25 @@ def test_same_seed_same_weights(shop, capsys) -> None:
 
 
 def test_refit_trains_again_on_all_data_and_keeps_the_judged_figures(shop, capsys) -> None:
-    # held-out: one question of each answer, drawn from --train
-    args = ("--train", str(shop["train"]), "--heldout-share", "0.5", "--no-promote")
+    # held-out: one question of each answer and one of the two out-of-scope ones
+    lines = shop["train"].read_text(encoding="utf-8").splitlines()
+    train = _write(
+        shop["root"] / "train-oos.jsonl",
+        [json.loads(x) for x in lines]
+        + [{"query": q, "relevant": []} for q in ("do you sell cars", "who won the match")],
+    )
+    args = ("--train", str(train), "--heldout-share", "0.5", "--no-promote")
     assert _run(shop, *args) == 0
     judged = _last_json(capsys)
     assert _run(shop, *args, "--refit") == 0
     refit = _last_json(capsys)
-    assert judged["refit"] is None and judged["counts"]["heldout"] == 5
+    assert judged["refit"] is None and judged["counts"]["heldout"] == 6
+    # the out-of-scope training question was a negative in every batch (the default)
+    assert judged["counts"]["out_of_scope"] == 1 and judged["config"]["out_of_scope_negatives"] == 8
     # the same model was judged (same seed, same data), then trained again on everything
     assert refit["metrics"]["candidate"] == judged["metrics"]["candidate"]
     assert refit["refit"]["anchors"] == judged["counts"]["anchors"] + 5
+    assert refit["refit"]["out_of_scope"] == 2
     assert refit["refit"]["training"]["steps"] > 0
     model = Path(refit["settings"]["text_model"])
     assert _digest(model) != _digest(Path(judged["settings"]["text_model"]))

@@ -83,14 +83,14 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument(
         "--out-of-scope-negatives",
         type=int,
-        default=0,
+        default=8,
         metavar="N",
         help="out-of-scope questions of --train (empty relevant list) added to each batch as "
         "negatives of every question, so the model learns to keep them away from the answers "
-        "(default 0: not used)",
+        "(default 8; 0 = not used)",
     )
     p.add_argument(
-        "--epochs", type=int, default=2, help="passes over the training pairs (default 2)"
+        "--epochs", type=int, default=4, help="passes over the training pairs (default 4)"
     )
     p.add_argument(
         "--batch-size",

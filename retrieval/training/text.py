@@ -34,14 +34,14 @@ MAX_TOKENS = 64  # training truncates longer texts: questions are short, and it 
 
 @dataclass(frozen=True)
 class TextTrainingConfig:
-    epochs: int = 3
+    epochs: int = 4
     batch_size: int = 32
     learning_rate: float = 2e-5
     warmup_ratio: float = 0.1
     seed: int = 0
     hard_negatives: int = 3  # near misses mined per anchor (one is drawn per epoch)
     # labelled out-of-scope questions added to each batch as negatives of every anchor
-    out_of_scope_negatives: int = 0
+    out_of_scope_negatives: int = 8
     device: str = "auto"
     threads: int | None = None
 
