@@ -3,7 +3,8 @@
 1. Read the FAQ bank, the labelled training questions, the held-out questions (or a seeded
    share of the training ones) and the agents' feedback; refuse too little data.
 2. In ``data_dir/models/.tmp-<id>``: fine-tune the text encoder, fit its thresholds on
-   held-out, and judge it against the current model (:mod:`.compare`).
+   held-out, and judge it against the current model (:mod:`.compare`); with ``refit``,
+   train the same recipe again on all the data and keep that model.
 3. Rename the folder into place (manifest last) and record the version in SQL.
 4. Promote it when the rule holds (or ``force``): ``PROMOTED.json`` names it and a full
    re-index follows; a re-index that fails puts the previous promotion back.

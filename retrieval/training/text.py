@@ -2,7 +2,8 @@
 
 The loss is MultipleNegativesRankingLoss (in-batch negatives, scale 20) with one hard
 negative per anchor, made label-aware: another anchor's positive that belongs to the same
-answer group is masked out instead of being counted as a negative. A small hand-written
+answer group is masked out instead of being counted as a negative. The shop's out-of-scope
+questions can join each batch as negatives of every anchor. A small hand-written
 loop (AdamW, linear warm-up and decay) keeps the run deterministic given the seed and shows
 one progress bar; it uses CUDA when present.
 """
