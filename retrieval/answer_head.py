@@ -187,11 +187,10 @@ def _training_rows(
     questions (label -1) join as ``out_of_scope_label`` when one is given."""
     if out_of_scope_label is None:
         keep_question = keep_question & (labels >= 0)
-    y_questions = np.where(
-        labels >= 0, labels, -1 if out_of_scope_label is None else out_of_scope_label
-    )
+    else:
+        labels = np.where(labels >= 0, labels, out_of_scope_label)
     x = np.concatenate([phrasings[keep_phrasing], questions[keep_question]])
-    y = np.concatenate([owners[keep_phrasing], y_questions[keep_question]])
+    y = np.concatenate([owners[keep_phrasing], labels[keep_question]])
     return x, y
 
 
@@ -214,10 +213,11 @@ def select_head(
     ``masked[i, d]`` says phrasing d has question i's text (it is then hidden from that
     question's cosine and left out of the head that scores it). Each candidate setting is
     judged by the overall accuracy (ties: hit@1) of its cross-fitted scores at the threshold
-    that is best for them. With at least ``MIN_OUT_OF_SCOPE`` out-of-scope questions each
-    setting is also tried with an out-of-scope class, kept only when it beats what is kept
-    without one (the best head, or cosine alone) by the noise guard: ``MIN_GAIN`` accuracy and ``MIN_GAIN_QUESTIONS``
-    questions. Cosine alone is kept unless a head beats it by the same guard.
+    that is best for them. Cosine alone is kept unless a head beats it by the noise guard:
+    ``MIN_GAIN`` accuracy and ``MIN_GAIN_QUESTIONS`` questions. With at least
+    ``MIN_OUT_OF_SCOPE`` out-of-scope questions each setting is also tried with an
+    out-of-scope class, kept only when it beats what the first step kept (the best head
+    without one, or cosine alone) by the same guard.
     """
     n, nq = len(entry_ids), len(questions)
     in_scope = np.array([bool(r) for r in relevant])

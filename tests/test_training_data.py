@@ -165,21 +165,7 @@ def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_pa
     from retrieval.training.pipeline import TrainOptions, gather
 
     bank = tmp_path / "bank.jsonl"
-    bank.write_text(
-        "".join(
-            json.dumps(
-                {
-                    "id": e.id,
-                    "question": e.question,
-                    "answer": e.answer,
-                    "examples": list(e.examples),
-                }
-            )
-            + "\n"
-            for e in BANK
-            if e.id != "payment-zh"
-        )
-    )
+    bank.write_text("".join(json.dumps(e.to_record()) + "\n" for e in BANK if e.id != "payment-zh"))
     train = _labelled(
         tmp_path / "train.jsonl",
         [

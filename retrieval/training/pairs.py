@@ -132,7 +132,7 @@ def batches(
                 n.append(rng.choice(phrasings[wrong]))
                 ng.append(group_of[wrong])
         if out_of_scope and out_of_scope_per_batch > 0:
-            extra = rng.sample(list(out_of_scope), min(out_of_scope_per_batch, len(out_of_scope)))
+            extra = rng.sample(out_of_scope, min(out_of_scope_per_batch, len(out_of_scope)))
             n.extend(extra)
             ng.extend([OUT_OF_SCOPE] * len(extra))
         yield Batch(a, p, n, g, ng)
