@@ -202,6 +202,63 @@ def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_pa
     assert data.counts["out_of_scope"] == 2 and data.counts["anchors"] == len(data.anchors)
 
 
+def test_folds_hold_out_every_question_once_per_answer_and_by_seed() -> None:
+    from retrieval.evaluation.labelled import LabelledQuery
+    from retrieval.training.pipeline import _folds
+
+    qs = [LabelledQuery(i, frozenset({f"e{i % 4}"}), f"q{i}") for i in range(22)]
+    qs += [LabelledQuery(22 + i, frozenset(), f"oos{i}") for i in range(5)]
+    folds = _folds(qs, 5, seed=3)
+    assert sorted(q.text for f in folds for q in f) == sorted(q.text for q in qs)  # once each
+    assert max(map(len, folds)) - min(map(len, folds)) <= 1
+    for label in ("e0", "e1", "e2", "e3"):  # 5 or 6 questions each: one or two per fold
+        per_fold = [sum(label in q.relevant for q in f) for f in folds]
+        assert min(per_fold) >= 1 and max(per_fold) <= 2, (label, per_fold)
+    assert sorted(sum(not q.relevant for q in f) for f in folds) == [1, 1, 1, 1, 1]
+    assert [[q.text for q in f] for f in _folds(qs, 5, seed=3)] == [
+        [q.text for q in f] for f in folds
+    ]
+    assert [[q.text for q in f] for f in _folds(qs, 5, seed=4)] != [
+        [q.text for q in f] for f in folds
+    ]
+
+
+def test_gather_folds_keeps_each_fold_out_of_its_training(tmp_path: Path) -> None:
+    from retrieval.errors import InputError
+    from retrieval.settings import load_settings
+    from retrieval.training.pipeline import TrainOptions, gather_folds
+
+    bank = tmp_path / "bank.jsonl"
+    bank.write_text("".join(json.dumps(e.to_record()) + "\n" for e in BANK if e.id != "payment-zh"))
+    rows = [
+        (f"{what} question {i}", [entry])
+        for entry, what in (("returns", "refund"), ("delivery", "parcel"), ("payment", "card"))
+        for i in range(4)
+    ]
+    train = _labelled(tmp_path / "train.jsonl", [*rows, ("do you sell cars", []), ("rain?", [])])
+    settings = load_settings(None, data_dir=tmp_path / "var")
+    folds = gather_folds(settings, None, TrainOptions(bank_path=bank, train_path=train, folds=2))
+    assert len(folds) == 2
+    held = [{q.text for q in f.heldout} for f in folds]
+    assert not held[0] & held[1] and len(held[0] | held[1]) == 14
+    for fold, texts in zip(folds, held, strict=True):
+        anchor_texts = {a.text for a in fold.anchors}
+        assert not anchor_texts & texts and not set(fold.out_of_scope) & texts
+        assert anchor_texts < {a.text for a in fold.refit_anchors}
+        assert fold.counts["heldout"] == len(texts)
+    # the model kept is trained on everything: the same for every fold
+    assert [a.text for a in folds[0].refit_anchors] == [a.text for a in folds[1].refit_anchors]
+    assert sorted(folds[0].refit_out_of_scope) == ["do you sell cars", "rain?"]
+    with pytest.raises(InputError, match="use fewer --folds"):
+        gather_folds(settings, None, TrainOptions(bank_path=bank, train_path=train, folds=5))
+    with pytest.raises(InputError, match="cannot be combined with --heldout"):
+        gather_folds(
+            settings,
+            None,
+            TrainOptions(bank_path=bank, train_path=train, heldout_path=train, folds=2),
+        )
+
+
 def test_contrastive_loss_masks_same_group_candidates() -> None:
     import torch
 

@@ -203,6 +203,33 @@ def test_a_run_that_fails_while_refitting_keeps_nothing(shop, capsys, monkeypatc
     _nothing_kept(shop["data"])
 
 
+def test_a_run_that_fails_in_its_second_fold_keeps_nothing(shop, capsys, monkeypatch) -> None:
+    """Cross-validation: the first fold's model is real and scores its fold; the second
+    fold's training hits a full disk. Neither fold's model nor the version is kept."""
+    real = pipeline.fine_tune_text
+    full_disk = _fake_training(OSError(errno.ENOSPC, "No space left on device"))
+    stages = []
+
+    def train_then_fail(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        stages.append(kwargs.get("desc", ""))
+        return (full_disk if len(stages) == 2 else real)(*args, **kwargs)
+
+    more = [
+        ("money back please", "returns"),
+        ("is my parcel lost", "delivery"),
+        ("bitcoin accepted?", "payment"),
+        ("how fast is shipping", "delivery"),
+    ]
+    train = _write(
+        shop["root"] / "train.jsonl", [{"query": q, "relevant": [k]} for q, k in HELDOUT + more]
+    )
+    monkeypatch.setattr(pipeline, "fine_tune_text", train_then_fail)
+    assert _train(shop, "--train", str(train), "--folds", "2", "--epochs", "1") == 2
+    assert stages == ["fold 1 of 2", "fold 2 of 2"]
+    assert "nothing was kept or promoted" in _one_line_error(capsys)
+    _nothing_kept(shop["data"])
+
+
 def test_rollback_to_an_unknown_version_is_refused(shop, capsys) -> None:
     assert main(["models", "rollback", "model-nope", "--data-dir", str(shop["data"])]) == 2
     assert "no complete model version 'model-nope'" in _one_line_error(capsys)
@@ -217,6 +244,10 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "does not exist" in _one_line_error(capsys)
     assert _train(shop, "--out-of-scope-negatives", "-1") == 2
     assert "--out-of-scope-negatives" in _one_line_error(capsys)
+    assert _train(shop, "--folds", "0") == 2
+    assert "--folds must be 1" in _one_line_error(capsys)
+    assert _train(shop, "--folds", "3", "--heldout", str(shop["heldout"])) == 2
+    assert "cannot be combined with --heldout" in _one_line_error(capsys)
 
 
 def test_a_broken_promotion_pointer_is_one_line_and_rollback_repairs_it(shop, capsys) -> None:

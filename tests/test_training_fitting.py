@@ -142,3 +142,45 @@ def test_missing_modality_uses_the_other_one() -> None:
     assert fused_score_matrix(img, txt, 0.7).tolist() == [[0.2, 0.8]]
     with pytest.raises(ValueError, match="share a non-empty shape"):
         fit_fusion_weights(np.zeros((2, 3)), np.zeros((3, 2)), np.zeros((2, 3), dtype=bool))
+
+
+def _scores(rng: np.random.Generator, n: int):
+    """Held-out scores with rankings that agree with them: a right top-1 where ``correct``,
+    else the right group somewhere in places 2-11 (or nowhere for out of scope)."""
+    from retrieval.training.compare import HeldoutScores
+
+    top, second, correct, in_scope = _labelled(rng, n)
+    ranked, relevant = [], []
+    for ok, ins in zip(correct, in_scope, strict=True):
+        order = [f"g{i}" for i in rng.permutation(12)[:10]]
+        right = order[0] if ok else (str(rng.choice(order[1:] + ["nowhere"])) if ins else None)
+        ranked.append(tuple(order))
+        relevant.append(frozenset({right}) if right else frozenset())
+    return HeldoutScores(top, second, correct, in_scope, tuple(ranked), tuple(relevant))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_cross_validated_judgement_counts_as_the_evaluation_does(seed: int) -> None:
+    from retrieval.evaluation.metrics import hit_at_k
+    from retrieval.training.compare import judge_scores, pooled
+
+    rng = np.random.default_rng(seed)
+    parts = [_scores(rng, n) for n in (37, 41, 40)]
+    scores = pooled(parts)
+    assert len(scores.top) == 118 and scores.ranked[37] == parts[1].ranked[0]
+    judged = judge_scores(scores)
+    fit, m = judged.thresholds, judged.metrics
+    # thresholds fitted on all folds together; the figures use them
+    assert fit == fit_thresholds(scores.top, scores.second, scores.correct, scores.in_scope)
+    assert m["overall_accuracy"] == pytest.approx(fit.accuracy)
+    ins = scores.in_scope
+    assert m["n_queries"] == 118 and m["n_in_scope"] == int(ins.sum())
+    assert m["hit_at_1"] == pytest.approx(scores.correct[ins].mean())
+    rows = [(r, rel) for r, rel, i in zip(scores.ranked, scores.relevant, ins, strict=True) if i]
+    assert m["hit_at_1"] == pytest.approx(np.mean([hit_at_k(r, rel, 1) for r, rel in rows]))
+    mrr = [mrr_at_k(r, rel, 10) for r, rel in rows]
+    assert m["mrr_at_10"] == pytest.approx(np.mean(mrr)) and m["mrr_at_10"] > m["hit_at_1"]
+    answered = (scores.top >= fit.answer_threshold) & (
+        scores.top - scores.second >= fit.margin - 1e-9
+    )
+    assert m["abstain_recall"] == pytest.approx(np.mean(~answered[~ins]))

@@ -275,6 +275,44 @@ def test_refit_trains_again_on_all_data_and_keeps_the_judged_figures(shop, capsy
     assert vec.shape == (1, 384)
 
 
+def test_folds_judge_every_question_once_and_keep_a_model_trained_on_all(shop, capsys) -> None:
+    assert _run(shop, "--train", str(shop["train"]), "--folds", "2", "--no-promote") == 0
+    out = _last_json(capsys)
+    cv, metrics = out["cross_validation"], out["metrics"]
+    assert cv["folds"] == 2 and out["refit"] is None
+    # each fold trained without its 5 questions, which it then scored
+    assert sorted(r["counts"]["heldout"] for r in cv["runs"]) == [5, 5]
+    assert all(r["counts"]["anchors"] == 20 + 5 and r["training"]["steps"] > 0 for r in cv["runs"])
+    # every question judged once, for both models, with thresholds fitted on all 10
+    assert out["counts"]["heldout"] == 10 and metrics["held_out"] == "2-fold cross-validation"
+    assert metrics["candidate"]["n_queries"] == metrics["current"]["n_queries"] == 10
+    assert 0 <= metrics["candidate"]["hit_at_1"] <= metrics["candidate"]["mrr_at_10"] <= 1
+    assert -1 < out["settings"]["answer_threshold"] < 1
+    # the model kept learned all 20 bank phrasings and all 10 questions
+    assert out["counts"]["anchors"] == 30 and out["training"]["steps"] > 0
+    version = Path(out["path"])
+    assert sorted(p.name for p in version.iterdir()) == [
+        "bank.jsonl",
+        "heldout.jsonl",
+        "manifest.json",
+        "text-model",
+    ]  # no fold's model left behind
+    held = [json.loads(x) for x in (version / "heldout.jsonl").read_text().splitlines()]
+    assert sorted(r["fold"] for r in held) == [1] * 5 + [2] * 5
+    from retrieval.encoders.text import SentenceTransformerEncoder
+
+    vec = SentenceTransformerEncoder(out["settings"]["text_model"], device="cpu").encode(["hi"])
+    assert vec.shape == (1, 384)
+    # --refit keeps the very same model: all the data, in file order, same seed
+    args = ("--train", str(shop["train"]), "--heldout-share", "0.5", "--refit", "--no-promote")
+    assert _run(shop, *args) == 0
+    refit = _last_json(capsys)
+    assert refit["cross_validation"] is None and refit["counts"]["heldout"] == 5
+    assert _digest(Path(refit["settings"]["text_model"])) == _digest(
+        Path(out["settings"]["text_model"])
+    )
+
+
 def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch) -> None:
     """The wiring of --photos (the projection's own training is tested in
     test_training_image.py): the .npy lands in the version and in the settings it applies."""

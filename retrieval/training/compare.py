@@ -19,13 +19,25 @@ from ..encoders.base import Encoder
 from ..evaluation.baselines import best_per_item
 from ..evaluation.faq import FAQSetup, evaluate_faq
 from ..evaluation.labelled import LabelledQuery
+from ..evaluation.metrics import Outcome, summarize
 from ..faq import FAQBank
 from ..settings import Settings
 from .fitting import ThresholdFit, fit_thresholds
 
-__all__ = ["HeldoutScores", "Judgement", "better", "heldout_scores", "judge_model"]
+__all__ = [
+    "HeldoutScores",
+    "Judgement",
+    "better",
+    "heldout_scores",
+    "judge_model",
+    "judge_scores",
+    "pooled",
+]
 
 EPS = 1e-9
+
+
+RANKED = 10  # answer groups kept per question, for MRR@10
 
 
 @dataclass(frozen=True)
@@ -34,6 +46,8 @@ class HeldoutScores:
     second: np.ndarray
     correct: np.ndarray
     in_scope: np.ndarray
+    ranked: tuple[tuple[str, ...], ...]  # each question's best answer groups, best first
+    relevant: tuple[frozenset[str], ...]  # the groups of its relevant entries
 
 
 @dataclass(frozen=True)
@@ -57,17 +71,54 @@ def heldout_scores(
     ids_of_group: dict[int, set[str]] = {}
     for entry_id, g in setup.groups.items():
         ids_of_group.setdefault(group_index[g], set()).add(entry_id)
-    top, second, correct, in_scope = [], [], [], []
+    names = sorted(group_index)
+    top, second, correct, in_scope, ranked, relevant = [], [], [], [], [], []
     for q, vec in zip(queries, qvecs, strict=True):
         masked = setup.same_text(q.text or "")
-        idx, s = best_per_item(docs @ vec, owners, len(group_index), 2, masked=masked)
+        idx, s = best_per_item(docs @ vec, owners, len(group_index), RANKED, masked=masked)
         top.append(float(s[0]) if len(s) else -1.0)
         second.append(float(s[1]) if len(s) > 1 else -1.0)
         correct.append(bool(len(idx)) and bool(ids_of_group[int(idx[0])] & q.relevant))
         in_scope.append(bool(q.relevant))
+        ranked.append(tuple(names[int(i)] for i in idx))
+        relevant.append(frozenset(setup.groups[r] for r in q.relevant if r in setup.groups))
     return HeldoutScores(
-        np.asarray(top), np.asarray(second), np.asarray(correct), np.asarray(in_scope)
+        np.asarray(top),
+        np.asarray(second),
+        np.asarray(correct),
+        np.asarray(in_scope),
+        tuple(ranked),
+        tuple(relevant),
     )
+
+
+def pooled(parts: Sequence[HeldoutScores]) -> HeldoutScores:
+    """The scores of several held-out sets (cross-validation folds) as one set."""
+    return HeldoutScores(
+        np.concatenate([p.top for p in parts]),
+        np.concatenate([p.second for p in parts]),
+        np.concatenate([p.correct for p in parts]),
+        np.concatenate([p.in_scope for p in parts]),
+        tuple(r for p in parts for r in p.ranked),
+        tuple(r for p in parts for r in p.relevant),
+    )
+
+
+def judge_scores(scores: HeldoutScores) -> Judgement:
+    """Thresholds fitted on ``scores`` and the evaluation's metrics with them, computed from
+    the scores themselves (exact search over answer groups, as :func:`heldout_scores`
+    ranks them): what cross-validation judges on, where no single index holds every fold."""
+    fit = fit_thresholds(scores.top, scores.second, scores.correct, scores.in_scope)
+    answered = (scores.top >= fit.answer_threshold) & (
+        scores.top - scores.second >= fit.margin - 1e-9
+    )
+    outcomes = [
+        Outcome(ranked, relevant, float(top), bool(a))
+        for ranked, relevant, top, a in zip(
+            scores.ranked, scores.relevant, scores.top, answered, strict=True
+        )
+    ]
+    return Judgement(fit, summarize(outcomes, abstention=True))
 
 
 def judge_model(

@@ -4,7 +4,9 @@
    share of the training ones) and the agents' feedback; refuse too little data.
 2. In ``data_dir/models/.tmp-<id>``: fine-tune the text encoder, fit its thresholds on
    held-out, and judge it against the current model (:mod:`.compare`); with ``refit``,
-   train the same recipe again on all the data and keep that model.
+   train the same recipe again on all the data and keep that model. With ``folds`` k > 1,
+   cross-validate instead: train once per fold without its questions, fit the thresholds
+   and judge on all the out-of-fold scores, then train the model kept on all the data.
 3. Rename the folder into place (manifest last) and record the version in SQL.
 4. Promote it when the rule holds (or ``force``): ``PROMOTED.json`` names it and a full
    re-index follows; a re-index that fails puts the previous promotion back.
@@ -34,7 +36,15 @@ from ..evaluation.labelled import LabelledQuery, read_labelled
 from ..faq import FAQBank, load_faq
 from ..settings import Settings
 from . import versions
-from .compare import better, judge_model
+from .compare import (
+    HeldoutScores,
+    Judgement,
+    better,
+    heldout_scores,
+    judge_model,
+    judge_scores,
+    pooled,
+)
 from .fitting import ThresholdFit
 from .pairs import Anchor, anchors_from_bank
 from .photo_fusion import adopted_weights
@@ -49,6 +59,7 @@ __all__ = [
     "TrainingData",
     "TrainingError",
     "gather",
+    "gather_folds",
     "promote",
     "promoted_settings",
     "train",
@@ -73,6 +84,9 @@ class TrainOptions:
     heldout_share: float = 0.2
     photos_path: Path | None = None  # labelled shopper photos: learn the image projection
     refit: bool = False  # after judging, train again on all data, held-out included
+    # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
+    # the shipped model on all data (implies refit)
+    folds: int = 1
     feedback: bool = True
     text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
     force: bool = False
@@ -108,6 +122,25 @@ def _split(
         heldout += group[:n]
         train += group[n:]
     return train, heldout
+
+
+def _folds(queries: list[LabelledQuery], k: int, seed: int) -> list[list[LabelledQuery]]:
+    """``k`` seeded folds of the questions, stratified per answer (out of scope alike): each
+    answer's questions are shuffled and dealt round the folds, continuing where the last
+    answer stopped, so the folds differ in size by at most one question."""
+    by_label: dict[str, list[LabelledQuery]] = {}
+    for q in queries:
+        by_label.setdefault(min(q.relevant) if q.relevant else "", []).append(q)
+    rng = random.Random(seed)
+    folds: list[list[LabelledQuery]] = [[] for _ in range(k)]
+    dealt = 0
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        for q in group:
+            folds[dealt % k].append(q)
+            dealt += 1
+    return folds
 
 
 def _without(bank: FAQBank, texts: set[str]) -> FAQBank:
@@ -173,12 +206,32 @@ def _anchors(
     return anchors
 
 
+def _counts(
+    bank: FAQBank,
+    anchors: Sequence[Anchor],
+    out_of_scope: Sequence[str],
+    heldout: Sequence[LabelledQuery],
+) -> dict[str, int]:
+    return {
+        "entries": len(bank),
+        "anchors": len(anchors),
+        "from_bank": sum(a.source == "bank" for a in anchors),
+        "from_train": sum(a.source == "train" for a in anchors),
+        "from_feedback": sum(a.source == "feedback" for a in anchors),
+        "out_of_scope": len(out_of_scope),
+        "heldout": len(heldout),
+        "heldout_out_of_scope": sum(1 for q in heldout if not q.relevant),
+    }
+
+
 def _out_of_scope(questions: Sequence[LabelledQuery]) -> list[str]:
     return list(dict.fromkeys(q.text for q in questions if not q.relevant and q.text))
 
 
-def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> TrainingData:
-    """The run's data (:class:`TrainingData`), or a one-line refusal."""
+def _read(
+    settings: Settings, engine: Engine | None, options: TrainOptions
+) -> tuple[FAQBank, list[LabelledQuery], list[LabelledQuery] | None, list[Anchor]]:
+    """(bank, labelled training questions, --heldout questions or None, feedback anchors)."""
     from ..reindex import load_bank
 
     bank = load_faq(options.bank_path) if options.bank_path else load_bank(settings)
@@ -186,20 +239,34 @@ def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> 
     labelled = (
         read_labelled(options.train_path, known_ids=ids, images=False) if options.train_path else []
     )
-    if options.heldout_path:
-        heldout = read_labelled(options.heldout_path, known_ids=ids, images=False)
-        train = labelled
-    else:
-        train, heldout = _split(labelled, options.heldout_share, options.text.seed)
-    held_texts = {normalize_text(q.text or "") for q in heldout}
-    training_bank = _without(bank, held_texts)
+    heldout = (
+        read_labelled(options.heldout_path, known_ids=ids, images=False)
+        if options.heldout_path
+        else None
+    )
     feedback: list[Anchor] = []
     if options.feedback and engine is not None:
         from .feedback import feedback_anchors
 
         feedback = list(feedback_anchors(engine, ids))
+    return bank, labelled, heldout, feedback
+
+
+def _training_data(
+    bank: FAQBank,
+    train: list[LabelledQuery],
+    heldout: list[LabelledQuery],
+    feedback: Sequence[Anchor],
+    everything: list[LabelledQuery],
+    *,
+    more_heldout: str,
+) -> TrainingData:
+    """One split's :class:`TrainingData`, or a one-line refusal (``more_heldout`` says how
+    to get more held-out questions). ``everything``: all labelled questions in file order,
+    for the model trained on all data, which thus does not depend on the split."""
+    held_texts = {normalize_text(q.text or "") for q in heldout}
+    training_bank = _without(bank, held_texts)
     anchors = _anchors(training_bank, train, feedback, held_texts)
-    n_feedback = sum(a.source == "feedback" for a in anchors)
     entries = {a.entry_id for a in anchors}
     in_scope_heldout = sum(1 for q in heldout if q.relevant)
     if len(anchors) < MIN_ANCHORS or len(entries) < MIN_ENTRIES:
@@ -211,29 +278,59 @@ def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> 
     if in_scope_heldout < MIN_HELDOUT:
         raise InputError(
             f"too little held-out data: {in_scope_heldout} in-scope held-out questions (need at "
-            f"least {MIN_HELDOUT}: give --heldout FILE, or more questions with --train)"
+            f"least {MIN_HELDOUT}: {more_heldout})"
         )
     out_of_scope = [t for t in _out_of_scope(train) if normalize_text(t) not in held_texts]
-    counts = {
-        "entries": len(bank),
-        "anchors": len(anchors),
-        "from_bank": sum(a.source == "bank" for a in anchors),
-        "from_train": sum(a.source == "train" for a in anchors),
-        "from_feedback": n_feedback,
-        "out_of_scope": len(out_of_scope),
-        "heldout": len(heldout),
-        "heldout_out_of_scope": len(heldout) - in_scope_heldout,
-    }
     return TrainingData(
         bank,
         training_bank,
         anchors,
         heldout,
-        counts,
+        _counts(bank, anchors, out_of_scope, heldout),
         out_of_scope,
-        _anchors(bank, [*train, *heldout], feedback, set()),
-        _out_of_scope([*train, *heldout]),
+        _anchors(bank, everything, feedback, set()),
+        _out_of_scope(everything),
     )
+
+
+def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> TrainingData:
+    """The run's data (:class:`TrainingData`), or a one-line refusal."""
+    bank, labelled, heldout, feedback = _read(settings, engine, options)
+    if heldout is not None:
+        train, everything = labelled, [*labelled, *heldout]
+    else:
+        train, heldout = _split(labelled, options.heldout_share, options.text.seed)
+        everything = labelled
+    return _training_data(
+        bank,
+        train,
+        heldout,
+        feedback,
+        everything,
+        more_heldout="give --heldout FILE, or more questions with --train",
+    )
+
+
+def gather_folds(
+    settings: Settings, engine: Engine | None, options: TrainOptions
+) -> list[TrainingData]:
+    """The ``options.folds`` cross-validation splits of ``--train``: fold i holds out the
+    i-th seeded share of the questions, so each question is held out exactly once."""
+    if options.heldout_path is not None:
+        raise InputError("--folds cross-validates on --train: it cannot be combined with --heldout")
+    bank, labelled, _, feedback = _read(settings, engine, options)
+    parts = _folds(labelled, options.folds, options.text.seed)
+    return [
+        _training_data(
+            bank,
+            [q for j, part in enumerate(parts) if j != i for q in part],
+            held,
+            feedback,
+            labelled,
+            more_heldout=f"use fewer --folds, or more questions with --train (fold {i + 1})",
+        )
+        for i, held in enumerate(parts)
+    ]
 
 
 def _build(
@@ -241,58 +338,62 @@ def _build(
     options: TrainOptions,
     staging: Path,
     model_id: str,
-    data: TrainingData,
+    folds: Sequence[TrainingData],
 ) -> dict[str, Any]:
-    """Everything of one version inside ``staging``; returns its manifest."""
-    bank, training_bank, anchors, heldout = (
-        data.bank,
-        data.training_bank,
-        data.anchors,
-        data.heldout,
-    )
-    # judged on the bank without the held-out questions, which would otherwise find
-    # themselves among the phrasings
-    bank_path, heldout_path = staging / "bank.jsonl", staging / "heldout.jsonl"
-    _write_jsonl(bank_path, [e.to_record() for e in training_bank])
-    _write_jsonl(heldout_path, [{"query": q.text, "relevant": sorted(q.relevant)} for q in heldout])
+    """Everything of one version inside ``staging``; returns its manifest. One element in
+    ``folds``: judged on its held-out share; more: cross-validated, see :func:`_cross_validate`."""
+    data = folds[0]
     base_folder, base_id = resolve_text_model(settings.text_model)
-    result = fine_tune_text(
-        base_folder,
-        training_bank,
-        anchors,
-        staging / "text-model",
-        options.text,
-        out_of_scope=data.out_of_scope,
-        progress=options.progress,
-    )
-    final = versions.models_dir(settings.data_dir).resolve() / model_id
-    final_text = final / "text-model"
-    candidate = SentenceTransformerEncoder(
-        str(staging / "text-model"), device=options.text.device, threads=options.text.threads
-    )
-    image: dict[str, Any] | None = None
-    if options.photos_path is not None:
-        from .image import fit_image_projection
-
-        # photos with words also fit the fusion weights, with the text model this version
-        # will run
-        image = fit_image_projection(
-            settings.catalog_path,
-            options.photos_path,
-            staging / "image-projection.npy",
-            settings=settings,
-            seed=options.text.seed,
-            progress=options.progress,
-            text_encoder=candidate,
-        )
-    current = SentenceTransformerEncoder(
-        settings.text_model, device=options.text.device, threads=options.text.threads
-    )
-    mine = judge_model(settings, candidate, training_bank, bank_path, heldout, heldout_path)
-    theirs = judge_model(settings, current, training_bank, bank_path, heldout, heldout_path)
+    current = _encoder(settings.text_model, options)
+    cross: dict[str, Any] | None = None
     refit: dict[str, Any] | None = None
-    if options.refit:
-        refit = _refit(base_folder, data, staging / "text-model", options)
+    if len(folds) > 1:
+        mine, theirs, runs = _cross_validate(base_folder, folds, current, staging, options)
+        heldout = [q for fold in folds for q in fold.heldout]
+        _write_jsonl(staging / "bank.jsonl", [e.to_record() for e in data.bank])
+        _write_jsonl(
+            staging / "heldout.jsonl",
+            [
+                {"query": q.text, "relevant": sorted(q.relevant), "fold": i}
+                for i, fold in enumerate(folds, 1)
+                for q in fold.heldout
+            ],
+        )
+        anchors, out_of_scope = data.refit_anchors, data.refit_out_of_scope
+        training = _train_on_all(
+            base_folder, data, staging / "text-model", options, "training on all data"
+        )["training"]
+        counts = _counts(data.bank, anchors, out_of_scope, heldout)
+        cross = {"folds": len(folds), "runs": runs}
+        candidate = _encoder(staging / "text-model", options)
+        image = _image(settings, options, staging, candidate)
+    else:
+        # judged on the bank without the held-out questions, which would otherwise find
+        # themselves among the phrasings
+        heldout, anchors, out_of_scope = data.heldout, data.anchors, data.out_of_scope
+        bank_path, heldout_path = staging / "bank.jsonl", staging / "heldout.jsonl"
+        _write_jsonl(bank_path, [e.to_record() for e in data.training_bank])
+        _write_jsonl(
+            heldout_path, [{"query": q.text, "relevant": sorted(q.relevant)} for q in heldout]
+        )
+        result = fine_tune_text(
+            base_folder,
+            data.training_bank,
+            anchors,
+            staging / "text-model",
+            options.text,
+            out_of_scope=out_of_scope,
+            progress=options.progress,
+        )
+        training = dataclasses.asdict(result)
+        counts = data.counts
+        candidate = _encoder(staging / "text-model", options)
+        image = _image(settings, options, staging, candidate)
+        judged = (data.training_bank, bank_path, heldout, heldout_path)
+        mine = judge_model(settings, candidate, *judged)
+        theirs = judge_model(settings, current, *judged)
+        if options.refit:
+            refit = _refit(base_folder, data, staging / "text-model", options)
     keep = (
         "hit_at_1",
         "mrr_at_10",
@@ -303,9 +404,10 @@ def _build(
         "n_queries",
         "n_in_scope",
     )
+    final = versions.models_dir(settings.data_dir).resolve() / model_id
     applied = promoted_settings(
         settings,
-        final_text,
+        final / "text-model",
         mine.thresholds,
         final / "image-projection.npy" if image is not None else None,
         image.get("fusion") if image is not None else None,
@@ -316,12 +418,13 @@ def _build(
         "path": str(final),
         "base_model": settings.text_model,
         "base_encoder": base_id,
-        "data_hash": _data_hash(bank, anchors, heldout, data.out_of_scope),
+        "data_hash": _data_hash(data.bank, anchors, heldout, out_of_scope),
         "seed": options.text.seed,
         "config": dataclasses.asdict(options.text),
-        "counts": data.counts,
-        "training": dataclasses.asdict(result),
+        "counts": counts,
+        "training": training,
         "refit": refit,
+        "cross_validation": cross,
         "settings": applied,
         "image": image,
         "metrics": {
@@ -329,33 +432,101 @@ def _build(
             "current": {k: theirs.metrics.get(k) for k in keep} | {"model": settings.text_model},
             "better": better(mine.metrics, theirs.metrics),
             "rule": "held-out MRR@10 and overall accuracy not worse, one of them better",
+            "held_out": f"{len(folds)}-fold cross-validation" if cross else "one held-out share",
         },
     }
 
 
-def _refit(base_folder: Path, data: TrainingData, model_dir: Path, options: TrainOptions) -> dict:
-    """Train the version's model again from the base, the same way, on every text held-out
-    included, and put it in place of the judged one in ``model_dir``. The judged model's
-    thresholds and held-out figures stay with the version (there is nothing left to measure
-    the refitted one on)."""
-    scratch = model_dir.with_name(model_dir.name + ".refit")
+def _encoder(model: str | Path, options: TrainOptions) -> SentenceTransformerEncoder:
+    return SentenceTransformerEncoder(
+        str(model), device=options.text.device, threads=options.text.threads
+    )
+
+
+def _image(
+    settings: Settings, options: TrainOptions, staging: Path, text_model: SentenceTransformerEncoder
+) -> dict[str, Any] | None:
+    """With ``--photos``: learn the image projection into ``staging``; photos with words
+    also fit the fusion weights, with the text model this version will run."""
+    if options.photos_path is None:
+        return None
+    from .image import fit_image_projection
+
+    return fit_image_projection(
+        settings.catalog_path,
+        options.photos_path,
+        staging / "image-projection.npy",
+        settings=settings,
+        seed=options.text.seed,
+        progress=options.progress,
+        text_encoder=text_model,
+    )
+
+
+def _cross_validate(
+    base_folder: Path,
+    folds: Sequence[TrainingData],
+    current: SentenceTransformerEncoder,
+    staging: Path,
+    options: TrainOptions,
+) -> tuple[Judgement, Judgement, list[dict[str, Any]]]:
+    """(candidate, current model, one record per fold): the recipe is trained once per fold
+    without that fold's questions and scores them; the thresholds of each model are fitted
+    on all its out-of-fold scores together, every labelled question held out once, and the
+    figures are computed there. Each fold's model is deleted once it has scored its fold."""
+    mine: list[HeldoutScores] = []
+    theirs: list[HeldoutScores] = []
+    runs: list[dict[str, Any]] = []
+    for i, fold in enumerate(folds, 1):
+        out = staging / f"fold-{i}"
+        result = fine_tune_text(
+            base_folder,
+            fold.training_bank,
+            fold.anchors,
+            out,
+            options.text,
+            out_of_scope=fold.out_of_scope,
+            progress=options.progress,
+            desc=f"fold {i} of {len(folds)}",
+        )
+        mine.append(heldout_scores(_encoder(out, options), fold.training_bank, fold.heldout))
+        theirs.append(heldout_scores(current, fold.training_bank, fold.heldout))
+        shutil.rmtree(out)
+        runs.append({"counts": fold.counts, "training": dataclasses.asdict(result)})
+    return judge_scores(pooled(mine)), judge_scores(pooled(theirs)), runs
+
+
+def _train_on_all(
+    base_folder: Path, data: TrainingData, out_dir: Path, options: TrainOptions, desc: str
+) -> dict[str, Any]:
+    """Train the recipe from the base model on every text, held-out included, into
+    ``out_dir``; returns the manifest's record of it."""
     result = fine_tune_text(
         base_folder,
         data.bank,
         data.refit_anchors,
-        scratch,
+        out_dir,
         options.text,
         out_of_scope=data.refit_out_of_scope,
         progress=options.progress,
-        desc="refitting on all data",
+        desc=desc,
     )
-    shutil.rmtree(model_dir)
-    scratch.rename(model_dir)
     return {
         "anchors": len(data.refit_anchors),
         "out_of_scope": len(data.refit_out_of_scope),
         "training": dataclasses.asdict(result),
     }
+
+
+def _refit(base_folder: Path, data: TrainingData, model_dir: Path, options: TrainOptions) -> dict:
+    """Train the version's model again on all the data (:func:`_train_on_all`) and put it
+    in place of the judged one in ``model_dir``. The judged model's thresholds and held-out
+    figures stay with the version (there is nothing left to measure the refitted one on)."""
+    scratch = model_dir.with_name(model_dir.name + ".refit")
+    record = _train_on_all(base_folder, data, scratch, options, "refitting on all data")
+    shutil.rmtree(model_dir)
+    scratch.rename(model_dir)
+    return record
 
 
 def train(
@@ -367,7 +538,11 @@ def train(
 ) -> TrainReport:
     """Run the whole pipeline (see the module docstring). ``reload_settings`` rebuilds the
     settings after a promotion, for the re-index (default: ``settings`` with the version's)."""
-    data = gather(settings, engine, options)
+    folds = (
+        gather_folds(settings, engine, options)
+        if options.folds > 1
+        else [gather(settings, engine, options)]
+    )
     with versions.locked(settings.data_dir):
         for name in versions.clean_orphans(settings.data_dir):
             log.warning("removed %s, left by a training run that did not finish", name)
@@ -375,7 +550,7 @@ def train(
         t0 = time.perf_counter()
         staging = versions.staging_dir(settings.data_dir, model_id)
         try:
-            manifest = _build(settings, options, staging, model_id, data)
+            manifest = _build(settings, options, staging, model_id, folds)
             manifest["seconds"] = round(time.perf_counter() - t0, 1)
             versions.finalize(staging, manifest)
         except OSError as exc:
