@@ -89,8 +89,8 @@ def register(sub: Any, common: Any) -> None:
         "share: the model is trained K times, each time without a K-th of the questions, "
         "which it then scores; thresholds and the comparison use all those scores (every "
         "question held out once, steadier than one share), and the model kept is trained on "
-        "all the data (as --refit). About K + 1 times the time of one run (default 1: one "
-        "held-out share)",
+        "all the data (as --refit). K + 1 trainings instead of one; --heldout does not apply "
+        "(default 1: one held-out share)",
     )
     p.add_argument(
         "--out-of-scope-negatives",
@@ -176,8 +176,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--heldout-share must be between 0 and 1, got {args.heldout_share}")
     if args.folds < 1:
         raise InputError(f"--folds must be 1 (one held-out share) or more, got {args.folds}")
-    if args.folds > 1 and args.heldout is not None:
-        raise InputError("--folds cross-validates on --train: it cannot be combined with --heldout")
     if args.out_of_scope_negatives < 0:
         raise InputError(
             f"--out-of-scope-negatives must be 0 or more, got {args.out_of_scope_negatives}"
