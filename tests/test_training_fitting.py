@@ -156,7 +156,9 @@ def _scores(rng: np.random.Generator, n: int):
         right = order[0] if ok else (str(rng.choice(order[1:] + ["nowhere"])) if ins else None)
         ranked.append(tuple(order))
         relevant.append(frozenset({right}) if right else frozenset())
-    return HeldoutScores(top, second, correct, in_scope, tuple(ranked), tuple(relevant))
+    scores = HeldoutScores(top, second, in_scope, tuple(ranked), tuple(relevant))
+    assert (scores.correct == correct).all()
+    return scores
 
 
 @pytest.mark.parametrize("seed", range(5))

@@ -44,10 +44,17 @@ RANKED = 10  # answer groups kept per question, for MRR@10
 class HeldoutScores:
     top: np.ndarray
     second: np.ndarray
-    correct: np.ndarray
     in_scope: np.ndarray
     ranked: tuple[tuple[str, ...], ...]  # each question's best answer groups, best first
     relevant: tuple[frozenset[str], ...]  # the groups of its relevant entries
+
+    @property
+    def correct(self) -> np.ndarray:
+        """Whether each question's top answer group is a right one."""
+        return np.array(
+            [bool(r) and r[0] in rel for r, rel in zip(self.ranked, self.relevant, strict=True)],
+            dtype=bool,
+        )
 
 
 @dataclass(frozen=True)
@@ -68,24 +75,19 @@ def heldout_scores(
     owners = np.asarray(
         [group_index[setup.groups[setup.entry_ids[o]]] for o in setup.owners], dtype=np.int64
     )
-    ids_of_group: dict[int, set[str]] = {}
-    for entry_id, g in setup.groups.items():
-        ids_of_group.setdefault(group_index[g], set()).add(entry_id)
     names = sorted(group_index)
-    top, second, correct, in_scope, ranked, relevant = [], [], [], [], [], []
+    top, second, in_scope, ranked, relevant = [], [], [], [], []
     for q, vec in zip(queries, qvecs, strict=True):
         masked = setup.same_text(q.text or "")
         idx, s = best_per_item(docs @ vec, owners, len(group_index), RANKED, masked=masked)
         top.append(float(s[0]) if len(s) else -1.0)
         second.append(float(s[1]) if len(s) > 1 else -1.0)
-        correct.append(bool(len(idx)) and bool(ids_of_group[int(idx[0])] & q.relevant))
         in_scope.append(bool(q.relevant))
         ranked.append(tuple(names[int(i)] for i in idx))
         relevant.append(frozenset(setup.groups[r] for r in q.relevant if r in setup.groups))
     return HeldoutScores(
         np.asarray(top),
         np.asarray(second),
-        np.asarray(correct),
         np.asarray(in_scope),
         tuple(ranked),
         tuple(relevant),
@@ -97,7 +99,6 @@ def pooled(parts: Sequence[HeldoutScores]) -> HeldoutScores:
     return HeldoutScores(
         np.concatenate([p.top for p in parts]),
         np.concatenate([p.second for p in parts]),
-        np.concatenate([p.correct for p in parts]),
         np.concatenate([p.in_scope for p in parts]),
         tuple(r for p in parts for r in p.ranked),
         tuple(r for p in parts for r in p.relevant),

@@ -103,19 +103,28 @@ class TrainReport:
     reindexed: list[str] = field(default_factory=list)
 
 
+def _shuffled_groups(queries: list[LabelledQuery], seed: int) -> list[list[LabelledQuery]]:
+    """The questions per answer (out-of-scope ones as one group), answers in sorted order,
+    each group shuffled with one seeded generator."""
+    by_label: dict[str, list[LabelledQuery]] = {}
+    for q in queries:
+        by_label.setdefault(min(q.relevant) if q.relevant else "", []).append(q)
+    rng = random.Random(seed)
+    groups = []
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        groups.append(group)
+    return groups
+
+
 def _split(
     queries: list[LabelledQuery], share: float, seed: int
 ) -> tuple[list[LabelledQuery], list[LabelledQuery]]:
     """(train, held-out): a seeded ``share`` of the questions, at least one per answer that
     has three or more (so held-out covers the answers), out-of-scope ones split alike."""
-    by_label: dict[str, list[LabelledQuery]] = {}
-    for q in queries:
-        by_label.setdefault(min(q.relevant) if q.relevant else "", []).append(q)
-    rng = random.Random(seed)
     train, heldout = [], []
-    for label in sorted(by_label):
-        group = by_label[label][:]
-        rng.shuffle(group)
+    for group in _shuffled_groups(queries, seed):
         n = round(len(group) * share)
         if n == 0 and len(group) >= 3:
             n = 1
@@ -128,19 +137,8 @@ def _folds(queries: list[LabelledQuery], k: int, seed: int) -> list[list[Labelle
     """``k`` seeded folds of the questions, stratified per answer (out of scope alike): each
     answer's questions are shuffled and dealt round the folds, continuing where the last
     answer stopped, so the folds differ in size by at most one question."""
-    by_label: dict[str, list[LabelledQuery]] = {}
-    for q in queries:
-        by_label.setdefault(min(q.relevant) if q.relevant else "", []).append(q)
-    rng = random.Random(seed)
-    folds: list[list[LabelledQuery]] = [[] for _ in range(k)]
-    dealt = 0
-    for label in sorted(by_label):
-        group = by_label[label][:]
-        rng.shuffle(group)
-        for q in group:
-            folds[dealt % k].append(q)
-            dealt += 1
-    return folds
+    dealt = [q for group in _shuffled_groups(queries, seed) for q in group]
+    return [dealt[i::k] for i in range(k)]
 
 
 def _without(bank: FAQBank, texts: set[str]) -> FAQBank:
@@ -344,11 +342,10 @@ def _build(
     ``folds``: judged on its held-out share; more: cross-validated, see :func:`_cross_validate`."""
     data = folds[0]
     base_folder, base_id = resolve_text_model(settings.text_model)
-    current = _encoder(settings.text_model, options)
     cross: dict[str, Any] | None = None
     refit: dict[str, Any] | None = None
     if len(folds) > 1:
-        mine, theirs, runs = _cross_validate(base_folder, folds, current, staging, options)
+        mine, theirs, runs = _cross_validate(settings, base_folder, folds, staging, options)
         heldout = [q for fold in folds for q in fold.heldout]
         _write_jsonl(staging / "bank.jsonl", [e.to_record() for e in data.bank])
         _write_jsonl(
@@ -391,7 +388,7 @@ def _build(
         image = _image(settings, options, staging, candidate)
         judged = (data.training_bank, bank_path, heldout, heldout_path)
         mine = judge_model(settings, candidate, *judged)
-        theirs = judge_model(settings, current, *judged)
+        theirs = judge_model(settings, _encoder(settings.text_model, options), *judged)
         if options.refit:
             refit = _refit(base_folder, data, staging / "text-model", options)
     keep = (
@@ -464,9 +461,9 @@ def _image(
 
 
 def _cross_validate(
+    settings: Settings,
     base_folder: Path,
     folds: Sequence[TrainingData],
-    current: SentenceTransformerEncoder,
     staging: Path,
     options: TrainOptions,
 ) -> tuple[Judgement, Judgement, list[dict[str, Any]]]:
@@ -474,6 +471,7 @@ def _cross_validate(
     without that fold's questions and scores them; the thresholds of each model are fitted
     on all its out-of-fold scores together, every labelled question held out once, and the
     figures are computed there. Each fold's model is deleted once it has scored its fold."""
+    current = _encoder(settings.text_model, options)
     mine: list[HeldoutScores] = []
     theirs: list[HeldoutScores] = []
     runs: list[dict[str, Any]] = []
