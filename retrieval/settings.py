@@ -32,6 +32,7 @@ PROMOTED_KEYS = frozenset(
     {
         "text_model",
         "image_projection",
+        "image_weights",
         "image_weight",
         "text_weight",
         "answer_threshold",
@@ -90,7 +91,8 @@ class Settings(BaseSettings):
         description="'package:efficientnet-lite0' or 'torchvision:ARCH' (e.g. torchvision:resnet50) with image_weights.",
     )
     image_weights: Path | None = Field(
-        None, description="A .pth state dict for a torchvision image model."
+        None,
+        description="A .pth state dict: the weights of a torchvision image model, or a fine-tuned EfficientNet-Lite0 (retrieval train --cnn-epochs).",
     )
     device: Literal["auto", "cpu", "cuda"] = "auto"
     torch_threads: int | None = Field(

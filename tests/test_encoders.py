@@ -137,6 +137,10 @@ def test_torchvision_architecture_with_local_weights(tmp_path: Path) -> None:
             lambda tmp: CNNImageEncoder("torchvision:not_a_net", Path(__file__)),
             "unknown torchvision architecture",
         ),
+        (
+            lambda tmp: CNNImageEncoder("package:efficientnet-lite0", tmp / "tuned.pth"),
+            "image weights file .*tuned.pth' does not exist",
+        ),
         (lambda tmp: CNNImageEncoder("clip"), "unknown image_model 'clip'"),
     ],
 )

@@ -248,6 +248,11 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "--folds must be 1" in _one_line_error(capsys)
     assert _train(shop, "--folds", "3", "--heldout", str(shop["heldout"])) == 2
     assert "cannot be combined with --heldout" in _one_line_error(capsys)
+    assert _train(shop, "--cnn-epochs", "-1") == 2
+    assert "--cnn-epochs must be 0 or more" in _one_line_error(capsys)
+    assert _train(shop, "--cnn-epochs", "2") == 2
+    assert "give --photos" in _one_line_error(capsys)
+    assert not (shop["data"] / "models").exists()
 
 
 def test_a_broken_promotion_pointer_is_one_line_and_rollback_repairs_it(shop, capsys) -> None:

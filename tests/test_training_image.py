@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
+from drawn import SHAPES, drawing, drawn_shop_files, write_jsonl
+from PIL import Image
 
 from retrieval.errors import InputError, SourceError
 from retrieval.training.image import (
@@ -126,11 +127,6 @@ def test_learn_projection_without_catalog_images_uses_the_photos_alone() -> None
 # ---- bad input (refused before any model loads) ---------------------------------------------
 
 
-def _write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
 def _picture(path: Path, colour: tuple[int, int, int]) -> str:
     Image.new("RGB", (64, 64), colour).save(path)
     return path.name
@@ -149,7 +145,7 @@ def tiny_shop(tmp_path: Path) -> dict[str, Path]:
     photo = _picture(tmp_path / "photo.png", (180, 20, 20))
     return {
         "dir": tmp_path,
-        "catalog": _write_jsonl(tmp_path / "catalog.jsonl", catalog),
+        "catalog": write_jsonl(tmp_path / "catalog.jsonl", catalog),
         "photo": tmp_path / photo,
         "out": tmp_path / "projection.npy",
     }
@@ -193,7 +189,7 @@ def _settings(tmp_path: Path):  # noqa: ANN202
 def test_bad_photo_files_are_refused_and_leave_the_old_projection(
     tiny_shop: dict[str, Path], rows: list[dict], message: str
 ) -> None:
-    photos = _write_jsonl(tiny_shop["dir"] / "photos.jsonl", rows)
+    photos = write_jsonl(tiny_shop["dir"] / "photos.jsonl", rows)
     np.save(tiny_shop["out"], np.eye(3, dtype=np.float32))
     before = tiny_shop["out"].read_bytes()
     with pytest.raises((InputError, SourceError), match=message):
@@ -210,61 +206,10 @@ def test_bad_photo_files_are_refused_and_leave_the_old_projection(
 
 # ---- the real packaged CNN on generated pictures --------------------------------------------
 
-SHAPES = {
-    "red-disc": ("ellipse", (210, 40, 40)),
-    "red-box": ("rectangle", (210, 40, 40)),
-    "blue-disc": ("ellipse", (40, 60, 210)),
-    "blue-box": ("rectangle", (40, 60, 210)),
-}
-
-
-def _drawing(path: Path, shape: str, colour: tuple[int, int, int], rng, photo: bool) -> str:  # noqa: ANN001
-    """A catalog picture (the shape centred on white) or a 'shopper photo' of it: smaller,
-    anywhere, on a random background with other coloured shapes and sensor noise."""
-    size = 160
-    bg = tuple(int(c) for c in rng.integers(0, 256, 3)) if photo else (255, 255, 255)
-    im = Image.new("RGB", (size, size), bg)
-    draw = ImageDraw.Draw(im)
-    if photo:
-        for _ in range(6):
-            x, y = rng.integers(0, size, 2)
-            w, h = rng.integers(10, 60, 2)
-            clutter = ("ellipse", "rectangle")[int(rng.integers(2))]
-            fill = tuple(int(c) for c in rng.integers(0, 256, 3))
-            getattr(draw, clutter)([x, y, x + w, y + h], fill=fill)
-    s = int(rng.integers(50, 90)) if photo else 100
-    x, y = rng.integers(0, size - s, 2) if photo else ((size - s) // 2,) * 2
-    getattr(draw, shape)([x, y, x + s, y + s], fill=colour, outline=(0, 0, 0), width=3)
-    a = np.asarray(im).astype(float)
-    if photo:
-        a += rng.normal(0, 12, a.shape)
-    Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).save(path)
-    return path.name
-
 
 @pytest.fixture()
 def drawn_shop(tmp_path: Path) -> dict[str, Path]:
-    rng = np.random.default_rng(0)
-    catalog, photos, queries = [], [], []
-    for pid, (shape, colour) in SHAPES.items():
-        image = _drawing(tmp_path / f"{pid}.png", shape, colour, rng, photo=False)
-        catalog.append({"id": pid, "title": pid.replace("-", " "), "image": image})
-    for i in range(8):
-        for pid, (shape, colour) in SHAPES.items():
-            image = _drawing(tmp_path / f"t{i}-{pid}.png", shape, colour, rng, photo=True)
-            photos.append({"image": image, "relevant": [pid]})
-    for i in range(6):
-        for pid, (shape, colour) in SHAPES.items():
-            image = _drawing(tmp_path / f"q{i}-{pid}.png", shape, colour, rng, photo=True)
-            queries.append({"image": image, "relevant": [pid]})
-    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    photos.append({"image": "broken.jpg", "relevant": ["red-box"]})
-    return {
-        "dir": tmp_path,
-        "catalog": _write_jsonl(tmp_path / "catalog.jsonl", catalog),
-        "photos": _write_jsonl(tmp_path / "photos.jsonl", photos),
-        "queries": _write_jsonl(tmp_path / "queries.jsonl", queries),
-    }
+    return drawn_shop_files(tmp_path)
 
 
 def _eval_hit1(shop: dict[str, Path], capsys: pytest.CaptureFixture) -> float:
@@ -317,17 +262,17 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
     rng = np.random.default_rng(1)
     catalog, photos, queries = [], [], []
     for pid, (shape, colour) in SHAPES.items():
-        image = _drawing(tmp_path / f"{pid}.png", shape, colour, rng, photo=False)
+        image = drawing(tmp_path / f"{pid}.png", shape, colour, rng, photo=False)
         catalog.append({"id": pid, "title": pid.replace("-", " "), "image": image})
     per_product = 34  # 15 % held out: 5 photos of each of 4 products, MIN_FUSION_QUERIES
     for i in range(per_product):
         for pid, (shape, colour) in SHAPES.items():
-            image = _drawing(tmp_path / f"t{i}-{pid}.png", shape, colour, rng, photo=True)
+            image = drawing(tmp_path / f"t{i}-{pid}.png", shape, colour, rng, photo=True)
             word = pid.split("-")[1]
             photos.append({"image": image, "relevant": [pid], "query": f"do you have this {word}?"})
     for i in range(3):
         for pid, (shape, colour) in SHAPES.items():
-            image = _drawing(tmp_path / f"q{i}-{pid}.png", shape, colour, rng, photo=True)
+            image = drawing(tmp_path / f"q{i}-{pid}.png", shape, colour, rng, photo=True)
             word = pid.split("-")[1]
             queries.append({"image": image, "relevant": [pid], "query": f"any {word} like this?"})
     assert heldout_mask([i % 4 for i in range(len(photos))], 0.15, 0).sum() == 20
@@ -335,11 +280,11 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
         "eval",
         "products",
         "--catalog",
-        str(_write_jsonl(tmp_path / "catalog.jsonl", catalog)),
+        str(write_jsonl(tmp_path / "catalog.jsonl", catalog)),
         "--queries",
-        str(_write_jsonl(tmp_path / "queries.jsonl", queries)),
+        str(write_jsonl(tmp_path / "queries.jsonl", queries)),
         "--train",
-        str(_write_jsonl(tmp_path / "photos.jsonl", photos)),
+        str(write_jsonl(tmp_path / "photos.jsonl", photos)),
         "--no-progress",
         "--json",
     ]

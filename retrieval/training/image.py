@@ -50,6 +50,7 @@ from .image_features import FeatureCache, encode_image_files
 from .photo_fusion import fit_photo_fusion
 
 if TYPE_CHECKING:
+    from ..catalog import Catalog
     from ..encoders.base import Encoder
     from ..settings import Settings
 
@@ -59,6 +60,7 @@ __all__ = [
     "ProjectionResult",
     "fit_image_projection",
     "heldout_mask",
+    "labelled_photos",
     "learn_projection",
     "nearest_product_hits",
     "pca_directions",
@@ -384,24 +386,11 @@ def fit_image_projection(
     ``fusion`` entry says what was found.
     """
     from ..encoders import image_encoder
-    from ..evaluation.labelled import read_labelled
 
     started = time.perf_counter()
     catalog = load_catalog(Path(catalog_path))
     photos_path = Path(photos_path)
-    records = read_labelled(
-        photos_path, known_ids=catalog.products.keys(), images=True, what="catalog"
-    )
-    photos = []
-    for rec in records:
-        if rec.image is None:
-            continue
-        if len(rec.relevant) != 1:
-            raise SourceError(
-                photos_path, "a training photo must name exactly one product", rec.line, "relevant"
-            )
-        photos.append((rec.image, next(iter(rec.relevant)), rec.text))
-    _require_enough(len(photos), len({p for _, p, _ in photos}), photos_path, "photos")
+    photos = labelled_photos(catalog, photos_path)
     encoder = encoder or image_encoder(settings)
     cache = FeatureCache(
         cache_dir if cache_dir is not None else settings.data_dir / "cache" / "image-features",
@@ -465,6 +454,27 @@ def fit_image_projection(
         "fusion": fusion,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def labelled_photos(catalog: Catalog, photos_path: Path) -> list[tuple[Path, str, str | None]]:
+    """(image file, product id, the shopper's words or None) of each photo line of
+    ``photos_path``, in file order; refused below the minimum (:func:`_require_enough`)."""
+    from ..evaluation.labelled import read_labelled
+
+    records = read_labelled(
+        photos_path, known_ids=catalog.products.keys(), images=True, what="catalog"
+    )
+    photos = []
+    for rec in records:
+        if rec.image is None:
+            continue
+        if len(rec.relevant) != 1:
+            raise SourceError(
+                photos_path, "a training photo must name exactly one product", rec.line, "relevant"
+            )
+        photos.append((rec.image, next(iter(rec.relevant)), rec.text))
+    _require_enough(len(photos), len({p for _, p, _ in photos}), photos_path, "photos")
+    return photos
 
 
 def _require_enough(n_photos: int, n_products: int, path: Path, what: str) -> None:

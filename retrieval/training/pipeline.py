@@ -67,6 +67,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+CNN_FILE = "image-cnn.pth"  # a version's fine-tuned image CNN (--cnn-epochs)
 MIN_ANCHORS = 8  # training texts with a known answer (phrasings, questions, feedback)
 MIN_ENTRIES = 2  # answers among them: a contrastive loss needs something to tell apart
 MIN_HELDOUT = 4  # in-scope held-out questions to fit thresholds and judge on
@@ -83,6 +84,7 @@ class TrainOptions:
     heldout_path: Path | None = None
     heldout_share: float = 0.2
     photos_path: Path | None = None  # labelled shopper photos: learn the image projection
+    cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
     refit: bool = False  # after judging, train again on all data, held-out included
     # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
     # the shipped model on all data (implies refit)
@@ -408,6 +410,10 @@ def _build(
         mine.thresholds,
         final / "image-projection.npy" if image is not None else None,
         image.get("fusion") if image is not None else None,
+        # the CNN the projection was learned on: this version's, or the one configured
+        (final / CNN_FILE if image.get("cnn") else settings.image_weights)
+        if image is not None
+        else None,
     )
     return {
         "id": model_id,
@@ -444,12 +450,31 @@ def _image(
     settings: Settings, options: TrainOptions, staging: Path, text_model: SentenceTransformerEncoder
 ) -> dict[str, Any] | None:
     """With ``--photos``: learn the image projection into ``staging``; photos with words
-    also fit the fusion weights, with the text model this version will run."""
+    also fit the fusion weights, with the text model this version will run. With
+    ``--cnn-epochs`` the image CNN is fine-tuned on the photos first (``image-cnn.pth``) and
+    the projection is learned on its features."""
     if options.photos_path is None:
         return None
     from .image import fit_image_projection
 
-    return fit_image_projection(
+    encoder, cnn = None, None
+    if options.cnn_epochs > 0:
+        from ..encoders.base import resolve_device
+        from ..encoders.image import CNNImageEncoder
+        from .cnn import CNNConfig, fine_tune_image_cnn
+
+        device = resolve_device(options.text.device)
+        cnn = fine_tune_image_cnn(
+            settings.catalog_path,
+            options.photos_path,
+            staging / CNN_FILE,
+            settings=settings,
+            config=CNNConfig(epochs=options.cnn_epochs, seed=options.text.seed, device=device),
+            threads=options.text.threads,
+            progress=options.progress,
+        )
+        encoder = CNNImageEncoder(settings.image_model, staging / CNN_FILE, device=device)
+    run = fit_image_projection(
         settings.catalog_path,
         options.photos_path,
         staging / "image-projection.npy",
@@ -457,7 +482,9 @@ def _image(
         seed=options.text.seed,
         progress=options.progress,
         text_encoder=text_model,
+        encoder=encoder,
     )
+    return run | ({"cnn": cnn} if cnn is not None else {})
 
 
 def _cross_validate(
@@ -638,12 +665,15 @@ def promoted_settings(
     thresholds: ThresholdFit,
     projection: Path | None,
     fusion: dict[str, Any] | None = None,
+    image_weights: Path | None = None,
 ) -> dict[str, Any]:
     """The settings a promoted version supplies. With a calibration file the thresholds are
     left to the re-index that promotion runs: it fits them, and the answer head (whose
     scores are on their own scale), on that file with the new model. Fusion weights come
     with the version only when the fit adopts them (``fusion`` is
-    :func:`~.photo_fusion.fit_photo_fusion`'s record, see :func:`~.photo_fusion.adopted_weights`)."""
+    :func:`~.photo_fusion.fit_photo_fusion`'s record, see :func:`~.photo_fusion.adopted_weights`).
+    ``image_weights`` is the image CNN the projection was learned on, when not the packaged
+    one: a projection only fits the features it was learned on."""
     out: dict[str, Any] = {"text_model": str(text_model)}
     path = settings.faq_calibration_path
     if path is None or not path.exists():
@@ -654,5 +684,7 @@ def promoted_settings(
         )
     if projection is not None:
         out["image_projection"] = str(projection)
+    if image_weights is not None:
+        out["image_weights"] = str(image_weights)
     out.update(adopted_weights(fusion))
     return out

@@ -1,0 +1,417 @@
+"""Full fine-tuning of the image CNN on labelled shopper photos (``retrieval train --cnn-epochs``).
+
+The image projection (:mod:`.image`) learns a linear map on frozen ImageNet features. That
+map cannot undo what the frozen network throws away: a shopper's photo of a bag of oranges
+and the catalog's studio picture of one orange share few ImageNet features. Fine-tuning the
+CNN itself lets the early layers learn what a product looks like in a shop. It is optional
+because it is costly: every epoch runs each training photo forward and backward through
+the whole network, seconds on a GPU and minutes on two CPU cores per thousand photos.
+
+What is trained. EfficientNet-Lite0 (the default image model) with a linear head
+(``dim`` x 1280, started from the principal directions of the photos' frozen features) on
+top of its average-pooled features. Each batch holds ``batch_size`` augmented training
+photos and catalog images: those of the batch's products plus others up to
+``anchor_batch``. The loss is the projection's objective, end to end: every photo against
+the batch's catalog images (the images of its product are the positives) and against the
+other photos of the batch (photos of the same product are positives), both as supervised
+contrastive losses at temperature ``temperature``. Batch-norm statistics stay as trained on
+ImageNet (a shop's few hundred photos are too few to re-estimate them); their scale and
+shift are trained with everything else.
+
+What is kept. The network's weights after the epoch with the lowest objective on the
+held-out photos: the same per-product slice that :func:`~.image.heldout_mask` gives the
+projection, so the projection learned afterwards on the new features is checked on photos
+neither model saw. With too few photos per product to hold any out, the last epoch's. The head is dropped: the index uses the pooled features, through the
+projection that :func:`~.image.fit_image_projection` then learns on them.
+
+Deterministic on CPU given the seed (a GPU's convolution kernels are not bit-exact between
+runs). Pure apart from torch: the network, the decoded images and the labels come in, the
+chosen state dict and the measurements go out; the caller writes the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from PIL import Image
+from tqdm.auto import tqdm
+
+from .image import ProjectionConfig, heldout_mask, nearest_product_hits, pca_directions
+
+if TYPE_CHECKING:
+    from ..settings import Settings
+
+__all__ = ["CNNConfig", "CNNResult", "fine_tune_cnn", "fine_tune_image_cnn", "load_network"]
+
+log = logging.getLogger(__name__)
+
+_SIZE = 288  # the encoder's input: the whole image squeezed to this square (encoders/image.py)
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    epochs: int = 10
+    batch_size: int = 64  # photos per step
+    anchor_batch: int = 128  # catalog images per step, at least those of the batch's products
+    learning_rate: float = 1e-4  # the network; cosine decay to 0 over the epochs
+    head_learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    temperature: float = 0.05
+    dim: int = 256  # rows of the training head
+    heldout_fraction: float = 0.15  # the projection's default, so both hold out the same photos
+    seed: int = 0
+    device: str = "cpu"  # a torch device name: "cpu", "cuda", "cuda:1"
+
+
+@dataclass(frozen=True)
+class CNNResult:
+    state: dict[str, Any]  # the kept network's state dict, on the CPU
+    best_epoch: int  # 0: no epoch beat the pretrained network on the held-out photos
+    epochs_run: int
+    heldout_before: dict[str, float]  # held-out hits with the pretrained pooled features
+    heldout_after: dict[str, float]  # ... and with the kept network's
+    heldout: np.ndarray = field(repr=False)  # which photos were held out (bool mask)
+    losses: tuple[float, ...] = ()  # the held-out objective after each epoch (none held out: ())
+    seconds: float = 0.0
+
+    def record(self) -> dict[str, Any]:
+        """What a manifest keeps of the run (everything but the weights)."""
+        out = asdict(self)
+        del out["state"], out["heldout"]
+        out["losses"] = [round(x, 4) for x in self.losses]
+        out["n_heldout"] = int(self.heldout.sum())
+        return out
+
+
+def _transforms() -> tuple[Any, Any]:
+    """(training augmentation, evaluation transform). The evaluation transform is the
+    encoder's own for EfficientNet-Lite; training adds crops, flips and colour changes,
+    the ways one shopper's photo differs from another's."""
+    from torchvision import transforms
+
+    normalize = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
+    train = transforms.Compose(
+        [
+            transforms.RandomResizedCrop(_SIZE, scale=(0.35, 1.0), antialias=True),
+            transforms.RandomHorizontalFlip(),
+            transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02),
+            *normalize,
+        ]
+    )
+    evaluate = transforms.Compose([transforms.Resize((_SIZE, _SIZE)), *normalize])
+    return train, evaluate
+
+
+def _freeze_batch_norm(net: Any) -> None:
+    """Training mode everywhere but the batch-norm layers, which keep ImageNet's statistics."""
+    import torch.nn as nn
+
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+
+
+def _contrastive(torch: Any, sims: Any, pos: Any) -> Any:
+    """Mean over rows with a positive of minus the mean log-probability of their positives."""
+    log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
+    n_pos = pos.sum(dim=1)
+    keep = n_pos > 0
+    if not bool(keep.any()):
+        return sims.new_zeros(())
+    return (-(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[keep] / n_pos[keep])).mean()
+
+
+def batch_loss(
+    torch: Any, photos: Any, photo_y: Any, anchors: Any, anchor_y: Any, temperature: float
+) -> Any:
+    """The training objective on L2-normalised rows: photos against catalog images plus
+    photos against each other (same product = positive, a photo is not its own positive)."""
+    loss = _contrastive(torch, photos @ anchors.T / temperature, photo_y[:, None] == anchor_y)
+    eye = torch.eye(len(photos), dtype=torch.bool, device=photos.device)
+    sims = (photos @ photos.T / temperature).masked_fill(eye, float("-inf"))
+    pos = (photo_y[:, None] == photo_y[None, :]) & ~eye
+    return loss + _contrastive(torch, sims, pos)
+
+
+def anchor_choice(
+    batch_labels: Sequence[int], anchor_labels: Sequence[int], size: int, rng: np.random.Generator
+) -> np.ndarray:
+    """Positions of the catalog images for one step: every image of the batch's products,
+    then others drawn at random until ``size`` (all of them when there are fewer)."""
+    anchor_labels = np.asarray(anchor_labels)
+    own = np.flatnonzero(np.isin(anchor_labels, np.asarray(batch_labels)))
+    rest = np.setdiff1d(np.arange(len(anchor_labels)), own)
+    extra = max(0, size - len(own))
+    if extra and len(rest):
+        own = np.concatenate([own, rng.choice(rest, size=min(extra, len(rest)), replace=False)])
+    return np.sort(own)
+
+
+def fine_tune_cnn(
+    net: Any,
+    photos: Sequence[Image.Image],
+    labels: Sequence[int],
+    anchors: Sequence[Image.Image],
+    anchor_labels: Sequence[int],
+    config: CNNConfig = CNNConfig(),
+    *,
+    progress: bool = False,
+) -> CNNResult:
+    """Fine-tune ``net`` (an ``efficientnet_lite_pytorch.EfficientNet``; changed in place and
+    left with the kept weights) on photos labelled with product numbers, against the
+    products' catalog images. Returns the kept state dict and the measurements."""
+    import torch
+
+    if config.epochs < 1:
+        raise ValueError(f"epochs must be at least 1, got {config.epochs}")
+    if not len(anchors):
+        raise ValueError("fine-tuning the CNN needs catalog images to match the photos against")
+    started = time.perf_counter()
+    device = torch.device(config.device)
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    train_tf, eval_tf = _transforms()
+    labels_np = np.asarray(labels, dtype=np.int64)
+    anchor_np = np.asarray(anchor_labels, dtype=np.int64)
+    held = heldout_mask(labels_np, config.heldout_fraction, config.seed)
+    train_idx = np.flatnonzero(~held)
+
+    def autocast() -> Any:  # bf16 matrix work on a GPU; plain float32 on the CPU
+        if device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cpu", enabled=False)
+
+    net.to(device)
+
+    def pooled(x: Any) -> Any:
+        return net.extract_features(x).mean(dim=(2, 3))
+
+    def features(images: Sequence[Image.Image]) -> Any:
+        """Pooled features of ``images`` with the evaluation transform, on the device."""
+        net.eval()
+        out = []
+        with torch.no_grad(), autocast():
+            for start in range(0, len(images), 128):
+                chunk = images[start : start + 128]
+                x = torch.stack([eval_tf(im) for im in chunk]).to(device)
+                out.append(pooled(x).float())
+        return torch.cat(out)
+
+    photo_y = torch.from_numpy(labels_np).to(device)
+    anchor_y = torch.from_numpy(anchor_np).to(device)
+
+    def measure(head: Any) -> tuple[float, dict[str, float]]:
+        """(held-out objective through ``head``, held-out hits of the pooled features)."""
+        f_photos, f_anchors = features(photos), features(anchors)
+        hits = _hits(f_photos.cpu().numpy(), labels_np, f_anchors.cpu().numpy(), anchor_np, held)
+        if not held.any():
+            return float("nan"), hits
+        with torch.no_grad():
+            z = torch.nn.functional.normalize(head(f_photos), dim=1)
+            a = torch.nn.functional.normalize(head(f_anchors), dim=1)
+            h = torch.from_numpy(held).to(device)
+            # held-out photos against the catalog images and the training photos
+            loss = _contrastive(
+                torch, z[h] @ a.T / config.temperature, photo_y[h][:, None] == anchor_y
+            ) + _contrastive(
+                torch, z[h] @ z[~h].T / config.temperature, photo_y[h][:, None] == photo_y[~h]
+            )
+        return float(loss), hits
+
+    start_features = features([photos[i] for i in train_idx]).cpu().numpy()
+    head = torch.nn.Linear(start_features.shape[1], config.dim, bias=False).to(device)
+    with torch.no_grad():
+        head.weight.copy_(torch.from_numpy(pca_directions(start_features, config.dim)))
+    best_loss, before = measure(head)
+    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    best_epoch, best_hits, losses = 0, before, []
+    steps = config.epochs * max(1, -(-len(train_idx) // config.batch_size))
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": list(net.parameters()), "lr": config.learning_rate},
+            {"params": list(head.parameters()), "lr": config.head_learning_rate},
+        ],
+        weight_decay=config.weight_decay,
+    )
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+    bar = tqdm(total=steps, desc="fine-tuning the image CNN", unit="step", disable=not progress)
+    epoch = 0
+    try:
+        for epoch in range(1, config.epochs + 1):
+            _freeze_batch_norm(net)
+            order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            for start in range(0, len(order), config.batch_size):
+                idx = order[start : start + config.batch_size]
+                chosen = anchor_choice(labels_np[idx], anchor_np, config.anchor_batch, rng)
+                x = torch.stack(
+                    [train_tf(photos[i]) for i in idx] + [eval_tf(anchors[j]) for j in chosen]
+                ).to(device)
+                with autocast():
+                    z = torch.nn.functional.normalize(head(pooled(x)).float(), dim=1)
+                loss = batch_loss(
+                    torch,
+                    z[: len(idx)],
+                    photo_y[torch.from_numpy(idx).to(device)],
+                    z[len(idx) :],
+                    anchor_y[torch.from_numpy(chosen).to(device)],
+                    config.temperature,
+                )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                schedule.step()
+                bar.update(1)
+                bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
+            held_loss, hits = measure(head)
+            if held.any():
+                losses.append(held_loss)
+                log.info("CNN epoch %d: held-out objective %.4f, hits %s", epoch, held_loss, hits)
+            if not held.any() or held_loss < best_loss:  # nothing held out: the last epoch
+                best_loss, best_epoch, best_hits = held_loss, epoch, hits
+                best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    finally:
+        bar.close()
+    net.load_state_dict(best_state)
+    net.to("cpu").eval()
+    return CNNResult(
+        state=best_state,
+        best_epoch=best_epoch,
+        epochs_run=epoch,
+        heldout_before=before,
+        heldout_after=best_hits,
+        heldout=held,
+        losses=tuple(losses),
+        seconds=round(time.perf_counter() - started, 1),
+    )
+
+
+def _hits(
+    photos: np.ndarray,
+    labels: np.ndarray,
+    anchors: np.ndarray,
+    anchor_labels: np.ndarray,
+    held: np.ndarray,
+) -> dict[str, float]:
+    """Held-out photos against the catalog images alone, and with the training photos as
+    extra images of their products (what the index holds after ``retrieval train``)."""
+    if not held.any():
+        return {}
+    out = {
+        f"catalog_{k}": v
+        for k, v in nearest_product_hits(photos[held], labels[held], anchors, anchor_labels).items()
+    }
+    gallery = np.vstack([anchors, photos[~held]])
+    owners = np.concatenate([anchor_labels, labels[~held]])
+    out.update(nearest_product_hits(photos[held], labels[held], gallery, owners))
+    return out
+
+
+def load_network(weights: Path) -> Any:
+    """EfficientNet-Lite0 with the weights of ``weights`` (the package's file or a
+    fine-tuned copy), on the CPU."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+
+
+def fine_tune_image_cnn(
+    catalog_path: Path,
+    photos_path: Path,
+    out_path: Path,
+    *,
+    settings: Settings,
+    config: CNNConfig,
+    threads: int | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune the configured image CNN on the labelled photos of ``photos_path`` (the
+    format of :func:`~.image.fit_image_projection`) against the catalog's images, and write
+    the kept weights to ``out_path`` atomically (an interrupted run leaves no file). It
+    starts from the network that the ``image_model`` and ``image_weights`` settings name,
+    which must be EfficientNet-Lite0. Undecodable images are skipped and counted. Returns
+    the run's record."""
+    import torch
+
+    from ..catalog import load_catalog
+    from ..encoders.image import resolve_image_model
+    from ..errors import ConfigError, ImageError, InputError
+    from ..images import load_image
+    from .image import _require_enough, labelled_photos
+
+    kind, _, weights, start_id = resolve_image_model(settings.image_model, settings.image_weights)
+    if kind != "efficientnet-lite" or weights is None:
+        raise ConfigError(
+            "fine-tuning the image CNN needs image_model 'package:efficientnet-lite0' "
+            f"(it is '{settings.image_model}')"
+        )
+    catalog = load_catalog(Path(catalog_path))
+    photos = labelled_photos(catalog, Path(photos_path))
+    limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+    number = {pid: i for i, pid in enumerate(sorted(catalog.products))}  # as the projection
+
+    def decoded(items: list[tuple[Path, int]]) -> tuple[list[Image.Image], list[int], int]:
+        images, labels, skipped = [], [], 0
+        for f, y in items:
+            try:
+                images.append(load_image(f, **limits))
+                labels.append(y)
+            except ImageError as exc:
+                log.warning("skipping %s", exc)
+                skipped += 1
+        return images, labels, skipped
+
+    anchors, anchor_labels, bad_anchors = decoded(
+        [(img, number[p.id]) for p in catalog for img in p.images]
+    )
+    if not anchors:
+        raise InputError(
+            f"{catalog_path}: no catalog image could be read; fine-tuning the image CNN "
+            "matches the photos against their products' catalog images"
+        )
+    images, labels, bad = decoded([(f, number[pid]) for f, pid, _ in photos])
+    _require_enough(len(labels), len(set(labels)), Path(photos_path), "readable photos")
+    before_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        result = fine_tune_cnn(
+            load_network(weights), images, labels, anchors, anchor_labels, config, progress=progress
+        )
+    finally:
+        torch.set_num_threads(before_threads)
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".", suffix=".pth.tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(result.state, fh)
+        os.replace(tmp, out_path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return result.record() | {
+        "out_path": str(out_path),
+        "started_from": start_id,
+        "device": config.device,
+        "config": asdict(config),
+        "n_photos": len(labels),
+        "n_catalog_images": len(anchors),
+        "n_skipped_images": bad + bad_anchors,
+    }
+
+
+# the projection's held-out slice must be the same photos: both default to this fraction
+assert CNNConfig.heldout_fraction == ProjectionConfig.heldout_fraction
