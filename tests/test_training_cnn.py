@@ -90,7 +90,7 @@ def test_the_kept_network_is_written_loadable_and_reproducible(drawn, tmp_path) 
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "cnn.pth"
-        config = CNNConfig(epochs=1, seed=3, device="cpu")
+        config = CNNConfig(epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu")
         runs.append(
             fine_tune_image_cnn(
                 drawn["catalog"],
@@ -144,16 +144,36 @@ def test_only_efficientnet_lite_is_fine_tuned(drawn, tmp_path) -> None:
     assert not out.exists()
 
 
-def test_an_interrupted_run_leaves_no_file(drawn, tmp_path, monkeypatch) -> None:
+def _out_of_gpu_memory() -> BaseException:
+    import torch
+
+    return torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(
+    ("raised", "expected", "message"),
+    [
+        (KeyboardInterrupt, KeyboardInterrupt, None),
+        (
+            _out_of_gpu_memory,
+            ConfigError,
+            "out of memory .* 64 photos and up to 128 .* lower --cnn-batch-size",
+        ),
+    ],
+    ids=["interrupted", "out-of-memory"],
+)
+def test_a_run_that_stops_leaves_no_file(
+    drawn, tmp_path, monkeypatch, raised, expected, message
+) -> None:
     from retrieval.training import cnn
 
-    def interrupted(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        raise KeyboardInterrupt
+    def stopped(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise raised()
 
-    monkeypatch.setattr(cnn, "fine_tune_cnn", interrupted)
+    monkeypatch.setattr(cnn, "fine_tune_cnn", stopped)
     monkeypatch.setattr(cnn, "load_network", lambda weights: None)
     out = tmp_path / "models" / "cnn.pth"
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(expected, match=message):
         fine_tune_image_cnn(
             drawn["catalog"],
             drawn["photos"],
@@ -235,12 +255,14 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert main(["ingest", *common]) == 0
     capsys.readouterr()
     args = ["train", *common, "--heldout", str(heldout), "--photos", str(drawn["photos"])]
-    args += ["--cnn-epochs", "1", "--epochs", "1", "--batch-size", "8", "--force", "--json"]
+    args += ["--cnn-epochs", "1", "--cnn-batch-size", "8", "--epochs", "1", "--batch-size", "8"]
+    args += ["--force", "--json"]
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     version = Path(out["path"])
     cnn = out["image"]["cnn"]
     assert cnn["n_photos"] == 28 and cnn["epochs_run"] == 1 and cnn["device"] == "cpu"
+    assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (8, 16)
     assert out["settings"]["image_weights"] == str(version / "image-cnn.pth")
     assert (version / "image-cnn.pth").is_file() and (version / "image-projection.npy").is_file()
     # the projection was learned on the fine-tuned network's features

@@ -250,6 +250,8 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "cannot be combined with --heldout" in _one_line_error(capsys)
     assert _train(shop, "--cnn-epochs", "-1") == 2
     assert "--cnn-epochs must be 0 or more" in _one_line_error(capsys)
+    assert _train(shop, "--cnn-batch-size", "1") == 2
+    assert "--cnn-batch-size must be 2 or more" in _one_line_error(capsys)
     assert _train(shop, "--cnn-epochs", "2") == 2
     assert "give --photos" in _one_line_error(capsys)
     assert not (shop["data"] / "models").exists()

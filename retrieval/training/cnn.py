@@ -390,6 +390,12 @@ def fine_tune_image_cnn(
         result = fine_tune_cnn(
             load_network(weights), images, labels, anchors, anchor_labels, config, progress=progress
         )
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        raise ConfigError(
+            f"out of memory fine-tuning the image CNN on {config.device} with "
+            f"{config.batch_size} photos and up to {config.anchor_batch} catalog images a step: "
+            "lower --cnn-batch-size"
+        ) from None
     finally:
         torch.set_num_threads(before_threads)
     out_path = Path(out_path)

@@ -85,6 +85,7 @@ class TrainOptions:
     heldout_share: float = 0.2
     photos_path: Path | None = None  # labelled shopper photos: learn the image projection
     cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
+    cnn_batch_size: int = 64  # photos per CNN step, beside up to twice as many catalog images
     refit: bool = False  # after judging, train again on all data, held-out included
     # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
     # the shipped model on all data (implies refit)
@@ -469,7 +470,13 @@ def _image(
             options.photos_path,
             staging / CNN_FILE,
             settings=settings,
-            config=CNNConfig(epochs=options.cnn_epochs, seed=options.text.seed, device=device),
+            config=CNNConfig(
+                epochs=options.cnn_epochs,
+                batch_size=options.cnn_batch_size,
+                anchor_batch=2 * options.cnn_batch_size,
+                seed=options.text.seed,
+                device=device,
+            ),
             threads=options.text.threads,
             progress=options.progress,
         )
