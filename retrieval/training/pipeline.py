@@ -416,6 +416,8 @@ def _build(
         if image is not None
         else None,
     )
+    kept_from, kept = (None, {}) if image is not None else _promoted_image_side(settings)
+    applied |= kept
     return {
         "id": model_id,
         "created_at": datetime.now(UTC).isoformat(),
@@ -431,6 +433,8 @@ def _build(
         "cross_validation": cross,
         "settings": applied,
         "image": image,
+        # without --photos: the promoted version whose image settings this one keeps
+        "image_kept_from": kept_from,
         "metrics": {
             "candidate": {k: mine.metrics.get(k) for k in keep},
             "current": {k: theirs.metrics.get(k) for k in keep} | {"model": settings.text_model},
@@ -439,6 +443,24 @@ def _build(
             "held_out": f"{len(folds)}-fold cross-validation" if cross else "one held-out share",
         },
     }
+
+
+# what --photos learns; a version trained without photos keeps the promoted version's
+IMAGE_KEYS = ("image_projection", "image_weights", "image_weight", "text_weight")
+
+
+def _promoted_image_side(settings: Settings) -> tuple[str | None, dict[str, Any]]:
+    """(id, image settings) of the promoted version, which a run without ``--photos``
+    carries over: training the text model must not drop the shop's image adaptation."""
+    try:
+        current = versions.promoted_id(settings.data_dir)
+        manifest = versions.read_manifest(settings.data_dir, current) if current else None
+    except (NotFound, ValueError):  # a damaged pointer: nothing to carry
+        return None, {}
+    if manifest is None:
+        return None, {}
+    kept = {k: v for k, v in manifest.get("settings", {}).items() if k in IMAGE_KEYS}
+    return (current if kept else None), kept
 
 
 def _encoder(model: str | Path, options: TrainOptions) -> SentenceTransformerEncoder:
@@ -465,6 +487,11 @@ def _image(
         from .cnn import CNNConfig, fine_tune_image_cnn
 
         device = resolve_device(options.text.device)
+        if device == "cpu":
+            log.warning(
+                "fine-tuning the image CNN on the CPU: about 0.2 s per image of every step "
+                "(hours for thousands of photos); a GPU does it in minutes"
+            )
         cnn = fine_tune_image_cnn(
             settings.catalog_path,
             options.photos_path,
