@@ -34,7 +34,10 @@ def register(sub: Any, common: Any) -> None:
         "suggest thresholds and margin on held-out questions, compares the new model with the "
         "current one there, and promotes it only if its held-out MRR@10 and overall accuracy "
         "are both at least as good and one is better (or with --force). Promotion re-indexes "
-        "everything with the new model. Each run writes a new version under DATA_DIR/models.",
+        "everything with the new model. With --photos it also adapts the image side: a "
+        "projection of the CNN features learned from shoppers' photos, and with --cnn-epochs "
+        "the CNN itself fine-tuned on them first. Each run writes a new version under "
+        "DATA_DIR/models.",
     )
     common(p)
     p.add_argument(
