@@ -82,7 +82,7 @@ def register(sub: Any, common: Any) -> None:
         "epochs on the photos against their products' catalog images, keeping the epoch best "
         "on the held-out photos; the version then carries the network (image_weights) and a "
         "projection learned on its features. Use a GPU (--device): on 2 CPU cores each "
-        "image of a step costs about 0.2 s, some 17 minutes an epoch for 2,640 photos of 81 "
+        "image of a step costs about 0.2 s, some 18 minutes an epoch for 2,640 photos of 81 "
         "products (default 0: the CNN stays as it is)",
     )
     p.add_argument(
@@ -91,7 +91,7 @@ def register(sub: Any, common: Any) -> None:
         default=64,
         metavar="N",
         help="photos per fine-tuning step, beside up to 2N catalog images; memory grows with "
-        "it, about 0.12 GB per image of a step on the CPU (the default 64 + 128 needs about "
+        "it, about 0.1 GB per image of a step on the CPU (the default 64 + 128 needs 20 to "
         "25 GB there, less on a GPU with bf16): lower it when memory runs out (default 64)",
     )
     p.add_argument(

@@ -33,8 +33,6 @@ chosen state dict and the measurements go out; the caller writes the file.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -52,6 +50,7 @@ from .image import (
     heldout_mask,
     nearest_product_hits,
     pca_directions,
+    write_atomically,
 )
 
 if TYPE_CHECKING:
@@ -209,12 +208,14 @@ def fine_tune_cnn(
     photo_y = torch.from_numpy(labels_np).to(device)
     anchor_y = torch.from_numpy(anchor_np).to(device)
 
-    def measure(head: Any) -> tuple[float, dict[str, float]]:
-        """(held-out objective through ``head``, held-out hits of the pooled features)."""
+    def encoded() -> tuple[Any, Any, dict[str, float]]:
+        """Pooled features of the photos and the catalog images, and the held-out hits."""
         f_photos, f_anchors = features(photos), features(anchors)
         hits = _hits(f_photos.cpu().numpy(), labels_np, f_anchors.cpu().numpy(), anchor_np, held)
-        if not held.any():
-            return float("nan"), hits
+        return f_photos, f_anchors, hits
+
+    def heldout_objective(head: Any, f_photos: Any, f_anchors: Any) -> float:
+        """The training objective of the held-out photos, through ``head``."""
         with torch.no_grad():
             z = torch.nn.functional.normalize(head(f_photos), dim=1)
             a = torch.nn.functional.normalize(head(f_anchors), dim=1)
@@ -225,13 +226,13 @@ def fine_tune_cnn(
             ) + _supervised_contrastive(
                 torch, z[h] @ z[~h].T / config.temperature, photo_y[h][:, None] == photo_y[~h]
             )
-        return float(loss), hits
+        return float(loss)
 
-    start_features = features([photos[i] for i in train_idx]).cpu().numpy()
+    f_photos, _, before = encoded()  # the pretrained network
+    start_features = f_photos.cpu().numpy()[train_idx]
     head = torch.nn.Linear(start_features.shape[1], config.dim, bias=False).to(device)
     with torch.no_grad():
         head.weight.copy_(torch.from_numpy(pca_directions(start_features, config.dim)))
-    _, before = measure(head)  # the pretrained network's held-out hits
     # the epoch kept is chosen among the trained ones on the objective they were trained
     # for (the head trains with the network, so epoch 0's untrained head is no comparison)
     best_loss, best_state, best_epoch, best_hits = float("inf"), None, 0, before
@@ -273,11 +274,13 @@ def fine_tune_cnn(
                 schedule.step()
                 bar.update(1)
                 bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-            held_loss, hits = measure(head)
+            f_photos, f_anchors, hits = encoded()
+            held_loss = float(-epoch)  # nothing held out: the last epoch is the best
             if held.any():
+                held_loss = heldout_objective(head, f_photos, f_anchors)
                 losses.append(held_loss)
                 log.info("CNN epoch %d: held-out objective %.4f, hits %s", epoch, held_loss, hits)
-            if not held.any() or held_loss < best_loss:  # nothing held out: the last epoch
+            if held_loss < best_loss:
                 best_loss, best_epoch, best_hits = held_loss, epoch, hits
                 best_state = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
     finally:
@@ -397,17 +400,7 @@ def fine_tune_image_cnn(
     finally:
         torch.set_num_threads(before_threads)
     out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=".", suffix=".pth.tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(result.state, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, out_path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(out_path, lambda fh: torch.save(result.state, fh))
     return result.record() | {
         "out_path": str(out_path),
         "started_from": start_id,

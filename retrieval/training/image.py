@@ -35,10 +35,10 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -64,6 +64,7 @@ __all__ = [
     "learn_projection",
     "nearest_product_hits",
     "pca_directions",
+    "write_atomically",
 ]
 
 log = logging.getLogger(__name__)
@@ -344,13 +345,15 @@ def learn_projection(
     )
 
 
-def _write_atomically(matrix: np.ndarray, out_path: Path) -> None:
+def write_atomically(out_path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Write ``out_path`` through ``write`` into a sibling temporary file, flushed and
+    renamed over it: an interrupted or failed write leaves the previous file as it was."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out_path.parent, prefix=f".{out_path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.save(fh, matrix)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, out_path)
@@ -436,7 +439,7 @@ def fit_image_projection(
             text_encoder,
             (settings.image_weight, settings.text_weight),
         )
-    _write_atomically(result.matrix, Path(out_path))
+    write_atomically(Path(out_path), lambda fh: np.save(fh, result.matrix))
     return {
         "out_path": str(out_path),
         "encoder": encoder.id,

@@ -1,0 +1,113 @@
+"""What fine-tuning the image CNN costs on this machine's CPU (``retrieval train
+--cnn-epochs``): seconds per image forward and backward, seconds per image forward only,
+and the peak memory of a real one-epoch run for each number of photos per step.
+
+    python benchmarks/cnn_cost.py --threads 2 --batch-sizes 4,16,28
+
+Timing: EfficientNet-Lite0 with the packaged weights on random 288 px batches of
+``--images`` (the median of ``--repeats``). Memory: ``fine_tune_image_cnn`` for one epoch
+on the tests' generated shop (tests/drawn.py: 4 products, 8 photos each, 28 of them
+trained on), one fresh process per batch size, since peak RSS only grows; each step holds
+that many photos and the 4 catalog images. Prints one JSON line per measurement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _timing(images: int, repeats: int) -> dict:
+    import torch
+
+    from retrieval.encoders.image import _LITE_SIZE, resolve_image_model
+    from retrieval.training.cnn import load_network
+
+    net = load_network(resolve_image_model("package:efficientnet-lite0", None)[2])
+    x = torch.randn(images, 3, _LITE_SIZE, _LITE_SIZE)
+
+    def pooled() -> torch.Tensor:
+        return net.extract_features(x).mean(dim=(2, 3))
+
+    def train_step() -> None:
+        net.train()
+        net.zero_grad()
+        pooled().sum().backward()
+
+    def forward() -> None:
+        net.eval()
+        with torch.no_grad():
+            pooled()
+
+    out = {"images": images, "threads": torch.get_num_threads()}
+    for name, step in (("train_s_per_image", train_step), ("forward_s_per_image", forward)):
+        step()  # warm-up
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - t)
+        out[name] = round(statistics.median(times) / images, 4)
+    return out
+
+
+def _memory(batch_size: int) -> dict:
+    sys.path.insert(0, str(ROOT / "tests"))
+    from drawn import drawn_shop_files
+
+    from retrieval.settings import load_settings
+    from retrieval.training.cnn import CNNConfig, fine_tune_image_cnn
+
+    with tempfile.TemporaryDirectory() as folder:
+        shop = drawn_shop_files(Path(folder))
+        record = fine_tune_image_cnn(
+            shop["catalog"],
+            shop["photos"],
+            Path(folder) / "cnn.pth",
+            settings=load_settings(None, data_dir=Path(folder) / "var"),
+            config=CNNConfig(epochs=1, batch_size=batch_size, anchor_batch=2 * batch_size),
+            progress=False,
+        )
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "batch_size": batch_size,
+        "images_per_step": min(batch_size, record["n_photos"] - record["n_heldout"]) + 4,
+        "seconds": record["seconds"],
+        "peak_rss_gb": round(peak_kb / 1024**2, 2),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--images", type=int, default=16, help="images per timed batch")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-sizes", default="4,16,28", help="photos per step, comma-separated")
+    parser.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)  # one child process
+    args = parser.parse_args(argv)
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.memory_of is not None:
+        print(json.dumps(_memory(args.memory_of)))
+        return 0
+    print(json.dumps(_timing(args.images, args.repeats)), flush=True)
+    for b in (int(x) for x in args.batch_sizes.split(",")):
+        cmd = [sys.executable, __file__, "--threads", str(args.threads), "--memory-of", str(b)]
+        child = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        print(child.stdout.strip().splitlines()[-1], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
