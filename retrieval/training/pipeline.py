@@ -683,14 +683,15 @@ def promote(
 
 
 def _overlaid(settings: Settings, manifest: dict[str, Any] | None) -> Settings:
-    """``settings`` with the version's values (None: the defaults of the promoted keys)."""
+    """``settings`` with the version's values (None: the packaged models). Every promoted
+    key the version does not supply goes back to its default: ``settings`` may hold the
+    previous version's values (its fine-tuned CNN, say), which must not outlive it."""
     from ..settings import PROMOTED_KEYS
 
+    update = {k: type(settings).model_fields[k].default for k in PROMOTED_KEYS}
     if manifest is not None:
-        return settings.model_copy(update=manifest["settings"])
-    return settings.model_copy(
-        update={k: type(settings).model_fields[k].default for k in PROMOTED_KEYS}
-    )
+        update.update(manifest["settings"])
+    return settings.model_copy(update=update)
 
 
 def promoted_settings(
