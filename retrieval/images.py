@@ -10,18 +10,23 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["load_image"]
+__all__ = ["check_image", "load_image"]
 
 # Images are reduced to at most this size before the CNN sees them (it wants 224 px).
 _WORKING_SIZE = (512, 512)
 
 
-def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Decode an image into a small RGB picture, or raise :class:`ImageError` saying why not.
+def check_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -> None:
+    """Raise :class:`ImageError` if :func:`load_image` would refuse ``source`` for its
+    size, its pixel count or a header that does not parse, without decoding it."""
+    _opened(source, max_bytes=max_bytes, max_pixels=max_pixels)[0].close()
 
-    Memory and time stay bounded for huge inputs: byte size is checked first, the pixel
-    count is read from the header before decoding, and JPEGs are decoded at reduced scale.
-    """
+
+def _opened(
+    source: bytes | str | Path, *, max_bytes: int, max_pixels: int
+) -> tuple[Image.Image, str]:
+    """The image opened lazily (header read, pixels not decoded) and its name for errors,
+    once its byte size and pixel count are within the limits."""
     name = "the uploaded file"
     if isinstance(source, (str, Path)):
         path = Path(source)
@@ -61,6 +66,18 @@ def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -
                 f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels); "
                 f"the limit is {max_pixels / 1e6:.0f} megapixels"
             )
+    return img, name
+
+
+def load_image(source: bytes | str | Path, *, max_bytes: int, max_pixels: int) -> Image.Image:
+    """Decode an image into a small RGB picture, or raise :class:`ImageError` saying why not.
+
+    Memory and time stay bounded for huge inputs: byte size is checked first, the pixel
+    count is read from the header before decoding, and JPEGs are decoded at reduced scale.
+    """
+    img, name = _opened(source, max_bytes=max_bytes, max_pixels=max_pixels)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         try:
             img.draft("RGB", _WORKING_SIZE)  # JPEG: decode at 1/2, 1/4 or 1/8 scale
             img.load()

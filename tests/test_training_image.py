@@ -112,6 +112,40 @@ def test_members_average_the_matrices_of_consecutive_seeds() -> None:
     assert averaged.member_best_epochs == (8, 8, 8) and averaged.best_epoch == 8
 
 
+def test_cached_features_are_still_subject_to_the_image_limits(tmp_path: Path) -> None:
+    """A photo whose vector is cached is judged by today's limits, as an uncached one is:
+    the projection and the CNN fine-tuning (which always decodes) then skip the same
+    photos, and so hold out the same ones."""
+    from retrieval.training.image_features import FeatureCache, encode_image_files
+
+    from fakes import ColourImageEncoder
+
+    small, large = tmp_path / "small.png", tmp_path / "large.png"
+    Image.new("RGB", (40, 40), "red").save(small)
+    Image.new("RGB", (100, 100), "blue").save(large)
+
+    class Counting(ColourImageEncoder):
+        calls = 0
+
+        def encode(self, items, **kw):  # noqa: ANN001, ANN003
+            Counting.calls += len(items)
+            return super().encode(items, **kw)
+
+    encoder = Counting()
+
+    def run(max_pixels: int) -> tuple[np.ndarray, list[Path]]:
+        cache = FeatureCache(tmp_path / "cache", encoder.id)
+        return encode_image_files(
+            [small, large], encoder, max_bytes=10**6, max_pixels=max_pixels, cache=cache
+        )
+
+    vectors, bad = run(max_pixels=10**6)
+    assert vectors.shape == (2, 12) and bad == [] and Counting.calls == 2
+    vectors, bad = run(max_pixels=50 * 50)  # both cached now; the large one is over the limit
+    assert bad == [large] and Counting.calls == 2  # nothing encoded again
+    assert np.allclose(vectors, encoder.encode([Image.open(small)]))
+
+
 def test_learn_projection_without_catalog_images_uses_the_photos_alone() -> None:
     photos, labels, _ = _confusing_features(60, seed=0)
     test_x, test_y, _ = _confusing_features(10, seed=1)

@@ -19,7 +19,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..errors import ImageError
-from ..images import load_image
+from ..images import check_image, load_image
 
 if TYPE_CHECKING:
     from ..encoders.base import Encoder
@@ -87,12 +87,18 @@ def encode_image_files(
     bad: list[Path] = []
     todo: list[tuple[int, str]] = []
     for i, f in enumerate(files):
-        key = hashlib.sha256(Path(f).read_bytes()).hexdigest()
+        data = Path(f).read_bytes()
+        key = hashlib.sha256(data).hexdigest()
         hit = cache.get(key)
-        if hit is not None:
-            out[i] = hit
-        else:
+        if hit is None:
             todo.append((i, key))
+            continue
+        try:  # the limits may be lower than when it was cached: the same file, the same verdict
+            check_image(f, max_bytes=max_bytes, max_pixels=max_pixels)
+            out[i] = hit
+        except ImageError as exc:
+            log.warning("skipping %s", exc)
+            bad.append(Path(f))
     bar = tqdm(
         total=len(todo), desc="encoding photos", unit="image", disable=not progress or not todo
     )
