@@ -1,11 +1,15 @@
 """What fine-tuning the image CNN costs on this machine's CPU (``retrieval train
 --cnn-epochs``): seconds per image forward and backward, seconds per image forward only,
-and the peak memory of a real one-epoch run for each number of photos per step.
+the seconds to prepare one step's images with and without loader processes, and the peak
+memory of a real one-epoch run for each number of photos per step.
 
     python benchmarks/cnn_cost.py --threads 2 --batch-sizes 4,16,28
 
 Timing: EfficientNet-Lite0 with the packaged weights on random 288 px batches of
-``--images`` (the median of ``--repeats``). Memory: ``fine_tune_image_cnn`` for one epoch
+``--images`` (the median of ``--repeats``). Preparation: augmenting 64 photos and resizing
+128 catalog images (the default step) held decoded in memory, as the training does, in 0
+or more ``--workers`` processes; ``speedup`` is against the first count. On a GPU machine
+preparation is what limits the step rate (docs/image-adaptation.md). Memory: ``fine_tune_image_cnn`` for one epoch
 on the tests' generated shop (tests/drawn.py: 4 products, 8 photos each, 28 of them
 trained on), one fresh process per batch size, since peak RSS only grows; each step holds
 that many photos and the 4 catalog images. Prints one JSON line per measurement.
@@ -60,6 +64,44 @@ def _timing(images: int, repeats: int) -> dict:
     return out
 
 
+def _preparation(workers: int, steps: int, photos: int, catalog: int) -> dict:
+    """Seconds per step to prepare one step's input (``photos`` augmented photos and
+    ``catalog`` resized catalog images, from decoded 288 px RGB images) in ``workers``
+    loader processes, after the first step (which pays for starting them)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from retrieval.training.cnn import _one_thread, _Steps, _transforms
+
+    rng = np.random.default_rng(0)
+    images = [
+        Image.fromarray(rng.integers(0, 256, (288, 288, 3), dtype=np.uint8)) for _ in range(64)
+    ]
+    plan = [
+        (rng.integers(0, len(images), photos), rng.integers(0, len(images), catalog))
+        for _ in range(steps + 1)
+    ]
+    train_tf, eval_tf = _transforms()
+    loader = torch.utils.data.DataLoader(
+        _Steps(images, images, plan, train_tf, eval_tf),
+        batch_size=None,
+        num_workers=workers,
+        worker_init_fn=_one_thread if workers else None,
+        prefetch_factor=2 if workers else None,
+    )
+    batches = iter(loader)
+    next(batches)
+    t = time.perf_counter()
+    for _ in batches:
+        pass
+    return {
+        "loader_workers": workers,
+        "images_per_step": photos + catalog,
+        "prepare_s_per_step": round((time.perf_counter() - t) / steps, 3),
+    }
+
+
 def _memory(batch_size: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
     from drawn import drawn_shop_files
@@ -92,6 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--images", type=int, default=16, help="images per timed batch")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-sizes", default="4,16,28", help="photos per step, comma-separated")
+    parser.add_argument(
+        "--workers", default="0,2", help="loader processes to time step preparation with"
+    )
+    parser.add_argument("--steps", type=int, default=8, help="steps per preparation timing")
     parser.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)  # one child process
     args = parser.parse_args(argv)
 
@@ -102,6 +148,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_memory(args.memory_of)))
         return 0
     print(json.dumps(_timing(args.images, args.repeats)), flush=True)
+    prepared = []
+    for w in (int(x) for x in args.workers.split(",")):
+        prepared.append(_preparation(w, args.steps, 64, 128))  # CNNConfig's default step
+        prepared[-1]["speedup"] = round(
+            prepared[0]["prepare_s_per_step"] / prepared[-1]["prepare_s_per_step"], 2
+        )
+        print(json.dumps(prepared[-1]), flush=True)
     for b in (int(x) for x in args.batch_sizes.split(",")):
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--memory-of", str(b)]
         child = subprocess.run(cmd, capture_output=True, text=True, check=True)

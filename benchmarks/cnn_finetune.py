@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=1e-4)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument(
+        "--loader-workers",
+        type=int,
+        help="processes preparing the steps' images (default: none on the CPU, one per spare "
+        "core up to 8 on a GPU)",
+    )
     args = parser.parse_args(argv)
 
     cnn = _import_cnn()
@@ -100,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         learning_rate=args.learning_rate,
         seed=args.seed,
         device=args.device,
+        loader_workers=args.loader_workers,
     )
     result = cnn.fine_tune_cnn(net, photos, labels, anchors, anchor_labels, config, progress=True)
     tmp = args.out.with_suffix(".tmp")

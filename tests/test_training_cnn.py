@@ -23,6 +23,7 @@ from retrieval.training.cnn import (
     batch_loss,
     fine_tune_image_cnn,
     load_network,
+    loader_workers,
 )
 
 # ---- pure parts ------------------------------------------------------------------------------
@@ -125,6 +126,45 @@ def test_the_kept_network_is_written_loadable_and_reproducible(drawn, tmp_path) 
     assert tuned.dim == plain.dim == 1280
     # nothing but the weights was written
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["cnn.pth"]
+
+
+def test_loader_workers_none_on_the_cpu_one_per_spare_core_on_a_gpu(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 16)
+    assert loader_workers(CNNConfig(device="cpu")) == 0
+    assert loader_workers(CNNConfig(device="cuda")) == 8
+    assert loader_workers(CNNConfig(device="cuda:1", loader_workers=3)) == 3
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    assert loader_workers(CNNConfig(device="cuda")) == 1
+    with pytest.raises(ValueError, match="loader_workers must be 0 or more"):
+        loader_workers(CNNConfig(loader_workers=-1))
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_steps_prepared_by_loader_workers_train_reproducibly(drawn, tmp_path) -> None:
+    """Two processes augment the photos while the network trains: the run is still
+    reproducible for the seed, and trains (the weights move from the packaged ones)."""
+    import torch
+
+    settings = _settings(tmp_path)
+    config = CNNConfig(
+        epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu", loader_workers=2
+    )
+    for name in ("a", "b"):
+        record = fine_tune_image_cnn(
+            drawn["catalog"],
+            drawn["photos"],
+            tmp_path / name / "cnn.pth",
+            settings=settings,
+            config=config,
+            threads=2,
+            progress=False,
+        )
+        assert record["loader_workers"] == 2 and record["epochs_run"] == 1
+    a, b = (torch.load(tmp_path / n / "cnn.pth", weights_only=True) for n in ("a", "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    packaged = load_network(_package_weights()).state_dict()
+    assert any(not torch.equal(a[k], packaged[k]) for k in a)
 
 
 def _package_weights() -> Path:

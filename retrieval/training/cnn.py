@@ -25,14 +25,20 @@ neither model saw. With too few photos per product to hold any out, the last epo
 head is dropped: the index uses the pooled features, through the projection that
 :func:`~.image.fit_image_projection` then learns on them.
 
-Deterministic on CPU given the seed (a GPU's convolution kernels are not bit-exact between
-runs). Pure apart from torch: the network, the decoded images and the labels come in, the
-chosen state dict and the measurements go out; the caller writes the file.
+Each epoch's steps (which photos, which catalog images) are drawn in this process; loader
+worker processes (``CNNConfig.loader_workers``) then augment and stack each step's images
+ahead of the device, which otherwise waits for them on a GPU.
+
+Deterministic on CPU given the seed and the number of loader workers (a GPU's convolution
+kernels are not bit-exact between runs). Pure apart from torch: the network, the decoded
+images and the labels come in, the chosen state dict and the measurements go out; the
+caller writes the file.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -75,6 +81,10 @@ class CNNConfig:
     heldout_fraction: float = ProjectionConfig.heldout_fraction
     seed: int = 0
     device: str = "cpu"  # a torch device name: "cpu", "cuda", "cuda:1"
+    # processes that decode and augment the next steps' images while the device trains:
+    # None = none on the CPU (they would take cores from the training), on a GPU one per
+    # spare core up to 8. A fixed number of workers keeps a seeded run reproducible.
+    loader_workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +97,7 @@ class CNNResult:
     heldout: np.ndarray = field(repr=False)  # which photos were held out (bool mask)
     losses: tuple[float, ...] = ()  # the held-out objective after each epoch (none held out: ())
     seconds: float = 0.0
+    loader_workers: int = 0
 
     def record(self) -> dict[str, Any]:
         """What a manifest keeps of the run (everything but the weights)."""
@@ -98,22 +109,71 @@ class CNNResult:
 
 
 def _transforms() -> tuple[Any, Any]:
-    """(training augmentation, evaluation transform). The evaluation transform is the
-    encoder's own for EfficientNet-Lite; training adds crops, flips and colour changes,
-    the ways one shopper's photo differs from another's."""
+    """(training augmentation, evaluation transform), both from a PIL image to a uint8
+    tensor (a quarter of float32's bytes to pass from a loader worker); :func:`_as_input`
+    then scales a batch as the encoder does. The evaluation transform is the encoder's own
+    for EfficientNet-Lite; training adds crops, flips and colour changes, the ways one
+    shopper's photo differs from another's."""
     from torchvision import transforms
 
-    normalize = [transforms.ToTensor(), transforms.Normalize((0.5,) * 3, (0.5,) * 3)]
     train = transforms.Compose(
         [
             transforms.RandomResizedCrop(_LITE_SIZE, scale=(0.35, 1.0), antialias=True),
             transforms.RandomHorizontalFlip(),
             transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02),
-            *normalize,
+            transforms.PILToTensor(),
         ]
     )
-    evaluate = transforms.Compose([transforms.Resize((_LITE_SIZE, _LITE_SIZE)), *normalize])
+    evaluate = transforms.Compose(
+        [transforms.Resize((_LITE_SIZE, _LITE_SIZE)), transforms.PILToTensor()]
+    )
     return train, evaluate
+
+
+def _as_input(batch: Any) -> Any:
+    """A uint8 image batch as the network's input: [0, 1] then normalised by mean and
+    standard deviation 0.5 (the same operations as ToTensor and Normalize)."""
+    return batch.float().div(255).sub(0.5).div(0.5)
+
+
+def loader_workers(config: CNNConfig) -> int:
+    """How many processes prepare the steps' images (``CNNConfig.loader_workers``)."""
+    if config.loader_workers is not None:
+        if config.loader_workers < 0:
+            raise ValueError(f"loader_workers must be 0 or more, got {config.loader_workers}")
+        return config.loader_workers
+    if not config.device.startswith("cuda"):
+        return 0
+    return max(0, min(8, (os.cpu_count() or 1) - 1))
+
+
+class _Steps:
+    """A map-style dataset of one epoch's steps: item k is step k's input tensor, the
+    augmented photos then the catalog images. Built in DataLoader workers when there are
+    any (forked: the decoded images are shared, not copied), so the device need not wait."""
+
+    def __init__(self, photos, anchors, steps, train_tf, eval_tf) -> None:  # type: ignore[no-untyped-def]
+        self.photos, self.anchors, self.steps = photos, anchors, steps
+        self.train_tf, self.eval_tf = train_tf, eval_tf
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def __getitem__(self, k: int) -> Any:
+        import torch
+
+        idx, chosen = self.steps[k]
+        return torch.stack(
+            [self.train_tf(self.photos[i]) for i in idx]
+            + [self.eval_tf(self.anchors[j]) for j in chosen]
+        )
+
+
+def _one_thread(_worker: int) -> None:
+    """A loader worker's torch uses one thread: the workers are the parallelism."""
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def _freeze_batch_norm(net: Any) -> None:
@@ -175,6 +235,7 @@ def fine_tune_cnn(
         raise ValueError("fine-tuning the CNN needs catalog images to match the photos against")
     started = time.perf_counter()
     device = torch.device(config.device)
+    workers = loader_workers(config)
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
@@ -201,7 +262,7 @@ def fine_tune_cnn(
         with torch.no_grad(), autocast():
             for start in range(0, len(images), 128):
                 chunk = images[start : start + 128]
-                x = torch.stack([eval_tf(im) for im in chunk]).to(device)
+                x = _as_input(torch.stack([eval_tf(im) for im in chunk]).to(device))
                 out.append(pooled(x).float())
         return torch.cat(out)
 
@@ -252,12 +313,23 @@ def fine_tune_cnn(
         for epoch in range(1, config.epochs + 1):
             _freeze_batch_norm(net)
             order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+            plan = []  # (photos, catalog images) of each step, drawn here: same for any workers
             for start in range(0, len(order), config.batch_size):
                 idx = order[start : start + config.batch_size]
-                chosen = anchor_choice(labels_np[idx], anchor_np, config.anchor_batch, rng)
-                x = torch.stack(
-                    [train_tf(photos[i]) for i in idx] + [eval_tf(anchors[j]) for j in chosen]
-                ).to(device)
+                plan.append(
+                    (idx, anchor_choice(labels_np[idx], anchor_np, config.anchor_batch, rng))
+                )
+            loader = torch.utils.data.DataLoader(
+                _Steps(photos, anchors, plan, train_tf, eval_tf),
+                batch_size=None,
+                num_workers=workers,
+                worker_init_fn=_one_thread if workers else None,
+                generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
+                prefetch_factor=2 if workers else None,
+                pin_memory=device.type == "cuda",
+            )
+            for (idx, chosen), batch in zip(plan, loader, strict=True):
+                x = _as_input(batch.to(device, non_blocking=True))
                 with autocast():
                     z = torch.nn.functional.normalize(head(pooled(x)).float(), dim=1)
                 loss = batch_loss(
@@ -297,6 +369,7 @@ def fine_tune_cnn(
         heldout=held,
         losses=tuple(losses),
         seconds=round(time.perf_counter() - started, 1),
+        loader_workers=workers,
     )
 
 
