@@ -148,11 +148,19 @@ def loader_workers(config: CNNConfig) -> int:
 
 
 class _Steps:
-    """A map-style dataset of one epoch's steps: item k is step k's input tensor, the
-    augmented photos then the catalog images. Built in DataLoader workers when there are
-    any (forked: the decoded images are shared, not copied), so the device need not wait."""
+    """A map-style dataset of one epoch's steps: item k is step k's images as one uint8
+    tensor, the augmented photos then the catalog images. Built in DataLoader workers when
+    there are any (which inherit the decoded images on fork rather than receive copies),
+    so that the device need not wait for them."""
 
-    def __init__(self, photos, anchors, steps, train_tf, eval_tf) -> None:  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        photos: Sequence[Image.Image],
+        anchors: Sequence[Image.Image],
+        steps: Sequence[tuple[np.ndarray, np.ndarray]],
+        train_tf: Any,
+        eval_tf: Any,
+    ) -> None:
         self.photos, self.anchors, self.steps = photos, anchors, steps
         self.train_tf, self.eval_tf = train_tf, eval_tf
 
