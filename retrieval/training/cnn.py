@@ -81,7 +81,7 @@ class CNNConfig:
     heldout_fraction: float = ProjectionConfig.heldout_fraction
     seed: int = 0
     device: str = "cpu"  # a torch device name: "cpu", "cuda", "cuda:1"
-    # processes that decode and augment the next steps' images while the device trains:
+    # processes that augment and stack the next steps' images while the device trains:
     # None = none on the CPU (they would take cores from the training), on a GPU one per
     # spare core up to 8. A fixed number of workers keeps a seeded run reproducible.
     loader_workers: int | None = None
