@@ -144,6 +144,9 @@ def test_cached_features_are_still_subject_to_the_image_limits(tmp_path: Path) -
     vectors, bad = run(max_pixels=50 * 50)  # both cached now; the large one is over the limit
     assert bad == [large] and Counting.calls == 2  # nothing encoded again
     assert np.allclose(vectors, encoder.encode([Image.open(small)]))
+    large.unlink()  # a photo gone since the file was listed is skipped, not raised
+    vectors, bad = run(max_pixels=10**6)
+    assert bad == [large] and vectors.shape == (1, 12)
 
 
 def test_learn_projection_without_catalog_images_uses_the_photos_alone() -> None:

@@ -87,8 +87,12 @@ def encode_image_files(
     bad: list[Path] = []
     todo: list[tuple[int, str]] = []
     for i, f in enumerate(files):
-        data = Path(f).read_bytes()
-        key = hashlib.sha256(data).hexdigest()
+        try:
+            key = hashlib.sha256(Path(f).read_bytes()).hexdigest()
+        except OSError as exc:  # gone or unreadable since it was listed: skipped like a bad one
+            log.warning("skipping %s: %s", f, exc.strerror or exc)
+            bad.append(Path(f))
+            continue
         hit = cache.get(key)
         if hit is None:
             todo.append((i, key))
