@@ -27,6 +27,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from retrieval.bench.stats import int_list
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -133,9 +135,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--images", type=int, default=16, help="images per timed batch")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="4,16,28", help="photos per step, comma-separated")
     parser.add_argument(
-        "--workers", default="0,2", help="loader processes to time step preparation with"
+        "--batch-sizes",
+        type=int_list,
+        default=[4, 16, 28],
+        help="photos per step (default 4,16,28)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int_list,
+        default=[0, 2],
+        help="loader processes to time step preparation with (default 0,2)",
     )
     parser.add_argument("--steps", type=int, default=8, help="steps per preparation timing")
     parser.add_argument("--memory-of", type=int, help=argparse.SUPPRESS)  # one child process
@@ -149,13 +159,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(json.dumps(_timing(args.images, args.repeats)), flush=True)
     prepared = []
-    for w in (int(x) for x in args.workers.split(",")):
+    for w in args.workers:
         prepared.append(_preparation(w, args.steps, 64, 128))  # CNNConfig's default step
         prepared[-1]["speedup"] = round(
             prepared[0]["prepare_s_per_step"] / prepared[-1]["prepare_s_per_step"], 2
         )
         print(json.dumps(prepared[-1]), flush=True)
-    for b in (int(x) for x in args.batch_sizes.split(",")):
+    for b in args.batch_sizes:
         cmd = [sys.executable, __file__, "--threads", str(args.threads), "--memory-of", str(b)]
         child = subprocess.run(cmd, capture_output=True, text=True, check=True)
         print(child.stdout.strip().splitlines()[-1], flush=True)

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.bench.stats import int_list
 from retrieval.encoders.text import SentenceTransformerEncoder
 from retrieval.evaluation.baselines import normalize_text
 from retrieval.evaluation.labelled import read_labelled
@@ -95,16 +96,11 @@ def run_one(dataset: Path, seed: int, method: str) -> dict:
     }
 
 
-def _ints(text: str) -> list[int]:
-    """A comma-separated list of integers: ``0,1,2``."""
-    return [int(x) for x in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", type=Path, nargs="+", help="folders with bank.jsonl, train.jsonl")
     ap.add_argument("--out", type=Path, required=True, help="JSONL of the runs (resumable)")
-    ap.add_argument("--seeds", type=_ints, default=[0, 1], help="default 0,1")
+    ap.add_argument("--seeds", type=int_list, default=[0, 1], help="default 0,1")
     args = ap.parse_args(argv)
 
     done = []

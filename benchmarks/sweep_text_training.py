@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.bench.stats import int_list
 from retrieval.settings import load_settings
 from retrieval.training.pipeline import TrainOptions, train
 from retrieval.training.text import TextTrainingConfig
@@ -61,18 +62,13 @@ def run_one(dataset: Path, seed: int, epochs: int, negatives: int) -> dict:
     }
 
 
-def _ints(text: str) -> list[int]:
-    """A comma-separated list of integers: ``0,1,2``."""
-    return [int(x) for x in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", type=Path, nargs="+", help="folders with bank.jsonl, train.jsonl")
     ap.add_argument("--out", type=Path, required=True, help="JSONL of the runs (resumable)")
-    ap.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="default 0,1,2")
-    ap.add_argument("--epochs", type=_ints, default=[2, 4], help="default 2,4")
-    ap.add_argument("--negatives", type=_ints, default=[0, 8], help="default 0,8")
+    ap.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="default 0,1,2")
+    ap.add_argument("--epochs", type=int_list, default=[2, 4], help="default 2,4")
+    ap.add_argument("--negatives", type=int_list, default=[0, 8], help="default 0,8")
     args = ap.parse_args(argv)
 
     done = []

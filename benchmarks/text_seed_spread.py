@@ -12,7 +12,8 @@ TRAIN), promoted without re-indexing into ``WORK/<dataset>-s<seed>``; a rerun re
 versions already there. Then evaluates each seed's model on the queries with ``retrieval
 eval faq``, and a "soup": the seeds' weights averaged (all start from the same packaged
 model, so the average is a model of the same kind; Wortsman et al. 2022), evaluated with
-the first seed's thresholds. Prints one JSON line per evaluation and a table. The queries
+the first seed's thresholds. Prints one JSON line per evaluation and a table, with each
+seed's training time (the whole ``retrieval train`` run, from its manifest). The queries
 are used only here, never to choose anything.
 """
 
@@ -25,6 +26,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from retrieval.bench.stats import int_list
 from retrieval.settings import load_settings
 from retrieval.training import versions
 from retrieval.training.pipeline import TrainOptions, train
@@ -60,9 +62,9 @@ def trained(dataset: Path, seed: int, work: Path) -> Path:
     return data_dir
 
 
-def text_model(data_dir: Path) -> Path:
-    manifest = versions.read_manifest(data_dir, versions.promoted_id(data_dir) or "")
-    return Path(manifest["settings"]["text_model"])
+def promoted(data_dir: Path) -> dict:
+    """The manifest of the version promoted in ``data_dir``."""
+    return versions.read_manifest(data_dir, versions.promoted_id(data_dir) or "")
 
 
 def soup(models: list[Path], out: Path) -> Path:
@@ -72,7 +74,8 @@ def soup(models: list[Path], out: Path) -> Path:
 
     if not (out / "modules.json").exists():
         first = SentenceTransformer(str(models[0]), device="cpu")
-        states = [SentenceTransformer(str(m), device="cpu").state_dict() for m in models]
+        states = [first.state_dict()]
+        states += [SentenceTransformer(str(m), device="cpu").state_dict() for m in models[1:]]
         first.load_state_dict(
             {
                 k: torch.stack([s[k].float() for s in states]).mean(0).to(v.dtype)
@@ -105,16 +108,11 @@ def evaluate(dataset: Path, data_dir: Path, work: Path, model: Path | None = Non
     return {k: result[k] for k in METRICS} | {"n_in_scope": result["n_in_scope"]}
 
 
-def _ints(text: str) -> list[int]:
-    """A comma-separated list of integers: ``0,1,2``."""
-    return [int(x) for x in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("datasets", type=Path, nargs="+", help="folders with bank, train, queries")
     ap.add_argument("--work", type=Path, required=True, help="where the versions go (reused)")
-    ap.add_argument("--seeds", type=_ints, default=[0, 1, 2], help="default 0,1,2")
+    ap.add_argument("--seeds", type=int_list, default=[0, 1, 2], help="default 0,1,2")
     args = ap.parse_args(argv)
     if len(args.seeds) < 2:
         ap.error("--seeds needs two or more seeds to show a spread")
@@ -128,20 +126,29 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for dataset in args.datasets:
         dirs = [trained(dataset, s, args.work) for s in args.seeds]
-        for seed, data_dir in zip(args.seeds, dirs, strict=True):
+        manifests = [promoted(d) for d in dirs]
+        for seed, data_dir, manifest in zip(args.seeds, dirs, manifests, strict=True):
             rows.append({"dataset": dataset.name, "model": f"seed {seed}"})
             rows[-1] |= evaluate(dataset, data_dir, args.work)
+            rows[-1]["train_s"] = manifest["seconds"]  # the whole retrieval train run
             print(json.dumps(rows[-1]), flush=True)
-        averaged = soup([text_model(d) for d in dirs], args.work / f"{dataset.name}-soup")
-        rows.append({"dataset": dataset.name, "model": "soup (mean weights)"})
+        averaged = soup(
+            [Path(m["settings"]["text_model"]) for m in manifests],
+            args.work / f"{dataset.name}-soup-s{'-'.join(map(str, args.seeds))}",
+        )
+        rows.append({"dataset": dataset.name, "model": "soup (mean weights)", "train_s": None})
         rows[-1] |= evaluate(dataset, dirs[0], args.work, averaged)
         print(json.dumps(rows[-1]), flush=True)
 
-    print(f"\n{'dataset':14s} {'model':20s} {'hit@1':>6s} {'MRR@10':>7s} {'acc':>6s} {'thr':>6s}")
+    print(
+        f"\n{'dataset':14s} {'model':20s} {'hit@1':>6s} {'MRR@10':>7s} {'acc':>6s} {'thr':>6s}"
+        f" {'train s':>8s}"
+    )
     for r in rows:
+        train_s = "" if r["train_s"] is None else f"{r['train_s']:.0f}"
         print(
             f"{r['dataset']:14s} {r['model']:20s} {r['hit_at_1']:6.3f} {r['mrr_at_10']:7.3f} "
-            f"{r['overall_accuracy']:6.3f} {r['threshold']:6.3f}"
+            f"{r['overall_accuracy']:6.3f} {r['threshold']:6.3f} {train_s:>8s}"
         )
     return 0
 

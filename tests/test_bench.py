@@ -16,6 +16,7 @@ from retrieval.bench.encoders import bench_encoder, demo_images, demo_texts
 from retrieval.bench.report import markdown, tables
 from retrieval.bench.stats import (
     estimate_index_bytes,
+    int_list,
     latency_summary,
     parse_count,
     recall_at_k,
@@ -86,6 +87,12 @@ def test_parse_count() -> None:
     for bad in ("ten", "0", "-5k", "1.5", ""):
         with pytest.raises(ValueError):
             parse_count(bad)
+
+
+def test_int_list_reads_a_benchmark_option() -> None:
+    assert int_list("0,1,2") == [0, 1, 2] and int_list("7") == [7]
+    with pytest.raises(ValueError):
+        int_list("0,x")
 
 
 def test_chunked_generator_draws_the_same_vectors_as_synthetic() -> None:

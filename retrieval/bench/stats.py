@@ -14,6 +14,7 @@ __all__ = [
     "EfSearch",
     "Latency",
     "estimate_index_bytes",
+    "int_list",
     "latency_summary",
     "parse_count",
     "recall_at_k",
@@ -145,3 +146,8 @@ def parse_count(text: str) -> int:
     if value < 1 or value != int(value):
         raise ValueError(f"'{text}' is not a positive whole count")
     return int(value)
+
+
+def int_list(text: str) -> list[int]:
+    """A comma-separated list of integers, for a benchmark option: ``0,1,2`` -> [0, 1, 2]."""
+    return [int(x) for x in text.split(",")]
