@@ -22,10 +22,11 @@ from pathlib import Path
 
 from retrieval.build import build_faq_index
 from retrieval.encoders import text_encoder
-from retrieval.evaluation.labelled import read_labelled
 from retrieval.faq import load_faq
-from retrieval.faq_calibration import calibrate_faq_index, head_of, rank_entries
+from retrieval.faq_calibration import calibrate_faq_index
 from retrieval.index import IndexParams
+from retrieval.labelled import read_labelled
+from retrieval.ranking import head_of, rank_entries
 from retrieval.settings import load_settings
 
 

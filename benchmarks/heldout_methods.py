@@ -34,8 +34,8 @@ import numpy as np
 from retrieval.bench.stats import int_list
 from retrieval.encoders.text import SentenceTransformerEncoder
 from retrieval.evaluation.baselines import normalize_text
-from retrieval.evaluation.labelled import read_labelled
 from retrieval.faq import load_faq
+from retrieval.labelled import read_labelled
 from retrieval.settings import load_settings
 from retrieval.training.compare import heldout_scores
 from retrieval.training.fitting import fit_thresholds, overall_accuracy_of

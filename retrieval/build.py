@@ -17,11 +17,16 @@ from .faq import FAQBank, FAQEntry
 from .fusion import Fusion, fuse
 from .images import load_image
 from .index import IndexParams, VectorIndex
+from .indexformat import (
+    CENTROID,
+    MULTILINGUAL,
+    TEXT_ONLY,
+    TEXT_VIEW,
+    faq_expectations,
+    product_expectations,
+)
 
 __all__ = [
-    "MULTILINGUAL",
-    "PRODUCT_LAYOUT",
-    "TEXT_ONLY",
     "CalibrationResult",
     "build_faq_index",
     "build_product_index",
@@ -30,44 +35,17 @@ __all__ = [
     "routed",
     "routed_positions",
     "faq_centroids",
-    "faq_expectations",
     "faq_meta",
     "faq_rows",
     "multilingual_companion",
     "add_multilingual_products",
     "product_multilingual_view",
-    "product_expectations",
     "product_meta",
     "product_rows",
     "ProductRows",
 ]
 
 log = logging.getLogger(__name__)
-
-TEXT_ONLY = "text"  # the text view's one variant per product
-PRODUCT_LAYOUT = 2  # 2: products without an image live in the text view only
-
-
-MULTILINGUAL = "multilingual"  # the companion (FAQ and products) that answers CJK questions
-CENTROID = "centroid"  # its one variant per entry
-
-
-def faq_expectations(text_encoder: Encoder, multilingual: Encoder | None = None) -> dict:
-    """Metadata an FAQ index must carry to be used with this encoder (and multilingual one)."""
-    out = {"kind": "faq", "text_encoder": text_encoder.id}
-    if multilingual is not None:
-        out["multilingual_encoder"] = multilingual.id
-    return out
-
-
-def product_expectations(text_encoder: Encoder, image_encoder: Encoder, fusion: Fusion) -> dict:
-    return {
-        "kind": "products",
-        "text_encoder": text_encoder.id,
-        "image_encoder": image_encoder.id,
-        "fusion": fusion.fingerprint(),
-        "layout": PRODUCT_LAYOUT,
-    }
 
 
 def _source_hash(hashes: list[str]) -> str:
@@ -261,9 +239,11 @@ def build_product_index(
     max_image_pixels: int,
     progress: bool = False,
     multilingual: Encoder | None = None,
+    extra_texts: list[tuple[str, str]] | None = None,
 ) -> VectorIndex:
     """One fused vector per product image (variant ``image<i>``), and the text view: one text
-    vector per product (variant ``text``), the only vector of a product without an image."""
+    vector per product (variant ``text``), the only vector of a product without an image.
+    ``extra_texts`` ((product id, text) pairs) join the text view as variants ``extra<i>``."""
     rows = product_rows(
         list(catalog),
         text_encoder,
@@ -290,10 +270,16 @@ def build_product_index(
     # the text cosine (docs/fusion.md), so a 384-d graph built on text neighbourhoods ranks
     # them as the fused index would, products without an image included.
     text_view = VectorIndex(
-        text_encoder.dim, params, capacity=len(rows.text_keys) + 64, meta={"kind": "products-text"}
+        text_encoder.dim,
+        params,
+        capacity=len(rows.text_keys) + len(extra_texts or ()) + 64,
+        meta={"kind": "products-text"},
     )
     text_view.add(rows.text_keys, rows.text)
-    index.companions["text"] = text_view
+    if extra_texts:
+        vectors = text_encoder.encode([t for _, t in extra_texts], progress=progress)
+        text_view.add([(pid, f"extra{i}") for i, (pid, _) in enumerate(extra_texts)], vectors)
+    index.companions[TEXT_VIEW] = text_view
     if multilingual is not None:
         index.companions[MULTILINGUAL] = product_multilingual_view(
             list(catalog), multilingual, params, progress=progress
@@ -330,7 +316,7 @@ def routed_positions(labelled: list[tuple[str, set[str]]], *, cjk: bool) -> list
     """Positions of the labelled questions a view answers: questions with CJK characters go
     to the multilingual view, the others to the main one. A side with fewer than 10
     questions gets them all (a threshold fitted on a handful would be noise)."""
-    from .encoders.multilingual import has_cjk
+    from .querytext import has_cjk
 
     mine = [i for i, (q, _) in enumerate(labelled) if has_cjk(q) == cjk]
     return mine if len(mine) >= 10 else list(range(len(labelled)))
@@ -356,18 +342,3 @@ def calibrate_multilingual(
         "n_out_of_scope": cal.n_out_of_scope,
         "source": str(source),
     }
-
-
-def read_labelled(path: Path) -> list[tuple[str, set[str]]]:
-    """Labelled questions in the evaluation format: ``{"query": str, "relevant": [id, ...]}`` per line."""
-    from .sources import read_records
-
-    out = []
-    for line, rec in read_records(Path(path)):
-        query, relevant = rec.get("query"), rec.get("relevant", [])
-        if not isinstance(query, str) or not query.strip():
-            raise SourceError(path, "missing or empty", line=line, field="query")
-        if not isinstance(relevant, list) or not all(isinstance(r, str) for r in relevant):
-            raise SourceError(path, "expected a list of ids", line=line, field="relevant")
-        out.append((query.strip(), set(relevant)))
-    return out

@@ -20,7 +20,8 @@ from .answer_head import ARRAY_BIAS, ARRAY_WEIGHTS, STRENGTHS, AnswerHead, selec
 from .build import calibrate_faq, calibrate_multilingual, routed, routed_positions
 from .encoders.base import Encoder
 from .faq import FAQEntry, normalize_text
-from .index import Hit, VectorIndex
+from .index import VectorIndex
+from .ranking import HEAD_META
 from .settings import Settings
 
 __all__ = [
@@ -28,15 +29,11 @@ __all__ = [
     "calibrate_from_settings",
     "clear_calibration",
     "describe_head",
-    "head_of",
     "phrasings_of",
-    "rank_entries",
 ]
 
 log = logging.getLogger(__name__)
 
-HEAD_META = "answer_head"
-HEAD_POOL = 16  # nearest entries the head re-ranks
 
 
 def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -59,21 +56,6 @@ def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray,
             vectors.append(vec)
     matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), index.dim)
     return entry_ids, matrix, np.asarray(owners, dtype=np.int64), texts
-
-
-def head_of(index: VectorIndex) -> AnswerHead | None:
-    """The answer head stored in an FAQ index version, if it has one."""
-    info = index.meta.get(HEAD_META)
-    if not info or ARRAY_WEIGHTS not in index.arrays:
-        return None
-    return AnswerHead(
-        tuple(info["entry_ids"]),
-        np.asarray(index.arrays[ARRAY_WEIGHTS], dtype=np.float32),
-        np.asarray(index.arrays[ARRAY_BIAS], dtype=np.float32),
-        float(info["blend"]),
-        float(info["strength"]),
-        bool(info.get("out_of_scope", False)),
-    )
 
 
 def _put_head(index: VectorIndex, head: AnswerHead | None) -> None:
@@ -105,20 +87,6 @@ def clear_calibration(index: VectorIndex) -> None:
     index.meta.pop("calibration", None)
     for companion in index.companions.values():
         companion.meta.pop("calibration", None)
-
-
-def rank_entries(
-    index: VectorIndex, head: AnswerHead | None, vector: np.ndarray, k: int
-) -> list[tuple[Hit, float]]:
-    """The ``k`` best entries for one question with their scores, best first: cosine of the
-    closest phrasing, plus the head's blended probability when the version has a head (it
-    re-ranks a pool of at least ``HEAD_POOL`` nearest entries)."""
-    hits = index.search_items(vector, max(k, HEAD_POOL) if head is not None else k)
-    scores = [float(np.clip(h.score, -1.0, 1.0)) for h in hits]
-    if head is not None and hits:
-        scores = head.rescore(vector, [h.item_id for h in hits], scores)
-    ranked = sorted(zip(hits, scores, strict=True), key=lambda pair: -pair[1])
-    return ranked[:k]
 
 
 def _masks(questions: Sequence[str], texts: Sequence[str]) -> np.ndarray:

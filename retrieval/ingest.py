@@ -12,24 +12,29 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from .build import (
-    PRODUCT_LAYOUT,
-    build_faq_index,
-    build_product_index,
-    read_labelled,
-)
-from .catalog import load_catalog
+from .build import build_faq_index, build_product_index
+from .catalog import Catalog, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
-from .errors import SourceError
-from .faq import load_faq
+from .encoders.base import Encoder
+from .faq import FAQBank, load_faq
 from .faq_calibration import calibrate_from_settings
 from .index import IndexParams, VectorIndex
+from .indexformat import PRODUCT_LAYOUT
+from .labelled import read_pairs
 from .runtime import make_fusion
 from .settings import Settings
 from .storage import current_version, exclusive, new_version_id, prune, publish, version_dir
 from .store.models import IndexVersionRow
 
-__all__ = ["IngestSummary", "build_key", "ingest", "record_version"]
+__all__ = [
+    "IngestSummary",
+    "build_faq_version",
+    "build_key",
+    "build_product_version",
+    "ingest",
+    "publish_built",
+    "record_version",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,17 +109,9 @@ def ingest(
         and settings.faq_calibration_path is not None
         and settings.faq_calibration_path.exists()
     ):
-        labelled = read_labelled(settings.faq_calibration_path)
-        unknown = sorted({r for _, rel in labelled for r in rel if r not in bank.entries})
-        if unknown:
-            raise SourceError(
-                settings.faq_calibration_path,
-                f"names unknown FAQ ids: {', '.join(unknown[:5])}",
-                field="relevant",
-            )
+        labelled = read_pairs(settings.faq_calibration_path, bank.entries)
 
     text = text_encoder(settings)
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     summary = IngestSummary()
     keys = {}
     ml = multilingual_encoder(settings)
@@ -138,39 +135,76 @@ def ingest(
         catalog = None if "products" in summary.skipped else catalog
     built: list[tuple[str, VectorIndex]] = []
     if bank is not None:
-        ml = multilingual_encoder(settings)
-        faq_index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
-        if labelled:
-            summary.calibration = calibrate_from_settings(faq_index, text, labelled, settings, ml)
-        built.append(("faq", faq_index))
+        built.append(("faq", build_faq_version(settings, bank, labelled, text, progress=progress)))
+        summary.calibration = built[-1][1].meta.get("calibration")
     if catalog is not None:
-        image = image_encoder(settings)
-        fusion = make_fusion(settings, text, image)
-        product_index = build_product_index(
-            catalog,
-            text,
-            image,
-            fusion,
-            params,
-            max_image_bytes=settings.max_image_bytes,
-            max_image_pixels=settings.max_image_pixels,
-            progress=progress,
-            multilingual=ml,
+        built.append(
+            ("products", build_product_version(settings, catalog, text, progress=progress))
         )
-        built.append(("products", product_index))
-
     for kind, index in built:
         index.meta["build_key"] = keys[kind]
-        version = new_version_id(kind)
-        with exclusive(settings.index_dir):
-            publish(index, settings.index_dir, kind, version)
-            prune(settings.index_dir, kind, settings.keep_versions)
+        version = publish_built(settings, kind, index)
         summary.versions[kind] = version
         summary.counts[kind] = {"items": item_count(index), "vectors": len(index)}
         if engine is not None:
             record_version(engine, kind, version, index, created_by, extra={"mode": "full"})
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+def build_faq_version(
+    settings: Settings,
+    bank: FAQBank,
+    labelled: list[tuple[str, set[str]]] | None,
+    text: Encoder,
+    *,
+    progress: bool = False,
+) -> VectorIndex:
+    """An FAQ index version as ingest builds it: the phrasings' vectors, the multilingual
+    companion when configured, and threshold and answer head fitted on ``labelled``."""
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    ml = multilingual_encoder(settings)
+    index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
+    if labelled:
+        calibrate_from_settings(index, text, labelled, settings, ml)
+    return index
+
+
+def build_product_version(
+    settings: Settings,
+    catalog: Catalog,
+    text: Encoder,
+    *,
+    progress: bool = False,
+    extra_texts: list[tuple[str, str]] | None = None,
+) -> VectorIndex:
+    """A product index version as ingest builds it: fused vectors, the text view and the
+    multilingual view when configured. ``extra_texts`` are (product id, text) pairs added to
+    the text view as further phrasings of their product (the evaluation's TRAIN texts)."""
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    image = image_encoder(settings)
+    index = build_product_index(
+        catalog,
+        text,
+        image,
+        make_fusion(settings, text, image),
+        params,
+        max_image_bytes=settings.max_image_bytes,
+        max_image_pixels=settings.max_image_pixels,
+        progress=progress,
+        multilingual=multilingual_encoder(settings),
+        extra_texts=extra_texts,
+    )
+    return index
+
+
+def publish_built(settings: Settings, kind: str, index: VectorIndex) -> str:
+    """Publish a built version atomically under the writer lock, prune old ones; its id."""
+    version = new_version_id(kind)
+    with exclusive(settings.index_dir):
+        publish(index, settings.index_dir, kind, version)
+        prune(settings.index_dir, kind, settings.keep_versions)
+    return version
 
 
 def item_count(index: VectorIndex) -> int:

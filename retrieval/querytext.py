@@ -7,9 +7,25 @@ import unicodedata
 
 from .errors import InputError
 
-__all__ = ["clean_query"]
+__all__ = ["clean_query", "has_cjk", "has_han"]
 
 _SPACE = re.compile(r"\s+")
+# Chinese ideographs (with extension A and compatibility forms)
+_HAN = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_HAN_RE = re.compile(f"[{_HAN}]")
+# CJK: the ideographs, kana and hangul
+_CJK_RE = re.compile(f"[\u3040-\u30ff\uac00-\ud7af{_HAN}]")
+
+
+def has_cjk(text: str) -> bool:
+    """True when ``text`` holds a Chinese, Japanese or Korean character: such a question is
+    routed to the multilingual views (the English encoder maps it to noise)."""
+    return _CJK_RE.search(text) is not None
+
+
+def has_han(text: str) -> bool:
+    """True when ``text`` holds a Chinese character: the shopper writes Chinese."""
+    return _HAN_RE.search(text) is not None
 
 
 def clean_query(text: str | None, *, max_chars: int) -> str:

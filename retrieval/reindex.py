@@ -31,19 +31,15 @@ from typing import Any
 from sqlalchemy import Engine
 
 from .build import (
-    MULTILINGUAL,
     add_multilingual_products,
     build_faq_index,
     build_product_index,
     faq_centroids,
-    faq_expectations,
     faq_meta,
     faq_rows,
-    product_expectations,
     product_meta,
     product_multilingual_view,
     product_rows,
-    read_labelled,
 )
 from .catalog import Catalog, Product, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
@@ -52,7 +48,9 @@ from .errors import SourceError
 from .faq import FAQBank, load_faq
 from .faq_calibration import calibrate_from_settings, clear_calibration
 from .index import IndexParams, VectorIndex
+from .indexformat import MULTILINGUAL, faq_expectations, product_expectations
 from .ingest import build_key, record_version
+from .labelled import read_pairs
 from .runtime import make_fusion
 from .settings import Settings
 from .storage import (
@@ -193,7 +191,8 @@ def reindex(
         and settings.faq_calibration_path
         and settings.faq_calibration_path.exists()
     ):
-        labelled = read_labelled(settings.faq_calibration_path)
+        # an answer deleted since the file was written is no longer a label (re-index keeps going)
+        labelled = read_pairs(settings.faq_calibration_path, None)
         labelled = [(q, {r for r in rel if r in bank.entries}) for q, rel in labelled]
     summary = ReindexSummary()
     with exclusive(settings.index_dir, wait=wait):

@@ -1,8 +1,14 @@
-"""The query path: clean -> encode -> search both indexes -> group and rank -> decide -> log.
+"""The query path: clean -> route -> encode -> search both indexes -> rank -> decide -> log.
 
-:class:`Retriever` is built from settings by entry points, or from parts by tests. It holds
-one :class:`Snapshot` (indexes, their records and the decision policy) and swaps it as a
-whole, so a query always runs against one complete version.
+Every caller runs it: the HTTP service, the Rasa custom actions, ``retrieval query``,
+``retrieval eval`` and ``retrieval bench``. :meth:`Retriever.query` answers one question as a
+shopper's question is answered; :meth:`Retriever.query_batch` answers many with the same
+routing, ranking and decision, encoding them in batches (the evaluation's fast path).
+
+:class:`Retriever` is built from settings by entry points (:mod:`retrieval.runtime`), or
+from parts by tests. It holds one :class:`~retrieval.snapshot.Snapshot` (indexes, their
+records and the decision policy) and swaps it as a whole, so a query always runs against
+one complete version.
 """
 
 from __future__ import annotations
@@ -11,32 +17,43 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from .answer_head import AnswerHead
-from .build import MULTILINGUAL, TEXT_ONLY
-from .catalog import Catalog, Product
 from .decision import Decision, DecisionPolicy, Verdict, decide, decide_products
 from .encoders.base import Encoder
-from .encoders.multilingual import has_cjk
-from .errors import InputError, NotFound
-from .faq import FAQBank, FAQEntry
-from .faq_calibration import head_of, rank_entries
-from .fusion import Fusion, fuse, fused_scores, modality_scores
+from .errors import InputError
+from .faq import FAQEntry
+from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
-from .querytext import clean_query
+from .indexformat import MULTILINGUAL
+from .product_search import ProductMatch, rank_products, similar_products, text_matches
+from .querytext import clean_query, has_cjk
+from .ranking import best_per_group, rank_entries
+from .snapshot import Snapshot
 
-__all__ = ["FAQCandidate", "ProductMatch", "QueryResult", "Retriever", "Snapshot"]
+__all__ = [
+    "FAQCandidate",
+    "Limits",
+    "ProductMatch",
+    "QueryResult",
+    "Retriever",
+    "Snapshot",
+    "group_scores",
+]
 
 log = logging.getLogger(__name__)
+
+RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
+
+ImageInput = bytes | str | Path | Image.Image
 
 
 @dataclass(frozen=True)
@@ -47,24 +64,6 @@ class FAQCandidate:
 
     def public(self) -> dict[str, Any]:
         return {**self.entry.public(), "score": round(self.score, 6), "matched": self.matched}
-
-
-@dataclass(frozen=True)
-class ProductMatch:
-    product: Product
-    score: float
-    text_score: float | None
-    image_score: float | None
-    matched: str
-
-    def public(self, image_url: str | None = None) -> dict[str, Any]:
-        return {
-            **self.product.public(image_url),
-            "score": round(self.score, 6),
-            "text_score": None if self.text_score is None else round(self.text_score, 6),
-            "image_score": None if self.image_score is None else round(self.image_score, 6),
-            "matched": self.matched,
-        }
 
 
 @dataclass(frozen=True)
@@ -92,54 +91,6 @@ class QueryResult:
 
 
 @dataclass(frozen=True)
-class Snapshot:
-    """One consistent set of indexes, the records they were built from, and the decision policy."""
-
-    faq_index: VectorIndex
-    product_index: VectorIndex
-    faq: FAQBank
-    catalog: Catalog
-    policy: DecisionPolicy
-    # for questions with CJK characters, ranked by the FAQ index's multilingual companion
-    multilingual_policy: DecisionPolicy | None = None
-
-    @cached_property
-    def answer_head(self) -> AnswerHead | None:
-        """The FAQ version's answer head (re-scores its nearest entries), if it has one."""
-        return head_of(self.faq_index)
-
-    @cached_property
-    def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
-        return {(e.group or e.id, e.lang): e for e in self.faq}
-
-    def entry_in_language(self, group: str, lang: str) -> FAQEntry | None:
-        """The entry of an answer group written in ``lang``, if the bank has one."""
-        return self._entries_by_language.get((group, lang))
-
-    @property
-    def faq_version(self) -> str | None:
-        return self.faq_index.meta.get("version")
-
-    @property
-    def product_version(self) -> str | None:
-        return self.product_index.meta.get("version")
-
-    @classmethod
-    def from_indexes(
-        cls,
-        faq_index: VectorIndex,
-        product_index: VectorIndex,
-        policy: DecisionPolicy,
-        multilingual_policy: DecisionPolicy | None = None,
-    ) -> Snapshot:
-        faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
-        catalog = Catalog(
-            {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
-        )
-        return cls(faq_index, product_index, faq, catalog, policy, multilingual_policy)
-
-
-@dataclass(frozen=True)
 class Limits:
     max_query_chars: int = 2000
     max_image_bytes: int = 20_000_000
@@ -149,21 +100,35 @@ class Limits:
     max_k: int = 100
 
 
-def _merge(a: list[ProductMatch], b: list[ProductMatch], k: int) -> list[ProductMatch]:
-    """The k best of two rankings of different products, by score (stable: ``a`` first on ties)."""
-    return sorted(a + b, key=lambda m: -m.score)[:k]
-
-
 def group_scores(replies: list[FAQCandidate]) -> list[float]:
     """Best score per answer group, best first: language versions of one answer are not rivals."""
-    seen: set[str] = set()
-    out = []
-    for c in replies:
-        group = c.entry.group or c.entry.id
-        if group not in seen:
-            seen.add(group)
-            out.append(c.score)
-    return out
+    return best_per_group((c.entry.group or c.entry.id, c.score) for c in replies)
+
+
+@dataclass(frozen=True)
+class _Route:
+    """Which views answer one question: the multilingual FAQ companion and product view for
+    a question with CJK characters (when built with this retriever's multilingual encoder),
+    else the main indexes."""
+
+    faq_view: VectorIndex | None
+    product_view: VectorIndex | None
+    has_text: bool
+
+    @property
+    def multilingual(self) -> bool:
+        return self.faq_view is not None or self.product_view is not None
+
+    @property
+    def english(self) -> bool:
+        """Whether the English text vector is needed (not when both views are multilingual)."""
+        return self.has_text and (self.faq_view is None or self.product_view is None)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    text: str | None
+    image: Image.Image | None
 
 
 class Retriever:
@@ -210,18 +175,47 @@ class Retriever:
             raise InputError(f"{what} must be between 1 and {self.limits.max_k}, got {k}")
         return int(k)
 
-    def read_image(self, image: bytes | str | Path | Image.Image) -> Image.Image:
+    def read_image(self, image: ImageInput) -> Image.Image:
         if isinstance(image, Image.Image):
             return image.convert("RGB")
         return load_image(
             image, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels
         )
 
+    def _prepare(self, text: str | None, image: ImageInput | None) -> _Prepared:
+        """Clean the text and decode the photo; refuse an empty query."""
+        if image is not None and isinstance(text, str) and not text.strip():
+            text = None  # a photo with an empty caption is an image query
+        if text is not None:
+            text = clean_query(text, max_chars=self.limits.max_query_chars)
+        if text is None and image is None:
+            raise InputError("the query is empty: give text, an image, or both")
+        return _Prepared(text, self.read_image(image) if image is not None else None)
+
+    # ---- routing ---------------------------------------------------------------------------
+    def _route(self, snap: Snapshot, q: _Prepared) -> _Route:
+        faq_view = self._multilingual_index(snap.faq_index, q.text)
+        # a CJK question without a photo ranks products by their multilingual view too
+        product_view = (
+            self._multilingual_index(snap.product_index, q.text) if q.image is None else None
+        )
+        return _Route(faq_view, product_view, q.text is not None)
+
+    def _multilingual_index(self, index: VectorIndex, text: str | None) -> VectorIndex | None:
+        """An index's multilingual companion (FAQ or products) when this question needs it (CJK
+        characters) and it was built with this retriever's multilingual encoder; else None."""
+        if text is None or self.multilingual_encoder is None or not has_cjk(text):
+            return None
+        companion = index.companions.get(MULTILINGUAL)
+        if companion is None or companion.meta.get("text_encoder") != self.multilingual_encoder.id:
+            return None
+        return companion
+
     # ---- the query path --------------------------------------------------------------------
     def query(
         self,
         text: str | None = None,
-        image: bytes | str | Path | Image.Image | None = None,
+        image: ImageInput | None = None,
         *,
         k_products: int | None = None,
         k_faq: int | None = None,
@@ -236,49 +230,134 @@ class Retriever:
         t0 = time.perf_counter()
         k_products = self._k(k_products, self.limits.default_k_products, "k_products")
         k_faq = self._k(k_faq, self.limits.default_k_faq, "k_faq")
-        if image is not None and isinstance(text, str) and not text.strip():
-            text = None  # a photo with an empty caption is an image query
-        if text is not None:
-            text = clean_query(text, max_chars=self.limits.max_query_chars)
-        if text is None and image is None:
-            raise InputError("the query is empty: give text, an image, or both")
+        q = self._prepare(text, image)
         if conversation_id is not None:
             conversation_id = str(conversation_id)[:200]
-        pil = self.read_image(image) if image is not None else None
-
         snap = self._snapshot  # one consistent version for the whole query
-        ml_index = self._multilingual_index(snap.faq_index, text)
-        # a CJK question without a photo ranks products by their multilingual view too
-        ml_products = self._multilingual_index(snap.product_index, text) if pil is None else None
-        ml = self.multilingual_encoder if ml_index is not None or ml_products is not None else None
+        route = self._route(snap, q)
         t1 = time.perf_counter()
-        # a CJK question answered by both multilingual companions needs no English vector
-        english = text is not None and (ml_index is None or ml_products is None)
-        q_text = self.text_encoder.encode([text])[0] if english else None
-        q_image = self.image_encoder.encode([pil])[0] if pil is not None else None
-        q_ml = ml.encode([text])[0] if ml is not None else None
-        q_faq = q_ml if ml_index is not None else q_text
+        assert self.multilingual_encoder is not None or not route.multilingual
+        q_text = self.text_encoder.encode([q.text])[0] if route.english else None
+        q_image = self.image_encoder.encode([q.image])[0] if q.image is not None else None
+        q_ml = (
+            self.multilingual_encoder.encode([q.text])[0]  # type: ignore[union-attr]
+            if route.multilingual
+            else None
+        )
         t2 = time.perf_counter()
+        result = self._answer(
+            snap, q, route, q_text, q_image, q_ml, k_products, k_faq, prefer_products
+        )
+        t3 = time.perf_counter()
+        result.timings_ms.update(
+            {"encode": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
+        )
+        if self.query_log is not None:
+            t4 = time.perf_counter()
+            self.query_log.record(self._log_record(result, conversation_id, channel, image_ref))
+            result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
+        return result
 
+    def query_batch(
+        self,
+        texts: Sequence[str | None],
+        images: Sequence[ImageInput | None] | None = None,
+        *,
+        k_products: int | None = None,
+        k_faq: int | None = None,
+        prefer_products: bool = False,
+    ) -> list[QueryResult]:
+        """Answer many queries exactly as :meth:`query` answers each (same cleaning, routing,
+        ranking and decision, on one snapshot), encoding each encoder's share in one batch.
+        Nothing is logged. Timings: ``encode`` is this query's share of its batches,
+        ``search`` its own ranking and decision."""
+        images = list(images) if images is not None else [None] * len(texts)
+        if len(images) != len(texts):
+            raise InputError("query_batch: one image (or None) per text expected")
+        k_products = self._k(k_products, self.limits.default_k_products, "k_products")
+        k_faq = self._k(k_faq, self.limits.default_k_faq, "k_faq")
+        prepared = [self._prepare(t, i) for t, i in zip(texts, images, strict=True)]
+        snap = self._snapshot
+        routes = [self._route(snap, q) for q in prepared]
+        n = len(prepared)
+        vectors: dict[str, list[np.ndarray | None]] = {}
+        share = np.zeros(n)
+        wanted = {
+            "text": (self.text_encoder, [r.english for r in routes], lambda q: q.text),
+            "image": (
+                self.image_encoder,
+                [q.image is not None for q in prepared],
+                lambda q: q.image,
+            ),
+            "multilingual": (
+                self.multilingual_encoder,
+                [r.multilingual for r in routes],
+                lambda q: q.text,
+            ),
+        }
+        for name, (encoder, needed, item) in wanted.items():
+            rows = [i for i in range(n) if needed[i]]
+            out: list[np.ndarray | None] = [None] * n
+            if rows:
+                assert encoder is not None
+                t0 = time.perf_counter()
+                encoded = encoder.encode([item(prepared[i]) for i in rows])
+                spent = (time.perf_counter() - t0) * 1e3 / len(rows)
+                for i, vec in zip(rows, encoded, strict=True):
+                    out[i] = vec
+                    share[i] += spent
+            vectors[name] = out
+        results = []
+        for i, (q, route) in enumerate(zip(prepared, routes, strict=True)):
+            t0 = time.perf_counter()
+            result = self._answer(
+                snap,
+                q,
+                route,
+                vectors["text"][i],
+                vectors["image"][i],
+                vectors["multilingual"][i],
+                k_products,
+                k_faq,
+                prefer_products,
+            )
+            search = (time.perf_counter() - t0) * 1e3
+            result.timings_ms.update(
+                {"encode": float(share[i]), "search": search, "total": float(share[i]) + search}
+            )
+            results.append(result)
+        return results
+
+    def _answer(
+        self,
+        snap: Snapshot,
+        q: _Prepared,
+        route: _Route,
+        q_text: np.ndarray | None,
+        q_image: np.ndarray | None,
+        q_ml: np.ndarray | None,
+        k_products: int,
+        k_faq: int,
+        prefer_products: bool,
+    ) -> QueryResult:
+        """Rank and decide for one encoded question: the part of the path after encoding."""
+        q_faq = q_ml if route.faq_view is not None else q_text
         # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
         ranked = (
-            self._faq(snap, q_faq, k_faq + 4, ml_index if ml_index is not None else snap.faq_index)
+            self._faq(snap, q_faq, k_faq + RUNNER_UP, route.faq_view or snap.faq_index)
             if q_faq is not None
             else []
         )
-        replies = ranked[:k_faq]
         policy = (
             snap.multilingual_policy
-            if ml_index is not None and snap.multilingual_policy is not None
+            if route.faq_view is not None and snap.multilingual_policy is not None
             else snap.policy
         )
         products = (
-            self._text_matches(snap, q_ml, k_products, view=ml_products)
-            if ml_products is not None and q_ml is not None
-            else self._products(snap, q_text, q_image, k_products)
+            text_matches(snap, q_ml, k_products, view=route.product_view)
+            if route.product_view is not None and q_ml is not None
+            else rank_products(snap, self.fusion, q_text, q_image, k_products)
         )
-        t3 = time.perf_counter()
-
         verdict = (
             decide(group_scores(ranked), policy)
             if ranked
@@ -286,36 +365,30 @@ class Retriever:
                 Decision.HANDOFF,
                 None,
                 None,
-                "no text to match against the FAQ" if text is None else "no FAQ entries",
+                "no text to match against the FAQ" if q.text is None else "no FAQ entries",
             )
         )
         if prefer_products:
             verdict = (
-                decide_products(products[0].score if products else None, text is not None, policy)
+                decide_products(products[0].score if products else None, q.text is not None, policy)
                 or verdict
             )
-        result = QueryResult(
+        return QueryResult(
             query_id=str(uuid.uuid4()),
-            text=text,
-            has_image=pil is not None,
+            text=q.text,
+            has_image=q.image is not None,
             verdict=verdict,
             policy=policy,
-            replies=replies,
+            replies=ranked[:k_faq],
             products=products,
             faq_version=snap.faq_version,
             product_version=snap.product_version,
-            timings_ms={
-                "encode": (t2 - t1) * 1e3,
-                "search": (t3 - t2) * 1e3,
-            },
-            faq_encoder=None if ml_index is None or ml is None else ml.id,
+            faq_encoder=(
+                self.multilingual_encoder.id
+                if route.faq_view is not None and self.multilingual_encoder is not None
+                else None
+            ),
         )
-        result.timings_ms["total"] = (time.perf_counter() - t0) * 1e3
-        if self.query_log is not None:
-            t4 = time.perf_counter()
-            self.query_log.record(self._log_record(result, conversation_id, channel, image_ref))
-            result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
-        return result
 
     def record_handoff(
         self,
@@ -345,16 +418,6 @@ class Retriever:
             )
         return result.query_id
 
-    def _multilingual_index(self, index: VectorIndex, text: str | None) -> VectorIndex | None:
-        """An index's multilingual companion (FAQ or products) when this question needs it (CJK
-        characters) and it was built with this retriever's multilingual encoder; else None."""
-        if text is None or self.multilingual_encoder is None or not has_cjk(text):
-            return None
-        companion = index.companions.get(MULTILINGUAL)
-        if companion is None or companion.meta.get("text_encoder") != self.multilingual_encoder.id:
-            return None
-        return companion
-
     def _faq(
         self, snap: Snapshot, q_text: np.ndarray, k: int, index: VectorIndex | None = None
     ) -> list[FAQCandidate]:
@@ -367,127 +430,11 @@ class Retriever:
                 out.append(FAQCandidate(entry, score, hit.variant))
         return out
 
-    def _products(
-        self,
-        snap: Snapshot,
-        q_text: np.ndarray | None,
-        q_image: np.ndarray | None,
-        k: int,
-        exclude: tuple[str, ...] = (),
-    ) -> list[ProductMatch]:
-        text_view = snap.product_index.companions.get("text")
-        if q_image is None and q_text is not None and text_view is not None and not exclude:
-            # a text-only query: its fused score is the text cosine (docs/fusion.md)
-            return self._text_matches(snap, q_text, k)
-        query = fuse(
-            None if q_image is None else q_image[None, :],
-            None if q_text is None else q_text[None, :],
-            self.fusion,
-            n=1,
-        )[0]
-        # over-fetch, then re-score exactly per modality (see docs/fusion.md)
-        hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
-        matches = self._rescore(snap, query, hits, k)
-        if q_text is not None and text_view is not None:
-            matches = _merge(
-                matches, self._text_matches(snap, q_text, k, exclude, pictureless=True), k
-            )
-        return matches
-
-    def _text_matches(
-        self,
-        snap: Snapshot,
-        q_text: np.ndarray,
-        k: int,
-        exclude: tuple[str, ...] = (),
-        *,
-        pictureless: bool = False,
-        view: VectorIndex | None = None,
-    ) -> list[ProductMatch]:
-        """Products ranked by text cosine in the text view (or ``view``, e.g. the multilingual
-        one); with ``pictureless``, only those without an image (which have no fused vector):
-        a query with text and a photo scores them by their text alone, the one modality both
-        sides have."""
-        if view is None:
-            view = snap.product_index.companions["text"]
-        fetch = k * 2 + 8 if pictureless else k
-        out = []
-        for hit in view.search_items(q_text, fetch, exclude=exclude):
-            if pictureless and hit.item_id in snap.product_index:
-                continue
-            product = snap.catalog.get(hit.item_id)
-            if product is not None:
-                score = float(np.clip(hit.score, -1.0, 1.0))
-                out.append(ProductMatch(product, score, score, None, hit.variant))
-        return out[:k]
-
-    def _rescore(self, snap: Snapshot, query: np.ndarray, hits: list, k: int) -> list[ProductMatch]:
-        if not hits:
-            return []
-        image_cos, text_cos = self._modality_scores(snap, query, hits)
-        scores = fused_scores(image_cos, text_cos, self.fusion)
-        order = [
-            i
-            for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
-            if not np.isnan(scores[i])
-        ]
-        out = []
-        for i in order[:k]:
-            product = snap.catalog.get(hits[i].item_id)
-            if product is None:
-                continue
-            out.append(
-                ProductMatch(
-                    product,
-                    float(scores[i]),
-                    None if np.isnan(text_cos[i]) else float(text_cos[i]),
-                    None if np.isnan(image_cos[i]) else float(image_cos[i]),
-                    hits[i].variant,
-                )
-            )
-        return out
-
-    def _modality_scores(
-        self, snap: Snapshot, query: np.ndarray, hits: list
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per-modality cosines of the hits. A one-modality query needs no stored vectors: the
-        index similarity is that modality's cosine times its weight a² or b² (docs/fusion.md)."""
-        f = self.fusion
-        k = f.image_part_dim
-        has_image_q, has_text_q = bool(np.any(query[:k])), bool(np.any(query[k:]))
-        sims = np.array([h.score for h in hits], dtype=np.float32)
-        nan = np.full(len(hits), np.nan, dtype=np.float32)
-        w_image, w_text = f.weights
-        if has_text_q and not has_image_q and w_text > 0:
-            return nan, np.clip(sims / w_text, -1.0, 1.0)  # every product has a text part
-        if has_image_q and not has_text_q and w_image > 0:
-            has_image = np.array([h.variant != TEXT_ONLY for h in hits])
-            return np.where(has_image, np.clip(sims / w_image, -1.0, 1.0), np.nan).astype(
-                np.float32
-            ), nan
-        return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
-
     def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:
-        """Products most similar to a catalog product: its first fused vector (first image with
-        its text) as the query, or its text vector when it has no image."""
+        """Products most similar to a catalog product (see
+        :func:`~retrieval.product_search.similar_products`)."""
         k = self._k(k, self.limits.default_k_products, "k")
-        snap = self._snapshot
-        view = snap.product_index.companions.get("text")
-        exclude = (product_id,)
-        if product_id in snap.product_index:
-            _, vectors = snap.product_index.item_vectors(product_id)
-            query = vectors[0]
-            hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
-            matches = self._rescore(snap, query, hits, k)
-            if view is not None and product_id in view:
-                q_text = view.item_vectors(product_id)[1][0]
-                matches = _merge(
-                    matches, self._text_matches(snap, q_text, k, exclude, pictureless=True), k
-                )
-            return matches
-        if view is not None and product_id in view:
-            return self._text_matches(snap, view.item_vectors(product_id)[1][0], k, exclude)
-        raise NotFound(f"no product with id '{product_id}'")
+        return similar_products(self._snapshot, self.fusion, product_id, k)
 
     # ---- logging -----------------------------------------------------------------------
     def _log_record(

@@ -7,19 +7,27 @@ import logging
 import numpy as np
 from sqlalchemy import Engine
 
-from .build import MULTILINGUAL, faq_expectations, product_expectations
 from .decision import DecisionPolicy
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import ConfigError
 from .fusion import Fusion
-from .index import VectorIndex
+from .index import IndexParams, VectorIndex
+from .indexformat import MULTILINGUAL, TEXT_VIEW, faq_expectations, product_expectations
 from .retriever import Limits, Retriever, Snapshot
 from .settings import Settings
 from .storage import load_current
 from .store import QueryLog, make_engine, migrate
 
-__all__ = ["build_retriever", "limits_from", "make_fusion", "open_store", "policy_for"]
+__all__ = [
+    "build_retriever",
+    "empty_index",
+    "limits_from",
+    "load_snapshot",
+    "make_fusion",
+    "open_store",
+    "policy_for",
+]
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +84,51 @@ def limits_from(settings: Settings) -> Limits:
     )
 
 
-def load_snapshot(settings: Settings, text: Encoder, image: Encoder, fusion: Fusion) -> Snapshot:
-    faq = load_current(
-        settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search
+def empty_index(kind: str, dim: int, settings: Settings, text_dim: int = 0) -> VectorIndex:
+    """An index with nothing in it, standing in for a kind an evaluation does not build (a
+    product index gets an empty text view of ``text_dim``)."""
+    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
+    index = VectorIndex(dim, params, meta={"kind": kind, "records": []})
+    if kind == "products":
+        index.companions[TEXT_VIEW] = VectorIndex(text_dim, params, meta={"kind": "products-text"})
+    return index
+
+
+def load_snapshot(
+    settings: Settings,
+    text: Encoder,
+    image: Encoder,
+    fusion: Fusion,
+    *,
+    kinds: tuple[str, ...] = ("faq", "products"),
+) -> Snapshot:
+    """The current published versions of ``kinds`` in the settings' index folder, checked
+    against the encoders, with their decision policies; a kind not asked for is empty."""
+    ml = multilingual_encoder(settings)
+    faq = (
+        load_current(
+            settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search
+        )
+        if "faq" in kinds
+        else empty_index("faq", text.dim, settings)
     )
-    products = load_current(
-        settings.index_dir,
-        "products",
-        expect=product_expectations(text, image, fusion),
-        ef=settings.hnsw_ef_search,
+    products = (
+        load_current(
+            settings.index_dir,
+            "products",
+            expect=product_expectations(text, image, fusion),
+            ef=settings.hnsw_ef_search,
+        )
+        if "products" in kinds
+        else empty_index("products", fusion.dim, settings, text.dim)
     )
     companion = faq.companions.get(MULTILINGUAL)
     ml_policy = policy_for(settings, companion) if companion is not None else None
-    ml = multilingual_encoder(settings)
-    if ml is not None and (companion is None or companion.meta.get("text_encoder") != ml.id):
+    if (
+        "faq" in kinds
+        and ml is not None
+        and (companion is None or companion.meta.get("text_encoder") != ml.id)
+    ):
         log.warning(
             "the FAQ index %s has no multilingual companion built with %s: questions in "
             "Chinese use %s until `retrieval ingest` (or `reindex`) rebuilds it",
@@ -117,13 +156,24 @@ def open_store(settings: Settings) -> tuple[Engine, QueryLog]:
     return engine, qlog
 
 
-def build_retriever(settings: Settings, query_log: QueryLog | None = None) -> Retriever:
-    text = text_encoder(settings)
+def build_retriever(
+    settings: Settings,
+    query_log: QueryLog | None = None,
+    *,
+    text: Encoder | None = None,
+    kinds: tuple[str, ...] = ("faq", "products"),
+) -> Retriever:
+    """The retriever every entry point runs: the configured encoders (or ``text``, e.g. a
+    fine-tuned model under evaluation), the published indexes of ``kinds`` and the policy."""
+    text = text or text_encoder(settings)
     image = image_encoder(settings)
     fusion = make_fusion(settings, text, image)
-    snapshot = load_snapshot(settings, text, image, fusion)
+    snapshot = load_snapshot(settings, text, image, fusion, kinds=kinds)
     ml = multilingual_encoder(settings)
-    if ml is not None and MULTILINGUAL in snapshot.faq_index.companions:
+    if ml is not None and (
+        MULTILINGUAL in snapshot.faq_index.companions
+        or MULTILINGUAL in snapshot.product_index.companions
+    ):
         # load it now: the first Chinese question would otherwise wait for the model (~3 s
         # on a busy machine, past the Rasa action's timeout); the service warms only MiniLM
         ml.encode(["预热"])

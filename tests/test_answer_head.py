@@ -10,8 +10,9 @@ import pytest
 
 from retrieval.answer_head import AnswerHead, entry_scores, fit_head, select_head, softmax
 from retrieval.errors import IndexError_
-from retrieval.faq_calibration import head_of, phrasings_of
+from retrieval.faq_calibration import phrasings_of
 from retrieval.index import ARRAYS_FILE, VectorIndex
+from retrieval.ranking import head_of
 
 DIM = 8
 
@@ -264,8 +265,8 @@ def test_the_retriever_applies_a_head_with_the_real_model(
     demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from retrieval import answer_head
-    from retrieval.build import read_labelled
     from retrieval.faq_calibration import calibrate_faq_index
+    from retrieval.labelled import read_pairs
     from retrieval.retriever import Snapshot
     from retrieval.runtime import build_retriever
     from retrieval.storage import load_current
@@ -284,7 +285,7 @@ def test_the_retriever_applies_a_head_with_the_real_model(
     monkeypatch.setattr(answer_head, "MIN_GAIN", 0.0)
     monkeypatch.setattr(answer_head, "MIN_GAIN_QUESTIONS", 0)
     index = load_current(settings.index_dir, "faq", expect={})
-    labelled = read_labelled(settings.faq_calibration_path)
+    labelled = read_pairs(settings.faq_calibration_path, None)
     cal = calibrate_faq_index(index, retriever.text_encoder, labelled, "test")
     head = head_of(index)
     assert head is not None and cal["answer_head"]["blend"] == head.blend

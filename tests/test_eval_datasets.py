@@ -12,8 +12,8 @@ from PIL import Image
 from retrieval.catalog import load_catalog
 from retrieval.cli import main
 from retrieval.evaluation.datasets import convert
-from retrieval.evaluation.labelled import read_labelled
 from retrieval.faq import load_faq
+from retrieval.labelled import read_labelled
 
 
 def rows(path: Path) -> list[dict]:

@@ -9,8 +9,8 @@ import pytest
 
 from retrieval.cli import main
 from retrieval.evaluation.faq import with_training_examples
-from retrieval.evaluation.labelled import LabelledQuery
 from retrieval.faq import FAQBank, FAQEntry
+from retrieval.labelled import LabelledQuery
 
 BANK = [
     {

@@ -8,7 +8,6 @@ import pytest
 from test_eval_faq import BANK, TRAIN, write_jsonl
 
 from retrieval.errors import ConfigError
-from retrieval.evaluation.labelled import LabelledQuery, read_labelled
 from retrieval.evaluation.rasa import (
     OUT_OF_SCOPE,
     rasa_baseline,
@@ -17,6 +16,7 @@ from retrieval.evaluation.rasa import (
     training_examples,
 )
 from retrieval.faq import FAQBank, FAQEntry, load_faq
+from retrieval.labelled import LabelledQuery, read_labelled
 
 
 def test_training_examples_and_config() -> None:

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.build import MULTILINGUAL, build_faq_index, faq_centroids
+from retrieval.build import build_faq_index, faq_centroids
 from retrieval.decision import Decision
 from retrieval.encoders import has_cjk, multilingual_encoder
 from retrieval.encoders.multilingual import MultilingualEncoder
 from retrieval.errors import ModelUnavailable
 from retrieval.faq import load_faq
 from retrieval.index import IndexParams
+from retrieval.indexformat import MULTILINGUAL
 from retrieval.runtime import build_retriever
 
 from conftest import DATA, demo_settings

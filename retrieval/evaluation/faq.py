@@ -1,10 +1,15 @@
 """``retrieval eval faq``: the FAQ answer bank on labelled questions, system and baselines.
 
-The system runs the query path of :class:`~retrieval.retriever.Retriever` step by step (one
-question at a time: encode, search the HNSW index, group per answer, decide) on an index
-built fresh in a temporary directory, so nothing the running service uses is touched.
-The answer threshold is calibrated on TRAIN when given; a TRAIN question that is itself a
-phrasing in the bank is scored without that phrasing, so calibration sees honest scores.
+The system is the shop's own query path: the FAQ index version is built, calibrated on
+TRAIN and published by the code ``retrieval ingest`` runs (into a temporary data folder, so
+nothing the running service uses is touched), or with ``published`` it is the version the
+service runs now; the questions are answered by :class:`~retrieval.retriever.Retriever` as
+the service answers them (cleaning, routing Chinese questions to the multilingual view,
+the answer head, the decision), in batches for speed. Latency is timed separately, one
+question at a time through :meth:`~retrieval.retriever.Retriever.query`, and those answers
+are checked against the batch ones. Only the evaluation's own parts live here: baselines,
+metrics, and a TRAIN question that is a phrasing of the bank is calibrated on without it
+(:mod:`retrieval.faq_calibration`).
 """
 
 from __future__ import annotations
@@ -16,25 +21,36 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from ..build import build_faq_index
 from ..decision import Decision, DecisionPolicy, calibrate_threshold, decide
 from ..encoders import text_encoder
 from ..encoders.base import Encoder
+from ..errors import InputError
 from ..faq import FAQBank, load_faq
-from ..faq_calibration import calibrate_faq_index, describe_head, head_of, rank_entries
-from ..index import IndexParams, VectorIndex
-from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP
+from ..faq_calibration import describe_head
+from ..index import VectorIndex
+from ..indexformat import MULTILINGUAL
+from ..ingest import build_faq_version, publish_built
+from ..labelled import LabelledQuery, read_labelled
+from ..retriever import QueryResult, Retriever
+from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP, build_retriever
 from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item, normalize_text
-from .labelled import LabelledQuery, read_labelled
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
+from .runner import LATENCY_SAMPLE, answer_all
 
-__all__ = ["FAQSetup", "evaluate_faq", "faq_outcome", "with_training_examples"]
+__all__ = [
+    "FAQSetup",
+    "evaluate_faq",
+    "faq_outcome",
+    "faq_retriever",
+    "system_outcomes",
+    "with_training_examples",
+]
 
 log = logging.getLogger(__name__)
 
@@ -104,18 +120,6 @@ def faq_outcome(
     )
 
 
-def _encode_one_by_one(
-    encoder: Encoder, texts: Sequence[str], progress: bool
-) -> tuple[np.ndarray, list[float]]:
-    """Encode each query on its own, as a shopper's question is, timing each."""
-    vecs, ms = [], []
-    for text in tqdm(texts, desc="encoding queries", unit="q", disable=not progress):
-        t0 = time.perf_counter()
-        vecs.append(encoder.encode([text])[0])
-        ms.append((time.perf_counter() - t0) * 1e3)
-    return np.asarray(vecs, dtype=np.float32), ms
-
-
 def _policy(threshold: float, margin: float, gap: float = SUGGEST_GAP) -> DecisionPolicy:
     return DecisionPolicy(threshold, threshold - gap, margin)
 
@@ -131,62 +135,6 @@ def _calibrate(
         correct.append(top_id is not None and top_id in q.relevant)
         in_scope.append(bool(q.relevant))
     return calibrate_threshold(tops, correct, in_scope)
-
-
-def _system(
-    index: VectorIndex,
-    setup: FAQSetup,
-    queries: list[LabelledQuery],
-    qvecs: np.ndarray,
-    encode_ms: list[float],
-    train: list[LabelledQuery] | None,
-    tvecs: np.ndarray | None,
-    settings: Settings,
-    build_s: float,
-    encoder: Encoder,
-) -> SystemResult:
-    head = None
-    if train is not None and tvecs is not None:
-        # what ingest does with the shop's calibration file: threshold and answer head
-        cal = calibrate_faq_index(
-            index,
-            encoder,
-            [(q.text or "", set(q.relevant)) for q in train],
-            "TRAIN",
-            head=settings.answer_head,
-            max_entries=settings.answer_head_max_entries,
-            vectors=tvecs,
-        )
-        head = head_of(index)
-        threshold = cal["answer_threshold"]
-        source = (
-            f"calibrated on TRAIN ({len(train)} questions, cross-validated accuracy "
-            f"{cal['accuracy']:.3f}; answer head: {describe_head(cal['answer_head'])})"
-        )
-    elif settings.answer_threshold is not None:
-        threshold, source = settings.answer_threshold, "settings"
-    else:
-        threshold, source = DEFAULT_ANSWER, "default (no TRAIN given)"
-    policy = _policy(threshold, settings.answer_margin)
-    outcomes = []
-    for q, vec, enc_ms in zip(queries, qvecs, encode_ms, strict=True):
-        t0 = time.perf_counter()
-        ranked = rank_entries(index, head, vec, K + EXTRA)
-        ids = [h.item_id for h, _ in ranked]
-        scores = [score for _, score in ranked]
-        outcome = faq_outcome(ids, scores, q.relevant, policy, setup.groups)
-        search_ms = (time.perf_counter() - t0) * 1e3
-        outcomes.append(
-            Outcome(
-                outcome.ranked,
-                outcome.relevant,
-                outcome.top_score,
-                outcome.answered,
-                enc_ms + search_ms,
-                enc_ms,
-            )
-        )
-    return SystemResult("system", tuple(outcomes), True, threshold, source, build_s)
 
 
 def _scored_baseline(
@@ -247,9 +195,80 @@ def with_training_examples(bank: FAQBank, train: Sequence[LabelledQuery]) -> FAQ
     return FAQBank(entries, bank.source)
 
 
+def _threshold_source(retriever: Retriever, train: list[LabelledQuery] | None) -> str:
+    """Where the system's answer threshold came from, in words."""
+    policy = retriever.snapshot.policy
+    cal = retriever.snapshot.faq_index.meta.get("calibration") or {}
+    if policy.source == "calibrated":
+        return (
+            f"calibrated on {'TRAIN' if train is not None else cal.get('source', '?')} "
+            f"({cal.get('n_questions', '?')} questions, cross-validated accuracy "
+            f"{cal.get('accuracy', float('nan')):.3f}; answer head: "
+            f"{describe_head(cal.get('answer_head'))})"
+        )
+    if policy.source == "settings":
+        return "settings"
+    return "default (no TRAIN given)"
+
+
+def system_outcomes(
+    retriever: Retriever,
+    queries: Sequence[LabelledQuery],
+    *,
+    progress: bool = False,
+    latency_sample: int = LATENCY_SAMPLE,
+) -> tuple[list[Outcome], dict[str, Any]]:
+    """Each question's outcome through the service's query path (:func:`answer_all`), and
+    how the latency was timed."""
+    answered = answer_all(
+        retriever,
+        [q.text or "" for q in queries],
+        same=lambda a, b: _ranked(a) == _ranked(b) and a.decision == b.decision,
+        k_faq=K,
+        k_products=1,
+        latency_sample=latency_sample,
+        progress=progress,
+    )
+    outcomes = []
+    for i, (q, r) in enumerate(zip(queries, answered.results, strict=True)):
+        outcomes.append(
+            Outcome(
+                _ranked(r),
+                q.relevant,
+                r.verdict.top_score,
+                r.decision == Decision.ANSWER,
+                *answered.timing(i),
+            )
+        )
+    return outcomes, answered.info
+
+
+def _ranked(result: QueryResult) -> tuple[str, ...]:
+    return tuple(c.entry.id for c in result.replies[:K])
+
+
+def faq_retriever(
+    settings: Settings,
+    bank: FAQBank,
+    train: Sequence[LabelledQuery] | None,
+    folder: Path,
+    *,
+    encoder: Encoder | None = None,
+    progress: bool = False,
+) -> Retriever:
+    """Build, calibrate and publish ``bank`` as ``retrieval ingest`` does, into the data
+    folder ``folder``, and the retriever the service would run on it."""
+    run = settings.model_copy(update={"data_dir": folder, "database_url": None})
+    text = encoder or text_encoder(run)
+    labelled = [(q.text or "", set(q.relevant)) for q in train] if train else None
+    index = build_faq_version(run, bank, labelled, text, progress=progress)
+    publish_built(run, "faq", index)
+    return build_retriever(run, text=text, kinds=("faq",))
+
+
 def evaluate_faq(
     settings: Settings,
-    bank_path: Path,
+    bank_path: Path | None,
     queries_path: Path,
     train_path: Path | None = None,
     *,
@@ -258,35 +277,60 @@ def evaluate_faq(
     dataset: str | None = None,
     encoder: Encoder | None = None,
     train_as_examples: bool = False,
+    published: bool = False,
+    latency_sample: int = LATENCY_SAMPLE,
 ) -> Evaluation:
     """Evaluate the FAQ system (and ``baselines``) on labelled queries.
 
-    With ``train_as_examples`` the in-scope TRAIN questions also join the bank as examples
-    of their answer (as the Rasa baseline learns from them); calibration still scores each
-    TRAIN question without its own phrasing.
+    With ``published`` the system is the FAQ version published in the settings' data folder
+    (the one the service runs; ``bank_path`` and TRAIN are not used). Otherwise ``bank_path``
+    is built and calibrated on TRAIN as ingest would. With ``train_as_examples`` the
+    in-scope TRAIN questions also join the bank as examples of their answer (as the Rasa
+    baseline learns from them); calibration still scores each TRAIN question without its
+    own phrasing.
     """
-    bank = load_faq(bank_path)
-    ids = [e.id for e in bank]
-    queries = read_labelled(queries_path, known_ids=ids, images=False)
-    train = read_labelled(train_path, known_ids=ids, images=False) if train_path else None
-    if train_as_examples and train:
-        bank = with_training_examples(bank, train)
-    encoder = encoder or text_encoder(settings)
-    setup = FAQSetup.of(bank)
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-
-    t0 = time.perf_counter()
-    built = build_faq_index(bank, encoder, params, progress=progress)
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
-        built.save(Path(tmp) / "faq")
-        index = VectorIndex.load(Path(tmp) / "faq", ef=settings.hnsw_ef_search)
-    build_s = time.perf_counter() - t0
-
-    qvecs, encode_ms = _encode_one_by_one(encoder, [q.text or "" for q in queries], progress)
-    tvecs = encoder.encode([q.text or "" for q in train], progress=progress) if train else None
+        t0 = time.perf_counter()
+        if published:
+            if train_path is not None:
+                raise InputError("--published scores the published version: it takes no TRAIN")
+            retriever = build_retriever(settings, text=encoder, kinds=("faq",))
+            bank, train = retriever.snapshot.faq, None
+        else:
+            if bank_path is None:
+                raise InputError("give the FAQ bank to build (or score the published version)")
+            bank = load_faq(bank_path)
+            ids = [e.id for e in bank]
+            train = read_labelled(train_path, known_ids=ids, images=False) if train_path else None
+            if train_as_examples and train:
+                bank = with_training_examples(bank, train)
+            retriever = faq_retriever(
+                settings, bank, train, Path(tmp), encoder=encoder, progress=progress
+            )
+        build_s = time.perf_counter() - t0
+    queries = read_labelled(queries_path, known_ids=[e.id for e in bank], images=False)
+    index = retriever.snapshot.faq_index
+    outcomes, timing = system_outcomes(
+        retriever, queries, progress=progress, latency_sample=latency_sample
+    )
+    policy = retriever.snapshot.policy
     results = [
-        _system(index, setup, queries, qvecs, encode_ms, train, tvecs, settings, build_s, encoder)
+        SystemResult(
+            "system",
+            tuple(outcomes),
+            True,
+            policy.answer_threshold,
+            _threshold_source(retriever, train),
+            build_s,
+        )
     ]
+    setup = FAQSetup.of(bank)
+    encoder = retriever.text_encoder
+    if baselines:
+        t0 = time.perf_counter()
+        qvecs = encoder.encode([q.text or "" for q in queries])
+        encode_ms = [(time.perf_counter() - t0) * 1e3 / max(1, len(queries))] * len(queries)
+        tvecs = encoder.encode([q.text or "" for q in train]) if train else None
     for name in baselines:
         if name == "exact":
             t0 = time.perf_counter()
@@ -333,12 +377,20 @@ def evaluate_faq(
             results.append(rasa_baseline(bank, queries, train, progress=progress))
         else:
             raise ValueError(f"unknown baseline {name!r}")
+    ml = index.companions.get(MULTILINGUAL)
     info = {
         "n_entries": len(bank),
         "train_as_examples": bool(train_as_examples and train),
         "n_vectors": len(index),
         "text_encoder": encoder.id,
-        "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
+        "multilingual_encoder": None if ml is None else ml.meta.get("text_encoder"),
+        "index_version": retriever.snapshot.faq_version if published else None,
+        "hnsw": {
+            "m": index.params.m,
+            "ef_construction": index.params.ef_construction,
+            "ef": index.params.ef,
+        },
+        **timing,
     }
     name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("faq", name, tuple(results), info)

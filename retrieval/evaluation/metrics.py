@@ -33,8 +33,8 @@ class Outcome:
     relevant: frozenset[str]  # empty: out of scope
     top_score: float | None = None
     answered: bool = True  # False: abstained (handed off or only suggested to an agent)
-    query_ms: float = 0.0
-    encode_ms: float = 0.0
+    query_ms: float | None = 0.0  # None: not timed (the evaluation times a sample)
+    encode_ms: float | None = 0.0
 
     @property
     def in_scope(self) -> bool:
@@ -124,9 +124,11 @@ def summarize(outcomes: Sequence[Outcome], *, abstention: bool) -> dict[str, flo
             "answered_rate": sum(o.answered for o in outcomes) / len(outcomes),
             "overall_accuracy": overall_accuracy(outcomes),
         }
+    timed = [o.query_ms for o in outcomes if o.query_ms is not None]
     out |= {
-        "encode_ms_p50": percentile([o.encode_ms for o in outcomes], 50),
-        "query_ms_p50": percentile([o.query_ms for o in outcomes], 50),
-        "query_ms_p95": percentile([o.query_ms for o in outcomes], 95),
+        "encode_ms_p50": percentile([o.encode_ms for o in outcomes if o.encode_ms is not None], 50),
+        "query_ms_p50": percentile(timed, 50),
+        "query_ms_p95": percentile(timed, 95),
+        "n_timed": len(timed),
     }
     return out

@@ -1,7 +1,10 @@
 """``retrieval eval products``: product search on labelled text and photo queries.
 
-The system is the real :class:`~retrieval.retriever.Retriever` over a product index built
-fresh in a temporary directory. TRAIN items join that index as extra examples of their
+The system is the service's query path: the product index is built and published by the
+code ``retrieval ingest`` runs (into a temporary data folder), with the multilingual view
+when one is configured, and the questions are answered by the
+:class:`~retrieval.retriever.Retriever` that :func:`~retrieval.runtime.build_retriever`
+wires, as the service's is (Chinese questions go to the multilingual view). TRAIN items join that index as extra examples of their
 product: photos as extra product images (fused with the product's text, as any product
 image), texts as extra phrasings in the text view that answers text-only queries.
 
@@ -25,51 +28,30 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
-from ..build import build_product_index
 from ..catalog import Catalog, load_catalog
-from ..decision import DecisionPolicy
 from ..encoders import image_encoder, text_encoder
 from ..encoders.base import Encoder
 from ..errors import InputError, SourceError
-from ..faq import FAQBank
 from ..fusion import fuse
-from ..index import IndexParams, VectorIndex
-from ..retriever import Retriever, Snapshot
-from ..runtime import limits_from, make_fusion
+from ..images import load_image
+from ..index import VectorIndex
+from ..indexformat import MULTILINGUAL, TEXT_VIEW
+from ..ingest import build_product_version, publish_built
+from ..labelled import LabelledQuery, read_labelled
+from ..retriever import QueryResult
+from ..runtime import build_retriever
 from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item
-from .labelled import LabelledQuery, read_labelled
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
+from .runner import LATENCY_SAMPLE, answer_all
 
 __all__ = ["evaluate_products", "with_training_examples"]
 
 log = logging.getLogger(__name__)
 
 K = 10
-
-
-class _Recording:
-    """An encoder that keeps the last vector it produced (the baselines reuse it)."""
-
-    def __init__(self, inner: Encoder):
-        self.inner = inner
-        self.last: np.ndarray | None = None
-
-    @property
-    def id(self) -> str:
-        return self.inner.id
-
-    @property
-    def dim(self) -> int:
-        return self.inner.dim
-
-    def encode(self, items: Sequence[Any], **kwargs: Any) -> np.ndarray:
-        out = self.inner.encode(items, **kwargs)
-        self.last = out[0] if len(out) else None
-        return out
 
 
 def with_training_examples(catalog: Catalog, train: Sequence[LabelledQuery]) -> Catalog:
@@ -133,6 +115,20 @@ def _learned_projection(
     return learned, f"learned on TRAIN ({n_photos} photos)", note
 
 
+def _ranked(result: QueryResult) -> tuple[str, ...]:
+    return tuple(m.product.id for m in result.products)
+
+
+def _encode_each(encoder: Encoder, items: Sequence[Any]) -> list[np.ndarray | None]:
+    """Vectors of the items that are not None (in one batch), None for the others."""
+    rows = [i for i, item in enumerate(items) if item is not None]
+    out: list[np.ndarray | None] = [None] * len(items)
+    if rows:
+        for i, vec in zip(rows, encoder.encode([items[i] for i in rows]), strict=True):
+            out[i] = vec
+    return out
+
+
 def _stored(index: VectorIndex) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """All stored vectors of an index, their owners (item positions) and the item ids."""
     ids = index.item_ids()
@@ -155,6 +151,7 @@ def evaluate_products(
     dataset: str | None = None,
     encoders: tuple[Encoder, Encoder] | None = None,
     adapt: bool = True,
+    latency_sample: int = LATENCY_SAMPLE,
 ) -> Evaluation:
     catalog = load_catalog(catalog_path)
     ids = list(catalog.products)
@@ -164,6 +161,7 @@ def evaluate_products(
     )
     text, image = encoders or (text_encoder(settings), image_encoder(settings))
     n_photos = sum(q.image is not None for q in train)
+    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
         settings, projection, fitted_fusion = _learned_projection(
             settings,
@@ -176,69 +174,68 @@ def evaluate_products(
             adapt=adapt,
             progress=progress,
         )
-        fusion = make_fusion(settings, text, image)  # reads the matrix now
-    params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-
-    t0 = time.perf_counter()
-    built = build_product_index(
-        with_training_examples(catalog, train),
-        text,
-        image,
-        fusion,
-        params,
-        max_image_bytes=settings.max_image_bytes,
-        max_image_pixels=settings.max_image_pixels,
-        progress=progress,
-    )
-    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
-    if train_texts:
-        vecs = text.encode([q.text for q, _ in train_texts], progress=progress)
-        built.companions["text"].add(
-            [(pid, f"train{i}") for i, (_, pid) in enumerate(train_texts)], vecs
+        # the index is built and published as ingest does it, into the temporary data folder
+        run = settings.model_copy(update={"data_dir": Path(tmp) / "var", "database_url": None})
+        t0 = time.perf_counter()
+        built = build_product_version(
+            run,
+            with_training_examples(catalog, train),
+            text,
+            progress=progress,
+            extra_texts=[(pid, q.text or "") for q, pid in train_texts],
         )
-    with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
-        built.save(Path(tmp) / "products")
-        index = VectorIndex.load(Path(tmp) / "products", ef=settings.hnsw_ef_search)
-    build_s = time.perf_counter() - t0
-
-    rec_text, rec_image = _Recording(text), _Recording(image)
-    snapshot = Snapshot(
-        VectorIndex(text.dim, params), index, FAQBank({}), catalog, DecisionPolicy()
-    )
-    retriever = Retriever(
-        text_encoder=rec_text,
-        image_encoder=rec_image,
-        fusion=fusion,
-        snapshot=snapshot,
-        limits=limits_from(settings),
-    )
-    outcomes, q_text, q_image = [], [], []
-    for q in tqdm(queries, desc="running queries", unit="q", disable=not progress):
-        rec_text.last = rec_image.last = None
-        r = retriever.query(q.text, q.image, k_products=K, k_faq=1)
-        q_text.append(rec_text.last)
-        q_image.append(rec_image.last)
+        publish_built(run, "products", built)
+        retriever = build_retriever(run, text=text, kinds=("products",))
+        build_s = time.perf_counter() - t0
+        index = retriever.snapshot.product_index
+        fusion = retriever.fusion
+        answered = answer_all(
+            retriever,
+            [q.text for q in queries],
+            [q.image for q in queries],
+            same=lambda a, b: _ranked(a) == _ranked(b),
+            k_faq=1,
+            k_products=K,
+            latency_sample=latency_sample,
+            progress=progress,
+        )
+    outcomes = []
+    for i, (q, r) in enumerate(zip(queries, answered.results, strict=True)):
         outcomes.append(
             Outcome(
-                tuple(m.product.id for m in r.products),
+                _ranked(r),
                 q.relevant,
                 r.products[0].score if r.products else None,
                 True,
-                r.timings_ms["total"],
-                r.timings_ms["encode"],
+                *answered.timing(i),
             )
         )
     results = [SystemResult("system", tuple(outcomes), False, build_s=build_s)]
+    if baselines:
+        q_text = _encode_each(text, [q.text for q in queries])
+        q_image = _encode_each(
+            image,
+            [
+                None
+                if q.image is None
+                else load_image(
+                    q.image,
+                    max_bytes=settings.max_image_bytes,
+                    max_pixels=settings.max_image_pixels,
+                )
+                for q in queries
+            ],
+        )
 
     for name in baselines:
         t0 = time.perf_counter()
         if name == "exact":
             fused = _stored(index)
-            text_view = _stored(index.companions["text"])
+            text_view = _stored(index.companions[TEXT_VIEW])
             fused_exact, text_exact = ExactScorer(fused[0]), ExactScorer(text_view[0])
             prep_s = time.perf_counter() - t0
             rows = []
-            for q, out, tv, iv in zip(queries, outcomes, q_text, q_image, strict=True):
+            for q, tv, iv in zip(queries, q_text, q_image, strict=True):
                 t1 = time.perf_counter()
                 if iv is None:  # text only: the text view, as the retriever
                     vectors, owners, item_ids = text_view
@@ -255,8 +252,8 @@ def evaluate_products(
                         q.relevant,
                         float(s[0]) if len(s) else None,
                         True,
-                        out.encode_ms + ms,
-                        out.encode_ms,
+                        ms,
+                        None,
                     )
                 )
             results.append(SystemResult("exact", tuple(rows), False, build_s=build_s + prep_s))
@@ -296,10 +293,20 @@ def evaluate_products(
         "n_train_texts": len(train_texts),
         "text_encoder": text.id,
         "image_encoder": image.id,
+        "multilingual_encoder": (
+            None
+            if MULTILINGUAL not in index.companions
+            else index.companions[MULTILINGUAL].meta.get("text_encoder")
+        ),
         "fusion": {"image_weight": fusion.image_weight, "text_weight": fusion.text_weight},
         **({"image_projection": projection} if projection else {}),
         **({"fusion_weights": fitted_fusion} if fitted_fusion else {}),
-        "hnsw": {"m": params.m, "ef_construction": params.ef_construction, "ef": params.ef},
+        "hnsw": {
+            "m": index.params.m,
+            "ef_construction": index.params.ef_construction,
+            "ef": index.params.ef,
+        },
+        **answered.info,
     }
     name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("products", name, tuple(results), info)

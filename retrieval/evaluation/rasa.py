@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import ConfigError, RetrievalError
 from ..faq import FAQBank
-from .labelled import LabelledQuery
+from ..labelled import LabelledQuery
 from .metrics import Outcome
 from .results import SystemResult
 

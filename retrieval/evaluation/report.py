@@ -141,7 +141,7 @@ def plot_evaluation(ev: Evaluation, folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for r in ev.results:
-        ms = [o.query_ms for o in r.outcomes if o.query_ms > 0]
+        ms = [o.query_ms for o in r.outcomes if o.query_ms is not None and o.query_ms > 0]
         if ms:
             ax.hist(ms, bins=40, alpha=0.5, label=f"{r.name} (p50 {np.median(ms):.1f} ms)")
     ax.set(xlabel="query latency, ms", ylabel="queries", title=f"{ev.dataset}: latency")

@@ -39,8 +39,8 @@ class SystemResult:
                 "relevant": sorted(o.relevant),
                 "top_score": o.top_score,
                 "answered": o.answered,
-                "query_ms": round(o.query_ms, 3),
-                "encode_ms": round(o.encode_ms, 3),
+                "query_ms": None if o.query_ms is None else round(o.query_ms, 3),
+                "encode_ms": None if o.encode_ms is None else round(o.encode_ms, 3),
             }
             for o in self.outcomes
         ]

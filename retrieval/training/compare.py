@@ -18,9 +18,9 @@ import numpy as np
 from ..encoders.base import Encoder
 from ..evaluation.baselines import best_per_item
 from ..evaluation.faq import FAQSetup, evaluate_faq
-from ..evaluation.labelled import LabelledQuery
 from ..evaluation.metrics import Outcome, summarize
 from ..faq import FAQBank
+from ..labelled import LabelledQuery
 from ..settings import Settings
 from .fitting import ThresholdFit, fit_thresholds
 

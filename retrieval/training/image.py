@@ -462,7 +462,7 @@ def fit_image_projection(
 def labelled_photos(catalog: Catalog, photos_path: Path) -> list[tuple[Path, str, str | None]]:
     """(image file, product id, the shopper's words or None) of each photo line of
     ``photos_path``, in file order; refused below the minimum (:func:`_require_enough`)."""
-    from ..evaluation.labelled import read_labelled
+    from ..labelled import read_labelled
 
     records = read_labelled(
         photos_path, known_ids=catalog.products.keys(), images=True, what="catalog"

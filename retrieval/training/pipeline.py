@@ -32,8 +32,8 @@ from sqlalchemy import Engine
 from ..encoders.text import SentenceTransformerEncoder, resolve_text_model
 from ..errors import InputError, NotFound, RetrievalError
 from ..evaluation.baselines import normalize_text
-from ..evaluation.labelled import LabelledQuery, read_labelled
 from ..faq import FAQBank, load_faq
+from ..labelled import LabelledQuery, read_labelled
 from ..settings import Settings
 from . import versions
 from .compare import (

@@ -10,11 +10,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError, SourceError
-from ..querytext import clean_query
-from ..sources import read_records
+from .errors import InputError, SourceError
+from .querytext import clean_query
+from .sources import read_records
 
-__all__ = ["LabelledQuery", "read_labelled"]
+__all__ = ["LabelledQuery", "read_labelled", "read_pairs"]
 
 MAX_QUERY_CHARS = 2000
 
@@ -27,23 +27,26 @@ class LabelledQuery:
     image: Path | None = None
 
 
-def _relevant(path: Path, line: int, rec: dict, known: Collection[str], what: str) -> frozenset:
+def _relevant(
+    path: Path, line: int, rec: dict, known: Collection[str] | None, what: str
+) -> frozenset:
     relevant = rec.get("relevant")
     if relevant is None:
         raise SourceError(path, "missing (use [] for an out-of-scope query)", line, "relevant")
     if not isinstance(relevant, list) or not all(isinstance(r, (str, int)) for r in relevant):
         raise SourceError(path, "expected a list of ids", line, "relevant")
     ids = frozenset(str(r) for r in relevant)
-    unknown = sorted(ids - set(known))
+    unknown = sorted(ids - set(known)) if known is not None else []
     if unknown:
         raise SourceError(path, f"unknown id '{unknown[0]}' (not in the {what})", line, "relevant")
     return ids
 
 
 def read_labelled(
-    path: Path, *, known_ids: Collection[str], images: bool, what: str = "bank"
+    path: Path, *, known_ids: Collection[str] | None, images: bool, what: str = "bank"
 ) -> list[LabelledQuery]:
-    """Read and validate a labelled query file; ``images`` allows (and resolves) ``image``."""
+    """Read and validate a labelled query file; ``images`` allows (and resolves) ``image``.
+    An id not in ``known_ids`` is an error naming the file and line (None: not checked)."""
     path = Path(path)
     out = []
     for line, rec in read_records(path):
@@ -72,3 +75,12 @@ def read_labelled(
     if not out:
         raise SourceError(path, "the file holds no queries")
     return out
+
+
+def read_pairs(path: Path, known_ids: Collection[str] | None) -> list[tuple[str, set[str]]]:
+    """A labelled question file as (text, relevant ids) pairs: the shop's calibration file
+    as ingest and re-index read it (text questions only)."""
+    return [
+        (q.text or "", set(q.relevant))
+        for q in read_labelled(path, known_ids=known_ids, images=False)
+    ]

@@ -1,0 +1,87 @@
+"""Answering an evaluation's questions with the service's query path.
+
+Every question is answered by :meth:`Retriever.query_batch` (the same cleaning, routing,
+ranking and decision as one shopper's question, encoded in batches for speed). Up to
+``latency_sample`` of them are also answered one at a time by :meth:`Retriever.query`, the
+path a request takes, which gives the latency figures; those answers must equal the batch
+ones (a difference is counted and reported, never hidden).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..retriever import ImageInput, QueryResult, Retriever
+
+__all__ = ["Answered", "answer_all"]
+
+log = logging.getLogger(__name__)
+
+BATCH = 256  # questions per query_batch call
+LATENCY_SAMPLE = 200  # questions timed one at a time
+
+
+@dataclass(frozen=True)
+class Answered:
+    """Each question's result, the one-at-a-time results of the timed ones, and a note."""
+
+    results: list[QueryResult]
+    timed: dict[int, QueryResult]
+    info: dict[str, Any]
+
+    def timing(self, i: int) -> tuple[float | None, float | None]:
+        """(total ms, encode ms) of question ``i`` when it was timed, else (None, None)."""
+        t = self.timed.get(i)
+        return (None, None) if t is None else (t.timings_ms["total"], t.timings_ms["encode"])
+
+
+def answer_all(
+    retriever: Retriever,
+    texts: Sequence[str | None],
+    images: Sequence[ImageInput | None] | None = None,
+    *,
+    same: Callable[[QueryResult, QueryResult], bool],
+    k_faq: int,
+    k_products: int,
+    prefer_products: bool = False,
+    latency_sample: int = LATENCY_SAMPLE,
+    progress: bool = False,
+) -> Answered:
+    """Answer every question in batches and time a seeded sample one at a time; ``same``
+    says whether a timed answer equals its batch answer."""
+    images = list(images) if images is not None else [None] * len(texts)
+    options = {"k_faq": k_faq, "k_products": k_products, "prefer_products": prefer_products}
+    results: list[QueryResult] = []
+    for start in tqdm(
+        range(0, len(texts), BATCH), desc="answering", unit="batch", disable=not progress
+    ):
+        results += retriever.query_batch(
+            texts[start : start + BATCH], images[start : start + BATCH], **options
+        )
+    order = np.random.default_rng(0).permutation(len(texts))[: max(0, latency_sample)]
+    timed: dict[int, QueryResult] = {}
+    for i in tqdm(sorted(order), desc="timing", unit="q", disable=not progress):
+        timed[int(i)] = retriever.query(texts[i], images[i], **options)
+    mismatches = sum(not same(r, results[i]) for i, r in timed.items())
+    if mismatches:
+        log.warning(
+            "%d of %d questions answered one at a time differ from their batch answer "
+            "(float rounding of batched encoding at a near-tie)",
+            mismatches,
+            len(timed),
+        )
+    info = {
+        "latency": (
+            f"Retriever.query one question at a time on {len(timed)} of {len(texts)} "
+            "questions (clean, route, encode, search, decide; no query log), as the service "
+            "runs it; the others answered by Retriever.query_batch"
+        ),
+        "batch_mismatches": mismatches,
+    }
+    return Answered(results, timed, info)

@@ -1,0 +1,166 @@
+"""Ranking products for a query vector: the text view for text-only queries, the fused index
+(re-scored exactly per modality) for photos, and products without a picture merged in by
+their text. Pure functions over one :class:`~retrieval.snapshot.Snapshot` (docs/fusion.md)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .catalog import Product
+from .errors import NotFound
+from .fusion import Fusion, fuse, fused_scores, modality_scores
+from .index import Hit, VectorIndex
+from .indexformat import TEXT_ONLY, TEXT_VIEW
+from .snapshot import Snapshot
+
+__all__ = ["ProductMatch", "rank_products", "similar_products", "text_matches"]
+
+
+@dataclass(frozen=True)
+class ProductMatch:
+    """A product, its fused score and what each modality contributed."""
+
+    product: Product
+    score: float
+    text_score: float | None
+    image_score: float | None
+    matched: str
+
+    def public(self, image_url: str | None = None) -> dict[str, Any]:
+        return {
+            **self.product.public(image_url),
+            "score": round(self.score, 6),
+            "text_score": None if self.text_score is None else round(self.text_score, 6),
+            "image_score": None if self.image_score is None else round(self.image_score, 6),
+            "matched": self.matched,
+        }
+
+
+def _merge(a: list[ProductMatch], b: list[ProductMatch], k: int) -> list[ProductMatch]:
+    """The k best of two rankings of different products, by score (stable: ``a`` first on ties)."""
+    return sorted(a + b, key=lambda m: -m.score)[:k]
+
+
+def rank_products(
+    snap: Snapshot,
+    fusion: Fusion,
+    q_text: np.ndarray | None,
+    q_image: np.ndarray | None,
+    k: int,
+    exclude: tuple[str, ...] = (),
+) -> list[ProductMatch]:
+    """The ``k`` best products for a text and/or image query vector."""
+    text_view = snap.product_index.companions.get(TEXT_VIEW)
+    if q_image is None and q_text is not None and text_view is not None and not exclude:
+        # a text-only query: its fused score is the text cosine (docs/fusion.md)
+        return text_matches(snap, q_text, k)
+    query = fuse(
+        None if q_image is None else q_image[None, :],
+        None if q_text is None else q_text[None, :],
+        fusion,
+        n=1,
+    )[0]
+    # over-fetch, then re-score exactly per modality (see docs/fusion.md)
+    hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
+    matches = _rescore(snap, fusion, query, hits, k)
+    if q_text is not None and text_view is not None:
+        matches = _merge(matches, text_matches(snap, q_text, k, exclude, pictureless=True), k)
+    return matches
+
+
+def text_matches(
+    snap: Snapshot,
+    q_text: np.ndarray,
+    k: int,
+    exclude: tuple[str, ...] = (),
+    *,
+    pictureless: bool = False,
+    view: VectorIndex | None = None,
+) -> list[ProductMatch]:
+    """Products ranked by text cosine in the text view (or ``view``, e.g. the multilingual
+    one); with ``pictureless``, only those without an image (which have no fused vector):
+    a query with text and a photo scores them by their text alone, the one modality both
+    sides have."""
+    if view is None:
+        view = snap.product_index.companions[TEXT_VIEW]
+    fetch = k * 2 + 8 if pictureless else k
+    out = []
+    for hit in view.search_items(q_text, fetch, exclude=exclude):
+        if pictureless and hit.item_id in snap.product_index:
+            continue
+        product = snap.catalog.get(hit.item_id)
+        if product is not None:
+            score = float(np.clip(hit.score, -1.0, 1.0))
+            out.append(ProductMatch(product, score, score, None, hit.variant))
+    return out[:k]
+
+
+def _rescore(
+    snap: Snapshot, fusion: Fusion, query: np.ndarray, hits: list[Hit], k: int
+) -> list[ProductMatch]:
+    if not hits:
+        return []
+    image_cos, text_cos = _modality_scores(snap, fusion, query, hits)
+    scores = fused_scores(image_cos, text_cos, fusion)
+    order = [
+        i
+        for i in np.argsort(-np.nan_to_num(scores, nan=-np.inf), kind="stable")
+        if not np.isnan(scores[i])
+    ]
+    out = []
+    for i in order[:k]:
+        product = snap.catalog.get(hits[i].item_id)
+        if product is None:
+            continue
+        out.append(
+            ProductMatch(
+                product,
+                float(scores[i]),
+                None if np.isnan(text_cos[i]) else float(text_cos[i]),
+                None if np.isnan(image_cos[i]) else float(image_cos[i]),
+                hits[i].variant,
+            )
+        )
+    return out
+
+
+def _modality_scores(
+    snap: Snapshot, f: Fusion, query: np.ndarray, hits: list[Hit]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-modality cosines of the hits. A one-modality query needs no stored vectors: the
+    index similarity is that modality's cosine times its weight a² or b² (docs/fusion.md)."""
+    k = f.image_part_dim
+    has_image_q, has_text_q = bool(np.any(query[:k])), bool(np.any(query[k:]))
+    sims = np.array([h.score for h in hits], dtype=np.float32)
+    nan = np.full(len(hits), np.nan, dtype=np.float32)
+    w_image, w_text = f.weights
+    if has_text_q and not has_image_q and w_text > 0:
+        return nan, np.clip(sims / w_text, -1.0, 1.0)  # every product has a text part
+    if has_image_q and not has_text_q and w_image > 0:
+        has_image = np.array([h.variant != TEXT_ONLY for h in hits])
+        return np.where(has_image, np.clip(sims / w_image, -1.0, 1.0), np.nan).astype(
+            np.float32
+        ), nan
+    return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
+
+
+def similar_products(snap: Snapshot, fusion: Fusion, product_id: str, k: int) -> list[ProductMatch]:
+    """Products most similar to a catalog product: its first fused vector (first image with
+    its text) as the query, or its text vector when it has no image."""
+    view = snap.product_index.companions.get(TEXT_VIEW)
+    exclude = (product_id,)
+    if product_id in snap.product_index:
+        _, vectors = snap.product_index.item_vectors(product_id)
+        query = vectors[0]
+        hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
+        matches = _rescore(snap, fusion, query, hits, k)
+        if view is not None and product_id in view:
+            q_text = view.item_vectors(product_id)[1][0]
+            matches = _merge(matches, text_matches(snap, q_text, k, exclude, pictureless=True), k)
+        return matches
+    if view is not None and product_id in view:
+        return text_matches(snap, view.item_vectors(product_id)[1][0], k, exclude)
+    raise NotFound(f"no product with id '{product_id}'")

@@ -1,0 +1,67 @@
+"""One consistent set of indexes, the records they were built from, and the decision policy.
+
+A query reads the live :class:`Snapshot` once at its start, so swapping in a new index
+version never mixes versions inside one answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from .answer_head import AnswerHead
+from .catalog import Catalog, Product
+from .decision import DecisionPolicy
+from .faq import FAQBank, FAQEntry
+from .index import VectorIndex
+from .ranking import head_of
+
+__all__ = ["Snapshot"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Both indexes, their records and the decision policies of one moment."""
+
+    faq_index: VectorIndex
+    product_index: VectorIndex
+    faq: FAQBank
+    catalog: Catalog
+    policy: DecisionPolicy
+    # for questions with CJK characters, ranked by the FAQ index's multilingual companion
+    multilingual_policy: DecisionPolicy | None = None
+
+    @cached_property
+    def answer_head(self) -> AnswerHead | None:
+        """The FAQ version's answer head (re-scores its nearest entries), if it has one."""
+        return head_of(self.faq_index)
+
+    @cached_property
+    def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
+        return {(e.group or e.id, e.lang): e for e in self.faq}
+
+    def entry_in_language(self, group: str, lang: str) -> FAQEntry | None:
+        """The entry of an answer group written in ``lang``, if the bank has one."""
+        return self._entries_by_language.get((group, lang))
+
+    @property
+    def faq_version(self) -> str | None:
+        return self.faq_index.meta.get("version")
+
+    @property
+    def product_version(self) -> str | None:
+        return self.product_index.meta.get("version")
+
+    @classmethod
+    def from_indexes(
+        cls,
+        faq_index: VectorIndex,
+        product_index: VectorIndex,
+        policy: DecisionPolicy,
+        multilingual_policy: DecisionPolicy | None = None,
+    ) -> Snapshot:
+        faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
+        catalog = Catalog(
+            {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
+        )
+        return cls(faq_index, product_index, faq, catalog, policy, multilingual_policy)
