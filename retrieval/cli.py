@@ -13,8 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
+from .cliargs import add_common_options, settings_from_args
 from .errors import RetrievalError
 
 __all__ = ["main"]
@@ -22,19 +22,7 @@ __all__ = ["main"]
 log = logging.getLogger("retrieval")
 
 
-def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--config", type=Path, help="settings file (TOML or YAML); default: $RETRIEVAL_CONFIG"
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        help="where indexes, the SQLite log and the spool live (default: ./var)",
-    )
-    p.add_argument(
-        "--database-url", help="SQLAlchemy URL of the query log (default: SQLite in the data dir)"
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
+_common = add_common_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -107,18 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _settings(args: argparse.Namespace, *, promoted: bool = True) -> Any:
-    """The one place CLI options become settings (``promoted``: apply a promoted model)."""
-    from .settings import load_settings
-
-    return load_settings(
-        args.config,
-        promoted=promoted,
-        data_dir=args.data_dir,
-        database_url=args.database_url,
-        catalog_path=getattr(args, "catalog", None),
-        faq_path=getattr(args, "faq", None),
-    )
+_settings = settings_from_args
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:

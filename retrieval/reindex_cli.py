@@ -70,7 +70,7 @@ def _engine(settings: Any) -> Any:
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from .cli import _settings as settings_from_args  # the one place CLI options become settings
+    from .cliargs import settings_from_args
 
     return settings_from_args(args)
 

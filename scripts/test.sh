@@ -29,4 +29,5 @@ fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check retrieval tests benchmarks
+.venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -150,7 +150,11 @@ def test_hint3_out_of_scope_and_train_only_shops(source: Path, tmp_path: Path) -
         {"query": "emi please", "relevant": ["EMI"]},
         {"query": "hello there", "relevant": []},
     ]
+    # the shop's own TRAIN by default: no out-of-scope questions, as a new shop has it
     train = rows(tmp_path / "sofmattress" / "train.jsonl")
+    assert train and all(t["relevant"] for t in train)
+    convert("hint3", tmp_path / "borrowed", source=source, borrow_out_of_scope=True)
+    train = rows(tmp_path / "borrowed" / "sofmattress" / "train.jsonl")
     negatives = [t for t in train if not t["relevant"]]
     assert len(negatives) == 10 and all(not t["query"].startswith("sofmattress") for t in negatives)
     cure = rows(tmp_path / "curekart" / "queries.jsonl")

@@ -135,6 +135,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("out_dir", type=Path, help="where to write the files")
     c.add_argument("--source", type=Path, help="the datasets folder (default: ../shared/datasets)")
     c.add_argument("--seed", type=int, default=0, help="seed of the splits (default 0)")
+    c.add_argument(
+        "--borrow-out-of-scope",
+        action="store_true",
+        help="hint3: also put other shops' sentences in TRAIN as out-of-scope questions "
+        "(a real shop has no such data; by default TRAIN is the shop's own)",
+    )
     c.add_argument("-v", "--verbose", action="store_true", help="log more detail")
 
 
@@ -217,7 +223,15 @@ def run_eval(args: argparse.Namespace) -> int:
 def run_datasets(args: argparse.Namespace) -> int:
     from .datasets import convert
 
-    written = convert(args.name, args.out_dir, source=args.source, seed=args.seed)
+    written = convert(
+        args.name,
+        args.out_dir,
+        source=args.source,
+        seed=args.seed,
+        borrow_out_of_scope=args.borrow_out_of_scope,
+    )
+    if args.borrow_out_of_scope:
+        _out("TRAIN borrows other shops' sentences as out-of-scope questions (not own data)")
     for path, count in written.items():
         _out(f"wrote {count:6d} lines to {path}")
     return 0

@@ -97,12 +97,16 @@ def _hint3_answer(label: str) -> str:
     return label.replace("_", " ").lower()
 
 
-def hint3(source: Path, out: Path, seed: int) -> dict[Path, int]:
+def hint3(
+    source: Path, out: Path, seed: int, *, borrow_out_of_scope: bool = False
+) -> dict[Path, int]:
     """One folder per shop. Bank: one entry per intent, its training sentences as examples.
     SOFMattress: the test split as queries (NO_NODES_DETECTED -> out of scope). The
     train-only shops: a seeded fifth of each intent's sentences as queries. TRAIN: the
-    bank's sentences (scored without themselves) plus half as many of the other shops'
-    sentences as out-of-scope questions (seeded sample)."""
+    shop's own data only, the bank's sentences (scored without themselves), as a new shop
+    has it: no out-of-scope questions. With ``borrow_out_of_scope`` TRAIN also gets half as
+    many of the other shops' sentences as out-of-scope questions (seeded sample): data a
+    real shop does not have, so its figures are reported as such."""
     root = source / "hint3"
     trains = {s: _hint3_rows(root / "train" / f"{s}_train.csv") for s in HINT3_SHOPS}
     written: dict[Path, int] = {}
@@ -133,11 +137,12 @@ def hint3(source: Path, out: Path, seed: int) -> dict[Path, int]:
         train = [
             {"query": t, "relevant": [label]} for label in sorted(examples) for t in examples[label]
         ]
-        # out-of-scope examples: other shops' questions, a third of TRAIN (a prior the
-        # calibrated threshold inherits: more negatives, a higher threshold)
-        others = sorted(_dedup(t for s in HINT3_SHOPS if s != shop for t, _ in trains[s]))
-        rng.shuffle(others)
-        train += [{"query": t, "relevant": []} for t in others[: len(train) // 2]]
+        if borrow_out_of_scope:
+            # out-of-scope examples: other shops' questions, a third of TRAIN (a prior the
+            # calibrated threshold inherits: more negatives, a higher threshold)
+            others = sorted(_dedup(t for s in HINT3_SHOPS if s != shop for t, _ in trains[s]))
+            rng.shuffle(others)
+            train += [{"query": t, "relevant": []} for t in others[: len(train) // 2]]
         d = out / shop
         written[d / "bank.jsonl"] = _write(d / "bank.jsonl", bank)
         written[d / "queries.jsonl"] = _write(d / "queries.jsonl", queries)
@@ -255,11 +260,24 @@ ADAPTERS: dict[str, Callable[[Path, Path, int], dict[Path, int]]] = {
 }
 
 
-def convert(name: str, out: Path, *, source: Path | None = None, seed: int = 0) -> dict[Path, int]:
-    """Write the evaluation files of dataset ``name`` into ``out``; returns lines per file."""
+def convert(
+    name: str,
+    out: Path,
+    *,
+    source: Path | None = None,
+    seed: int = 0,
+    borrow_out_of_scope: bool = False,
+) -> dict[Path, int]:
+    """Write the evaluation files of dataset ``name`` into ``out``; returns lines per file.
+    ``borrow_out_of_scope`` (hint3 only) adds other shops' sentences to TRAIN as
+    out-of-scope questions."""
     if name not in ADAPTERS:
         raise SourceError(name, f"unknown dataset; use one of {', '.join(sorted(ADAPTERS))}")
     source = Path(source) if source is not None else default_source()
     if not source.is_dir():
         raise SourceError(source, "datasets folder not found (give it with --source)")
+    if borrow_out_of_scope:
+        if name != "hint3":
+            raise SourceError(name, "--borrow-out-of-scope is for hint3 only")
+        return hint3(source, Path(out), seed, borrow_out_of_scope=True)
     return ADAPTERS[name](source, Path(out), seed)

@@ -178,7 +178,7 @@ def register(sub: Any, common: Any) -> None:
 
 
 def _settings(args: argparse.Namespace, promoted: bool = True) -> Any:
-    from ..cli import _settings as settings_from_args  # the one place CLI options become settings
+    from ..cliargs import settings_from_args
 
     return settings_from_args(args, promoted=promoted)
 
