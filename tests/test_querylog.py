@@ -139,3 +139,114 @@ def test_full_spool_drops_loudly(tmp_path: Path, caplog) -> None:  # noqa: ANN00
     assert stats["dropped"] > 0
     assert stats["spooled_now"] + stats["dropped"] == 20
     assert "spool is full" in caplog.text
+
+
+def break_spool(spool: Path) -> None:
+    """The spool folder becomes a file: every spool write fails with an OSError, like a
+    full or vanished disk does (root ignores permissions, so those cannot stand in)."""
+    for f in spool.iterdir():
+        f.unlink()
+    spool.rmdir()
+    spool.write_text("not a folder")
+
+
+def mend_spool(spool: Path) -> None:
+    spool.unlink()
+    spool.mkdir()
+
+
+def unusable(engine) -> None:  # noqa: ANN001
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE queries RENAME TO queries_away")
+
+
+def usable(engine) -> None:  # noqa: ANN001
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE queries_away RENAME TO queries")
+
+
+def wait_for(condition, timeout: float = 10.0) -> bool:  # noqa: ANN001
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_writer_survives_a_spool_error_and_keeps_the_rows(tmp_path: Path, caplog) -> None:  # noqa: ANN001
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    unusable(engine)
+    spool = tmp_path / "spool"
+    qlog = QueryLog(engine, spool, flush_interval=0.02, retry_interval=0.05, max_backoff=0.1)
+    break_spool(spool)
+    for i in range(7):
+        qlog.record(record(f"while the disk fails {i}"))
+    assert wait_for(lambda: qlog.stats()["writer_error"] != "")
+    stats = qlog.stats()
+    assert stats["writer_alive"] is True  # the OSError did not end the thread
+    assert "NotADirectoryError" in stats["writer_error"]
+    assert stats["pending"] + stats["queued"] == 7 and stats["lost"] == 0
+    assert "query log writer failed" in caplog.text
+    mend_spool(spool)  # the disk has room again: the kept rows are spooled
+    assert wait_for(lambda: qlog.spooled_records() == 7)
+    usable(engine)  # and the database is back: they are written
+    qlog.record(record("after"))
+    qlog.close()
+    assert counts(engine)[0] == 8
+    assert qlog.stats()["lost"] == 0 and qlog.stats()["writer_error"] == ""
+
+
+def test_a_full_queue_refuses_instead_of_growing(tmp_path: Path) -> None:
+    from retrieval.errors import StoreError
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    unusable(engine)
+    spool = tmp_path / "spool"
+    qlog = QueryLog(
+        engine,
+        spool,
+        flush_interval=0.02,
+        retry_interval=0.05,
+        max_backoff=0.1,
+        max_batch=2,
+        max_queue=3,
+        put_timeout=0.05,
+    )
+    break_spool(spool)
+    accepted, refused = 0, 0
+    for i in range(20):
+        try:
+            qlog.record(record(f"q{i}"))
+            accepted += 1
+        except StoreError as exc:
+            assert "was not recorded" in str(exc) and exc.http_status == 503
+            refused += 1
+    stats = qlog.stats()
+    assert refused >= 20 - 5 and stats["refused"] == refused  # queue 3 + one batch of 2
+    assert stats["queued"] <= 3 and stats["pending"] <= 2
+    mend_spool(spool)
+    usable(engine)
+    qlog.close()
+    assert counts(engine)[0] == accepted  # every accepted record was stored
+
+
+def test_records_that_cannot_be_stored_at_exit_are_counted_and_named(
+    tmp_path: Path,
+    caplog,  # noqa: ANN001
+) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    unusable(engine)
+    spool = tmp_path / "spool"
+    qlog = QueryLog(engine, spool, flush_interval=0.02, retry_interval=0.05, max_backoff=0.1)
+    break_spool(spool)
+    for i in range(4):
+        qlog.record(record(f"doomed {i}"))
+    qlog.close(timeout=0.5)
+    assert qlog.stats()["lost"] == 4
+    assert "4 query records could not be written" in caplog.text

@@ -7,6 +7,14 @@ database is unreachable, batches go to a bounded local spool (fsynced JSONL file
 including by the next process if this one stops. Replays skip records already stored, so
 a batch whose commit was acknowledged late is not written twice. Only if the spool is full
 are records dropped, each with an error in the log and a count in :meth:`stats`.
+
+The writer survives any error: a batch it could neither write nor spool (the disk is full,
+the spool folder is gone) stays in memory and is retried with a growing pause (up to 30 s),
+and ``stats()["writer_error"]`` says why. The queue in front of it is bounded
+(``max_queue``): when it is full, :meth:`QueryLog.record` waits up to ``put_timeout`` for
+room and then raises :class:`~retrieval.errors.StoreError` (HTTP 503), so the caller knows
+its query was not logged instead of the record vanishing. Records still unwritten when
+:meth:`close` gives up are counted in ``stats()["lost"]`` and named in an error.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ class QueryLog:
         retry_interval: float = 1.0,
         max_batch: int = 500,
         prepare: Callable[[Engine], None] | None = None,
+        max_queue: int = 10_000,
+        put_timeout: float = 2.0,
+        max_backoff: float = 30.0,
     ):
         """``prepare`` (e.g. the schema migration) runs before the first write, and is retried
         like a write while the database is unreachable, so a service can start without it."""
@@ -64,7 +75,17 @@ class QueryLog:
         self.flush_interval = flush_interval
         self.retry_interval = retry_interval
         self.max_batch = max_batch
-        self._queue: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.max_queue = max_queue
+        self.put_timeout = put_timeout
+        self.max_backoff = max_backoff
+        self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
+        self._pending: list[dict[str, Any]] = []  # taken from the queue, not yet stored
+        self._next_retry = 0.0
+        self._writer_error = ""
+        self._give_up_at: float | None = None
+        self._refused = 0
+        self._lost = 0
+        self._abandoned = False
         self._stop = threading.Event()
         self._idle = threading.Event()
         self._idle.set()
@@ -80,9 +101,28 @@ class QueryLog:
 
     # ---- API ---------------------------------------------------------------------------
     def record(self, rec: dict[str, Any]) -> None:
-        """Queue one record: ``{"query": {...}, "candidates": [...], "decisions": [...]}``."""
+        """Queue one record: ``{"query": {...}, "candidates": [...], "decisions": [...]}``.
+
+        Raises :class:`StoreError` when the queue stays full for ``put_timeout`` seconds
+        (the writer can neither write nor spool): the record is then not kept."""
         self._idle.clear()
-        self._queue.put(rec)
+        try:
+            self._queue.put(rec, timeout=self.put_timeout)
+        except queue.Full:
+            with self._lock:
+                self._refused += 1
+                first = self._refused == 1
+            if first or self._refused % 100 == 0:
+                log.error(
+                    "query log queue is full (%d records; writer: %s): %d queries refused",
+                    self.max_queue,
+                    self._writer_error or self._last_error or "busy",
+                    self._refused,
+                )
+            raise StoreError(
+                "the query log cannot keep up (its database and spool are failing), so this "
+                "question was not recorded: please try again in a moment"
+            ) from None
 
     def flush(self, timeout: float = 10.0) -> bool:
         """Wait until every queued record is in the database or the spool; True if done in time."""
@@ -90,23 +130,52 @@ class QueryLog:
         while time.monotonic() < deadline:
             if self._queue.empty() and self._idle.is_set():
                 return True
+            if not self._thread.is_alive():
+                return False
             time.sleep(0.01)
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """Write what is queued (to the database, or else the spool) and stop the writer."""
+        """Write what is queued (to the database, or else the spool) and stop the writer.
+        Records that cannot be stored within ``timeout`` are counted as lost, loudly."""
         self.flush(timeout)
+        self._give_up_at = time.monotonic() + min(timeout, 2.0)
         self._stop.set()
         self._thread.join(timeout)
+        if self._thread.is_alive():  # stuck in a call that does not return: count for it
+            with self._lock:
+                self._abandoned = True
+            left = len(self._pending) + self._queue.qsize()
+            if left:
+                self._lose(left, by_close=True)
+
+    def _lose(self, count: int, *, by_close: bool = False) -> None:
+        with self._lock:
+            if self._abandoned and not by_close:
+                return  # close() has counted these already
+            self._lost += count
+        log.error(
+            "%d query records could not be written to the database or the spool %s and are "
+            "lost (%s)",
+            count,
+            self.spool_dir,
+            self._writer_error or self._last_error or "the writer stopped",
+        )
 
     def stats(self) -> dict[str, Any]:
         return {
             "database_ok": self._db_ok,
+            "writer_alive": self._thread.is_alive(),
+            "writer_error": self._writer_error,
             "written": self._written,
             "queued": self._queue.qsize(),
+            "pending": len(self._pending),
+            "max_queue": self.max_queue,
             "spooled_now": self.spooled_records(),
             "spooled_total": self._spooled,
             "dropped": self._dropped,
+            "refused": self._refused,
+            "lost": self._lost,
             "last_error": self._last_error,
         }
 
@@ -122,45 +191,81 @@ class QueryLog:
 
     # ---- writer thread -----------------------------------------------------------------
     def _run(self) -> None:
-        next_retry = 0.0
+        backoff = self.retry_interval
         while True:
-            batch = self._take_batch()
-            if batch:
-                self._idle.clear()
-            now = time.monotonic()
-            if self._db_ok or now >= next_retry:
-                try:
-                    self._ensure_schema()
-                    self._drain_spool()
-                    if batch:
-                        self._write(batch)
-                        batch = []
-                    if not self._db_ok:
-                        log.warning(
-                            "query log database is reachable again; spooled records written"
-                        )
-                    self._db_ok = True
-                except (SQLAlchemyError, StoreError) as exc:
-                    self._on_db_error(exc)
-                    next_retry = time.monotonic() + self.retry_interval
-            if batch:
-                self._spool(batch)
-            if self._queue.empty():
-                if self._stop.is_set():
-                    self._last_attempt()
+            try:
+                if self._step():
+                    return
+                backoff = self.retry_interval
+                if self._writer_error:
+                    log.warning("query log writer recovered; records are stored again")
+                    self._writer_error = ""
+            except Exception as exc:  # noqa: BLE001 - any error: keep the rows, retry later
+                msg = f"{exc.__class__.__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+                if msg != self._writer_error:
+                    log.error(
+                        "query log writer failed (%s); %d records kept in memory, retrying",
+                        msg,
+                        len(self._pending),
+                    )
+                self._writer_error = msg
+                if self._stop.is_set() and time.monotonic() >= (self._give_up_at or 0.0):
+                    self._lose(len(self._pending) + self._drain_queue())
+                    self._pending = []
                     self._idle.set()
                     return
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff)
+
+    def _step(self) -> bool:
+        """One round: take a batch (unless one is pending), write or spool it. True: stop."""
+        if not self._pending:
+            self._pending = self._take_batch()
+        batch = self._pending
+        if batch:
+            self._idle.clear()
+        if self._db_ok or time.monotonic() >= self._next_retry:
+            try:
+                self._ensure_schema()
+                self._drain_spool()
+                if batch:
+                    self._write(batch)
+                    self._pending = batch = []
+                if not self._db_ok:
+                    log.warning("query log database is reachable again; spooled records written")
+                self._db_ok = True
+            except (SQLAlchemyError, StoreError) as exc:
+                self._on_db_error(exc)
+                self._next_retry = time.monotonic() + self.retry_interval
+        if batch:
+            self._spool(batch)
+            self._pending = []
+        if self._queue.empty():
+            if self._stop.is_set():
+                self._last_attempt()
                 self._idle.set()
+                return True
+            self._idle.set()
+        return False
+
+    def _drain_queue(self) -> int:
+        count = 0
+        while True:
+            try:
+                self._queue.get_nowait()
+            except queue.Empty:
+                return count
+            count += 1
 
     def _last_attempt(self) -> None:
         """At close: one more try to empty the spool, whatever the retry timer says."""
-        if not self._spool_files():
-            return
         try:
+            if not self._spool_files():
+                return
             self._ensure_schema()
             self._drain_spool()
             self._db_ok = True
-        except (SQLAlchemyError, StoreError) as exc:
+        except (SQLAlchemyError, StoreError, OSError) as exc:
             self._on_db_error(exc)
             log.warning(
                 "%d query records stay in the spool %s until the database is back",
