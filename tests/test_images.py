@@ -72,3 +72,37 @@ def test_too_many_pixels_are_refused_from_the_header() -> None:
         ImageError, match=r"12000x10000 \(120 megapixels\); the limit is 100 megapixels"
     ):
         load_image(buf.getvalue(), max_bytes=20 * MB, max_pixels=100_000_000)
+
+
+def test_only_the_supported_formats_are_opened() -> None:
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 32 32\nshowpage\n"
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), "red").save(buf, "TIFF")  # a format Pillow reads, not we
+    for data in (eps, buf.getvalue()):
+        with pytest.raises(ImageError, match=r"not an image \(supported: JPEG, PNG, WebP"):
+            load_image(data, max_bytes=MB, max_pixels=10**8)
+    for fmt in ("PNG", "WEBP", "GIF", "BMP"):
+        buf = io.BytesIO()
+        Image.new("RGB", (40, 30), "blue").save(buf, fmt)
+        img = load_image(buf.getvalue(), max_bytes=MB, max_pixels=10**8)
+        assert img.mode == "RGB" and img.size == (40, 30), fmt
+
+
+def test_a_flat_png_that_decodes_to_hundreds_of_mb_is_refused_from_its_header() -> None:
+    """90 megapixels of one colour compress to ~90 KB; decoding would take 360+ MB."""
+    buf = io.BytesIO()
+    Image.new("L", (10000, 9000)).save(buf, "PNG")
+    data = buf.getvalue()
+    assert len(data) < 200_000
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(ImageError, match=r"10000x9000 PNG image; decoding it would take"):
+            load_image(data, max_bytes=20 * MB, max_pixels=100_000_000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 * MB and time.perf_counter() - t0 < 1.0
+    # the same number of pixels as a JPEG is fine: it is decoded at 1/8 scale
+    img = load_image(jpeg((10000, 9000)), max_bytes=20 * MB, max_pixels=100_000_000)
+    assert max(img.size) <= 512
