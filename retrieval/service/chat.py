@@ -1,7 +1,8 @@
 """The chat window's path to the Rasa server: one relay per service process.
 
 The shop page talks only to this service (same origin, no CORS); the relay forwards a
-shopper's message to Rasa's REST channel under the conversation id the page's cookie holds.
+shopper's message to Rasa's REST channel under the conversation id the page's cookie holds
+(signed by the server, :class:`~retrieval.service.keys.ConversationIds`).
 Messages from one conversation are relayed one at a time, in order (Rasa would serialise
 them anyway); when more than ``max_pending`` are already waiting, the next one is refused
 with :class:`Busy` so a stuck key or a script cannot queue unbounded work.
@@ -11,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
-import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -21,19 +20,9 @@ import httpx
 
 from ..errors import Busy, InputError, TooLarge, Unavailable
 
-__all__ = ["ChatRelay", "check_message", "is_conversation_id", "new_conversation_id"]
+__all__ = ["ChatRelay", "check_message"]
 
 log = logging.getLogger(__name__)
-
-_CONVERSATION_ID = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
-
-
-def new_conversation_id() -> str:
-    return secrets.token_urlsafe(18)  # 144 random bits: nobody can guess another's chat
-
-
-def is_conversation_id(value: object) -> bool:
-    return isinstance(value, str) and bool(_CONVERSATION_ID.match(value))
 
 
 def check_message(message: object, max_chars: int) -> str:

@@ -10,6 +10,12 @@ holds the chat window. Its API, under ``/shop/api/``:
   message ``/send_photo{"photo_id": ...}``, which the bot answers with product matches;
 - ``GET updates?after=N``: agents' replies (from the console at ``/agent/``) to the cookie's
   conversation with an id above N; the page polls it. No other conversation can be named.
+  Replies are signed "Support", never with the agent's login name.
+
+The conversation id in the cookie is issued and signed by this server
+(:class:`~retrieval.service.keys.ConversationIds`); a cookie holding anything else starts a
+new conversation. Request bodies are bounded by the app's body-limit middleware; the photo
+form is parsed with one file and two small text fields at most.
 """
 
 from __future__ import annotations
@@ -23,12 +29,15 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ImageError, InputError, TooLarge
-from .chat import ChatRelay, check_message, is_conversation_id, new_conversation_id
+from .chat import ChatRelay, check_message
+from .keys import ConversationIds
+from .limits import read_form
 
-__all__ = ["COOKIE", "router"]
+__all__ = ["AGENT_LABEL", "COOKIE", "router"]
 
 STATIC = Path(__file__).parent / "static" / "shop"
 COOKIE = "shop_conversation"
+AGENT_LABEL = "Support"  # who an agent's reply is from, as the shopper sees it
 _SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob: data:; "
     "style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'",
@@ -39,12 +48,16 @@ _SECURITY_HEADERS = {
 router = APIRouter(tags=["shop"])
 
 
+def _ids(request: Request) -> ConversationIds:
+    return request.app.state.conversations
+
+
 def _conversation(request: Request) -> tuple[str, bool]:
     """The page's conversation id, and whether it was just issued."""
     cid = request.cookies.get(COOKIE)
-    if is_conversation_id(cid):
+    if _ids(request).valid(cid):
         return cid, False
-    return new_conversation_id(), True
+    return _ids(request).new(), True
 
 
 def _reply(messages: list[dict[str, Any]], cid: str, new: bool) -> JSONResponse:
@@ -100,11 +113,7 @@ async def shop_products(
 @router.post("/shop/api/chat")
 async def shop_chat(request: Request) -> JSONResponse:
     limits = request.app.state.retriever.limits
-    raw = await request.body()
-    if len(raw) > 8 * limits.max_query_chars + 1024:
-        raise TooLarge(
-            f"the message is too long; please keep it under {limits.max_query_chars:,} characters"
-        )
+    raw = await request.body()  # bounded by the body-limit middleware
     try:
         body = json.loads(raw or b"null")
     except ValueError:
@@ -120,14 +129,9 @@ async def shop_chat(request: Request) -> JSONResponse:
 async def shop_photo(request: Request) -> JSONResponse:
     uploads = request.app.state.uploads
     limit = uploads.max_bytes
-    length = int(request.headers.get("content-length") or 0)
-    if length > limit + 64 * 1024:
-        raise TooLarge(
-            f"the photo is {length / 1e6:.1f} MB; photos up to {limit / 1e6:.1f} MB are accepted"
-        )
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         raise InputError("send the photo as multipart/form-data in a field named 'image'")
-    form = await request.form(max_part_size=limit + 1)
+    form = await read_form(request, max_fields=2, max_files=1, max_part_size=4096)
     image = form.get("image")
     if image is None or isinstance(image, str):
         raise InputError("no photo attached: send it in a field named 'image'")
@@ -150,9 +154,10 @@ async def shop_updates(
     """Agents' replies to this page's conversation (the cookie's; nobody else's)."""
     cid = request.cookies.get(COOKIE)
     console = getattr(request.app.state, "console", None)
-    if not is_conversation_id(cid) or console is None:
+    if not _ids(request).valid(cid) or console is None:
         return {"messages": [], "last": after}
     from ..console.queue import replies_for
 
-    messages = await run_in_threadpool(replies_for, console.engine, cid, after)
+    replies = await run_in_threadpool(replies_for, console.engine, cid, after)
+    messages = [{**m, "agent": AGENT_LABEL} for m in replies]
     return {"messages": messages, "last": messages[-1]["id"] if messages else after}
