@@ -51,7 +51,7 @@ def test_agent_answers_a_handoff_in_the_shoppers_open_chat(
             console.reload()
         assert row.locator("td.text").inner_text().startswith(question)  # shown as text
         console.screenshot(path=str(tmp_path / "queue.png"), full_page=True)
-        row.locator("a.open").click()
+        row.locator("button.open").click()  # claims the question (a form post)
         console.wait_for_selector("#shopper-text")
         assert console.locator("#shopper-text").inner_text() == question
         reply = "Hello, this is Alice from Fresh Basket. I can help you here."
@@ -64,7 +64,8 @@ def test_agent_answers_a_handoff_in_the_shoppers_open_chat(
 
         shop.wait_for_selector("#messages .msg.agent", timeout=15_000)
         assert shop.locator("#messages .msg.agent").inner_text() == reply
-        assert shop.locator("#messages .msg.agent").get_attribute("data-agent") == "alice"
+        # the shopper sees "Support", never the agent's login name
+        assert shop.locator("#messages .msg.agent").get_attribute("data-agent") == "Support"
         shop.screenshot(path=str(tmp_path / "shopper.png"), full_page=True)
         shop.wait_for_timeout(4500)  # two more polls: the reply is not shown twice
         assert shop.locator("#messages .msg.agent").count() == 1

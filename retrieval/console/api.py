@@ -1,9 +1,11 @@
 """The console's JSON API under ``/agent/api/`` (the pages use the same functions).
 
 Every route needs an agent session (cookie from ``POST /agent/api/login`` or the login
-page); every route that changes something also needs the session's CSRF token in the
-``X-CSRF-Token`` header. Errors are ``{"error", "detail"}`` with 401 (not logged in or
-expired), 403 (CSRF), 404, 409 (another agent acted first, or a stale version), 413, 422.
+page); every route that changes something (claiming a question included) is a POST and
+also needs the session's CSRF token in the ``X-CSRF-Token`` header. The session is checked
+before a body is read. Errors are ``{"error", "detail"}`` with 401 (not logged in or
+expired), 403 (CSRF), 404, 409 (another agent acted first, or a stale version), 413, 422,
+429 (too many logins). Every response is ``Cache-Control: no-store``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from ..errors import InputError, TooLarge
 from . import auth, clusters, queue
 from .numbers import numbers as compute_numbers
-from .web import agent_of, console_of, set_session_cookie
+from .web import agent_of, console_of, log_in, set_session_cookie
 
 __all__ = ["router"]
 
@@ -59,14 +61,11 @@ def _jsonable(obj: Any) -> Any:
 @router.post("/login")
 async def api_login(request: Request) -> JSONResponse:
     body = await _json(request)
-    console = console_of(request)
-    token, session = await run_in_threadpool(
-        auth.login,
-        console.engine,
-        str(body.get("name") or ""),
-        str(body.get("password") or ""),
-        console.settings.console_session_ttl_s,
-        console.login_throttle,
+    name, password = body.get("name"), body.get("password")
+    token, session = await log_in(
+        request,
+        name if isinstance(name, str) else "",
+        password if isinstance(password, str) else "",
     )
     response = JSONResponse(
         {
@@ -98,17 +97,30 @@ async def api_queue(request: Request) -> dict[str, Any]:
 
 
 @router.get("/questions/{query_id}")
-async def api_question(request: Request, query_id: str, claim: bool = True) -> dict[str, Any]:
-    agent = await agent_of(request)
+async def api_question(request: Request, query_id: str) -> dict[str, Any]:
+    """The question as it stands; reading it changes nothing (claim with POST .../claim)."""
+    await agent_of(request)
     console = console_of(request)
-    if claim:
-        await run_in_threadpool(
-            queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
-        )
     q = await run_in_threadpool(
         queue.question, console.engine, query_id, console.faq, console.catalog
     )
     return _jsonable(asdict(q))
+
+
+@router.post("/questions/{query_id}/claim")
+async def api_claim(request: Request, query_id: str) -> dict[str, Any]:
+    """Reserve the question for this agent (``console_claim_ttl_s``); returns it, with
+    ``claimed: false`` when another agent holds it."""
+    agent = await agent_of(request, request.headers.get("x-csrf-token"), check=True)
+    console = console_of(request)
+    q = await run_in_threadpool(queue.question, console.engine, query_id)  # 404, task row
+    claimed = await run_in_threadpool(
+        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
+    )
+    q = await run_in_threadpool(
+        queue.question, console.engine, query_id, console.faq, console.catalog
+    )
+    return {**_jsonable(asdict(q)), "claimed": claimed or q.claimed_by == agent.name}
 
 
 @router.post("/questions/{query_id}/reply")

@@ -12,14 +12,18 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import math
 import re
 import secrets
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -27,7 +31,7 @@ from sqlalchemy import Engine, delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from ..errors import Conflict, Forbidden, InputError, NotLoggedIn
+from ..errors import Busy, Conflict, Forbidden, InputError, NotLoggedIn
 from ..store.models import AgentRow, AgentSessionRow
 
 __all__ = [
@@ -40,13 +44,15 @@ __all__ = [
     "end_session",
     "list_agents",
     "login",
+    "same_token",
     "session_for",
+    "set_active",
     "set_password",
 ]
 
 COOKIE = "agent_session"
 MIN_PASSWORD = 10
-_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _hasher = PasswordHasher()  # stateless parameters only; no resource is built at import
 
 
@@ -76,7 +82,7 @@ def _digest(token: str) -> str:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name or ""):
+    if not _NAME.fullmatch(name or ""):
         raise InputError(
             f"agent name {name!r} is not valid: use 1-64 letters, digits, '.', '_' or '-'"
         )
@@ -115,47 +121,163 @@ def set_password(engine: Engine, name: str, password: str) -> None:
         s.execute(delete(AgentSessionRow).where(AgentSessionRow.agent_id == agent.id))
 
 
+def set_active(engine: Engine, name: str, active: bool) -> None:
+    """Enable or disable an account; disabling also ends its sessions."""
+    with Session(engine) as s, s.begin():
+        agent = s.scalar(select(AgentRow).where(AgentRow.name == name))
+        if agent is None:
+            raise InputError(f"no agent named '{name}'")
+        agent.active = active
+        if not active:
+            s.execute(delete(AgentSessionRow).where(AgentSessionRow.agent_id == agent.id))
+
+
 def list_agents(engine: Engine) -> list[tuple[str, datetime, bool]]:
     with Session(engine) as s:
         rows = s.execute(select(AgentRow.name, AgentRow.created_at, AgentRow.active)).all()
     return [(n, utc(c), a) for n, c, a in sorted(rows)]
 
 
-class LoginThrottle:
-    """Failed logins per account name in a sliding window: past ``max_failures`` the account
-    refuses every password, right or wrong, until the oldest failure leaves the window. Slows
-    password guessing to a few tries per window; in memory, per service process."""
+class _Recent:
+    """Times of recent events per key, in a sliding window, for at most ``max_keys`` keys
+    (the least recently touched key is forgotten first): memory stays bounded whatever
+    names and addresses arrive."""
 
-    def __init__(self, max_failures: int = 5, window_s: float = 300.0, clock=time.monotonic):  # noqa: ANN001
-        self.max_failures, self.window_s, self._clock = max_failures, window_s, clock
-        self._failures: dict[str, deque[float]] = {}
-        self._lock = threading.Lock()
+    def __init__(self, window_s: float, max_keys: int, max_per_key: int):
+        self.window_s, self.max_keys, self.max_per_key = window_s, max_keys, max_per_key
+        self._times: OrderedDict[Any, deque[float]] = OrderedDict()
 
-    def _recent(self, name: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(name, deque())
+    def get(self, key: Any, now: float) -> deque[float]:
+        times = self._times.get(key)
+        if times is None:
+            return deque()
         while times and times[0] <= now - self.window_s:
             times.popleft()
+        if not times:
+            del self._times[key]
         return times
 
-    def check(self, name: str) -> None:
-        """Raise :class:`NotLoggedIn` while this account is locked out."""
+    def add(self, key: Any, now: float) -> None:
+        times = self.get(key, now)
+        if not times:
+            times = self._times[key] = deque(maxlen=self.max_per_key)
+        self._times.move_to_end(key)
+        times.append(now)
+        while len(self._times) > self.max_keys:
+            self._times.popitem(last=False)
+
+    def clear(self, key: Any) -> None:
+        self._times.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._times)
+
+
+class LoginThrottle:
+    """Limits on logging in, in memory per service process, bounded in size.
+
+    - **Per address**: at most ``per_address`` attempts (right or wrong) in ``window_s``;
+      more get 429. Every attempt costs an argon2 check (64 MiB, tens of ms), so one
+      address cannot make the service do that without limit.
+    - **Per address and account**: after ``max_failures`` failures in the window, that
+      address may not try that account again until the oldest failure leaves the window
+      ("too many failed logins"). Other addresses are not affected, so failing on purpose
+      cannot lock a real agent out.
+    - **Per account, all addresses**: past ``slow_after`` failures in the window, attempts
+      on the account are spaced ``step_s`` apart (each waits for its turn, at most
+      ``max_wait_s``): guessing slows down, the right password still gets in.
+    - At most ``verify_slots`` password checks run at once (their memory is bounded).
+
+    Each table keeps at most ``max_keys`` keys. Names that cannot be account names are
+    refused without a password check and are not kept."""
+
+    def __init__(
+        self,
+        *,
+        max_failures: int = 5,
+        window_s: float = 300.0,
+        per_address: int = 30,
+        slow_after: int = 20,
+        step_s: float = 1.0,
+        max_wait_s: float = 10.0,
+        verify_slots: int = 2,
+        max_keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ):
+        self.max_failures, self.window_s, self.per_address = max_failures, window_s, per_address
+        self.slow_after, self.step_s, self.max_wait_s = slow_after, step_s, max_wait_s
+        self.max_keys = max_keys
+        self._clock = clock
+        self._attempts = _Recent(window_s, max_keys, per_address)  # address -> attempts
+        self._failures = _Recent(window_s, max_keys, max_failures)  # (address, name) -> failures
+        self._name_failures = _Recent(window_s, max_keys, 10 * slow_after + 1)  # name -> failures
+        self._next_turn: OrderedDict[str, float] = OrderedDict()  # name -> next free slot
+        self._verify = threading.BoundedSemaphore(verify_slots)
+        self._lock = threading.Lock()
+
+    def _wait(self, oldest: float, now: float) -> int:
+        return max(1, math.ceil(oldest + self.window_s - now))
+
+    def admit(self, address: str, name: str) -> float:
+        """Count an attempt; raise :class:`Busy` / :class:`NotLoggedIn` when a limit is
+        reached, else return how many seconds this attempt must wait first (slow-down)."""
         with self._lock:
             now = self._clock()
-            times = self._recent(name, now)
-            if len(times) >= self.max_failures:
-                wait = max(1, math.ceil(times[0] + self.window_s - now))
-                raise NotLoggedIn(f"too many failed logins for this account: try again in {wait} s")
-            if not times:
-                self._failures.pop(name, None)
+            attempts = self._attempts.get(address, now)
+            if len(attempts) >= self.per_address:
+                raise Busy(
+                    "too many login attempts from your address: try again in "
+                    f"{self._wait(attempts[0], now)} s"
+                )
+            self._attempts.add(address, now)
+            if not _NAME.fullmatch(name or ""):
+                return 0.0
+            failures = self._failures.get((address, name), now)
+            if len(failures) >= self.max_failures:
+                raise NotLoggedIn(
+                    "too many failed logins for this account: try again in "
+                    f"{self._wait(failures[0], now)} s"
+                )
+            if len(self._name_failures.get(name, now)) < self.slow_after:
+                return 0.0
+            turn = max(now, self._next_turn.get(name, now))
+            self._next_turn[name] = turn + self.step_s
+            self._next_turn.move_to_end(name)
+            while len(self._next_turn) > self.max_keys:
+                self._next_turn.popitem(last=False)
+            return min(self.max_wait_s, turn - now)
 
-    def failed(self, name: str) -> None:
+    def failed(self, address: str, name: str) -> None:
+        if not _NAME.fullmatch(name or ""):
+            return
         with self._lock:
             now = self._clock()
-            self._recent(name, now).append(now)
+            self._failures.add((address, name), now)
+            self._name_failures.add(name, now)
 
-    def succeeded(self, name: str) -> None:
+    def succeeded(self, address: str, name: str) -> None:
         with self._lock:
-            self._failures.pop(name, None)
+            self._failures.clear((address, name))
+
+    @contextmanager
+    def verifying(self, timeout_s: float = 10.0) -> Iterator[None]:
+        """A slot for one password check (argon2), or :class:`Busy` after ``timeout_s``."""
+        if not self._verify.acquire(timeout=timeout_s):
+            raise Busy("the console is busy checking other logins: try again in a moment")
+        try:
+            yield
+        finally:
+            self._verify.release()
+
+    def sizes(self) -> dict[str, int]:
+        """How many keys each table holds (they never exceed ``max_keys``)."""
+        with self._lock:
+            return {
+                "addresses": len(self._attempts),
+                "address_names": len(self._failures),
+                "names": len(self._name_failures),
+                "turns": len(self._next_turn),
+            }
 
 
 def login(
@@ -164,18 +286,32 @@ def login(
     password: str,
     ttl_s: float,
     throttle: LoginThrottle | None = None,
+    address: str = "-",
+    *,
+    admitted: bool = False,
 ) -> tuple[str, AgentSession]:
-    """Check the password; returns the cookie token and the new session. With ``throttle``,
-    an account with too many recent failures is refused before its password is checked."""
+    """Check the password; returns the cookie token and the new session.
+
+    With ``throttle`` the attempt is counted for ``address`` first (its limits may refuse
+    it before the password is checked, or make it wait its turn), a name that cannot be an
+    account is refused without a password check, and at most a few checks run at once.
+    ``admitted``: the caller already called :meth:`LoginThrottle.admit` and waited (the
+    web routes wait without holding a thread)."""
     if throttle is None:
         return _login(engine, name, password, ttl_s)
-    throttle.check(name)
-    try:
-        out = _login(engine, name, password, ttl_s)
-    except NotLoggedIn:
-        throttle.failed(name)
-        raise
-    throttle.succeeded(name)
+    if not admitted:
+        delay = throttle.admit(address, name)
+        if delay > 0:
+            time.sleep(delay)
+    if not _NAME.fullmatch(name or "") or len(password) > 1024:
+        raise NotLoggedIn("wrong name or password")
+    with throttle.verifying():
+        try:
+            out = _login(engine, name, password, ttl_s)
+        except NotLoggedIn:
+            throttle.failed(address, name)
+            raise
+    throttle.succeeded(address, name)
     return out
 
 
@@ -236,8 +372,17 @@ def end_session(engine: Engine, token: str | None) -> None:
             s.execute(delete(AgentSessionRow).where(AgentSessionRow.id == _digest(token)))
 
 
+def same_token(sent: object, expected: str | None) -> bool:
+    """Constant-time comparison of a token a client sent (any text, or not text at all)."""
+    if not isinstance(sent, str) or not sent or not expected:
+        return False
+    return hmac.compare_digest(
+        sent.encode("utf-8", "surrogatepass"), expected.encode("utf-8", "surrogatepass")
+    )
+
+
 def check_csrf(session: AgentSession, sent: str | None) -> None:
-    if not sent or not secrets.compare_digest(sent, session.csrf):
+    if not same_token(sent, session.csrf):
         raise Forbidden(
             "this form is out of date or did not come from the console (CSRF check failed): "
             "reload the page and try again"

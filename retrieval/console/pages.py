@@ -1,8 +1,11 @@
 """The console's server-rendered pages under ``/agent/`` (Jinja2, autoescaped, no script).
 
 Forms post back here with the session's CSRF token; a successful action redirects (303) to
-a page that shows its result, so reloading never sends a reply twice. Errors are rendered
-as a page with the same status the JSON API would give (401, 403, 404, 409, 413, 422).
+a page that shows its result, so reloading never sends a reply twice. Reading a page never
+changes anything: a question is claimed by the queue's "Open" button (a POST). A form is
+parsed only after the session is checked, within bounds (fields, no files, part size).
+Errors are rendered as a page with the same status the JSON API would give (401, 403, 404,
+409, 413, 422, 429).
 """
 
 from __future__ import annotations
@@ -20,17 +23,19 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import InputError, NotLoggedIn, RetrievalError, TooLarge
+from ..errors import Busy, InputError, NotLoggedIn, RetrievalError
+from ..service.limits import read_form
 from . import auth, clusters, queue
 from .numbers import numbers as compute_numbers
 from .numbers import rates_chart
-from .web import HEADERS, agent_of, console_of, set_session_cookie
+from .web import HEADERS, agent_of, console_of, log_in, set_session_cookie
 
 __all__ = ["router"]
 
 HERE = Path(__file__).parent
 LOGIN_COOKIE = "agent_login"
-MAX_FORM = 256 * 1024
+MAX_FORM = 256 * 1024  # the longest text field (a reply, a draft's examples)
+MAX_FIELDS = 16
 
 router = APIRouter(prefix="/agent", include_in_schema=False)
 _env = jinja2.Environment(
@@ -69,16 +74,20 @@ def html_errors(fn: Callable) -> Callable:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    if int(request.headers.get("content-length") or 0) > MAX_FORM:
-        raise TooLarge(f"the form is over {MAX_FORM // 1024} KB; replies are much shorter")
-    form = await request.form(max_part_size=MAX_FORM)
+    form = await read_form(request, max_fields=MAX_FIELDS, max_files=0, max_part_size=MAX_FORM)
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-async def _agent(request: Request, form: dict[str, str] | None = None) -> auth.AgentSession:
-    if form is None:
-        return await agent_of(request)
-    return await agent_of(request, form.get("csrf"), check=True)
+async def _agent(request: Request) -> auth.AgentSession:
+    return await agent_of(request)
+
+
+async def _agent_and_form(request: Request) -> tuple[auth.AgentSession, dict[str, str]]:
+    """The logged-in agent, then (only then) the form, then its CSRF token."""
+    agent = await agent_of(request)
+    form = await _form(request)
+    auth.check_csrf(agent, form.get("csrf"))
+    return agent, form
 
 
 def _int(value: str | None, name: str) -> int | None:
@@ -111,7 +120,7 @@ async def login_page(request: Request) -> Response:
 async def login_submit(request: Request) -> Response:
     form = await _form(request)
     sent, cookie = form.get("login_csrf", ""), request.cookies.get(LOGIN_COOKIE, "")
-    if not sent or not cookie or not secrets.compare_digest(sent, cookie):
+    if not auth.same_token(sent, cookie):
         return render(
             "message.html",
             status=403,
@@ -120,19 +129,12 @@ async def login_submit(request: Request) -> Response:
             login=True,
             agent=None,
         )
-    console = console_of(request)
     try:
-        token, _ = await run_in_threadpool(
-            auth.login,
-            console.engine,
-            form.get("name", ""),
-            form.get("password", ""),
-            console.settings.console_session_ttl_s,
-            console.login_throttle,
+        token, _ = await log_in(request, form.get("name", ""), form.get("password", ""))
+    except (NotLoggedIn, Busy) as exc:
+        return render(
+            "login.html", status=exc.http_status, login_csrf=cookie, agent=None, error=str(exc)
         )
-    except NotLoggedIn as exc:
-        response = render("login.html", status=401, login_csrf=cookie, agent=None, error=str(exc))
-        return response
     response = RedirectResponse("/agent/", status_code=303)
     set_session_cookie(response, token, request)
     response.delete_cookie(LOGIN_COOKIE, path="/agent")
@@ -142,8 +144,7 @@ async def login_submit(request: Request) -> Response:
 @router.post("/logout")
 @html_errors
 async def logout(request: Request) -> Response:
-    form = await _form(request)
-    await _agent(request, form)
+    await _agent_and_form(request)
     await run_in_threadpool(
         auth.end_session, console_of(request).engine, request.cookies.get(auth.COOKIE)
     )
@@ -165,9 +166,6 @@ async def queue_page(request: Request) -> Response:
 async def question_page(request: Request, query_id: str) -> Response:
     agent = await _agent(request)
     console = console_of(request)
-    await run_in_threadpool(
-        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
-    )
     q = await run_in_threadpool(
         queue.question, console.engine, query_id, console.faq, console.catalog
     )
@@ -183,11 +181,23 @@ async def question_page(request: Request, query_id: str) -> Response:
     )
 
 
+@router.post("/questions/{query_id}/claim")
+@html_errors
+async def question_claim(request: Request, query_id: str) -> Response:
+    """The queue's "Open" button: reserve the question, then show it."""
+    agent, _ = await _agent_and_form(request)
+    console = console_of(request)
+    await run_in_threadpool(queue.question, console.engine, query_id)  # 404, task row
+    await run_in_threadpool(
+        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
+    )
+    return RedirectResponse(f"/agent/questions/{query_id}", status_code=303)
+
+
 @router.post("/questions/{query_id}/act")
 @html_errors
 async def question_act(request: Request, query_id: str) -> Response:
-    form = await _form(request)
-    agent = await _agent(request, form)
+    agent, form = await _agent_and_form(request)
     result = await console_of(request).act(
         agent,
         query_id,
@@ -231,8 +241,7 @@ async def audit_page(request: Request) -> Response:
 @router.post("/audit/{query_id}/flag")
 @html_errors
 async def audit_flag(request: Request, query_id: str) -> Response:
-    form = await _form(request)
-    agent = await _agent(request, form)
+    agent, form = await _agent_and_form(request)
     await run_in_threadpool(
         queue.flag, console_of(request).engine, agent, query_id, form.get("reason", "")
     )
@@ -263,8 +272,7 @@ async def unanswered_page(request: Request) -> Response:
 @router.post("/unanswered/draft")
 @html_errors
 async def unanswered_draft(request: Request) -> Response:
-    form = await _form(request)
-    agent = await _agent(request, form)
+    agent, form = await _agent_and_form(request)
     console = console_of(request)
     record = await run_in_threadpool(
         clusters.draft_entry,

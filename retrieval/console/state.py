@@ -57,7 +57,9 @@ class Console:
 
     @property
     def drafts_path(self) -> Path:
-        return self.settings.data_dir / "faq-drafts.jsonl"
+        """Where draft FAQ entries go: ``faq_drafts_path``, which re-indexing merges into
+        the bank (default ``data_dir/faq-drafts.jsonl``)."""
+        return self.settings.resolved_faq_drafts_path
 
     @property
     def faq(self) -> Any:

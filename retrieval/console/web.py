@@ -3,13 +3,15 @@ cookies and security headers."""
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from .auth import COOKIE, AgentSession, check_csrf, session_for
+from .auth import COOKIE, AgentSession, check_csrf, login, session_for
 from .state import Console
 
-__all__ = ["HEADERS", "agent_of", "console_of", "set_session_cookie"]
+__all__ = ["HEADERS", "agent_of", "console_of", "log_in", "set_session_cookie"]
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; script-src 'none'; style-src 'self'; "
@@ -46,4 +48,25 @@ def set_session_cookie(response: Response, token: str, request: Request) -> None
         httponly=True,
         samesite="strict",
         secure=s.console_cookie_secure,
+    )
+
+
+async def log_in(request: Request, name: str, password: str) -> tuple[str, AgentSession]:
+    """Log in through the console's throttle, keyed by the client's address; a slow-down
+    is waited here, without holding a worker thread."""
+    console = console_of(request)
+    throttle = console.login_throttle
+    address = request.client.host if request.client else "-"
+    delay = throttle.admit(address, name)
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return await run_in_threadpool(
+        login,
+        console.engine,
+        name,
+        password,
+        console.settings.console_session_ttl_s,
+        throttle,
+        address,
+        admitted=True,
     )
