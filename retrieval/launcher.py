@@ -6,6 +6,13 @@ retrieval.launcher --help``. The two servers run as child processes in their own
 so the terminal's Ctrl-C reaches only this launcher, which then asks each child once to
 stop (SIGINT: the retrieval service flushes its query log) and waits for them. Their output
 goes to log files whose paths are printed; when a child fails, the tail of its log is shown.
+
+Two random secrets are made per run and passed in the children's environment, never on a
+command line (which every local user can read in ``ps``): ``RETRIEVAL_WEBHOOK_TOKEN``, which
+Rasa sends to the service's action endpoint (``Authorization: Bearer ...``, from the
+endpoints.yml written here, which names the variable rather than holding the value), and
+``RETRIEVAL_RASA_TOKEN``, the token of Rasa's HTTP API, which a small wrapper puts into
+Rasa's own argument list inside the Rasa process.
 """
 
 from __future__ import annotations
@@ -25,10 +32,19 @@ from pathlib import Path
 
 import httpx
 
-__all__ = ["main"]
+__all__ = ["main", "rasa_command", "write_endpoints"]
 
 ROOT = Path(__file__).resolve().parent.parent
 _PR_SET_PDEATHSIG = 1
+
+# Runs the rasa script with '--auth-token <token from the environment>' appended to its
+# sys.argv: the token reaches Rasa's argument parser but not this process's command line.
+_RASA_WRAPPER = (
+    "import os, runpy, sys\n"
+    "script = sys.argv[1]\n"
+    "sys.argv = [script, *sys.argv[2:], '--auth-token', os.environ['RETRIEVAL_RASA_TOKEN']]\n"
+    "runpy.run_path(script, run_name='__main__')\n"
+)
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec (Linux)
@@ -113,6 +129,46 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _python_of(script: Path) -> str:
+    """The interpreter of a console script: the ``python`` beside it, else its shebang."""
+    sibling = script.parent / "python"
+    if sibling.exists():
+        return str(sibling)
+    try:
+        with script.open("rb") as fh:
+            first = fh.readline()
+    except OSError:
+        first = b""
+    if first.startswith(b"#!"):
+        return first[2:].decode(errors="replace").split()[0]
+    return sys.executable
+
+
+def rasa_command(
+    rasa: Path, model: Path, port: int, endpoints: Path, credentials: Path
+) -> list[str]:
+    """The Rasa server's command line; its API token comes from ``RETRIEVAL_RASA_TOKEN``."""
+    argv = [_python_of(rasa), "-c", _RASA_WRAPPER, str(rasa), "run", "-m", str(model)]
+    argv += ["-p", str(port), "-i", "127.0.0.1", "--endpoints", str(endpoints)]
+    argv += ["--credentials", str(credentials), "--enable-api"]
+    return argv
+
+
+def write_endpoints(path: Path, port: int) -> None:
+    """Rasa's endpoints.yml: the action endpoint with the webhook token taken from the
+    environment (Rasa expands ``${VAR}`` in unquoted values); private to this user."""
+    text = (
+        "action_endpoint:\n"
+        f'  url: "http://127.0.0.1:{port}/webhook"\n'
+        "  headers:\n"
+        "    Authorization: Bearer ${RETRIEVAL_WEBHOOK_TOKEN}\n"
+    )
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(path, 0o600)
+
+
 def _wait_ready(base: str, children: Sequence[Child], deadline: float) -> dict:
     """Poll until the shop's chat relay gets an answer from Rasa (which itself needs the
     action endpoint of the retrieval service): the whole chain is then up."""
@@ -150,24 +206,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir = data_dir / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     endpoints = run_dir / "endpoints.yml"
-    endpoints.write_text(f'action_endpoint:\n  url: "http://127.0.0.1:{args.port}/webhook"\n')
+    write_endpoints(endpoints, args.port)
 
-    # Rasa's HTTP API (agent replies go into its trackers) with a fresh random token per run
-    rasa_token = secrets.token_hex(32)  # hex: never starts with "-", which argparse would misread
+    # fresh random secrets per run, in the environment only: Rasa's HTTP API token (agent
+    # replies go into its trackers) and the action endpoint's token (Rasa -> /webhook);
+    # hex: never starts with "-", which argparse would misread
     env = {
         **os.environ,
         "RETRIEVAL_RASA_URL": f"http://127.0.0.1:{args.rasa_port}",
-        "RETRIEVAL_RASA_TOKEN": rasa_token,
+        "RETRIEVAL_RASA_TOKEN": secrets.token_hex(32),
+        "RETRIEVAL_WEBHOOK_TOKEN": secrets.token_hex(32),
         "RASA_TELEMETRY_ENABLED": "false",
     }
     serve = [sys.executable, "-m", "retrieval.cli", "serve", "--host", args.host]
     serve += ["--port", str(args.port), "--data-dir", str(data_dir)]
     if args.config:
         serve += ["--config", str(args.config)]
-    rasa = [str(args.rasa), "run", "-m", str(args.rasa_model.resolve())]
-    rasa += ["-p", str(args.rasa_port), "-i", "127.0.0.1", "--endpoints", str(endpoints)]
-    rasa += ["--credentials", str((args.bot_dir / "credentials.yml").resolve())]
-    rasa += ["--enable-api", f"--auth-token={rasa_token}"]
+    rasa = rasa_command(
+        Path(os.path.abspath(args.rasa)),  # Rasa runs in the bot folder
+        args.rasa_model.resolve(),
+        args.rasa_port,
+        endpoints,
+        (args.bot_dir / "credentials.yml").resolve(),
+    )
 
     children: list[Child] = []
     stopping = False
