@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import InputError, SourceError
 from .querytext import clean_query
@@ -28,8 +29,8 @@ class LabelledQuery:
 
 
 def _relevant(
-    path: Path, line: int, rec: dict, known: Collection[str] | None, what: str
-) -> frozenset:
+    path: Path, line: int, rec: dict[str, Any], known: Collection[str] | None, what: str
+) -> frozenset[str]:
     relevant = rec.get("relevant")
     if relevant is None:
         raise SourceError(path, "missing (use [] for an out-of-scope query)", line, "relevant")

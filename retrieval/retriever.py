@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 from PIL import Image
@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
 
-ImageInput = bytes | str | Path | Image.Image
+ImageInput: TypeAlias = bytes | str | Path | Image.Image
 
 
 @dataclass(frozen=True)
@@ -282,26 +282,20 @@ class Retriever:
         n = len(prepared)
         vectors: dict[str, list[np.ndarray | None]] = {}
         share = np.zeros(n)
-        wanted = {
-            "text": (self.text_encoder, [r.english for r in routes], lambda q: q.text),
-            "image": (
-                self.image_encoder,
-                [q.image is not None for q in prepared],
-                lambda q: q.image,
-            ),
-            "multilingual": (
-                self.multilingual_encoder,
-                [r.multilingual for r in routes],
-                lambda q: q.text,
-            ),
+        cleaned: list[Any] = [q.text for q in prepared]
+        photos: list[Any] = [q.image for q in prepared]
+        wanted: dict[str, tuple[Encoder | None, list[bool], list[Any]]] = {
+            "text": (self.text_encoder, [r.english for r in routes], cleaned),
+            "image": (self.image_encoder, [p is not None for p in photos], photos),
+            "multilingual": (self.multilingual_encoder, [r.multilingual for r in routes], cleaned),
         }
-        for name, (encoder, needed, item) in wanted.items():
+        for name, (encoder, needed, items) in wanted.items():
             rows = [i for i in range(n) if needed[i]]
             out: list[np.ndarray | None] = [None] * n
             if rows:
                 assert encoder is not None
                 t0 = time.perf_counter()
-                encoded = encoder.encode([item(prepared[i]) for i in rows])
+                encoded = encoder.encode([items[i] for i in rows])
                 spent = (time.perf_counter() - t0) * 1e3 / len(rows)
                 for i, vec in zip(rows, encoded, strict=True):
                     out[i] = vec

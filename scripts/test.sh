@@ -30,4 +30,5 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
+.venv/bin/mypy --no-incremental   # type checks, strict on the query path (pyproject.toml)
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

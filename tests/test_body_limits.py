@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+
 from secfixtures import MB, close_retriever, live_app
 
 CHUNK = 64 * 1024

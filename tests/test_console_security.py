@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from secfixtures import close_retriever, settings_for, small_retriever
 from sqlalchemy.orm import Session
 
 from retrieval.console import auth, queue
@@ -19,6 +18,8 @@ from retrieval.console.auth import LoginThrottle
 from retrieval.errors import Busy, NotLoggedIn
 from retrieval.service import create_app
 from retrieval.store.models import QueryRow
+
+from secfixtures import close_retriever, settings_for, small_retriever
 
 PASSWORD = "a long enough password"
 

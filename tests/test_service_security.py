@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from secfixtures import API_KEY, WEBHOOK_TOKEN, close_retriever, settings_for, small_retriever
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -22,6 +21,8 @@ from retrieval.service import create_app
 from retrieval.service.keys import ConversationIds
 from retrieval.service.shop import COOKIE
 from retrieval.store.models import AgentTaskRow, QueryRow
+
+from secfixtures import API_KEY, WEBHOOK_TOKEN, close_retriever, settings_for, small_retriever
 
 AUTH = {"Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 

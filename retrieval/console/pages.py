@@ -24,7 +24,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import Busy, InputError, NotLoggedIn, RetrievalError
-from ..service.limits import read_form
+from ..httplimits import read_form
 from . import auth, clusters, queue
 from .numbers import numbers as compute_numbers
 from .numbers import rates_chart

@@ -56,18 +56,27 @@ def answer_all(
     """Answer every question in batches and time a seeded sample one at a time; ``same``
     says whether a timed answer equals its batch answer."""
     images = list(images) if images is not None else [None] * len(texts)
-    options = {"k_faq": k_faq, "k_products": k_products, "prefer_products": prefer_products}
     results: list[QueryResult] = []
     for start in tqdm(
         range(0, len(texts), BATCH), desc="answering", unit="batch", disable=not progress
     ):
         results += retriever.query_batch(
-            texts[start : start + BATCH], images[start : start + BATCH], **options
+            texts[start : start + BATCH],
+            images[start : start + BATCH],
+            k_faq=k_faq,
+            k_products=k_products,
+            prefer_products=prefer_products,
         )
     order = np.random.default_rng(0).permutation(len(texts))[: max(0, latency_sample)]
     timed: dict[int, QueryResult] = {}
     for i in tqdm(sorted(order), desc="timing", unit="q", disable=not progress):
-        timed[int(i)] = retriever.query(texts[i], images[i], **options)
+        timed[int(i)] = retriever.query(
+            texts[i],
+            images[i],
+            k_faq=k_faq,
+            k_products=k_products,
+            prefer_products=prefer_products,
+        )
     mismatches = sum(not same(r, results[i]) for i, r in timed.items())
     if mismatches:
         log.warning(

@@ -27,12 +27,12 @@ from starlette.types import Scope
 from ..console import open_console
 from ..console import router as console_router
 from ..errors import RetrievalError
+from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
 from ..uploads import UploadStore
 from .chat import ChatRelay
 from .keys import ConversationIds
-from .limits import BodyLimit, Limit, NoStore
 from .routes_ops import router as ops_router
 from .routes_products import router as products_router
 from .routes_query import MAX_JSON_BYTES

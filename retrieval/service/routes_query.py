@@ -15,9 +15,9 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import Forbidden, ImageError, InputError
+from ..httplimits import form_text, read_form
 from ..retriever import QueryResult, Retriever
 from .keys import has_secret
-from .limits import form_text, read_form
 from .schemas import ProductOut, QueryIn, QueryOut, ReplyOut
 
 __all__ = ["MAX_JSON_BYTES", "result_out", "router"]

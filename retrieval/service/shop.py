@@ -29,9 +29,9 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import ImageError, InputError, TooLarge
+from ..httplimits import read_form
 from .chat import ChatRelay, check_message
 from .keys import ConversationIds
-from .limits import read_form
 
 __all__ = ["AGENT_LABEL", "COOKIE", "router"]
 

@@ -26,7 +26,7 @@ from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import InputError, TooLarge
+from .errors import InputError, TooLarge
 
 __all__ = ["BodyLimit", "BodyTooLarge", "Limit", "NoStore", "form_text", "read_form"]
 
