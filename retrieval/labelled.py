@@ -44,7 +44,12 @@ def _relevant(
 
 
 def read_labelled(
-    path: Path, *, known_ids: Collection[str] | None, images: bool, what: str = "bank"
+    path: Path,
+    *,
+    known_ids: Collection[str] | None,
+    images: bool,
+    what: str = "bank",
+    allow_empty: bool = False,
 ) -> list[LabelledQuery]:
     """Read and validate a labelled query file; ``images`` allows (and resolves) ``image``.
     An id not in ``known_ids`` is an error naming the file and line (None: not checked)."""
@@ -73,15 +78,15 @@ def read_labelled(
             need = "'query' or 'image'" if images else "'query'"
             raise SourceError(path, f"a labelled query needs {need}", line, "query")
         out.append(LabelledQuery(line, _relevant(path, line, rec, known_ids, what), text, image))
-    if not out:
+    if not out and not allow_empty:
         raise SourceError(path, "the file holds no queries")
     return out
 
 
 def read_pairs(path: Path, known_ids: Collection[str] | None) -> list[tuple[str, set[str]]]:
     """A labelled question file as (text, relevant ids) pairs: the shop's calibration file
-    as ingest and re-index read it (text questions only)."""
+    as ingest and re-index read it (text questions only; an empty file: no labels)."""
     return [
         (q.text or "", set(q.relevant))
-        for q in read_labelled(path, known_ids=known_ids, images=False)
+        for q in read_labelled(path, known_ids=known_ids, images=False, allow_empty=True)
     ]

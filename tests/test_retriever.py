@@ -14,6 +14,7 @@ from retrieval.errors import ImageError, InputError, NotFound
 from retrieval.faq import FAQBank, FAQEntry
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams
+from retrieval.product_search import rank_products
 from retrieval.retriever import Limits, Retriever, Snapshot
 
 from fakes import ColourImageEncoder, HashingTextEncoder
@@ -252,7 +253,7 @@ def test_text_queries_rank_every_product_by_text_cosine(retriever: Retriever) ->
     assert "gift-card" not in snap.product_index and "banana" in snap.product_index
     text = retriever.text_encoder
     q = text.encode(["organic banana yellow"])[0]
-    got = retriever._products(snap, q, None, 3)  # noqa: SLF001
+    got = rank_products(snap, retriever.fusion, q, None, 3)
     want = sorted(((float(text.encode([p.text])[0] @ q), p.id) for p in snap.catalog), reverse=True)
     assert [m.product.id for m in got] == [pid for _, pid in want]
     for m, (score, _) in zip(got, want, strict=True):
