@@ -13,7 +13,15 @@ from enum import StrEnum
 
 import numpy as np
 
-__all__ = ["Decision", "DecisionPolicy", "Verdict", "calibrate_threshold", "decide"]
+__all__ = [
+    "Decision",
+    "DecisionPolicy",
+    "Verdict",
+    "calibrate_threshold",
+    "decide",
+    "decide_products",
+    "hand_off_out_of_scope",
+]
 
 
 class Decision(StrEnum):
@@ -98,6 +106,20 @@ def decide(scores: Sequence[float], policy: DecisionPolicy) -> Verdict:
         top,
         margin,
         f"top score {top:.3f} below suggest threshold {policy.suggest_threshold:.3f}",
+    )
+
+
+def hand_off_out_of_scope(verdict: Verdict, in_scope: float, threshold: float) -> Verdict:
+    """The FAQ verdict, turned into a hand-off when the question's in-scope score (the
+    out-of-scope signal, :mod:`retrieval.outofscope`) is below its threshold: a question
+    the bank has no answer for goes to an agent instead of getting the nearest answer."""
+    if verdict.decision is Decision.HANDOFF or in_scope >= threshold:
+        return verdict
+    return Verdict(
+        Decision.HANDOFF,
+        verdict.top_score,
+        verdict.margin,
+        f"out of scope: in-scope score {in_scope:.3f} below {threshold:.3f}; handed off",
     )
 
 

@@ -21,10 +21,13 @@ from .build import calibrate_faq, calibrate_multilingual, routed, routed_positio
 from .encoders.base import Encoder
 from .faq import FAQEntry, normalize_text
 from .index import VectorIndex
-from .ranking import HEAD_META
+from .outofscope import ARRAY_NAMES as OOS_ARRAYS
+from .outofscope import fit_out_of_scope, load_offtopic
+from .ranking import HEAD_META, OOS_META
 from .settings import Settings
 
 __all__ = [
+    "fit_out_of_scope_of",
     "calibrate_faq_index",
     "calibrate_from_settings",
     "clear_calibration",
@@ -33,7 +36,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
 
 
 def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
@@ -183,3 +185,58 @@ def calibrate_from_settings(
         head=settings.answer_head,
         max_entries=settings.answer_head_max_entries,
     )
+
+
+_offtopic: dict[str, np.ndarray] = {}
+
+
+def offtopic_vectors(text: Encoder) -> np.ndarray:
+    """The built-in off-topic messages (English), encoded once per encoder and process."""
+    if text.id not in _offtopic:
+        _offtopic[text.id] = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
+    return _offtopic[text.id]
+
+
+def fit_out_of_scope_of(
+    index: VectorIndex,
+    text: Encoder,
+    labelled: list[tuple[str, set[str]]] | None,
+    *,
+    max_entries: int = 1000,
+) -> str | None:
+    """Fit the hand-off signal of an FAQ index version (:mod:`retrieval.outofscope`) from
+    what a new shop has: its phrasings, its labelled in-scope questions, the built-in
+    off-topic messages, and any labelled out-of-scope questions (the calibration file's
+    empty answer lists, agents' labels). Stored in the version's arrays and metadata;
+    returns its description, or None when the bank is empty or larger than
+    ``max_entries`` (the threshold alone decides there)."""
+    for name in OOS_ARRAYS.values():
+        index.arrays.pop(name, None)
+    index.meta.pop(OOS_META, None)
+    records = index.meta.get("records") or []
+    if not records or len(records) > max_entries:
+        return None
+    entry_ids, phrasings, owners, _ = phrasings_of(index)
+    row = {e: i for i, e in enumerate(entry_ids)}
+    mine = [labelled[i] for i in routed_positions(labelled, cjk=False)] if labelled else []
+    qvecs = (
+        np.asarray(text.encode([q for q, _ in mine]), dtype=np.float32)
+        if mine
+        else np.zeros((0, index.dim), np.float32)
+    )
+    lab = np.array(
+        [min((row[r] for r in rel if r in row), default=-1) if rel else -2 for _, rel in mine],
+        dtype=np.int64,
+    )
+    model = fit_out_of_scope(
+        phrasings,
+        owners,
+        qvecs[lab >= 0],
+        lab[lab >= 0],
+        offtopic_vectors(text),
+        agent_out_of_scope=qvecs[lab == -2],
+        n_entries=len(entry_ids),
+    )
+    index.arrays.update(model.to_arrays())
+    index.meta[OOS_META] = model.to_meta()
+    return model.describe()

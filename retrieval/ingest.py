@@ -17,7 +17,7 @@ from .catalog import Catalog, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
-from .faq_calibration import calibrate_from_settings
+from .faq_calibration import calibrate_from_settings, fit_out_of_scope_of
 from .index import IndexParams, VectorIndex
 from .indexformat import PRODUCT_LAYOUT
 from .labelled import read_pairs
@@ -167,6 +167,7 @@ def build_faq_version(
     index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
     if labelled:
         calibrate_from_settings(index, text, labelled, settings, ml)
+    fit_out_of_scope_of(index, text, labelled, max_entries=settings.answer_head_max_entries)
     return index
 
 

@@ -10,11 +10,21 @@ import numpy as np
 
 from .answer_head import ARRAY_BIAS, ARRAY_WEIGHTS, AnswerHead
 from .index import Hit, VectorIndex
+from .outofscope import OutOfScopeModel
 
-__all__ = ["HEAD_META", "HEAD_POOL", "best_per_group", "head_of", "rank_entries"]
+__all__ = [
+    "HEAD_META",
+    "HEAD_POOL",
+    "OOS_META",
+    "best_per_group",
+    "head_of",
+    "out_of_scope_of",
+    "rank_entries",
+]
 
 HEAD_META = "answer_head"  # the head's description in an FAQ index version's metadata
 HEAD_POOL = 16  # nearest entries the head re-ranks
+OOS_META = "out_of_scope"  # the hand-off signal's description in an FAQ version's metadata
 
 
 def head_of(index: VectorIndex) -> AnswerHead | None:
@@ -30,6 +40,14 @@ def head_of(index: VectorIndex) -> AnswerHead | None:
         float(info["strength"]),
         bool(info.get("out_of_scope", False)),
     )
+
+
+def out_of_scope_of(index: VectorIndex) -> OutOfScopeModel | None:
+    """The hand-off signal stored in an FAQ index version, if it has one."""
+    meta = index.meta.get(OOS_META)
+    if not meta:
+        return None
+    return OutOfScopeModel.from_arrays(index.arrays, meta)
 
 
 def rank_entries(

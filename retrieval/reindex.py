@@ -37,6 +37,8 @@ from .build import (
     faq_centroids,
     faq_meta,
     faq_rows,
+    product_lexical,
+    product_lexical_rows,
     product_meta,
     product_multilingual_view,
     product_rows,
@@ -46,11 +48,12 @@ from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .errors import SourceError
 from .faq import FAQBank, load_faq
-from .faq_calibration import calibrate_from_settings, clear_calibration
+from .faq_calibration import calibrate_from_settings, clear_calibration, fit_out_of_scope_of
 from .index import IndexParams, VectorIndex
 from .indexformat import MULTILINGUAL, faq_expectations, product_expectations
 from .ingest import build_key, record_version
 from .labelled import read_pairs
+from .lexical import DEFAULT_TOKENIZER
 from .runtime import make_fusion
 from .settings import Settings
 from .storage import (
@@ -348,6 +351,7 @@ def _reindex_faq(
         calibrate_from_settings(index, text, labelled, settings, multilingual)
     else:
         clear_calibration(index)
+    fit_out_of_scope_of(index, text, labelled, max_entries=settings.answer_head_max_entries)
     return _finish(settings, engine, "faq", index, report, key, created_by, t0)
 
 
@@ -378,6 +382,8 @@ def _reindex_products(
         and not changes.any
         and meta.get("records") == records
         and meta.get("build_key") == key
+        # a version from before the lexical index (or another tokeniser) gets one below
+        and meta.get("lexical_tokenizer") == DEFAULT_TOKENIZER.spec
     ):
         return KindReport(
             "products",
@@ -422,6 +428,7 @@ def _reindex_products(
     if rows.text_keys:
         view.add(rows.text_keys, rows.text)
     _update_multilingual_view(index, list(catalog), todo, removed, multilingual, params, progress)
+    _update_lexical(index, list(catalog), todo, removed)
     index.meta.update(product_meta(catalog))
     report = KindReport(
         "products",
@@ -434,6 +441,20 @@ def _reindex_products(
         len(todo),
     )
     return _finish(settings, engine, "products", index, report, key, created_by, t0)
+
+
+def _update_lexical(
+    index: VectorIndex, products: list[Product], todo: list[Product], removed: list[str]
+) -> None:
+    """Keep the products' lexical index in step: the rows of changed and new products
+    replaced, those of deleted ones removed (tokenising only the changed ones); built whole
+    when the version has none (made before it, or by another tokeniser)."""
+    if index.lexical is None or index.meta.get("lexical_tokenizer") != DEFAULT_TOKENIZER.spec:
+        log.info("products: building the lexical index of %d products", len(products))
+        index.lexical = product_lexical(products)
+    else:
+        index.lexical.update(product_lexical_rows(todo), remove=removed)
+    index.meta["lexical_tokenizer"] = DEFAULT_TOKENIZER.spec
 
 
 def _update_multilingual_view(

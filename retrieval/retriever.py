@@ -26,7 +26,14 @@ from typing import Any, TypeAlias
 import numpy as np
 from PIL import Image
 
-from .decision import Decision, DecisionPolicy, Verdict, decide, decide_products
+from .decision import (
+    Decision,
+    DecisionPolicy,
+    Verdict,
+    decide,
+    decide_products,
+    hand_off_out_of_scope,
+)
 from .encoders.base import Encoder
 from .errors import InputError
 from .faq import FAQEntry
@@ -98,6 +105,9 @@ class Limits:
     default_k_products: int = 5
     default_k_faq: int = 3
     max_k: int = 100
+    # BM25's weight in text-only product ranking; 0 (dense only) unless configured: the
+    # service's retriever gets settings.lexical_weight (runtime.limits_from)
+    lexical_weight: float = 0.0
 
 
 def group_scores(replies: list[FAQCandidate]) -> list[float]:
@@ -350,7 +360,15 @@ class Retriever:
         products = (
             text_matches(snap, q_ml, k_products, view=route.product_view)
             if route.product_view is not None and q_ml is not None
-            else rank_products(snap, self.fusion, q_text, q_image, k_products)
+            else rank_products(
+                snap,
+                self.fusion,
+                q_text,
+                q_image,
+                k_products,
+                query_text=q.text,
+                lexical_weight=self.limits.lexical_weight,
+            )
         )
         verdict = (
             decide(group_scores(ranked), policy)
@@ -362,6 +380,10 @@ class Retriever:
                 "no text to match against the FAQ" if q.text is None else "no FAQ entries",
             )
         )
+        oos = snap.out_of_scope
+        if oos is not None and route.faq_view is None and q_faq is not None and ranked:
+            in_scope = float(oos.in_scope_scores(q_faq[None, :])[0])
+            verdict = hand_off_out_of_scope(verdict, in_scope, oos.threshold)
         if prefer_products:
             verdict = (
                 decide_products(products[0].score if products else None, q.text is not None, policy)

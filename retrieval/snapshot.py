@@ -14,7 +14,8 @@ from .catalog import Catalog, Product
 from .decision import DecisionPolicy
 from .faq import FAQBank, FAQEntry
 from .index import VectorIndex
-from .ranking import head_of
+from .outofscope import OutOfScopeModel
+from .ranking import head_of, out_of_scope_of
 
 __all__ = ["Snapshot"]
 
@@ -35,6 +36,11 @@ class Snapshot:
     def answer_head(self) -> AnswerHead | None:
         """The FAQ version's answer head (re-scores its nearest entries), if it has one."""
         return head_of(self.faq_index)
+
+    @cached_property
+    def out_of_scope(self) -> OutOfScopeModel | None:
+        """The FAQ version's hand-off signal (questions without CJK characters), if any."""
+        return out_of_scope_of(self.faq_index)
 
     @cached_property
     def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:

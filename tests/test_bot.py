@@ -105,3 +105,13 @@ def test_conversations_through_rasa(stack: Stack) -> None:
             rows[3].decision == "handoff" and rows[3].candidates == []
         )  # "talk to a person" queues too
     engine.dispose()
+
+
+def test_a_question_the_demo_cannot_answer_goes_to_an_agent(stack: Stack) -> None:
+    """Near the shop's topics (delivery) but answered by no entry: handed to an agent, not
+    answered with the nearest entry."""
+    reply = stack.say("e2e-gotland", "do you deliver to Gotland island on sundays?")
+    assert reply["custom"]["handoff"] is True, reply
+    assert reply["custom"]["decision"] in ("handoff", "suggest"), reply
+    assert reply["text"] == "Thanks for your question. A support agent will reply here shortly."
+

@@ -196,6 +196,17 @@ def with_training_examples(bank: FAQBank, train: Sequence[LabelledQuery]) -> FAQ
 
 
 def _threshold_source(retriever: Retriever, train: list[LabelledQuery] | None) -> str:
+    """Where the system's answer threshold and hand-off signal came from, in words."""
+    oos = retriever.snapshot.out_of_scope
+    hand_off = (
+        f" Hand-off signal: {oos.describe()}"
+        if oos is not None
+        else " Hand-off signal: none (the answer threshold alone decides)."
+    )
+    return _answer_threshold_source(retriever, train) + hand_off
+
+
+def _answer_threshold_source(retriever: Retriever, train: list[LabelledQuery] | None) -> str:
     """Where the system's answer threshold came from, in words."""
     policy = retriever.snapshot.policy
     cal = retriever.snapshot.faq_index.meta.get("calibration") or {}
