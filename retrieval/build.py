@@ -25,6 +25,7 @@ from .indexformat import (
     faq_expectations,
     product_expectations,
 )
+from .lexical import DEFAULT_TOKENIZER, LexicalIndex
 
 __all__ = [
     "CalibrationResult",
@@ -40,6 +41,8 @@ __all__ = [
     "multilingual_companion",
     "add_multilingual_products",
     "product_multilingual_view",
+    "product_lexical",
+    "product_lexical_rows",
     "product_meta",
     "product_rows",
     "ProductRows",
@@ -219,6 +222,18 @@ def product_rows(
     )
 
 
+def product_lexical_rows(products: list[Product]) -> list[tuple[str, str, str]]:
+    """The lexical index's rows of these products: one per product, its text (variant
+    ``text``, as in the text view)."""
+    return [(p.id, TEXT_ONLY, p.text) for p in products]
+
+
+def product_lexical(products: list[Product]) -> LexicalIndex:
+    """The product index's BM25 index (:mod:`retrieval.lexical`): model numbers and other
+    codes that dense vectors blur, matched by their tokens."""
+    return LexicalIndex.build(product_lexical_rows(products), meta={"kind": "products-lexical"})
+
+
 def product_meta(catalog: Catalog) -> dict:
     """The metadata of a product index version that depends on the catalog's content."""
     return {
@@ -243,7 +258,8 @@ def build_product_index(
 ) -> VectorIndex:
     """One fused vector per product image (variant ``image<i>``), and the text view: one text
     vector per product (variant ``text``), the only vector of a product without an image.
-    ``extra_texts`` ((product id, text) pairs) join the text view as variants ``extra<i>``."""
+    ``extra_texts`` ((product id, text) pairs) join the text view as variants ``extra<i>``.
+    The lexical index (``index.lexical``) holds each product's own text."""
     rows = product_rows(
         list(catalog),
         text_encoder,
@@ -262,6 +278,7 @@ def build_product_index(
             **product_expectations(text_encoder, image_encoder, fusion),
             "image_weight": fusion.image_weight,
             "text_weight": fusion.text_weight,
+            "lexical_tokenizer": DEFAULT_TOKENIZER.spec,
             **product_meta(catalog),
         },
     )
@@ -280,6 +297,8 @@ def build_product_index(
         vectors = text_encoder.encode([t for _, t in extra_texts], progress=progress)
         text_view.add([(pid, f"extra{i}") for i, (pid, _) in enumerate(extra_texts)], vectors)
     index.companions[TEXT_VIEW] = text_view
+    # BM25 over each product's text, saved and published with this version
+    index.lexical = product_lexical(list(catalog))
     if multilingual is not None:
         index.companions[MULTILINGUAL] = product_multilingual_view(
             list(catalog), multilingual, params, progress=progress

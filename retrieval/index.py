@@ -6,8 +6,11 @@ return hits grouped per item, the best variant's score winning. Scores are cosin
 similarities in [-1, 1] (vectors are unit length; the space is inner product).
 
 On disk an index is a folder with ``index.hnsw`` and ``meta.json`` (dim, M, ef_construction,
-ef, encoder ids, fusion, keys, version). Loading checks the metadata against what the
-caller expects and refuses a mismatch with a clear error.
+ef, encoder ids, fusion, keys, version), plus a folder per companion index, ``arrays.npz``
+and ``lexical/`` (a :class:`~retrieval.lexical.LexicalIndex`) when it has them. Loading checks
+the metadata against what the caller expects and refuses a mismatch with a clear error; a
+lexical index made by another tokeniser is left out with a warning (no lexical signal until
+a re-index rebuilds it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import hnswlib
 import numpy as np
 
 from .errors import IndexError_, IndexMismatch
+from .lexical import LexicalIndex
 from .rwlock import RWLock
 
 __all__ = ["Hit", "IndexParams", "VectorIndex"]
@@ -33,6 +37,7 @@ log = logging.getLogger(__name__)
 META_FILE = "meta.json"
 INDEX_FILE = "index.hnsw"
 ARRAYS_FILE = "arrays.npz"
+LEXICAL_DIR = "lexical"
 FORMAT_VERSION = 1
 
 
@@ -91,6 +96,9 @@ class VectorIndex:
         # small dense arrays that belong to this version (e.g. the FAQ's answer head),
         # saved and loaded with it; whoever changes the items refits them
         self.arrays: dict[str, np.ndarray] = {}
+        # a BM25 index over the same items (the products' lexical signal), saved into
+        # ``<folder>/lexical/`` and loaded with this one; None: no lexical signal
+        self.lexical: LexicalIndex | None = None
 
     # ---- size -------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -186,6 +194,7 @@ class VectorIndex:
             out.add(keys[start : start + chunk], self.vectors(labels[start : start + chunk]))
         out.companions = {name: c.compacted(chunk=chunk) for name, c in self.companions.items()}
         out.arrays = dict(self.arrays)
+        out.lexical = None if self.lexical is None else self.lexical.copy()
         return out
 
     # ---- reads --------------------------------------------------------------------------
@@ -267,6 +276,8 @@ class VectorIndex:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, folder / ARRAYS_FILE)
+        if self.lexical is not None:
+            self.lexical.save(folder / LEXICAL_DIR)
         with self._lock.read():
             self._index.save_index(str(folder / INDEX_FILE))
             meta = {
@@ -280,6 +291,7 @@ class VectorIndex:
                 "keys": [[lb, item, var] for lb, (item, var) in self._keys.items()],
                 "companions": sorted(self.companions),
                 "arrays": sorted(self.arrays),
+                "lexical": self.lexical is not None,
                 **self.meta,
             }
         tmp = folder / (META_FILE + ".tmp")
@@ -328,6 +340,7 @@ class VectorIndex:
             "keys",
             "companions",
             "arrays",
+            "lexical",
         }
         params = IndexParams(
             m=meta["m"], ef_construction=meta["ef_construction"], ef=ef or meta["ef"]
@@ -357,6 +370,13 @@ class VectorIndex:
                     f"index arrays {folder / ARRAYS_FILE} are unreadable: {exc}; "
                     "rebuild them with 'retrieval reindex --full'"
                 ) from None
+        if meta.get("lexical"):
+            try:
+                self.lexical = LexicalIndex.load(folder / LEXICAL_DIR)
+            except IndexMismatch as exc:
+                # built by another tokeniser: the version still answers, by its vectors alone,
+                # until a re-index rebuilds the lexical index
+                log.warning("%s; searching without it", exc)
         if self._index.get_current_count() != self._next_label:
             raise IndexError_(
                 f"index at {folder} is inconsistent with its metadata; rebuild it with 'retrieval ingest'"

@@ -1,6 +1,11 @@
 """Ranking products for a query vector: the text view for text-only queries, the fused index
 (re-scored exactly per modality) for photos, and products without a picture merged in by
-their text. Pure functions over one :class:`~retrieval.snapshot.Snapshot` (docs/fusion.md)."""
+their text. Pure functions over one :class:`~retrieval.snapshot.Snapshot` (docs/fusion.md).
+
+A text-only query with its text and a lexical weight ``w`` > 0 is ranked hybrid when the
+product index has a lexical index (:mod:`retrieval.lexical`): the text view's and the BM25
+index's top candidates, each scored ``(1 - w) * text cosine + w * BM25 / the query's best
+BM25`` (model numbers, which dense vectors blur, count through BM25)."""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from .errors import NotFound
 from .fusion import Fusion, fuse, fused_scores, modality_scores
 from .index import Hit, VectorIndex
 from .indexformat import TEXT_ONLY, TEXT_VIEW
+from .lexical import max_normalized, weighted
 from .snapshot import Snapshot
 
 __all__ = ["ProductMatch", "rank_products", "similar_products", "text_matches"]
@@ -21,13 +27,18 @@ __all__ = ["ProductMatch", "rank_products", "similar_products", "text_matches"]
 
 @dataclass(frozen=True)
 class ProductMatch:
-    """A product, its fused score and what each modality contributed."""
+    """A product, its fused score and what each modality contributed.
+
+    ``lexical_score``: the product's BM25 score divided by the query's best (1 = the best
+    lexical match, 0 = no shared token); None when the query was ranked without the lexical
+    signal. ``text_score`` stays the text cosine; ``score`` is then the hybrid score."""
 
     product: Product
     score: float
     text_score: float | None
     image_score: float | None
     matched: str
+    lexical_score: float | None = None
 
     def public(self, image_url: str | None = None) -> dict[str, Any]:
         return {
@@ -35,6 +46,7 @@ class ProductMatch:
             "score": round(self.score, 6),
             "text_score": None if self.text_score is None else round(self.text_score, 6),
             "image_score": None if self.image_score is None else round(self.image_score, 6),
+            "lexical_score": None if self.lexical_score is None else round(self.lexical_score, 6),
             "matched": self.matched,
         }
 
@@ -51,12 +63,17 @@ def rank_products(
     q_image: np.ndarray | None,
     k: int,
     exclude: tuple[str, ...] = (),
+    *,
+    query_text: str | None = None,
+    lexical_weight: float = 0.0,
 ) -> list[ProductMatch]:
-    """The ``k`` best products for a text and/or image query vector."""
+    """The ``k`` best products for a text and/or image query vector; a text-only query with
+    its ``query_text`` and a ``lexical_weight`` > 0 is ranked hybrid (see the module)."""
     text_view = snap.product_index.companions.get(TEXT_VIEW)
     if q_image is None and q_text is not None and text_view is not None and not exclude:
-        # a text-only query: its fused score is the text cosine (docs/fusion.md)
-        return text_matches(snap, q_text, k)
+        # a text-only query: its fused score is the text cosine (docs/fusion.md), blended
+        # with BM25 when a lexical weight is given
+        return text_matches(snap, q_text, k, query_text=query_text, lexical_weight=lexical_weight)
     query = fuse(
         None if q_image is None else q_image[None, :],
         None if q_text is None else q_text[None, :],
@@ -79,13 +96,21 @@ def text_matches(
     *,
     pictureless: bool = False,
     view: VectorIndex | None = None,
+    query_text: str | None = None,
+    lexical_weight: float = 0.0,
 ) -> list[ProductMatch]:
     """Products ranked by text cosine in the text view (or ``view``, e.g. the multilingual
     one); with ``pictureless``, only those without an image (which have no fused vector):
     a query with text and a photo scores them by their text alone, the one modality both
-    sides have."""
+    sides have. With ``query_text`` and ``lexical_weight`` > 0 (and a lexical index in the
+    snapshot), ranked hybrid by cosine and BM25 (:func:`_hybrid_matches`)."""
     if view is None:
         view = snap.product_index.companions[TEXT_VIEW]
+    lexical = snap.product_index.lexical
+    if not pictureless and query_text and lexical_weight > 0 and lexical is not None:
+        hybrid = _hybrid_matches(snap, view, q_text, query_text, k, exclude, lexical_weight)
+        if hybrid is not None:
+            return hybrid
     fetch = k * 2 + 8 if pictureless else k
     out = []
     for hit in view.search_items(q_text, fetch, exclude=exclude):
@@ -96,6 +121,55 @@ def text_matches(
             score = float(np.clip(hit.score, -1.0, 1.0))
             out.append(ProductMatch(product, score, score, None, hit.variant))
     return out[:k]
+
+
+def _hybrid_matches(
+    snap: Snapshot,
+    view: VectorIndex,
+    q_text: np.ndarray,
+    query_text: str,
+    k: int,
+    exclude: tuple[str, ...],
+    weight: float,
+) -> list[ProductMatch] | None:
+    """The ``k`` best products by ``(1 - weight) * cosine + weight * normalised BM25`` over
+    the union of the view's and the lexical index's top ``max(4k, 50)``; every candidate gets
+    its exact cosine (its best stored vector in ``view``) and its BM25 score. None when the
+    query shares no token with any product (no lexical signal: the dense ranking stands)."""
+    lexical = snap.product_index.lexical
+    assert lexical is not None
+    n = max(k * 4, 50)
+    lex_hits = lexical.search(query_text, n, exclude=exclude)
+    if not lex_hits:
+        return None
+    dense: dict[str, float] = {}
+    variant: dict[str, str] = {}
+    for hit in view.search_items(q_text, n, exclude=exclude):
+        dense[hit.item_id] = float(np.clip(hit.score, -1.0, 1.0))
+        variant[hit.item_id] = hit.variant
+    for item_id, _ in lex_hits:
+        if item_id in dense or item_id not in view:
+            continue
+        variants, vectors = view.item_vectors(item_id)
+        sims = vectors @ np.asarray(q_text, dtype=np.float32)
+        best = int(np.argmax(sims))
+        dense[item_id] = float(np.clip(sims[best], -1.0, 1.0))
+        variant[item_id] = variants[best]
+    bm25 = lexical.score_items(query_text, dense)
+    lex = max_normalized(bm25)
+    out = []
+    for item_id, score in weighted(dense, bm25, weight):
+        product = snap.catalog.get(item_id)
+        if product is None:
+            continue
+        out.append(
+            ProductMatch(
+                product, score, dense[item_id], None, variant[item_id], lex.get(item_id, 0.0)
+            )
+        )
+        if len(out) == k:
+            break
+    return out
 
 
 def _rescore(

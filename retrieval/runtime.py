@@ -81,6 +81,7 @@ def limits_from(settings: Settings) -> Limits:
         default_k_products=settings.default_k_products,
         default_k_faq=settings.default_k_faq,
         max_k=settings.max_k,
+        lexical_weight=settings.lexical_weight,
     )
 
 

@@ -112,6 +112,13 @@ class Settings(BaseSettings):
     image_projection: Path | None = Field(
         None, description="Optional .npy matrix (k x image_dim) applied to image vectors."
     )
+    lexical_weight: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="Weight of BM25 in the ranking of text-only product queries: "
+        "(1 - w) * text cosine + w * BM25 / the query's best BM25; 0 = dense only.",
+    )
 
     # HNSW
     hnsw_m: int = Field(24, ge=2, le=128)

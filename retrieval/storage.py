@@ -5,7 +5,8 @@ Layout under ``index_dir``::
     faq/CURRENT              -> the name of the live version (replaced atomically)
     faq/<version>/           index.hnsw + meta.json
     products/CURRENT
-    products/<version>/
+    products/<version>/      the same, its companion views (text/, multilingual/) and
+                             lexical/ (the BM25 index, retrieval/lexical.py)
 
 A new version is written into ``.tmp-<version>``, flushed, renamed into place, and only
 then named in ``CURRENT``; a reader therefore sees the old or the new version, never a
