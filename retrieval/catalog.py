@@ -6,6 +6,7 @@ import hashlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .errors import SourceError
 from .records import content_hash, get_float, get_id, get_int, get_str, get_str_list
@@ -57,7 +58,30 @@ class Product:
     def from_record(cls, rec: dict) -> Product:
         return cls(**{**rec, "images": tuple(Path(p) for p in rec.get("images", ()))})
 
+    @property
+    def image_path(self) -> str | None:
+        """The service's path of the product's first image, if it has one."""
+        return f"/v1/products/{self.id}/image" if self.images else None
+
+    @property
+    def similar_path(self) -> str:
+        return f"/v1/products/{self.id}/similar"
+
+    def card(self) -> dict[str, Any]:
+        """The product as a card on the shop page and in the bot's replies."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "price": self.price,
+            "currency": self.currency,
+            "stock": self.stock,
+            "in_stock": None if self.stock is None else self.stock > 0,
+            "image_url": self.image_path,
+            "similar_url": self.similar_path,
+        }
+
     def public(self, image_url: str | None = None) -> dict:
+        """The product in API answers (``image_url``: absolute, made by the route)."""
         return {
             "id": self.id,
             "title": self.title,

@@ -10,6 +10,7 @@ on honest scores (a phrasing always matches itself at cosine 1).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -187,14 +188,16 @@ def calibrate_from_settings(
     )
 
 
-_offtopic: dict[str, np.ndarray] = {}
+_offtopic: weakref.WeakKeyDictionary[Encoder, np.ndarray] = weakref.WeakKeyDictionary()
 
 
 def offtopic_vectors(text: Encoder) -> np.ndarray:
-    """The built-in off-topic messages (English), encoded once per encoder and process."""
-    if text.id not in _offtopic:
-        _offtopic[text.id] = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
-    return _offtopic[text.id]
+    """The built-in off-topic messages (English), encoded once per encoder object."""
+    vectors = _offtopic.get(text)
+    if vectors is None:
+        vectors = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
+        _offtopic[text] = vectors
+    return vectors
 
 
 def fit_out_of_scope_of(

@@ -52,6 +52,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -168,7 +169,10 @@ def _fit_head(
         bias[present[0]] = 0.0
         return weights, bias
     model = LogisticRegression(C=strength, max_iter=3000)
-    with threadpool_limits(1):  # small problems: one BLAS thread is fastest on a busy box
+    with threadpool_limits(1), warnings.catch_warnings():
+        # one BLAS thread is fastest on small problems; a bank of one phrasing per entry has
+        # as many classes as rows, which scikit-learn warns about (it is the intent here)
+        warnings.filterwarnings("ignore", message="The number of unique classes")
         model.fit(x, y)
     if len(present) == 2:
         w, b = model.coef_[0] / 2, model.intercept_[0] / 2

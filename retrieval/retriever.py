@@ -45,6 +45,7 @@ from .product_search import ProductMatch, rank_products, similar_products, text_
 from .querytext import clean_query, has_cjk
 from .ranking import best_per_group, rank_entries
 from .snapshot import Snapshot
+from .store.logrecord import LoggedCandidate, LoggedQuery, QueryLogSink
 
 __all__ = [
     "FAQCandidate",
@@ -152,7 +153,7 @@ class Retriever:
         fusion: Fusion,
         snapshot: Snapshot,
         limits: Limits = Limits(),
-        query_log: Any = None,
+        query_log: QueryLogSink | None = None,
         multilingual_encoder: Encoder | None = None,
     ):
         self.text_encoder = text_encoder
@@ -461,64 +462,47 @@ class Retriever:
         image_ref: str | None,
         encoded: bool = True,
     ) -> dict[str, Any]:
-        now = datetime.now(UTC)
-        query = {
-            "id": r.query_id,
-            "created_at": now,
-            "conversation_id": conversation_id,
-            "channel": channel[:32],
-            "text": r.text,
-            "has_image": r.has_image,
-            "image_ref": image_ref,
-            "decision": r.decision.value,
-            "top_score": r.verdict.top_score,
-            "margin": r.verdict.margin,
-            "answer_threshold": r.policy.answer_threshold,
-            "suggest_threshold": r.policy.suggest_threshold,
-            "faq_index_version": r.faq_version,
-            "product_index_version": r.product_version,
-            "text_encoder": (r.faq_encoder or self.text_encoder.id)
-            if encoded and r.text is not None
-            else None,
-            "image_encoder": self.image_encoder.id if r.has_image else None,
-            "encode_ms": r.timings_ms["encode"],
-            "search_ms": r.timings_ms["search"],
-            "total_ms": r.timings_ms["total"],
-        }
+        """The query log's rows for a result (:class:`~retrieval.store.logrecord.LoggedQuery`)."""
         candidates = [
-            {
-                "query_id": r.query_id,
-                "kind": "faq",
-                "rank": rank,
-                "item_id": c.entry.id,
-                "score": c.score,
-                "text_score": c.score,
-                "image_score": None,
-                "matched": c.matched,
-                "index_version": r.faq_version,
-            }
+            LoggedCandidate(
+                "faq", rank, c.entry.id, c.score, c.score, None, c.matched, r.faq_version
+            )
             for rank, c in enumerate(r.replies, start=1)
         ] + [
-            {
-                "query_id": r.query_id,
-                "kind": "product",
-                "rank": rank,
-                "item_id": m.product.id,
-                "score": m.score,
-                "text_score": m.text_score,
-                "image_score": m.image_score,
-                "matched": m.matched,
-                "index_version": r.product_version,
-            }
+            LoggedCandidate(
+                "product",
+                rank,
+                m.product.id,
+                m.score,
+                m.text_score,
+                m.image_score,
+                m.matched,
+                r.product_version,
+            )
             for rank, m in enumerate(r.products, start=1)
         ]
-        decisions = [
-            {
-                "query_id": r.query_id,
-                "created_at": now,
-                "actor": "system",
-                "decision": r.decision.value,
-                "reason": r.verdict.reason,
-            }
-        ]
-        return {"query": query, "candidates": candidates, "decisions": decisions}
+        return LoggedQuery(
+            id=r.query_id,
+            created_at=datetime.now(UTC),
+            conversation_id=conversation_id,
+            channel=channel,
+            text=r.text,
+            has_image=r.has_image,
+            image_ref=image_ref,
+            decision=r.decision.value,
+            reason=r.verdict.reason,
+            top_score=r.verdict.top_score,
+            margin=r.verdict.margin,
+            answer_threshold=r.policy.answer_threshold,
+            suggest_threshold=r.policy.suggest_threshold,
+            faq_index_version=r.faq_version,
+            product_index_version=r.product_version,
+            text_encoder=(r.faq_encoder or self.text_encoder.id)
+            if encoded and r.text is not None
+            else None,
+            image_encoder=self.image_encoder.id if r.has_image else None,
+            encode_ms=r.timings_ms["encode"],
+            search_ms=r.timings_ms["search"],
+            total_ms=r.timings_ms["total"],
+            candidates=tuple(candidates),
+        ).rows()

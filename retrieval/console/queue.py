@@ -66,7 +66,9 @@ class Suggestion:
 
 
 @dataclass(frozen=True)
-class ProductMatch:
+class ShownProduct:
+    """A product the query log shows for a question (the agent sees what the bot matched)."""
+
     product_id: str
     rank: int
     score: float
@@ -110,7 +112,7 @@ class Question:
     claimed_by: str | None
     claimed_at: datetime | None
     suggestions: list[Suggestion] = field(default_factory=list)
-    products: list[ProductMatch] = field(default_factory=list)
+    products: list[ShownProduct] = field(default_factory=list)
     conversation: list[Turn] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
 
@@ -270,7 +272,7 @@ def question(engine: Engine, query_id: str, faq: Any = None, catalog: Any = None
                     else ""
                 )
                 out.products.append(
-                    ProductMatch(c.item_id, c.rank, c.score, p.title if p else c.item_id, price)
+                    ShownProduct(c.item_id, c.rank, c.score, p.title if p else c.item_id, price)
                 )
         out.suggestions.sort(key=lambda x: x.rank)
         out.products.sort(key=lambda x: x.rank)

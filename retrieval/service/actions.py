@@ -254,23 +254,7 @@ def _products_payload(result: QueryResult) -> dict[str, Any]:
 
 
 def product_cards(result: QueryResult) -> list[dict[str, Any]]:
-    cards = []
-    for m in result.products:
-        p = m.product
-        cards.append(
-            {
-                "id": p.id,
-                "title": p.title,
-                "price": p.price,
-                "currency": p.currency,
-                "stock": p.stock,
-                "in_stock": None if p.stock is None else p.stock > 0,
-                "image_url": f"/v1/products/{p.id}/image" if p.images else None,
-                "similar_url": f"/v1/products/{p.id}/similar",
-                "score": round(m.score, 4),
-            }
-        )
-    return cards
+    return [{**m.product.card(), "score": round(m.score, 4)} for m in result.products]
 
 
 def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | None:

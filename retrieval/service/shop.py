@@ -94,20 +94,7 @@ async def shop_products(
     request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 24
 ) -> dict[str, Any]:
     catalog = request.app.state.retriever.snapshot.catalog
-    out = []
-    for p in list(catalog)[:limit]:
-        out.append(
-            {
-                "id": p.id,
-                "title": p.title,
-                "price": p.price,
-                "currency": p.currency,
-                "stock": p.stock,
-                "image_url": f"/v1/products/{p.id}/image" if p.images else None,
-                "similar_url": f"/v1/products/{p.id}/similar",
-            }
-        )
-    return {"products": out, "total": len(catalog)}
+    return {"products": [p.card() for p in list(catalog)[:limit]], "total": len(catalog)}
 
 
 @router.post("/shop/api/chat")
