@@ -21,6 +21,7 @@ from .store import QueryLog, make_engine, migrate
 
 __all__ = [
     "build_retriever",
+    "close_encoders",
     "empty_index",
     "limits_from",
     "load_snapshot",
@@ -163,9 +164,13 @@ def build_retriever(
     *,
     text: Encoder | None = None,
     kinds: tuple[str, ...] = ("faq", "products"),
+    batching: bool = False,
 ) -> Retriever:
     """The retriever every entry point runs: the configured encoders (or ``text``, e.g. a
-    fine-tuned model under evaluation), the published indexes of ``kinds`` and the policy."""
+    fine-tuned model under evaluation), the published indexes of ``kinds`` and the policy.
+    With ``batching`` (the web service) and ``encode_batching`` set, concurrent queries'
+    encodings are gathered into batches (:mod:`retrieval.encoders.batching`); the caller
+    closes the wrappers with :func:`close_encoders`."""
     text = text or text_encoder(settings)
     image = image_encoder(settings)
     fusion = make_fusion(settings, text, image)
@@ -178,12 +183,37 @@ def build_retriever(
         # load it now: the first Chinese question would otherwise wait for the model (~3 s
         # on a busy machine, past the Rasa action's timeout); the service warms only MiniLM
         ml.encode(["预热"])
+    ml_enc: Encoder | None = ml
+    image_enc: Encoder = image
+    if batching and settings.encode_batching:
+        from .encoders.batching import BatchingEncoder
+
+        def wrap(enc: Encoder, name: str) -> Encoder:
+            return BatchingEncoder(
+                enc,
+                max_batch=settings.encode_max_batch,
+                max_wait_ms=settings.encode_max_wait_ms,
+                max_queue=settings.encode_max_queue,
+                name=name,
+            )
+
+        text, image_enc = wrap(text, "text"), wrap(image, "image")
+        ml_enc = wrap(ml, "multilingual") if ml is not None else None
     return Retriever(
         text_encoder=text,
-        image_encoder=image,
+        image_encoder=image_enc,
         fusion=fusion,
         snapshot=snapshot,
         limits=limits_from(settings),
         query_log=query_log,
-        multilingual_encoder=ml,
+        multilingual_encoder=ml_enc,
     )
+
+
+def close_encoders(retriever: Retriever) -> None:
+    """Stop the batching wrappers of a retriever's encoders (waiting callers get 503)."""
+    from .encoders.batching import BatchingEncoder
+
+    for enc in (retriever.text_encoder, retriever.image_encoder, retriever.multilingual_encoder):
+        if isinstance(enc, BatchingEncoder):
+            enc.close()

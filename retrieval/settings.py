@@ -101,6 +101,26 @@ class Settings(BaseSettings):
         description="Threads for torch on CPU (default: 1 in the web service, torch's own in batch jobs).",
     )
     encode_batch_size: int = Field(64, ge=1, le=4096)
+    encode_batching: bool = Field(
+        True,
+        description="The web service gathers concurrent queries' encodings into one model "
+        "batch (dynamic batching).",
+    )
+    encode_max_batch: int = Field(
+        16, ge=1, le=256, description="Most questions (or photos) in one gathered batch."
+    )
+    encode_max_wait_ms: float = Field(
+        2.0,
+        ge=0.0,
+        le=100.0,
+        description="Longest wait for a gathered batch to fill, only when requests piled up "
+        "while the previous batch ran; a lone request never waits.",
+    )
+    encode_max_queue: int = Field(
+        32,
+        ge=1,
+        description="Requests waiting for an encoder before new ones get 503 with Retry-After.",
+    )
 
     # fusion V = [A·v_img ; B·v_text]
     image_weight: float = Field(

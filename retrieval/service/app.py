@@ -110,7 +110,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             t0 = time.perf_counter()
             set_model_threads(settings.torch_threads or 1)
             engine, qlog = open_store(settings)
-            r = build_retriever(settings, qlog)
+            r = build_retriever(settings, qlog, batching=True)
             r.query(
                 "warm up", k_products=1, k_faq=1
             )  # load the models now, not on the first shopper
@@ -160,6 +160,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
                 await purge
             if reloader is not None:
                 reloader.stop()
+            if retriever is None and getattr(app.state, "retriever", None) is not None:
+                from ..runtime import close_encoders
+
+                close_encoders(app.state.retriever)
             await app.state.console.aclose()
             await app.state.chat.aclose()
             if qlog is not None:
@@ -179,8 +183,13 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
+        from ..encoders.batching import Overloaded
+
+        headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)}, status_code=exc.http_status
+            {"error": type(exc).__name__, "detail": str(exc)},
+            status_code=exc.http_status,
+            headers=headers,
         )
 
     @app.exception_handler(RequestValidationError)
