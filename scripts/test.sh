@@ -1,20 +1,40 @@
 #!/usr/bin/env bash
 # Set up (if needed) and run the full test suite: unit tests, integration tests with the
 # real packaged models, the Rasa bot against a real Rasa server, SQLite, and a real
-# PostgreSQL server that the tests start themselves (installed here from Debian's packages when missing). Extra arguments go to pytest.
+# PostgreSQL server that the tests start themselves (installed here from Debian's packages
+# when missing). Lint, layering contracts and type checks run first.
+#
+#   ./scripts/test.sh                 everything (what CI runs)
+#   ./scripts/test.sh unit            the fast tier: no models, servers or demo index
+#   ./scripts/test.sh integration     real models, SQLite, PostgreSQL
+#   ./scripts/test.sh e2e             the real Rasa server, the launcher, a browser
+#
+# A tier sets up only what it needs (the unit tier needs no Rasa and no Debian packages).
+# Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+tier=all
+if [[ $# -gt 0 && "$1" =~ ^(unit|integration|e2e|all)$ ]]; then
+  tier=$1
+  shift
+fi
 ./scripts/setup.sh
-./scripts/setup-bot.sh >/dev/null   # Rasa environment and trained bot, for the bot's tests
+if [[ $tier == all || $tier == e2e ]]; then
+  ./scripts/setup-bot.sh >/dev/null   # Rasa environment and trained bot, for the bot's tests
+fi
 
 # Debian packages the tests use: a PostgreSQL server, and Chromium with a CJK font for the
 # browser test of the shop page. Installed only when missing.
 missing=()
-if ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
+if [[ $tier == unit ]]; then
+  :  # no servers, no browser
+elif ! command -v initdb >/dev/null 2>&1 && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
   missing+=(postgresql)
 fi
-command -v chromium >/dev/null 2>&1 || missing+=(chromium)
-[[ -d /usr/share/fonts/truetype/wqy ]] || missing+=(fonts-wqy-microhei)
+if [[ $tier == all || $tier == e2e ]]; then
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  [[ -d /usr/share/fonts/truetype/wqy ]] || missing+=(fonts-wqy-microhei)
+fi
 if (( ${#missing[@]} )); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null 2>&1; then
     echo "test: installing ${missing[*]} (Debian packages) for the database and browser tests"
@@ -31,4 +51,7 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
 .venv/bin/mypy --no-incremental   # type checks, strict on the query path (pyproject.toml)
-exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+if [[ $tier == all ]]; then
+  exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+fi
+exec .venv/bin/python -m pytest -p no:cacheprovider -m "$tier" "$@"

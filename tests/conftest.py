@@ -16,6 +16,31 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "data"
 
 
+# Test tiers (`./scripts/test.sh unit|integration|e2e`), given to every test by what it
+# needs: e2e tests run the real Rasa server or a browser, integration tests load the real
+# models, PostgreSQL or the demo index, unit tests need none of these.
+E2E_FIXTURES = {"stack", "bot_model", "browser", "chromium"}
+INTEGRATION_FIXTURES = {"demo_index", "demo_data_dir", "postgres", "pg_url"}
+E2E_MODULES = {"test_bot", "test_browser", "test_console_browser", "test_multilingual_e2e"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        module = item.module.__name__ if getattr(item, "module", None) else ""
+        if names & E2E_FIXTURES or module in E2E_MODULES:
+            item.add_marker(pytest.mark.e2e)
+        elif (
+            names & INTEGRATION_FIXTURES
+            or item.get_closest_marker("models")
+            or item.get_closest_marker("postgres")
+            or item.get_closest_marker("slow")
+        ):
+            item.add_marker(pytest.mark.integration)
+        else:
+            item.add_marker(pytest.mark.unit)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """No test sees the developer's RETRIEVAL_* settings."""
