@@ -82,10 +82,18 @@ _JOIN_RE = re.compile(_JOIN)
 _PARTS = re.compile(r"\d+|[^\W\d_]+")
 _DIGIT = re.compile(r"\d")
 
-# bm25s' English stop words (Lucene's list); only pure words are dropped, never a code
+# English stop words: bm25s' (Lucene's list) and the frame of a shopper's question
+# (pronouns, auxiliaries, question words, "please", "want", "buy"...), which would otherwise
+# match product descriptions ("do you have avocados" matching a text with "have"); only
+# pure words are dropped, never a code
 _STOPWORDS_EN = frozenset(
     "a an and are as at be but by for if in into is it no not of on or such that the their "
-    "then there these they this to was will with".split()
+    "then there these they this to was will with "
+    "i me my mine we us our you your yours he him his she her its them what which who whom "
+    "whose when where why how do does did doing done have has had having can could would "
+    "should shall may might must am been being get got any some much many please hi hello "
+    "hey thanks thank want wants wanted need needs like looking look find buy sell sells "
+    "selling stock got here also just so very too about from".split()
 )
 
 CHINESE_MODES = ("bigram", "unibigram", "jieba", "jieba+bigram")

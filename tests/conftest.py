@@ -22,6 +22,26 @@ DATA = ROOT / "data"
 E2E_FIXTURES = {"stack", "bot_model", "browser", "chromium"}
 INTEGRATION_FIXTURES = {"demo_index", "demo_data_dir", "postgres", "pg_url"}
 E2E_MODULES = {"test_bot", "test_browser", "test_console_browser", "test_multilingual_e2e"}
+# modules whose tests build indexes or train with the real models without a fixture saying so
+INTEGRATION_MODULES = {
+    "test_answer_head",
+    "test_batching",
+    "test_cli",
+    "test_encoders",
+    "test_eval_faq",
+    "test_eval_products",
+    "test_eval_rasa",
+    "test_hybrid",
+    "test_multilingual",
+    "test_photo_fusion",
+    "test_reindex",
+    "test_training_cnn",
+    "test_training_data",
+    "test_training_errors",
+    "test_training_image",
+    "test_training_pipeline",
+    "test_training_promotion",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -31,7 +51,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if names & E2E_FIXTURES or module in E2E_MODULES:
             item.add_marker(pytest.mark.e2e)
         elif (
-            names & INTEGRATION_FIXTURES
+            module in INTEGRATION_MODULES
+            or names & INTEGRATION_FIXTURES
             or item.get_closest_marker("models")
             or item.get_closest_marker("postgres")
             or item.get_closest_marker("slow")

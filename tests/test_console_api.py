@@ -289,7 +289,12 @@ def test_bad_input_gets_clear_messages(stack: Stack, agents: list[str]) -> None:
     # a stale page (an old version) submitting the HTML form gets a 409 page
     page = alice.client.post(
         f"/agent/questions/{item['query_id']}/act",
-        data={"csrf": alice.csrf, "version": "1", "action": "write", "text": "from an old tab"},
+        data={
+            "csrf": alice.csrf,
+            "version": str(q["version"] - 1),
+            "action": "write",
+            "text": "from an old tab",
+        },
     )
     assert page.status_code == 409 and "reload the page" in page.text
     # an expired session

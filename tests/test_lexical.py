@@ -287,8 +287,8 @@ def test_save_load_empty_and_tokenless(tmp_path) -> None:
         index.save(tmp_path / name)
         loaded = LexicalIndex.load(tmp_path / name)
         assert loaded.keys() == index.keys() and loaded.search("a", 3) == []
-        loaded.add([("b", "v", "hello")])
-        assert loaded.search("hello", 3)[0][0] == "b"
+        loaded.add([("b", "v", "walnut")])
+        assert loaded.search("walnut", 3)[0][0] == "b"
 
 
 def test_load_refuses_another_tokeniser_and_broken_folders(tmp_path) -> None:
