@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import math
 
+import numpy as np
 import pytest
 
 from retrieval.evaluation.metrics import (
@@ -85,3 +86,34 @@ def test_all_lists_the_public_names(module: str) -> None:
         f"retrieval.{module}" if module == "labelled" else f"retrieval.evaluation.{module}"
     )
     assert mod.__all__ and all(hasattr(mod, name) for name in mod.__all__)
+
+
+def test_risk_coverage_against_brute_force() -> None:
+    from retrieval.evaluation.metrics import answered_point, risk_coverage
+
+    rng = np.random.default_rng(3)
+    outcomes = []
+    for _ in range(40):
+        in_scope = rng.random() < 0.6
+        right = in_scope and rng.random() < 0.7
+        outcomes.append(
+            Outcome(
+                ("a" if right else "b",),
+                frozenset({"a"}) if in_scope else frozenset(),
+                float(rng.random()),
+                bool(rng.random() < 0.5),
+            )
+        )
+    coverage, accuracy = risk_coverage(outcomes)
+    by_score = sorted(outcomes, key=lambda o: -o.top_score)
+    for n in range(1, 41):
+        top = by_score[:n]
+        assert coverage[n - 1] == pytest.approx(n / 40)
+        assert accuracy[n - 1] == pytest.approx(
+            sum(o.ranked[0] in o.relevant for o in top) / n
+        )
+    answered = [o for o in outcomes if o.answered]
+    share, acc = answered_point(outcomes)
+    assert share == pytest.approx(len(answered) / 40)
+    assert acc == pytest.approx(sum(o.ranked[0] in o.relevant for o in answered) / len(answered))
+    assert risk_coverage([])[0].size == 0

@@ -51,7 +51,7 @@ def test_results_round_trip_and_report(tmp_path: Path) -> None:
     assert (
         "| faq: tiny shop | 20 | system |" in report and "| faq: tiny shop | 20 | bm25 |" in report
     )
-    for kind in ("recall", "scores", "latency"):
+    for kind in ("recall", "scores", "risk-coverage", "latency"):
         png = tmp_path / f"faq-tiny-shop-{kind}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"({png.name})" in report
 

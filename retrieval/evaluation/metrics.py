@@ -15,12 +15,14 @@ import numpy as np
 __all__ = [
     "Outcome",
     "abstain_precision_recall",
+    "answered_point",
     "hit_at_k",
     "mrr_at_k",
     "ndcg_at_k",
     "overall_accuracy",
     "percentile",
     "recall_at_k",
+    "risk_coverage",
     "summarize",
 ]
 
@@ -90,6 +92,36 @@ def overall_accuracy(outcomes: Sequence[Outcome]) -> float:
         for o in outcomes
     )
     return right / len(outcomes)
+
+
+def risk_coverage(outcomes: Sequence[Outcome]) -> tuple[np.ndarray, np.ndarray]:
+    """The risk-coverage curve: answering the n most confident questions (by top score, for
+    n = 1..N), the share answered (coverage) and the accuracy of the answered ones (an
+    answered out-of-scope question is wrong). Questions without a score come last."""
+    if not outcomes:
+        return np.zeros(0), np.zeros(0)
+    order = sorted(
+        range(len(outcomes)),
+        key=lambda i: -np.inf if outcomes[i].top_score is None else -float(outcomes[i].top_score),  # type: ignore[arg-type]
+    )
+    right = np.array(
+        [bool(outcomes[i].ranked) and outcomes[i].ranked[0] in outcomes[i].relevant for i in order],
+        dtype=np.float64,
+    )
+    n = np.arange(1, len(order) + 1)
+    return n / len(order), np.cumsum(right) / n
+
+
+def answered_point(outcomes: Sequence[Outcome]) -> tuple[float, float | None]:
+    """Where the system's own decisions put it on that plane: (share answered, accuracy of
+    the answered questions; None when it answered none)."""
+    answered = [o for o in outcomes if o.answered]
+    if not outcomes:
+        return 0.0, None
+    share = len(answered) / len(outcomes)
+    if not answered:
+        return share, None
+    return share, float(np.mean([bool(o.ranked) and o.ranked[0] in o.relevant for o in answered]))
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:

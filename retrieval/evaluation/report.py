@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import SourceError
-from .metrics import Outcome, recall_at_k
+from .metrics import Outcome, answered_point, recall_at_k, risk_coverage
 from .results import Evaluation
 
 __all__ = ["load_evaluations", "plot_evaluation", "save_evaluation", "write_report"]
@@ -97,7 +97,8 @@ def _recall_curve(outcomes: tuple[Outcome, ...], kmax: int = 10) -> list[float]:
 
 
 def plot_evaluation(ev: Evaluation, folder: Path) -> list[Path]:
-    """Three PNGs per evaluation: recall@k, top-score histograms, latency distribution."""
+    """PNGs per evaluation: recall@k, top-score histograms, the risk-coverage curve (when a
+    system may abstain) and the latency distribution."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -138,6 +139,27 @@ def plot_evaluation(ev: Evaluation, folder: Path) -> list[Path]:
     ax.set(xlabel="top score (system)", ylabel="queries", title=f"{ev.dataset}: top scores")
     ax.legend()
     paths.append(_save(fig, Path(f"{stem}-scores.png")))
+
+    if any(r.abstention for r in ev.results):
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for r in ev.results:
+            if not r.abstention:
+                continue
+            coverage, accuracy = risk_coverage(r.outcomes)
+            (line,) = ax.plot(coverage, accuracy, label=r.name)
+            share, acc = answered_point(r.outcomes)
+            if acc is not None:
+                ax.plot([share], [acc], marker="o", color=line.get_color())
+        ax.set(
+            xlabel="share of questions answered (by top score)",
+            ylabel="accuracy of the answered",
+            title=f"{ev.dataset}: risk-coverage (dots: as decided)",
+        )
+        ax.set_xlim(0, 1.0)
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        paths.append(_save(fig, Path(f"{stem}-risk-coverage.png")))
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for r in ev.results:
