@@ -26,6 +26,7 @@ solver): the index and the encoder are the caller's.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -146,7 +147,12 @@ def entry_scores(
 
 
 def fit_head(
-    vectors: np.ndarray, labels: np.ndarray, n_entries: int, strength: float
+    vectors: np.ndarray,
+    labels: np.ndarray,
+    n_entries: int,
+    strength: float,
+    *,
+    max_iter: int = 2000,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Multinomial logistic regression; returns (weights, bias) with a row for every entry
     (an entry without a training row gets a large negative bias: probability ~0)."""
@@ -159,10 +165,13 @@ def fit_head(
     if len(present) == 1:
         bias[present[0]] = 0.0
         return weights, bias
-    model = LogisticRegression(C=strength, max_iter=2000)
+    model = LogisticRegression(C=strength, max_iter=max_iter)
     # one BLAS thread: these problems are small, and on a busy machine more threads make
     # each lbfgs step wait for the others (7 s instead of 0.2 s for Bitext on 2 cores)
-    with threadpool_limits(1):
+    with threadpool_limits(1), warnings.catch_warnings():
+        # a bank of one phrasing per entry has as many classes as rows, which scikit-learn
+        # warns about; that is the intent here
+        warnings.filterwarnings("ignore", message="The number of unique classes")
         model.fit(vectors, labels)
     if len(present) == 2:  # scikit-learn keeps one row for two classes
         w, b = model.coef_[0] / 2, model.intercept_[0] / 2

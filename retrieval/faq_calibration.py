@@ -23,7 +23,7 @@ from .encoders.base import Encoder
 from .faq import FAQEntry, normalize_text
 from .index import VectorIndex
 from .outofscope import ARRAY_NAMES as OOS_ARRAYS
-from .outofscope import fit_out_of_scope, load_offtopic
+from .outofscope_fit import fit_out_of_scope, load_offtopic
 from .ranking import HEAD_META, OOS_META
 from .settings import Settings
 

@@ -3,8 +3,8 @@ bank answers at all?
 
 A new shop has its bank (entries with phrasings) and a few labelled in-scope questions, but
 no labelled out-of-scope ones, so a threshold fitted to maximise accuracy on its labels
-answers nearly everything. This module fits a signal and a threshold that hand off what
-the bank does not cover, from three kinds of evidence:
+answers nearly everything. A signal and a threshold that hand off what the bank does not
+cover are fitted (:mod:`retrieval.outofscope_fit`) from three kinds of evidence:
 
 * the shop's own in-scope questions, each scored by a model that never saw it (k-fold);
 * *entry holdout*: in each fold a share of the entries is removed from the bank, and their
@@ -25,65 +25,25 @@ Bitext by nested entry-holdout cross-validation, this one score was as good as a
 Mahalanobis distance, kNN distance, LOF, max-softmax, energy, an out-of-scope class in the
 head, a shop-vs-off-topic classifier, or logistic combinations of them.
 
-**Threshold (operating point).** Fitted by entry-holdout cross-validation: the threshold
-``t`` maximises the expected accuracy at an assumed out-of-scope share ``prior`` (0.5:
-real traffic often has half or more unanswerable messages)::
-
-    (1 - prior) * P(answered and right | in scope) + prior * P(handed off | out of scope)
-
-where the out-of-scope side is a weighted mix of the off-topic set, agent-labelled
-questions and held-out-entry questions (``near_weight``; 0 by default). Then, among the
-thresholds whose accuracy is within ``tolerance_se`` (1.5) standard errors of the best, the
-one that answers the most is kept: hand off only on evidence. Both defaults were chosen by
-nested cross-validation on the HINT3 train files and Bitext as the most rejecting rule
-that hands off at most 1 % of the in-scope questions Bitext answers right. Weighing
-held-out entries (0.5) rejects many more in-domain unanswerable questions (cross-validated
-accuracy at prior 0.5 about 0.85 instead of 0.77 on the HINT3 shops), but holding out one
-of two sibling entries ("track refund" / "get refund") makes pseudo out-of-scope questions
-nearer than real ones, and placing the threshold on them handed off 6-13 % of rightly
-ranked in-scope questions (6 % on Bitext). They still drive the choice of signal and are reported
-in the cross-validation figures (:attr:`OutOfScopeModel.meta`).
-
-Pure numpy and scikit-learn; no I/O: vectors in, a frozen model out, arrays and a
-JSON-able dict for storage in an index version.
+This module is the query side: the frozen model, its scores and its storage form.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = [
-    "ARRAY_NAMES",
-    "OFFTOPIC_PATH",
-    "OutOfScopeModel",
-    "ThresholdChoice",
-    "choose_threshold",
-    "fit_out_of_scope",
-    "load_offtopic",
-]
+from .answer_head import softmax
+
+__all__ = ["ARRAY_NAMES", "OutOfScopeModel", "entry_scores", "vector_rows"]
 
 META_VERSION = 1
-PRIOR = 0.5  # assumed out-of-scope share of traffic
-BLEND = 1.0  # weight of P(entry | question) added to the cosine
-STRENGTH = 10.0  # inverse L2 penalty of the logistic regression (scikit-learn's C)
-FOLDS = 5
-TOLERANCE_SE = 1.5  # answer-most threshold within this many standard errors of the best
-NEAR_WEIGHT = 0.0  # weight of held-out-entry questions in the out-of-scope mix
-AGENT_WEIGHT = 1.0  # weight of agent-labelled out-of-scope questions (off-topic set: 1)
-NEGATIVE_OVERLAP_QUANTILE = 0.25  # a negative this close to the bank is dropped (see below)
-MAX_HEAD_ENTRIES = 1000  # above this, no logistic regression (cosine alone)
-MIN_LOG = 50  # unlabelled log questions needed before the prior is estimated from them
-PRIOR_RANGE = (0.2, 0.8)  # an estimated prior is clipped to this range
 DUPLICATE = 0.9999  # cosine above which two vectors are the same text
-OFFTOPIC_PATH = Path(__file__).resolve().parent / "data" / "offtopic.jsonl"
 
 ARRAY_NAMES = {
     "refs": "oos_refs",
@@ -93,26 +53,7 @@ ARRAY_NAMES = {
 }
 
 
-def load_offtopic(
-    path: Path | str = OFFTOPIC_PATH, langs: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
-    """The built-in off-topic messages (``{"text", "lang", "kind"}`` per line), optionally
-    only those in ``langs``. The one reader of the file; the caller encodes the texts."""
-    wanted = None if langs is None else set(langs)
-    rows = []
-    with Path(path).open(encoding="utf-8") as f:
-        for line in f:
-            if line.strip():
-                row = json.loads(line)
-                if wanted is None or row.get("lang") in wanted:
-                    rows.append(row)
-    return rows
-
-
-# --------------------------------------------------------------------------- maths
-
-
-def _rows(x: np.ndarray | None, dim: int) -> np.ndarray:
+def vector_rows(x: np.ndarray | None, dim: int) -> np.ndarray:
     """``x`` as a (rows, dim) float32 matrix; None or empty gives zero rows."""
     if x is None or np.size(x) == 0:
         return np.zeros((0, dim), dtype=np.float32)
@@ -124,23 +65,8 @@ def _rows(x: np.ndarray | None, dim: int) -> np.ndarray:
     return a
 
 
-def _dim_of(*arrays: np.ndarray | None) -> int:
-    for a in arrays:
-        if a is not None and np.size(a):
-            a = np.asarray(a)
-            return int(a.shape[-1])
-    return 0
-
-
 def _json_float(x: float) -> float | str:
     return float(x) if math.isfinite(x) else ("+inf" if x > 0 else "-inf")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    e: np.ndarray = np.exp(z)
-    out: np.ndarray = e / e.sum(axis=1, keepdims=True)
-    return out
 
 
 def _entry_max(sims: np.ndarray, owners: np.ndarray, n_entries: int) -> np.ndarray:
@@ -154,37 +80,7 @@ def _entry_max(sims: np.ndarray, owners: np.ndarray, n_entries: int) -> np.ndarr
     return np.maximum(out, -1.0)
 
 
-def _fit_head(
-    x: np.ndarray, y: np.ndarray, n_entries: int, strength: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Multinomial logistic regression over entries: (weights, bias), one row per entry; an
-    entry without rows gets a large negative bias."""
-    from sklearn.linear_model import LogisticRegression
-    from threadpoolctl import threadpool_limits
-
-    weights = np.zeros((n_entries, x.shape[1]), dtype=np.float32)
-    bias = np.full(n_entries, -30.0, dtype=np.float32)
-    present = np.unique(y)
-    if len(present) == 1:
-        bias[present[0]] = 0.0
-        return weights, bias
-    model = LogisticRegression(C=strength, max_iter=3000)
-    with threadpool_limits(1), warnings.catch_warnings():
-        # one BLAS thread is fastest on small problems; a bank of one phrasing per entry has
-        # as many classes as rows, which scikit-learn warns about (it is the intent here)
-        warnings.filterwarnings("ignore", message="The number of unique classes")
-        model.fit(x, y)
-    if len(present) == 2:
-        w, b = model.coef_[0] / 2, model.intercept_[0] / 2
-        weights[present[0]], bias[present[0]] = -w, -b
-        weights[present[1]], bias[present[1]] = w, b
-    else:
-        weights[model.classes_] = model.coef_
-        bias[model.classes_] = model.intercept_
-    return weights, bias
-
-
-def _entry_scores(
+def entry_scores(
     queries: np.ndarray,
     refs: np.ndarray,
     owners: np.ndarray,
@@ -196,79 +92,8 @@ def _entry_scores(
     """(queries x entries) ``cosine to the entry's nearest reference + blend * P(entry)``."""
     s = _entry_max(queries @ refs.T, owners, n_entries)
     if weights is not None and bias is not None and blend:
-        s = s + blend * _softmax(queries @ weights.T + bias)
+        s = s + blend * softmax(queries @ weights.T + bias)
     return s
-
-
-@dataclass(frozen=True)
-class ThresholdChoice:
-    """A threshold on the in-scope score (answer when ``score >= threshold``) and what it
-    did on the cross-validated questions it was chosen on."""
-
-    threshold: float
-    accuracy: float  # expected accuracy at the prior, on the cross-validated questions
-    answered_right: float  # share of in-scope questions answered with the right entry
-    handed_off: dict[str, float]  # per out-of-scope group: share handed off
-    best_accuracy: float  # before the tolerance moved the threshold down
-
-
-def choose_threshold(
-    in_scores: np.ndarray,
-    in_correct: np.ndarray,
-    oos: Mapping[str, tuple[np.ndarray, float]],
-    *,
-    prior: float = PRIOR,
-    tolerance_se: float = TOLERANCE_SE,
-) -> ThresholdChoice:
-    """The threshold on in-scope scores maximising ``(1 - prior) * P(answered and right |
-    in scope) + prior * sum_g w_g * P(handed off | group g)`` (weights ``w_g`` normalised),
-    then the lowest threshold (the one answering most) whose accuracy is within
-    ``tolerance_se`` standard errors (binomial, at the best threshold) of the best.
-
-    ``oos`` maps a group name to (scores, weight); empty groups and zero weights are
-    ignored. A question is answered when its score is ``>=`` the threshold; candidates are
-    the midpoints between consecutive distinct scores and one below / above them all.
-    """
-    s_in = np.asarray(in_scores, dtype=np.float64)
-    ok = np.asarray(in_correct, dtype=bool)
-    groups = {
-        g: (np.asarray(v, dtype=np.float64), float(w))
-        for g, (v, w) in oos.items()
-        if len(v) and w > 0
-    }
-    if not groups or len(s_in) == 0:  # nothing to weigh: answer everything
-        share = float(ok.mean()) if len(ok) else 0.0
-        return ThresholdChoice(-math.inf, (1 - prior) * share, share, {}, (1 - prior) * share)
-    total = sum(w for _, w in groups.values())
-    allv = np.concatenate([s_in, *[v for v, _ in groups.values()]])
-    cuts = np.unique(allv)
-    cand = np.concatenate([[cuts[0] - 1e-6], (cuts[1:] + cuts[:-1]) / 2, [cuts[-1] + 1e-6]])
-    n_in = max(len(s_in), 1)
-    # answered-and-right counts per candidate: right questions with score >= cand
-    right = np.sort(s_in[ok])
-    a_in = (len(right) - np.searchsorted(right, cand, side="left")) / n_in
-    acc = (1 - prior) * a_in
-    var = (1 - prior) ** 2 * a_in * (1 - a_in) / n_in
-    tnr: dict[str, np.ndarray] = {}
-    for g, (v, w) in groups.items():
-        sv = np.sort(v)
-        t = np.searchsorted(sv, cand, side="left") / len(sv)  # share below the threshold
-        tnr[g] = t
-        acc = acc + prior * (w / total) * t
-        var = var + (prior * w / total) ** 2 * t * (1 - t) / len(sv)
-    best = int(np.argmax(acc))
-    margin = tolerance_se * math.sqrt(max(var[best], 0.0))
-    pick = int(np.flatnonzero(acc >= acc[best] - margin - 1e-12)[0])  # lowest such candidate
-    return ThresholdChoice(
-        float(cand[pick]),
-        float(acc[pick]),
-        float(a_in[pick]),
-        {g: float(t[pick]) for g, t in tnr.items()},
-        float(acc[best]),
-    )
-
-
-# --------------------------------------------------------------------------- model
 
 
 @dataclass(frozen=True)
@@ -305,14 +130,14 @@ class OutOfScopeModel:
 
     def entry_scores(self, query_vecs: np.ndarray) -> np.ndarray:
         """(queries x entries) per-entry scores; the in-scope score is their row maximum."""
-        q = _rows(query_vecs, self.dim)
-        return _entry_scores(
+        q = vector_rows(query_vecs, self.dim)
+        return entry_scores(
             q, self.refs, self.owners, self.n_entries, self.weights, self.bias, self.blend
         )
 
     def in_scope_scores(self, query_vecs: np.ndarray) -> np.ndarray:
         """Best entry score per question (higher = more in scope); -inf for an empty bank."""
-        q = _rows(query_vecs, self.dim)
+        q = vector_rows(query_vecs, self.dim)
         if len(q) == 0:
             return np.zeros(0)
         if self.n_entries == 0 or len(self.refs) == 0:
@@ -401,308 +226,3 @@ class OutOfScopeModel:
                 parts.append(f"hands off {v:.0%} of {g}")
             figures = "; cross-validated: " + ", ".join(parts)
         return f"{signal}; {thr}. Threshold: {src}{figures}."
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-def _dedup_questions(refs: np.ndarray, questions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(same[i, d]: question i is reference d's text, question i has a twin)."""
-    if len(questions) == 0 or len(refs) == 0:
-        same = np.zeros((len(questions), len(refs)), dtype=bool)
-        return same, np.asarray(same.any(axis=1))
-    same = np.asarray((questions @ refs.T) > DUPLICATE)
-    return same, np.asarray(same.any(axis=1))
-
-
-def _negatives_kept(
-    negatives: np.ndarray, refs: np.ndarray, owners: np.ndarray, quantile: float
-) -> np.ndarray:
-    """Mask of built-in negatives to keep: a negative at least as close to a reference as a
-    typical reference is to its own entry's nearest other reference (``quantile`` of those
-    leave-one-out cosines) is something this bank may answer ("hi" for a bank with a
-    greeting entry), so it is dropped."""
-    if len(negatives) == 0 or len(refs) == 0:
-        return np.ones(len(negatives), dtype=bool)
-    sims = refs @ refs.T
-    np.fill_diagonal(sims, -2.0)
-    sims[sims > DUPLICATE] = -2.0
-    same_entry = owners[:, None] == owners[None, :]
-    nearest = np.where(same_entry, sims, -2.0).max(axis=1)
-    nearest = nearest[nearest > -2.0]
-    tau = float(np.quantile(nearest, quantile)) if len(nearest) else DUPLICATE
-    keep: np.ndarray = (negatives @ refs.T).max(axis=1) < tau
-    return keep
-
-
-def _folds(
-    n_entries: int, item_owner: np.ndarray, k: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """Entry fold per entry and question fold per in-scope item, never the item's entry
-    fold (each item is scored once as in scope, and once as out of scope when its entry
-    is held out)."""
-    entry_fold = np.empty(n_entries, dtype=np.int64)
-    entry_fold[rng.permutation(n_entries)] = np.arange(n_entries) % k
-    item_fold = np.empty(len(item_owner), dtype=np.int64)
-    for j in range(n_entries):
-        idx = np.flatnonzero(item_owner == j)
-        rng.shuffle(idx)
-        if k > 1:
-            item_fold[idx] = (
-                entry_fold[j] + 1 + (np.arange(len(idx)) + rng.integers(k - 1)) % (k - 1)
-            ) % k
-        else:
-            item_fold[idx] = 0
-    return entry_fold, item_fold
-
-
-def _sorted_by_owner(refs: np.ndarray, owners: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    order = np.argsort(owners, kind="stable")
-    return refs[order], owners[order]
-
-
-def fit_out_of_scope(
-    phrasings: np.ndarray,
-    owners: Sequence[int] | np.ndarray,
-    questions: np.ndarray | None = None,
-    question_owners: Sequence[int] | np.ndarray | None = None,
-    negatives: np.ndarray | None = None,
-    *,
-    agent_out_of_scope: np.ndarray | None = None,
-    agent_weight: float = AGENT_WEIGHT,
-    query_log: np.ndarray | None = None,
-    n_entries: int | None = None,
-    prior: float = PRIOR,
-    near_weight: float = NEAR_WEIGHT,
-    tolerance_se: float = TOLERANCE_SE,
-    blend: float = BLEND,
-    strength: float = STRENGTH,
-    folds: int = FOLDS,
-    max_head_entries: int = MAX_HEAD_ENTRIES,
-    seed: int = 0,
-) -> OutOfScopeModel:
-    """Fit the out-of-scope signal of an FAQ bank and choose its threshold by entry-holdout
-    cross-validation.
-
-    ``phrasings`` (n, dim) are the bank's unit vectors and ``owners[i]`` the entry row of
-    phrasing i (rows 0..n_entries-1). ``questions`` / ``question_owners`` are labelled
-    in-scope questions (a question whose vector equals a phrasing is scored without that
-    phrasing); without any, the phrasings themselves are the in-scope questions.
-    ``negatives`` are the encoded built-in off-topic messages (:func:`load_offtopic`), less
-    those the bank covers (see ``_negatives_kept``). ``agent_out_of_scope`` are questions
-    the shop's agents marked as out of scope, a group of weight ``agent_weight`` beside the
-    off-topic set (weight 1) and held-out entries (``near_weight``). ``query_log``:
-    unlabelled questions from traffic; with at least ``MIN_LOG`` of them the out-of-scope
-    share is estimated from how many the cross-validated threshold would answer
-    (black-box shift estimation), clipped to ``PRIOR_RANGE``, and used instead of ``prior``.
-
-    Cross-validation: entries fall into ``folds`` folds; in fold f the entries of fold f
-    are removed (their questions and phrasings are scored as out of scope), and a share of
-    the other entries' questions is held out and scored as in scope, against a model
-    fitted on what remains. The built-in and agent negatives are scored by every fold's
-    model. :func:`choose_threshold` then picks the threshold. A bank with one entry cannot
-    hold an entry out: its questions are scored leave-one-out and the negatives decide.
-    """
-    dim = _dim_of(phrasings, questions, negatives, agent_out_of_scope, query_log)
-    p = _rows(phrasings, dim)
-    o = np.asarray(owners, dtype=np.int64).reshape(-1)
-    n = int(n_entries if n_entries is not None else (o.max() + 1 if len(o) else 0))
-    q = _rows(questions, dim)
-    qo = np.asarray(question_owners if question_owners is not None else [], dtype=np.int64).reshape(
-        -1
-    )
-    if len(qo) != len(q) or len(o) != len(p):
-        raise ValueError("one owner per phrasing and per labelled question expected")
-    for own in (o, qo):
-        if len(own) and (own.min() < 0 or own.max() >= n):
-            raise ValueError("owners must be entry rows in 0..n_entries-1")
-    neg_all = _rows(negatives, dim)
-    agent = _rows(agent_out_of_scope, dim)
-    log = _rows(query_log, dim)
-    settings = {
-        "prior": prior,
-        "near_weight": near_weight,
-        "agent_weight": agent_weight,
-        "tolerance_se": tolerance_se,
-        "strength": strength,
-        "folds": folds,
-        "seed": seed,
-    }
-
-    # the reference set: phrasings plus labelled questions that are not a phrasing's twin
-    same, twin = _dedup_questions(p, q)
-    refs = np.concatenate([p, q[~twin]]) if len(q) else p
-    ref_owner = np.concatenate([o, qo[~twin]]) if len(q) else o
-    use_head = 2 <= n <= max_head_entries and len(refs) > 0
-    blend_used = float(blend) if use_head else 0.0
-
-    if n == 0 or len(refs) == 0:
-        meta = {
-            "settings": settings,
-            "source": "empty bank: every question is handed off",
-            "signals": "none",
-            "cv": {},
-        }
-        return OutOfScopeModel(
-            np.zeros((0, dim), np.float32),
-            np.zeros(0, np.int64),
-            n,
-            None,
-            None,
-            0.0,
-            math.inf,
-            meta,
-        )
-
-    keep_neg = _negatives_kept(neg_all, refs, ref_owner, NEGATIVE_OVERLAP_QUANTILE)
-    neg = neg_all[keep_neg]
-
-    # in-scope items scored in cross-validation: the labelled questions, else the phrasings;
-    # an item is scored without every reference that is its text (itself, twins)
-    items, item_owner = (q, qo) if len(q) else (p, o)
-    item_refs = (items @ refs.T) > DUPLICATE
-    rng = np.random.default_rng(seed)
-    if n >= 2:
-        k = max(2, folds)  # folds beyond the entries' count hold only in-scope items
-        entry_fold, item_fold = _folds(n, item_owner, k, rng)
-    else:  # no entry can be held out: items scored k-fold, the negatives decide
-        k = max(1, min(max(2, folds), len(items)))
-        entry_fold = np.full(1, -1)
-        item_fold = rng.permutation(len(items)) % k
-
-    in_s, in_ok, near_s, neg_s, agent_s = [], [], [], [], []
-    for f in range(k):
-        held_entries = entry_fold == f
-        held_items = item_fold == f
-        hide = item_refs[held_items].any(axis=0) | held_entries[ref_owner]
-        fit_r, fit_o = refs[~hide], ref_owner[~hide]
-        if len(fit_r) == 0:
-            continue
-        fit_r, fit_o = _sorted_by_owner(fit_r, fit_o)
-        w = b = None
-        if use_head and len(np.unique(fit_o)) >= 2:
-            w, b = _fit_head(fit_r, fit_o, n, strength)
-
-        def scores(x: np.ndarray) -> np.ndarray:
-            return _entry_scores(x, fit_r, fit_o, n, w, b, blend_used)  # noqa: B023
-
-        # in scope: held items whose entry is still in the bank
-        live = held_items & ~held_entries[item_owner] & np.isin(item_owner, fit_o)
-        if live.any():
-            es = scores(items[live])
-            in_s.append(es.max(axis=1))
-            in_ok.append(es.argmax(axis=1) == item_owner[live])
-        if held_entries.any():
-            oos_items = items[held_entries[item_owner]]
-            extra = (
-                p[held_entries[o] & ~same.any(axis=0)] if len(q) else np.zeros((0, dim), np.float32)
-            )
-            x = np.concatenate([oos_items, extra])
-            if len(x):
-                near_s.append(scores(x).max(axis=1))
-        if len(neg):
-            neg_s.append(scores(neg).max(axis=1))
-        if len(agent):
-            agent_s.append(scores(agent).max(axis=1))
-
-    def cat(parts: list[np.ndarray]) -> np.ndarray:
-        return np.concatenate(parts) if parts else np.zeros(0)
-
-    s_in, ok_in = cat(in_s), cat(in_ok).astype(bool)
-    groups = {
-        "off-topic messages": (cat(neg_s), 1.0),
-        "agent-labelled out-of-scope questions": (cat(agent_s), float(agent_weight)),
-        "held-out-entry questions": (cat(near_s), float(near_weight)),
-    }
-    weighted = {g: v for g, v in groups.items() if len(v[0]) and v[1] > 0}
-    note = ""
-    if not weighted and len(groups["held-out-entry questions"][0]):
-        # no negatives at all: the held-out entries are the only out-of-scope evidence
-        weighted = {"held-out-entry questions": (groups["held-out-entry questions"][0], 1.0)}
-        note = " (no off-topic or agent negatives: held-out entries used instead)"
-
-    # final model on everything
-    refs_s, owners_s = _sorted_by_owner(refs, ref_owner)
-    w_all = b_all = None
-    if use_head:
-        w_all, b_all = _fit_head(refs_s, owners_s, n, strength)
-
-    cv: dict[str, Any] = {
-        "in_scope_questions": int(len(s_in)),
-        "ranked_right": float(ok_in.mean()) if len(ok_in) else None,
-        "negatives_given": int(len(neg_all)),
-        "negatives_used": int(len(neg)),
-        "agent_out_of_scope": int(len(agent)),
-        "held_out_entry_questions": int(len(groups["held-out-entry questions"][0])),
-    }
-    if len(s_in) == 0 and weighted:
-        # no honest in-scope score (every entry a single phrasing, no labelled questions):
-        # the threshold sits above 95% of the off-topic scores of the full model
-        full = OutOfScopeModel(refs_s, owners_s, n, w_all, b_all, blend_used, 0.0, {})
-        pool = np.concatenate([full.in_scope_scores(neg), full.in_scope_scores(agent)])
-        if len(pool) == 0:
-            pool = cat([v for v, _ in weighted.values()])
-        threshold = float(np.quantile(pool, 0.95)) if len(pool) else -math.inf
-        source = (
-            "no in-scope question could be scored without its own phrasing: threshold above "
-            "95% of the off-topic messages' scores"
-        )
-        choice = None
-    elif not weighted:
-        threshold, choice = -math.inf, None
-        source = "no out-of-scope evidence (no negatives, no entry to hold out): answers everything"
-    else:
-        choice = choose_threshold(s_in, ok_in, weighted, prior=prior, tolerance_se=tolerance_se)
-        threshold = choice.threshold
-        how = (
-            f"{k}-fold entry-holdout cross-validation"
-            if n >= 2
-            else "one entry, so no entry holdout: leave-one-out in-scope scores against the off-topic messages"
-        )
-        source = (
-            f"{how}; maximum expected accuracy at an assumed out-of-scope share {prior:g}, "
-            f"out-of-scope side = "
-            + ", ".join(f"{g} (weight {v[1]:g})" for g, v in weighted.items())
-            + note
-            + f"; then the most-answering threshold within {tolerance_se:g} SE of the best"
-        )
-        # unlabelled traffic: estimate the out-of-scope share and choose again
-        if len(log) >= MIN_LOG:
-            full = OutOfScopeModel(refs_s, owners_s, n, w_all, b_all, blend_used, threshold, {})
-            answered_log = float((full.in_scope_scores(log) >= threshold).mean())
-            answered_in = float((s_in >= threshold).mean())
-            tot = sum(v[1] for v in weighted.values())
-            answered_oos = sum(
-                v[1] / tot * float((v[0] >= threshold).mean()) for v in weighted.values()
-            )
-            if answered_in - answered_oos > 0.05:
-                est = (answered_in - answered_log) / (answered_in - answered_oos)
-                est = float(np.clip(est, *PRIOR_RANGE))
-                choice = choose_threshold(
-                    s_in, ok_in, weighted, prior=est, tolerance_se=tolerance_se
-                )
-                threshold = choice.threshold
-                cv["estimated_prior"] = est
-                source += (
-                    f"; out-of-scope share re-estimated from {len(log)} logged questions as "
-                    f"{est:.2f} and the threshold chosen again"
-                )
-    if choice is not None:
-        cv.update(
-            accuracy=choice.accuracy,
-            best_accuracy=choice.best_accuracy,
-            answered_right=choice.answered_right,
-            handed_off=choice.handed_off,
-        )
-        if len(near_s) and "held-out-entry questions" not in choice.handed_off:
-            near = cat(near_s)
-            cv["handed_off"]["held-out-entry questions (not weighed)"] = float(
-                (near < threshold).mean()
-            )
-    meta = {
-        "settings": settings,
-        "source": source,
-        "signals": "max_entry(cosine to nearest reference + blend * P_head(entry))",
-        "cv": json.loads(json.dumps(cv)),
-    }
-    return OutOfScopeModel(refs_s, owners_s, n, w_all, b_all, blend_used, float(threshold), meta)

@@ -1,4 +1,4 @@
-"""The out-of-scope signal (retrieval.outofscope) on synthetic vectors: the threshold maths
+"""The out-of-scope signal (retrieval.outofscope, fitted by retrieval.outofscope_fit) on synthetic vectors: the threshold maths
 against brute force, the scores against their definition, storage, the edge cases (one
 entry, single phrasings, empty inputs) and the point of it all: a bank fitted with in-scope
 labels only still hands off clear off-topic questions."""
@@ -10,9 +10,9 @@ import json
 import numpy as np
 import pytest
 
-from retrieval.outofscope import (
+from retrieval.outofscope import OutOfScopeModel
+from retrieval.outofscope_fit import (
     OFFTOPIC_PATH,
-    OutOfScopeModel,
     choose_threshold,
     fit_out_of_scope,
     load_offtopic,
