@@ -44,6 +44,7 @@ from .indexformat import MULTILINGUAL
 from .product_search import ProductMatch, rank_products, similar_products, text_matches
 from .querytext import clean_query, has_cjk
 from .ranking import best_per_group, rank_entries
+from .settings import LEXICAL_WEIGHT
 from .snapshot import Snapshot
 from .store.logrecord import LoggedCandidate, LoggedQuery, QueryLogSink
 
@@ -106,9 +107,8 @@ class Limits:
     default_k_products: int = 5
     default_k_faq: int = 3
     max_k: int = 100
-    # BM25's weight in text-only product ranking; 0 (dense only) unless configured: the
-    # service's retriever gets settings.lexical_weight (runtime.limits_from)
-    lexical_weight: float = 0.0
+    # BM25's weight in text-only product ranking (settings.lexical_weight); 0 = dense only
+    lexical_weight: float = LEXICAL_WEIGHT
 
 
 def group_scores(replies: list[FAQCandidate]) -> list[float]:

@@ -129,7 +129,11 @@ def test_text_query_ranks_products_by_text_and_keeps_imageless_ones(retriever: R
     r = retriever.query("gift card")
     top = r.products[0]
     assert top.product.id == "gift-card"
-    assert top.image_score is None and top.score == pytest.approx(top.text_score)
+    assert top.image_score is None and top.lexical_score == 1.0  # shares both words
+    w = retriever.limits.lexical_weight  # the default hybrid blend (settings.lexical_weight)
+    assert w > 0
+    for m in r.products:
+        assert m.score == pytest.approx((1 - w) * m.text_score + w * (m.lexical_score or 0.0))
     enc = retriever.text_encoder
     for m in r.products:  # the reported text score is the true cosine of query and product text
         q, p = enc.encode(["gift card", m.product.text])
