@@ -38,8 +38,10 @@ from retrieval.faq import load_faq
 from retrieval.labelled import read_labelled
 from retrieval.settings import load_settings
 from retrieval.training.compare import heldout_scores
+from retrieval.training.data import _split, _without
 from retrieval.training.fitting import fit_thresholds, overall_accuracy_of
-from retrieval.training.pipeline import TrainOptions, _split, _without, train
+from retrieval.training.options import TrainOptions
+from retrieval.training.pipeline import train
 from retrieval.training.text import TextTrainingConfig
 
 METHODS = {"share+refit": {"refit": True}, "folds5": {"folds": 5}}

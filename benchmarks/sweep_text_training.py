@@ -27,7 +27,8 @@ import numpy as np
 
 from retrieval.bench.stats import int_list
 from retrieval.settings import load_settings
-from retrieval.training.pipeline import TrainOptions, train
+from retrieval.training.options import TrainOptions
+from retrieval.training.pipeline import train
 from retrieval.training.text import TextTrainingConfig
 
 METRICS = ("hit_at_1", "mrr_at_10", "overall_accuracy")

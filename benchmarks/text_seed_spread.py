@@ -29,7 +29,8 @@ from pathlib import Path
 from retrieval.bench.stats import int_list
 from retrieval.settings import load_settings
 from retrieval.training import versions
-from retrieval.training.pipeline import TrainOptions, train
+from retrieval.training.options import TrainOptions
+from retrieval.training.pipeline import train
 from retrieval.training.text import TextTrainingConfig
 
 METRICS = ("hit_at_1", "mrr_at_10", "overall_accuracy", "threshold")

@@ -162,7 +162,8 @@ def _labelled(path: Path, rows: list[tuple[str, list[str]]]) -> Path:
 
 def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_path: Path) -> None:
     from retrieval.settings import load_settings
-    from retrieval.training.pipeline import TrainOptions, gather
+    from retrieval.training.data import gather
+    from retrieval.training.options import TrainOptions
 
     bank = tmp_path / "bank.jsonl"
     bank.write_text("".join(json.dumps(e.to_record()) + "\n" for e in BANK if e.id != "payment-zh"))
@@ -204,7 +205,7 @@ def test_gather_keeps_held_out_questions_out_of_training_and_in_the_refit(tmp_pa
 
 def test_folds_hold_out_every_question_once_per_answer_and_by_seed() -> None:
     from retrieval.labelled import LabelledQuery
-    from retrieval.training.pipeline import _folds
+    from retrieval.training.data import _folds
 
     qs = [LabelledQuery(i, frozenset({f"e{i % 4}"}), f"q{i}") for i in range(22)]
     qs += [LabelledQuery(22 + i, frozenset(), f"oos{i}") for i in range(5)]
@@ -226,7 +227,8 @@ def test_folds_hold_out_every_question_once_per_answer_and_by_seed() -> None:
 def test_gather_folds_keeps_each_fold_out_of_its_training(tmp_path: Path) -> None:
     from retrieval.errors import InputError
     from retrieval.settings import load_settings
-    from retrieval.training.pipeline import TrainOptions, gather_folds
+    from retrieval.training.data import gather_folds
+    from retrieval.training.options import TrainOptions
 
     bank = tmp_path / "bank.jsonl"
     bank.write_text("".join(json.dumps(e.to_record()) + "\n" for e in BANK if e.id != "payment-zh"))
@@ -277,7 +279,20 @@ def test_contrastive_loss_masks_same_group_candidates() -> None:
 def test_training_modules_export_what_they_define() -> None:
     import importlib
 
-    for name in ("cli", "compare", "feedback", "fitting", "pairs", "pipeline", "text", "versions"):
+    for name in (
+        "candidate",
+        "cli",
+        "compare",
+        "data",
+        "feedback",
+        "fitting",
+        "options",
+        "pairs",
+        "pipeline",
+        "promotion",
+        "text",
+        "versions",
+    ):
         mod = importlib.import_module(f"retrieval.training.{name}")
         assert mod.__all__ and all(hasattr(mod, n) for n in mod.__all__), name
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from retrieval.cli import main
-from retrieval.training import pipeline
+from retrieval.training import candidate
+from retrieval.training.data import MIN_ANCHORS, MIN_HELDOUT
 
 ENTRIES = {
     "returns": ["can I send my order back", "I want to return a product", "how do returns work"],
@@ -101,7 +102,7 @@ def test_too_little_data_names_the_minimum(shop, capsys) -> None:
     assert "heldout.jsonl:1" in line and "unknown id 'returns'" in line
     assert main(["train", "--data-dir", str(shop["data"]), "--bank", str(shop["bank"])]) == 2
     line = _one_line_error(capsys)
-    assert f"need at least {pipeline.MIN_HELDOUT}" in line and "--heldout" in line
+    assert f"need at least {MIN_HELDOUT}" in line and "--heldout" in line
     tiny_held = _write(shop["root"] / "two.jsonl", [{"query": "x", "relevant": ["returns"]}])
     assert _train(shop, "--heldout", str(tiny_held)) == 2
     assert "need at least" in _one_line_error(capsys)
@@ -127,7 +128,7 @@ def test_a_bank_too_small_to_train_on(shop, capsys) -> None:
         == 2
     )
     line = _one_line_error(capsys)
-    assert f"need at least {pipeline.MIN_ANCHORS}" in line
+    assert f"need at least {MIN_ANCHORS}" in line
 
 
 def test_unknown_faq_id_names_file_and_line(shop, capsys) -> None:
@@ -154,7 +155,7 @@ def _fake_training(failure: BaseException):  # noqa: ANN202
 
 
 def test_an_interrupted_run_leaves_nothing_promotable(shop, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(pipeline, "fine_tune_text", _fake_training(KeyboardInterrupt()))
+    monkeypatch.setattr(candidate, "fine_tune_text", _fake_training(KeyboardInterrupt()))
     assert _train(shop, "--heldout", str(shop["heldout"])) == 130
     _nothing_kept(shop["data"])
     assert main(["models", "--data-dir", str(shop["data"])]) == 0
@@ -168,7 +169,9 @@ def test_an_orphan_of_a_killed_run_is_removed_by_the_next_run(shop, capsys, monk
     assert main(["models", "--data-dir", str(shop["data"])]) == 0
     assert "no trained model versions" in capsys.readouterr().out  # never listed
     monkeypatch.setattr(
-        pipeline, "fine_tune_text", _fake_training(OSError(errno.ENOSPC, "No space left on device"))
+        candidate,
+        "fine_tune_text",
+        _fake_training(OSError(errno.ENOSPC, "No space left on device")),
     )
     assert _train(shop, "--heldout", str(shop["heldout"])) == 2
     assert not orphan.exists()
@@ -176,7 +179,9 @@ def test_an_orphan_of_a_killed_run_is_removed_by_the_next_run(shop, capsys, monk
 
 def test_a_full_disk_is_one_line_and_nothing_is_promoted(shop, capsys, monkeypatch) -> None:
     monkeypatch.setattr(
-        pipeline, "fine_tune_text", _fake_training(OSError(errno.ENOSPC, "No space left on device"))
+        candidate,
+        "fine_tune_text",
+        _fake_training(OSError(errno.ENOSPC, "No space left on device")),
     )
     assert _train(shop, "--heldout", str(shop["heldout"])) == 2
     line = _one_line_error(capsys)
@@ -186,7 +191,7 @@ def test_a_full_disk_is_one_line_and_nothing_is_promoted(shop, capsys, monkeypat
 
 def test_a_run_that_fails_while_refitting_keeps_nothing(shop, capsys, monkeypatch) -> None:
     """The first training is real and judged; the refit on all data then hits a full disk."""
-    real = pipeline.fine_tune_text
+    real = candidate.fine_tune_text
     full_disk = _fake_training(OSError(errno.ENOSPC, "No space left on device"))
     stages = []
 
@@ -196,7 +201,7 @@ def test_a_run_that_fails_while_refitting_keeps_nothing(shop, capsys, monkeypatc
             return full_disk(*args, **kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "fine_tune_text", train_then_fail)
+    monkeypatch.setattr(candidate, "fine_tune_text", train_then_fail)
     assert _train(shop, "--heldout", str(shop["heldout"]), "--refit", "--epochs", "1") == 2
     assert stages[1].startswith("refitting")
     assert "nothing was kept or promoted" in _one_line_error(capsys)
@@ -206,7 +211,7 @@ def test_a_run_that_fails_while_refitting_keeps_nothing(shop, capsys, monkeypatc
 def test_a_run_that_fails_in_its_second_fold_keeps_nothing(shop, capsys, monkeypatch) -> None:
     """Cross-validation: the first fold's model is real and scores its fold; the second
     fold's training hits a full disk. Neither fold's model nor the version is kept."""
-    real = pipeline.fine_tune_text
+    real = candidate.fine_tune_text
     full_disk = _fake_training(OSError(errno.ENOSPC, "No space left on device"))
     stages = []
 
@@ -223,7 +228,7 @@ def test_a_run_that_fails_in_its_second_fold_keeps_nothing(shop, capsys, monkeyp
     train = _write(
         shop["root"] / "train.jsonl", [{"query": q, "relevant": [k]} for q, k in HELDOUT + more]
     )
-    monkeypatch.setattr(pipeline, "fine_tune_text", train_then_fail)
+    monkeypatch.setattr(candidate, "fine_tune_text", train_then_fail)
     assert _train(shop, "--train", str(train), "--folds", "2", "--epochs", "1") == 2
     assert stages == ["fold 1 of 2", "fold 2 of 2"]
     assert "nothing was kept or promoted" in _one_line_error(capsys)
@@ -293,7 +298,7 @@ def test_a_full_disk_at_promotion_keeps_the_version_unpromoted(shop, capsys, mon
             raise OSError(errno.ENOSPC, "No space left on device")
         real_write(path, data)
 
-    monkeypatch.setattr(pipeline, "fine_tune_text", copy_of_packaged)
+    monkeypatch.setattr(candidate, "fine_tune_text", copy_of_packaged)
     monkeypatch.setattr(versions, "write_json", full_disk)
     assert _train(shop, "--heldout", str(shop["heldout"]), "--force", "--no-reindex") == 2
     line = _one_line_error(capsys)

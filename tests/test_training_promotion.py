@@ -6,7 +6,7 @@ from pathlib import Path
 
 from retrieval.settings import load_settings
 from retrieval.training.fitting import ThresholdFit
-from retrieval.training.pipeline import promoted_settings
+from retrieval.training.promotion import promoted_settings
 
 FIT = ThresholdFit(
     answer_threshold=0.5123456789, suggest_threshold=0.36, margin=0.01, accuracy=0.9, n=40
@@ -68,7 +68,7 @@ def test_without_a_settings_reloader_the_previous_versions_values_do_not_survive
     """A library caller that passes no reloader re-indexes with the settings ``_overlaid``
     builds: a key the new version does not supply (here a fine-tuned CNN of the version
     before) returns to its default instead of being kept."""
-    from retrieval.training.pipeline import _overlaid
+    from retrieval.training.promotion import _overlaid
 
     cnn, projection = tmp_path / "old" / "image-cnn.pth", tmp_path / "old" / "proj.npy"
     settings = load_settings(None, image_weights=cnn, image_projection=projection)

@@ -191,8 +191,9 @@ def _engine(settings: Any) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..errors import InputError
+    from .options import TrainOptions
     from .photo_fusion import describe_fusion
-    from .pipeline import TrainOptions, train
+    from .pipeline import train
     from .text import TextTrainingConfig
 
     logging.getLogger("retrieval.training").setLevel(logging.INFO)
@@ -281,7 +282,7 @@ def _f(x: float | None) -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     from ..errors import InputError
     from . import versions
-    from .pipeline import promote
+    from .promotion import promote
 
     settings = _settings(args, promoted=False)  # a broken promotion must not block rollback
     if args.action == "list":

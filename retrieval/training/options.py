@@ -1,0 +1,35 @@
+"""What one ``retrieval train`` run is asked to do: :class:`TrainOptions`, built by the CLI
+(or a benchmark) and read by every stage of the run: which data to gather (:mod:`.data`),
+how to build and judge the candidate version (:mod:`.candidate`), and whether to promote it
+and re-index (:mod:`.pipeline`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .text import TextTrainingConfig
+
+__all__ = ["TrainOptions"]
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    bank_path: Path | None = None  # default: settings.faq_path plus approved drafts
+    train_path: Path | None = None
+    heldout_path: Path | None = None
+    heldout_share: float = 0.2
+    photos_path: Path | None = None  # labelled shopper photos: learn the image projection
+    cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
+    cnn_batch_size: int = 64  # photos per CNN step, beside up to twice as many catalog images
+    refit: bool = False  # after judging, train again on all data, held-out included
+    # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
+    # the shipped model on all data (implies refit)
+    folds: int = 1
+    feedback: bool = True
+    text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
+    force: bool = False
+    promote: bool = True
+    reindex: bool = True
+    progress: bool = True
