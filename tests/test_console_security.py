@@ -13,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from retrieval.console import auth, queue
+from retrieval.console import actions, auth, tasks
 from retrieval.console.auth import LoginThrottle
 from retrieval.errors import Busy, NotLoggedIn
 from retrieval.service import create_app
@@ -61,7 +61,7 @@ def waiting(app, conversation: str = "c" * 20) -> str:  # noqa: ANN001
         s.add(
             QueryRow(
                 id=qid,
-                created_at=queue._now(),
+                created_at=actions._now(),
                 conversation_id=conversation,
                 channel="rasa",
                 text="talk to a human",
@@ -74,7 +74,7 @@ def waiting(app, conversation: str = "c" * 20) -> str:  # noqa: ANN001
                 total_ms=0.0,
             )
         )
-    queue.sync_tasks(engine)
+    tasks.sync_tasks(engine)
     return qid
 
 
@@ -194,7 +194,7 @@ def test_drafts_go_to_the_file_the_settings_name_and_reach_the_bank(
     app,  # noqa: ANN001
     tmp_path: Path,
 ) -> None:
-    from retrieval.reindex import load_bank
+    from retrieval.reindex.faq import load_bank
 
     c = client_at(app, "198.51.100.7")
     _, body = login(c, "alice")

@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from retrieval.console import auth, queue
+from retrieval.console import actions, auth, tasks
 from retrieval.console.clusters import greedy_clusters, guess_lang
 from retrieval.console.numbers import DayNumbers, rates_chart
+from retrieval.console.replies import replies_for
 from retrieval.errors import Conflict, Forbidden, InputError, NotLoggedIn
 from retrieval.store import make_engine, migrate
 from retrieval.store.models import AgentSessionRow, CandidateRow, QueryRow
@@ -150,7 +151,7 @@ def _race(url: str) -> None:
         auth.add_agent(engine, name, "a long enough password")
         sessions.append(auth.login(engine, name, "a long enough password", 60)[1])
     qid = _waiting_query(engine)
-    version = queue.question(engine, qid).version
+    version = tasks.question(engine, qid).version
     outcomes: list[object] = []
     barrier = threading.Barrier(len(sessions))
 
@@ -158,7 +159,7 @@ def _race(url: str) -> None:
         barrier.wait()
         try:
             outcomes.append(
-                queue.act(engine, agent, qid, action="write", version=version, text=agent.name)
+                actions.act(engine, agent, qid, action="write", version=version, text=agent.name)
             )
         except Conflict as exc:
             outcomes.append(exc)
@@ -168,10 +169,10 @@ def _race(url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    won = [o for o in outcomes if isinstance(o, queue.ActResult)]
+    won = [o for o in outcomes if isinstance(o, actions.ActResult)]
     lost = [o for o in outcomes if isinstance(o, Conflict)]
     assert len(won) == 1 and len(lost) == 3, outcomes
     assert all(f"{won[0].final_text} already answered" in str(e) for e in lost)
-    replies = queue.replies_for(engine, "c" * 20)
+    replies = replies_for(engine, "c" * 20)
     assert [r["text"] for r in replies] == [won[0].final_text]
     engine.dispose()

@@ -16,7 +16,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from retrieval.catalog import Product
-from retrieval.console import queue
+from retrieval.console import actions
+from retrieval.console.tasks import question, sync_tasks
 from retrieval.service import create_app
 from retrieval.service.keys import ConversationIds
 from retrieval.service.shop import COOKIE
@@ -59,7 +60,7 @@ def action_call(action: str = "action_small_talk", **latest: object) -> dict:
 
 def tasks(client: TestClient) -> list[str]:
     engine = client.app.state.console.engine
-    queue.sync_tasks(engine)
+    sync_tasks(engine)
     with Session(engine) as s:
         return list(s.scalars(select(AgentTaskRow.conversation_id)))
 
@@ -144,7 +145,7 @@ def _reply_in(client: TestClient, conversation: str) -> None:
         s.add(
             QueryRow(
                 id=f"q-{conversation[:8]}",
-                created_at=queue._now(),
+                created_at=actions._now(),
                 conversation_id=conversation,
                 channel="rasa",
                 text="talk to a human",
@@ -160,8 +161,8 @@ def _reply_in(client: TestClient, conversation: str) -> None:
     name = "agent" + conversation[:6].lower().replace("-", "x").replace("_", "y").replace(".", "z")
     auth.add_agent(engine, name, "a long enough password")
     _, agent = auth.login(engine, name, "a long enough password", 60)
-    version = queue.question(engine, f"q-{conversation[:8]}").version
-    queue.act(engine, agent, f"q-{conversation[:8]}", action="write", version=version, text="hi!")
+    version = question(engine, f"q-{conversation[:8]}").version
+    actions.act(engine, agent, f"q-{conversation[:8]}", action="write", version=version, text="hi!")
 
 
 def test_only_conversation_ids_the_server_signed_are_read(client: TestClient) -> None:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import InputError, TooLarge
-from . import auth, clusters, queue
+from . import actions, audit, auth, clusters, tasks
 from .numbers import numbers as compute_numbers
 from .web import agent_of, console_of, log_in, set_session_cookie
 
@@ -92,7 +92,7 @@ async def api_logout(request: Request) -> JSONResponse:
 @router.get("/queue")
 async def api_queue(request: Request) -> dict[str, Any]:
     await agent_of(request)
-    items = await run_in_threadpool(queue.queue, console_of(request).engine)
+    items = await run_in_threadpool(tasks.queue, console_of(request).engine)
     return {"questions": _jsonable([asdict(i) for i in items])}
 
 
@@ -102,7 +102,7 @@ async def api_question(request: Request, query_id: str) -> dict[str, Any]:
     await agent_of(request)
     console = console_of(request)
     q = await run_in_threadpool(
-        queue.question, console.engine, query_id, console.faq, console.catalog
+        tasks.question, console.engine, query_id, console.faq, console.catalog
     )
     return _jsonable(asdict(q))
 
@@ -113,12 +113,12 @@ async def api_claim(request: Request, query_id: str) -> dict[str, Any]:
     ``claimed: false`` when another agent holds it."""
     agent = await agent_of(request, request.headers.get("x-csrf-token"), check=True)
     console = console_of(request)
-    q = await run_in_threadpool(queue.question, console.engine, query_id)  # 404, task row
+    q = await run_in_threadpool(tasks.question, console.engine, query_id)  # 404, task row
     claimed = await run_in_threadpool(
-        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
+        actions.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
     )
     q = await run_in_threadpool(
-        queue.question, console.engine, query_id, console.faq, console.catalog
+        tasks.question, console.engine, query_id, console.faq, console.catalog
     )
     return {**_jsonable(asdict(q)), "claimed": claimed or q.claimed_by == agent.name}
 
@@ -158,7 +158,7 @@ async def api_flag(request: Request, query_id: str) -> dict[str, Any]:
     agent = await agent_of(request, request.headers.get("x-csrf-token"), check=True)
     body = await _json(request)
     flag_id = await run_in_threadpool(
-        queue.flag, console_of(request).engine, agent, query_id, str(body.get("reason") or "")
+        actions.flag, console_of(request).engine, agent, query_id, str(body.get("reason") or "")
     )
     return {"flag_id": flag_id, "query_id": query_id}
 
@@ -172,10 +172,10 @@ async def api_audit(
 ) -> dict[str, Any]:
     await agent_of(request)
     items = await run_in_threadpool(
-        queue.audit,
+        audit.audit,
         console_of(request).engine,
-        day_from=queue.parse_day(day_from, "from"),
-        day_to=queue.parse_day(day_to, "to"),
+        day_from=audit.parse_day(day_from, "from"),
+        day_to=audit.parse_day(day_to, "to"),
         decision=decision or None,
     )
     return {"queries": _jsonable([asdict(i) for i in items])}

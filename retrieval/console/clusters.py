@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from ..errors import Conflict, InputError
 from ..store.models import AgentActionRow, AgentTaskRow, FAQDraftRow, QueryRow
 from .auth import AgentSession
-from .queue import REPLY_ACTIONS
+from .tasks import REPLY_ACTIONS
 
 __all__ = ["Cluster", "draft_entry", "greedy_clusters", "guess_lang", "unanswered_clusters"]
 

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import Busy, InputError, NotLoggedIn, RetrievalError
 from ..httplimits import read_form
-from . import auth, clusters, queue
+from . import actions, audit, auth, clusters, tasks
 from .numbers import numbers as compute_numbers
 from .numbers import rates_chart
 from .web import HEADERS, agent_of, console_of, log_in, set_session_cookie
@@ -157,7 +157,7 @@ async def logout(request: Request) -> Response:
 @html_errors
 async def queue_page(request: Request) -> Response:
     agent = await _agent(request)
-    items = await run_in_threadpool(queue.queue, console_of(request).engine)
+    items = await run_in_threadpool(tasks.queue, console_of(request).engine)
     return render("queue.html", agent=agent, items=items, page="queue")
 
 
@@ -167,7 +167,7 @@ async def question_page(request: Request, query_id: str) -> Response:
     agent = await _agent(request)
     console = console_of(request)
     q = await run_in_threadpool(
-        queue.question, console.engine, query_id, console.faq, console.catalog
+        tasks.question, console.engine, query_id, console.faq, console.catalog
     )
     done = _int(request.query_params.get("done"), "done")
     return render(
@@ -187,9 +187,9 @@ async def question_claim(request: Request, query_id: str) -> Response:
     """The queue's "Open" button: reserve the question, then show it."""
     agent, _ = await _agent_and_form(request)
     console = console_of(request)
-    await run_in_threadpool(queue.question, console.engine, query_id)  # 404, task row
+    await run_in_threadpool(tasks.question, console.engine, query_id)  # 404, task row
     await run_in_threadpool(
-        queue.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
+        actions.claim, console.engine, agent, query_id, console.settings.console_claim_ttl_s
     )
     return RedirectResponse(f"/agent/questions/{query_id}", status_code=303)
 
@@ -220,10 +220,10 @@ async def audit_page(request: Request) -> Response:
     p = request.query_params
     decision = p.get("decision", "answer")
     items = await run_in_threadpool(
-        queue.audit,
+        audit.audit,
         console_of(request).engine,
-        day_from=queue.parse_day(p.get("from"), "from"),
-        day_to=queue.parse_day(p.get("to"), "to"),
+        day_from=audit.parse_day(p.get("from"), "from"),
+        day_to=audit.parse_day(p.get("to"), "to"),
         decision=decision or None,
     )
     return render(
@@ -243,7 +243,7 @@ async def audit_page(request: Request) -> Response:
 async def audit_flag(request: Request, query_id: str) -> Response:
     agent, form = await _agent_and_form(request)
     await run_in_threadpool(
-        queue.flag, console_of(request).engine, agent, query_id, form.get("reason", "")
+        actions.flag, console_of(request).engine, agent, query_id, form.get("reason", "")
     )
     return RedirectResponse(f"/agent/audit?flagged={query_id}", status_code=303)
 

@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..settings import Settings
 from ..store import make_engine, migrate
-from . import queue
+from . import actions
 from .auth import AgentSession, LoginThrottle
 from .delivery import RasaTracker
 
@@ -89,7 +89,7 @@ class Console:
         loses nothing; the answer says whether the tracker got it."""
         s = self.settings
         result = await run_in_threadpool(
-            queue.act,
+            actions.act,
             self.engine,
             agent,
             query_id,
@@ -115,7 +115,7 @@ class Console:
                 {"agent": agent.name, "query_id": query_id, "action": result.action},
             )
             await run_in_threadpool(
-                queue.record_delivery, self.engine, result.action_id, done, detail
+                actions.record_delivery, self.engine, result.action_id, done, detail
             )
             out["rasa_tracker"] = done
             out["detail"] = "sent: the shopper's chat window shows the reply; " + (

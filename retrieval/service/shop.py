@@ -143,7 +143,7 @@ async def shop_updates(
     console = getattr(request.app.state, "console", None)
     if not _ids(request).valid(cid) or console is None:
         return {"messages": [], "last": after}
-    from ..console.queue import replies_for
+    from ..console.replies import replies_for
 
     replies = await run_in_threadpool(replies_for, console.engine, cid, after)
     messages = [{**m, "agent": AGENT_LABEL} for m in replies]
