@@ -240,17 +240,10 @@ def system_outcomes(
         latency_sample=latency_sample,
         progress=progress,
     )
-    outcomes = []
-    for i, (q, r) in enumerate(zip(queries, answered.results, strict=True)):
-        outcomes.append(
-            Outcome(
-                _ranked(r),
-                q.relevant,
-                r.verdict.top_score,
-                r.decision == Decision.ANSWER,
-                *answered.timing(i),
-            )
-        )
+    outcomes = answered.outcomes(
+        [q.relevant for q in queries],
+        lambda r: (_ranked(r), r.verdict.top_score, r.decision == Decision.ANSWER),
+    )
     return outcomes, answered.info
 
 

@@ -199,17 +199,10 @@ def evaluate_products(
             latency_sample=latency_sample,
             progress=progress,
         )
-    outcomes = []
-    for i, (q, r) in enumerate(zip(queries, answered.results, strict=True)):
-        outcomes.append(
-            Outcome(
-                _ranked(r),
-                q.relevant,
-                r.products[0].score if r.products else None,
-                True,
-                *answered.timing(i),
-            )
-        )
+    outcomes = answered.outcomes(
+        [q.relevant for q in queries],
+        lambda r: (_ranked(r), r.products[0].score if r.products else None, True),
+    )
     results = [SystemResult("system", tuple(outcomes), False, build_s=build_s)]
     if baselines:
         q_text = _encode_each(text, [q.text for q in queries])

@@ -18,6 +18,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..retriever import ImageInput, QueryResult, Retriever
+from .metrics import Outcome
 
 __all__ = ["Answered", "answer_all"]
 
@@ -39,6 +40,20 @@ class Answered:
         """(total ms, encode ms) of question ``i`` when it was timed, else (None, None)."""
         t = self.timed.get(i)
         return (None, None) if t is None else (t.timings_ms["total"], t.timings_ms["encode"])
+
+    def outcomes(
+        self,
+        relevant: Sequence[frozenset[str]],
+        judged: Callable[[QueryResult], tuple[tuple[str, ...], float | None, bool]],
+    ) -> list[Outcome]:
+        """One :class:`Outcome` per question: ``judged(result)`` gives (ranked ids, top
+        score, answered), ``relevant`` the question's relevant ids, the timing comes from
+        the one-at-a-time sample."""
+        out = []
+        for i, (rel, r) in enumerate(zip(relevant, self.results, strict=True)):
+            ranked, top, answered = judged(r)
+            out.append(Outcome(ranked, rel, top, answered, *self.timing(i)))
+        return out
 
 
 def answer_all(
