@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    from .reindex_cli import register as register_reindex
+    from .reindex.cli import register as register_reindex
 
     register_reindex(sub, _common)  # reindex, versions, rollback
     from .evaluation.cli import register
@@ -238,7 +238,7 @@ COMMANDS = {
 
 
 def _reindex_commands() -> dict:
-    from .reindex_cli import COMMANDS as reindex_commands
+    from .reindex.cli import COMMANDS as reindex_commands
 
     return reindex_commands
 

@@ -1,4 +1,5 @@
-"""The ``retrieval reindex``, ``versions`` and ``rollback`` commands (see ``reindex.py``)."""
+"""The ``retrieval reindex``, ``versions`` and ``rollback`` commands (see the package
+docstring), and ``parse_every`` for ``reindex --every``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,31 @@ import sys
 import time
 from typing import Any
 
-__all__ = ["COMMANDS", "register"]
+from . import reindex
+from .versions import describe_versions, rollback
+
+__all__ = ["COMMANDS", "parse_every", "register"]
 
 log = logging.getLogger("retrieval.reindex")
+
+
+def _out(text: str) -> None:
+    """The commands' output is their interface: write it to stdout."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def parse_every(text: str) -> float:
+    """'90s', '15m', '2h' or a number of seconds -> seconds (at least 1)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    raw = text.strip().lower()
+    try:
+        seconds = float(raw[:-1]) * units[raw[-1]] if raw and raw[-1] in units else float(raw)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a duration: use e.g. 90s, 15m or 2h") from None
+    if seconds < 1:
+        raise ValueError(f"'{text}' is shorter than one second")
+    return seconds
 
 
 def register(sub: Any, common: Any) -> None:
@@ -64,26 +87,24 @@ def register(sub: Any, common: Any) -> None:
 
 
 def _engine(settings: Any) -> Any:
-    from .store import migrated_engine
+    from ..store import migrated_engine
 
     return migrated_engine(settings.resolved_database_url)
 
 
 def _settings(args: argparse.Namespace) -> Any:
-    from .cliargs import settings_from_args
+    from ..cliargs import settings_from_args
 
     return settings_from_args(args)
 
 
 def cmd_reindex(args: argparse.Namespace) -> int:
-    from .reindex import parse_every, reindex
-
     logging.getLogger("retrieval.reindex").setLevel(logging.INFO)
     settings = _settings(args)
     try:
         every = parse_every(args.every) if args.every else None
     except ValueError as exc:
-        from .errors import InputError
+        from ..errors import InputError
 
         raise InputError(str(exc)) from None
     engine = _engine(settings)
@@ -99,57 +120,52 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             wait=args.wait or every is not None,
         )
         if args.json:
-            print(
+            _out(
                 json.dumps(
                     {
                         "seconds": round(summary.seconds, 3),
                         "published": summary.published,
                         "reports": [r.__dict__ for r in summary.reports],
                     }
-                ),
-                flush=True,
+                )
             )
         else:
             for r in summary.reports:
-                print(r.line(), flush=True)
+                _out(r.line())
         if every is None:
             return 0
         pause = max(0.0, every - (time.monotonic() - started))
-        print(f"next run in {pause:.0f} s (Ctrl-C stops)", flush=True)
+        _out(f"next run in {pause:.0f} s (Ctrl-C stops)")
         time.sleep(pause)
 
 
 def cmd_versions(args: argparse.Namespace) -> int:
-    from .reindex import describe_versions
-
     settings = _settings(args)
     rows = describe_versions(settings, _engine(settings))
     if args.json:
-        print(json.dumps(rows))
+        _out(json.dumps(rows))
         return 0
     if not rows:
-        print("no index versions yet: run `retrieval ingest`")
+        _out("no index versions yet: run `retrieval ingest`")
         return 0
-    print(f"  {'version':<34} {'created (UTC)':<20} {'mode':<12} {'items':>7}  changes")
+    _out(f"  {'version':<34} {'created (UTC)':<20} {'mode':<12} {'items':>7}  changes")
     for r in rows:
         c = r["changes"] or {}
         changes = f"+{c.get('added', 0)} ~{c.get('updated', 0)} -{c.get('deleted', 0)}" if c else ""
         created = (r["created_at"] or "")[:19].replace("T", " ")
         mark = "*" if r["current"] else " "
-        print(
+        _out(
             f"{mark} {r['version']:<34} {created:<20} {r['mode'] or '':<12} "
             f"{r['items'] if r['items'] is not None else '':>7}  {changes}"
         )
-    print("(* = current)")
+    _out("(* = current)")
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from .reindex import rollback
-
     settings = _settings(args)
     kind = rollback(settings, args.version, wait=args.wait)
-    print(
+    _out(
         f"{kind} index: {args.version} is current again; a running service switches within "
         f"{settings.reload_interval_s:g} s"
     )
