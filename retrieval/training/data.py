@@ -139,7 +139,7 @@ def _read(
     settings: Settings, engine: Engine | None, options: TrainOptions
 ) -> tuple[FAQBank, list[LabelledQuery], list[LabelledQuery] | None, list[Anchor]]:
     """(bank, labelled training questions, --heldout questions or None, feedback anchors)."""
-    from ..reindex import load_bank
+    from ..reindex.faq import load_bank
 
     bank = load_faq(options.bank_path) if options.bank_path else load_bank(settings)
     ids = [e.id for e in bank]
