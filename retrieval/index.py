@@ -7,7 +7,7 @@ similarities in [-1, 1] (vectors are unit length; the space is inner product).
 
 On disk an index is a folder with ``index.hnsw`` and ``meta.json`` (dim, M, ef_construction,
 ef, encoder ids, fusion, keys, version), plus a folder per companion index, ``arrays.npz``
-and ``lexical/`` (a :class:`~retrieval.lexical.LexicalIndex`) when it has them. Loading checks
+and ``lexical/`` (a :class:`~retrieval.lexical.index.LexicalIndex`) when it has them. Loading checks
 the metadata against what the caller expects and refuses a mismatch with a clear error; a
 lexical index made by another tokeniser is left out with a warning (no lexical signal until
 a re-index rebuilds it).
@@ -27,7 +27,7 @@ import hnswlib
 import numpy as np
 
 from .errors import IndexError_, IndexMismatch
-from .lexical import LexicalIndex
+from .lexical.index import LexicalIndex
 from .rwlock import RWLock
 
 __all__ = ["Hit", "IndexParams", "VectorIndex"]

@@ -19,7 +19,7 @@ from .errors import NotFound
 from .fusion import Fusion, fuse, fused_scores, modality_scores
 from .index import Hit, VectorIndex
 from .indexformat import TEXT_ONLY, TEXT_VIEW
-from .lexical import max_normalized, weighted
+from .lexical.hybrid import max_normalized, weighted
 from .snapshot import Snapshot
 
 __all__ = ["ProductMatch", "rank_products", "similar_products", "text_matches"]

@@ -6,7 +6,7 @@ Layout under ``index_dir``::
     faq/<version>/           index.hnsw + meta.json
     products/CURRENT
     products/<version>/      the same, its companion views (text/, multilingual/) and
-                             lexical/ (the BM25 index, retrieval/lexical.py)
+                             lexical/ (the BM25 index, retrieval/lexical/)
 
 A new version is written into ``.tmp-<version>``, flushed, renamed into place, and only
 then named in ``CURRENT``; a reader therefore sees the old or the new version, never a

@@ -1,4 +1,4 @@
-"""Hybrid product ranking: the lexical index (BM25, retrieval/lexical.py) is built with the
+"""Hybrid product ranking: the lexical index (BM25, retrieval/lexical/) is built with the
 product index, saved and published with its version, kept in step by re-index, and blended
 with the text cosine for text-only queries (``lexical_weight``; 0 = the dense ranking)."""
 
@@ -18,7 +18,7 @@ from retrieval.faq import FAQBank
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams, VectorIndex
 from retrieval.indexformat import TEXT_VIEW
-from retrieval.lexical import DEFAULT_TOKENIZER
+from retrieval.lexical.tokens import DEFAULT_TOKENIZER
 from retrieval.product_search import rank_products, text_matches
 from retrieval.reindex import reindex
 from retrieval.retriever import Limits, Retriever, Snapshot

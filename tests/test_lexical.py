@@ -6,17 +6,10 @@ import numpy as np
 import pytest
 
 from retrieval.errors import IndexError_, IndexMismatch
-from retrieval.lexical import (
-    BM25Params,
-    LexicalIndex,
-    Tokenizer,
-    TokenizerConfig,
-    choose_weight,
-    max_normalized,
-    rrf,
-    tokenize,
-    weighted,
-)
+from retrieval.lexical.bm25 import BM25Params
+from retrieval.lexical.hybrid import choose_weight, max_normalized, rrf, weighted
+from retrieval.lexical.index import LexicalIndex
+from retrieval.lexical.tokens import Tokenizer, TokenizerConfig, tokenize
 
 # ---- tokeniser ----------------------------------------------------------------------------
 

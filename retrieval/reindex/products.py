@@ -23,7 +23,7 @@ from ..encoders.base import Encoder
 from ..index import IndexParams, VectorIndex
 from ..indexformat import MULTILINGUAL, product_expectations
 from ..ingest import build_key
-from ..lexical import DEFAULT_TOKENIZER
+from ..lexical.tokens import DEFAULT_TOKENIZER
 from ..runtime import make_fusion
 from ..settings import Settings
 from ..storage import version_dir
