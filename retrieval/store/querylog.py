@@ -143,24 +143,27 @@ class QueryLog:
         self._stop.set()
         self._thread.join(timeout)
         if self._thread.is_alive():  # stuck in a call that does not return: count for it
-            with self._lock:
-                self._abandoned = True
-            left = len(self._pending) + self._queue.qsize()
-            if left:
-                self._lose(left, by_close=True)
+            self._lose_the_rest()
 
-    def _lose(self, count: int, *, by_close: bool = False) -> None:
+    def _lose_the_rest(self) -> None:
+        """Count what is still pending or queued as lost, once, and say so: the writer giving
+        up and close() timing out can both get here; whichever comes second finds nothing
+        (it waits on the lock, so the error is logged before close() returns)."""
         with self._lock:
-            if self._abandoned and not by_close:
-                return  # close() has counted these already
+            if self._abandoned:
+                return
+            self._abandoned = True
+            count = len(self._pending) + self._drain_queue()
+            self._pending = []
             self._lost += count
-        log.error(
-            "%d query records could not be written to the database or the spool %s and are "
-            "lost (%s)",
-            count,
-            self.spool_dir,
-            self._writer_error or self._last_error or "the writer stopped",
-        )
+            if count:
+                log.error(
+                    "%d query records could not be written to the database or the spool %s "
+                    "and are lost (%s)",
+                    count,
+                    self.spool_dir,
+                    self._writer_error or self._last_error or "the writer stopped",
+                )
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -210,8 +213,7 @@ class QueryLog:
                     )
                 self._writer_error = msg
                 if self._stop.is_set() and time.monotonic() >= (self._give_up_at or 0.0):
-                    self._lose(len(self._pending) + self._drain_queue())
-                    self._pending = []
+                    self._lose_the_rest()
                     self._idle.set()
                     return
                 self._stop.wait(backoff)
