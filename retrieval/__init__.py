@@ -10,8 +10,11 @@ from .errors import RetrievalError
 from .faq import FAQBank, FAQEntry, load_faq
 from .fusion import Fusion, fuse, fused_scores, modality_scores
 from .index import Hit, IndexParams, VectorIndex
-from .retriever import FAQCandidate, ProductMatch, QueryResult, Retriever, Snapshot
+from .product_search import ProductMatch
+from .results import FAQCandidate, QueryResult
+from .retriever import Retriever
 from .settings import Settings, load_settings
+from .snapshot import Snapshot
 
 __all__ = [
     "Catalog",

@@ -15,8 +15,9 @@ import threading
 from collections.abc import Callable
 
 from .errors import RetrievalError
-from .retriever import Retriever, Snapshot
+from .retriever import Retriever
 from .settings import Settings
+from .snapshot import Snapshot
 from .storage import current_version
 
 __all__ = ["SnapshotReloader"]

@@ -18,8 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -28,7 +27,6 @@ from PIL import Image
 
 from .decision import (
     Decision,
-    DecisionPolicy,
     Verdict,
     decide,
     decide_products,
@@ -36,67 +34,25 @@ from .decision import (
 )
 from .encoders.base import Encoder
 from .errors import InputError
-from .faq import FAQEntry
 from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
 from .indexformat import MULTILINGUAL
 from .product_search import ProductMatch, rank_products, similar_products, text_matches
 from .querytext import clean_query, has_cjk
-from .ranking import best_per_group, rank_entries
+from .ranking import rank_entries
+from .results import FAQCandidate, QueryResult, group_scores, log_rows
 from .settings import LEXICAL_WEIGHT
 from .snapshot import Snapshot
-from .store.logrecord import LoggedCandidate, LoggedQuery, QueryLogSink
+from .store.logrecord import QueryLogSink
 
-__all__ = [
-    "FAQCandidate",
-    "Limits",
-    "ProductMatch",
-    "QueryResult",
-    "Retriever",
-    "Snapshot",
-    "group_scores",
-]
+__all__ = ["ImageInput", "Limits", "Retriever"]
 
 log = logging.getLogger(__name__)
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
 
 ImageInput: TypeAlias = bytes | str | Path | Image.Image
-
-
-@dataclass(frozen=True)
-class FAQCandidate:
-    entry: FAQEntry
-    score: float
-    matched: str  # which phrasing scored best: question, exampleN, answer
-
-    def public(self) -> dict[str, Any]:
-        return {**self.entry.public(), "score": round(self.score, 6), "matched": self.matched}
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    query_id: str
-    text: str | None
-    has_image: bool
-    verdict: Verdict
-    policy: DecisionPolicy
-    replies: list[FAQCandidate]
-    products: list[ProductMatch]
-    faq_version: str | None
-    product_version: str | None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-    faq_encoder: str | None = None  # the multilingual encoder's id when it ranked the FAQ
-
-    @property
-    def decision(self) -> Decision:
-        return self.verdict.decision
-
-    @property
-    def answered_with(self) -> str | None:
-        """'faq' or 'products' when the decision is to answer, else None."""
-        return self.verdict.basis if self.verdict.decision is Decision.ANSWER else None
 
 
 @dataclass(frozen=True)
@@ -109,11 +65,6 @@ class Limits:
     max_k: int = 100
     # BM25's weight in text-only product ranking (settings.lexical_weight); 0 = dense only
     lexical_weight: float = LEXICAL_WEIGHT
-
-
-def group_scores(replies: list[FAQCandidate]) -> list[float]:
-    """Best score per answer group, best first: language versions of one answer are not rivals."""
-    return best_per_group((c.entry.group or c.entry.id, c.score) for c in replies)
 
 
 @dataclass(frozen=True)
@@ -265,7 +216,7 @@ class Retriever:
         )
         if self.query_log is not None:
             t4 = time.perf_counter()
-            self.query_log.record(self._log_record(result, conversation_id, channel, image_ref))
+            self.query_log.record(self._log_rows(result, conversation_id, channel, image_ref))
             result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
         return result
 
@@ -431,7 +382,7 @@ class Retriever:
         )
         if self.query_log is not None:
             self.query_log.record(
-                self._log_record(result, conversation_id, channel, None, encoded=False)
+                self._log_rows(result, conversation_id, channel, None, encoded=False)
             )
         return result.query_id
 
@@ -454,7 +405,7 @@ class Retriever:
         return similar_products(self._snapshot, self.fusion, product_id, k)
 
     # ---- logging -----------------------------------------------------------------------
-    def _log_record(
+    def _log_rows(
         self,
         r: QueryResult,
         conversation_id: str | None,
@@ -462,47 +413,14 @@ class Retriever:
         image_ref: str | None,
         encoded: bool = True,
     ) -> dict[str, Any]:
-        """The query log's rows for a result (:class:`~retrieval.store.logrecord.LoggedQuery`)."""
-        candidates = [
-            LoggedCandidate(
-                "faq", rank, c.entry.id, c.score, c.score, None, c.matched, r.faq_version
-            )
-            for rank, c in enumerate(r.replies, start=1)
-        ] + [
-            LoggedCandidate(
-                "product",
-                rank,
-                m.product.id,
-                m.score,
-                m.text_score,
-                m.image_score,
-                m.matched,
-                r.product_version,
-            )
-            for rank, m in enumerate(r.products, start=1)
-        ]
-        return LoggedQuery(
-            id=r.query_id,
-            created_at=datetime.now(UTC),
+        text_encoder = (
+            (r.faq_encoder or self.text_encoder.id) if encoded and r.text is not None else None
+        )
+        return log_rows(
+            r,
             conversation_id=conversation_id,
             channel=channel,
-            text=r.text,
-            has_image=r.has_image,
             image_ref=image_ref,
-            decision=r.decision.value,
-            reason=r.verdict.reason,
-            top_score=r.verdict.top_score,
-            margin=r.verdict.margin,
-            answer_threshold=r.policy.answer_threshold,
-            suggest_threshold=r.policy.suggest_threshold,
-            faq_index_version=r.faq_version,
-            product_index_version=r.product_version,
-            text_encoder=(r.faq_encoder or self.text_encoder.id)
-            if encoded and r.text is not None
-            else None,
+            text_encoder=text_encoder,
             image_encoder=self.image_encoder.id if r.has_image else None,
-            encode_ms=r.timings_ms["encode"],
-            search_ms=r.timings_ms["search"],
-            total_ms=r.timings_ms["total"],
-            candidates=tuple(candidates),
-        ).rows()
+        )

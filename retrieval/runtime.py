@@ -14,8 +14,9 @@ from .errors import ConfigError
 from .fusion import Fusion
 from .index import IndexParams, VectorIndex
 from .indexformat import MULTILINGUAL, TEXT_VIEW, faq_expectations, product_expectations
-from .retriever import Limits, Retriever, Snapshot
+from .retriever import Limits, Retriever
 from .settings import Settings
+from .snapshot import Snapshot
 from .storage import load_current
 from .store import QueryLog, make_engine, migrate
 

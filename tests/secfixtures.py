@@ -18,9 +18,10 @@ from retrieval.decision import DecisionPolicy
 from retrieval.faq import FAQBank
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams
-from retrieval.retriever import Limits, Retriever, Snapshot
+from retrieval.retriever import Limits, Retriever
 from retrieval.service import create_app
 from retrieval.settings import Settings
+from retrieval.snapshot import Snapshot
 from retrieval.store import QueryLog, make_engine, migrate
 
 from fakes import ColourImageEncoder, HashingTextEncoder

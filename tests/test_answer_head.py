@@ -267,8 +267,8 @@ def test_the_retriever_applies_a_head_with_the_real_model(
     from retrieval import answer_head
     from retrieval.faq_calibration import calibrate_faq_index
     from retrieval.labelled import read_pairs
-    from retrieval.retriever import Snapshot
     from retrieval.runtime import build_retriever
+    from retrieval.snapshot import Snapshot
     from retrieval.storage import load_current
 
     from conftest import demo_settings

@@ -21,9 +21,10 @@ from retrieval.indexformat import TEXT_VIEW
 from retrieval.lexical.tokens import DEFAULT_TOKENIZER
 from retrieval.product_search import rank_products, text_matches
 from retrieval.reindex import reindex
-from retrieval.retriever import Limits, Retriever, Snapshot
+from retrieval.retriever import Limits, Retriever
 from retrieval.runtime import limits_from
 from retrieval.settings import load_settings
+from retrieval.snapshot import Snapshot
 from retrieval.storage import current_version, load_current, publish, version_dir
 
 from fakes import ColourImageEncoder, HashingTextEncoder

@@ -15,7 +15,8 @@ from retrieval.faq import FAQBank, FAQEntry
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams
 from retrieval.product_search import rank_products
-from retrieval.retriever import Limits, Retriever, Snapshot
+from retrieval.retriever import Limits, Retriever
+from retrieval.snapshot import Snapshot
 
 from fakes import ColourImageEncoder, HashingTextEncoder
 

@@ -35,7 +35,8 @@ from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL
 from ..ingest import build_faq_version, publish_built
 from ..labelled import LabelledQuery, read_labelled
-from ..retriever import QueryResult, Retriever
+from ..results import QueryResult
+from ..retriever import Retriever
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP, build_retriever
 from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item, normalize_text

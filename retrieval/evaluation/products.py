@@ -39,7 +39,7 @@ from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL, TEXT_VIEW
 from ..ingest import build_product_version, publish_built
 from ..labelled import LabelledQuery, read_labelled
-from ..retriever import QueryResult
+from ..results import QueryResult
 from ..runtime import build_retriever
 from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item

@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..retriever import ImageInput, QueryResult, Retriever
+from ..results import QueryResult
+from ..retriever import ImageInput, Retriever
 from .metrics import Outcome
 
 __all__ = ["Answered", "answer_all"]

@@ -19,7 +19,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from ..decision import Decision
 from ..errors import NotFound
-from ..retriever import QueryResult, Retriever
+from ..results import QueryResult
+from ..retriever import Retriever
 from ..uploads import UploadStore
 
 __all__ = [

@@ -16,7 +16,8 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import Forbidden, ImageError, InputError
 from ..httplimits import form_text, read_form
-from ..retriever import QueryResult, Retriever
+from ..results import QueryResult
+from ..retriever import Retriever
 from .keys import has_secret
 from .schemas import ProductOut, QueryIn, QueryOut, ReplyOut
 
