@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_core.py            # full run (about 10 minutes on 2 cores)
     .venv/bin/python benchmarks/bench_core.py --quick    # smaller, for a smoke check
 
-Part 1 — the index: 100k embedding-like unit vectors (384-d, see retrieval/synthetic.py),
+Part 1 — the index: 100k embedding-like unit vectors (384-d, see retrieval/bench/data.py),
 the product's default HNSW settings, 500 fresh queries. Per-query latency of exact numpy
 search (matrix-vector product + argsort, and + argpartition), raw hnswlib ``knn_query``,
 and this project's ``VectorIndex.search`` / ``search_items``, with recall@10 against the
@@ -32,10 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from retrieval.bench.data import embedding_like
 from retrieval.bench.http import QUESTIONS, free_port
 from retrieval.encoders.base import l2_normalize
 from retrieval.index import IndexParams, VectorIndex
-from retrieval.synthetic import embedding_like
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -335,7 +335,7 @@ def main() -> None:
         print(f"index benchmark: {n} vectors ...", file=sys.stderr, flush=True)
         x, queries = embedding_like(n, 384, n_queries=100 if args.quick else 500, seed=11)
         out["index"] = bench_index(
-            x, queries, params, "embedding-like synthetic vectors (retrieval/synthetic.py)"
+            x, queries, params, "embedding-like synthetic vectors (retrieval/bench/data.py)"
         )
         print_index(out["index"], params)
         if args.grid:

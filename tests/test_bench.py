@@ -11,7 +11,7 @@ import hnswlib
 import numpy as np
 import pytest
 
-from retrieval.bench.data import embedding_like_chunked, exact_one, exact_topk
+from retrieval.bench.data import embedding_like, exact_one, exact_topk
 from retrieval.bench.encoders import bench_encoder, demo_images, demo_texts
 from retrieval.bench.report import markdown, tables
 from retrieval.bench.stats import (
@@ -23,7 +23,6 @@ from retrieval.bench.stats import (
     search_ef,
 )
 from retrieval.cli import main
-from retrieval.synthetic import embedding_like
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,9 +94,9 @@ def test_int_list_reads_a_benchmark_option() -> None:
         int_list("0,x")
 
 
-def test_chunked_generator_draws_the_same_vectors_as_synthetic() -> None:
-    x, q = embedding_like(1003, 48, n_queries=17, seed=5)
-    xc, qc = embedding_like_chunked(1003, 48, n_queries=17, seed=5, chunk=100)
+def test_the_chunk_size_does_not_change_the_synthetic_vectors() -> None:
+    x, q = embedding_like(1003, 48, n_queries=17, seed=5, chunk=10_000)
+    xc, qc = embedding_like(1003, 48, n_queries=17, seed=5, chunk=100)
     np.testing.assert_allclose(xc, x, atol=1e-6)
     np.testing.assert_allclose(qc, q, atol=1e-6)
 

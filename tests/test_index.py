@@ -4,9 +4,9 @@ import threading
 import numpy as np
 import pytest
 
+from retrieval.bench.data import embedding_like
 from retrieval.errors import IndexError_, IndexMismatch
 from retrieval.index import IndexParams, VectorIndex
-from retrieval.synthetic import embedding_like
 
 
 def unit_rows(n: int, dim: int, seed: int = 0) -> np.ndarray:

@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "bench",
         help="measure index build, memory, query latency at target recalls, encoders and HTTP",
         description="Performance benchmark. (1) Index: embedding-like synthetic vectors "
-        "(retrieval/synthetic.py) at each size x dim; hnswlib build rate (all cores), memory "
+        "(retrieval/bench/data.py) at each size x dim; hnswlib build rate (all cores), memory "
         "per vector, and single-thread query latency p50/p95/p99 and QPS at the smallest ef "
         "reaching each recall@k target against exact search, beside exact numpy search on one "
         "core. A size that does not fit in memory is skipped with a line saying so. "

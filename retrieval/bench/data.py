@@ -1,8 +1,12 @@
-"""Synthetic data for the index benchmark, exact answers, and this machine's memory.
+"""Synthetic data for tests and benchmarks, exact answers, and this machine's memory.
 
-The vectors are those of ``retrieval.synthetic.embedding_like`` (a random linear image of a
-16-d Gaussian plus noise, unit length): the same random stream, drawn in chunks so that a
-million 1664-d vectors need no full-size temporaries.
+Synthetic unit vectors with the structure of real embeddings (:func:`embedding_like`).
+Sentence and image embeddings lie near a low-dimensional manifold: nearest neighbours are
+meaningfully nearer than the rest. Independent Gaussian vectors in 384 dimensions have no
+such structure (every point is about equally far from every other), so no approximate index
+finds their "neighbours" well and they measure nothing a shop would see. These vectors are a
+random linear image of a ``latent``-dimensional Gaussian plus isotropic noise, drawn in
+chunks so that a million 1664-d vectors need no full-size temporaries.
 """
 
 from __future__ import annotations
@@ -15,16 +19,23 @@ import numpy as np
 
 from ..encoders.base import l2_normalize
 
-__all__ = ["available_memory", "embedding_like_chunked", "exact_topk", "rss_bytes"]
+__all__ = [
+    "DATA_DESCRIPTION",
+    "available_memory",
+    "embedding_like",
+    "exact_one",
+    "exact_topk",
+    "rss_bytes",
+]
 
 DATA_DESCRIPTION = (
-    "embedding-like synthetic unit vectors (retrieval/synthetic.py: a random linear image of "
+    "embedding-like synthetic unit vectors (retrieval/bench/data.py: a random linear image of "
     "a 16-d Gaussian plus isotropic noise 0.1*sqrt(16), so near neighbours are meaningfully "
     "nearer than the rest, as with real embeddings); queries are fresh draws"
 )
 
 
-def embedding_like_chunked(
+def embedding_like(
     n: int,
     dim: int,
     *,
@@ -35,11 +46,10 @@ def embedding_like_chunked(
     chunk: int = 20_000,
     on_chunk: Callable[[int], None] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Exactly ``embedding_like(n, dim, n_queries=..., seed=...)``, drawn ``chunk`` rows at a time.
-
-    numpy's Generator fills a draw element by element from one stream, so drawing the noise
-    in row chunks yields the same numbers as one big draw (the tests check it).
-    """
+    """Return (vectors (n, dim), queries (n_queries, dim)), unit length, float32; queries are
+    fresh draws. Drawn ``chunk`` rows at a time (``on_chunk(rows)`` after each): numpy's
+    Generator fills a draw element by element from one stream, so the chunk size does not
+    change the numbers (the tests check it)."""
     rng = np.random.default_rng(seed)
     basis = rng.standard_normal((latent, dim)).astype(np.float32)
     scale = noise * np.sqrt(latent)

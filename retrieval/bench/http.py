@@ -49,14 +49,14 @@ def make_service_data(
     from ..runtime import make_fusion
     from ..settings import load_settings
     from ..storage import new_version_id, publish
-    from .data import embedding_like_chunked
+    from .data import embedding_like
 
     settings = load_settings(None, data_dir=data_dir)
     text, image = text_encoder(settings), image_encoder(settings)
     fusion = make_fusion(settings, text, image)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
 
-    faq_vecs, _ = embedding_like_chunked(n_faq_entries * phrasings, text.dim, seed=1)
+    faq_vecs, _ = embedding_like(n_faq_entries * phrasings, text.dim, seed=1)
     faq = VectorIndex(text.dim, params, capacity=len(faq_vecs), meta=faq_expectations(text))
     faq.add(
         [(f"faq{i}", f"example{j}") for i in range(n_faq_entries) for j in range(phrasings)],
@@ -69,8 +69,8 @@ def make_service_data(
     faq.meta["calibration"] = {"answer_threshold": 0.5}
     publish(faq, settings.index_dir, "faq", new_version_id("faq"))
 
-    img, _ = embedding_like_chunked(n_products, image.dim, seed=2)
-    txt, _ = embedding_like_chunked(n_products, text.dim, seed=3)
+    img, _ = embedding_like(n_products, image.dim, seed=2)
+    txt, _ = embedding_like(n_products, text.dim, seed=3)
     prod = VectorIndex(
         fusion.dim, params, capacity=n_products, meta=product_expectations(text, image, fusion)
     )

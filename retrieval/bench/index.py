@@ -16,7 +16,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .data import embedding_like_chunked, exact_one, exact_topk, rss_bytes
+from .data import embedding_like, exact_one, exact_topk, rss_bytes
 from .stats import Latency, estimate_index_bytes, latency_summary, recall_at_k, search_ef
 
 __all__ = ["IndexBenchConfig", "bench_index", "memory_needed"]
@@ -105,7 +105,7 @@ def bench_index(
     from threadpoolctl import threadpool_limits
 
     bar = progress(f"vectors {n:,}x{dim}", n + cfg.n_queries)
-    x, queries = embedding_like_chunked(
+    x, queries = embedding_like(
         n, dim, n_queries=cfg.n_queries, seed=cfg.seed, on_chunk=bar.update
     )
     bar.close()
