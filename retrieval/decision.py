@@ -17,6 +17,7 @@ __all__ = [
     "Decision",
     "DecisionPolicy",
     "Verdict",
+    "best_threshold",
     "calibrate_threshold",
     "decide",
     "decide_products",
@@ -123,23 +124,30 @@ def hand_off_out_of_scope(verdict: Verdict, in_scope: float, threshold: float) -
     )
 
 
-def calibrate_threshold(
-    top_scores: Sequence[float], correct: Sequence[bool], in_scope: Sequence[bool]
+def best_threshold(
+    top_scores: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    in_scope: Sequence[bool] | np.ndarray,
+    eligible: Sequence[bool] | np.ndarray | None = None,
 ) -> tuple[float, float]:
-    """The answer threshold that maximises overall accuracy on labelled questions.
+    """The one threshold rule of the project: the answer threshold that maximises overall
+    accuracy on labelled questions, and that accuracy.
 
     A question counts as right when it is answered and its top-1 entry is relevant, or when
-    it is out of scope and handed off. Returns (threshold, accuracy). Ties prefer the
-    midpoint of the widest best interval, which generalises better than its edge.
+    it is out of scope and not answered. It is answered when its top score is >= the
+    threshold and it is ``eligible`` (e.g. its top-1/top-2 margin is wide enough; default:
+    every question). Ties prefer the midpoint of the first (lowest) best plateau, between
+    the scores that bound it: it generalises better than the plateau's edge.
     """
     s = np.asarray(top_scores, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     ins = np.asarray(in_scope, dtype=bool)
     if len(s) == 0:
         raise ValueError("no labelled questions to calibrate on")
+    can = np.ones(len(s), dtype=bool) if eligible is None else np.asarray(eligible, dtype=bool)
     cuts = np.unique(np.concatenate([s, [s.min() - 1e-3, s.max() + 1e-3]]))
     thresholds = (cuts[:-1] + cuts[1:]) / 2  # one per distinct way of splitting the scores
-    answered = s[None, :] >= thresholds[:, None]
+    answered = (s[None, :] >= thresholds[:, None]) & can[None, :]
     accuracy = np.mean(np.where(answered, ok & ins, ~ins), axis=1)
     best = float(accuracy.max())
     winners = np.flatnonzero(np.isclose(accuracy, best))
@@ -149,3 +157,11 @@ def calibrate_threshold(
     # the middle of the first best plateau, between the scores that bound it
     lo, hi = cuts[winners[0]], cuts[run_end + 1]
     return float((lo + hi) / 2), best
+
+
+def calibrate_threshold(
+    top_scores: Sequence[float], correct: Sequence[bool], in_scope: Sequence[bool]
+) -> tuple[float, float]:
+    """The answer threshold that maximises overall accuracy on labelled questions, without a
+    margin rule (:func:`best_threshold`). Returns (threshold, accuracy)."""
+    return best_threshold(top_scores, correct, in_scope)

@@ -67,6 +67,23 @@ def test_margin_is_chosen_when_close_calls_are_the_wrong_ones() -> None:
     assert fit.accuracy == 1.0
 
 
+@pytest.mark.parametrize("seed", SEEDS)
+def test_training_and_ingest_place_the_threshold_by_one_rule(seed: int) -> None:
+    """Without a margin, `retrieval train` fits the threshold ingest calibrates: the middle
+    of the first best plateau, not its edge."""
+    from retrieval.decision import calibrate_threshold
+
+    rng = np.random.default_rng(seed)
+    top, second, correct, in_scope = _labelled(rng, 150)
+    fit = fit_thresholds(top, second, correct, in_scope, margins=(0.0,))
+    threshold, accuracy = calibrate_threshold(top, correct, in_scope)
+    assert (fit.answer_threshold, fit.accuracy) == pytest.approx((threshold, accuracy))
+    assert top[top < fit.answer_threshold].size and top[top >= fit.answer_threshold].size
+    below = top[top < fit.answer_threshold].max()
+    above = top[top >= fit.answer_threshold].min()
+    assert below < fit.answer_threshold < above  # strictly inside a gap between scores
+
+
 def test_no_data_is_refused() -> None:
     with pytest.raises(ValueError, match="no labelled questions"):
         fit_thresholds([], [], [], [])

@@ -1,8 +1,9 @@
 """Fitting the decision thresholds and the fusion weights on held-out labelled data.
 
 Pure functions over numpy arrays: no model, no I/O. Both search a grid exhaustively, so
-the result is the true optimum over that grid (ties go to the first, most conservative,
-candidate), which the property tests check against synthetic data with a known optimum.
+the result is the true optimum over that grid, which the property tests check against
+synthetic data with a known optimum. Thresholds follow the one rule of
+:func:`retrieval.decision.best_threshold` (ties: the middle of the first best plateau).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
+from ..decision import best_threshold
 
 __all__ = [
     "FusionFit",
@@ -65,29 +68,21 @@ def fit_thresholds(
     margins: Sequence[float] = MARGINS,
     suggest_gap: float = 0.15,
 ) -> ThresholdFit:
-    """The answer threshold and margin that maximise overall accuracy.
+    """The answer threshold and margin that maximise overall accuracy; at each margin the
+    threshold is :func:`~retrieval.decision.best_threshold`'s, the rule ingest calibrates with.
 
     ``second_scores`` is each question's runner-up score (-1 when there is none). The
-    suggest threshold is the answer threshold less ``suggest_gap``, or lower when that keeps
-    more right answers in front of an agent: the lowest score of a right top-1 that the
-    answer rule turned down, so agents see what the system almost got right.
+    suggest threshold is the answer threshold less ``suggest_gap``.
     """
     top = np.asarray(top_scores, dtype=np.float64)
     second = np.asarray(second_scores, dtype=np.float64)
-    ok = np.asarray(correct, dtype=bool)
-    ins = np.asarray(in_scope, dtype=bool)
     if len(top) == 0:
         raise ValueError("no labelled questions to fit thresholds on")
-    cuts = np.unique(np.concatenate([top, [top.min() - 1e-3, top.max() + 1e-3]]))
-    candidates = (cuts[:-1] + cuts[1:]) / 2
     best: tuple[float, float, float] | None = None
-    for m in margins:
-        answered_margin = top - second >= m - 1e-9
-        answered = (top[None, :] >= candidates[:, None]) & answered_margin[None, :]
-        acc = np.mean(np.where(answered, ok & ins, ~ins), axis=1)
-        i = int(np.argmax(acc))  # first best: the lowest threshold of the best
-        if best is None or acc[i] > best[0] + 1e-12:
-            best = (float(acc[i]), float(candidates[i]), float(m))
+    for m in margins:  # the shipped threshold rule at each margin; ties: the smaller margin
+        threshold, acc = best_threshold(top, correct, in_scope, eligible=top - second >= m - 1e-9)
+        if best is None or acc > best[0] + 1e-12:
+            best = (acc, threshold, float(m))
     assert best is not None
     accuracy, threshold, margin = best
     suggest = threshold - suggest_gap
