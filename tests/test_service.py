@@ -72,6 +72,9 @@ def test_organic_bananas_over_http(client: TestClient) -> None:
     assert top["image_url"].endswith("/v1/products/banana/image")
     img = client.get(top["image_url"])
     assert img.status_code == 200 and img.headers["content-type"] == "image/jpeg"
+    # a text question is ranked hybrid: the BM25 part is reported beside the cosine
+    assert top["lexical_score"] == 1.0  # "organic bananas": the best lexical match
+    assert all(0.0 <= p["lexical_score"] <= 1.0 for p in body["products"])
 
 
 def test_multipart_photo_query(client: TestClient) -> None:
@@ -83,6 +86,7 @@ def test_multipart_photo_query(client: TestClient) -> None:
     body = r.json()
     assert body["products"][0]["id"] == "kiwi" and body["products"][0]["image_score"] > 0.99
     assert body["products"][0]["text_score"] is None
+    assert body["products"][0]["lexical_score"] is None  # a photo alone has no words
     assert body["decision"] == "handoff" and body["replies"] == []
 
 

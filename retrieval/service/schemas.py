@@ -42,9 +42,18 @@ class ProductOut(BaseModel):
     stock: int | None
     in_stock: bool | None
     image_url: str | None
-    score: float | None
-    text_score: float | None
-    image_score: float | None
+    score: float | None = Field(
+        ..., description="the ranking score: fused, or hybrid (text and BM25) for text questions"
+    )
+    text_score: float | None = Field(..., description="cosine of the question and the product text")
+    image_score: float | None = Field(
+        ..., description="cosine of the photo and the product's best image"
+    )
+    lexical_score: float | None = Field(
+        None,
+        description="BM25 score over the question's best BM25 (1 = best lexical match); null "
+        "when the question was ranked without the lexical signal",
+    )
     matched: str | None
 
 
