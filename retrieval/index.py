@@ -39,6 +39,9 @@ INDEX_FILE = "index.hnsw"
 ARRAYS_FILE = "arrays.npz"
 LEXICAL_DIR = "lexical"
 FORMAT_VERSION = 1
+# a filtered search over at most this many vectors is exact (a few ms at 384-d); above it,
+# the graph search skips what the filter drops
+EXACT_FILTERED = 2048
 
 
 class Hit(NamedTuple):
@@ -89,6 +92,7 @@ class VectorIndex:
         self._by_item: dict[str, set[int]] = {}
         self._free: list[int] = []  # labels of deleted slots, reused by later adds
         self._next_label = 0
+        self.generation = 0  # counts writes: caches keyed on the labels check it
         self._lock = RWLock()
         # companion indexes over the same items, saved and loaded with this one
         # (e.g. the products' text-only view that answers text-only queries)
@@ -169,6 +173,7 @@ class VectorIndex:
                 self._by_item.setdefault(key[0], set()).add(label)
                 labels.append(label)
             self._index.add_items(vectors, np.asarray(labels, dtype=np.int64), num_threads=threads)
+            self.generation += 1
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
         """Remove every vector of these items; returns the number of vectors removed."""
@@ -181,6 +186,7 @@ class VectorIndex:
                     self._index.mark_deleted(label)
                     self._free.append(label)
                     removed += 1
+            self.generation += 1
         return removed
 
     def compacted(self, *, chunk: int = 20_000) -> VectorIndex:
@@ -210,8 +216,20 @@ class VectorIndex:
         labels = sorted(self._by_item.get(item_id, ()))
         return [self._keys[lb][1] for lb in labels], self.vectors(labels)
 
-    def search(self, query: np.ndarray, k: int) -> list[Hit]:
-        """Nearest vectors (not grouped) to one query, best first; k is clamped to the live count."""
+    def label_items(self) -> tuple[np.ndarray, list[str]]:
+        """(live labels, the item of each): what a filter maps onto labels."""
+        with self._lock.read():
+            labels = np.fromiter(self._keys, dtype=np.int64, count=len(self._keys))
+            items = [key[0] for key in self._keys.values()]
+        return labels, items
+
+    def search(self, query: np.ndarray, k: int, *, allowed: np.ndarray | None = None) -> list[Hit]:
+        """Nearest vectors (not grouped) to one query, best first; k is clamped to the live count.
+
+        ``allowed`` (a boolean mask over labels, e.g. from a product filter) restricts the
+        search to those labels, inside the search: when they are few
+        (<= ``EXACT_FILTERED``) they are searched exactly, otherwise the graph search skips
+        the others (hnswlib's filter) and keeps going until it has k allowed vectors."""
         q = (
             query
             if query.dtype == np.float32 and query.flags.c_contiguous
@@ -221,14 +239,19 @@ class VectorIndex:
         lock = self._lock
         lock.acquire_read()  # not a with-block: this is the hot path of every query
         try:
-            k = min(int(k), len(self._keys))
-            if k <= 0:
-                return []
-            try:
-                labels, dists = self._index.knn_query(q, k=k)
-            except RuntimeError:
-                # hnswlib found fewer than k live vectors (many deletions): fall back to exact.
-                labels, dists = self._exact(q, k)
+            if allowed is None:
+                k = min(int(k), len(self._keys))
+                if k <= 0:
+                    return []
+                try:
+                    labels, dists = self._index.knn_query(q, k=k)
+                except RuntimeError:
+                    # hnswlib found fewer than k live vectors (many deletions): exact search
+                    labels, dists = self._exact(q, k)
+            else:
+                labels, dists = self._filtered(q, int(k), allowed)
+                if labels.size == 0:
+                    return []
             keys = self._keys
             out = []
             for lb, dist in zip(labels[0].tolist(), dists[0].tolist(), strict=True):
@@ -238,29 +261,63 @@ class VectorIndex:
         finally:
             lock.release_read()
 
-    def search_items(self, query: np.ndarray, k: int, *, exclude: Iterable[str] = ()) -> list[Hit]:
-        """The k best distinct items, each scored by its best variant."""
+    def _filtered(
+        self, q: np.ndarray, k: int, allowed: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search restricted to the ``allowed`` labels (under the read lock)."""
+        n = len(allowed)
+        candidates = np.flatnonzero(allowed)
+        if 0 < len(candidates) and len(candidates) > EXACT_FILTERED:
+            try:
+                return self._index.knn_query(  # type: ignore[no-any-return]
+                    q, k=min(k, len(candidates)), filter=lambda lb: lb < n and bool(allowed[lb])
+                )
+            except RuntimeError:  # fewer than k allowed vectors reachable: search exactly
+                pass
+        keys = self._keys
+        live = candidates[
+            np.fromiter((lb in keys for lb in candidates.tolist()), bool, len(candidates))
+        ]
+        return self._exact(q, min(k, len(live)), live)
+
+    def search_items(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        exclude: Iterable[str] = (),
+        allowed: np.ndarray | None = None,
+    ) -> list[Hit]:
+        """The k best distinct items, each scored by its best variant (only ``allowed``
+        labels, when given: see :meth:`search`)."""
         exclude = set(exclude)
         wanted = int(k)
         if wanted <= 0:
             return []
+        total = len(self._keys) if allowed is None else int(np.count_nonzero(allowed))
         per_item = max(1, round(len(self._keys) / max(1, len(self._by_item))))
         fetch = wanted * per_item + len(exclude) + 8
         while True:
-            hits = self.search(query, fetch)
+            hits = self.search(query, fetch, allowed=allowed)
             best: dict[str, Hit] = {}
             for h in hits:
                 if h.item_id not in exclude and h.item_id not in best:
                     best[h.item_id] = h
-            if len(best) >= wanted or len(hits) >= len(self._keys):
+            if len(best) >= wanted or len(hits) >= total or len(hits) < fetch:
                 return list(best.values())[:wanted]
             fetch *= 2
 
-    def _exact(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        labels = np.fromiter(self._keys, dtype=np.int64)
+    def _exact(
+        self, q: np.ndarray, k: int, labels: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Exact search over ``labels`` (default: every live label)."""
+        if labels is None:
+            labels = np.fromiter(self._keys, dtype=np.int64)
+        if len(labels) == 0 or k <= 0:
+            return np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32)
         vecs = np.asarray(self._index.get_items(labels, return_type="numpy"), dtype=np.float32)
         sims = vecs @ q[0]
-        top = np.argsort(-sims)[:k]
+        top = np.argsort(-sims, kind="stable")[:k]
         return labels[top][None, :], (1.0 - sims[top])[None, :]
 
     # ---- persistence -------------------------------------------------------------------

@@ -16,6 +16,7 @@ import numpy as np
 
 from .catalog import Product
 from .errors import NotFound
+from .filters import FilterMasks
 from .fusion import Fusion, fuse, fused_scores, modality_scores
 from .index import Hit, VectorIndex
 from .indexformat import TEXT_ONLY, TEXT_VIEW
@@ -66,14 +67,19 @@ def rank_products(
     *,
     query_text: str | None = None,
     lexical_weight: float = 0.0,
+    only: FilterMasks | None = None,
 ) -> list[ProductMatch]:
     """The ``k`` best products for a text and/or image query vector; a text-only query with
-    its ``query_text`` and a ``lexical_weight`` > 0 is ranked hybrid (see the module)."""
+    its ``query_text`` and a ``lexical_weight`` > 0 is ranked hybrid (see the module). With
+    ``only`` (a product filter resolved on this snapshot), only the products it keeps, found
+    inside the search."""
     text_view = snap.product_index.companions.get(TEXT_VIEW)
     if q_image is None and q_text is not None and text_view is not None and not exclude:
         # a text-only query: its fused score is the text cosine (docs/fusion.md), blended
         # with BM25 when a lexical weight is given
-        return text_matches(snap, q_text, k, query_text=query_text, lexical_weight=lexical_weight)
+        return text_matches(
+            snap, q_text, k, query_text=query_text, lexical_weight=lexical_weight, only=only
+        )
     query = fuse(
         None if q_image is None else q_image[None, :],
         None if q_text is None else q_text[None, :],
@@ -81,10 +87,14 @@ def rank_products(
         n=1,
     )[0]
     # over-fetch, then re-score exactly per modality (see docs/fusion.md)
-    hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
+    index = snap.product_index
+    hits = index.search_items(
+        query, k * 2 + 8, exclude=exclude, allowed=None if only is None else only.labels(index)
+    )
     matches = _rescore(snap, fusion, query, hits, k)
     if q_text is not None and text_view is not None:
-        matches = _merge(matches, text_matches(snap, q_text, k, exclude, pictureless=True), k)
+        pictureless = text_matches(snap, q_text, k, exclude, pictureless=True, only=only)
+        matches = _merge(matches, pictureless, k)
     return matches
 
 
@@ -98,6 +108,7 @@ def text_matches(
     view: VectorIndex | None = None,
     query_text: str | None = None,
     lexical_weight: float = 0.0,
+    only: FilterMasks | None = None,
 ) -> list[ProductMatch]:
     """Products ranked by text cosine in the text view (or ``view``, e.g. the multilingual
     one); with ``pictureless``, only those without an image (which have no fused vector):
@@ -108,12 +119,13 @@ def text_matches(
         view = snap.product_index.companions[TEXT_VIEW]
     lexical = snap.product_index.lexical
     if not pictureless and query_text and lexical_weight > 0 and lexical is not None:
-        hybrid = _hybrid_matches(snap, view, q_text, query_text, k, exclude, lexical_weight)
+        hybrid = _hybrid_matches(snap, view, q_text, query_text, k, exclude, lexical_weight, only)
         if hybrid is not None:
             return hybrid
     fetch = k * 2 + 8 if pictureless else k
     out = []
-    for hit in view.search_items(q_text, fetch, exclude=exclude):
+    allowed = None if only is None else only.labels(view)
+    for hit in view.search_items(q_text, fetch, exclude=exclude, allowed=allowed):
         if pictureless and hit.item_id in snap.product_index:
             continue
         product = snap.catalog.get(hit.item_id)
@@ -131,6 +143,7 @@ def _hybrid_matches(
     k: int,
     exclude: tuple[str, ...],
     weight: float,
+    only: FilterMasks | None = None,
 ) -> list[ProductMatch] | None:
     """The ``k`` best products by ``(1 - weight) * cosine + weight * normalised BM25`` over
     the union of the view's and the lexical index's top ``max(4k, 50)``; every candidate gets
@@ -139,12 +152,15 @@ def _hybrid_matches(
     lexical = snap.product_index.lexical
     assert lexical is not None
     n = max(k * 4, 50)
-    lex_hits = lexical.search(query_text, n, exclude=exclude)
+    lex_hits = lexical.search(
+        query_text, n, exclude=exclude, allowed=None if only is None else only.ids
+    )
     if not lex_hits:
         return None
     dense: dict[str, float] = {}
     variant: dict[str, str] = {}
-    for hit in view.search_items(q_text, n, exclude=exclude):
+    allowed = None if only is None else only.labels(view)
+    for hit in view.search_items(q_text, n, exclude=exclude, allowed=allowed):
         dense[hit.item_id] = float(np.clip(hit.score, -1.0, 1.0))
         variant[hit.item_id] = hit.variant
     for item_id, _ in lex_hits:

@@ -9,6 +9,7 @@ from typing import Any
 
 from .decision import Decision, DecisionPolicy, Verdict
 from .faq import FAQEntry
+from .filters import ProductFilter
 from .product_search import ProductMatch
 from .ranking import best_per_group
 from .store.logrecord import LoggedCandidate, LoggedQuery
@@ -39,6 +40,7 @@ class QueryResult:
     product_version: str | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     faq_encoder: str | None = None  # the multilingual encoder's id when it ranked the FAQ
+    product_filter: ProductFilter | None = None  # the filter the products were found with
 
     @property
     def decision(self) -> Decision:

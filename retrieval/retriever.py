@@ -34,6 +34,7 @@ from .decision import (
 )
 from .encoders.base import Encoder
 from .errors import InputError
+from .filters import ProductFilter, parse_filter
 from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
@@ -137,6 +138,13 @@ class Retriever:
             raise InputError(f"{what} must be between 1 and {self.limits.max_k}, got {k}")
         return int(k)
 
+    def product_filter(self, obj: object) -> ProductFilter | None:
+        """A caller's filter object checked against the live catalog's categories (see
+        :func:`~retrieval.filters.parse_filter`); None for none."""
+        if obj is None:
+            return None
+        return parse_filter(obj, self._snapshot.catalog_columns.category_names)
+
     def read_image(self, image: ImageInput) -> Image.Image:
         if isinstance(image, Image.Image):
             return image.convert("RGB")
@@ -185,10 +193,12 @@ class Retriever:
         channel: str = "api",
         image_ref: str | None = None,
         prefer_products: bool = False,
+        product_filter: ProductFilter | None = None,
     ) -> QueryResult:
         """Rank FAQ replies and products and decide. With ``prefer_products`` (a product
         question, a photo) good enough product matches are the answer; otherwise, and when
-        they are not good enough, the FAQ scores decide."""
+        they are not good enough, the FAQ scores decide. ``product_filter`` keeps only the
+        products it matches (category, price, stock), applied inside the search."""
         t0 = time.perf_counter()
         k_products = self._k(k_products, self.limits.default_k_products, "k_products")
         k_faq = self._k(k_faq, self.limits.default_k_faq, "k_faq")
@@ -208,7 +218,16 @@ class Retriever:
         )
         t2 = time.perf_counter()
         result = self._answer(
-            snap, q, route, q_text, q_image, q_ml, k_products, k_faq, prefer_products
+            snap,
+            q,
+            route,
+            q_text,
+            q_image,
+            q_ml,
+            k_products,
+            k_faq,
+            prefer_products,
+            product_filter,
         )
         t3 = time.perf_counter()
         result.timings_ms.update(
@@ -228,14 +247,18 @@ class Retriever:
         k_products: int | None = None,
         k_faq: int | None = None,
         prefer_products: bool = False,
+        product_filters: Sequence[ProductFilter | None] | None = None,
     ) -> list[QueryResult]:
         """Answer many queries exactly as :meth:`query` answers each (same cleaning, routing,
         ranking and decision, on one snapshot), encoding each encoder's share in one batch.
         Nothing is logged. Timings: ``encode`` is this query's share of its batches,
-        ``search`` its own ranking and decision."""
+        ``search`` its own ranking and decision. ``product_filters``: one (or None) per query."""
         images = list(images) if images is not None else [None] * len(texts)
         if len(images) != len(texts):
             raise InputError("query_batch: one image (or None) per text expected")
+        filters = list(product_filters) if product_filters is not None else [None] * len(texts)
+        if len(filters) != len(texts):
+            raise InputError("query_batch: one product filter (or None) per text expected")
         k_products = self._k(k_products, self.limits.default_k_products, "k_products")
         k_faq = self._k(k_faq, self.limits.default_k_faq, "k_faq")
         prepared = [self._prepare(t, i) for t, i in zip(texts, images, strict=True)]
@@ -276,6 +299,7 @@ class Retriever:
                 k_products,
                 k_faq,
                 prefer_products,
+                filters[i],
             )
             search = (time.perf_counter() - t0) * 1e3
             result.timings_ms.update(
@@ -295,8 +319,10 @@ class Retriever:
         k_products: int,
         k_faq: int,
         prefer_products: bool,
+        product_filter: ProductFilter | None = None,
     ) -> QueryResult:
         """Rank and decide for one encoded question: the part of the path after encoding."""
+        only = snap.filter_masks(product_filter)
         q_faq = q_ml if route.faq_view is not None else q_text
         # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
         ranked = (
@@ -310,7 +336,7 @@ class Retriever:
             else snap.policy
         )
         products = (
-            text_matches(snap, q_ml, k_products, view=route.product_view)
+            text_matches(snap, q_ml, k_products, view=route.product_view, only=only)
             if route.product_view is not None and q_ml is not None
             else rank_products(
                 snap,
@@ -320,6 +346,7 @@ class Retriever:
                 k_products,
                 query_text=q.text,
                 lexical_weight=self.limits.lexical_weight,
+                only=only,
             )
         )
         verdict = (
@@ -356,6 +383,7 @@ class Retriever:
                 if route.faq_view is not None and self.multilingual_encoder is not None
                 else None
             ),
+            product_filter=None if only is None else only.filter,
         )
 
     def record_handoff(

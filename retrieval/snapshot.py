@@ -13,6 +13,7 @@ from .answer_head import AnswerHead
 from .catalog import Catalog, Product
 from .decision import DecisionPolicy
 from .faq import FAQBank, FAQEntry
+from .filters import CatalogColumns, FilterMasks, ProductFilter
 from .index import VectorIndex
 from .outofscope import OutOfScopeModel
 from .ranking import head_of, out_of_scope_of
@@ -31,6 +32,15 @@ class Snapshot:
     policy: DecisionPolicy
     # for questions with CJK characters, ranked by the FAQ index's multilingual companion
     multilingual_policy: DecisionPolicy | None = None
+
+    @cached_property
+    def catalog_columns(self) -> CatalogColumns:
+        """The catalog's filterable fields as columns (built on the first filtered query)."""
+        return CatalogColumns(self.catalog)
+
+    def filter_masks(self, f: ProductFilter | None) -> FilterMasks | None:
+        """``f`` resolved against this version's catalog; None for no or an empty filter."""
+        return None if f is None or f.empty else FilterMasks(self.catalog_columns, f)
 
     @cached_property
     def answer_head(self) -> AnswerHead | None:

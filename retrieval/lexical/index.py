@@ -15,7 +15,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -255,11 +255,16 @@ class LexicalIndex:
         return best
 
     def search(
-        self, query: str | Sequence[str], k: int, *, exclude: Iterable[str] = ()
+        self,
+        query: str | Sequence[str],
+        k: int,
+        *,
+        exclude: Iterable[str] = (),
+        allowed: Collection[str] | None = None,
     ) -> list[tuple[str, float]]:
         """The ``k`` best items that share a token with the query, each scored by its best
         row's BM25 score, best first (ties: the item added first). ``query`` is text, or
-        tokens made by this index's tokeniser."""
+        tokens made by this index's tokeniser; with ``allowed``, only those items."""
         s = self._state
         k = int(k)
         if k <= 0:
@@ -271,6 +276,9 @@ class LexicalIndex:
             i = s.item_index.get(item)
             if i is not None:
                 scores[i] = 0.0
+        if allowed is not None:
+            keep = np.fromiter((item in allowed for item in s.items), bool, len(s.items))
+            scores[~keep] = 0.0
         hits = np.flatnonzero(scores > 0)  # ascending: the order items were added in
         if len(hits) > k:
             kth = scores[hits[np.argpartition(-scores[hits], k - 1)[k - 1]]]

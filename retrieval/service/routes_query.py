@@ -1,5 +1,6 @@
 """``POST /v1/query``: ask with JSON (``{"text": ...}``) or a multipart form (``text``, an
-``image`` file, ``k_products``, ...), get the decision, scored replies and products.
+``image`` file, ``k_products``, ...), get the decision, scored replies and products. A
+``filter`` (JSON object; in a form, a JSON string) keeps only the products it matches.
 
 A ``conversation_id`` makes a question that the bot does not answer a task in the agents'
 queue, so only a trusted caller may send one: the request must carry the ``api_key``
@@ -8,6 +9,8 @@ setting as ``Authorization: Bearer <key>``; without it a ``conversation_id`` is 
 """
 
 from __future__ import annotations
+
+import json
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +28,7 @@ __all__ = ["MAX_JSON_BYTES", "result_out", "router"]
 
 MAX_JSON_BYTES = 1024 * 1024  # a JSON query holds text only; 1 MB is far above max_query_chars
 MAX_TEXT_FIELD = 64 * 1024  # a form's text fields: the question (max_query_chars) and numbers
-MAX_FIELDS = 8  # text, k_products, k_faq, conversation_id, channel and some slack
+MAX_FIELDS = 8  # text, k_products, k_faq, conversation_id, channel, filter and some slack
 
 router = APIRouter(tags=["query"])
 
@@ -52,6 +55,7 @@ def result_out(result: QueryResult, request: Request) -> QueryOut:
         ],
         index_versions={"faq": result.faq_version, "products": result.product_version},
         timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
+        filter=None if result.product_filter is None else result.product_filter.public(),
     )
 
 
@@ -86,6 +90,7 @@ async def query(request: Request) -> QueryOut:
         k_faq=body.k_faq,
         conversation_id=body.conversation_id,
         channel=body.channel or "api",
+        product_filter=r.product_filter(body.filter),
     )
     return result_out(result, request)
 
@@ -115,6 +120,12 @@ async def _form_query(request: Request, r: Retriever) -> QueryOut:
 
     conversation_id = form_text(form, "conversation_id")
     _check_conversation(request, conversation_id)
+    raw_filter = form_text(form, "filter")
+    try:
+        filter_obj = json.loads(raw_filter) if raw_filter else None
+    except ValueError:
+        raise InputError('filter must be a JSON object, e.g. {"in_stock": true}') from None
+    product_filter = r.product_filter(filter_obj)
     result = await run_in_threadpool(
         r.query,
         form_text(form, "text"),
@@ -124,5 +135,6 @@ async def _form_query(request: Request, r: Retriever) -> QueryOut:
         conversation_id=conversation_id,
         channel=(form_text(form, "channel") or "api")[:32],
         image_ref=image_ref,
+        product_filter=product_filter,
     )
     return result_out(result, request)

@@ -19,6 +19,13 @@ class QueryIn(BaseModel):
         None, max_length=200, description="Chat conversation (e.g. Rasa sender id)."
     )
     channel: str | None = Field(None, max_length=32)
+    filter: dict[str, Any] | None = Field(
+        None,
+        description="Products only where they match: category (a name or a list), price_min, "
+        "price_max (inclusive) and in_stock (true/false); applied inside the search. A "
+        "mistake (unknown key or category, price_min above price_max, a non-number) is a 422 "
+        "naming the field.",
+    )
 
 
 class ReplyOut(BaseModel):
@@ -68,6 +75,9 @@ class QueryOut(BaseModel):
     products: list[ProductOut]
     index_versions: dict[str, str | None]
     timings_ms: dict[str, float]
+    filter: dict[str, Any] | None = Field(
+        None, description="The product filter the products were found with, if any."
+    )
 
 
 class SimilarOut(BaseModel):
