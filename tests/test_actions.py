@@ -237,3 +237,28 @@ def test_photo_with_retrieval_down_gives_a_handoff_message(tmp_path) -> None:  #
             "custom": {"handoff": True, "reason": "retrieval unavailable"},
         }
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("apple or banana in stock", "Showing only products in stock"),
+        ("有货的 red apple", "只显示有货的商品"),
+        ("fruit under 0.80 euros", "Showing only products priced up to 0.8"),
+    ],
+)
+def test_a_filter_in_the_question_filters_the_cards_and_is_said(
+    retriever,  # noqa: ANN001, F811
+    text: str,
+    said: str,
+) -> None:
+    messages, _ = run(ActionAnswerQuestion(lambda: retriever), tracker(text, "ask_product"))
+    products = [m for m in messages if (m.get("custom") or {}).get("type") == "products"]
+    assert messages[0]["text"] == said
+    [m] = products
+    cards = m["custom"]["products"]
+    filt = m["custom"]["filter"]
+    assert cards and filt
+    for card in cards:
+        assert filt.get("in_stock") is None or card["in_stock"] is True
+        assert "price_max" not in filt or card["price"] <= filt["price_max"]

@@ -19,6 +19,8 @@ from rasa_sdk.executor import CollectingDispatcher
 
 from ..decision import Decision
 from ..errors import NotFound
+from ..filter_phrases import describe as describe_filter
+from ..filter_phrases import filter_from_text
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..uploads import UploadStore
@@ -109,6 +111,9 @@ class ActionAnswerQuestion(Action):
         text = tracker.latest_message.get("text") or ""
         intent = (tracker.latest_message.get("intent") or {}).get("name")
         lang = shopper_language(text)
+        # "in stock", "under 2 euros", "两欧元以下": the products are searched with that filter
+        wanted, _ = filter_from_text(text)
+        product_filter = None if wanted.empty else wanted
         result = await _ask(
             dispatcher,
             tracker,
@@ -121,11 +126,14 @@ class ActionAnswerQuestion(Action):
                 k_products=4,
                 k_faq=3,
                 prefer_products=intent == "ask_product",
+                product_filter=product_filter,
             ),
         )
         if result is None:
             return []
         if result.answered_with == "products":
+            if result.product_filter is not None:  # say which filter the cards answer
+                dispatcher.utter_message(text=describe_filter(result.product_filter, lang))
             dispatcher.utter_message(
                 response=_response("utter_products", lang),
                 json_message=_products_payload(result),
@@ -250,6 +258,7 @@ def _products_payload(result: QueryResult) -> dict[str, Any]:
         "type": "products",
         "query_id": result.query_id,
         "products": product_cards(result),
+        "filter": None if result.product_filter is None else result.product_filter.public(),
         "retrieval_ms": _total_ms(result),
     }
 
