@@ -44,6 +44,9 @@ FORMAT_VERSION = 1
 # search pays per candidate while the graph search pays for rarity (it walks further to find
 # k allowed vectors): benchmarks/filtered_search.py measured the crossover at a few hundred
 EXACT_FILTERED = 256
+# a filter keeping a fair share is applied to a larger plain graph search when that search
+# needs at most this many results (k / share, with slack)
+POST_FILTER_MAX = 2048
 
 
 class Hit(NamedTuple):
@@ -266,17 +269,32 @@ class VectorIndex:
     def _filtered(
         self, q: np.ndarray, k: int, allowed: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Search restricted to the ``allowed`` labels (under the read lock)."""
+        """Search restricted to the ``allowed`` labels (under the read lock), the cheapest
+        way that stays complete:
+
+        * few allowed vectors (<= ``EXACT_FILTERED``): exact search over them;
+        * a filter that keeps a fair share: the plain graph search for enough more results
+          (k / share, with slack), of which the allowed ones are kept, while that fills k;
+        * otherwise hnswlib's filtered graph search, which asks the filter about every
+          vector it visits (a Python call each: slower, but it finds k allowed ones)."""
         n = len(allowed)
         candidates = np.flatnonzero(allowed)
+        keys = self._keys
         if 0 < len(candidates) and len(candidates) > EXACT_FILTERED:
+            share = len(candidates) / max(1, len(keys))
+            fetch = min(len(keys), int(k / share * 1.5) + 16)
+            if fetch <= POST_FILTER_MAX:
+                labels, dists = self._index.knn_query(q, k=fetch)
+                kept = labels[0] < n
+                kept[kept] = allowed[labels[0][kept]]
+                if kept.sum() >= min(k, len(candidates)):
+                    return labels[:, kept][:, :k], dists[:, kept][:, :k]
             try:
                 return self._index.knn_query(  # type: ignore[no-any-return]
                     q, k=min(k, len(candidates)), filter=lambda lb: lb < n and bool(allowed[lb])
                 )
             except RuntimeError:  # fewer than k allowed vectors reachable: search exactly
                 pass
-        keys = self._keys
         live = candidates[
             np.fromiter((lb in keys for lb in candidates.tolist()), bool, len(candidates))
         ]
