@@ -1,7 +1,9 @@
-"""The command line documents itself, and the docs name every command."""
+"""The command line documents itself, and the docs name every command. The commands run in
+this process (conftest.run_cli); one test runs the installed ``retrieval`` entry point."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,17 +13,26 @@ import pytest
 import retrieval
 from retrieval.cli import COMMANDS, build_parser
 
+from conftest import run_cli
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_the_installed_command_runs_in_a_fresh_process() -> None:
+    """The ``retrieval`` script pip installs: help exits 0, bad input exits 2 with one line."""
+    exe = shutil.which("retrieval", path=str(Path(sys.executable).parent))
+    assert exe is not None, "the retrieval entry point is not installed"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0 and out.stdout.startswith("usage: retrieval")
+    assert all(c in out.stdout for c in COMMANDS)
+    out = subprocess.run([exe, "query", ""], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr == "error: give a question, --image PATH, or both\n"
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", command, "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli(command, "--help")
     assert out.returncode == 0
     assert out.stdout.startswith(f"usage: retrieval {command}")
     sub = build_parser()._subparsers._group_actions[0].choices[command]  # noqa: SLF001
@@ -30,31 +41,17 @@ def test_every_command_has_help_and_is_in_the_readme(command: str) -> None:
 
 
 def test_top_level_help_lists_commands() -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    out = run_cli("--help")
     assert out.returncode == 0 and all(c in out.stdout for c in COMMANDS)
-
-
-def query_with_config(cfg: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hi", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
 
 
 def test_bad_settings_are_one_line_errors(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("hnsw_m = 1\n")
-    out = query_with_config(cfg)
+    out = run_cli("query", "hi", "--config", str(cfg))
     assert out.returncode == 2 and out.stderr.strip().startswith("error: invalid setting hnsw_m")
     cfg.write_text("not = [valid toml")
-    out = query_with_config(cfg)
+    out = run_cli("query", "hi", "--config", str(cfg))
     assert out.returncode == 2 and "is not valid" in out.stderr and "Traceback" not in out.stderr
 
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -18,22 +16,21 @@ import pytest
 
 from retrieval.service.shop import COOKIE
 
-from stack import ROOT, Stack
+from conftest import CLIRun, run_cli
+from stack import Stack
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
 PASSWORD = "correct horse battery staple"
 
 
-def add_agent(stack: Stack, name: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "agents", "add", name],
-        input=password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "RETRIEVAL_DATA_DIR": str(stack.data_dir)},
-        timeout=60,
+def add_agent(stack: Stack, name: str, password: str = PASSWORD) -> CLIRun:
+    return run_cli(
+        "agents",
+        "add",
+        name,
+        stdin=password + "\n",
+        env={"RETRIEVAL_DATA_DIR": str(stack.data_dir)},
     )
 
 
@@ -142,14 +139,7 @@ def test_password_guessing_locks_the_account_for_that_address(
     # disabling an account from the command line ends its sessions at once
     carol = Agent(stack, "carol")
     assert carol.client.get("/agent/api/queue").status_code == 200
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "agents", "disable", "carol"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", "RETRIEVAL_DATA_DIR": str(stack.data_dir)},
-        timeout=60,
-    )
+    out = run_cli("agents", "disable", "carol", env={"RETRIEVAL_DATA_DIR": str(stack.data_dir)})
     assert out.returncode == 0 and "disabled" in out.stdout, out.stderr
     assert carol.client.get("/agent/api/queue").status_code == 401
 

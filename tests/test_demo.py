@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from retrieval.errors import IndexMismatch
 from retrieval.runtime import build_retriever, open_store
 from retrieval.store import QueryRow
 
-from conftest import DATA, demo_settings
+from conftest import DATA, demo_settings, run_cli
 
 pytestmark = pytest.mark.models
 
@@ -111,21 +109,8 @@ def test_index_built_with_another_encoder_is_refused(demo_data_dir: Path, tmp_pa
     assert meta_path.read_bytes() == before  # nothing damaged
 
 
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> None:
-    root = DATA.parent
-    out = run_cli(
-        "query", "how long does delivery take?", "--data-dir", str(demo_data_dir), cwd=root
-    )
+    out = run_cli("query", "how long does delivery take?", "--data-dir", str(demo_data_dir))
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("decision: answer")
     assert "delivery-time" in out.stdout and "products:" in out.stdout
@@ -135,7 +120,6 @@ def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> 
         "--json",
         "--data-dir",
         str(demo_data_dir),
-        cwd=root,
     )
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["replies"][0]["id"] == "organic" and data["products"][0]["id"] == "banana"
@@ -154,14 +138,14 @@ def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> 
 def test_cli_bad_input_is_one_line_and_exit_2(
     demo_data_dir: Path, args: list[str], message: str
 ) -> None:
-    out = run_cli(*args, "--data-dir", str(demo_data_dir), cwd=DATA.parent)
+    out = run_cli(*args, "--data-dir", str(demo_data_dir))
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in out.stderr
 
 
 def test_cli_without_an_index_says_what_to_do(tmp_path: Path) -> None:
-    out = run_cli("query", "hello", "--data-dir", str(tmp_path / "empty"), cwd=DATA.parent)
+    out = run_cli("query", "hello", "--data-dir", str(tmp_path / "empty"))
     assert (
         out.returncode == 2
         and "run 'retrieval ingest' first" in out.stderr
@@ -175,9 +159,7 @@ def test_cli_ingest_rejects_a_bad_catalog_without_touching_the_index(
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "a", "title": "Apple"}\n{"id": "b"}\n')
     before = (demo_data_dir / "index" / "products" / "CURRENT").read_text()
-    out = run_cli(
-        "ingest", "--catalog", str(bad), "--data-dir", str(demo_data_dir), cwd=DATA.parent
-    )
+    out = run_cli("ingest", "--catalog", str(bad), "--data-dir", str(demo_data_dir))
     assert out.returncode == 2
     assert out.stderr.strip() == f"error: {bad}:2: field 'title': missing or empty"
     assert (demo_data_dir / "index" / "products" / "CURRENT").read_text() == before
@@ -190,13 +172,14 @@ def test_cli_ingest_records_versions_and_skips_when_unchanged(tmp_path: Path) ->
 
     data_dir = tmp_path / "var"
     args = ("ingest", "--only", "faq", "--if-changed", "--no-progress", "--data-dir", str(data_dir))
-    first = run_cli(*args, cwd=DATA.parent)
+    first = run_cli(*args)
     assert first.returncode == 0, first.stderr
     assert (
         "published faq index faq-" in first.stdout
         and "answer threshold calibrated on 92" in first.stdout
     )
-    second = run_cli(*args, cwd=DATA.parent)
+    second = run_cli(*args)  # unchanged sources: nothing is encoded or published
+    assert second.returncode == 0, second.stderr
     assert "faq index unchanged" in second.stdout
     engine = create_engine(f"sqlite:///{data_dir / 'retrieval.db'}")
     with Session(engine) as s:

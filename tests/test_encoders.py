@@ -15,7 +15,7 @@ from retrieval.encoders import CNNImageEncoder, SentenceTransformerEncoder
 from retrieval.encoders.text import resolve_text_model
 from retrieval.errors import ModelUnavailable
 
-from conftest import DATA
+from conftest import DATA, run_cli
 
 pytestmark = pytest.mark.models
 
@@ -169,12 +169,12 @@ def test_missing_model_package(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_cli_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "query", "hello", "--data-dir", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**__import__("os").environ, "RETRIEVAL_TEXT_MODEL": str(tmp_path / "no-model")},
+    out = run_cli(
+        "query",
+        "hello",
+        "--data-dir",
+        str(tmp_path),
+        env={"RETRIEVAL_TEXT_MODEL": str(tmp_path / "no-model")},
     )
     assert out.returncode == 2
     assert (
