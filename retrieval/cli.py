@@ -67,6 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-k", "--k-products", type=int, help="number of products (default 5)")
     p.add_argument("--k-faq", type=int, help="number of candidate replies (default 3)")
     p.add_argument("--conversation-id", help="conversation to log the query under")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="only products that match: category=NAME (repeat for several), price_min=N, "
+        "price_max=N, in_stock=true|false (see docs/filters.md)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     p = sub.add_parser(
@@ -129,6 +137,25 @@ def _fmt(x: float | None) -> str:
     return "   -  " if x is None else f"{x:6.3f}"
 
 
+def _filter_options(options: list[str]) -> dict[str, object] | None:
+    """``--filter KEY=VALUE`` options as a filter object (categories gathered in a list)."""
+    if not options:
+        return None
+    out: dict[str, object] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise RetrievalError(f"--filter {option!r}: expected KEY=VALUE, e.g. in_stock=true")
+        if key == "category":
+            cats = out.setdefault("category", [])
+            assert isinstance(cats, list)
+            cats.append(value)
+        else:
+            out[key] = value
+    return out
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from .runtime import build_retriever, open_store
 
@@ -138,6 +165,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     engine, qlog = open_store(settings)
     try:
         retriever = build_retriever(settings, qlog)
+        product_filter = retriever.product_filter(_filter_options(args.filter))
         r = retriever.query(
             args.text,
             args.image,
@@ -146,6 +174,7 @@ def cmd_query(args: argparse.Namespace) -> int:
             conversation_id=args.conversation_id,
             channel="cli",
             image_ref=str(args.image) if args.image else None,
+            product_filter=product_filter,
         )
     finally:
         qlog.close()
@@ -161,6 +190,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                     "products": [m.public() for m in r.products],
                     "index_versions": {"faq": r.faq_version, "products": r.product_version},
                     "timings_ms": r.timings_ms,
+                    "filter": None if r.product_filter is None else r.product_filter.public(),
                 },
                 ensure_ascii=False,
             )
@@ -174,7 +204,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         print(f"  {_fmt(c.score)}  {c.entry.id:<24} {answer}")
     if not r.replies:
         print("  (none)")
-    print("\nproducts:")
+    print("\nproducts:" + ("" if r.product_filter is None else f" ({r.product_filter.describe()})"))
     print(
         f"  {'score':>6}  {'text':>6}  {'image':>6}  {'id':<28} {'title':<30} {'price':>8}  stock"
     )

@@ -124,6 +124,34 @@ def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> 
     data = json.loads(out.stdout.strip().splitlines()[-1])
     assert data["replies"][0]["id"] == "organic" and data["products"][0]["id"] == "banana"
     assert data["products"][0]["text_score"] is not None
+    assert data["filter"] is None
+
+
+def test_cli_query_filters_products(demo_data_dir: Path) -> None:
+    out = run_cli(
+        "query",
+        "something fresh",
+        "--filter",
+        "category=Juice",
+        "--filter",
+        "category=plant-based",
+        "--filter",
+        "price_max=2",
+        "-k",
+        "8",
+        "--json",
+        "--data-dir",
+        str(demo_data_dir),
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["filter"] == {"category": ["juice", "plant-based"], "price_max": 2.0}
+    assert data["products"] and all(
+        p["category"].lower() in ("juice", "plant-based") and p["price"] <= 2.0
+        for p in data["products"]
+    )
+    table = run_cli("query", "milk", "--filter", "in_stock=true", "--data-dir", str(demo_data_dir))
+    assert "products: (in stock)" in table.stdout
 
 
 @pytest.mark.parametrize(
@@ -133,6 +161,18 @@ def test_cli_query_prints_decision_replies_and_products(demo_data_dir: Path) -> 
         (["query", "hi", "-k", "0"], "error: k_products must be between 1 and 100, got 0"),
         (["query", "x" * 5000], "error: the query is 5000 characters long; the limit is 2000"),
         (["query", "--image", "pyproject.toml"], "error: pyproject.toml is not an image"),
+        (
+            ["query", "milk", "--filter", "in_stock"],
+            "error: --filter 'in_stock': expected KEY=VALUE",
+        ),
+        (
+            ["query", "milk", "--filter", "category=Toys"],
+            "error: filter.category: unknown category",
+        ),
+        (
+            ["query", "milk", "--filter", "price_min=3", "--filter", "price_max=1"],
+            "error: filter.price_min (3) is above filter.price_max (1)",
+        ),
     ],
 )
 def test_cli_bad_input_is_one_line_and_exit_2(
