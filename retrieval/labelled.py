@@ -1,4 +1,5 @@
-"""Labelled query files: ``{"query"?: str, "image"?: path, "relevant": [id, ...]}`` per line.
+"""Labelled query files: ``{"query"?: str, "image"?: path, "relevant": [id, ...]}`` per line
+(product queries may also carry a ``"filter"`` object, see docs/filters.md).
 
 An empty ``relevant`` list marks an out-of-scope query (the right behaviour is to hand
 off). Image paths are relative to the file. Errors name the file, line and field.
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import InputError, SourceError
+from .filters import ProductFilter, parse_filter
 from .querytext import clean_query
 from .sources import read_records
 
@@ -26,6 +28,7 @@ class LabelledQuery:
     relevant: frozenset[str]
     text: str | None = None
     image: Path | None = None
+    filter: ProductFilter | None = None  # product queries: only products it keeps count
 
 
 def _relevant(
@@ -77,7 +80,20 @@ def read_labelled(
         if text is None and image is None:
             need = "'query' or 'image'" if images else "'query'"
             raise SourceError(path, f"a labelled query needs {need}", line, "query")
-        out.append(LabelledQuery(line, _relevant(path, line, rec, known_ids, what), text, image))
+        product_filter = None
+        if rec.get("filter") is not None:
+            if not images:
+                raise SourceError(path, "filters are for product queries", line, "filter")
+            try:
+                product_filter = parse_filter(rec["filter"])
+            except InputError as exc:
+                raise SourceError(path, str(exc), line, "filter") from None
+            product_filter = None if product_filter.empty else product_filter
+        out.append(
+            LabelledQuery(
+                line, _relevant(path, line, rec, known_ids, what), text, image, product_filter
+            )
+        )
     if not out and not allow_empty:
         raise SourceError(path, "the file holds no queries")
     return out

@@ -138,3 +138,29 @@ def test_the_label_mask_follows_deletions_and_additions() -> None:
     got = index.search_items(queries[0], 600, allowed=mask)
     assert {h.item_id for h in got} == {f"p{i}" for i in range(100, 600)}
     assert index.search_items(queries[0], 5, allowed=np.zeros(len(mask), bool)) == []
+
+
+def test_product_query_files_carry_filters_and_bad_ones_name_file_and_line(tmp_path) -> None:  # noqa: ANN001
+    from retrieval.errors import SourceError
+    from retrieval.labelled import read_labelled
+
+    good = tmp_path / "q.jsonl"
+    good.write_text(
+        '{"query": "milk", "relevant": ["p1"], "filter": {"in_stock": true, "price_max": 2}}\n'
+        '{"query": "milk", "relevant": ["p1"], "filter": {}}\n'
+        '{"query": "milk", "relevant": ["p1"]}\n',
+        encoding="utf-8",
+    )
+    got = read_labelled(good, known_ids={"p1"}, images=True)
+    assert got[0].filter == ProductFilter(price_max=2.0, in_stock=True)
+    assert got[1].filter is None and got[2].filter is None
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(
+        '{"query": "milk", "relevant": ["p1"]}\n'
+        '{"query": "milk", "relevant": ["p1"], "filter": {"price_min": 3, "price_max": 1}}\n',
+        encoding="utf-8",
+    )
+    with pytest.raises(SourceError, match=r"bad.jsonl.*2.*filter.*price_min \(3\) is above"):
+        read_labelled(bad, known_ids={"p1"}, images=True)
+    with pytest.raises(SourceError, match="filters are for product queries"):
+        read_labelled(good, known_ids={"p1"}, images=False)

@@ -196,6 +196,7 @@ def evaluate_products(
             same=lambda a, b: _ranked(a) == _ranked(b),
             k_faq=1,
             k_products=K,
+            product_filters=[q.filter for q in queries],
             latency_sample=latency_sample,
             progress=progress,
         )

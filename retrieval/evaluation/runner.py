@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..filters import ProductFilter
 from ..results import QueryResult
 from ..retriever import ImageInput, Retriever
 from .metrics import Outcome
@@ -66,12 +67,14 @@ def answer_all(
     k_faq: int,
     k_products: int,
     prefer_products: bool = False,
+    product_filters: Sequence[ProductFilter | None] | None = None,
     latency_sample: int = LATENCY_SAMPLE,
     progress: bool = False,
 ) -> Answered:
     """Answer every question in batches and time a seeded sample one at a time; ``same``
     says whether a timed answer equals its batch answer."""
     images = list(images) if images is not None else [None] * len(texts)
+    filters = list(product_filters) if product_filters is not None else [None] * len(texts)
     results: list[QueryResult] = []
     for start in tqdm(
         range(0, len(texts), BATCH), desc="answering", unit="batch", disable=not progress
@@ -82,6 +85,7 @@ def answer_all(
             k_faq=k_faq,
             k_products=k_products,
             prefer_products=prefer_products,
+            product_filters=filters[start : start + BATCH],
         )
     order = np.random.default_rng(0).permutation(len(texts))[: max(0, latency_sample)]
     timed: dict[int, QueryResult] = {}
@@ -92,6 +96,7 @@ def answer_all(
             k_faq=k_faq,
             k_products=k_products,
             prefer_products=prefer_products,
+            product_filter=filters[i],
         )
     mismatches = sum(not same(r, results[i]) for i, r in timed.items())
     if mismatches:
