@@ -287,3 +287,29 @@ def test_similar_products_of_a_pictureless_product_come_from_the_text_view(
     assert all(m.image_score is None for m in similar)
     # and a product with a picture has the pictureless one among its similar products
     assert "gift-card" in {m.product.id for m in retriever.similar_products("banana", k=5)}
+
+
+def test_the_evaluation_answers_each_question_with_its_own_filter(retriever: Retriever) -> None:
+    """``retrieval eval products`` passes each query line's filter through the batch and the
+    one-at-a-time path alike."""
+    from retrieval.evaluation.runner import answer_all
+    from retrieval.filters import ProductFilter
+
+    in_stock = ProductFilter(in_stock=True)
+    answered = answer_all(
+        retriever,
+        ["banana", "banana"],
+        same=lambda a, b: [m.product.id for m in a.products] == [m.product.id for m in b.products],
+        k_faq=1,
+        k_products=3,
+        product_filters=[in_stock, None],
+        latency_sample=2,
+    )
+    filtered, plain = ([m.product.id for m in r.products] for r in answered.results)
+    assert filtered == ["red-apple"]  # the banana is out of stock, the gift card's stock unknown
+    assert plain[0] == "banana" and set(plain) == {"banana", "red-apple", "gift-card"}
+    assert (
+        answered.results[0].product_filter == in_stock
+        and answered.results[1].product_filter is None
+    )
+    assert answered.info["batch_mismatches"] == 0 and len(answered.timed) == 2
