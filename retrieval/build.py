@@ -124,9 +124,13 @@ def product_multilingual_view(
 def add_multilingual_products(
     index: VectorIndex, products: list[Product], encoder: Encoder, *, progress: bool = False
 ) -> None:
-    if products:
-        vectors = encoder.encode([p.text for p in products], progress=progress)
-        index.add([(p.id, TEXT_ONLY) for p in products], vectors)
+    """Each product's text, and each of its other-language titles (``Product.named_texts``),
+    as the multilingual view's vectors: a product is found by its best one."""
+    rows = [((p.id, TEXT_ONLY), p.text) for p in products]
+    rows += [((p.id, variant), text) for p in products for variant, text in p.named_texts()]
+    if rows:
+        vectors = encoder.encode([text for _, text in rows], progress=progress)
+        index.add([key for key, _ in rows], vectors)
 
 
 def faq_meta(bank: FAQBank) -> dict:
@@ -224,9 +228,11 @@ def product_rows(
 
 
 def product_lexical_rows(products: list[Product]) -> list[tuple[str, str, str]]:
-    """The lexical index's rows of these products: one per product, its text (variant
-    ``text``, as in the text view)."""
-    return [(p.id, TEXT_ONLY, p.text) for p in products]
+    """The lexical index's rows of these products: its text (variant ``text``, as in the text
+    view) and each other-language title (``name-zh``, ...), so a Chinese name matches."""
+    rows = [(p.id, TEXT_ONLY, p.text) for p in products]
+    rows += [(p.id, variant, text) for p in products for variant, text in p.named_texts()]
+    return rows
 
 
 def product_lexical(products: list[Product]) -> LexicalIndex:

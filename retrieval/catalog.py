@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,35 @@ def _file_digest(path: Path) -> str:
         return "missing"
 
 
+_LANG = re.compile(r"[a-z]{2,3}(?:-[a-z0-9]{2,8})?")
+
+
+def _names(path: Path, line: int, rec: dict[str, Any]) -> tuple[tuple[str, str], ...]:
+    """A catalog line's ``names`` map (language code -> title), checked."""
+    raw = rec.get("names")
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict):
+        raise SourceError(
+            path, 'expected an object of language -> title, e.g. {"zh": "牛油果"}', line, "names"
+        )
+    out = []
+    for lang, name in raw.items():
+        if not isinstance(lang, str) or not _LANG.fullmatch(lang):
+            raise SourceError(
+                path, f"'{str(lang)[:20]}' is not a language code like zh or pt-br", line, "names"
+            )
+        if not isinstance(name, str) or not name.strip() or len(name) > 500:
+            raise SourceError(
+                path,
+                f"the {lang} name must be non-empty text of at most 500 characters",
+                line,
+                "names",
+            )
+        out.append((lang, " ".join(name.split())))
+    return tuple(sorted(out))
+
+
 @dataclass(frozen=True)
 class Product:
     id: str
@@ -32,14 +62,27 @@ class Product:
     category: str = ""
     stock: int | None = None
     images: tuple[Path, ...] = ()
+    # the title in other languages, e.g. (("zh", "牛油果"),): a catalog line's "names" map
+    names: tuple[tuple[str, str], ...] = ()
 
     @property
     def text(self) -> str:
         """What the text encoder sees for this product."""
         return ". ".join(p for p in (self.title, self.category, self.description) if p)
 
+    def name(self, lang: str | None) -> str:
+        """The title in ``lang`` when the catalog gives one, else the title."""
+        return dict(self.names).get(lang or "", self.title)
+
+    def named_texts(self) -> list[tuple[str, str]]:
+        """(variant, text) per other-language title, for the multilingual view and the
+        lexical index: ``name-zh`` -> "牛油果. Avocado"."""
+        return [(f"name-{lang}", f"{name}. {self.title}") for lang, name in self.names]
+
     def content_hash(self) -> str:
         """Changes exactly when the product's vectors must be re-encoded."""
+        if self.names:  # (products without names keep the hash they always had)
+            return content_hash(self.text, [_file_digest(p) for p in self.images], self.names)
         return content_hash(self.text, [_file_digest(p) for p in self.images])
 
     def to_record(self) -> dict:
@@ -52,11 +95,18 @@ class Product:
             "category": self.category,
             "stock": self.stock,
             "images": [str(p) for p in self.images],
+            **({"names": dict(self.names)} if self.names else {}),
         }
 
     @classmethod
     def from_record(cls, rec: dict) -> Product:
-        return cls(**{**rec, "images": tuple(Path(p) for p in rec.get("images", ()))})
+        return cls(
+            **{
+                **rec,
+                "images": tuple(Path(p) for p in rec.get("images", ())),
+                "names": tuple(sorted((rec.get("names") or {}).items())),
+            }
+        )
 
     @property
     def image_path(self) -> str | None:
@@ -67,11 +117,12 @@ class Product:
     def similar_path(self) -> str:
         return f"/v1/products/{self.id}/similar"
 
-    def card(self) -> dict[str, Any]:
-        """The product as a card on the shop page and in the bot's replies."""
+    def card(self, lang: str | None = None) -> dict[str, Any]:
+        """The product as a card on the shop page and in the bot's replies, titled in the
+        shopper's language ``lang`` when the catalog has that name."""
         return {
             "id": self.id,
-            "title": self.title,
+            "title": self.name(lang),
             "price": self.price,
             "currency": self.currency,
             "stock": self.stock,
@@ -92,6 +143,7 @@ class Product:
             "stock": self.stock,
             "in_stock": None if self.stock is None else self.stock > 0,
             "image_url": image_url,
+            "names": dict(self.names),
         }
 
 
@@ -149,6 +201,7 @@ def load_catalog(path: Path) -> Catalog:
             category=get_str(path, line, rec, "category", max_len=200),
             stock=get_int(path, line, rec, "stock"),
             images=tuple(resolved),
+            names=_names(path, line, rec),
         )
         lines[pid] = line
     if not products:

@@ -336,7 +336,15 @@ class Retriever:
             else snap.policy
         )
         products = (
-            text_matches(snap, q_ml, k_products, view=route.product_view, only=only)
+            text_matches(
+                snap,
+                q_ml,
+                k_products,
+                view=route.product_view,
+                only=only,
+                query_text=q.text,
+                lexical_weight=self.limits.lexical_weight,
+            )
             if route.product_view is not None and q_ml is not None
             else rank_products(
                 snap,

@@ -136,7 +136,7 @@ class ActionAnswerQuestion(Action):
                 dispatcher.utter_message(text=describe_filter(result.product_filter, lang))
             dispatcher.utter_message(
                 response=_response("utter_products", lang),
-                json_message=_products_payload(result),
+                json_message=_products_payload(result, lang),
             )
             return []
         if result.decision is Decision.ANSWER:
@@ -209,7 +209,7 @@ class ActionAnswerPhoto(Action):
         if result.answered_with == "products":
             dispatcher.utter_message(
                 response=_response("utter_photo_products", lang),
-                json_message=_products_payload(result),
+                json_message=_products_payload(result, lang),
             )
             return []
         _hand_off(dispatcher, result, lang)
@@ -253,18 +253,19 @@ def _total_ms(result: QueryResult) -> float:
     return round(float(result.timings_ms.get("total", sum(result.timings_ms.values()))), 2)
 
 
-def _products_payload(result: QueryResult) -> dict[str, Any]:
+def _products_payload(result: QueryResult, lang: str = "en") -> dict[str, Any]:
     return {
         "type": "products",
         "query_id": result.query_id,
-        "products": product_cards(result),
+        "products": product_cards(result, lang),
         "filter": None if result.product_filter is None else result.product_filter.public(),
         "retrieval_ms": _total_ms(result),
     }
 
 
-def product_cards(result: QueryResult) -> list[dict[str, Any]]:
-    return [{**m.product.card(), "score": round(m.score, 4)} for m in result.products]
+def product_cards(result: QueryResult, lang: str = "en") -> list[dict[str, Any]]:
+    """The products as cards, titled in the shopper's language where the catalog can."""
+    return [{**m.product.card(lang), "score": round(m.score, 4)} for m in result.products]
 
 
 def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | None:
