@@ -229,9 +229,10 @@ def product_rows(
 
 def product_lexical_rows(products: list[Product]) -> list[tuple[str, str, str]]:
     """The lexical index's rows of these products: its text (variant ``text``, as in the text
-    view) and each other-language title (``name-zh``, ...), so a Chinese name matches."""
+    view) and each other-language title alone (``name-zh``, ...), so a Chinese name matches
+    without counting the English title twice in BM25's statistics."""
     rows = [(p.id, TEXT_ONLY, p.text) for p in products]
-    rows += [(p.id, variant, text) for p in products for variant, text in p.named_texts()]
+    rows += [(p.id, f"name-{lang}", name) for p in products for lang, name in p.names]
     return rows
 
 
