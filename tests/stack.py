@@ -57,6 +57,15 @@ class Stack:
         out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True)
         return [int(p) for p in out.stdout.split()]
 
+    def rasa_token(self) -> str:
+        """The token of Rasa's HTTP API, which the launcher gives its children in their
+        environment only (never on a command line)."""
+        for pid in self.children_pids():
+            for item in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                if item.startswith(b"RETRIEVAL_RASA_TOKEN="):
+                    return item.split(b"=", 1)[1].decode()
+        raise AssertionError("the launcher passed no Rasa token")
+
 
 def start_stack(data_dir: Path, model: Path, timeout: float = 300) -> Stack:
     port, rasa_port = free_port(), free_port()

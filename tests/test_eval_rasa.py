@@ -34,6 +34,8 @@ def test_training_examples_and_config() -> None:
     ]
     config = rasa_config(epochs=5)
     assert "epochs: 5" in config and "FallbackClassifier" in config and "Jieba" not in config
+    assert "run_eagerly: false" in config  # graphs: the reported runs' build times
+    assert "run_eagerly: true" in rasa_config(epochs=5, eager=True)
 
 
 def test_a_missing_rasa_environment_is_named(tmp_path: Path) -> None:
@@ -49,7 +51,9 @@ def test_rasa_baseline_trains_and_answers(tmp_path: Path) -> None:
     # phrasings Rasa was trained on, and an out-of-scope question it was trained on
     queries = [LabelledQuery(i, frozenset({e["id"]}), e["examples"][0]) for i, e in enumerate(BANK)]
     queries.append(LabelledQuery(9, frozenset(), "what is the capital of peru"))
-    result = rasa_baseline(bank, queries, train, progress=False, epochs=20)
+    # eager (run_eagerly): no TensorFlow graph tracing, a minute less on 2 cores; the
+    # reported runs use graphs, whose config the test above checks
+    result = rasa_baseline(bank, queries, train, progress=False, epochs=20, eager=True)
     m = result.metrics
     assert result.name == "rasa" and m["n_queries"] == 5 and m["hit_at_1"] == 1.0
     assert m["abstain_recall"] == 1.0  # the out-of-scope intent learnt from TRAIN

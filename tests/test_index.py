@@ -163,9 +163,17 @@ def test_concurrent_readers_with_one_writer() -> None:
 
 
 @pytest.mark.slow
-def test_recall_at_10_against_exact_search_on_100k_vectors() -> None:
-    """Default settings, 100k embedding-like vectors, brute-force oracle: recall@10 >= 0.99."""
-    x, queries = embedding_like(100_000, 384, n_queries=200, seed=7)
+def test_recall_at_10_of_the_shipped_settings_against_exact_search() -> None:
+    """The defaults the product ships (M=24, ef_construction=200, ef=48) on 20k embedding-like
+    vectors against a brute-force oracle: recall@10 >= 0.995.
+
+    The 100k figure (0.994, target >= 0.99) is measured by `retrieval bench` and
+    benchmarks/bench_core.py (docs/benchmarks.md); a 100k build takes minutes on 2 cores.
+    Recall falls as the index grows, so the floor here is higher. Measured on these vectors
+    (2026-12-03): the defaults reach 1.000 at 20k (two builds) and 0.9945 at 100k; ef=32,
+    0.982 at 100k and under the target there, reaches 0.9935 at 20k and fails here too.
+    """
+    x, queries = embedding_like(20_000, 384, n_queries=200, seed=7)
     params = IndexParams()  # the defaults the product ships with
     idx = VectorIndex(384, params, capacity=len(x))
     idx.add([(str(i), "v") for i in range(len(x))], x)
@@ -176,4 +184,4 @@ def test_recall_at_10_against_exact_search_on_100k_vectors() -> None:
             for q, e in zip(queries, exact, strict=True)
         ]
     )
-    assert recall >= 0.99, recall
+    assert recall >= 0.995, recall

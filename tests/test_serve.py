@@ -38,26 +38,28 @@ def test_serve_answers_health_once_ready_and_stops_cleanly(demo_data_dir: Path) 
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     base = f"http://127.0.0.1:{port}"
+    # one client for every poll: a new one per poll loads the CA bundle each time, CPU
+    # taken from the server loading its models
+    client = httpx.Client(base_url=base, timeout=10)
     try:
         deadline = time.monotonic() + 180
         health = None
         while time.monotonic() < deadline:
             try:
-                health = httpx.get(f"{base}/health", timeout=2)
+                health = client.get("/health", timeout=2)
                 break
             except httpx.TransportError:
                 assert proc.poll() is None, proc.stdout.read()
                 time.sleep(0.3)
         assert health is not None and health.status_code == 200
         assert health.json()["counts"]["products"] == 81
-        r = httpx.post(
-            f"{base}/v1/query", json={"text": "how long does delivery take?"}, timeout=10
-        )
+        r = client.post("/v1/query", json={"text": "how long does delivery take?"})
         assert r.json()["replies"][0]["id"] == "delivery-time"
         assert (
             r.json()["timings_ms"]["total"] < 1000
         )  # warm: the models were loaded before /health answered
     finally:
+        client.close()
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out

@@ -114,19 +114,22 @@ def start_service(data_dir: Path, log_path: Path, timeout_s: float = 600) -> tup
         )
     url = f"http://127.0.0.1:{port}"
     t0 = time.perf_counter()
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return proc, url, time.perf_counter() - t0
-        except httpx.TransportError:
-            pass
-        if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
-            proc.terminate()
-            tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
-            raise RetrievalError(
-                f"retrieval serve did not become ready ({' / '.join(tail) or 'no output'})"
-            )
-        time.sleep(0.2)
+    # one client for all the polls: each new client loads the CA bundle (tens of ms of CPU),
+    # which a loop of httpx.get() would take from the server loading its models
+    with httpx.Client(base_url=url, timeout=2) as client:
+        while True:
+            try:
+                if client.get("/health").status_code == 200:
+                    return proc, url, time.perf_counter() - t0
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout_s:
+                proc.terminate()
+                tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise RetrievalError(
+                    f"retrieval serve did not become ready ({' / '.join(tail) or 'no output'})"
+                )
+            time.sleep(0.2)
 
 
 async def _level(url: str, clients: int, n_requests: int) -> dict:

@@ -49,6 +49,7 @@ pipeline:
     epochs: {epochs}
     constrain_similarities: true
     random_seed: {seed}
+    run_eagerly: {run_eagerly}
   - name: FallbackClassifier
     threshold: {threshold}
 """
@@ -91,8 +92,19 @@ def rasa_executable(root: Path | None = None) -> Path:
     return rasa
 
 
-def rasa_config(epochs: int = EPOCHS, seed: int = 7, threshold: float = FALLBACK_THRESHOLD) -> str:
-    return CONFIG.format(epochs=epochs, seed=seed, threshold=threshold)
+def rasa_config(
+    epochs: int = EPOCHS,
+    seed: int = 7,
+    threshold: float = FALLBACK_THRESHOLD,
+    *,
+    eager: bool = False,
+) -> str:
+    """The NLU pipeline's config.yml. ``eager`` runs DIET's TensorFlow code eagerly
+    (``run_eagerly``): the same model, without tracing its steps into graphs (about a minute
+    on 2 cores, paid in training and again when the model is loaded) but with slower steps;
+    it pays off only for a handful of examples and epochs, as in the tests."""
+    run_eagerly = "true" if eager else "false"
+    return CONFIG.format(epochs=epochs, seed=seed, threshold=threshold, run_eagerly=run_eagerly)
 
 
 def training_examples(
@@ -133,13 +145,17 @@ def rasa_baseline(
     *,
     progress: bool = True,
     epochs: int = EPOCHS,
+    eager: bool = False,
     timeout: float = 3600,
 ) -> SystemResult:
+    """Train DIET on the bank's phrasings and ``train`` (see :func:`training_examples`) in
+    Rasa's environment and parse ``queries`` with it; ``epochs`` and ``eager`` as in
+    :func:`rasa_config`."""
     rasa = rasa_executable()
     python = rasa.parent / "python"
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-rasa-") as tmp_name:
         tmp = Path(tmp_name)
-        (tmp / "config.yml").write_text(rasa_config(epochs), encoding="utf-8")
+        (tmp / "config.yml").write_text(rasa_config(epochs, eager=eager), encoding="utf-8")
         examples = training_examples(bank, train)
         (tmp / "nlu.json").write_text(
             json.dumps({"rasa_nlu_data": {"common_examples": examples}}), encoding="utf-8"
