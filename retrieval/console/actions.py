@@ -132,7 +132,7 @@ def act(
     with Session(engine) as s:
         q, task = query_and_task(s, engine, query_id)
         if not q.conversation_id:
-            raise InputError(
+            raise Conflict(
                 "this question came without a conversation (an API call): there is no chat to reply to"
             )
         if task is None:

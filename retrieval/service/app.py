@@ -16,16 +16,22 @@ import contextlib
 import gc
 import logging
 import time
+from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
+from ..apidoc import ErrorOut, add_models, apply_live, not_blank, tidy, visible_text
 from ..console import open_console
 from ..console import router as console_router
+from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
+from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..errors import RetrievalError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
@@ -37,6 +43,7 @@ from .routes_ops import router as ops_router
 from .routes_products import router as products_router
 from .routes_query import MAX_JSON_BYTES
 from .routes_query import router as query_router
+from .schemas import BODY_MODELS
 from .shop import router as shop_router
 from .webhook import MAX_BODY as WEBHOOK_MAX_BODY
 from .webhook import executor as action_executor
@@ -73,7 +80,8 @@ def _body_limits(app: FastAPI, settings: Settings):  # noqa: ANN202 - the middle
         if path == "/shop/api/photo":
             return Limit(image + FORM_OVERHEAD, f"photos up to {image / 1e6:.1f} MB are accepted")
         if path == "/shop/api/chat":
-            return Limit(8 * chars + 1024, f"please keep it under {chars:,} characters")
+            # a message of `chars` characters, each up to 12 bytes as JSON ("\\ud83c\\udf4c")
+            return Limit(12 * chars + 1024, f"please keep it under {chars:,} characters")
         if path == "/webhook":
             return Limit(WEBHOOK_MAX_BODY)
         if path in ("/agent/login", "/agent/api/login"):
@@ -93,6 +101,62 @@ async def _purge_uploads(uploads: UploadStore, interval_s: float) -> None:
         except Exception as exc:  # noqa: BLE001 - the job must outlive a bad disk moment
             log.error("deleting expired photos failed: %s", exc)
         await asyncio.sleep(interval_s)
+
+
+_TYPE_TAGS = {"str", "int", "float", "bool", "none", "list", "dict", "body"}
+_WHOLE = {"int_parsing", "int_type", "int_from_float"}
+
+
+def _is_field(part: object) -> bool:
+    """Whether a part of a validation error's location names a field (or a list index),
+    not the body or the branch of a union that was tried."""
+    return isinstance(part, int) or (
+        isinstance(part, str) and part not in _TYPE_TAGS and not any(c in part for c in "[(")
+    )
+
+
+def _message(error: Mapping[str, Any]) -> str:
+    if error.get("type") in _WHOLE:
+        return "must be a whole number"
+    msg = str(error.get("msg", "invalid"))
+    return msg.removeprefix("Value error, ")
+
+
+def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """``app.openapi``: the document FastAPI makes from the routes, with the request bodies
+    the routes read themselves, and the running service's limits and categories."""
+    base: dict[str, Any] = {}
+
+    def openapi() -> dict[str, Any]:
+        if not base:
+            document = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            add_models(document, [*BODY_MODELS, *CONSOLE_BODY_MODELS])
+            document["components"]["securitySchemes"] = CONSOLE_SECURITY
+            tidy(document)
+            base.update(document)
+        settings: Settings = app.state.settings
+        r = getattr(app.state, "retriever", None)
+        limits = r.limits if r is not None else settings
+        catalog = r.snapshot.catalog if r is not None else ()
+        return apply_live(
+            base,
+            {
+                "max_k": limits.max_k,
+                "max_query_chars": limits.max_query_chars,
+                "console_max_reply_chars": settings.console_max_reply_chars,
+                "categories": sorted({p.category for p in catalog}),
+                "visible_text": visible_text(),
+                "not_blank": not_blank(),
+                "reply_text": not_blank("\x00"),
+            },
+        )
+
+    return openapi
 
 
 def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAPI:
@@ -181,13 +245,15 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     app.state.ready = False
     app.state.executor = action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
 
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+
     @app.exception_handler(RetrievalError)
     async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
         from ..encoders.batching import Overloaded
 
         headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
-            {"error": type(exc).__name__, "detail": str(exc)},
+            ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),
             status_code=exc.http_status,
             headers=headers,
         )
@@ -196,13 +262,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
         first = errors[0] if errors else {"loc": (), "msg": "invalid request"}
-        where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        where = ".".join(str(p) for p in first.get("loc", ()) if _is_field(p))
+        detail = f"{where}: {_message(first)}" if where else _message(first)
         return JSONResponse(
-            {
-                "error": "InputError",
-                "detail": f"{where}: {first.get('msg')}" if where else str(first.get("msg")),
-            },
-            status_code=422,
+            ErrorOut(error="InputError", detail=detail).model_dump(), status_code=422
         )
 
     app.add_middleware(NoStore, prefix="/agent/")

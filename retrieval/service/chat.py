@@ -29,16 +29,17 @@ def check_message(message: object, max_chars: int) -> str:
     """The shopper's text, or an error a person can act on."""
     if not isinstance(message, str):
         raise InputError("message must be text")
+    if len(message) > max_chars:  # as sent, spaces included (what the API schema says)
+        raise TooLarge(
+            f"the message is {len(message):,} characters long; please keep it under {max_chars:,} "
+            "characters"
+        )
     text = message.strip()
     if not text:
         raise InputError("the message is empty: type a question first")
     if text.startswith("/"):
         # '/intent{...}' would let the page steer Rasa directly; the page never sends it
         text = "\u2215" + text[1:]  # shown the same, read by Rasa as text
-    if len(text) > max_chars:
-        raise TooLarge(
-            f"the message is {len(text):,} characters long; please keep it under {max_chars:,}"
-        )
     return text
 
 

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from .keys import has_secret
-from .schemas import Health
+from .schemas import Health, ReadyOut
 
 __all__ = ["router", "trusted"]
 
@@ -35,7 +35,11 @@ def trusted(request: Request) -> bool:
         return False
 
 
-@router.get("/health", response_model=Health)
+@router.get(
+    "/health",
+    response_model=Health,
+    responses={503: {"model": Health, "description": "The query log's writer has stopped."}},
+)
 async def health(request: Request) -> JSONResponse:
     r = request.app.state.retriever
     snap = r.snapshot
@@ -65,7 +69,11 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body.model_dump(), status_code=code)
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=ReadyOut,
+    responses={503: {"model": ReadyOut, "description": "Starting or stopping."}},
+)
 async def ready(request: Request) -> JSONResponse:
     ok = bool(getattr(request.app.state, "ready", False))
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)

@@ -18,6 +18,7 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from starlette.concurrency import run_in_threadpool
 
+from ..apidoc import error_responses, live
 from ..errors import NotFound
 from .schemas import ProductOut, SimilarOut
 
@@ -58,10 +59,24 @@ def _image_url(request: Request, product_id: str, has_image: bool) -> str | None
     return str(request.url_for("product_image", product_id=product_id)) if has_image else None
 
 
-@router.get("/v1/products/{product_id}/similar", response_model=SimilarOut)
+@router.get(
+    "/v1/products/{product_id}/similar",
+    response_model=SimilarOut,
+    responses=error_responses(404, 422),
+)
 async def similar(
-    request: Request, product_id: str, k: Annotated[int | None, Query()] = None
+    request: Request,
+    product_id: str,
+    k: Annotated[
+        int | None,
+        Query(
+            ge=1,
+            description="How many products (1..max_k; default default_k_products).",
+            json_schema_extra=live(maximum="max_k"),
+        ),
+    ] = None,
 ) -> SimilarOut:
+    """The products most like a catalog product (404 for an unknown id)."""
     r = request.app.state.retriever
     matches = await run_in_threadpool(r.similar_products, product_id, k)
     return SimilarOut(
@@ -73,7 +88,7 @@ async def similar(
     )
 
 
-@router.get("/v1/products/{product_id}", response_model=ProductOut)
+@router.get("/v1/products/{product_id}", response_model=ProductOut, responses=error_responses(404))
 async def product(request: Request, product_id: str) -> ProductOut:
     p = request.app.state.retriever.snapshot.catalog.get(product_id)
     if p is None:
@@ -87,8 +102,23 @@ async def product(request: Request, product_id: str) -> ProductOut:
     )
 
 
-@router.get("/v1/products/{product_id}/image", name="product_image")
+_IMAGE_CONTENT = {
+    media: {"schema": {"type": "string", "format": "binary"}}
+    for media in dict.fromkeys(_IMAGE_TYPES.values())
+}
+
+
+@router.get(
+    "/v1/products/{product_id}/image",
+    name="product_image",
+    response_class=FileResponse,
+    responses={
+        200: {"description": "The product's (first) image.", "content": _IMAGE_CONTENT},
+        **error_responses(404),
+    },
+)
 async def product_image(request: Request, product_id: str) -> FileResponse:
+    """The product's image, with its own media type (404 when it has none)."""
     p = request.app.state.retriever.snapshot.catalog.get(product_id)
     if p is None or not p.images:
         raise NotFound(f"no image for product '{product_id}'")

@@ -11,20 +11,22 @@ setting as ``Authorization: Bearer <key>``; without it a ``conversation_id`` is 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
+from ..apidoc import error_responses, form_body, json_body
 from ..errors import Forbidden, ImageError, InputError
 from ..httplimits import form_text, read_form
 from ..results import QueryResult
 from ..retriever import Retriever
 from .keys import has_secret
-from .schemas import ProductOut, QueryIn, QueryOut, ReplyOut
+from .schemas import PHOTO_TYPES, ProductOut, QueryForm, QueryIn, QueryOut, ReplyOut
 
-__all__ = ["MAX_JSON_BYTES", "result_out", "router"]
+__all__ = ["MAX_JSON_BYTES", "live_context", "result_out", "router"]
 
 MAX_JSON_BYTES = 1024 * 1024  # a JSON query holds text only; 1 MB is far above max_query_chars
 MAX_TEXT_FIELD = 64 * 1024  # a form's text fields: the question (max_query_chars) and numbers
@@ -69,19 +71,47 @@ def _check_conversation(request: Request, conversation_id: str | None) -> None:
         )
 
 
-@router.post("/v1/query", response_model=QueryOut)
+def live_context(r: Retriever) -> dict[str, Any]:
+    """What request bodies are checked against: the running service's limits and categories."""
+    return {"limits": r.limits, "categories": r.snapshot.catalog_columns.category_names}
+
+
+def _valid(model: type[QueryIn], data: Any, context: dict[str, Any], *, json: bool) -> QueryIn:
+    try:
+        if json:
+            return model.model_validate_json(data, context=context)
+        return model.model_validate(data, context=context)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
+
+
+_BODY = json_body(QueryIn, "The question as JSON, or as a form with a photo.")
+_BODY["requestBody"]["content"].update(
+    form_body(
+        {"$ref": "#/components/schemas/QueryForm"},
+        {"image": {"contentType": PHOTO_TYPES}, "filter": {"contentType": "application/json"}},
+    )
+)
+
+
+@router.post(
+    "/v1/query",
+    response_model=QueryOut,
+    responses=error_responses(403, 413, 422, 503),
+    openapi_extra=_BODY,
+)
 async def query(request: Request) -> QueryOut:
-    """Ask with JSON (`{"text": ...}`) or multipart form (`text`, `image` file, `k_products`, ...).
-    A `conversation_id` needs the API key (`Authorization: Bearer ...`)."""
+    """Ask with JSON (`{"text": ...}`) or a multipart form (`text`, `image` file,
+    `k_products`, ...). A `conversation_id` needs the API key (`Authorization: Bearer ...`).
+    Errors: 403 (conversation_id without the key), 413 (body or photo over the limit), 422
+    (a field, the photo or the filter; `detail` names it), 503 (overloaded, with
+    `Retry-After`)."""
     ctype = request.headers.get("content-type", "")
     r: Retriever = request.app.state.retriever
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
         return await _form_query(request, r)
     raw = await request.body()  # bounded by the body-limit middleware (MAX_JSON_BYTES)
-    try:
-        body = QueryIn.model_validate_json(raw)
-    except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+    body = _valid(QueryIn, raw, live_context(r), json=True)
     _check_conversation(request, body.conversation_id)
     result = await run_in_threadpool(
         r.query,
@@ -90,9 +120,13 @@ async def query(request: Request) -> QueryOut:
         k_faq=body.k_faq,
         conversation_id=body.conversation_id,
         channel=body.channel or "api",
-        product_filter=r.product_filter(body.filter),
+        product_filter=r.product_filter(_filter_obj(body)),
     )
     return result_out(result, request)
+
+
+def _filter_obj(body: QueryIn) -> dict[str, Any] | None:
+    return None if body.filter is None else body.filter.model_dump(exclude_none=True)
 
 
 async def _form_query(request: Request, r: Retriever) -> QueryOut:
@@ -108,33 +142,33 @@ async def _form_query(request: Request, r: Retriever) -> QueryOut:
         image_ref = (image.filename or "upload")[:300]
         if not data:
             raise ImageError("the uploaded image is empty")
-
-    def as_int(name: str) -> int | None:
+    fields: dict[str, Any] = {}
+    for name in form:
+        if name == "image":
+            continue
         value = form_text(form, name)
-        if value is None or value == "":
-            return None
+        if value is None:
+            raise InputError(f"{name} must be a text field, not a file")
+        if value != "" or name == "text":
+            fields[name] = value  # an empty field is left out (text: blank with a photo)
+    if "filter" in fields:
         try:
-            return int(value)
+            fields["filter"] = json.loads(fields["filter"])
         except ValueError:
-            raise InputError(f"{name} must be a whole number") from None
-
-    conversation_id = form_text(form, "conversation_id")
-    _check_conversation(request, conversation_id)
-    raw_filter = form_text(form, "filter")
-    try:
-        filter_obj = json.loads(raw_filter) if raw_filter else None
-    except ValueError:
-        raise InputError('filter must be a JSON object, e.g. {"in_stock": true}') from None
-    product_filter = r.product_filter(filter_obj)
+            fields["filter"] = None
+        if not isinstance(fields["filter"], dict):
+            raise InputError('filter must be a JSON object, e.g. {"in_stock": true}')
+    body = _valid(QueryForm, fields, live_context(r), json=False)
+    _check_conversation(request, body.conversation_id)
     result = await run_in_threadpool(
         r.query,
-        form_text(form, "text"),
+        body.text,
         data,
-        k_products=as_int("k_products"),
-        k_faq=as_int("k_faq"),
-        conversation_id=conversation_id,
-        channel=(form_text(form, "channel") or "api")[:32],
+        k_products=body.k_products,
+        k_faq=body.k_faq,
+        conversation_id=body.conversation_id,
+        channel=body.channel or "api",
         image_ref=image_ref,
-        product_filter=product_filter,
+        product_filter=r.product_filter(_filter_obj(body)),
     )
     return result_out(result, request)

@@ -1,31 +1,213 @@
-"""Pydantic models of the HTTP edge (separate for input and output)."""
+"""Pydantic models of the HTTP edge (separate for input and output).
+
+Input models are strict (a number is not accepted as a string, nor the other way round) and
+say in their JSON schema what the service accepts; limits that come from settings are
+marked :func:`~retrieval.apidoc.live` and checked against the running service's values
+(``limits`` in the validation context), so ``/openapi.json`` shows exactly those.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-__all__ = ["Health", "ProductOut", "QueryIn", "QueryOut", "ReplyOut", "SimilarOut"]
+from ..apidoc import live, whole, without_null
+
+__all__ = [
+    "BODY_MODELS",
+    "ChatIn",
+    "ChatOut",
+    "FilterIn",
+    "Health",
+    "PHOTO_FIELD",
+    "PHOTO_TYPES",
+    "ProductOut",
+    "QueryForm",
+    "QueryIn",
+    "QueryOut",
+    "ReadyOut",
+    "ReplyOut",
+    "ShopProductsOut",
+    "ShopUpdatesOut",
+    "SimilarOut",
+    "TEXT_PATTERN",
+]
+
+TEXT_PATTERN = "visible_text"  # the live value: apidoc.visible_text()
+
+
+# a number of results: 1..max_k, checked against the running service (one message for both)
+K = whole(json_schema_extra={"minimum": 1})
+
+
+def _limit(info: ValidationInfo, name: str) -> Any:
+    return getattr((info.context or {}).get("limits"), name, None)
+
+
+Category = Annotated[
+    str,
+    Field(
+        description="One of the catalog's categories (case and surrounding spaces ignored).",
+        json_schema_extra=live(enum="categories"),
+    ),
+]
+
+
+def _norm(category: str) -> str:
+    return " ".join(category.split()).casefold()
+
+
+class FilterIn(BaseModel):
+    """Products only where they match (all given conditions); prices are inclusive."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    category: Category | Annotated[list[Category], Field(max_length=50)] | None = Field(
+        None, description="A category, or a list of them (products in any of them)."
+    )
+    price_min: float | None = Field(None, ge=0, allow_inf_nan=False)
+    price_max: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="At least price_min when both are given."
+    )
+    in_stock: bool | None = Field(
+        None, description="true: stock above 0; false: out of stock (unknown stock: neither)."
+    )
+
+    @field_validator("category")
+    @classmethod
+    def _known(cls, value: str | list[str] | None, info: ValidationInfo) -> Any:
+        names = (info.context or {}).get("categories")
+        if names is None or value is None:
+            return value
+        known = {_norm(c) for c in names}
+        for name in [value] if isinstance(value, str) else value:
+            if _norm(name) not in known:
+                raise ValueError(
+                    f"unknown category {name[:40]!r}; the catalog has {', '.join(sorted(names)[:10])}"
+                )
+        return value
 
 
 class QueryIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A question as JSON."""
 
-    text: str = Field(..., description="The shopper's question.")
-    k_products: int | None = Field(None, description="How many products to return (1..max_k).")
-    k_faq: int | None = Field(None, description="How many candidate replies to return (1..max_k).")
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    text: str = Field(
+        ...,
+        description="The shopper's question (up to max_query_chars characters; not blank).",
+        json_schema_extra=live(maxLength="max_query_chars", pattern=TEXT_PATTERN),
+    )
+    k_products: K | None = Field(
+        None,
+        description="How many products to return (1..max_k).",
+        json_schema_extra=live(maximum="max_k"),
+    )
+    k_faq: K | None = Field(
+        None,
+        description="How many candidate replies to return (1..max_k).",
+        json_schema_extra=live(maximum="max_k"),
+    )
     conversation_id: str | None = Field(
-        None, max_length=200, description="Chat conversation (e.g. Rasa sender id)."
+        None,
+        max_length=200,
+        description="Chat conversation (e.g. Rasa sender id); needs the API key "
+        "(Authorization: Bearer <api_key>), else 403.",
     )
     channel: str | None = Field(None, max_length=32)
-    filter: dict[str, Any] | None = Field(
-        None,
-        description="Products only where they match: category (a name or a list), price_min, "
-        "price_max (inclusive) and in_stock (true/false); applied inside the search. A "
-        "mistake (unknown key or category, price_min above price_max, a non-number) is a 422 "
-        "naming the field.",
+    filter: FilterIn | None = Field(
+        None, description="Products only where they match; applied inside the search."
     )
+
+    @field_validator("text")
+    @classmethod
+    def _text_length(cls, value: str | None, info: ValidationInfo) -> str | None:
+        limit = _limit(info, "max_query_chars")
+        if value is not None and limit is not None and len(value) > limit:
+            raise ValueError(f"the query is {len(value)} characters long; the limit is {limit}")
+        return value
+
+    @field_validator("k_products", "k_faq")
+    @classmethod
+    def _k(cls, value: int | None, info: ValidationInfo) -> int | None:
+        limit = _limit(info, "max_k")
+        if value is not None and (value < 1 or (limit is not None and value > limit)):
+            raise ValueError(f"must be between 1 and {limit or 'max_k'}, got {value}")
+        return value
+
+
+# the photo of a multipart form: its schema, and the encoding's media types
+PHOTO_TYPES = "image/jpeg, image/png, image/webp, image/gif, image/bmp"
+PHOTO_FIELD = {
+    "type": "string",
+    "format": "binary",
+    "contentMediaType": "image/*",
+    "description": "A photo (JPEG, PNG, WebP, GIF or BMP; up to max_image_bytes and "
+    "max_image_pixels).",
+}
+
+
+def _form_schema(schema: dict[str, Any]) -> None:
+    # a form field is text or absent, never null; an empty one counts as absent
+    schema["properties"] = {k: without_null(v) for k, v in schema["properties"].items()}
+    schema["properties"]["image"] = dict(PHOTO_FIELD)
+    schema["properties"]["filter"]["description"] = "The filter object, as JSON."
+    # text that is not blank, or a photo (then text may be blank: a caption)
+    schema["anyOf"] = [
+        {
+            "required": ["text"],
+            "properties": {"text": {"type": "string", **live(pattern=TEXT_PATTERN)}},
+        },
+        {"required": ["image"]},
+    ]
+
+
+class QueryForm(QueryIn):
+    """A question as a multipart form: the fields of :class:`QueryIn` as text, an optional
+    ``image`` file, and ``text`` optional when there is an image."""
+
+    model_config = ConfigDict(extra="forbid", strict=False, json_schema_extra=_form_schema)
+
+    text: str | None = Field(  # type: ignore[assignment]
+        None,
+        description="The shopper's question; may be left out (or blank) with an image.",
+        json_schema_extra=live(maxLength="max_query_chars"),
+    )
+
+
+class ChatIn(BaseModel):
+    """A shopper's message from the shop page's chat window."""
+
+    message: str = Field(
+        ...,
+        description="What the shopper typed (up to max_query_chars characters; not blank; "
+        "longer is 413). Other fields are ignored.",
+        json_schema_extra=live(pattern="not_blank", maxLength="max_query_chars"),
+    )
+
+
+class ChatOut(BaseModel):
+    conversation_id: str
+    messages: list[dict[str, Any]] = Field(
+        ..., description="The bot's messages: text, custom (product cards) and image."
+    )
+
+
+class ShopProductsOut(BaseModel):
+    products: list[dict[str, Any]]
+    total: int
+
+
+class ShopUpdatesOut(BaseModel):
+    messages: list[dict[str, Any]] = Field(
+        ..., description="Agents' replies (id, text, agent, at)."
+    )
+    last: int
+
+
+class ReadyOut(BaseModel):
+    ready: bool
 
 
 class ReplyOut(BaseModel):
@@ -91,3 +273,6 @@ class Health(BaseModel):
     counts: dict[str, int]
     encoders: dict[str, str]
     query_log: dict[str, Any] | None
+
+
+BODY_MODELS = (QueryIn, QueryForm, ChatIn)  # request bodies the routes read themselves

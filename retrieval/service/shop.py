@@ -28,10 +28,12 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
+from ..apidoc import error_responses, json_body
 from ..errors import ImageError, InputError, TooLarge
 from ..httplimits import read_form
 from .chat import ChatRelay, check_message
 from .keys import ConversationIds
+from .schemas import PHOTO_FIELD, PHOTO_TYPES, ChatIn, ChatOut, ShopProductsOut, ShopUpdatesOut
 
 __all__ = ["AGENT_LABEL", "COOKIE", "router"]
 
@@ -89,7 +91,7 @@ async def shop_static(name: str) -> Response:
     return FileResponse(files[name], headers={"Cache-Control": "no-cache", **_SECURITY_HEADERS})
 
 
-@router.get("/shop/api/products")
+@router.get("/shop/api/products", response_model=ShopProductsOut, responses=error_responses(422))
 async def shop_products(
     request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 24
 ) -> dict[str, Any]:
@@ -97,8 +99,34 @@ async def shop_products(
     return {"products": [p.card() for p in list(catalog)[:limit]], "total": len(catalog)}
 
 
-@router.post("/shop/api/chat")
+_PHOTO_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"image": PHOTO_FIELD},
+                    "required": ["image"],
+                    "additionalProperties": False,
+                },
+                "encoding": {"image": {"contentType": PHOTO_TYPES}},
+            }
+        },
+    }
+}
+
+
+@router.post(
+    "/shop/api/chat",
+    response_model=ChatOut,
+    responses=error_responses(413, 422, 429, 503),
+    openapi_extra=json_body(ChatIn),
+)
 async def shop_chat(request: Request) -> JSONResponse:
+    """Relay the shopper's message to the bot; sets the conversation cookie on the first.
+    413: over max_query_chars; 429: several messages of this conversation still waiting;
+    503: the bot is not available."""
     limits = request.app.state.retriever.limits
     raw = await request.body()  # bounded by the body-limit middleware
     try:
@@ -112,8 +140,14 @@ async def shop_chat(request: Request) -> JSONResponse:
     return _reply(await _relay(request).send(cid, message), cid, new)
 
 
-@router.post("/shop/api/photo")
+@router.post(
+    "/shop/api/photo",
+    response_model=ChatOut,
+    responses=error_responses(413, 422, 429, 503),
+    openapi_extra=_PHOTO_BODY,
+)
 async def shop_photo(request: Request) -> JSONResponse:
+    """Send the shopper's photo to the bot, which answers with product matches."""
     uploads = request.app.state.uploads
     limit = uploads.max_bytes
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
@@ -122,6 +156,9 @@ async def shop_photo(request: Request) -> JSONResponse:
     image = form.get("image")
     if image is None or isinstance(image, str):
         raise InputError("no photo attached: send it in a field named 'image'")
+    unknown = sorted(name[:40] for name in form if name != "image")
+    if unknown:
+        raise InputError(f"{unknown[0]}: unknown field; send only the photo, as 'image'")
     data = await image.read(limit + 1)
     if not data:
         raise ImageError("the photo is empty")
@@ -134,7 +171,7 @@ async def shop_photo(request: Request) -> JSONResponse:
     return response
 
 
-@router.get("/shop/api/updates")
+@router.get("/shop/api/updates", response_model=ShopUpdatesOut, responses=error_responses(422))
 async def shop_updates(
     request: Request, after: Annotated[int, Query(ge=0, le=2**62)] = 0
 ) -> dict[str, Any]:

@@ -75,7 +75,7 @@ def check_action_call(call: object) -> dict[str, Any]:
     return call
 
 
-@router.post("/webhook")
+@router.post("/webhook", include_in_schema=False)
 async def rasa_webhook(request: Request) -> JSONResponse:
     """Rasa's action endpoint: runs the shop's custom actions in this process.
     Needs `Authorization: Bearer <webhook_token>`."""
