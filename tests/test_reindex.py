@@ -5,6 +5,7 @@ at a time, and the running service's reloader swaps versions in."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -40,7 +41,7 @@ def write_catalog(path: Path, products: list[dict]) -> None:
 @pytest.fixture()
 def env(tmp_path: Path):  # noqa: ANN201
     faq, catalog = tmp_path / "faq.yaml", tmp_path / "products.jsonl"
-    write_faq(faq, bank(500))
+    write_faq(faq, bank(100))
     img = colour_png("red", tmp_path / "red.png")
     write_catalog(
         catalog,
@@ -71,12 +72,12 @@ def test_diff_of_content_hashes() -> None:
 def test_first_run_builds_then_one_change_encodes_exactly_one_entry(env) -> None:  # noqa: ANN001
     settings, text, image = env
     first = run(settings, text, image)
-    assert first["faq"].mode == "full" and first["faq"].encoded == 500
+    assert first["faq"].mode == "full" and first["faq"].encoded == 100
     assert first["products"].mode == "full" and first["products"].version
 
-    entries = bank(500)
-    entries[123]["answer"] = "a brand new answer about refunds"
-    entries[123]["question"] = "how do refunds for widgets work"
+    entries = bank(100)
+    entries[23]["answer"] = "a brand new answer about refunds"
+    entries[23]["question"] = "how do refunds for widgets work"
     write_faq(settings.faq_path, entries)
     text.calls = text.items_encoded = 0
     second = run(settings, text, image, kinds=("faq",))
@@ -86,17 +87,36 @@ def test_first_run_builds_then_one_change_encodes_exactly_one_entry(env) -> None
         0,
         1,
         0,
-        499,
+        99,
         1,
     )
     assert text.calls == 1 and text.items_encoded == 2  # the changed entry's question and answer
     index = load_current(settings.index_dir, "faq", expect={})
     assert index.meta["version"] == faq.version == current_version(settings.index_dir, "faq")
     [hit] = index.search_items(text.encode(["how do refunds for widgets work"])[0], 1)
-    assert hit.item_id == "e123" and hit.score > 0.99
+    assert hit.item_id == "e23" and hit.score > 0.99
     records = {r["id"]: r for r in index.meta["records"]}
-    assert records["e123"]["answer"] == "a brand new answer about refunds"
-    assert len(index) == 1000 and index.item_count == 500
+    assert records["e23"]["answer"] == "a brand new answer about refunds"
+    assert len(index) == 200 and index.item_count == 100
+
+
+def test_encoding_many_entries_logs_its_progress(env, caplog: pytest.LogCaptureFixture) -> None:  # noqa: ANN001
+    settings, text, image = env
+    run(settings, text, image, kinds=("faq",))
+    write_faq(settings.faq_path, bank(124))
+    text.calls = 0
+    with caplog.at_level(logging.INFO, logger="retrieval.reindex"):
+        faq = run(settings, text, image, kinds=("faq",))["faq"]
+    assert (faq.mode, faq.added, faq.encoded) == ("incremental", 24, 24)
+    # without a progress bar, in steps of a tenth of the entries, at least 8 (reindex/faq.py)
+    assert [m for m in caplog.messages if "encoded" in m] == [
+        f"faq: encoded {n} of 24 entries" for n in (8, 16, 24)
+    ]
+    assert text.calls == 3
+    [hit] = load_current(settings.index_dir, "faq", expect={}).search_items(
+        text.encode(["question number 117 about topic117"])[0], 1
+    )
+    assert hit.item_id == "e117" and hit.score > 0.99
 
 
 def test_no_change_encodes_and_publishes_nothing(env) -> None:  # noqa: ANN001
@@ -152,15 +172,15 @@ def test_product_changes_reach_the_fused_index_and_the_text_view(env) -> None:  
 def test_many_deletions_compact_the_graph(env) -> None:  # noqa: ANN001
     settings, text, image = env
     run(settings, text, image)
-    write_faq(settings.faq_path, bank(300))  # 40% of the entries deleted
+    write_faq(settings.faq_path, bank(60))  # 40% of the entries deleted
     faq = run(settings, text, image, kinds=("faq",))["faq"]
-    assert faq.mode == "compacted" and faq.deleted == 200
+    assert faq.mode == "compacted" and faq.deleted == 40
     index = load_current(settings.index_dir, "faq", expect={})
-    assert index.deleted_count == 0 and index.item_count == 300 and len(index) == 600
-    write_faq(settings.faq_path, bank(290))  # ~3% more: no compaction needed
+    assert index.deleted_count == 0 and index.item_count == 60 and len(index) == 120
+    write_faq(settings.faq_path, bank(58))  # ~3% more: no compaction needed
     faq = run(settings, text, image, kinds=("faq",))["faq"]
     assert faq.mode == "incremental"
-    assert load_current(settings.index_dir, "faq", expect={}).deleted_count == 20
+    assert load_current(settings.index_dir, "faq", expect={}).deleted_count == 4
 
 
 def test_deleting_pictureless_products_compacts_their_text_view(env) -> None:  # noqa: ANN001
@@ -181,21 +201,21 @@ def test_another_encoder_means_a_full_rebuild_never_a_mixed_index(env) -> None: 
     run(settings, text, image)
     other = HashingTextEncoder(id="fake-text-v2")
     faq = run(settings, other, image, kinds=("faq",))["faq"]
-    assert faq.mode == "full" and faq.reason == "text_encoder changed" and faq.encoded == 500
+    assert faq.mode == "full" and faq.reason == "text_encoder changed" and faq.encoded == 100
     index = load_current(settings.index_dir, "faq", expect={"text_encoder": "fake-text-v2"})
-    assert index.item_count == 500
+    assert index.item_count == 100
 
 
 def test_versions_are_pruned_and_can_be_rolled_back(env) -> None:  # noqa: ANN001
     settings, text, image = env
     published = []
-    for n in (500, 499, 498, 497):
+    for n in (100, 99, 98, 97):
         write_faq(settings.faq_path, bank(n))
         published.append(run(settings, text, image, kinds=("faq",))["faq"].version)
     assert list_versions(settings.index_dir, "faq") == published[-3:]  # keep_versions=3
     assert rollback(settings, published[-2], text=text) == "faq"
     assert current_version(settings.index_dir, "faq") == published[-2]
-    assert load_current(settings.index_dir, "faq", expect={}).item_count == 498
+    assert load_current(settings.index_dir, "faq", expect={}).item_count == 98
     with pytest.raises(NotFound, match="no index version 'faq-nope'"):
         rollback(settings, "faq-nope")
     with pytest.raises(NotFound):
@@ -254,7 +274,7 @@ def test_the_service_reloader_swaps_in_new_versions(env) -> None:  # noqa: ANN00
     old = r.snapshot
     write_faq(
         settings.faq_path,
-        [*bank(500), {"id": "new", "question": "is there a new entry", "answer": "yes"}],
+        [*bank(100), {"id": "new", "question": "is there a new entry", "answer": "yes"}],
     )
     new_version = run(settings, text, image, kinds=("faq",))["faq"].version
     assert reloader.check_once() is True

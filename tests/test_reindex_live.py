@@ -1,6 +1,9 @@
 """Re-indexing against a running service with the real models: no query fails or sees a
 half-built version while versions are published, and a re-index killed at any point
-leaves the previous version serving and the next run completes cleanly."""
+leaves the previous version serving and the next run completes cleanly.
+
+A run that is killed is a process of its own; the others run the CLI in this process, where
+the models the demo index was built with are already loaded."""
 
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ import httpx
 import pytest
 import yaml
 
+from retrieval.cli import main
 from retrieval.storage import current_version, list_versions, load_current
 
 from conftest import DATA, ROOT
@@ -31,14 +35,14 @@ def live(demo_index: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
     faq = tmp / "faq.yaml"
     shutil.copy(DATA / "faq" / "faq.yaml", faq)
     shutil.copytree(demo_index / "index", tmp / "var" / "index")
-    env = {
-        **os.environ,
+    settings = {
         "RETRIEVAL_DATA_DIR": str(tmp / "var"),
         "RETRIEVAL_FAQ_PATH": str(faq),
         "RETRIEVAL_CATALOG_PATH": str(DATA / "catalog" / "products.jsonl"),
         "RETRIEVAL_FAQ_CALIBRATION_PATH": str(DATA / "faq" / "calibration.jsonl"),
         "RETRIEVAL_RELOAD_INTERVAL_S": "0.2",
     }
+    env = {**os.environ, **settings}
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],
@@ -57,7 +61,7 @@ def live(demo_index: Path, tmp_path_factory: pytest.TempPathFactory):  # noqa: A
             pass
         assert server.poll() is None and time.monotonic() < deadline, "service did not start"
         time.sleep(0.5)
-    yield base, faq, env, tmp / "var" / "index"
+    yield base, faq, env, tmp / "var" / "index", settings
     server.send_signal(signal.SIGINT)
     server.wait(30)
 
@@ -68,17 +72,40 @@ def add_entries(faq: Path, entries: list[dict]) -> None:
     faq.write_text(yaml.safe_dump(current, allow_unicode=True), encoding="utf-8")
 
 
-def reindex_cmd(env: dict, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "retrieval.cli",
-        "reindex",
-        "--only",
-        "faq",
-        "--no-progress",
-        *extra,
-    ]
+REINDEX = ["reindex", "--only", "faq", "--no-progress"]
+
+
+def reindex_process(env: dict) -> subprocess.Popen:
+    """A ``retrieval reindex`` process to kill, its log readable line by line."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "retrieval.cli", *REINDEX],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def wait_for(proc: subprocess.Popen, marker: str) -> None:
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if marker in line:
+            return
+    raise AssertionError(f"the re-index ended (exit {proc.wait(30)}) without logging '{marker}'")
+
+
+def reindex_here(
+    settings: dict, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> tuple[int, str, str]:
+    """``retrieval reindex`` run in this process: (exit code, stdout, stderr)."""
+    with monkeypatch.context() as m:
+        for key, value in settings.items():
+            m.setenv(key, value)
+        capsys.readouterr()
+        code = main(REINDEX)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def faq_ids(index_dir: Path, version: str) -> set[str]:
@@ -87,8 +114,12 @@ def faq_ids(index_dir: Path, version: str) -> set[str]:
     return {r["id"] for r in VectorIndex.load(index_dir / "faq" / version).meta["records"]}
 
 
-def test_queries_never_fail_while_versions_are_published(live) -> None:  # noqa: ANN001
-    base, faq, env, index_dir = live
+def test_queries_never_fail_while_versions_are_published(
+    live,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    base, faq, _env, index_dir, settings = live
     versions = {current_version(index_dir, "faq")}
     stop = threading.Event()
     seen: list[tuple[int, str | None, list[str]]] = []
@@ -128,11 +159,9 @@ def test_queries_never_fail_while_versions_are_published(live) -> None:  # noqa:
                     }
                 ],
             )
-            out = subprocess.run(
-                reindex_cmd(env), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-            )
-            assert out.returncode == 0, out.stderr
-            assert "faq: incremental" in out.stdout and "1 added" in out.stdout
+            code, out, err = reindex_here(settings, monkeypatch, capsys)
+            assert code == 0, err
+            assert "faq: incremental" in out and "1 added" in out
             versions.add(current_version(index_dir, "faq"))
             time.sleep(1.0)  # the service notices within reload_interval_s
     finally:
@@ -154,8 +183,15 @@ def test_queries_never_fail_while_versions_are_published(live) -> None:  # noqa:
     assert final["index_versions"]["faq"] == last and final["replies"][0]["id"] == "marker-3"
 
 
-def test_a_killed_reindex_leaves_the_service_on_the_last_good_version(live) -> None:  # noqa: ANN001
-    base, faq, env, index_dir = live
+BULK = 24  # entries added at once: encoded in three logged steps of 8 (reindex/faq.py)
+
+
+def test_a_killed_reindex_leaves_the_service_on_the_last_good_version(
+    live,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    base, faq, env, index_dir, settings = live
     add_entries(
         faq,
         [
@@ -164,25 +200,11 @@ def test_a_killed_reindex_leaves_the_service_on_the_last_good_version(live) -> N
                 "question": f"bulk question {i} about parcel lockers in district {i}",
                 "answer": f"Locker {i}.",
             }
-            for i in range(600)
+            for i in range(BULK)
         ],
     )
 
-    def kill_when(line_marker: str | None, delay: float) -> str:
-        before = current_version(index_dir, "faq")
-        proc = subprocess.Popen(
-            reindex_cmd(env),
-            cwd=ROOT,
-            env=env,
-            stderr=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            text=True,
-        )
-        if line_marker is not None:
-            for line in proc.stderr:
-                if line_marker in line:
-                    break
-        time.sleep(delay)
+    def killed(proc: subprocess.Popen, before: str | None) -> None:
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         after = current_version(index_dir, "faq")
@@ -190,35 +212,37 @@ def test_a_killed_reindex_leaves_the_service_on_the_last_good_version(live) -> N
         assert after in (before, index.meta["version"]) and index.meta["version"] == after
         health = httpx.get(f"{base}/health", timeout=10)
         assert health.status_code == 200
-        return before
 
-    before = kill_when("encoding", 0.5)  # mid-encoding
+    before = current_version(index_dir, "faq")
+    proc = reindex_process(env)
+    wait_for(proc, "faq: encoded 8 of")  # mid-encoding: the next step is being encoded
+    killed(proc, before)
     assert current_version(index_dir, "faq") == before  # nothing was published
-    kill_when("writing version", 0.0)  # mid-write (or just after the publish)
-    kill_when(None, 2.0)  # wherever it happens to be
 
-    # a second job while one runs is refused with a clear message
-    first = subprocess.Popen(
-        reindex_cmd(env),
-        cwd=ROOT,
-        env=env,
-        stderr=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    for line in first.stderr:
-        if "encoding" in line:
-            break
-    second = subprocess.run(
-        reindex_cmd(env), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
-    )
-    assert second.returncode == 2 and "another index job is running (pid" in second.stderr
-    out, _ = first.communicate(timeout=600)
-    assert first.returncode == 0, out
+    proc = reindex_process(env)
+    time.sleep(2.0)
+    killed(proc, before)  # wherever it happens to be
+
+    # a second job while one runs is refused with a clear message (the first one, stopped
+    # while the second tries, holds the lock) ...
+    proc = reindex_process(env)
+    wait_for(proc, "faq: encoding")
+    proc.send_signal(signal.SIGSTOP)
+    try:
+        code, _, err = reindex_here(settings, monkeypatch, capsys)
+    finally:
+        proc.send_signal(signal.SIGCONT)
+    assert code == 2 and "another index job is running (pid" in err
+    # ... and then killed mid-write (or just after the publish)
+    wait_for(proc, "writing version")
+    killed(proc, before)
+
+    code, out, err = reindex_here(settings, monkeypatch, capsys)
+    assert code == 0, err
 
     index = load_current(index_dir, "faq", expect={})
     records = {r["id"] for r in index.meta["records"]}
-    assert {"bulk-0", "bulk-599", "marker-3"} <= records
+    assert {"bulk-0", f"bulk-{BULK - 1}", "marker-3"} <= records
     assert (
         not list((index_dir / "faq").glob(".tmp-*"))
         and not (index_dir / "faq" / ".CURRENT.tmp").exists()
@@ -227,9 +251,9 @@ def test_a_killed_reindex_leaves_the_service_on_the_last_good_version(live) -> N
     time.sleep(1.0)
     r = httpx.post(
         f"{base}/v1/query",
-        json={"text": "bulk question 377 about parcel lockers in district 377"},
+        json={"text": "bulk question 17 about parcel lockers in district 17"},
         timeout=30,
     ).json()
     assert (
-        r["index_versions"]["faq"] == index.meta["version"] and r["replies"][0]["id"] == "bulk-377"
+        r["index_versions"]["faq"] == index.meta["version"] and r["replies"][0]["id"] == "bulk-17"
     )

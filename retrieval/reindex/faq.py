@@ -7,13 +7,19 @@ from __future__ import annotations
 import logging
 import time
 
+import numpy as np
 from sqlalchemy import Engine
 
 from ..build import build_faq_index, faq_centroids, faq_meta, faq_rows
 from ..encoders.base import Encoder
 from ..errors import SourceError
-from ..faq import FAQBank, load_faq
-from ..faq_calibration import calibrate_from_settings, clear_calibration, fit_out_of_scope_of
+from ..faq import FAQBank, FAQEntry, load_faq
+from ..faq_calibration import (
+    calibrate_from_settings,
+    clear_calibration,
+    fit_out_of_scope_of,
+    question_vectors,
+)
 from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL, faq_expectations
 from ..ingest import build_key
@@ -25,6 +31,8 @@ from .publish import finish, incompatibility, index_params, read_meta
 __all__ = ["load_bank", "reindex_faq"]
 
 log = logging.getLogger(__name__)
+
+STEP_ENTRIES = 8  # entries encoded per progress step at least (a step is a tenth of the work)
 
 
 def load_bank(settings: Settings) -> FAQBank:
@@ -47,6 +55,26 @@ def load_bank(settings: Settings) -> FAQBank:
                 continue
             bank.entries[entry.id] = entry
     return bank
+
+
+def _encode_rows(
+    entries: list[FAQEntry], text: Encoder, progress: bool
+) -> tuple[list[tuple[str, str]], np.ndarray]:
+    """``faq_rows`` of the entries to encode. Without a progress bar (no terminal: cron, a
+    service manager running ``reindex --every``) the log reports the progress, in steps of a
+    tenth of the entries (at least ``STEP_ENTRIES``)."""
+    step = max(STEP_ENTRIES, -(-len(entries) // 10))
+    if progress or len(entries) <= step:
+        return faq_rows(entries, text, progress=progress)
+    keys: list[tuple[str, str]] = []
+    parts = []
+    for start in range(0, len(entries), step):
+        part_keys, part = faq_rows(entries[start : start + step], text)
+        keys += part_keys
+        parts.append(part)
+        done = min(start + step, len(entries))
+        log.info("faq: encoded %d of %d entries", done, len(entries))
+    return keys, np.concatenate(parts)
 
 
 def reindex_faq(
@@ -90,7 +118,7 @@ def reindex_faq(
         index.delete_items(changes.updated + changes.deleted)
         todo = [bank.entries[i] for i in changes.added + changes.updated]
         log.info("faq: encoding %d changed or new entries", len(todo))
-        keys, vectors = faq_rows(todo, text, progress=progress)
+        keys, vectors = _encode_rows(todo, text, progress)
         if keys:
             index.add(keys, vectors)
         companion = index.companions.get(MULTILINGUAL)
@@ -113,9 +141,13 @@ def reindex_faq(
             changes.unchanged,
             len(todo),
         )
+    # the labelled questions are encoded once, for the threshold and head and the hand-off signal
+    vectors = question_vectors(text, labelled) if labelled else None
     if labelled:
-        calibrate_from_settings(index, text, labelled, settings, multilingual)
+        calibrate_from_settings(index, text, labelled, settings, multilingual, vectors=vectors)
     else:
         clear_calibration(index)
-    fit_out_of_scope_of(index, text, labelled, max_entries=settings.answer_head_max_entries)
+    fit_out_of_scope_of(
+        index, text, labelled, max_entries=settings.answer_head_max_entries, vectors=vectors
+    )
     return finish(settings, engine, "faq", index, report, key, created_by, t0)
