@@ -3,7 +3,9 @@
 The pure parts (which catalog images join a step, the objective) on synthetic data; the
 rest with the real packaged EfficientNet-Lite0 on the CPU, on generated photos (tests/drawn.py)
 and one epoch: what is written, what is kept, what a version carries and what the index
-is then built with.
+is then built with. Every image of a step costs about 0.2 s forward and backward on two
+cores, so the runs checked twice for reproducibility hold most photos out (one or two
+steps an epoch); the end-to-end run has the shop's default held-out share.
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawn import drawn_shop_files, write_jsonl
+from drawn import SHAPES, drawn_shop_files, write_jsonl
 
 from retrieval.errors import ConfigError
 from retrieval.training.cnn import (
     CNNConfig,
     anchor_choice,
     batch_loss,
+    fine_tune_cnn,
     fine_tune_image_cnn,
     load_network,
     loader_workers,
@@ -75,18 +78,33 @@ def _settings(folder: Path, **values: object):  # noqa: ANN202
     return load_settings(None, data_dir=folder / "var", **values)
 
 
-@pytest.fixture(scope="module")
-def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    shop = drawn_shop_files(tmp_path_factory.mktemp("drawn"), n_train=7, n_queries=2)
-    # the undecodable photo in the middle, where skipping it shifts the photos after it
+def _broken_in_the_middle(shop: dict[str, Path]) -> dict[str, Path]:
+    """The undecodable photo moved to the middle, where skipping it shifts the photos after it."""
     rows = [json.loads(line) for line in shop["photos"].read_text().splitlines()]
     write_jsonl(shop["photos"], rows[:10] + rows[-1:] + rows[10:-1])
     return shop
 
 
+@pytest.fixture(scope="module")
+def drawn(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Seven photos of each product: the fewest of which the default share (0.15) holds
+    one out, as the end-to-end run needs."""
+    return _broken_in_the_middle(
+        drawn_shop_files(tmp_path_factory.mktemp("drawn"), n_train=7, n_queries=1)
+    )
+
+
+@pytest.fixture(scope="module")
+def few(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Five photos of each product: 20, the fewest a run accepts (MIN_PHOTOS)."""
+    return _broken_in_the_middle(
+        drawn_shop_files(tmp_path_factory.mktemp("few"), n_train=5, n_queries=0)
+    )
+
+
 @pytest.mark.models
 @pytest.mark.slow
-def test_the_kept_network_is_written_loadable_and_reproducible(drawn, tmp_path) -> None:
+def test_the_kept_network_is_written_loadable_and_reproducible(few, tmp_path) -> None:
     import torch
 
     from retrieval.encoders.image import CNNImageEncoder
@@ -95,11 +113,14 @@ def test_the_kept_network_is_written_loadable_and_reproducible(drawn, tmp_path) 
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "cnn.pth"
-        config = CNNConfig(epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu")
+        # 8 training photos: one step of 8 photos and the 4 catalog images
+        config = CNNConfig(
+            epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu", heldout_fraction=0.6
+        )
         runs.append(
             fine_tune_image_cnn(
-                drawn["catalog"],
-                drawn["photos"],
+                few["catalog"],
+                few["photos"],
                 out,
                 settings=settings,
                 config=config,
@@ -108,10 +129,10 @@ def test_the_kept_network_is_written_loadable_and_reproducible(drawn, tmp_path) 
             )
         )
     record = runs[0]
-    assert record["n_photos"] == 28 and record["n_skipped_images"] == 1  # the broken jpeg
+    assert record["n_photos"] == 20 and record["n_skipped_images"] == 1  # the broken jpeg
     assert record["n_catalog_images"] == 4 and record["epochs_run"] == 1
     assert record["started_from"].startswith("cnn:efficientnet-lite0==")
-    assert record["n_heldout"] == 4  # one photo of each product (7 x 0.15, rounded down)
+    assert record["n_heldout"] == 12  # three photos of each product (5 x 0.6)
     assert len(record["losses"]) == 1 and np.isfinite(record["losses"][0])
     # the same data and seed give the same weights (on the CPU)
     a, b = (torch.load(tmp_path / n / "cnn.pth", weights_only=True) for n in ("a", "b"))
@@ -141,28 +162,43 @@ def test_loader_workers_none_on_the_cpu_one_per_spare_core_on_a_gpu(monkeypatch)
 
 @pytest.mark.models
 @pytest.mark.slow
-def test_steps_prepared_by_loader_workers_train_reproducibly(drawn, tmp_path) -> None:
+def test_steps_prepared_by_loader_workers_train_reproducibly(few) -> None:
     """Two processes augment the photos while the network trains: the run is still
-    reproducible for the seed, and trains (the weights move from the packaged ones)."""
+    reproducible for the seed, and trains (the weights move from the packaged ones). On
+    the training function itself, with two photos of each product: two steps, one from
+    each worker."""
     import torch
 
-    settings = _settings(tmp_path)
+    from retrieval.images import load_image
+
+    def decoded(name: str):  # noqa: ANN202
+        return load_image(few["dir"] / name, max_bytes=10**7, max_pixels=10**7)
+
+    rows = [json.loads(line) for line in few["photos"].read_text().splitlines()]
+    number = {pid: i for i, pid in enumerate(sorted(SHAPES))}
+    kept = [r for r in rows if r["image"].startswith(("t0-", "t1-"))]
+    photos = [decoded(r["image"]) for r in kept]
+    labels = [number[r["relevant"][0]] for r in kept]
+    anchors = [decoded(f"{pid}.png") for pid in sorted(SHAPES)]
     config = CNNConfig(
-        epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu", loader_workers=2
+        epochs=1,
+        batch_size=2,
+        anchor_batch=2,
+        seed=3,
+        device="cpu",
+        loader_workers=2,
+        heldout_fraction=0.5,
     )
-    for name in ("a", "b"):
-        record = fine_tune_image_cnn(
-            drawn["catalog"],
-            drawn["photos"],
-            tmp_path / name / "cnn.pth",
-            settings=settings,
-            config=config,
-            threads=2,
-            progress=False,
+    states = []
+    for _ in range(2):
+        result = fine_tune_cnn(
+            load_network(_package_weights()), photos, labels, anchors, range(4), config
         )
-        assert record["loader_workers"] == 2 and record["epochs_run"] == 1
-    a, b = (torch.load(tmp_path / n / "cnn.pth", weights_only=True) for n in ("a", "b"))
-    assert all(torch.equal(a[k], b[k]) for k in a)
+        assert result.loader_workers == 2 and result.epochs_run == 1
+        assert int(result.heldout.sum()) == 4  # so 4 training photos, 2 steps of 2
+        states.append(result.state)
+    a, b = states
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     packaged = load_network(_package_weights()).state_dict()
     assert any(not torch.equal(a[k], packaged[k]) for k in a)
 

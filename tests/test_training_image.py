@@ -77,8 +77,9 @@ def test_learned_projection_separates_classes_the_raw_features_confuse() -> None
     test_x, test_y, _ = _confusing_features(10, seed=1)
     anchor_labels = np.arange(len(anchors))
     raw = nearest_product_hits(test_x, test_y, anchors, anchor_labels)
+    # one model (averaging several is the next test's)
     config = ProjectionConfig(
-        dim=32, epochs=40, batch_size=64, learning_rate=0.02, patience=40, threads=1
+        dim=32, epochs=40, batch_size=64, learning_rate=0.02, patience=40, threads=1, members=1
     )
     result = learn_projection(photos, labels, anchors, anchor_labels, config)
     p = result.matrix
@@ -153,7 +154,7 @@ def test_learn_projection_without_catalog_images_uses_the_photos_alone() -> None
     photos, labels, _ = _confusing_features(60, seed=0)
     test_x, test_y, _ = _confusing_features(10, seed=1)
     config = ProjectionConfig(
-        dim=32, epochs=40, batch_size=64, learning_rate=0.02, patience=40, threads=1
+        dim=32, epochs=40, batch_size=64, learning_rate=0.02, patience=40, threads=1, members=1
     )
     p = learn_projection(photos, labels, None, None, config).matrix
     raw = nearest_product_hits(test_x, test_y, photos, labels)
@@ -244,15 +245,22 @@ def test_bad_photo_files_are_refused_and_leave_the_old_projection(
 # ---- the real packaged CNN on generated pictures --------------------------------------------
 
 
+# Every photo costs the real CNN about 0.1 s on two cores: the photos are as few as the
+# tests allow, and the evaluations answer each query once (--latency-sample 0; that the
+# timed answers equal the batch ones is test_query_path.py's and test_retriever.py's).
+NO_TIMING = ["--latency-sample", "0"]
+
+
 @pytest.fixture()
 def drawn_shop(tmp_path: Path) -> dict[str, Path]:
-    return drawn_shop_files(tmp_path)
+    """20 photos (MIN_PHOTOS, five of each product) and 12 query photos."""
+    return drawn_shop_files(tmp_path, n_train=5, n_queries=3)
 
 
 def _eval_hit1(shop: dict[str, Path], capsys: pytest.CaptureFixture) -> float:
     from retrieval.cli import main
 
-    args = ["eval", "products", "--catalog", str(shop["catalog"])]
+    args = ["eval", "products", "--catalog", str(shop["catalog"]), *NO_TIMING]
     assert main([*args, "--queries", str(shop["queries"]), "--json", "--no-progress"]) == 0
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])["hit_at_1"]
 
@@ -274,7 +282,7 @@ def test_projection_from_drawn_photos_improves_the_real_retriever(
     )
     matrix = np.load(out)
     assert matrix.shape == (256, 1280) and matrix.dtype == np.float32
-    assert metrics["n_photos"] == 32 and metrics["n_skipped_images"] == 1  # the broken jpeg
+    assert metrics["n_photos"] == 20 and metrics["n_skipped_images"] == 1  # the broken jpeg
     assert metrics["n_products"] == 4 and metrics["n_catalog_images"] == 4
     assert metrics["best_epoch"] >= 1
     assert list((data_dir / "cache" / "image-features").glob("*.npz"))  # vectors kept for reruns
@@ -292,9 +300,19 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
 ) -> None:
     """Photos that carry the shopper's words ("do you have this disc?"): ``eval products
     --train`` learns the projection, fits A and B on the photos it held out, and ranks the
-    queries with them; with the weights configured it leaves them alone."""
+    queries with them; with the weights configured it leaves them alone (fits nothing:
+    watched, so that the run needs only the 20 photos a projection is learned from)."""
     from retrieval.cli import main
+    from retrieval.training import image
 
+    fitted: list[int] = []
+    real_fit = image.fit_photo_fusion
+
+    def watched_fit(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        fitted.append(len(args[0]))  # the held-out photos it fits on
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(image, "fit_photo_fusion", watched_fit)
     monkeypatch.setenv("RETRIEVAL_DATA_DIR", str(tmp_path / "var"))
     rng = np.random.default_rng(1)
     catalog, photos, queries = [], [], []
@@ -324,6 +342,7 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
         str(write_jsonl(tmp_path / "photos.jsonl", photos)),
         "--no-progress",
         "--json",
+        *NO_TIMING,
     ]
     assert main(args) == 0
     printed = capsys.readouterr().out.strip().splitlines()
@@ -338,12 +357,17 @@ def test_words_beside_the_photos_fit_the_fusion_weights_of_the_eval(
     else:
         assert used["image_weight"] != pytest.approx(np.sqrt(0.5))
     assert out["hit_at_1"] >= 0.75  # colour from the photo, shape from the words
+    assert fitted == [20]
 
+    # configured: the first five photos of each product (20, MIN_PHOTOS) learn the projection
     monkeypatch.setenv("RETRIEVAL_IMAGE_WEIGHT", "0.3")
+    args[args.index("--train") + 1] = str(write_jsonl(tmp_path / "few.jsonl", photos[:20]))
     assert main(args) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["image_projection"] == "learned on TRAIN (20 photos)"
     assert out["fusion_weights"] == "configured"
     assert out["fusion"]["image_weight"] == pytest.approx(0.3 / np.hypot(0.3, 0.5))
+    assert fitted == [20]  # nothing fitted this time
 
 
 def test_modules_export_what_they_define() -> None:

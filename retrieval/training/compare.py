@@ -142,8 +142,16 @@ def judge_model(
             "answer_margin": fit.margin,
         }
     )
+    # latency_sample=0: each question answered once (the judgement reads no timings)
     evaluation = evaluate_faq(
-        tuned, bank_path, heldout_path, None, encoder=encoder, progress=progress, dataset="heldout"
+        tuned,
+        bank_path,
+        heldout_path,
+        None,
+        encoder=encoder,
+        progress=progress,
+        dataset="heldout",
+        latency_sample=0,
     )
     return Judgement(fit, evaluation.system.metrics)
 
