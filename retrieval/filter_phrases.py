@@ -3,8 +3,8 @@ euros", "between 1 and 3 €", "有货的", "两欧元以下", "5块以上".
 
 :func:`filter_from_text` finds them (pure regular expressions: no model, deterministic) and
 returns the :class:`~retrieval.filters.ProductFilter` they ask for, with the question minus
-those words, which is what gets embedded ("oat milk under 2 euros" is searched as "oat
-milk", filtered to a price up to 2). :func:`describe` says in the shopper's language which
+those words (the bot's action searches with the shopper's whole message, so the query log
+keeps what was asked, and uses only the filter). :func:`describe` says in the shopper's language which
 filter was applied, so the bot can show it beside the products.
 
 A price needs a currency word or sign (€, eur, euro(s), $, dollar(s), 欧/欧元, 元, 块):

@@ -17,7 +17,7 @@ from .catalog import Catalog, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
-from .faq_calibration import calibrate_from_settings, fit_out_of_scope_of
+from .faq_calibration import calibrate_from_settings, fit_out_of_scope_of, question_vectors
 from .index import IndexParams, VectorIndex
 from .indexformat import PRODUCT_LAYOUT
 from .labelled import read_pairs
@@ -165,9 +165,13 @@ def build_faq_version(
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     ml = multilingual_encoder(settings)
     index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
+    # the labelled questions are encoded once, for the threshold and head and the hand-off signal
+    vectors = question_vectors(text, labelled) if labelled else None
     if labelled:
-        calibrate_from_settings(index, text, labelled, settings, ml)
-    fit_out_of_scope_of(index, text, labelled, max_entries=settings.answer_head_max_entries)
+        calibrate_from_settings(index, text, labelled, settings, ml, vectors=vectors)
+    fit_out_of_scope_of(
+        index, text, labelled, max_entries=settings.answer_head_max_entries, vectors=vectors
+    )
     return index
 
 
