@@ -26,8 +26,11 @@ from .outofscope import ARRAY_NAMES as OOS_ARRAYS
 from .outofscope_fit import fit_out_of_scope, load_offtopic
 from .ranking import HEAD_META, OOS_META
 from .settings import Settings
+from .shop_labels import ShopLabels
 
 __all__ = [
+    "as_shop_labels",
+    "calibrate_with_labels",
     "fit_out_of_scope_of",
     "calibrate_faq_index",
     "calibrate_from_settings",
@@ -223,6 +226,8 @@ def fit_out_of_scope_of(
     *,
     max_entries: int = 1000,
     vectors: np.ndarray | None = None,
+    noisy: Sequence[bool] | None = None,
+    agent_weight: float = 1.0,
 ) -> str | None:
     """Fit the hand-off signal of an FAQ index version (:mod:`retrieval.outofscope`) from
     what a new shop has: its phrasings, its labelled in-scope questions, the built-in
@@ -230,7 +235,9 @@ def fit_out_of_scope_of(
     empty answer lists, agents' labels). Stored in the version's arrays and metadata;
     returns its description, or None when the bank is empty or larger than
     ``max_entries`` (the threshold alone decides there). ``vectors`` are the labelled
-    questions' vectors when the caller already has them (:func:`question_vectors`)."""
+    questions' vectors when the caller already has them (:func:`question_vectors`).
+    ``noisy[i]`` marks an agent's out-of-scope label: those form their own group of weight
+    ``agent_weight``; the file's out-of-scope questions weigh 1, as the off-topic set."""
     for name in OOS_ARRAYS.values():
         index.arrays.pop(name, None)
     index.meta.pop(OOS_META, None)
@@ -251,15 +258,61 @@ def fit_out_of_scope_of(
         [min((row[r] for r in rel if r in row), default=-1) if rel else -2 for _, rel in mine],
         dtype=np.int64,
     )
+    from_agent = np.zeros(len(mine), dtype=bool)
+    if noisy is not None and mine:
+        from_agent = np.asarray(noisy, dtype=bool)[positions]
     model = fit_out_of_scope(
         phrasings,
         owners,
         qvecs[lab >= 0],
         lab[lab >= 0],
         offtopic_vectors(text),
-        agent_out_of_scope=qvecs[lab == -2],
+        labelled_out_of_scope=qvecs[(lab == -2) & ~from_agent],
+        agent_out_of_scope=qvecs[(lab == -2) & from_agent],
+        agent_weight=agent_weight,
         n_entries=len(entry_ids),
     )
     index.arrays.update(model.to_arrays())
     index.meta[OOS_META] = model.to_meta()
     return model.describe()
+
+
+def as_shop_labels(labels: ShopLabels | list[tuple[str, set[str]]] | None) -> ShopLabels:
+    """A plain list of labelled questions is the operators' own (none noisy)."""
+    if isinstance(labels, ShopLabels):
+        return labels
+    pairs = list(labels or [])
+    return ShopLabels(labelled=pairs, noisy=[False] * len(pairs), from_file=len(pairs))
+
+
+def calibrate_with_labels(
+    index: VectorIndex,
+    text: Encoder,
+    labels: ShopLabels,
+    settings: Settings,
+    multilingual: Encoder | None = None,
+) -> None:
+    """Everything an FAQ index version learns from the shop's labelled questions, as ingest
+    and re-index fit it: threshold and answer head (:func:`calibrate_from_settings`), then
+    the hand-off signal (:func:`fit_out_of_scope_of`), the questions encoded once for both.
+    Without labels the calibration is cleared and the hand-off signal is fitted on the
+    phrasings and the built-in off-topic messages alone."""
+    labelled = labels.labelled
+    vectors = question_vectors(text, labelled) if labelled else None
+    if labelled:
+        cal = calibrate_from_settings(
+            index, text, labelled, settings, multilingual, vectors=vectors
+        )
+        cal["labels"] = labels.describe()
+        cal["agent_labels"] = sum(labels.from_agents.values())
+    else:
+        clear_calibration(index)
+    fit_out_of_scope_of(
+        index,
+        text,
+        labelled,
+        max_entries=settings.answer_head_max_entries,
+        vectors=vectors,
+        noisy=labels.noisy,
+        agent_weight=settings.agent_label_weight,
+    )

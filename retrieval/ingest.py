@@ -17,12 +17,12 @@ from .catalog import Catalog, load_catalog
 from .encoders import image_encoder, multilingual_encoder, text_encoder
 from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
-from .faq_calibration import calibrate_from_settings, fit_out_of_scope_of, question_vectors
+from .faq_calibration import as_shop_labels, calibrate_with_labels
 from .index import IndexParams, VectorIndex
 from .indexformat import PRODUCT_LAYOUT
-from .labelled import read_pairs
 from .runtime import make_fusion
 from .settings import Settings
+from .shop_labels import ShopLabels, shop_labels
 from .storage import current_version, exclusive, new_version_id, prune, publish, version_dir
 from .store.models import IndexVersionRow
 
@@ -48,8 +48,15 @@ class IngestSummary:
     seconds: float = 0.0
 
 
-def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_ids: str) -> str:
-    """Everything a built index depends on; equal keys mean rebuilding would change nothing."""
+def build_key(
+    settings: Settings,
+    kind: str,
+    item_hashes: list[str],
+    *encoder_ids: str,
+    labels: str = "",
+) -> str:
+    """Everything a built index depends on; equal keys mean rebuilding would change nothing.
+    ``labels`` is the digest of the agents' labels (:class:`retrieval.shop_labels.ShopLabels`)."""
     parts: list[Any] = [
         kind,
         sorted(item_hashes),
@@ -64,6 +71,8 @@ def build_key(settings: Settings, kind: str, item_hashes: list[str], *encoder_id
     ):
         parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
         parts += [settings.answer_head, settings.answer_head_max_entries]
+    if kind == "faq" and labels:
+        parts += [labels, settings.agent_label_weight]
     if kind == "products":
         parts += [settings.image_weight, settings.text_weight, PRODUCT_LAYOUT]
         if settings.image_projection is not None and settings.image_projection.exists():
@@ -103,13 +112,7 @@ def ingest(
     # validate every source before any model work, so a bad row fails in a second
     bank = load_faq(settings.faq_path) if "faq" in kinds else None
     catalog = load_catalog(settings.catalog_path) if "products" in kinds else None
-    labelled = None
-    if (
-        bank is not None
-        and settings.faq_calibration_path is not None
-        and settings.faq_calibration_path.exists()
-    ):
-        labelled = read_pairs(settings.faq_calibration_path, bank.entries)
+    labels = shop_labels(settings, engine, bank.entries, strict=True) if bank is not None else None
 
     text = text_encoder(settings)
     summary = IngestSummary()
@@ -117,7 +120,14 @@ def ingest(
     ml = multilingual_encoder(settings)
     ml_ids = (ml.id,) if ml is not None else ()
     if bank is not None:
-        keys["faq"] = build_key(settings, "faq", [e.content_hash() for e in bank], text.id, *ml_ids)
+        keys["faq"] = build_key(
+            settings,
+            "faq",
+            [e.content_hash() for e in bank],
+            text.id,
+            *ml_ids,
+            labels=labels.digest if labels is not None else "",
+        )
     if catalog is not None:
         keys["products"] = build_key(
             settings,
@@ -135,7 +145,7 @@ def ingest(
         catalog = None if "products" in summary.skipped else catalog
     built: list[tuple[str, VectorIndex]] = []
     if bank is not None:
-        built.append(("faq", build_faq_version(settings, bank, labelled, text, progress=progress)))
+        built.append(("faq", build_faq_version(settings, bank, labels, text, progress=progress)))
         summary.calibration = built[-1][1].meta.get("calibration")
     if catalog is not None:
         built.append(
@@ -155,23 +165,18 @@ def ingest(
 def build_faq_version(
     settings: Settings,
     bank: FAQBank,
-    labelled: list[tuple[str, set[str]]] | None,
+    labels: ShopLabels | list[tuple[str, set[str]]] | None,
     text: Encoder,
     *,
     progress: bool = False,
 ) -> VectorIndex:
     """An FAQ index version as ingest builds it: the phrasings' vectors, the multilingual
-    companion when configured, and threshold and answer head fitted on ``labelled``."""
+    companion when configured, and threshold, answer head and hand-off signal fitted on the
+    labelled questions (a plain list: all taken as the operators' labels)."""
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     ml = multilingual_encoder(settings)
     index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
-    # the labelled questions are encoded once, for the threshold and head and the hand-off signal
-    vectors = question_vectors(text, labelled) if labelled else None
-    if labelled:
-        calibrate_from_settings(index, text, labelled, settings, ml, vectors=vectors)
-    fit_out_of_scope_of(
-        index, text, labelled, max_entries=settings.answer_head_max_entries, vectors=vectors
-    )
+    calibrate_with_labels(index, text, as_shop_labels(labels), settings, ml)
     return index
 
 

@@ -217,6 +217,7 @@ def fit_out_of_scope(
     question_owners: Sequence[int] | np.ndarray | None = None,
     negatives: np.ndarray | None = None,
     *,
+    labelled_out_of_scope: np.ndarray | None = None,
     agent_out_of_scope: np.ndarray | None = None,
     agent_weight: float = AGENT_WEIGHT,
     query_log: np.ndarray | None = None,
@@ -238,9 +239,11 @@ def fit_out_of_scope(
     in-scope questions (a question whose vector equals a phrasing is scored without that
     phrasing); without any, the phrasings themselves are the in-scope questions.
     ``negatives`` are the encoded built-in off-topic messages (:func:`load_offtopic`), less
-    those the bank covers (see ``_negatives_kept``). ``agent_out_of_scope`` are questions
-    the shop's agents marked as out of scope, a group of weight ``agent_weight`` beside the
-    off-topic set (weight 1) and held-out entries (``near_weight``). ``query_log``:
+    those the bank covers (see ``_negatives_kept``). ``labelled_out_of_scope`` are the
+    operators' labelled out-of-scope questions (the calibration file's, weight 1);
+    ``agent_out_of_scope`` are questions the shop's agents marked as out of scope (noisy),
+    a group of weight ``agent_weight`` beside the off-topic set (weight 1) and held-out
+    entries (``near_weight``). ``query_log``:
     unlabelled questions from traffic; with at least ``MIN_LOG`` of them the out-of-scope
     share is estimated from how many the cross-validated threshold would answer
     (black-box shift estimation), clipped to ``PRIOR_RANGE``, and used instead of ``prior``.
@@ -252,7 +255,9 @@ def fit_out_of_scope(
     model. :func:`choose_threshold` then picks the threshold. A bank with one entry cannot
     hold an entry out: its questions are scored leave-one-out and the negatives decide.
     """
-    dim = _dim_of(phrasings, questions, negatives, agent_out_of_scope, query_log)
+    dim = _dim_of(
+        phrasings, questions, negatives, labelled_out_of_scope, agent_out_of_scope, query_log
+    )
     p = vector_rows(phrasings, dim)
     o = np.asarray(owners, dtype=np.int64).reshape(-1)
     n = int(n_entries if n_entries is not None else (o.max() + 1 if len(o) else 0))
@@ -266,6 +271,7 @@ def fit_out_of_scope(
         if len(own) and (own.min() < 0 or own.max() >= n):
             raise ValueError("owners must be entry rows in 0..n_entries-1")
     neg_all = vector_rows(negatives, dim)
+    labelled_oos = vector_rows(labelled_out_of_scope, dim)
     agent = vector_rows(agent_out_of_scope, dim)
     log = vector_rows(query_log, dim)
     settings = {
@@ -319,7 +325,7 @@ def fit_out_of_scope(
         entry_fold = np.full(1, -1)
         item_fold = rng.permutation(len(items)) % k
 
-    in_s, in_ok, near_s, neg_s, agent_s = [], [], [], [], []
+    in_s, in_ok, near_s, neg_s, labelled_s, agent_s = [], [], [], [], [], []
     for f in range(k):
         held_entries = entry_fold == f
         held_items = item_fold == f
@@ -351,6 +357,8 @@ def fit_out_of_scope(
                 near_s.append(scores(x).max(axis=1))
         if len(neg):
             neg_s.append(scores(neg).max(axis=1))
+        if len(labelled_oos):
+            labelled_s.append(scores(labelled_oos).max(axis=1))
         if len(agent):
             agent_s.append(scores(agent).max(axis=1))
 
@@ -360,6 +368,7 @@ def fit_out_of_scope(
     s_in, ok_in = cat(in_s), cat(in_ok).astype(bool)
     groups = {
         "off-topic messages": (cat(neg_s), 1.0),
+        "labelled out-of-scope questions": (cat(labelled_s), 1.0),
         "agent-labelled out-of-scope questions": (cat(agent_s), float(agent_weight)),
         "held-out-entry questions": (cat(near_s), float(near_weight)),
     }
@@ -381,6 +390,7 @@ def fit_out_of_scope(
         "ranked_right": float(ok_in.mean()) if len(ok_in) else None,
         "negatives_given": int(len(neg_all)),
         "negatives_used": int(len(neg)),
+        "labelled_out_of_scope": int(len(labelled_oos)),
         "agent_out_of_scope": int(len(agent)),
         "held_out_entry_questions": int(len(groups["held-out-entry questions"][0])),
     }
@@ -388,7 +398,7 @@ def fit_out_of_scope(
         # no honest in-scope score (every entry a single phrasing, no labelled questions):
         # the threshold sits above 95% of the off-topic scores of the full model
         full = OutOfScopeModel(refs_s, owners_s, n, w_all, b_all, blend_used, 0.0, {})
-        pool = np.concatenate([full.in_scope_scores(neg), full.in_scope_scores(agent)])
+        pool = np.concatenate([full.in_scope_scores(x) for x in (neg, labelled_oos, agent)])
         if len(pool) == 0:
             pool = cat([v for v, _ in weighted.values()])
         threshold = float(np.quantile(pool, 0.95)) if len(pool) else -math.inf

@@ -158,6 +158,16 @@ class Settings(BaseSettings):
         True,
         description="Learn an answer head (a classifier over the FAQ entries) from the calibration questions at ingest and re-index, when cross-validation says it helps.",
     )
+    learn_from_agents: bool = Field(
+        True,
+        description="Ingest and re-index add the agents' console actions to the calibration file's labelled questions (accept/edit: in scope; write/reject/flag: out of scope).",
+    )
+    agent_label_weight: float = Field(
+        1.0,
+        ge=0.0,
+        le=10.0,
+        description="Weight of the agents' out-of-scope labels in the hand-off fit, beside the built-in off-topic messages (weight 1); lower it when agents often write replies to questions an entry answers.",
+    )
     answer_head_max_entries: int = Field(
         1000,
         ge=2,

@@ -124,8 +124,8 @@ def test_labelled_out_of_scope_questions_move_the_threshold(tmp_path: Path) -> N
     with_labels = out_of_scope_of(_built(tmp_path / "b", near))
     assert without is not None and with_labels is not None
     assert with_labels.threshold != pytest.approx(without.threshold)
-    assert with_labels.meta["cv"]["agent_out_of_scope"] == len(near)
-    assert without.meta["cv"]["agent_out_of_scope"] == 0
+    assert with_labels.meta["cv"]["labelled_out_of_scope"] == len(near)
+    assert without.meta["cv"]["labelled_out_of_scope"] == 0
 
 
 def test_the_demo_hands_off_what_it_cannot_answer(demo_data_dir: Path) -> None:

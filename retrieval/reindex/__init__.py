@@ -34,8 +34,8 @@ from sqlalchemy import Engine
 from ..catalog import load_catalog
 from ..encoders import image_encoder, multilingual_encoder, text_encoder
 from ..encoders.base import Encoder
-from ..labelled import read_pairs
 from ..settings import Settings
+from ..shop_labels import shop_labels
 from ..storage import exclusive
 from .changes import ReindexSummary
 from .faq import load_bank, reindex_faq
@@ -63,15 +63,9 @@ def reindex(
     # validate every source before taking the lock or loading a model
     bank = load_bank(settings) if "faq" in kinds else None
     catalog = load_catalog(settings.catalog_path) if "products" in kinds else None
-    labelled = None
-    if (
-        bank is not None
-        and settings.faq_calibration_path
-        and settings.faq_calibration_path.exists()
-    ):
-        # an answer deleted since the file was written is no longer a label (re-index keeps going)
-        labelled = read_pairs(settings.faq_calibration_path, None)
-        labelled = [(q, {r for r in rel if r in bank.entries}) for q, rel in labelled]
+    # the calibration file's and the agents' labels; an answer deleted since the file was
+    # written is dropped from its question (re-index keeps going)
+    labels = shop_labels(settings, engine, bank.entries) if bank is not None else None
     summary = ReindexSummary()
     with exclusive(settings.index_dir, wait=wait):
         if bank is not None:
@@ -80,7 +74,7 @@ def reindex(
                     settings,
                     engine,
                     bank,
-                    labelled,
+                    labels,
                     progress,
                     full,
                     created_by,

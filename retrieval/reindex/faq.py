@@ -14,16 +14,12 @@ from ..build import build_faq_index, faq_centroids, faq_meta, faq_rows
 from ..encoders.base import Encoder
 from ..errors import SourceError
 from ..faq import FAQBank, FAQEntry, load_faq
-from ..faq_calibration import (
-    calibrate_from_settings,
-    clear_calibration,
-    fit_out_of_scope_of,
-    question_vectors,
-)
+from ..faq_calibration import calibrate_with_labels
 from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL, faq_expectations
 from ..ingest import build_key
 from ..settings import Settings
+from ..shop_labels import ShopLabels
 from ..storage import version_dir
 from .changes import KindReport, diff_items
 from .publish import finish, incompatibility, index_params, read_meta
@@ -81,7 +77,7 @@ def reindex_faq(
     settings: Settings,
     engine: Engine | None,
     bank: FAQBank,
-    labelled: list[tuple[str, set[str]]] | None,
+    labels: ShopLabels | None,
     progress: bool,
     full: bool,
     created_by: str,
@@ -92,7 +88,8 @@ def reindex_faq(
     params = index_params(settings)
     hashes = {e.id: e.content_hash() for e in bank}
     ml_ids = (multilingual.id,) if multilingual is not None else ()
-    key = build_key(settings, "faq", list(hashes.values()), text.id, *ml_ids)
+    labels = labels or ShopLabels()
+    key = build_key(settings, "faq", list(hashes.values()), text.id, *ml_ids, labels=labels.digest)
     version, meta = read_meta(settings, "faq")
     why_full = (
         "asked for a full rebuild"
@@ -141,13 +138,5 @@ def reindex_faq(
             changes.unchanged,
             len(todo),
         )
-    # the labelled questions are encoded once, for the threshold and head and the hand-off signal
-    vectors = question_vectors(text, labelled) if labelled else None
-    if labelled:
-        calibrate_from_settings(index, text, labelled, settings, multilingual, vectors=vectors)
-    else:
-        clear_calibration(index)
-    fit_out_of_scope_of(
-        index, text, labelled, max_entries=settings.answer_head_max_entries, vectors=vectors
-    )
+    calibrate_with_labels(index, text, labels, settings, multilingual)
     return finish(settings, engine, "faq", index, report, key, created_by, t0)

@@ -1,0 +1,179 @@
+"""The labelled questions an FAQ version learns from: the calibration file plus the agents'
+console actions (retrieval.shop_labels), merged purely and then wired through re-index on a
+real SQLite database with the project's migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import yaml
+from sqlalchemy.orm import Session
+
+from retrieval.index import VectorIndex
+from retrieval.outofscope import OutOfScopeModel
+from retrieval.ranking import OOS_META, out_of_scope_of
+from retrieval.reindex import reindex
+from retrieval.settings import load_settings
+from retrieval.shop_labels import merge_labels
+from retrieval.storage import current_version, version_dir
+from retrieval.store.db import make_engine, migrate
+from retrieval.store.models import AgentActionRow, AgentRow, QueryRow
+
+from fakes import HashingTextEncoder
+
+
+def test_the_file_wins_and_the_latest_agent_label_on_a_text_wins() -> None:
+    file_labels = [("Where is my parcel?", {"delivery"}), ("do you sell bikes", set())]
+    agent = [
+        ("where is my  PARCEL?", "returns", "accept"),  # the file holds this text: dropped
+        ("can I pay by card", None, "write"),
+        ("can I pay by card", "payment", "edit"),  # later: wins
+        ("gift wrapping?", None, "reject"),
+    ]
+    labels = merge_labels(file_labels, agent)
+    assert labels.labelled == [
+        ("Where is my parcel?", {"delivery"}),
+        ("do you sell bikes", set()),
+        ("can I pay by card", {"payment"}),
+        ("gift wrapping?", set()),
+    ]
+    # only the agents' out-of-scope labels are noisy; the file's are the operators' word
+    assert labels.noisy == [False, False, False, True]
+    assert (labels.from_file, dict(labels.from_agents)) == (2, {"edit": 1, "reject": 1})
+    assert "2 from agents (1 edit, 1 reject)" in labels.describe()
+
+
+def test_the_digest_follows_the_agents_labels_only() -> None:
+    none = merge_labels([("a", {"x"})], [])
+    assert none.digest == ""
+    one = merge_labels([("a", {"x"})], [("b", None, "write")])
+    same = merge_labels([("a", {"y"})], [("b", None, "write")])
+    other = merge_labels([("a", {"x"})], [("b", "x", "accept")])
+    assert one.digest and one.digest == same.digest != other.digest
+
+
+TOPICS = ["delivery", "returns", "payment", "warranty", "sizes", "stores"]
+
+
+def _write_bank(path: Path) -> None:
+    entries = [
+        {
+            "id": t,
+            "question": f"question about {t}",
+            "examples": [f"tell me about {t}", f"{t} please", f"info on {t} policy"],
+            "answer": f"all about {t}",
+        }
+        for t in TOPICS
+    ]
+    path.write_text(yaml.safe_dump(entries), encoding="utf-8")
+
+
+def _log_action(engine, n: int, text: str, action: str, faq_id: str | None) -> None:  # noqa: ANN001
+    with Session(engine) as s:
+        s.add(
+            QueryRow(
+                id=f"q{n}",
+                created_at=datetime.now(UTC),
+                conversation_id=f"c{n}",
+                channel="rasa",
+                text=text,
+                has_image=False,
+                decision="handoff",
+                top_score=0.3,
+                answer_threshold=0.6,
+                suggest_threshold=0.45,
+                encode_ms=1.0,
+                search_ms=1.0,
+                total_ms=2.0,
+            )
+        )
+        s.flush()
+        s.add(
+            AgentActionRow(
+                query_id=f"q{n}", agent_id=1, agent_name="ana", action=action, faq_id=faq_id
+            )
+        )
+        s.commit()
+
+
+@pytest.fixture()
+def shop(tmp_path: Path):  # noqa: ANN201
+    faq = tmp_path / "faq.yaml"
+    _write_bank(faq)
+    calibration = tmp_path / "calibration.jsonl"
+    calibration.write_text(
+        "\n".join(f'{{"query": "what is your {t} rule", "relevant": ["{t}"]}}' for t in TOPICS)
+        + "\n",
+        encoding="utf-8",
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    with Session(engine) as s:
+        s.add(AgentRow(id=1, name="ana", password_hash="x"))
+        s.commit()
+    settings = load_settings(
+        None,
+        data_dir=tmp_path / "var",
+        faq_path=faq,
+        faq_calibration_path=calibration,
+    )
+    return settings, engine, HashingTextEncoder()
+
+
+def _published(settings) -> VectorIndex:  # noqa: ANN001
+    version = current_version(settings.index_dir, "faq")
+    return VectorIndex.load(version_dir(settings.index_dir, "faq", version))
+
+
+def test_agent_labels_reach_the_hand_off_fit_and_move_the_threshold(shop) -> None:  # noqa: ANN001
+    settings, engine, text = shop
+    first = reindex(settings, engine, kinds=("faq",), text=text).reports[0]
+    before = _published(settings)
+    assert before.meta[OOS_META]["cv"]["agent_out_of_scope"] == 0
+    assert before.meta["calibration"]["agent_labels"] == 0
+
+    # agents wrote replies to questions near the shop's topics, and confirmed one answer
+    near = [
+        "delivery to the moon",
+        "returns of gift cards bought abroad",
+        "payment in gold bars",
+        "warranty for the neighbour's car",
+        "sizes for dogs",
+        "stores on mars",
+    ]
+    for n, q in enumerate(near):
+        _log_action(engine, n, q, "write", None)
+    _log_action(engine, 99, "how fast is shipping", "accept", "delivery")
+
+    second = reindex(settings, engine, kinds=("faq",), text=text).reports[0]
+    assert first.version != second.version and second.mode == "incremental"  # bank unchanged
+    after = _published(settings)
+    cv = after.meta[OOS_META]["cv"]
+    assert cv["agent_out_of_scope"] == len(near)
+    assert cv["labelled_out_of_scope"] == 0
+    assert "agent-labelled out-of-scope questions" in cv["handed_off"]
+    assert after.meta["calibration"]["agent_labels"] == len(near) + 1
+    assert after.meta["calibration"]["n_questions"] == len(TOPICS) + len(near) + 1
+    assert _oos(after).threshold != pytest.approx(_oos(before).threshold)
+
+    # nothing new: nothing to refit
+    third = reindex(settings, engine, kinds=("faq",), text=text).reports[0]
+    assert third.mode == "unchanged"
+
+
+def test_learning_from_agents_can_be_turned_off(shop) -> None:  # noqa: ANN001
+    settings, engine, text = shop
+    _log_action(engine, 1, "payment in gold bars", "write", None)
+    off = settings.model_copy(update={"learn_from_agents": False})
+    reindex(off, engine, kinds=("faq",), text=text)
+    meta = _published(off).meta
+    assert meta[OOS_META]["cv"]["agent_out_of_scope"] == 0
+    assert meta["calibration"]["n_questions"] == len(TOPICS)
+
+
+def _oos(index: VectorIndex) -> OutOfScopeModel:
+    model = out_of_scope_of(index)
+    assert model is not None
+    return model
