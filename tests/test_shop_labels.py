@@ -177,3 +177,32 @@ def _oos(index: VectorIndex) -> OutOfScopeModel:
     model = out_of_scope_of(index)
     assert model is not None
     return model
+
+
+def test_training_reads_the_agents_out_of_scope_labels_but_never_judges_on_them(
+    shop,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    from retrieval.training.data import gather
+    from retrieval.training.options import TrainOptions
+
+    settings, engine, _ = shop
+    _log_action(engine, 1, "payment in gold bars", "write", None)
+    _log_action(engine, 2, "delivery please now", "accept", "delivery")
+    train = tmp_path / "train.jsonl"
+    rows = [(f"{t} question {i}", t) for t in TOPICS for i in range(3)]
+    train.write_text(
+        "".join(f'{{"query": "{q}", "relevant": ["{t}"]}}\n' for q, t in rows)
+        + '{"query": "do you sell cars", "relevant": []}\n',
+        encoding="utf-8",
+    )
+    options = TrainOptions(train_path=train, heldout_share=0.3)
+    data = gather(settings, engine, options)
+    assert "payment in gold bars" in data.out_of_scope
+    assert "payment in gold bars" in data.refit_out_of_scope
+    assert all(q.text != "payment in gold bars" for q in data.heldout)
+    assert "delivery please now" in {a.text for a in data.anchors if a.source == "feedback"}
+    without = gather(
+        settings, engine, TrainOptions(train_path=train, heldout_share=0.3, feedback=False)
+    )
+    assert "payment in gold bars" not in without.out_of_scope

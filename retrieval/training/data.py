@@ -92,7 +92,7 @@ class TrainingData:
     anchors: list[Anchor]  # training texts, held-out questions left out
     heldout: list[LabelledQuery]
     counts: dict[str, int]
-    out_of_scope: list[str]  # labelled out-of-scope training questions
+    out_of_scope: list[str]  # labelled out-of-scope training questions (file, then agents)
     refit_anchors: list[Anchor]  # every text, held-out included (``--refit``)
     refit_out_of_scope: list[str]
 
@@ -137,8 +137,10 @@ def _out_of_scope(questions: Sequence[LabelledQuery]) -> list[str]:
 
 def _read(
     settings: Settings, engine: Engine | None, options: TrainOptions
-) -> tuple[FAQBank, list[LabelledQuery], list[LabelledQuery] | None, list[Anchor]]:
-    """(bank, labelled training questions, --heldout questions or None, feedback anchors)."""
+) -> tuple[FAQBank, list[LabelledQuery], list[LabelledQuery] | None, list[Anchor], list[str]]:
+    """(bank, labelled training questions, --heldout questions or None, feedback anchors,
+    questions agents labelled out of scope). The agents' labels only ever train: they are
+    never held out to judge a model."""
     from ..reindex.faq import load_bank
 
     bank = load_faq(options.bank_path) if options.bank_path else load_bank(settings)
@@ -152,11 +154,14 @@ def _read(
         else None
     )
     feedback: list[Anchor] = []
+    agent_oos: list[str] = []
     if options.feedback and engine is not None:
+        from ..store.agentlabels import agent_labels
         from .feedback import feedback_anchors
 
         feedback = list(feedback_anchors(engine, ids))
-    return bank, labelled, heldout, feedback
+        agent_oos = [lab.text for lab in agent_labels(engine, ids) if lab.entry_id is None]
+    return bank, labelled, heldout, feedback, agent_oos
 
 
 def _training_data(
@@ -167,6 +172,7 @@ def _training_data(
     everything: list[LabelledQuery],
     *,
     more_heldout: str,
+    agent_oos: Sequence[str] = (),
 ) -> TrainingData:
     """One split's :class:`TrainingData`, or a one-line refusal (``more_heldout`` says how
     to get more held-out questions). ``everything``: all labelled questions in file order,
@@ -187,7 +193,11 @@ def _training_data(
             f"too little held-out data: {in_scope_heldout} in-scope held-out questions (need at "
             f"least {MIN_HELDOUT}: {more_heldout})"
         )
-    out_of_scope = [t for t in _out_of_scope(train) if normalize_text(t) not in held_texts]
+    out_of_scope = [
+        t
+        for t in dict.fromkeys([*_out_of_scope(train), *agent_oos])
+        if normalize_text(t) not in held_texts
+    ]
     return TrainingData(
         bank,
         training_bank,
@@ -196,13 +206,13 @@ def _training_data(
         _counts(bank, anchors, out_of_scope, heldout),
         out_of_scope,
         _anchors(bank, everything, feedback, set()),
-        _out_of_scope(everything),
+        list(dict.fromkeys([*_out_of_scope(everything), *agent_oos])),
     )
 
 
 def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> TrainingData:
     """The run's data (:class:`TrainingData`), or a one-line refusal."""
-    bank, labelled, heldout, feedback = _read(settings, engine, options)
+    bank, labelled, heldout, feedback, agent_oos = _read(settings, engine, options)
     if heldout is not None:
         train, everything = labelled, [*labelled, *heldout]
     else:
@@ -215,6 +225,7 @@ def gather(settings: Settings, engine: Engine | None, options: TrainOptions) -> 
         feedback,
         everything,
         more_heldout="give --heldout FILE, or more questions with --train",
+        agent_oos=agent_oos,
     )
 
 
@@ -225,7 +236,7 @@ def gather_folds(
     i-th seeded share of the questions, so each question is held out exactly once."""
     if options.heldout_path is not None:
         raise InputError("--folds cross-validates on --train: it cannot be combined with --heldout")
-    bank, labelled, _, feedback = _read(settings, engine, options)
+    bank, labelled, _, feedback, agent_oos = _read(settings, engine, options)
     parts = _folds(labelled, options.folds, options.text.seed)
     return [
         _training_data(
@@ -235,6 +246,7 @@ def gather_folds(
             feedback,
             labelled,
             more_heldout=f"use fewer --folds, or more questions with --train (fold {i + 1})",
+            agent_oos=agent_oos,
         )
         for i, held in enumerate(parts)
     ]
