@@ -228,6 +228,7 @@ def fit_out_of_scope_of(
     vectors: np.ndarray | None = None,
     noisy: Sequence[bool] | None = None,
     agent_weight: float = 1.0,
+    unlabelled: Sequence[str] = (),
 ) -> str | None:
     """Fit the hand-off signal of an FAQ index version (:mod:`retrieval.outofscope`) from
     what a new shop has: its phrasings, its labelled in-scope questions, the built-in
@@ -237,7 +238,9 @@ def fit_out_of_scope_of(
     ``max_entries`` (the threshold alone decides there). ``vectors`` are the labelled
     questions' vectors when the caller already has them (:func:`question_vectors`).
     ``noisy[i]`` marks an agent's out-of-scope label: those form their own group of weight
-    ``agent_weight``; the file's out-of-scope questions weigh 1, as the off-topic set."""
+    ``agent_weight``; the file's out-of-scope questions weigh 1, as the off-topic set.
+    ``unlabelled``: questions from traffic, whose scores re-estimate the out-of-scope share
+    (``query_log`` of :func:`retrieval.outofscope_fit.fit_out_of_scope`)."""
     for name in OOS_ARRAYS.values():
         index.arrays.pop(name, None)
     index.meta.pop(OOS_META, None)
@@ -270,11 +273,18 @@ def fit_out_of_scope_of(
         labelled_out_of_scope=qvecs[(lab == -2) & ~from_agent],
         agent_out_of_scope=qvecs[(lab == -2) & from_agent],
         agent_weight=agent_weight,
+        query_log=_encoded_unlabelled(text, unlabelled),
         n_entries=len(entry_ids),
     )
     index.arrays.update(model.to_arrays())
     index.meta[OOS_META] = model.to_meta()
     return model.describe()
+
+
+def _encoded_unlabelled(text: Encoder, unlabelled: Sequence[str]) -> np.ndarray | None:
+    """The unlabelled questions the main index answers (not Chinese ones), encoded."""
+    mine = [unlabelled[i] for i in routed_positions([(q, set()) for q in unlabelled], cjk=False)]
+    return np.asarray(text.encode(mine), dtype=np.float32) if mine else None
 
 
 def as_shop_labels(labels: ShopLabels | list[tuple[str, set[str]]] | None) -> ShopLabels:
@@ -315,4 +325,5 @@ def calibrate_with_labels(
         vectors=vectors,
         noisy=labels.noisy,
         agent_weight=settings.agent_label_weight,
+        unlabelled=labels.unlabelled,
     )

@@ -17,7 +17,7 @@ from .filters import ProductFilter, parse_filter
 from .querytext import clean_query
 from .sources import read_records
 
-__all__ = ["LabelledQuery", "read_labelled", "read_pairs"]
+__all__ = ["LabelledQuery", "read_labelled", "read_pairs", "read_unlabelled"]
 
 MAX_QUERY_CHARS = 2000
 
@@ -106,3 +106,29 @@ def read_pairs(path: Path, known_ids: Collection[str] | None) -> list[tuple[str,
         (q.text or "", set(q.relevant))
         for q in read_labelled(path, known_ids=known_ids, images=False, allow_empty=True)
     ]
+
+
+def read_unlabelled(path: Path) -> list[str]:
+    """Questions from traffic without labels: a ``{"query": ...}`` file (JSONL, CSV, YAML; any
+    ``relevant`` is ignored) or a ``.txt`` file with one question per line. Errors name the
+    file and line."""
+    path = Path(path)
+    out: list[str] = []
+    if path.suffix.lower() == ".txt":
+        if not path.is_file():
+            raise SourceError(path, "file not found")
+        rows = enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        records = ((line, {"query": text}) for line, text in rows if text.strip())
+    else:
+        records = read_records(path)
+    for line, rec in records:
+        text = rec.get("query")
+        if not isinstance(text, str):
+            raise SourceError(path, "expected the question's text", line, "query")
+        try:
+            out.append(clean_query(text, max_chars=MAX_QUERY_CHARS))
+        except InputError as exc:
+            raise SourceError(path, str(exc), line, "query") from None
+    if not out:
+        raise SourceError(path, "the file holds no questions")
+    return out

@@ -42,13 +42,19 @@ class ShopLabels:
     from_file: int = 0
     from_agents: Counter[str] = field(default_factory=Counter)  # per action
     digest: str = ""  # of the agents' labels ("" when none)
+    # unlabelled questions from traffic (their score distribution re-estimates the
+    # out-of-scope share in the hand-off fit; the evaluation's --unlabelled FILE)
+    unlabelled: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
         agents = sum(self.from_agents.values())
-        if not agents:
-            return f"{self.from_file} from the calibration file"
-        how = ", ".join(f"{n} {a}" for a, n in sorted(self.from_agents.items()))
-        return f"{self.from_file} from the calibration file, {agents} from agents ({how})"
+        out = f"{self.from_file} from the calibration file"
+        if agents:
+            how = ", ".join(f"{n} {a}" for a, n in sorted(self.from_agents.items()))
+            out += f", {agents} from agents ({how})"
+        if self.unlabelled:
+            out += f"; {len(self.unlabelled)} unlabelled questions from traffic"
+        return out
 
 
 def merge_labels(file_labels: list[Pair], agent: list[tuple[str, str | None, str]]) -> ShopLabels:

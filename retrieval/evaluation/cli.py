@@ -91,6 +91,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="also add the in-scope TRAIN questions to the bank as examples of their answer",
     )
+    f.add_argument(
+        "--unlabelled",
+        type=Path,
+        metavar="FILE",
+        help="questions from the shop's traffic without labels ({query} lines or a .txt, one "
+        "per line), read by the hand-off fit as re-index reads the query log; never the "
+        "scored queries (a text that is also a scored query is left out)",
+    )
     _eval_options(f)
     pr = ev.add_parser(
         "products",
@@ -152,7 +160,7 @@ def run_eval(args: argparse.Namespace) -> int:
         _out(f"report written to {path}")
         return 0
     settings = _settings(args)
-    for path in (args.queries, args.train):
+    for path in (args.queries, args.train, getattr(args, "unlabelled", None)):
         if path is not None and not path.is_file():
             raise RetrievalError(f"{path}: file not found")
     progress = not args.no_progress
@@ -166,6 +174,10 @@ def run_eval(args: argparse.Namespace) -> int:
             )
         if args.published and args.train is not None:
             raise RetrievalError("--published scores the live version as calibrated: no --train")
+        if args.published and args.unlabelled is not None:
+            raise RetrievalError(
+                "--published scores the live version as calibrated: no --unlabelled"
+            )
 
         evaluation = evaluate_faq(
             settings,
@@ -178,6 +190,7 @@ def run_eval(args: argparse.Namespace) -> int:
             train_as_examples=args.train_as_examples,
             published=args.published,
             latency_sample=args.latency_sample,
+            unlabelled_path=args.unlabelled,
         )
     else:
         if "rasa" in baselines:

@@ -30,11 +30,11 @@ from ..encoders import text_encoder
 from ..encoders.base import Encoder
 from ..errors import InputError
 from ..faq import FAQBank, load_faq
-from ..faq_calibration import describe_head
+from ..faq_calibration import as_shop_labels, describe_head
 from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL
 from ..ingest import build_faq_version, publish_built
-from ..labelled import LabelledQuery, read_labelled
+from ..labelled import LabelledQuery, read_labelled, read_unlabelled
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP, build_retriever
@@ -252,6 +252,20 @@ def _ranked(result: QueryResult) -> tuple[str, ...]:
     return tuple(c.entry.id for c in result.replies[:K])
 
 
+def _unlabelled(path: Path | None, queries_path: Path) -> tuple[list[str], int]:
+    """The --unlabelled questions less those that are also scored queries, and how many
+    were left out: the scored queries' own distribution must never calibrate them."""
+    if path is None:
+        return [], 0
+    scored = {
+        normalize_text(q.text or "")
+        for q in read_labelled(queries_path, known_ids=None, images=False)
+    }
+    texts = read_unlabelled(path)
+    kept = [t for t in texts if normalize_text(t) not in scored]
+    return kept, len(texts) - len(kept)
+
+
 def faq_retriever(
     settings: Settings,
     bank: FAQBank,
@@ -260,13 +274,16 @@ def faq_retriever(
     *,
     encoder: Encoder | None = None,
     progress: bool = False,
+    unlabelled: Sequence[str] = (),
 ) -> Retriever:
     """Build, calibrate and publish ``bank`` as ``retrieval ingest`` does, into the data
-    folder ``folder``, and the retriever the service would run on it."""
+    folder ``folder``, and the retriever the service would run on it. ``unlabelled``:
+    questions from traffic without labels (the query log's part in the hand-off fit)."""
     run = settings.model_copy(update={"data_dir": folder, "database_url": None})
     text = encoder or text_encoder(run)
-    labelled = [(q.text or "", set(q.relevant)) for q in train] if train else None
-    index = build_faq_version(run, bank, labelled, text, progress=progress)
+    labels = as_shop_labels([(q.text or "", set(q.relevant)) for q in train] if train else None)
+    labels.unlabelled = list(unlabelled)
+    index = build_faq_version(run, bank, labels, text, progress=progress)
     publish_built(run, "faq", index)
     return build_retriever(run, text=text, kinds=("faq",))
 
@@ -284,6 +301,7 @@ def evaluate_faq(
     train_as_examples: bool = False,
     published: bool = False,
     latency_sample: int = LATENCY_SAMPLE,
+    unlabelled_path: Path | None = None,
 ) -> Evaluation:
     """Evaluate the FAQ system (and ``baselines``) on labelled queries.
 
@@ -292,11 +310,16 @@ def evaluate_faq(
     is built and calibrated on TRAIN as ingest would. With ``train_as_examples`` the
     in-scope TRAIN questions also join the bank as examples of their answer (as the Rasa
     baseline learns from them); calibration still scores each TRAIN question without its
-    own phrasing.
+    own phrasing. ``unlabelled_path``: questions from traffic without labels, which the
+    hand-off fit reads as ingest and re-index read the query log; a question whose text is
+    also a scored query is left out of them (counted in the output).
     """
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
         t0 = time.perf_counter()
+        unlabelled: tuple[list[str], int] = ([], 0)
         if published:
+            if unlabelled_path is not None:
+                raise InputError("--published scores the published version: no --unlabelled")
             if train_path is not None:
                 raise InputError("--published scores the published version: it takes no TRAIN")
             retriever = build_retriever(settings, text=encoder, kinds=("faq",))
@@ -309,8 +332,15 @@ def evaluate_faq(
             train = read_labelled(train_path, known_ids=ids, images=False) if train_path else None
             if train_as_examples and train:
                 bank = with_training_examples(bank, train)
+            unlabelled = _unlabelled(unlabelled_path, queries_path)
             retriever = faq_retriever(
-                settings, bank, train, Path(tmp), encoder=encoder, progress=progress
+                settings,
+                bank,
+                train,
+                Path(tmp),
+                encoder=encoder,
+                progress=progress,
+                unlabelled=unlabelled[0],
             )
         build_s = time.perf_counter() - t0
     queries = read_labelled(queries_path, known_ids=[e.id for e in bank], images=False)
@@ -397,6 +427,12 @@ def evaluate_faq(
         },
         **timing,
     }
+    if unlabelled_path is not None:
+        info["unlabelled"] = {
+            "file": str(unlabelled_path),
+            "questions": len(unlabelled[0]),
+            "left_out_as_scored_queries": unlabelled[1],
+        }
     name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("faq", name, tuple(results), info)
 
