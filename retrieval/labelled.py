@@ -7,7 +7,7 @@ off). Image paths are relative to the file. Errors name the file, line and field
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -114,6 +114,7 @@ def read_unlabelled(path: Path) -> list[str]:
     file and line."""
     path = Path(path)
     out: list[str] = []
+    records: Iterator[tuple[int, dict[str, Any]]]
     if path.suffix.lower() == ".txt":
         if not path.is_file():
             raise SourceError(path, "file not found")
