@@ -1,14 +1,19 @@
-"""Shared fixtures. The demo index is built once per session with the real packaged models."""
+"""What every tier shares: the tier marker each test gets from its folder, a clean
+environment, and the session's expensive things, each built once per run and shared by
+every tier that runs: the demo index, PostgreSQL, the trained bot and the running stack.
+
+The tiers (``./scripts/test.sh unit|integration|e2e``, which runs ``pytest -m TIER``) are
+the folders: ``unit/`` (pure logic: no models, servers or demo index), ``integration/``
+(real models, SQLite, PostgreSQL, the demo index) and ``e2e/`` (the real Rasa server, the
+launcher, a browser). Each folder's conftest.py holds the fixtures only that tier uses;
+helper functions live in modules beside this file (helpers.py, fakes.py, stack.py, ...).
+"""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
 import os
+import re
 import shutil
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -17,54 +22,57 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-ROOT = Path(__file__).resolve().parent.parent
-DATA = ROOT / "data"
+# (re-exported for test files that still import them from here)
+from helpers import DATA, ROOT, CLIRun, demo_settings, run_cli  # noqa: E402, F401
 
+TESTS = Path(__file__).resolve().parent
+TIERS = ("unit", "integration", "e2e")
 
-# Test tiers (`./scripts/test.sh unit|integration|e2e`), given to every test by what it
-# needs: e2e tests run the real Rasa server or a browser, integration tests load the real
-# models, PostgreSQL or the demo index, unit tests need none of these.
-E2E_FIXTURES = {"stack", "bot_model", "browser", "chromium"}
+# What a test needs, read from its fixtures and markers: a test in a tier's folder must not
+# need more than its tier gives (checked at collection), and a file still at the top of
+# tests/ gets its tier from it, unless it is named below.
+E2E_FIXTURES = {"stack", "bot_model"}
 INTEGRATION_FIXTURES = {"demo_index", "demo_data_dir", "postgres", "pg_url"}
-E2E_MODULES = {"test_bot", "test_browser", "test_console_browser", "test_multilingual_e2e"}
-# modules whose tests build indexes or train with the real models without a fixture saying so
-INTEGRATION_MODULES = {
-    "test_answer_head",
-    "test_batching",
-    "test_cli",
-    "test_encoders",
-    "test_eval_faq",
-    "test_eval_products",
-    "test_eval_rasa",
-    "test_hybrid",
-    "test_multilingual",
-    "test_photo_fusion",
-    "test_reindex",
-    "test_training_cnn",
-    "test_training_data",
-    "test_training_errors",
-    "test_training_image",
-    "test_training_pipeline",
-    "test_training_promotion",
+INTEGRATION_MARKERS = ("models", "postgres", "slow")
+# files at the top of tests/, waiting to move into their tier's folder
+TOP_LEVEL_TIERS = {
+    "test_agent_labels": "unit",
+    "test_outofscope": "unit",
+    "test_handoff": "integration",
+    "test_reindex": "integration",
 }
 
 
+def needs(item: pytest.Item) -> str:
+    """The lowest tier that gives what ``item`` uses."""
+    names = set(getattr(item, "fixturenames", ()))
+    if names & E2E_FIXTURES:
+        return "e2e"
+    if names & INTEGRATION_FIXTURES or any(item.get_closest_marker(m) for m in INTEGRATION_MARKERS):
+        return "integration"
+    return "unit"
+
+
+def tier_of(item: pytest.Item) -> str:
+    parts = item.path.resolve().relative_to(TESTS).parts
+    if len(parts) > 1 and parts[0] in TIERS:
+        return parts[0]
+    return TOP_LEVEL_TIERS.get(item.path.stem) or needs(item)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    wrong = []
     for item in items:
-        names = set(getattr(item, "fixturenames", ()))
-        module = item.module.__name__ if getattr(item, "module", None) else ""
-        if names & E2E_FIXTURES or module in E2E_MODULES:
-            item.add_marker(pytest.mark.e2e)
-        elif (
-            module in INTEGRATION_MODULES
-            or names & INTEGRATION_FIXTURES
-            or item.get_closest_marker("models")
-            or item.get_closest_marker("postgres")
-            or item.get_closest_marker("slow")
-        ):
-            item.add_marker(pytest.mark.integration)
-        else:
-            item.add_marker(pytest.mark.unit)
+        tier = tier_of(item)
+        needed = needs(item)
+        if TIERS.index(needed) > TIERS.index(tier):
+            wrong.append(f"{item.nodeid} is in the {tier} tier but needs the {needed} tier")
+        item.add_marker(getattr(pytest.mark, tier))
+    if wrong:
+        raise pytest.UsageError(
+            "tests in the wrong tier folder (move them, or drop what they need):\n  "
+            + "\n  ".join(wrong)
+        )
 
 
 @pytest.fixture(autouse=True)
@@ -73,77 +81,6 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("RETRIEVAL_"):
             monkeypatch.delenv(key)
-
-
-@dataclass(frozen=True)
-class CLIRun:
-    """What one ``retrieval`` command did: its exit code and what it printed."""
-
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-# the loggers whose level retrieval.cli.main() sets
-_CLI_LOGGERS = ("", "alembic", "sentence_transformers", "httpx")
-
-
-def run_cli(
-    *args: str, env: dict[str, str] | None = None, stdin: str = "", cwd: Path = ROOT
-) -> CLIRun:
-    """Run ``retrieval ARGS`` in this process as the installed command runs in a fresh one:
-    working directory ``cwd``, exactly the RETRIEVAL_* variables in ``env``, ``stdin`` as
-    standard input, the logging main() configures writing to the captured stderr, and an
-    exit (argparse's usage errors and --help) as its exit code. What it changes process-wide
-    (working directory, environment, stdin, logging) is put back afterwards; the models the
-    session has loaded are shared, which is the point. ``test_cli.py`` runs the installed
-    entry point in a subprocess once."""
-    from retrieval.cli import main
-
-    out, err = io.StringIO(), io.StringIO()
-    root = logging.getLogger()
-    handlers = root.handlers[:]
-    levels = {name: logging.getLogger(name).level for name in _CLI_LOGGERS}
-    with (
-        pytest.MonkeyPatch.context() as mp,
-        contextlib.redirect_stdout(out),
-        contextlib.redirect_stderr(err),
-    ):
-        mp.chdir(cwd)
-        for key in list(os.environ):
-            if key.startswith("RETRIEVAL_"):
-                mp.delenv(key)
-        for key, value in (env or {}).items():
-            mp.setenv(key, value)
-        # (main() also sets HF_HUB_OFFLINE and co. when unset; this file set them above)
-        mp.setattr(sys, "stdin", io.StringIO(stdin))
-        root.handlers = []  # as in a fresh process: main()'s basicConfig installs its handler
-        try:
-            code = main(list(args))
-        except SystemExit as exc:
-            if isinstance(exc.code, str):
-                err.write(exc.code + "\n")
-            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
-        finally:
-            for handler in root.handlers:
-                handler.close()
-            root.handlers = handlers
-            for name, level in levels.items():
-                logging.getLogger(name).setLevel(level)
-    return CLIRun(code, out.getvalue(), err.getvalue())
-
-
-def demo_settings(data_dir: Path, **overrides):  # noqa: ANN201
-    from retrieval.settings import load_settings
-
-    return load_settings(
-        None,
-        data_dir=data_dir,
-        catalog_path=DATA / "catalog" / "products.jsonl",
-        faq_path=DATA / "faq" / "faq.yaml",
-        faq_calibration_path=DATA / "faq" / "calibration.jsonl",
-        **overrides,
-    )
 
 
 @pytest.fixture(scope="session")
@@ -178,8 +115,6 @@ def postgres():  # noqa: ANN201
 @pytest.fixture()
 def pg_url(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
     """A fresh database on the session's PostgreSQL server."""
-    import re
-
     name = (
         "t_"
         + re.sub(r"[^a-z0-9]", "_", request.node.name.lower())[:50]

@@ -3,10 +3,10 @@ with a clean catalog picture each, and 'shopper photos' of them in clutter and n
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
+from helpers import write_jsonl
 from PIL import Image, ImageDraw
 
 SHAPES = {
@@ -15,11 +15,6 @@ SHAPES = {
     "blue-disc": ("ellipse", (40, 60, 210)),
     "blue-box": ("rectangle", (40, 60, 210)),
 }
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
 
 
 def drawing(

@@ -24,9 +24,8 @@ from retrieval.settings import Settings
 from retrieval.snapshot import Snapshot
 from retrieval.store import QueryLog, make_engine, migrate
 
-from fakes import ColourImageEncoder, HashingTextEncoder
+from fakes import FAQ, ColourImageEncoder, HashingTextEncoder, colour_png
 from pg import free_port
-from test_retriever import FAQ, colour_png
 
 WEBHOOK_TOKEN = "webhook-secret-for-tests-0123456789"
 API_KEY = "api-key-for-tests-0123456789"

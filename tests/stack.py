@@ -3,6 +3,7 @@ the real retrieval service and the real Rasa server on free local ports."""
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -13,10 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from helpers import ROOT, CLIRun, run_cli
+from PIL import Image
 
 from pg import free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 RASA = ROOT / ".venv-rasa" / "bin" / "rasa"
 RASA_ENV = {**os.environ, "RASA_TELEMETRY_ENABLED": "false"}
 
@@ -122,3 +124,52 @@ def stop_stack(stack: Stack) -> tuple[int, list[int]]:
         except ProcessLookupError:
             pass
     return code, alive
+
+
+# ---- what a shopper and an agent do on the running stack --------------------------------
+PASSWORD = "correct horse battery staple"
+
+
+def add_agent(stack: Stack, name: str, password: str = PASSWORD) -> CLIRun:
+    """``retrieval agents add NAME`` on the stack's data dir, the password on stdin."""
+    return run_cli(
+        "agents",
+        "add",
+        name,
+        stdin=password + "\n",
+        env={"RETRIEVAL_DATA_DIR": str(stack.data_dir)},
+    )
+
+
+def banana_photo() -> bytes:
+    """A shopper-style photo: the catalog's banana picture cropped, turned and re-encoded."""
+    img = Image.open(ROOT / "data" / "catalog" / "images" / "Banana.jpg").convert("RGB")
+    w, h = img.size
+    img = img.crop((w // 8, h // 10, w - w // 10, h - h // 8)).rotate(12, fillcolor=(235, 230, 220))
+    buf = io.BytesIO()
+    img.resize((480, 480)).save(buf, "JPEG", quality=80)
+    return buf.getvalue()
+
+
+# headless Chromium (Debian's) for the browser tests
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+def ask(page, text: str) -> None:  # noqa: ANN001
+    """Type ``text`` in the shop page's chat and wait for the bot's reply."""
+    before = page.locator("#messages .msg.bot").count()
+    page.fill("#message", text)
+    page.click("#send")
+    page.wait_for_function(
+        "n => document.querySelectorAll('#messages .msg.bot').length > n",
+        arg=before,
+        timeout=30_000,
+    )
+    page.wait_for_function("() => !document.getElementById('send').disabled", timeout=30_000)

