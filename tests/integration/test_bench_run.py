@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
+from helpers import run_cli
 
 
 @pytest.mark.slow
@@ -16,17 +14,14 @@ from helpers import ROOT
 def test_quick_run_measures_the_index_and_a_real_service(tmp_path: Path) -> None:
     """The real command end to end, kept small: the index part and a real served index.
 
-    (The encoder part runs the same models the service loads; its logic is tested above.)
+    (The encoder part runs the same models the service loads; its logic is tested in
+    unit/test_bench.py.)
     """
-    out = subprocess.run(
-        [sys.executable, "-m", "retrieval.cli", "bench", "--quick", "--sizes", "2k", "--json"]
-        + ["--parts", "index,http", "--queries", "60", "--clients", "1,4", "--requests", "8"]
-        + ["--service-products", "300", "--service-faq", "20", "--out", str(tmp_path)]
-        + ["--no-progress"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=ROOT,
+    out = run_cli(  # in this process: the command's own process is not what is tested here
+        *["bench", "--quick", "--sizes", "2k", "--json"],
+        *["--parts", "index,http", "--queries", "60", "--clients", "1,4", "--requests", "8"],
+        *["--service-products", "300", "--service-faq", "20", "--out", str(tmp_path)],
+        "--no-progress",
     )
     assert out.returncode == 0, out.stderr[-2000:]
     result = json.loads(out.stdout.strip().splitlines()[-1])
