@@ -5,9 +5,9 @@
 # when missing). Lint, layering contracts and type checks run first.
 #
 #   ./scripts/test.sh                 everything (what CI runs)
-#   ./scripts/test.sh unit            the fast tier: no models, servers or demo index
-#   ./scripts/test.sh integration     real models, SQLite, PostgreSQL
-#   ./scripts/test.sh e2e             the real Rasa server, the launcher, a browser
+#   ./scripts/test.sh unit            tests/unit: the fast tier, no models, servers or demo index
+#   ./scripts/test.sh integration     tests/integration: real models, SQLite, PostgreSQL
+#   ./scripts/test.sh e2e             tests/e2e: the real Rasa server, the launcher, a browser
 #
 # A tier sets up only what it needs (the unit tier needs no Rasa and no Debian packages).
 # Extra arguments go to pytest.
@@ -54,4 +54,10 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 if [[ $tier == all ]]; then
   exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
 fi
-exec .venv/bin/python -m pytest -p no:cacheprovider -m "$tier" "$@"
+# A tier is a folder of tests/ (the folder sets the marker; files still at the top of tests/
+# get theirs in tests/conftest.py): the other tiers' folders are not even imported.
+ignore=()
+for other in unit integration e2e; do
+  [[ $other == "$tier" ]] || ignore+=("--ignore=tests/$other")
+done
+exec .venv/bin/python -m pytest -p no:cacheprovider -m "$tier" "${ignore[@]}" "$@"
