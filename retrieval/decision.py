@@ -40,6 +40,8 @@ class DecisionPolicy:
     # product questions: show the matches when the best one scores at least this
     product_threshold: float = 0.35
     photo_threshold: float = 0.2  # image-only scores run lower than text ones
+    # share of the shop's own FAQ phrasings allowed to show products (retrieval.product_gate)
+    product_false_show: float = 0.1
 
     def __post_init__(self) -> None:
         if self.suggest_threshold > self.answer_threshold:
@@ -56,13 +58,19 @@ class Verdict:
 
 
 def decide_products(
-    top_score: float | None, has_text: bool, policy: DecisionPolicy
+    top_score: float | None,
+    has_text: bool,
+    policy: DecisionPolicy,
+    *,
+    threshold: float | None = None,
 ) -> Verdict | None:
     """For a product question: answer with the matches when the best is good enough, else
-    ``None`` (the FAQ decision stands)."""
+    ``None`` (the FAQ decision stands). ``threshold``: the product gate's (see
+    :mod:`retrieval.product_gate`); default the policy's product or photo threshold."""
     if top_score is None:
         return None
-    threshold = policy.product_threshold if has_text else policy.photo_threshold
+    if threshold is None:
+        threshold = policy.product_threshold if has_text else policy.photo_threshold
     kind = "product" if has_text else "photo"
     if top_score >= threshold:
         return Verdict(

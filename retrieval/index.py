@@ -138,6 +138,11 @@ class VectorIndex:
     def keys(self) -> list[tuple[str, str]]:
         return list(self._labels)
 
+    def labels_without_variant(self, variant: str) -> list[int]:
+        """The live labels of every stored vector except those of ``variant``."""
+        with self._lock.read():
+            return [lb for key, lb in self._labels.items() if key[1] != variant]
+
     def __contains__(self, item_id: object) -> bool:
         return item_id in self._by_item
 

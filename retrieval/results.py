@@ -10,6 +10,7 @@ from typing import Any
 from .decision import Decision, DecisionPolicy, Verdict
 from .faq import FAQEntry
 from .filters import ProductFilter
+from .product_gate import ProductGate
 from .product_search import ProductMatch
 from .ranking import best_per_group
 from .store.logrecord import LoggedCandidate, LoggedQuery
@@ -41,6 +42,16 @@ class QueryResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
     faq_encoder: str | None = None  # the multilingual encoder's id when it ranked the FAQ
     product_filter: ProductFilter | None = None  # the filter the products were found with
+    # whether the question is about products and which matches are shown
+    # (retrieval.product_gate); None: no product search ran
+    product_gate: ProductGate | None = None
+
+    @property
+    def shown_products(self) -> list[ProductMatch]:
+        """The product matches that pass the gate (all of them without a gate)."""
+        return (
+            self.products if self.product_gate is None else self.product_gate.shown(self.products)
+        )
 
     @property
     def decision(self) -> Decision:

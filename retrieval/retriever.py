@@ -13,6 +13,7 @@ one complete version.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -27,6 +28,7 @@ from PIL import Image
 
 from .decision import (
     Decision,
+    DecisionPolicy,
     Verdict,
     decide,
     decide_products,
@@ -39,6 +41,7 @@ from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
 from .indexformat import MULTILINGUAL
+from .product_gate import ProductGate
 from .product_search import ProductMatch, rank_products, similar_products, text_matches
 from .querytext import clean_query, has_cjk
 from .ranking import rank_entries
@@ -371,9 +374,10 @@ class Retriever:
         if oos is not None and route.faq_view is None and q_faq is not None and ranked:
             in_scope = float(oos.in_scope_scores(q_faq[None, :])[0])
             verdict = hand_off_out_of_scope(verdict, in_scope, oos.threshold)
+        gate = self._product_gate(snap, route, q, products, policy)
         if prefer_products:
             verdict = (
-                decide_products(products[0].score if products else None, q.text is not None, policy)
+                decide_products(gate.score, q.text is not None, policy, threshold=gate.threshold)
                 or verdict
             )
         return QueryResult(
@@ -392,7 +396,37 @@ class Retriever:
                 else None
             ),
             product_filter=None if only is None else only.filter,
+            product_gate=gate,
         )
+
+    @staticmethod
+    def _product_gate(
+        snap: Snapshot,
+        route: _Route,
+        q: _Prepared,
+        products: list[ProductMatch],
+        policy: DecisionPolicy,
+    ) -> ProductGate:
+        """The product threshold this question is held to and its best gate score (see
+        :mod:`retrieval.product_gate`): photos by fused score, Chinese questions by the
+        multilingual view's cosine against the setting, English ones by text cosine against
+        the threshold calibrated on the FAQ."""
+        if q.image is not None:
+            gate = ProductGate(
+                policy.photo_threshold, None, "fused score", "photo_answer_threshold"
+            )
+        elif route.product_view is not None:
+            gate = ProductGate(
+                policy.product_threshold,
+                None,
+                "text cosine",
+                "product_answer_threshold (Chinese questions: not calibrated)",
+            )
+        else:
+            threshold, source = snap.text_gate
+            gate = ProductGate(threshold, None, "text cosine", source)
+        best = max((gate.gate_score(m) for m in products), default=None)
+        return dataclasses.replace(gate, score=best)
 
     def record_handoff(
         self,

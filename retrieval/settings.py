@@ -177,7 +177,13 @@ class Settings(BaseSettings):
         0.35,
         ge=-1.0,
         le=1.0,
-        description="A product question is answered with matches from this score.",
+        description="Product matches are shown from this text cosine (a product question is answered with them); the floor of the calibrated threshold of English questions (product_false_show). Photos use photo_answer_threshold on the fused score.",
+    )
+    product_false_show: float = Field(
+        0.1,
+        ge=0.0,
+        le=1.0,
+        description="Share of the shop's own FAQ phrasings allowed to show product matches: the product threshold of English text questions is this quantile of their best product text cosines (never below product_answer_threshold).",
     )
     photo_answer_threshold: float = Field(
         0.2, ge=-1.0, le=1.0, description="The same for a photo without text."

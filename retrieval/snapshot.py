@@ -16,6 +16,7 @@ from .faq import FAQBank, FAQEntry
 from .filters import CatalogColumns, FilterMasks, ProductFilter
 from .index import VectorIndex
 from .outofscope import OutOfScopeModel
+from .product_gate import calibrate_text_gate
 from .ranking import head_of, out_of_scope_of
 
 __all__ = ["Snapshot"]
@@ -46,6 +47,17 @@ class Snapshot:
     def answer_head(self) -> AnswerHead | None:
         """The FAQ version's answer head (re-scores its nearest entries), if it has one."""
         return head_of(self.faq_index)
+
+    @cached_property
+    def text_gate(self) -> tuple[float, str]:
+        """The product threshold of English text questions and its source, calibrated on
+        this version's FAQ phrasings on first use (:mod:`retrieval.product_gate`)."""
+        return calibrate_text_gate(
+            self.faq_index,
+            self.product_index,
+            false_show=self.policy.product_false_show,
+            floor=self.policy.product_threshold,
+        )
 
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:

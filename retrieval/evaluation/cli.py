@@ -219,6 +219,12 @@ def run_eval(args: argparse.Namespace) -> int:
             f"\nfusion weights: A {weights.get('image_weight', 0):.3f}, "
             f"B {weights.get('text_weight', 0):.3f}, {evaluation.info['fusion_weights']}"
         )
+    gate = evaluation.info.get("product_gate")
+    if gate:
+        table += (
+            f"\nproduct gate: matches shown for {gate['shown']:.3f} of the questions; "
+            + "; ".join(gate["thresholds"])
+        )
     if args.report is not None:  # saved first: a report problem must not lose the results
         from .report import save_evaluation, write_report
 

@@ -39,10 +39,11 @@ from ..results import QueryResult
 from ..retriever import Retriever
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP, build_retriever
 from ..settings import Settings
+from ..storage import current_version
 from .baselines import BM25Scorer, ExactScorer, best_per_item, normalize_text
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
-from .runner import LATENCY_SAMPLE, answer_all
+from .runner import LATENCY_SAMPLE, answer_all, gate_info
 
 __all__ = [
     "FAQSetup",
@@ -230,8 +231,8 @@ def system_outcomes(
     progress: bool = False,
     latency_sample: int = LATENCY_SAMPLE,
 ) -> tuple[list[Outcome], dict[str, Any]]:
-    """Each question's outcome through the service's query path (:func:`answer_all`), and
-    how the latency was timed."""
+    """Each question's outcome through the service's query path (:func:`answer_all`), how
+    the latency was timed, and the product gate's share of questions shown products."""
     answered = answer_all(
         retriever,
         [q.text or "" for q in queries],
@@ -245,7 +246,8 @@ def system_outcomes(
         [q.relevant for q in queries],
         lambda r: (_ranked(r), r.verdict.top_score, r.decision == Decision.ANSWER),
     )
-    return outcomes, answered.info
+    # with products published beside the FAQ: how often an FAQ question would show products
+    return outcomes, {**answered.info, **gate_info(answered.results)}
 
 
 def _ranked(result: QueryResult) -> tuple[str, ...]:
@@ -322,7 +324,12 @@ def evaluate_faq(
                 raise InputError("--published scores the published version: no --unlabelled")
             if train_path is not None:
                 raise InputError("--published scores the published version: it takes no TRAIN")
-            retriever = build_retriever(settings, text=encoder, kinds=("faq",))
+            # the products too when they are published: the service's product gate then
+            # says how often an FAQ question would show products
+            kinds = (
+                ("faq", "products") if current_version(settings.index_dir, "products") else ("faq",)
+            )
+            retriever = build_retriever(settings, text=encoder, kinds=kinds)
             bank, train = retriever.snapshot.faq, None
         else:
             if bank_path is None:

@@ -45,7 +45,7 @@ from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
-from .runner import LATENCY_SAMPLE, answer_all
+from .runner import LATENCY_SAMPLE, answer_all, gate_info
 
 __all__ = ["evaluate_products", "with_training_examples"]
 
@@ -302,5 +302,6 @@ def evaluate_products(
         },
         **answered.info,
     }
+    info.update(gate_info(answered.results))
     name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("products", name, tuple(results), info)

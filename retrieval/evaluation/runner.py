@@ -22,7 +22,7 @@ from ..results import QueryResult
 from ..retriever import ImageInput, Retriever
 from .metrics import Outcome
 
-__all__ = ["Answered", "answer_all"]
+__all__ = ["Answered", "answer_all", "gate_info"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +115,19 @@ def answer_all(
         "batch_mismatches": mismatches,
     }
     return Answered(results, timed, info)
+
+
+def gate_info(results: Sequence[QueryResult]) -> dict[str, Any]:
+    """The product gate's part of an evaluation's output: the share of questions for which
+    the service would show product matches at all, and the thresholds it held them to.
+    Empty when no question was ranked against products."""
+    gates = [r.product_gate for r in results if r.product_gate is not None]
+    gates = [g for g in gates if g.score is not None]
+    if not gates:
+        return {}
+    return {
+        "product_gate": {
+            "shown": sum(g.about_products for g in gates) / len(gates),
+            "thresholds": sorted({f"{g.threshold:.4f} ({g.measure}: {g.source})" for g in gates}),
+        }
+    }

@@ -264,8 +264,9 @@ def _products_payload(result: QueryResult, lang: str = "en") -> dict[str, Any]:
 
 
 def product_cards(result: QueryResult, lang: str = "en") -> list[dict[str, Any]]:
-    """The products as cards, titled in the shopper's language where the catalog can."""
-    return [{**m.product.card(lang), "score": round(m.score, 4)} for m in result.products]
+    """The products past the product gate as cards, titled in the shopper's language where
+    the catalog can."""
+    return [{**m.product.card(lang), "score": round(m.score, 4)} for m in result.shown_products]
 
 
 def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | None:

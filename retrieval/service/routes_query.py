@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -24,7 +24,15 @@ from ..httplimits import form_text, read_form
 from ..results import QueryResult
 from ..retriever import Retriever
 from .keys import has_secret
-from .schemas import PHOTO_TYPES, ProductOut, QueryForm, QueryIn, QueryOut, ReplyOut
+from .schemas import (
+    PHOTO_TYPES,
+    ProductGateOut,
+    ProductOut,
+    QueryForm,
+    QueryIn,
+    QueryOut,
+    ReplyOut,
+)
 
 __all__ = ["MAX_JSON_BYTES", "live_context", "result_out", "router"]
 
@@ -35,9 +43,13 @@ MAX_FIELDS = 8  # text, k_products, k_faq, conversation_id, channel, filter and 
 router = APIRouter(tags=["query"])
 
 
-def result_out(result: QueryResult, request: Request) -> QueryOut:
+def result_out(result: QueryResult, request: Request, *, all_products: bool = False) -> QueryOut:
+    """The API's answer; products are those past the product gate unless ``all_products``."""
+
     def image_url(product_id: str, has_image: bool) -> str | None:
         return str(request.url_for("product_image", product_id=product_id)) if has_image else None
+
+    gate = result.product_gate
 
     return QueryOut(
         query_id=result.query_id,
@@ -53,8 +65,9 @@ def result_out(result: QueryResult, request: Request) -> QueryOut:
         replies=[ReplyOut(**c.public()) for c in result.replies],
         products=[
             ProductOut(**m.public(image_url(m.product.id, bool(m.product.images))))
-            for m in result.products
+            for m in (result.products if all_products else result.shown_products)
         ],
+        product_gate=None if gate is None else ProductGateOut(**gate.describe()),
         index_versions={"faq": result.faq_version, "products": result.product_version},
         timings_ms={k: round(v, 3) for k, v in result.timings_ms.items()},
         filter=None if result.product_filter is None else result.product_filter.public(),
@@ -100,16 +113,25 @@ _BODY["requestBody"]["content"].update(
     responses=error_responses(403, 413, 422, 503),
     openapi_extra=_BODY,
 )
-async def query(request: Request) -> QueryOut:
+async def query(
+    request: Request,
+    all_products: bool = Query(
+        False,
+        alias="all",
+        description="return every ranked product match, also those below the product gate",
+    ),
+) -> QueryOut:
     """Ask with JSON (`{"text": ...}`) or a multipart form (`text`, `image` file,
-    `k_products`, ...). A `conversation_id` needs the API key (`Authorization: Bearer ...`).
+    `k_products`, ...). Products are the matches that pass the product gate
+    (`product_gate` says whether the question is about products); `?all=true` returns every
+    ranked match. A `conversation_id` needs the API key (`Authorization: Bearer ...`).
     Errors: 403 (conversation_id without the key), 413 (body or photo over the limit), 422
     (a field, the photo or the filter; `detail` names it), 503 (overloaded, with
     `Retry-After`)."""
     ctype = request.headers.get("content-type", "")
     r: Retriever = request.app.state.retriever
     if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-        return await _form_query(request, r)
+        return result_out(await _form_query(request, r), request, all_products=all_products)
     raw = await request.body()  # bounded by the body-limit middleware (MAX_JSON_BYTES)
     body = _valid(QueryIn, raw, live_context(r), json=True)
     _check_conversation(request, body.conversation_id)
@@ -122,14 +144,14 @@ async def query(request: Request) -> QueryOut:
         channel=body.channel or "api",
         product_filter=r.product_filter(_filter_obj(body)),
     )
-    return result_out(result, request)
+    return result_out(result, request, all_products=all_products)
 
 
 def _filter_obj(body: QueryIn) -> dict[str, Any] | None:
     return None if body.filter is None else body.filter.model_dump(exclude_none=True)
 
 
-async def _form_query(request: Request, r: Retriever) -> QueryOut:
+async def _form_query(request: Request, r: Retriever) -> QueryResult:
     limit = r.limits.max_image_bytes
     form = await read_form(
         request, max_fields=MAX_FIELDS, max_files=1, max_part_size=MAX_TEXT_FIELD
@@ -171,4 +193,4 @@ async def _form_query(request: Request, r: Retriever) -> QueryOut:
         image_ref=image_ref,
         product_filter=r.product_filter(_filter_obj(body)),
     )
-    return result_out(result, request)
+    return result

@@ -231,6 +231,11 @@ class ProductOut(BaseModel):
     stock: int | None
     in_stock: bool | None
     image_url: str | None
+    names: dict[str, str] = Field(
+        default_factory=dict,
+        description="the title in other languages (language code -> title, e.g. zh), from the "
+        "catalog line's names map",
+    )
     score: float | None = Field(
         ..., description="the ranking score: fused, or hybrid (text and BM25) for text questions"
     )
@@ -246,6 +251,18 @@ class ProductOut(BaseModel):
     matched: str | None
 
 
+class ProductGateOut(BaseModel):
+    about_products: bool = Field(
+        ..., description="whether the best product match reaches the product threshold"
+    )
+    threshold: float = Field(..., description="the product threshold this question was held to")
+    score: float | None = Field(
+        ..., description="the question's best gate score (null: no product matched at all)"
+    )
+    measure: str = Field(..., description="what is compared: 'text cosine' or 'fused score'")
+    source: str = Field(..., description="where the threshold came from, in words")
+
+
 class QueryOut(BaseModel):
     query_id: str
     decision: str = Field(..., description="answer | suggest | handoff")
@@ -254,7 +271,16 @@ class QueryOut(BaseModel):
     margin: float | None
     thresholds: dict[str, float]
     replies: list[ReplyOut]
-    products: list[ProductOut]
+    products: list[ProductOut] = Field(
+        ...,
+        description="the product matches that pass the product gate (all ranked matches with "
+        "?all=true)",
+    )
+    product_gate: ProductGateOut | None = Field(
+        None,
+        description="whether the question is about products, and the threshold the matches "
+        "were held to (docs/filters.md)",
+    )
     index_versions: dict[str, str | None]
     timings_ms: dict[str, float]
     filter: dict[str, Any] | None = Field(

@@ -1,0 +1,146 @@
+"""Whether a question is about products, and which product matches are shown.
+
+Every question is ranked against the catalog, so a question about delivery times still gets
+a "best" product (a pear at a low score). The gate decides whether those matches are shown:
+a match is shown when its **gate score** reaches the **product threshold**; a question is
+*about products* when its best match is shown.
+
+* Text questions (English route): the gate score is the match's **text cosine**. The hybrid
+  ranking score is not used: its BM25 part is normalised by the question's own best BM25,
+  so every question that shares one word with the catalog gets a full lexical share.
+  The threshold is **calibrated on the shop's own FAQ**: the FAQ phrasings are questions
+  that are not about products, and the threshold is the ``1 - false_show`` quantile of
+  their best product text cosines (``product_false_show``, 10 % by default: at most one in
+  ten of the shop's own FAQ phrasings would show products), never below
+  ``product_answer_threshold``.
+* Chinese questions (the multilingual product view): text cosine of that view, against
+  ``product_answer_threshold`` (the FAQ's multilingual companion holds one centroid per
+  entry, too few to calibrate on).
+* Photos (alone or with text): the fused score, against ``photo_answer_threshold``.
+
+The calibration runs once per snapshot, on the first question that needs it (a k=1 search
+per sampled phrasing, about 30 ms for 2,000 phrasings). Pure functions plus that one
+search; nothing is written.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, TypeVar
+
+import numpy as np
+
+from .index import VectorIndex
+from .indexformat import TEXT_VIEW
+
+
+class Scored(Protocol):
+    """A product match as the gate reads it (:class:`retrieval.product_search.ProductMatch`)."""
+
+    @property
+    def score(self) -> float: ...
+
+    @property
+    def text_score(self) -> float | None: ...
+
+
+M = TypeVar("M", bound=Scored)
+
+__all__ = [
+    "GATE_SAMPLE",
+    "ProductGate",
+    "calibrate_text_gate",
+    "faq_side_scores",
+    "gate_threshold",
+]
+
+GATE_SAMPLE = 2000  # FAQ phrasings scored to calibrate the text gate (seeded sample above)
+ANSWER_VARIANT = "answer"  # the FAQ's answer texts are not questions: not calibrated on
+
+
+@dataclass(frozen=True)
+class ProductGate:
+    """The product threshold a question was held to, and its best gate score."""
+
+    threshold: float
+    score: float | None  # the best shown-or-not match's gate score; None: no match
+    measure: str  # "text cosine" or "fused score"
+    source: str  # where the threshold came from, in words
+
+    @property
+    def about_products(self) -> bool:
+        return self.score is not None and self.score >= self.threshold
+
+    def gate_score(self, match: Scored) -> float:
+        if self.measure == "fused score":
+            return match.score
+        return match.text_score if match.text_score is not None else match.score
+
+    def shown(self, matches: list[M]) -> list[M]:
+        """The matches that pass the gate, in their ranked order."""
+        return [m for m in matches if self.gate_score(m) >= self.threshold]
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "about_products": self.about_products,
+            "threshold": round(self.threshold, 4),
+            "score": None if self.score is None else round(self.score, 4),
+            "measure": self.measure,
+            "source": self.source,
+        }
+
+
+def gate_threshold(non_product: np.ndarray, *, false_show: float, floor: float) -> float:
+    """The ``1 - false_show`` quantile of the non-product questions' best product scores,
+    never below ``floor`` (the floor alone when there are none)."""
+    scores = np.asarray(non_product, dtype=np.float64).reshape(-1)
+    if scores.size == 0:
+        return float(floor)
+    q = float(np.quantile(scores, min(1.0, max(0.0, 1.0 - false_show))))
+    return max(float(floor), q)
+
+
+def faq_side_scores(
+    faq_index: VectorIndex, text_view: VectorIndex, *, sample: int = GATE_SAMPLE, seed: int = 0
+) -> np.ndarray:
+    """The best product text cosine of each FAQ phrasing (a seeded sample of at most
+    ``sample``; answer texts left out). Empty when either index is empty or the two were
+    encoded in different spaces (dimensions differ)."""
+    if len(faq_index) == 0 or len(text_view) == 0 or faq_index.dim != text_view.dim:
+        return np.zeros(0)
+    labels = faq_index.labels_without_variant(ANSWER_VARIANT)
+    if len(labels) > sample:
+        rng = np.random.default_rng(seed)
+        labels = sorted(rng.choice(labels, size=sample, replace=False).tolist())
+    vectors = faq_index.vectors(labels)
+    best = [max((h.score for h in text_view.search(v, 1)), default=-1.0) for v in vectors]
+    return np.clip(np.asarray(best, dtype=np.float64), -1.0, 1.0)
+
+
+def calibrate_text_gate(
+    faq_index: VectorIndex,
+    product_index: VectorIndex,
+    *,
+    false_show: float,
+    floor: float,
+) -> tuple[float, str]:
+    """The English text gate's threshold and its source in words."""
+    text_view = product_index.companions.get(TEXT_VIEW)
+    faq_encoder = faq_index.meta.get("text_encoder")
+    product_encoder = product_index.meta.get("text_encoder")
+    if text_view is None or (faq_encoder and product_encoder and faq_encoder != product_encoder):
+        return float(floor), "product_answer_threshold (no FAQ in the product text space)"
+    scores = faq_side_scores(faq_index, text_view)
+    if scores.size == 0:
+        return float(floor), "product_answer_threshold (no FAQ phrasings to calibrate on)"
+    threshold = gate_threshold(scores, false_show=false_show, floor=floor)
+    share = f"{1 - false_show:.0%}"
+    if threshold > floor:
+        return threshold, (
+            f"calibrated: {share} of {scores.size} FAQ phrasings score below it "
+            "(product_false_show)"
+        )
+    return threshold, (
+        f"product_answer_threshold (the {share} quantile of {scores.size} FAQ phrasings' "
+        "scores is lower)"
+    )

@@ -1,0 +1,151 @@
+"""Products only where they belong (retrieval.product_gate): the threshold's maths against
+brute force, the gate on stand-in indexes, and the demo service through HTTP with the real
+packaged models: an FAQ question shows no products, a product question does, ?all=true
+shows every ranked match, and cards carry the catalog's other-language names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from retrieval.index import IndexParams, VectorIndex
+from retrieval.indexformat import TEXT_VIEW
+from retrieval.product_gate import (
+    ProductGate,
+    calibrate_text_gate,
+    faq_side_scores,
+    gate_threshold,
+)
+
+from conftest import demo_settings
+
+PARAMS = IndexParams(16, 100, 64)
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("false_show", [0.0, 0.05, 0.1, 0.5, 1.0])
+def test_the_threshold_is_the_quantile_of_the_faq_side_never_below_the_floor(
+    false_show: float,
+) -> None:
+    rng = np.random.default_rng(1)
+    scores = rng.uniform(-0.2, 0.8, 501)
+    t = gate_threshold(scores, false_show=false_show, floor=-1.0)
+    # brute force: the share of FAQ-side scores at or above t is about false_show
+    above = np.mean(scores > t)
+    assert above <= false_show + 1e-9
+    assert np.mean(scores >= t) >= false_show - 1 / len(scores)
+    assert gate_threshold(scores, false_show=false_show, floor=0.9) == 0.9
+    assert gate_threshold(np.zeros(0), false_show=false_show, floor=0.3) == 0.3
+
+
+class _Match:
+    def __init__(self, score: float, text_score: float | None) -> None:
+        self.score, self.text_score = score, text_score
+
+
+def test_the_gate_shows_matches_by_its_measure() -> None:
+    text = ProductGate(0.4, 0.5, "text cosine", "test")
+    matches = [_Match(0.9, 0.5), _Match(0.8, 0.3), _Match(0.2, 0.45)]
+    assert text.about_products
+    assert text.shown(matches) == [matches[0], matches[2]]  # text cosine, ranked order kept
+    fused = ProductGate(0.4, 0.2, "fused score", "test")
+    assert not fused.about_products
+    assert fused.shown(matches) == matches[:2]
+    assert not ProductGate(0.4, None, "text cosine", "test").about_products
+
+
+def _indexes(rng: np.random.Generator, dim: int = 16):  # noqa: ANN202
+    products = VectorIndex(dim, PARAMS, meta={"kind": "products", "text_encoder": "t"})
+    view = VectorIndex(dim, PARAMS, meta={"kind": "products-text"})
+    pvecs = _unit(rng.standard_normal((40, dim)))
+    view.add([(f"p{i}", "title") for i in range(40)], pvecs)
+    products.companions[TEXT_VIEW] = view
+    faq = VectorIndex(dim, PARAMS, meta={"kind": "faq", "text_encoder": "t"})
+    fvecs = _unit(rng.standard_normal((30, dim)))
+    keys = [(f"e{i // 3}", "answer" if i % 3 == 2 else f"example{i % 3}") for i in range(30)]
+    faq.add(keys, fvecs)
+    return faq, products, pvecs, fvecs, keys
+
+
+def test_faq_side_scores_are_the_best_product_cosines_of_the_phrasings() -> None:
+    rng = np.random.default_rng(2)
+    faq, products, pvecs, fvecs, keys = _indexes(rng)
+    got = np.sort(faq_side_scores(faq, products.companions[TEXT_VIEW]))
+    questions = np.array([v for v, k in zip(fvecs, keys, strict=True) if k[1] != "answer"])
+    brute = np.sort((questions @ pvecs.T).max(axis=1))  # answers are not questions
+    assert got.shape == brute.shape == (20,)
+    assert np.allclose(got, brute, atol=1e-4)
+    sampled = faq_side_scores(faq, products.companions[TEXT_VIEW], sample=7)
+    assert len(sampled) == 7
+    assert all(np.isclose(brute, v, atol=1e-4).any() for v in sampled)
+
+
+def test_calibration_falls_back_to_the_floor_and_says_why() -> None:
+    rng = np.random.default_rng(3)
+    faq, products, _, _, _ = _indexes(rng)
+    threshold, source = calibrate_text_gate(faq, products, false_show=0.1, floor=-1.0)
+    assert threshold > -1.0 and source.startswith("calibrated: 90% of 20 FAQ phrasings")
+    high, source = calibrate_text_gate(faq, products, false_show=0.1, floor=0.99)
+    assert high == 0.99 and source.startswith("product_answer_threshold")
+    faq.meta["text_encoder"] = "another model"
+    other, source = calibrate_text_gate(faq, products, false_show=0.1, floor=0.2)
+    assert other == 0.2 and "no FAQ in the product text space" in source
+
+
+# ------------------------------------------------------------------ the demo over HTTP
+
+
+@pytest.fixture()
+def client(demo_data_dir: Path):  # noqa: ANN201
+    from retrieval.runtime import build_retriever
+    from retrieval.service.app import create_app
+
+    settings = demo_settings(demo_data_dir)
+    with TestClient(create_app(settings, build_retriever(settings))) as c:
+        yield c
+
+
+@pytest.mark.models
+def test_faq_questions_show_no_products_and_product_questions_do(client: TestClient) -> None:
+    faq = client.post("/v1/query", json={"text": "how long does delivery take?"}).json()
+    assert faq["product_gate"]["about_products"] is False
+    assert faq["products"] == []
+    assert faq["product_gate"]["measure"] == "text cosine"
+    everything = client.post("/v1/query?all=true", json={"text": "how long does delivery take?"})
+    assert len(everything.json()["products"]) > 0  # still there when asked for
+    scores = [p["text_score"] for p in everything.json()["products"]]
+    assert max(scores) < everything.json()["product_gate"]["threshold"]
+
+    apples = client.post("/v1/query", json={"text": "do you have apples?"}).json()
+    gate = apples["product_gate"]
+    assert gate["about_products"] is True and apples["products"]
+    assert all(p["text_score"] >= gate["threshold"] for p in apples["products"])
+    assert any("apple" in p["title"].lower() for p in apples["products"])
+    # the demo catalog's Chinese names reach the API
+    assert all(p["names"].get("zh") for p in apples["products"])
+
+    zh = client.post("/v1/query", json={"text": "有牛油果吗"}).json()
+    assert zh["product_gate"]["about_products"] is True
+    assert "Chinese" in zh["product_gate"]["source"]
+    assert client.post("/v1/query?all=maybe", json={"text": "hi"}).status_code == 422
+
+
+def test_the_evaluations_report_how_often_matches_are_shown() -> None:
+    from types import SimpleNamespace
+
+    from retrieval.evaluation.runner import gate_info
+
+    shown = ProductGate(0.35, 0.6, "text cosine", "calibrated")
+    hidden = ProductGate(0.35, 0.1, "text cosine", "calibrated")
+    none = ProductGate(0.35, None, "text cosine", "calibrated")  # no product at all: not counted
+    results = [SimpleNamespace(product_gate=g) for g in (shown, hidden, hidden, none)]
+    info = gate_info(results)  # type: ignore[arg-type]
+    assert info["product_gate"]["shown"] == pytest.approx(1 / 3)
+    assert info["product_gate"]["thresholds"] == ["0.3500 (text cosine: calibrated)"]
+    assert gate_info([SimpleNamespace(product_gate=None)]) == {}  # type: ignore[list-item]
