@@ -96,6 +96,16 @@ class Console:
             time.sleep(0.1)
         raise RuntimeError(f"question {query_id} never reached the agents' queue: {r.text}")
 
+    def flag(self, query_id: str) -> None:
+        """Flag an automatic answer; waits, as :meth:`claim` does, for its log row."""
+        for _ in range(100):
+            r = self.post(f"/agent/api/queries/{query_id}/flag", {"reason": "wrong answer"})
+            if r.status_code != 404:
+                r.raise_for_status()
+                return
+            time.sleep(0.1)
+        raise RuntimeError(f"answer {query_id} never reached the query log: {r.text}")
+
 
 def replay(settings: Any, pool: list[dict[str, Any]], budget: int) -> dict[str, Any]:
     """Ask the pool through the service until the agent has made ``budget`` labels."""
@@ -131,8 +141,7 @@ def replay(settings: Any, pool: list[dict[str, Any]], budget: int) -> dict[str, 
                 if truth and top in truth:
                     counts["no action"] += 1
                     continue
-                f = agent.post(f"/agent/api/queries/{out['query_id']}/flag", {"reason": "wrong"})
-                f.raise_for_status()
+                agent.flag(out["query_id"])
                 action = "flag"
             else:
                 q = agent.claim(out["query_id"])
