@@ -75,8 +75,9 @@ def build_key(
         parts += [labels, settings.agent_label_weight]
     if kind == "products":
         parts += [settings.image_weight, settings.text_weight, PRODUCT_LAYOUT]
-        if settings.image_projection is not None and settings.image_projection.exists():
-            parts.append(hashlib.sha256(settings.image_projection.read_bytes()).hexdigest())
+        projection = settings.effective_image_projection
+        if projection is not None and projection.exists():
+            parts.append(hashlib.sha256(projection.read_bytes()).hexdigest())
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 

@@ -38,14 +38,15 @@ SUGGEST_GAP = 0.15
 
 
 def make_fusion(settings: Settings, text: Encoder, image: Encoder) -> Fusion:
+    """The fusion V = A·V_img + B·V_text of the settings, with the image projection in use
+    (the configured one, else the one shipped beside the catalog)."""
     projection = None
-    if settings.image_projection is not None:
+    path = settings.effective_image_projection
+    if path is not None:
         try:
-            projection = np.load(settings.image_projection)
+            projection = np.load(path)
         except (OSError, ValueError) as exc:
-            raise ConfigError(
-                f"cannot read image_projection {settings.image_projection}: {exc}"
-            ) from None
+            raise ConfigError(f"cannot read image_projection {path}: {exc}") from None
     try:
         return Fusion(image.dim, text.dim, settings.image_weight, settings.text_weight, projection)
     except ValueError as exc:

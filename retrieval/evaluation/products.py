@@ -88,8 +88,8 @@ def _learned_projection(
     from ..training.image import fit_image_projection
     from ..training.photo_fusion import adopted_weights, describe_fusion
 
-    if settings.image_projection is not None:
-        return settings, f"configured ({settings.image_projection})", None
+    if settings.effective_image_projection is not None:
+        return settings, f"configured ({settings.effective_image_projection})", None
     if train_path is None or n_photos == 0:
         return settings, None, None
     if not adapt:
@@ -154,6 +154,9 @@ def evaluate_products(
     latency_sample: int = LATENCY_SAMPLE,
 ) -> Evaluation:
     catalog = load_catalog(catalog_path)
+    # the catalog under evaluation is the settings' catalog (a projection shipped beside it
+    # is used, one beside another catalog is not)
+    settings = settings.model_copy(update={"catalog_path": Path(catalog_path)})
     ids = list(catalog.products)
     queries = read_labelled(queries_path, known_ids=ids, images=True, what="catalog")
     train = (
