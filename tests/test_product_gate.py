@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from helpers import demo_settings
 
 from retrieval.index import IndexParams, VectorIndex
 from retrieval.indexformat import TEXT_VIEW
@@ -19,8 +20,6 @@ from retrieval.product_gate import (
     faq_side_scores,
     gate_threshold,
 )
-
-from conftest import demo_settings
 
 PARAMS = IndexParams(16, 100, 64)
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import run_cli
 
 from retrieval.errors import SourceError
 from retrieval.evaluation.faq import evaluate_faq
@@ -15,7 +16,6 @@ from retrieval.labelled import read_unlabelled
 from retrieval.outofscope_fit import MIN_LOG
 from retrieval.settings import load_settings
 
-from conftest import run_cli
 from fakes import HashingTextEncoder
 
 
