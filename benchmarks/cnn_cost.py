@@ -106,10 +106,10 @@ def _preparation(workers: int, steps: int, photos: int, catalog: int) -> dict:
 
 def _memory(batch_size: int) -> dict:
     sys.path.insert(0, str(ROOT / "tests"))
-    from drawn import drawn_shop_files
-
     from retrieval.settings import load_settings
     from retrieval.training.cnn import CNNConfig, fine_tune_image_cnn
+
+    from drawn import drawn_shop_files
 
     with tempfile.TemporaryDirectory() as folder:
         shop = drawn_shop_files(Path(folder))

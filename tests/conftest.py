@@ -34,13 +34,8 @@ TIERS = ("unit", "integration", "e2e")
 E2E_FIXTURES = {"stack", "bot_model"}
 INTEGRATION_FIXTURES = {"demo_index", "demo_data_dir", "postgres", "pg_url"}
 INTEGRATION_MARKERS = ("models", "postgres", "slow")
-# files at the top of tests/, waiting to move into their tier's folder
-TOP_LEVEL_TIERS = {
-    "test_agent_labels": "unit",
-    "test_outofscope": "unit",
-    "test_handoff": "integration",
-    "test_reindex": "integration",
-}
+# files at the top of tests/ (none today) get their tier from what they use
+TOP_LEVEL_TIERS: dict[str, str] = {}
 
 
 def needs(item: pytest.Item) -> str:

@@ -6,8 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from helpers import write_jsonl
 from PIL import Image, ImageDraw
+
+from helpers import write_jsonl
 
 SHAPES = {
     "red-disc": ("ellipse", (210, 40, 40)),

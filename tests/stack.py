@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from helpers import ROOT, CLIRun, run_cli
 from PIL import Image
 
+from helpers import ROOT, CLIRun, run_cli
 from pg import free_port
 
 RASA = ROOT / ".venv-rasa" / "bin" / "rasa"

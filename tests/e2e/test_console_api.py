@@ -13,10 +13,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import run_cli
 
 from retrieval.service.shop import COOKIE
 
+from helpers import run_cli
 from stack import PASSWORD, Stack, add_agent
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]

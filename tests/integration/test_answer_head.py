@@ -264,14 +264,14 @@ def test_index_arrays_are_saved_loaded_and_kept_by_compaction(tmp_path: Path) ->
 def test_the_retriever_applies_a_head_with_the_real_model(
     demo_data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from helpers import demo_settings
-
     from retrieval import answer_head
     from retrieval.faq_calibration import calibrate_faq_index
     from retrieval.labelled import read_pairs
     from retrieval.runtime import build_retriever
     from retrieval.snapshot import Snapshot
     from retrieval.storage import load_current
+
+    from helpers import demo_settings
 
     settings = demo_settings(demo_data_dir)
     retriever = build_retriever(settings)

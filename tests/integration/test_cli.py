@@ -9,10 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import ROOT, run_cli
 
 import retrieval
 from retrieval.cli import COMMANDS, build_parser
+
+from helpers import ROOT, run_cli
 
 
 def test_the_installed_command_runs_in_a_fresh_process() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from consoledb import first_writer_race
 
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import DATA, demo_settings, run_cli
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,6 +13,8 @@ from retrieval.decision import Decision
 from retrieval.errors import IndexMismatch
 from retrieval.runtime import build_retriever, open_store
 from retrieval.store import QueryRow
+
+from helpers import DATA, demo_settings, run_cli
 
 pytestmark = pytest.mark.models
 

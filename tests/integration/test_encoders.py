@@ -9,12 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DATA, run_cli
 from PIL import Image
 
 from retrieval.encoders import CNNImageEncoder, SentenceTransformerEncoder
 from retrieval.encoders.text import resolve_text_model
 from retrieval.errors import ModelUnavailable
+
+from helpers import DATA, run_cli
 
 pytestmark = pytest.mark.models
 

@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import write_jsonl
 
 from retrieval.cli import main
 from retrieval.evaluation.faq import with_training_examples
@@ -14,6 +13,7 @@ from retrieval.faq import FAQBank, FAQEntry
 from retrieval.labelled import LabelledQuery
 
 from fakes import BANK, QUERIES, TRAIN
+from helpers import write_jsonl
 
 
 @pytest.fixture()

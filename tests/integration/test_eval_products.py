@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawn import drawn_shop_files
 from PIL import Image
 
 from retrieval.cli import main
 from retrieval.training.image import MIN_PHOTOS
+
+from drawn import drawn_shop_files
 
 PRODUCTS = {
     "banana": ("Organic Bananas", "Yellow bananas, sweet and ripe.", (230, 200, 40)),

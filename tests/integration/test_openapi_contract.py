@@ -35,8 +35,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import ROOT
 
+from helpers import ROOT
 from pg import free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]

@@ -6,13 +6,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import demo_settings
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from retrieval.runtime import build_retriever, open_store
 from retrieval.store import CandidateRow, QueryRow
 
+from helpers import demo_settings
 from pg import PostgresServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.models]

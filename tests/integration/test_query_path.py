@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import DATA, demo_settings
 
 from retrieval.cli import main
 from retrieval.evaluation.faq import evaluate_faq
@@ -16,6 +15,8 @@ from retrieval.evaluation.products import evaluate_products
 from retrieval.labelled import read_labelled
 from retrieval.runtime import build_retriever
 from retrieval.service import create_app
+
+from helpers import DATA, demo_settings
 
 pytestmark = pytest.mark.models
 
@@ -104,9 +105,14 @@ def test_products_eval_equals_the_service_on_chinese_questions(demo_data_dir: Pa
     )
     with TestClient(create_app(settings, build_retriever(settings))) as client:
         served = [
-            client.post("/v1/query", json={"text": q.text, "k_faq": 1, "k_products": K}).json()
+            client.post(
+                "/v1/query?all=true", json={"text": q.text, "k_faq": 1, "k_products": K}
+            ).json()
             for q in queries
         ]
+    # the product gate decides alike: the share of questions shown products
+    shown = [b["product_gate"]["about_products"] for b in served]
+    assert evaluation.info["product_gate"]["shown"] == pytest.approx(sum(shown) / len(shown))
     hits = [
         bool(b["products"]) and b["products"][0]["id"] in q.relevant
         for q, b in zip(queries, served, strict=True)

@@ -19,11 +19,11 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
-from helpers import DATA, ROOT
 
 from retrieval.cli import main
 from retrieval.storage import current_version, list_versions, load_current
 
+from helpers import DATA, ROOT
 from pg import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import DATA
 
+from helpers import DATA
 from pg import free_port
 
 pytestmark = [pytest.mark.models, pytest.mark.slow]

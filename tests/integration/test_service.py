@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from helpers import DATA, demo_settings
 from PIL import Image
 from sqlalchemy.orm import Session
 
 from retrieval.runtime import build_retriever, open_store
 from retrieval.service import create_app
 from retrieval.store import QueryRow
+
+from helpers import DATA, demo_settings
 
 pytestmark = pytest.mark.models
 
@@ -56,7 +57,9 @@ def test_json_query(client: TestClient) -> None:
         body["replies"][0]["id"] == "delivery-time"
         and body["replies"][0]["score"] > body["thresholds"]["answer"]
     )
-    assert len(body["products"]) == 3
+    # a delivery question is not about products: the ranked matches are not shown (the log
+    # keeps all three)
+    assert body["products"] == [] and body["product_gate"]["about_products"] is False
     assert set(body["timings_ms"]) >= {"encode", "search", "total"}
     assert client.qlog.flush(10)
     with Session(client.engine) as s:
@@ -225,8 +228,10 @@ def test_filters_keep_only_matching_products_and_still_fill_k(
     }
     assert matching  # the case means something
     k = 6
+    # every ranked match (?all=true): the filter must still fill k, gated or not
     body = client.post(
-        "/v1/query", json={"text": "something fresh to eat", "k_products": k, "filter": filter_}
+        "/v1/query?all=true",
+        json={"text": "something fresh to eat", "k_products": k, "filter": filter_},
     ).json()
     ids = [p["id"] for p in body["products"]]
     assert set(ids) <= matching and len(ids) == min(k, len(matching))
@@ -235,7 +240,7 @@ def test_filters_keep_only_matching_products_and_still_fill_k(
         photo = fh.read()
     for data in ({}, {"text": "fruit"}):
         r = client.post(
-            "/v1/query",
+            "/v1/query?all=true",
             files={"image": ("kiwi.jpg", photo, "image/jpeg")},
             data={**data, "k_products": str(k), "filter": json.dumps(filter_)},
         )

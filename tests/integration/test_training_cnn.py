@@ -16,8 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawn import SHAPES, drawn_shop_files
-from helpers import write_jsonl
 
 from retrieval.errors import ConfigError
 from retrieval.training.cnn import (
@@ -29,6 +27,9 @@ from retrieval.training.cnn import (
     load_network,
     loader_workers,
 )
+
+from drawn import SHAPES, drawn_shop_files
+from helpers import write_jsonl
 
 # ---- pure parts ------------------------------------------------------------------------------
 

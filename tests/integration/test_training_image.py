@@ -7,8 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from drawn import SHAPES, drawing, drawn_shop_files
-from helpers import write_jsonl
 from PIL import Image
 
 from retrieval.errors import InputError, SourceError
@@ -21,6 +19,9 @@ from retrieval.training.image import (
     nearest_product_hits,
     pca_directions,
 )
+
+from drawn import SHAPES, drawing, drawn_shop_files
+from helpers import write_jsonl
 
 # ---- pure parts, synthetic features ---------------------------------------------------------
 

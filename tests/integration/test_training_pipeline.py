@@ -13,7 +13,6 @@ import random
 from pathlib import Path
 
 import pytest
-from helpers import DATA
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -23,6 +22,8 @@ from retrieval.settings import load_settings
 from retrieval.storage import current_version, version_dir
 from retrieval.store import make_engine
 from retrieval.store.models import ModelVersionRow
+
+from helpers import DATA
 
 pytestmark = pytest.mark.slow
 
@@ -364,7 +365,17 @@ def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch
         "configured": {"image_weight": 0.707107, "mrr_at_10": 0.85, "hit_at_1": 0.75},
     }
 
-    def fit(catalog_path, photos_path, out_path, *, settings, seed=0, progress=True, text_encoder, encoder):  # noqa: ANN001, ANN202
+    def fit(
+        catalog_path,
+        photos_path,
+        out_path,
+        *,
+        settings,
+        seed=0,
+        progress=True,
+        text_encoder,
+        encoder,
+    ):  # noqa: ANN001, ANN202
         assert encoder is None  # the configured CNN: no --cnn-epochs
         calls.append((Path(catalog_path), Path(photos_path), seed))
         text_models.append(text_encoder.id)

@@ -8,7 +8,6 @@ import json
 import hnswlib
 import numpy as np
 import pytest
-from helpers import ROOT
 
 from retrieval.bench.data import embedding_like, exact_one, exact_topk
 from retrieval.bench.encoders import bench_encoder, demo_images, demo_texts
@@ -22,6 +21,8 @@ from retrieval.bench.stats import (
     search_ef,
 )
 from retrieval.cli import main
+
+from helpers import ROOT
 
 
 def test_recall_at_k_counts_the_true_neighbours_found() -> None:
@@ -185,5 +186,3 @@ def test_demo_data_for_the_encoders() -> None:
     images = demo_images(ROOT / "data/catalog/products.jsonl")
     assert len(texts) > 300 and all(isinstance(t, str) and t for t in texts)
     assert len(images) == 81 and all(im.mode == "RGB" for im in images)
-
-

@@ -9,11 +9,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import DATA
 
 from retrieval.build import product_lexical_rows
 from retrieval.catalog import Product, load_catalog
 from retrieval.errors import SourceError
+
+from helpers import DATA
 
 
 def _catalog(tmp_path: Path, names: object) -> Path:
@@ -57,8 +58,6 @@ def test_names_load_round_trip_and_change_the_content_hash(tmp_path: Path) -> No
         ("name-pt-br", "Abacate"),
         ("name-zh", "牛油果"),
     ]
-
-
 
 
 def test_the_demo_catalog_names_every_product_in_chinese() -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from consoledb import console_engine, first_writer_race
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -19,6 +18,8 @@ from retrieval.console.clusters import greedy_clusters, guess_lang
 from retrieval.console.numbers import DayNumbers, rates_chart
 from retrieval.errors import Forbidden, InputError, NotLoggedIn
 from retrieval.store.models import AgentSessionRow
+
+from consoledb import console_engine, first_writer_race
 
 
 def test_greedy_clusters_group_by_cosine() -> None:
@@ -49,10 +50,6 @@ def test_chart_is_valid_svg_with_gaps() -> None:
     titles = [t.text for t in root.iter("{http://www.w3.org/2000/svg}title")]
     assert "Acceptance 2026-11-01: 75%" in titles and "Hand-off 2026-11-01: 20%" in titles
     assert not any("2026-11-02" in t for t in titles)  # no data: no point
-
-
-
-
 
 
 def test_sessions_expire_and_csrf_is_checked(tmp_path: Path) -> None:
@@ -107,9 +104,5 @@ def test_repeated_failed_logins_lock_the_account_for_a_while(tmp_path: Path) -> 
     engine.dispose()
 
 
-
-
 def test_first_writer_wins_on_sqlite(tmp_path: Path) -> None:
     first_writer_race(f"sqlite:///{tmp_path / 'race.db'}")
-
-

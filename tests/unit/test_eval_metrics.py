@@ -109,9 +109,7 @@ def test_risk_coverage_against_brute_force() -> None:
     for n in range(1, 41):
         top = by_score[:n]
         assert coverage[n - 1] == pytest.approx(n / 40)
-        assert accuracy[n - 1] == pytest.approx(
-            sum(o.ranked[0] in o.relevant for o in top) / n
-        )
+        assert accuracy[n - 1] == pytest.approx(sum(o.ranked[0] in o.relevant for o in top) / n)
     answered = [o for o in outcomes if o.answered]
     share, acc = answered_point(outcomes)
     assert share == pytest.approx(len(answered) / 40)

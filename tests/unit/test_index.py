@@ -159,5 +159,3 @@ def test_concurrent_readers_with_one_writer() -> None:
     assert not errors, errors[0]
     assert deleted == 30 * 15
     assert idx.item_count == 500 + 3000 - deleted
-
-

@@ -13,9 +13,10 @@ import textwrap
 from pathlib import Path
 
 import yaml
-from helpers import ROOT
 
 from retrieval.launcher import rasa_command, write_endpoints
+
+from helpers import ROOT
 
 TOKEN = "f" * 64
 

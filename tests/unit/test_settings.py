@@ -1,10 +1,11 @@
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
 
 from retrieval.errors import ConfigError
 from retrieval.settings import load_settings
+
+from helpers import ROOT
 
 
 def test_precedence_overrides_env_file_defaults(
@@ -46,8 +47,6 @@ def test_missing_config_file(tmp_path: Path) -> None:
 def test_every_setting_is_documented() -> None:
     from retrieval.settings import Settings
 
-    doc = (ROOT / "docs" / "configuration.md").read_text(
-        encoding="utf-8"
-    )
+    doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [name for name in Settings.model_fields if f"`{name}`" not in doc]
     assert not missing, f"add these settings to docs/configuration.md: {missing}"

@@ -2,11 +2,12 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
 
 from retrieval.catalog import load_catalog
 from retrieval.errors import SourceError
 from retrieval.faq import load_faq
+
+from helpers import ROOT
 
 
 def write(path: Path, text: str) -> Path:

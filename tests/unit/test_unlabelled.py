@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
 
 from retrieval.errors import SourceError
 from retrieval.evaluation.faq import evaluate_faq
@@ -17,6 +16,7 @@ from retrieval.outofscope_fit import MIN_LOG
 from retrieval.settings import load_settings
 
 from fakes import HashingTextEncoder
+from helpers import run_cli
 
 
 def _jsonl(path: Path, rows: list[dict]) -> Path:

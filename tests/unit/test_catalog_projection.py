@@ -13,7 +13,8 @@ import pytest
 
 from retrieval.settings import catalog_projection, load_settings
 
-REPO = Path(__file__).resolve().parents[1]
+from helpers import DATA
+
 MODEL = "package:efficientnet-lite0"
 
 
@@ -77,7 +78,7 @@ def test_the_demo_projection_matches_the_demo_catalog_and_the_fusion_reads_it() 
 
     settings = load_settings(None, promoted=False)
     path = settings.effective_image_projection
-    assert path is not None and path.resolve() == REPO / "data" / "catalog" / "image-projection.npy"
+    assert path is not None and path.resolve() == DATA / "catalog" / "image-projection.npy"
     matrix = np.load(path)
     info = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
     assert list(matrix.shape) == info["shape"] and matrix.shape[1] == 1280

@@ -17,7 +17,7 @@ from retrieval.runtime import build_retriever
 from retrieval.service import create_app
 from retrieval.settings import load_settings
 
-from conftest import demo_settings
+from helpers import DATA, demo_settings
 
 pytestmark = pytest.mark.models
 
@@ -131,7 +131,7 @@ def test_labelled_out_of_scope_questions_move_the_threshold(tmp_path: Path) -> N
 def test_the_demo_hands_off_what_it_cannot_answer(demo_data_dir: Path) -> None:
     """Near its topics or far from them: not answered. The Gotland question is a test of the
     method (no paraphrase of it is in the calibration file)."""
-    calibration = (Path(__file__).resolve().parents[1] / "data/faq/calibration.jsonl").read_text()
+    calibration = (DATA / "faq" / "calibration.jsonl").read_text()
     assert "gotland" not in calibration.lower()
     settings = demo_settings(demo_data_dir)
     with TestClient(create_app(settings, build_retriever(settings))) as client:

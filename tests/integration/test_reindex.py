@@ -19,8 +19,7 @@ from retrieval.reindex.versions import rollback
 from retrieval.settings import load_settings
 from retrieval.storage import current_version, exclusive, list_versions, load_current, version_dir
 
-from fakes import ColourImageEncoder, HashingTextEncoder
-from test_retriever import colour_png
+from fakes import ColourImageEncoder, HashingTextEncoder, colour_png
 
 
 def write_faq(path: Path, entries: list[dict]) -> None:
