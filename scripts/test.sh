@@ -51,8 +51,11 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
 .venv/bin/mypy --no-incremental   # type checks, strict on the query path (pyproject.toml)
+# two workers (one per core of the reference machine), whole files per worker so a module's
+# fixtures stay in one process; each worker builds the session fixtures it needs once
+workers=(-n "${TEST_WORKERS:-2}" --dist loadfile)
 if [[ $tier == all ]]; then
-  exec .venv/bin/python -m pytest -p no:cacheprovider "$@"
+  exec .venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" "$@"
 fi
 # A tier is a folder of tests/ (the folder sets the marker; files still at the top of tests/
 # get theirs in tests/conftest.py): the other tiers' folders are not even imported.
