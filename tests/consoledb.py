@@ -13,7 +13,7 @@ from retrieval.console import actions, auth, tasks
 from retrieval.console.replies import replies_for
 from retrieval.errors import Conflict
 from retrieval.store import make_engine, migrate
-from retrieval.store.models import CandidateRow, QueryRow
+from retrieval.store.models import AgentActionRow, AgentRow, CandidateRow, QueryRow
 
 
 def console_engine(url: str):  # noqa: ANN202
@@ -80,3 +80,48 @@ def first_writer_race(url: str) -> None:
     replies = replies_for(engine, "c" * 20)
     assert [r["text"] for r in replies] == [won[0].final_text]
     engine.dispose()
+
+
+def agent_db(tmp_path):  # noqa: ANN001, ANN201
+    """A migrated SQLite log with one agent, ana (id 1), for tests of the agents' labels."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    with Session(engine) as s:
+        s.add(AgentRow(id=1, name="ana", password_hash="x"))
+        s.commit()
+    return engine
+
+
+def log_agent_actions(
+    engine,  # noqa: ANN001
+    query_id: str,
+    text: str | None,
+    *actions: tuple[str, str | None],
+) -> None:
+    """A logged question and ana's actions on it, in order."""
+    with Session(engine) as s:
+        s.add(
+            QueryRow(
+                id=query_id,
+                created_at=datetime.now(UTC),
+                conversation_id="c",
+                channel="rasa",
+                text=text,
+                has_image=False,
+                decision="suggest",
+                top_score=0.5,
+                answer_threshold=0.6,
+                suggest_threshold=0.45,
+                encode_ms=1.0,
+                search_ms=1.0,
+                total_ms=2.0,
+            )
+        )
+        s.flush()
+        for action, faq_id in actions:
+            s.add(
+                AgentActionRow(
+                    query_id=query_id, agent_id=1, agent_name="ana", action=action, faq_id=faq_id
+                )
+            )
+        s.commit()

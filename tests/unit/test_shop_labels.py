@@ -4,12 +4,10 @@ real SQLite database with the project's migrations."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import yaml
-from sqlalchemy.orm import Session
 
 from retrieval.index import VectorIndex
 from retrieval.outofscope import OutOfScopeModel
@@ -18,9 +16,8 @@ from retrieval.reindex import reindex
 from retrieval.settings import load_settings
 from retrieval.shop_labels import merge_labels
 from retrieval.storage import current_version, version_dir
-from retrieval.store.db import make_engine, migrate
-from retrieval.store.models import AgentActionRow, AgentRow, QueryRow
 
+from consoledb import agent_db, log_agent_actions
 from fakes import HashingTextEncoder
 
 
@@ -71,31 +68,7 @@ def _write_bank(path: Path) -> None:
 
 
 def _log_action(engine, n: int, text: str, action: str, faq_id: str | None) -> None:  # noqa: ANN001
-    with Session(engine) as s:
-        s.add(
-            QueryRow(
-                id=f"q{n}",
-                created_at=datetime.now(UTC),
-                conversation_id=f"c{n}",
-                channel="rasa",
-                text=text,
-                has_image=False,
-                decision="handoff",
-                top_score=0.3,
-                answer_threshold=0.6,
-                suggest_threshold=0.45,
-                encode_ms=1.0,
-                search_ms=1.0,
-                total_ms=2.0,
-            )
-        )
-        s.flush()
-        s.add(
-            AgentActionRow(
-                query_id=f"q{n}", agent_id=1, agent_name="ana", action=action, faq_id=faq_id
-            )
-        )
-        s.commit()
+    log_agent_actions(engine, f"q{n}", text, (action, faq_id))
 
 
 @pytest.fixture()
@@ -108,11 +81,7 @@ def shop(tmp_path: Path):  # noqa: ANN201
         + "\n",
         encoding="utf-8",
     )
-    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
-    migrate(engine)
-    with Session(engine) as s:
-        s.add(AgentRow(id=1, name="ana", password_hash="x"))
-        s.commit()
+    engine = agent_db(tmp_path)
     settings = load_settings(
         None,
         data_dir=tmp_path / "var",
