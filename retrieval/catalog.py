@@ -52,6 +52,30 @@ def _names(path: Path, line: int, rec: dict[str, Any]) -> tuple[tuple[str, str],
     return tuple(sorted(out))
 
 
+_ATTRIBUTE = re.compile(r"[a-z0-9][a-z0-9 &'+-]{0,39}")
+MAX_ATTRIBUTES = 30
+
+
+def _attributes(path: Path, line: int, rec: dict[str, Any]) -> tuple[str, ...]:
+    """A catalog line's ``attributes`` list: short lower-case words, de-duplicated, in order."""
+    raw = get_str_list(path, line, rec, "attributes")
+    out: list[str] = []
+    for value in raw:
+        word = " ".join(value.split()).casefold()
+        if not _ATTRIBUTE.fullmatch(word):
+            raise SourceError(
+                path,
+                f"'{value[:40]}' is not an attribute: up to 40 letters, digits, spaces or '-'",
+                line,
+                "attributes",
+            )
+        if word not in out:
+            out.append(word)
+    if len(out) > MAX_ATTRIBUTES:
+        raise SourceError(path, f"at most {MAX_ATTRIBUTES} attributes", line, "attributes")
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Product:
     id: str
@@ -64,6 +88,10 @@ class Product:
     images: tuple[Path, ...] = ()
     # the title in other languages, e.g. (("zh", "牛油果"),): a catalog line's "names" map
     names: tuple[tuple[str, str], ...] = ()
+    brand: str = ""
+    # what a shopper may ask for or avoid: "organic", "vegan", "lactose-free", "dairy" ...
+    # (lower case; a catalog line's "attributes" list). Not encoded: metadata like the price.
+    attributes: tuple[str, ...] = ()
 
     @property
     def text(self) -> str:
@@ -96,6 +124,8 @@ class Product:
             "stock": self.stock,
             "images": [str(p) for p in self.images],
             **({"names": dict(self.names)} if self.names else {}),
+            **({"brand": self.brand} if self.brand else {}),
+            **({"attributes": list(self.attributes)} if self.attributes else {}),
         }
 
     @classmethod
@@ -105,6 +135,7 @@ class Product:
                 **rec,
                 "images": tuple(Path(p) for p in rec.get("images", ())),
                 "names": tuple(sorted((rec.get("names") or {}).items())),
+                "attributes": tuple(rec.get("attributes") or ()),
             }
         )
 
@@ -129,6 +160,8 @@ class Product:
             "in_stock": None if self.stock is None else self.stock > 0,
             "image_url": self.image_path,
             "similar_url": self.similar_path,
+            **({"brand": self.brand} if self.brand else {}),
+            **({"attributes": list(self.attributes)} if self.attributes else {}),
         }
 
     def public(self, image_url: str | None = None) -> dict:
@@ -144,6 +177,8 @@ class Product:
             "in_stock": None if self.stock is None else self.stock > 0,
             "image_url": image_url,
             "names": dict(self.names),
+            "brand": self.brand,
+            "attributes": list(self.attributes),
         }
 
 
@@ -167,7 +202,7 @@ def load_catalog(path: Path) -> Catalog:
     path = Path(path)
     products: dict[str, Product] = {}
     lines: dict[str, int] = {}
-    for line, rec in read_records(path, list_keys=("images",)):
+    for line, rec in read_records(path, list_keys=("images", "attributes")):
         pid = get_id(path, line, rec)
         if pid in products:
             raise SourceError(
@@ -202,6 +237,8 @@ def load_catalog(path: Path) -> Catalog:
             stock=get_int(path, line, rec, "stock"),
             images=tuple(resolved),
             names=_names(path, line, rec),
+            brand=get_str(path, line, rec, "brand", max_len=200),
+            attributes=_attributes(path, line, rec),
         )
         lines[pid] = line
     if not products:

@@ -18,7 +18,7 @@ without a price; ``in_stock`` true keeps products with stock above 0, false thos
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -211,12 +211,16 @@ class CatalogColumns:
     def allowed_ids(self, f: ProductFilter) -> frozenset[str]:
         return frozenset(self.ids[i] for i in np.flatnonzero(self.mask(f)).tolist())
 
-    def label_mask(self, index: Any, f: ProductFilter) -> np.ndarray:
+    def label_mask(
+        self, index: Any, f: ProductFilter, rows_kept: np.ndarray | None = None
+    ) -> np.ndarray:
         """True for each label of ``index`` (a :class:`~retrieval.index.VectorIndex`) whose
-        product ``f`` keeps; labels of deleted vectors and of products not in the catalog
-        are False. The label-to-row map is cached per index and rebuilt when it changed."""
+        product ``f`` keeps (and ``rows_kept``, a mask over the catalog rows, when given);
+        labels of deleted vectors and of products not in the catalog are False. The
+        label-to-row map is cached per index and rebuilt when it changed."""
         rows = self._rows_of(index)
-        keep = np.append(self.mask(f), False)  # row -1 (not in the catalog) -> False
+        kept = self.mask(f) if rows_kept is None else self.mask(f) & rows_kept
+        keep = np.append(kept, False)  # row -1 (not in the catalog) -> False
         out: np.ndarray = keep[rows]
         return out
 
@@ -235,22 +239,36 @@ class CatalogColumns:
 
 class FilterMasks:
     """One filter resolved against one snapshot's catalog: a label mask per index (made on
-    first use) and the kept product ids (for the lexical index)."""
+    first use) and the kept product ids (for the lexical index). ``keep`` narrows it further
+    with a test of each product (e.g. "another brand than this one", for a follow-up)."""
 
-    def __init__(self, columns: CatalogColumns, f: ProductFilter):
+    def __init__(
+        self,
+        columns: CatalogColumns,
+        f: ProductFilter,
+        keep: Callable[[str], bool] | None = None,
+    ):
         self.filter = f
         self._columns = columns
+        self._rows = (
+            None
+            if keep is None
+            else np.fromiter((keep(pid) for pid in columns.ids), bool, len(columns.ids))
+        )
         self._masks: dict[int, np.ndarray] = {}
         self._ids: frozenset[str] | None = None
 
     def labels(self, index: Any) -> np.ndarray:
         mask = self._masks.get(id(index))
         if mask is None:
-            mask = self._masks[id(index)] = self._columns.label_mask(index, self.filter)
+            mask = self._masks[id(index)] = self._columns.label_mask(index, self.filter, self._rows)
         return mask
 
     @property
     def ids(self) -> frozenset[str]:
         if self._ids is None:
-            self._ids = self._columns.allowed_ids(self.filter)
+            kept = self._columns.mask(self.filter)
+            if self._rows is not None:
+                kept &= self._rows
+            self._ids = frozenset(self._columns.ids[i] for i in np.flatnonzero(kept).tolist())
         return self._ids

@@ -237,20 +237,26 @@ def _modality_scores(
     return modality_scores(query, snap.product_index.vectors([h.label for h in hits]), f)
 
 
-def similar_products(snap: Snapshot, fusion: Fusion, product_id: str, k: int) -> list[ProductMatch]:
+def similar_products(
+    snap: Snapshot, fusion: Fusion, product_id: str, k: int, only: FilterMasks | None = None
+) -> list[ProductMatch]:
     """Products most similar to a catalog product: its first fused vector (first image with
-    its text) as the query, or its text vector when it has no image."""
+    its text) as the query, or its text vector when it has no image. With ``only``, only the
+    products it keeps (e.g. cheaper ones of the same category, for a follow-up question)."""
     view = snap.product_index.companions.get(TEXT_VIEW)
     exclude = (product_id,)
     if product_id in snap.product_index:
         _, vectors = snap.product_index.item_vectors(product_id)
         query = vectors[0]
-        hits = snap.product_index.search_items(query, k * 2 + 8, exclude=exclude)
+        index = snap.product_index
+        allowed = None if only is None else only.labels(index)
+        hits = index.search_items(query, k * 2 + 8, exclude=exclude, allowed=allowed)
         matches = _rescore(snap, fusion, query, hits, k)
         if view is not None and product_id in view:
             q_text = view.item_vectors(product_id)[1][0]
-            matches = _merge(matches, text_matches(snap, q_text, k, exclude, pictureless=True), k)
+            pictureless = text_matches(snap, q_text, k, exclude, pictureless=True, only=only)
+            matches = _merge(matches, pictureless, k)
         return matches
     if view is not None and product_id in view:
-        return text_matches(snap, view.item_vectors(product_id)[1][0], k, exclude)
+        return text_matches(snap, view.item_vectors(product_id)[1][0], k, exclude, only=only)
     raise NotFound(f"no product with id '{product_id}'")

@@ -18,7 +18,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -26,6 +26,7 @@ from typing import Any, TypeAlias
 import numpy as np
 from PIL import Image
 
+from .catalog import Product
 from .decision import (
     Decision,
     DecisionPolicy,
@@ -36,7 +37,7 @@ from .decision import (
 )
 from .encoders.base import Encoder
 from .errors import InputError
-from .filters import ProductFilter, parse_filter
+from .filters import FilterMasks, ProductFilter, parse_filter
 from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
@@ -195,12 +196,16 @@ class Retriever:
         conversation_id: str | None = None,
         channel: str = "api",
         image_ref: str | None = None,
-        prefer_products: bool = False,
+        prefer_products: bool | None = False,
         product_filter: ProductFilter | None = None,
+        log: bool = True,
     ) -> QueryResult:
         """Rank FAQ replies and products and decide. With ``prefer_products`` (a product
         question, a photo) good enough product matches are the answer; otherwise, and when
-        they are not good enough, the FAQ scores decide. ``product_filter`` keeps only the
+        they are not good enough, the FAQ scores decide. ``None`` (the bot, when its NLU
+        did not say): products good enough for the product gate answer a question the FAQ
+        cannot answer ("show me your peppers"), a confident FAQ answer still wins. ``log``
+        false: nothing is logged (the bot's check whether small talk is really a question). ``product_filter`` keeps only the
         products it matches (category, price, stock), applied inside the search."""
         t0 = time.perf_counter()
         k_products = self._k(k_products, self.limits.default_k_products, "k_products")
@@ -236,7 +241,7 @@ class Retriever:
         result.timings_ms.update(
             {"encode": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
         )
-        if self.query_log is not None:
+        if self.query_log is not None and log:
             t4 = time.perf_counter()
             self.query_log.record(self._log_rows(result, conversation_id, channel, image_ref))
             result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
@@ -321,7 +326,7 @@ class Retriever:
         q_ml: np.ndarray | None,
         k_products: int,
         k_faq: int,
-        prefer_products: bool,
+        prefer_products: bool | None,
         product_filter: ProductFilter | None = None,
     ) -> QueryResult:
         """Rank and decide for one encoded question: the part of the path after encoding."""
@@ -375,7 +380,7 @@ class Retriever:
             in_scope = float(oos.in_scope_scores(q_faq[None, :])[0])
             verdict = hand_off_out_of_scope(verdict, in_scope, oos.threshold)
         gate = self._product_gate(snap, route, q, products, policy)
-        if prefer_products:
+        if prefer_products or (prefer_products is None and verdict.decision is not Decision.ANSWER):
             verdict = (
                 decide_products(gate.score, q.text is not None, policy, threshold=gate.threshold)
                 or verdict
@@ -437,15 +442,42 @@ class Retriever:
         reason: str = "the shopper asked for a person",
     ) -> str:
         """Log a hand-off that no retrieval preceded (e.g. "talk to a human"); returns its query id."""
+        verdict = Verdict(Decision.HANDOFF, None, None, reason)
+        return self._record(text, verdict, [], conversation_id, channel)
+
+    def record_followup(
+        self,
+        text: str,
+        products: list[ProductMatch],
+        *,
+        conversation_id: str | None,
+        reason: str,
+        channel: str = "rasa",
+    ) -> str:
+        """Log a follow-up answered from the conversation ("how much is it?", "anything
+        cheaper?"): decision ``answer`` on products, with the cards as its candidates (the
+        referenced product itself with score 1.0); returns its query id."""
+        top = products[0].score if products else None
+        verdict = Verdict(Decision.ANSWER, top, None, f"follow-up: {reason}", basis="products")
+        return self._record(text, verdict, products, conversation_id, channel)
+
+    def _record(
+        self,
+        text: str,
+        verdict: Verdict,
+        products: list[ProductMatch],
+        conversation_id: str | None,
+        channel: str,
+    ) -> str:
         snap = self._snapshot
         result = QueryResult(
             query_id=str(uuid.uuid4()),
             text=clean_query(text, max_chars=self.limits.max_query_chars),
             has_image=False,
-            verdict=Verdict(Decision.HANDOFF, None, None, reason),
+            verdict=verdict,
             policy=snap.policy,
             replies=[],
-            products=[],
+            products=products,
             faq_version=snap.faq_version,
             product_version=snap.product_version,
             timings_ms={"encode": 0.0, "search": 0.0, "total": 0.0},
@@ -468,11 +500,28 @@ class Retriever:
                 out.append(FAQCandidate(entry, score, hit.variant))
         return out
 
-    def similar_products(self, product_id: str, k: int | None = None) -> list[ProductMatch]:
+    def similar_products(
+        self,
+        product_id: str,
+        k: int | None = None,
+        *,
+        keep: Callable[[Product], bool] | None = None,
+    ) -> list[ProductMatch]:
         """Products most similar to a catalog product (see
-        :func:`~retrieval.product_search.similar_products`)."""
+        :func:`~retrieval.product_search.similar_products`); with ``keep``, only the products
+        it accepts (searched among them, not picked from a fixed top list)."""
         k = self._k(k, self.limits.default_k_products, "k")
-        return similar_products(self._snapshot, self.fusion, product_id, k)
+        snap = self._snapshot
+        only = None
+        if keep is not None:
+            catalog = snap.catalog
+
+            def kept(pid: str) -> bool:
+                product = catalog.get(pid)
+                return product is not None and keep(product)
+
+            only = FilterMasks(snap.catalog_columns, ProductFilter(), kept)
+        return similar_products(snap, self.fusion, product_id, k, only)
 
     # ---- logging -----------------------------------------------------------------------
     def _log_rows(

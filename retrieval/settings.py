@@ -268,6 +268,12 @@ class Settings(BaseSettings):
     uploads_retention_days: float = Field(
         30.0, ge=0.0, description="Shopper photos are deleted after this many days (0: never)."
     )
+    conversation_retention_days: float = Field(
+        30.0,
+        gt=0.0,
+        description="What the bot remembers of a conversation (the products and answer it last "
+        "showed, the asked-for language) is forgotten after this many days without a message.",
+    )
     uploads_max_bytes: int = Field(
         2 * 1024**3,
         ge=1024 * 1024,

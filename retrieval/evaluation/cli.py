@@ -116,6 +116,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         "fitted with it when TRAIN photos carry a 'query' text and no weights are configured)",
     )
     _eval_options(pr)
+    dl = ev.add_parser(
+        "dialogues",
+        help="replay written multi-turn dialogues against the running shop and bot",
+        description="Play each dialogue of FILE (one JSON object per line: id, lang, turns of "
+        "{user, expect}; docs/conversation.md) through the shop page's chat relay of a running "
+        "'retrieval serve' with Rasa (as ./scripts/start.sh runs them), one new conversation "
+        "per dialogue, and report the share of dialogues and of turns right, turn latency and "
+        "the wrong turns.",
+    )
+    dl.add_argument("--file", type=Path, required=True, help="the dialogues (JSONL)")
+    dl.add_argument(
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="the retrieval service that serves the shop page (default http://127.0.0.1:8000)",
+    )
+    dl.add_argument(
+        "--faq",
+        type=Path,
+        help="the FAQ bank, to compare answers by group (default: the settings' faq_path)",
+    )
+    dl.add_argument("--timeout", type=float, default=30.0, help="seconds per turn (default 30)")
+    dl.add_argument("--json", action="store_true", help="print one JSON object as the last line")
+    dl.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    dl.add_argument("--config", type=Path, help="settings file (TOML or YAML)")
+    dl.add_argument("-v", "--verbose", action="store_true", help="log more detail")
     r = ev.add_parser(
         "report",
         help="rebuild the Markdown report and plots from saved results",
@@ -159,6 +184,8 @@ def run_eval(args: argparse.Namespace) -> int:
         path = write_report(args.dir)
         _out(f"report written to {path}")
         return 0
+    if args.eval_command == "dialogues":
+        return _run_dialogues(args)
     settings = _settings(args)
     for path in (args.queries, args.train, getattr(args, "unlabelled", None)):
         if path is not None and not path.is_file():
@@ -236,6 +263,36 @@ def run_eval(args: argparse.Namespace) -> int:
     _out(table)
     if args.json:
         _out(json.dumps(evaluation.summary(), ensure_ascii=False))
+    return 0
+
+
+def _run_dialogues(args: argparse.Namespace) -> int:
+    from ..faq import load_faq
+    from .dialogues import load_dialogues, replay, summarise
+
+    dialogues = load_dialogues(args.file)
+    bank = load_faq(args.faq or _settings(args).faq_path)
+    groups = {e.id: e.group or e.id for e in bank}
+
+    def group(faq_id: str) -> str:
+        return groups.get(faq_id, faq_id)
+
+    outcomes = replay(
+        dialogues, args.url, group, timeout_s=args.timeout, progress=not args.no_progress
+    )
+    summary = summarise(outcomes)
+    _out(
+        f"dialogues right: {summary['dialogues_right']}/{summary['dialogues']} "
+        f"({summary['dialogue_accuracy']:.3f})\n"
+        f"turns right:     {summary['turns_right']}/{summary['turns']} "
+        f"({summary['turn_accuracy']:.3f})\n"
+        f"turn latency through the shop relay and Rasa: p50 {summary['turn_ms_p50']} ms, "
+        f"p95 {summary['turn_ms_p95']} ms"
+    )
+    for w in summary["wrong"]:
+        _out(f"  wrong: {w['dialogue']} turn {w['turn']} {w['user']!r}: {'; '.join(w['problems'])}")
+    if args.json:
+        _out(json.dumps(summary, ensure_ascii=False))
     return 0
 
 

@@ -32,6 +32,7 @@ from ..console import open_console
 from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
+from ..conversation.context import ConversationStore
 from ..errors import RetrievalError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
@@ -93,13 +94,18 @@ def _body_limits(app: FastAPI, settings: Settings):  # noqa: ANN202 - the middle
     return limit_for
 
 
-async def _purge_uploads(uploads: UploadStore, interval_s: float) -> None:
-    """The retention job: delete expired photos now and then every ``interval_s``."""
+async def _purge_expired(app: FastAPI, interval_s: float) -> None:
+    """The retention job: delete expired photos and conversation contexts now and then
+    every ``interval_s``."""
     while True:
-        try:
-            await run_in_threadpool(uploads.purge)
-        except Exception as exc:  # noqa: BLE001 - the job must outlive a bad disk moment
-            log.error("deleting expired photos failed: %s", exc)
+        jobs = [("photos", app.state.uploads.purge)]
+        if app.state.contexts is not None:
+            jobs.append(("conversation contexts", app.state.contexts.purge))
+        for what, purge in jobs:
+            try:
+                await run_in_threadpool(purge)
+            except Exception as exc:  # noqa: BLE001 - the job must outlive a bad disk moment
+                log.error("deleting expired %s failed: %s", what, exc)
         await asyncio.sleep(interval_s)
 
 
@@ -210,10 +216,13 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             timeout_s=settings.chat_timeout_s,
             max_pending=settings.chat_max_pending,
         )
-        app.state.console = open_console(
-            settings, lambda: app.state.retriever, engine or getattr(r.query_log, "engine", None)
-        )
-        purge = asyncio.create_task(_purge_uploads(app.state.uploads, PURGE_INTERVAL_S))
+        store_engine = engine or getattr(r.query_log, "engine", None)
+        app.state.console = open_console(settings, lambda: app.state.retriever, store_engine)
+        if store_engine is not None:
+            app.state.contexts = ConversationStore(
+                store_engine, retention_days=settings.conversation_retention_days
+            )
+        purge = asyncio.create_task(_purge_expired(app, PURGE_INTERVAL_S))
         app.state.ready = True
         try:
             yield
@@ -243,7 +252,10 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     )
     app.state.settings = settings
     app.state.ready = False
-    app.state.executor = action_executor(lambda: app.state.retriever, lambda: app.state.uploads)
+    app.state.contexts = None
+    app.state.executor = action_executor(
+        lambda: app.state.retriever, lambda: app.state.uploads, lambda: app.state.contexts
+    )
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 

@@ -236,6 +236,11 @@ class ProductOut(BaseModel):
         description="the title in other languages (language code -> title, e.g. zh), from the "
         "catalog line's names map",
     )
+    brand: str = Field("", description="the product's brand, when the catalog names one")
+    attributes: list[str] = Field(
+        default_factory=list,
+        description="the catalog line's attributes (e.g. organic, vegan, lactose-free)",
+    )
     score: float | None = Field(
         ..., description="the ranking score: fused, or hybrid (text and BM25) for text questions"
     )

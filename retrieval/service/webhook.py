@@ -27,16 +27,28 @@ MAX_BODY = 8 * 1024 * 1024  # the tracker of a long conversation, with every eve
 router = APIRouter(tags=["rasa"])
 
 
-def executor(retriever: Callable[[], Any], uploads: Callable[[], Any]) -> Any:
-    """The rasa_sdk executor with the shop's actions registered."""
+def executor(
+    retriever: Callable[[], Any],
+    uploads: Callable[[], Any],
+    contexts: Callable[[], Any] | None = None,
+) -> Any:
+    """The rasa_sdk executor with the shop's actions registered; ``contexts`` gives the
+    conversation-context store (None: the bot remembers nothing between turns)."""
     from rasa_sdk.executor import ActionExecutor
 
-    from .actions import ActionAnswerPhoto, ActionAnswerQuestion, ActionSmallTalk
+    from .actions import (
+        ActionAnswerFollowup,
+        ActionAnswerPhoto,
+        ActionAnswerQuestion,
+        ActionSmallTalk,
+    )
 
     out = ActionExecutor()
-    out.register_action(ActionSmallTalk(retriever))
-    out.register_action(ActionAnswerQuestion(retriever))
-    out.register_action(ActionAnswerPhoto(retriever, uploads))
+    answer = ActionAnswerQuestion(retriever, contexts=contexts)
+    out.register_action(ActionSmallTalk(retriever, answer=answer))
+    out.register_action(answer)
+    out.register_action(ActionAnswerFollowup(retriever, contexts=contexts))
+    out.register_action(ActionAnswerPhoto(retriever, uploads, contexts=contexts))
     return out
 
 

@@ -15,6 +15,7 @@ __all__ = [
     "AgentTaskRow",
     "Base",
     "CandidateRow",
+    "ConversationRow",
     "DecisionRow",
     "FAQDraftRow",
     "IndexVersionRow",
@@ -227,3 +228,23 @@ class ModelVersionRow(Base):
     status: Mapped[str] = mapped_column(String(16), index=True)  # trained|promoted|retired
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     note: Mapped[str] = mapped_column(Text, default="")
+
+
+# --- conversation context (retrieval/conversation/; migration 0004) ----------------------
+
+
+class ConversationRow(Base):
+    """What the bot last showed in one conversation, so a follow-up ("is it in stock?",
+    "the second one") can refer to it. The source of truth (Rasa's tracker is in memory);
+    purged after ``conversation_retention_days``."""
+
+    __tablename__ = "conversations"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the conversation id
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    products: Mapped[list] = mapped_column(JSON, default=list)  # product ids, in card order
+    faq_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    question: Mapped[str | None] = mapped_column(Text, nullable=True)  # what they answered
+    lang: Mapped[str | None] = mapped_column(String(8), nullable=True)  # asked-for language
+    preferences: Mapped[list] = mapped_column(JSON, default=list)
+    focus: Mapped[str | None] = mapped_column(String(200), nullable=True)  # what "it" means

@@ -12,6 +12,7 @@ from stack import CHROMIUM_FLAGS, Stack, ask, banana_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
+
 @pytest.fixture()
 def page(stack: Stack, chromium: str):  # noqa: ANN201
     from playwright.sync_api import sync_playwright

@@ -21,6 +21,7 @@ from stack import PASSWORD, Stack, add_agent
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
+
 class Agent:
     """An agent's browser-like client: session cookie and CSRF token."""
 

@@ -84,7 +84,9 @@ def test_confident_answer_with_its_score(retriever) -> None:  # noqa: ANN001, F8
     assert m["text"] == "Delivery takes two days."
     assert m["custom"]["type"] == "answer" and m["custom"]["faq_id"] == "delivery"
     assert m["custom"]["score"] == pytest.approx(1.0, abs=1e-3)
-    assert events == []
+    # the answer is mirrored into the slots (no context store: nothing kept between turns)
+    slots = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert slots == {"shown_products": [], "shown_faq": "delivery"}
     [rec] = retriever.query_log.records
     assert rec["query"]["conversation_id"] == "shopper-1" and rec["query"]["channel"] == "rasa"
     assert rec["query"]["id"] == m["custom"]["query_id"]
@@ -199,7 +201,9 @@ def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa
         photo_tracker(photo_id, earlier="有这个吗"),
     )
     [m] = messages
-    assert m["response"] == "utter_photo_products_zh" and events == []
+    assert m["response"] == "utter_photo_products_zh"
+    slots = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert slots["shown_products"] == [c["id"] for c in m["custom"]["products"]]
     assert m["custom"]["type"] == "products" and m["custom"]["products"][0]["id"] == "banana"
     [rec] = retriever.query_log.records
     assert rec["query"]["has_image"] is True and rec["query"]["text"] is None
@@ -259,3 +263,22 @@ def test_a_filter_in_the_question_filters_the_cards_and_is_said(
     for card in cards:
         assert filt.get("in_stock") is None or card["in_stock"] is True
         assert "price_max" not in filt or card["price"] <= filt["price_max"]
+
+
+def test_a_question_the_nlu_took_for_small_talk_is_answered(retriever) -> None:  # noqa: ANN001, F811
+    answer = ActionAnswerQuestion(lambda: retriever)
+    small_talk = ActionSmallTalk(lambda: retriever, answer=answer)
+    messages, _ = run(small_talk, tracker("red apple", "greet"))
+    assert messages[-1]["custom"]["type"] == "products"
+    assert messages[-1]["custom"]["products"][0]["id"] == "red-apple"
+    [rec] = retriever.query_log.records  # logged once, by the question's action
+    assert rec["query"]["decision"] == "answer"
+    # real small talk stays small talk, and the check is not logged
+    messages, _ = run(small_talk, tracker("hello", "greet"))
+    assert [m["response"] for m in messages] == ["utter_greet"]
+    assert len(retriever.query_log.records) == 1
+    # a request for a person that the NLU is sure of is never second-guessed
+    sure = tracker("red apple", "request_human")
+    sure.latest_message["intent"]["confidence"] = 0.95
+    messages, _ = run(small_talk, sure)
+    assert [m["response"] for m in messages] == ["utter_request_human"]

@@ -1,0 +1,157 @@
+"""Follow-up questions: what a message refers to and asks (pure), what kind of turn it is
+against the conversation's context (pure), and the answers from a small catalog."""
+
+from __future__ import annotations
+
+import pytest
+
+from retrieval.catalog import Product
+from retrieval.conversation.context import Context
+from retrieval.conversation.followup import read_followup
+from retrieval.conversation.turns import TurnPlan, answer_followup, plan_turn
+from retrieval.product_search import ProductMatch
+
+
+@pytest.mark.parametrize(
+    ("text", "aspect", "position", "pronoun"),
+    [
+        ("how much is it?", "price", None, True),
+        ("what does the second one cost?", "price", 2, False),
+        ("is it in stock?", "stock", None, True),
+        ("do you have it available?", "stock", None, True),
+        ("anything cheaper?", "cheaper", None, False),
+        ("show me something similar", "similar", None, False),
+        ("do you have it from another brand?", "other_brands", None, True),
+        ("tell me more about the third one", "details", 3, False),
+        ("the last one?", None, -1, False),
+        ("number 2 please", None, 2, False),
+        ("and that one?", None, None, True),
+        ("多少钱", "price", None, False),
+        ("第二个多少钱", "price", 2, False),
+        ("这个有货吗", "stock", None, True),
+        ("有便宜一点的吗", "cheaper", None, False),
+        ("有类似的吗", "similar", None, False),
+        ("有其他牌子的吗", "other_brands", None, False),
+        ("最后一个呢", None, -1, False),
+        ("第三款", None, 3, False),
+    ],
+)
+def test_follow_ups_have_no_subject_of_their_own(
+    text: str, aspect: str | None, position: int | None, pronoun: bool
+) -> None:
+    f = read_followup(text)
+    assert (f.aspect, f.position, f.pronoun) == (aspect, position, pronoun)
+    assert f.rest == "" and not f.has_subject
+
+
+@pytest.mark.parametrize(
+    ("text", "subject"),
+    [
+        ("how long does delivery take?", "delivery"),
+        ("do you have bananas?", "bananas"),
+        ("is the kiwi in stock?", "kiwi"),
+        ("how much does delivery cost?", "delivery"),
+        ("can I return it?", "return"),
+        ("有牛油果吗", "牛油果"),
+        ("那运费呢", "运费"),
+    ],
+)
+def test_a_message_that_names_its_subject_is_a_new_question(text: str, subject: str) -> None:
+    f = read_followup(text)
+    assert subject in f.rest
+    assert plan_turn(f, Context(products=("a", "b"))).kind == "new"
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [("in Chinese please", "zh"), ("can you say that in English?", "en"), ("用中文说", "zh"),
+     ("请用英文回答", "en")],
+)  # fmt: skip
+def test_a_language_request_alone_switches_language(text: str, lang: str) -> None:
+    plan = plan_turn(read_followup(text), Context(products=("a",)))
+    assert plan == TurnPlan("language", language=lang)
+
+
+def test_plurals_ask_about_every_card() -> None:
+    f = read_followup("how much are they?")
+    assert f.plural and f.aspect == "price"
+    plan = plan_turn(f, Context(products=("a", "b", "c")))
+    assert plan.targets == ("a", "b", "c")
+
+
+def test_what_a_follow_up_refers_to() -> None:
+    ctx = Context(products=("a", "b", "c"))
+    assert plan_turn(read_followup("how much is it?"), ctx).targets == ("a",)
+    assert plan_turn(read_followup("the second one"), ctx) == TurnPlan(
+        "followup", aspect="details", targets=("b",)
+    )
+    assert plan_turn(read_followup("is the last one in stock?"), ctx).targets == ("c",)
+    # after "the second one", "it" is the second one
+    assert plan_turn(read_followup("is it in stock?"), ctx.focused("b")).targets == ("b",)
+    # a new topic forgets the focus
+    assert ctx.focused("b").showing(["x", "y"]).focus is None
+
+
+def test_nothing_to_refer_to_or_a_card_too_far_gets_a_clarifying_question() -> None:
+    assert plan_turn(read_followup("is it in stock?"), Context()).reason == "nothing shown"
+    # an FAQ answer has no products to be "it"
+    assert plan_turn(read_followup("第二个多少钱"), Context(faq_id="x")).kind == "clarify"
+    plan = plan_turn(read_followup("number 5"), Context(products=("a", "b")))
+    assert (plan.kind, plan.reason, plan.shown) == ("clarify", "position", 2)
+
+
+CATALOG = {
+    p.id: p
+    for p in [
+        Product("oat", "Oat Milk", "An oat drink.", 2.44, "EUR", "Plant", 8, brand="Oatly"),
+        Product("soy", "Soy Milk", "", 2.31, "EUR", "Plant", 0, brand="Alpro",
+                names=(("zh", "豆奶"),)),
+        Product("oatgurt", "Oatgurt", "", 1.89, "EUR", "Plant", 12, brand="Oatly"),
+        Product("milk", "Milk", "", 1.02, "EUR", "Dairy", 25, brand="Arla"),
+        Product("nobrand", "Rice Drink", "", 3.10, "EUR", "Plant", None),
+    ]
+}  # fmt: skip
+# a fixed similarity order: what the retriever's nearest-neighbour search would return
+ORDER = ["oatgurt", "soy", "milk", "nobrand", "oat"]
+
+
+def similar(pid: str, k: int, keep) -> list[ProductMatch]:  # noqa: ANN001
+    out = [CATALOG[i] for i in ORDER if i != pid and (keep is None or keep(CATALOG[i]))]
+    return [ProductMatch(p, 0.9 - 0.1 * n, None, None, "x") for n, p in enumerate(out[:k])]
+
+
+def ask(aspect: str, targets: tuple[str, ...], lang: str = "en"):  # noqa: ANN201
+    return answer_followup(TurnPlan("followup", aspect, targets), lang, CATALOG.get, similar)
+
+
+def test_price_and_stock_answers() -> None:
+    a = ask("price", ("oat",))
+    assert a.lines == ["Oat Milk costs 2.44 EUR."] and a.product_ids == ["oat"]
+    assert ask("price", ("soy",), "zh").lines == ["豆奶的价格是 2.31 EUR。"]
+    assert ask("stock", ("oat",)).lines == ["Yes, Oat Milk is in stock."]
+    # out of stock: in-stock alternatives of its category follow the product itself
+    out = ask("stock", ("soy",))
+    assert out.lines[0] == "Sorry, Soy Milk is out of stock at the moment."
+    assert out.product_ids[0] == "soy" and "milk" not in out.product_ids
+    assert all(CATALOG[i].stock for i in out.product_ids[1:])
+    assert "cannot see the stock" in ask("stock", ("nobrand",)).lines[0]
+
+
+def test_cheaper_means_the_same_category_and_a_lower_price() -> None:
+    a = ask("cheaper", ("oat",))
+    assert a.product_ids == ["oatgurt", "soy"]  # not the cheaper dairy milk
+    assert all(CATALOG[i].price < 2.44 for i in a.product_ids)
+    cheapest = ask("cheaper", ("oatgurt",))
+    assert cheapest.product_ids == ["oatgurt"] and "lowest-priced" in cheapest.lines[0]
+
+
+def test_other_brands_and_similar() -> None:
+    assert ask("other_brands", ("oat",)).product_ids == ["soy", "nobrand"]
+    assert ask("similar", ("oat",)).product_ids == ["oatgurt", "soy", "milk", "nobrand"]
+    no_brand = ask("other_brands", ("nobrand",))
+    assert "no brand" in no_brand.lines[0] and "nobrand" not in no_brand.product_ids
+
+
+def test_details_and_products_gone_from_the_catalog() -> None:
+    assert ask("details", ("oat",)).lines == ["Oat Milk: An oat drink."]
+    assert ask("price", ("deleted",)) is None
