@@ -13,7 +13,7 @@ temporary data dir, and measures:
    this script sends itself.
 2. **Chat turns through Rasa's REST channel** (``POST /webhooks/rest/webhook``), warm, one
    at a time, cycling through English and Chinese FAQ questions, product questions and small
-   talk: p50 / p95 of the whole turn, of the retrieval time the action reports
+   talk, and follow-ups about the cards just shown: p50 / p95 of the whole turn, of the retrieval time the action reports
    (``retrieval_ms`` in the message metadata: encoding, search and decision in the retrieval
    service) and of the rest (Rasa's NLU and policies, the action-endpoint HTTP call, the
    REST channel) for the turns that called retrieval.
@@ -52,9 +52,11 @@ MESSAGES = [
     ("small talk", "hello"),
     ("faq", "退款多久到账"),
     ("product", "do you have oat milk"),
+    ("follow-up", "how much is it?"),  # about the cards just shown (conversation context)
     ("faq", "how do I return something"),
     ("small talk", "thanks"),
     ("product", "有燕麦奶吗"),
+    ("follow-up", "第二个有货吗"),
     ("faq", "where is my order"),
 ]
 
@@ -99,6 +101,8 @@ def summarise(rows: list[dict]) -> dict:
     rest = [r["total_ms"] - r["retrieval_ms"] for r in with_retrieval]
     out["rasa_p50"], out["rasa_p95"] = pct(rest, 50), pct(rest, 95)
     small = [r["total_ms"] for r in rows if r["retrieval_ms"] is None]
+    follow = [r["total_ms"] for r in rows if r["kind"] == "follow-up"]
+    out["followup_p50"], out["followup_p95"] = pct(follow, 50), pct(follow, 95)
     out["small_talk_p50"], out["small_talk_p95"] = pct(small, 50), pct(small, 95)
     return out
 
@@ -201,11 +205,14 @@ def main() -> int:
             f"{s['retrieval_p50']:.1f} / {s['retrieval_p95']:.1f} | {s['rasa_p50']:.1f} / {s['rasa_p95']:.1f} | "
             f"{s['small_talk_p50']:.1f} / {s['small_talk_p95']:.1f} |\n"
         )
-    out.write("\nTurns that called retrieval only (FAQ and product questions):\n\n")
+    out.write("\nTurns that called retrieval only (FAQ, product and follow-up questions):\n\n")
     for name, s in text_only.items():
         out.write(
             f"- {name}: p50 {s['total_p50']:.1f} ms, p95 {s['total_p95']:.1f} ms (n={s['n']})\n"
         )
+    out.write("\nFollow-ups about the cards just shown (context read and written in SQL):\n\n")
+    for name, s in summary.items():
+        out.write(f"- {name}: p50 {s['followup_p50']:.1f} ms, p95 {s['followup_p95']:.1f} ms\n")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2))

@@ -223,6 +223,11 @@ def replay(
                 except httpx.HTTPError as exc:
                     raise RetrievalError(f"cannot reach the shop page at {chat}: {exc}") from None
                 ms = (time.perf_counter() - t0) * 1e3
+                if r.status_code == 503:  # no bot to judge: stop rather than score outages
+                    raise RetrievalError(
+                        f"the bot behind {chat} is not available ({r.text[:200]}); is Rasa "
+                        "running and ready?"
+                    )
                 if r.status_code != 200:
                     got = {
                         "products": [],
