@@ -12,7 +12,9 @@ searches take that mask and search only the products it keeps
 Meaning: ``category`` keeps the products whose category is one of the given ones (case and
 surrounding spaces ignored); ``price_min`` / ``price_max`` are inclusive and drop products
 without a price; ``in_stock`` true keeps products with stock above 0, false those with stock
-0 (a product whose stock is not known is dropped by either).
+0 (a product whose stock is not known is dropped by either); ``attributes`` keeps products
+that have every one of these catalog attributes, ``exclude_attributes`` drops those with any
+of them (a shopper's "organic only", "no lactose").
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ from .errors import InputError
 
 __all__ = ["FILTER_KEYS", "CatalogColumns", "FilterMasks", "ProductFilter", "parse_filter"]
 
-FILTER_KEYS = ("category", "price_min", "price_max", "in_stock")
+FILTER_KEYS = ("category", "price_min", "price_max", "in_stock", "attributes", "exclude_attributes")
 MAX_CATEGORIES = 50
+MAX_ATTRIBUTES = 30
 
 
 def _norm(category: str) -> str:
@@ -45,6 +48,9 @@ class ProductFilter:
     price_min: float | None = None
     price_max: float | None = None
     in_stock: bool | None = None
+    # catalog attributes a product must all have / must have none of (lower case)
+    attributes: frozenset[str] = frozenset()
+    exclude_attributes: frozenset[str] = frozenset()
 
     @property
     def empty(self) -> bool:
@@ -53,6 +59,8 @@ class ProductFilter:
             and self.price_min is None
             and self.price_max is None
             and self.in_stock is None
+            and not self.attributes
+            and not self.exclude_attributes
         )
 
     def matches(self, product: Product) -> bool:
@@ -69,7 +77,8 @@ class ProductFilter:
         if self.in_stock is not None:
             if product.stock is None or (product.stock > 0) != self.in_stock:
                 return False
-        return True
+        has = set(product.attributes)
+        return self.attributes <= has and not (self.exclude_attributes & has)
 
     def public(self) -> dict[str, Any]:
         """The filter as the API reports it (only the keys that were set)."""
@@ -82,6 +91,10 @@ class ProductFilter:
             out["price_max"] = self.price_max
         if self.in_stock is not None:
             out["in_stock"] = self.in_stock
+        if self.attributes:
+            out["attributes"] = sorted(self.attributes)
+        if self.exclude_attributes:
+            out["exclude_attributes"] = sorted(self.exclude_attributes)
         return out
 
     def describe(self) -> str:
@@ -97,6 +110,10 @@ class ProductFilter:
             parts.append(f"price from {self.price_min:g}")
         if self.categories:
             parts.append("category " + " or ".join(sorted(self.categories)))
+        if self.attributes:
+            parts.append(", ".join(sorted(self.attributes)))
+        if self.exclude_attributes:
+            parts.append("without " + " or ".join(sorted(self.exclude_attributes)))
         return ", ".join(parts) or "no filter"
 
 
@@ -168,7 +185,26 @@ def parse_filter(obj: object, categories: Collection[str] | None = None) -> Prod
         raise InputError(
             f"filter.price_min ({price_min:g}) is above filter.price_max ({price_max:g})"
         )
-    return ProductFilter(wanted, price_min, price_max, _flag(obj.get("in_stock"), "in_stock"))
+    return ProductFilter(
+        wanted,
+        price_min,
+        price_max,
+        _flag(obj.get("in_stock"), "in_stock"),
+        _words(obj.get("attributes"), "attributes"),
+        _words(obj.get("exclude_attributes"), "exclude_attributes"),
+    )
+
+
+def _words(value: object, field: str) -> frozenset[str]:
+    """A list of catalog attributes (or one), normalised like the catalog's."""
+    if value is None:
+        return frozenset()
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not all(isinstance(v, str) for v in items):
+        raise InputError(f"filter.{field} must be a string or a list of strings")
+    if len(items) > MAX_ATTRIBUTES:
+        raise InputError(f"filter.{field}: at most {MAX_ATTRIBUTES} attributes")
+    return frozenset(_norm(v) for v in items if v.strip())
 
 
 class CatalogColumns:
@@ -190,6 +226,12 @@ class CatalogColumns:
         self.category_names = names
         code = {c: i for i, c in enumerate(names)}
         self.category = np.array([code[_norm(p.category)] for p in products], dtype=np.int64)
+        # one boolean column per attribute the catalog uses
+        self.attribute: dict[str, np.ndarray] = {}
+        for i, p in enumerate(products):
+            for a in p.attributes:
+                column = self.attribute.setdefault(a, np.zeros(len(products), dtype=bool))
+                column[i] = True
         self._label_rows: dict[int, tuple[int, np.ndarray]] = {}
 
     def mask(self, f: ProductFilter) -> np.ndarray:
@@ -206,6 +248,11 @@ class CatalogColumns:
             keep &= self.stock > 0
         elif f.in_stock is False:
             keep &= self.stock == 0
+        none = np.zeros(len(self.ids), dtype=bool)
+        for a in f.attributes:
+            keep &= self.attribute.get(a, none)
+        for a in f.exclude_attributes:
+            keep &= ~self.attribute.get(a, none)
         return keep
 
     def allowed_ids(self, f: ProductFilter) -> frozenset[str]:

@@ -241,11 +241,29 @@ class Retriever:
         result.timings_ms.update(
             {"encode": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}
         )
-        if self.query_log is not None and log:
-            t4 = time.perf_counter()
-            self.query_log.record(self._log_rows(result, conversation_id, channel, image_ref))
-            result.timings_ms["log"] = (time.perf_counter() - t4) * 1e3
+        if log:
+            self.log_result(
+                result, conversation_id=conversation_id, channel=channel, image_ref=image_ref
+            )
         return result
+
+    def log_result(
+        self,
+        result: QueryResult,
+        *,
+        conversation_id: str | None,
+        channel: str = "api",
+        image_ref: str | None = None,
+    ) -> None:
+        """Log a result (what :meth:`query` does unless told ``log=False``): for a caller
+        that chose between results first, so only the one the shopper sees is on record."""
+        if self.query_log is None:
+            return
+        if conversation_id is not None:
+            conversation_id = str(conversation_id)[:200]
+        t0 = time.perf_counter()
+        self.query_log.record(self._log_rows(result, conversation_id, channel, image_ref))
+        result.timings_ms["log"] = (time.perf_counter() - t0) * 1e3
 
     def query_batch(
         self,

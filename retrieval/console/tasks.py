@@ -18,8 +18,9 @@ from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from ..conversation.preferences import describe
 from ..errors import NotFound
-from ..store.models import AgentActionRow, AgentRow, AgentTaskRow, QueryRow
+from ..store.models import AgentActionRow, AgentRow, AgentTaskRow, ConversationRow, QueryRow
 from .auth import utc
 
 __all__ = [
@@ -103,6 +104,10 @@ class Question:
     products: list[ShownProduct] = field(default_factory=list)
     conversation: list[Turn] = field(default_factory=list)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    # what the bot remembers of the conversation: the cards it last showed (id, title) and
+    # the shopper's preferences in words (docs/conversation.md)
+    remembered_products: list[dict[str, str]] = field(default_factory=list)
+    preferences: list[str] = field(default_factory=list)
 
 
 def _insert(engine: Engine):  # noqa: ANN202 - a dialect's INSERT with ON CONFLICT
@@ -264,6 +269,14 @@ def question(engine: Engine, query_id: str, faq: Any = None, catalog: Any = None
             ):
                 turns.append(Turn(utc(a.created_at), "agent", a.final_text or "", a.agent_name))
             out.conversation = sorted(turns, key=lambda t: t.at)
+            context = s.get(ConversationRow, q.conversation_id)
+            if context is not None:
+                for pid in context.products or ():
+                    p = catalog.get(pid) if catalog is not None else None
+                    out.remembered_products.append(
+                        {"id": str(pid), "title": p.title if p is not None else str(pid)}
+                    )
+                out.preferences = [describe([p]) for p in context.preferences or ()]
         out.actions = [
             {
                 "id": a.id,

@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from rasa_sdk import Action, Tracker
 from rasa_sdk.events import SlotSet
@@ -23,11 +23,14 @@ from rasa_sdk.executor import CollectingDispatcher
 from ..catalog import Product
 from ..conversation.context import Context, ConversationStore
 from ..conversation.followup import FollowUp, read_followup
+from ..conversation.preferences import as_filter, preference_turn, read_preferences, violated
+from ..conversation.preferences import say as say_preference
 from ..conversation.turns import FollowUpAnswer, TurnPlan, answer_followup, plan_turn
 from ..decision import Decision
 from ..errors import NotFound, StoreError
 from ..filter_phrases import describe as describe_filter
 from ..filter_phrases import filter_from_text
+from ..filters import ProductFilter
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..uploads import UploadStore
@@ -44,6 +47,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+T = TypeVar("T")
 SMALL_TALK = ("greet", "goodbye", "thank", "request_human", "chitchat")
 SURE = 0.95  # NLU confidence above which small talk is taken as it is, without a check
 
@@ -174,6 +178,22 @@ class ActionAnswerQuestion(Action):
         if plan.language:  # "in Chinese please": kept for the rest of the conversation
             ctx = dataclasses.replace(ctx, lang=plan.language)
         lang = ctx.lang or shopper_language(text)
+        # "I'm vegan", "no lactose", "forget my preferences": kept with the conversation
+        stated = read_preferences(text, self._attributes())
+        one_off: tuple[str, ...] = ()
+        if stated.any:
+            content_left = bool(stated.rest) and read_followup(stated.rest).has_subject
+            turn = preference_turn(stated, ctx.preferences, lang, content_left)
+            for line in turn.lines:
+                dispatcher.utter_message(
+                    text=line,
+                    json_message={"type": "preferences", "preferences": list(turn.kept)},
+                )
+            ctx = dataclasses.replace(ctx, preferences=turn.kept)
+            one_off = turn.one_off
+            if not turn.asks_more:
+                await _save_context(store, cid, ctx)
+                return _slots(ctx)
         if plan.kind == "language":
             ctx = await self._repeat(dispatcher, tracker, ctx, lang)
         elif plan.kind == "clarify":
@@ -181,9 +201,18 @@ class ActionAnswerQuestion(Action):
         elif plan.kind == "followup":
             ctx = await self._followup(dispatcher, tracker, text, plan, ctx, lang)
         else:
-            ctx = await self._new_question(dispatcher, tracker, text, intent, asked, ctx, lang)
+            ctx = await self._new_question(
+                dispatcher, tracker, text, intent, asked, ctx, lang, one_off
+            )
         await _save_context(store, cid, ctx)
         return _slots(ctx)
+
+    def _attributes(self) -> list[str]:
+        """The attribute words the live catalog uses (what preferences can name)."""
+        try:
+            return list(self._retriever().snapshot.catalog_columns.attribute)
+        except Exception:  # noqa: BLE001 - no retriever: no preferences, the question still gets its reply
+            return []
 
     async def _new_question(
         self,
@@ -194,33 +223,61 @@ class ActionAnswerQuestion(Action):
         asked: FollowUp,
         ctx: Context,
         lang: str,
+        one_off: tuple[str, ...] = (),
     ) -> Context:
         # "in stock", "under 2 euros", "两欧元以下": the products are searched with that filter
         wanted, _ = filter_from_text(text)
-        product_filter = None if wanted.empty else wanted
-        result = await _ask(
-            dispatcher,
-            tracker,
-            lang,
-            self._timeout_s,
-            lambda: self._retriever().query(
-                text,
-                conversation_id=tracker.sender_id,
-                channel="rasa",
-                k_products=4,
-                k_faq=3,
-                # the NLU's follow-up that names its own subject ("is the kiwi in stock?")
-                # is a product question; for any other intent the product gate decides
-                # whether products answer what the FAQ cannot
-                prefer_products=True if intent in ("ask_product", "ask_followup") else None,
-                product_filter=product_filter,
-            ),
-        )
-        if result is None:
+        prefs = ctx.preferences + one_off
+        product_filter = as_filter(prefs, None if wanted.empty else wanted)
+        cid = tracker.sender_id
+
+        def ask() -> tuple[QueryResult, tuple[str, ...]]:
+            """The answer, with the shopper's preferences as a filter; when they leave no
+            product to show but the question has products without them ("vegan", then
+            "I want cheese"), the later wish wins: those products, and the preferences they
+            break are dropped. Only the result shown is logged."""
+            retriever = self._retriever()
+
+            def query(f: ProductFilter | None) -> QueryResult:
+                return retriever.query(
+                    text,
+                    channel="rasa",
+                    k_products=4,
+                    k_faq=3,
+                    # the NLU's follow-up that names its own subject ("is the kiwi in
+                    # stock?") is a product question; for any other intent the product
+                    # gate decides whether products answer what the FAQ cannot
+                    prefer_products=True if intent in ("ask_product", "ask_followup") else None,
+                    product_filter=f,
+                    log=False,
+                )
+
+            result, dropped = query(product_filter), ()
+            if prefs and result.answered_with != "products":
+                plain = query(None if wanted.empty else wanted)
+                if plain.answered_with == "products" and plain.shown_products:
+                    dropped = violated(prefs, plain.shown_products[0].product.attributes)
+                    if dropped:
+                        result = plain
+            retriever.log_result(result, conversation_id=cid, channel="rasa")
+            return result, dropped
+
+        answered = await _ask(dispatcher, tracker, lang, self._timeout_s, ask)
+        if answered is None:
             return ctx.showing()
+        result, dropped = answered
+        if dropped:
+            ctx = dataclasses.replace(
+                ctx, preferences=tuple(p for p in ctx.preferences if p not in dropped)
+            )
+            top = result.shown_products[0].product.name(lang)
+            dispatcher.utter_message(text=say_preference("dropped", lang, dropped, top))
         if result.answered_with == "products":
-            if result.product_filter is not None:  # say which filter the cards answer
-                dispatcher.utter_message(text=describe_filter(result.product_filter, lang))
+            active = tuple(p for p in prefs if p not in dropped)
+            if active:  # the card says why: "lactose-free, as you asked"
+                dispatcher.utter_message(text=say_preference("applied", lang, active))
+            if not wanted.empty:  # say which filter the cards answer
+                dispatcher.utter_message(text=describe_filter(wanted, lang))
             shown = result.shown_products
             if asked.aspect in ("price", "stock") and shown:  # "is the kiwi in stock?"
                 plan = TurnPlan("followup", aspect=asked.aspect, targets=(shown[0].product.id,))
@@ -252,7 +309,15 @@ class ActionAnswerQuestion(Action):
     ) -> Context:
         retriever = self._retriever()
 
+        wanted = as_filter(ctx.preferences)  # "anything cheaper?" of a vegan: vegan ones
+
         def similar(pid: str, k: int, keep: Callable[[Product], bool] | None) -> list[Any]:
+            if wanted is not None:
+                inner = keep
+
+                def keep(p: Product) -> bool:
+                    return wanted.matches(p) and (inner is None or inner(p))
+
             return retriever.similar_products(pid, max(1, k), keep=keep)
 
         def answer() -> tuple[FollowUpAnswer | None, str | None]:
@@ -462,8 +527,8 @@ async def _ask(
     tracker: Tracker,
     lang: str,
     timeout_s: float,
-    call: Callable[[], QueryResult],
-) -> QueryResult | None:
+    call: Callable[[], T],
+) -> T | None:
     """Run a retrieval call off the event loop with a deadline. On any failure the shopper
     gets the hand-off message (never silence) and ``None`` comes back."""
     try:

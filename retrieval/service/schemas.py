@@ -53,6 +53,15 @@ Category = Annotated[
     ),
 ]
 
+Attribute = Annotated[
+    str,
+    Field(
+        max_length=40,
+        description="A catalog attribute (case and surrounding spaces ignored); one the catalog "
+        "does not use matches no product.",
+    ),
+]
+
 
 def _norm(category: str) -> str:
     return " ".join(category.split()).casefold()
@@ -72,6 +81,12 @@ class FilterIn(BaseModel):
     )
     in_stock: bool | None = Field(
         None, description="true: stock above 0; false: out of stock (unknown stock: neither)."
+    )
+    attributes: Attribute | Annotated[list[Attribute], Field(max_length=30)] | None = Field(
+        None, description="Catalog attributes a product must all have (e.g. organic)."
+    )
+    exclude_attributes: Attribute | Annotated[list[Attribute], Field(max_length=30)] | None = Field(
+        None, description="Catalog attributes a product must not have (e.g. lactose)."
     )
 
     @field_validator("category")

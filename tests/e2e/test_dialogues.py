@@ -77,3 +77,55 @@ def test_a_follow_up_with_nothing_to_refer_to_is_asked_back(stack: Stack) -> Non
     assert stack.say("e2e-clarify-en", "is it in stock?")["custom"]["type"] == "clarify"
     reply = stack.say("e2e-clarify-zh", "第二个多少钱")
     assert reply["custom"]["type"] == "clarify" and reply["text"].startswith("请问您指的是哪个商品")
+
+
+def test_preferences_through_rasa(stack: Stack) -> None:
+    """A stated preference filters the later product answers and says so; a later wish
+    for something it excludes wins; the shopper can see and clear them."""
+    sender = "e2e-preferences"
+    noted = stack.say(sender, "I'm lactose intolerant")
+    assert noted["custom"] == {"type": "preferences", "preferences": ["-lactose"]}
+    catalog = {
+        json.loads(line)["id"]: json.loads(line)
+        for line in (DATA / "catalog" / "products.jsonl").read_text().splitlines()
+    }
+    r = httpx.post(
+        f"{stack.rasa}/webhooks/rest/webhook",
+        json={"sender": sender, "message": "which milk do you have?"},
+        timeout=30,
+    )
+    messages = r.json()
+    texts = [m.get("text") for m in messages]
+    assert "Chosen for your preferences: without lactose." in texts
+    cards = next(m["custom"]["products"] for m in messages if "products" in (m.get("custom") or {}))
+    assert cards and all("lactose" not in catalog[c["id"]].get("attributes", []) for c in cards)
+    assert any("milk" in c["title"].lower() for c in cards)
+    # Chinese, in another conversation: never shared
+    zh = stack.say("e2e-preferences-zh", "我的偏好是什么")
+    assert zh["text"] == "您还没有告诉我任何偏好。"
+    # "I'm vegan", then asking for a dairy product by name: the later wish wins
+    stack.say(sender, "I'm vegan")
+    r = httpx.post(
+        f"{stack.rasa}/webhooks/rest/webhook",
+        json={"sender": sender, "message": "do you have Arla sour cream?"},
+        timeout=30,
+    )
+    messages = r.json()
+    assert any("no longer keep them" in (m.get("text") or "") for m in messages), messages
+    cards = next(m["custom"]["products"] for m in messages if "products" in (m.get("custom") or {}))
+    assert cards[0]["id"] in ("arla-sour-cream", "arla-ecological-sour-cream")
+    # sour cream is neither vegan nor without lactose: both were dropped, and said
+    shown = stack.say(sender, "what are my preferences?")
+    assert shown["text"] == "You have not told me any preferences."
+    stack.say(sender, "organic only please")
+    assert stack.say(sender, "what are my preferences?")["text"].startswith(
+        "Your preferences: organic."
+    )
+    assert (
+        stack.say(sender, "forget my preferences")["text"] == "I have forgotten your preferences."
+    )
+    engine = create_engine(f"sqlite:///{stack.data_dir / 'retrieval.db'}")
+    with Session(engine) as s:
+        row = s.get(ConversationRow, sender)
+        assert row is not None and row.preferences == []
+    engine.dispose()

@@ -50,6 +50,7 @@ def retriever(tmp_path) -> Retriever:  # noqa: ANN001
             "Fruit",
             0,
             (colour_png("yellow", tmp_path / "y.png"),),
+            attributes=("organic", "vegan"),
         ),
         Product(
             "gift-card", "gift card", "a digital gift card", 10.0, "EUR", "Gifts", None, ()

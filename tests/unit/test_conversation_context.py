@@ -129,3 +129,57 @@ def test_with_the_database_down_the_bot_still_answers(retriever, tmp_path) -> No
     assert cards(turn(ask, "red apple", "ask_product")[0])[0] == "red-apple"
     messages, _ = turn(ask, "how much is it?", "ask_followup")  # no memory: asks back
     assert messages[0]["custom"]["type"] == "clarify"
+
+
+def test_preferences_filter_later_answers_until_forgotten(retriever, store) -> None:  # noqa: ANN001
+    ask = ActionAnswerQuestion(lambda: retriever, contexts=lambda: store)
+    messages, _ = turn(ask, "organic only please", "state_preference")
+    assert messages[0]["text"] == "Noted. My product answers will keep to this: organic."
+    assert store.load("shopper-1").preferences == ("+organic",)
+    # a product question that only non-organic products answer: the later wish wins
+    messages, _ = turn(ask, "red apple", "ask_product")
+    texts = [m.get("text") for m in messages]
+    assert any(t and "no longer keep them" in t for t in texts)
+    assert cards(messages)[0] == "red-apple"
+    assert store.load("shopper-1").preferences == ()
+    # stated again, a product question the preference allows says why the cards are these
+    turn(ask, "organic only please", "state_preference")
+    messages, _ = turn(ask, "organic banana", "ask_product")
+    assert "Chosen for your preferences: organic." in [m.get("text") for m in messages]
+    assert cards(messages) == ["banana"]  # the only organic product
+    messages, _ = turn(ask, "what are my preferences?", "manage_preferences")
+    assert messages[0]["text"].startswith("Your preferences: organic.")
+    messages, _ = turn(ask, "forget my preferences", "manage_preferences")
+    assert messages[0]["text"] == "I have forgotten your preferences."
+    assert store.load("shopper-1").preferences == ()
+    # never shared with another conversation
+    assert store.load("shopper-2").preferences == ()
+
+
+def test_the_agent_sees_what_the_bot_remembers(store) -> None:  # noqa: ANN001
+    from retrieval.catalog import Catalog, Product
+    from retrieval.console import tasks
+
+    from consoledb import waiting_query
+
+    qid = waiting_query(store.engine, conversation="c-remember")
+    assert tasks.question(store.engine, qid).remembered_products == []
+    store.save("c-remember", Context(products=("oat", "gone"), preferences=("-lactose",)))
+    catalog = Catalog({"oat": Product("oat", "Oat Milk")})
+    q = tasks.question(store.engine, qid, catalog=catalog)
+    assert q.remembered_products == [
+        {"id": "oat", "title": "Oat Milk"},
+        {"id": "gone", "title": "gone"},  # no longer in the catalog: its id
+    ]
+    assert q.preferences == ["without lactose"]
+    # the question page shows it (the console's template, as the page renders it)
+    from types import SimpleNamespace
+
+    from retrieval.console.pages import render
+
+    agent = SimpleNamespace(name="alice", csrf="x")
+    html = render(
+        "question.html", agent=agent, q=q, page="queue", done=None, opened=0, max_chars=100
+    ).body.decode()
+    assert 'data-product-id="oat">Oat Milk</span>' in html
+    assert '<span class="preference">without lactose</span>' in html

@@ -155,3 +155,78 @@ def test_other_brands_and_similar() -> None:
 def test_details_and_products_gone_from_the_catalog() -> None:
     assert ask("details", ("oat",)).lines == ["Oat Milk: An oat drink."]
     assert ask("price", ("deleted",)) is None
+
+
+# --- preferences ------------------------------------------------------------------------
+
+KNOWN = {"organic", "vegan", "dairy", "lactose", "lactose-free"}
+
+
+@pytest.mark.parametrize(
+    ("text", "found", "lasting"),
+    [
+        ("I'm lactose intolerant", ("-lactose",), True),
+        ("I am vegan", ("+vegan",), True),
+        ("我不吃乳制品", ("-dairy",), True),
+        ("我是素食主义者", ("+vegan",), True),
+        ("organic only please", ("+organic",), True),
+        ("no dairy please", ("-dairy",), True),
+        ("do you have lactose-free milk?", ("-lactose",), False),  # for this question only
+        ("I want cheese", (), False),
+        ("how much is it?", (), False),
+    ],
+)
+def test_stated_preferences(text: str, found: tuple[str, ...], lasting: bool) -> None:
+    from retrieval.conversation.preferences import read_preferences
+
+    stated = read_preferences(text, KNOWN)
+    assert stated.found == found
+    assert stated.lasting == lasting
+
+
+def test_preferences_the_catalog_cannot_apply_are_said_not_kept() -> None:
+    from retrieval.conversation.preferences import preference_turn, read_preferences
+
+    stated = read_preferences("I'm gluten-free", KNOWN)
+    assert stated.found == () and stated.unknown == ("-gluten",)
+    turn = preference_turn(stated, ("+vegan",), "en", content_left=False)
+    assert turn.kept == ("+vegan",)
+    assert turn.lines == ("I cannot filter by this (without gluten): our catalog does not record it.",)
+
+
+def test_later_preferences_win_the_list_is_capped_and_can_be_forgotten() -> None:
+    from retrieval.conversation.preferences import (
+        MAX_PREFERENCES,
+        merge,
+        preference_turn,
+        read_preferences,
+    )
+
+    kept, replaced = merge(("+vegan", "-lactose"), ("-vegan",))
+    assert kept == ("-lactose", "-vegan") and replaced == ("+vegan",)
+    many = tuple(f"+a{i}" for i in range(25))
+    assert merge((), many)[0] == many[-MAX_PREFERENCES:]
+    turn = preference_turn(read_preferences("forget my preferences", KNOWN), kept, "en", False)
+    assert turn.kept == () and turn.lines == ("I have forgotten your preferences.",)
+    shown = preference_turn(read_preferences("我的偏好是什么", KNOWN), ("-dairy",), "zh", False)
+    assert shown.kept == ("-dairy",) and "不含乳制品" in shown.lines[0]
+    # "which milk? I'm lactose intolerant": kept, and the question is still answered
+    asks = preference_turn(
+        read_preferences("which milk do you have? I'm lactose intolerant", KNOWN), (), "en", True
+    )
+    assert asks.kept == ("-lactose",) and asks.asks_more and asks.one_off == ()
+    one_off = preference_turn(read_preferences("lactose-free milk?", KNOWN), (), "en", True)
+    assert one_off.kept == () and one_off.one_off == ("-lactose",)
+
+
+def test_preferences_as_a_filter() -> None:
+    from retrieval.conversation.preferences import as_filter, violated
+    from retrieval.filters import ProductFilter
+
+    f = as_filter(("+organic", "-lactose"), ProductFilter(in_stock=True))
+    assert f.attributes == {"organic"} and f.exclude_attributes == {"lactose"} and f.in_stock
+    ok = Product("a", "A", stock=1, attributes=("organic", "lactose-free"))
+    assert f.matches(ok)
+    assert not f.matches(Product("b", "B", stock=1, attributes=("organic", "lactose")))
+    assert as_filter(()) is None
+    assert violated(("+vegan", "-dairy"), ("dairy", "lactose")) == ("+vegan", "-dairy")
