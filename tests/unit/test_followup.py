@@ -191,7 +191,9 @@ def test_preferences_the_catalog_cannot_apply_are_said_not_kept() -> None:
     assert stated.found == () and stated.unknown == ("-gluten",)
     turn = preference_turn(stated, ("+vegan",), "en", content_left=False)
     assert turn.kept == ("+vegan",)
-    assert turn.lines == ("I cannot filter by this (without gluten): our catalog does not record it.",)
+    assert turn.lines == (
+        "I cannot filter by this (without gluten): our catalog does not record it.",
+    )
 
 
 def test_later_preferences_win_the_list_is_capped_and_can_be_forgotten() -> None:
