@@ -73,7 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="KEY=VALUE",
         help="only products that match: category=NAME (repeat for several), price_min=N, "
-        "price_max=N, in_stock=true|false (see docs/filters.md)",
+        "price_max=N, in_stock=true|false, attributes=WORD and exclude_attributes=WORD (catalog "
+        "attributes, repeatable; see docs/filters.md)",
     )
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -138,7 +139,8 @@ def _fmt(x: float | None) -> str:
 
 
 def _filter_options(options: list[str]) -> dict[str, object] | None:
-    """``--filter KEY=VALUE`` options as a filter object (categories gathered in a list)."""
+    """``--filter KEY=VALUE`` options as a filter object (categories and attributes gathered
+    in lists)."""
     if not options:
         return None
     out: dict[str, object] = {}
@@ -147,10 +149,10 @@ def _filter_options(options: list[str]) -> dict[str, object] | None:
         key = key.strip()
         if not sep or not key:
             raise RetrievalError(f"--filter {option!r}: expected KEY=VALUE, e.g. in_stock=true")
-        if key == "category":
-            cats = out.setdefault("category", [])
-            assert isinstance(cats, list)
-            cats.append(value)
+        if key in ("category", "attributes", "exclude_attributes"):
+            values = out.setdefault(key, [])
+            assert isinstance(values, list)
+            values.append(value)
         else:
             out[key] = value
     return out
