@@ -24,6 +24,12 @@ __all__ = [
     "hand_off_out_of_scope",
 ]
 
+# how the logged reason of an answer with products begins (the query log keeps the reason,
+# not the basis; the recommendations read it back: retrieval/store/events.py)
+PRODUCT_ANSWER = "top product score"
+FOLLOW_UP_ANSWER = "follow-up:"
+SUGGESTION = "suggestion:"  # cards the bot chose (cheaper, similar, popular): not interest
+
 
 class Decision(StrEnum):
     ANSWER = "answer"
@@ -77,7 +83,7 @@ def decide_products(
             Decision.ANSWER,
             float(top_score),
             None,
-            f"top product score {top_score:.3f} >= {kind} threshold {threshold:.3f}",
+            f"{PRODUCT_ANSWER} {top_score:.3f} >= {kind} threshold {threshold:.3f}",
             basis="products",
         )
     return None

@@ -28,6 +28,8 @@ from PIL import Image
 
 from .catalog import Product
 from .decision import (
+    FOLLOW_UP_ANSWER,
+    SUGGESTION,
     Decision,
     DecisionPolicy,
     Verdict,
@@ -471,12 +473,16 @@ class Retriever:
         conversation_id: str | None,
         reason: str,
         channel: str = "rasa",
+        suggested: bool = False,
     ) -> str:
         """Log a follow-up answered from the conversation ("how much is it?", "anything
         cheaper?"): decision ``answer`` on products, with the cards as its candidates (the
-        referenced product itself with score 1.0); returns its query id."""
+        referenced product itself with score 1.0); returns its query id. ``suggested``: the
+        cards are the bot's suggestions (cheaper, similar, popular ...), not the product the
+        shopper asked about, so the recommendations do not count them as interest."""
         top = products[0].score if products else None
-        verdict = Verdict(Decision.ANSWER, top, None, f"follow-up: {reason}", basis="products")
+        prefix = SUGGESTION if suggested else FOLLOW_UP_ANSWER
+        verdict = Verdict(Decision.ANSWER, top, None, f"{prefix} {reason}", basis="products")
         return self._record(text, verdict, products, conversation_id, channel)
 
     def _record(

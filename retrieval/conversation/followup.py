@@ -24,7 +24,9 @@ from dataclasses import dataclass
 
 __all__ = ["ASPECTS", "FollowUp", "read_followup"]
 
-ASPECTS = ("price", "stock", "cheaper", "similar", "other_brands", "details")
+ASPECTS = (
+    "price", "stock", "cheaper", "similar", "other_brands", "details", "together", "popular",
+)  # fmt: skip
 
 _ORDINALS_EN = {
     "first": 1, "1st": 1, "second": 2, "2nd": 2, "third": 3, "3rd": 3, "fourth": 4, "4th": 4,
@@ -61,6 +63,22 @@ _EN_PRONOUN = re.compile(
 _ZH_PRONOUN = re.compile(r"这个|那个|这款|那款|这种|那种|它们|它|这些|那些|这样的|那样的")
 
 _ASPECT_PATTERNS: dict[str, list[re.Pattern[str]]] = {
+    "popular": [
+        re.compile(
+            r"\b(?:popular|best[- ]?sell(?:ers?|ing)|top[- ]sell(?:ers?|ing)|trending|"
+            r"most (?:bought|ordered|asked about|wanted)|what do (?:people|others) buy)\b",
+            re.I,
+        ),
+        re.compile(r"热销|热门|最受欢迎|卖得(?:最)?好|畅销|大家都(?:在)?买|人气"),
+    ],
+    "together": [
+        re.compile(
+            r"\b(?:go(?:es)? (?:well |nicely )?with|pairs? (?:well )?with|combine[sd]? with|"
+            r"to have with|also (?:asked about|bought|buy|ordered)|bought together)\b",
+            re.I,
+        ),
+        re.compile(r"搭配|配什么|一起买|配着|和什么一起|一块买"),
+    ],
     "cheaper": [
         re.compile(
             r"\b(?:cheaper|cheapest|less expensive|lower price[sd]?|more affordable|"

@@ -127,9 +127,9 @@ def read_preferences(text: str, known: Collection[str]) -> StatedPreferences:
             add(f"+{word}", m.span())
     forget = _FORGET.search(text)
     show = None if forget else _SHOW.search(text)
-    for m in (forget, show):
-        if m:
-            spans.append(m.span())
+    for said in (forget, show):
+        if said is not None:
+            spans.append(said.span())
     usable = tuple(p for p in found if p[1:] in known_words)
     unknown = tuple(p for p in found if p[1:] not in known_words)
     rest = text

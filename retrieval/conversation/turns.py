@@ -36,8 +36,10 @@ __all__ = ["FollowUpAnswer", "TurnPlan", "answer_followup", "plan_turn"]
 @dataclass(frozen=True)
 class TurnPlan:
     """What to do with a message: ``kind`` is ``new`` (search afresh), ``followup`` (answer
-    ``aspect`` about the ``targets``, product ids from the context), ``language`` (repeat
-    the last answer in ``language``) or ``clarify`` (``reason``: ``nothing shown`` or
+    ``aspect`` about the ``targets``, product ids from the context; ``together`` included:
+    "what goes well with it?"), ``language`` (repeat the last answer in ``language``),
+    ``popular`` (the popular products), ``together`` (what goes well with the product the
+    message names: search it first) or ``clarify`` (``reason``: ``nothing shown`` or
     ``position``, with ``shown`` the number of cards)."""
 
     kind: str
@@ -52,6 +54,10 @@ def plan_turn(f: FollowUp, ctx: Context) -> TurnPlan:
     """Decide the kind of turn (see the module)."""
     if f.language and not f.has_subject and f.aspect is None and f.position is None:
         return TurnPlan("language", language=f.language)
+    if f.aspect == "popular":  # "what's popular?", "best sellers in fruit?"
+        return TurnPlan("popular", language=f.language)
+    if f.aspect == "together" and f.has_subject:  # "what goes well with avocado?"
+        return TurnPlan("together", language=f.language)
     if f.has_subject or not (f.refers or f.aspect is not None):
         return TurnPlan("new", language=f.language)
     if not ctx.products:

@@ -37,6 +37,7 @@ from ..errors import RetrievalError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
+from ..store.events import Interests
 from ..uploads import UploadStore
 from .chat import ChatRelay
 from .keys import ConversationIds
@@ -44,6 +45,8 @@ from .routes_ops import router as ops_router
 from .routes_products import router as products_router
 from .routes_query import MAX_JSON_BYTES
 from .routes_query import router as query_router
+from .routes_recommend import ClickLimiter
+from .routes_recommend import router as recommend_router
 from .schemas import BODY_MODELS
 from .shop import router as shop_router
 from .webhook import MAX_BODY as WEBHOOK_MAX_BODY
@@ -222,6 +225,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             app.state.contexts = ConversationStore(
                 store_engine, retention_days=settings.conversation_retention_days
             )
+            app.state.interests = Interests(store_engine)
         purge = asyncio.create_task(_purge_expired(app, PURGE_INTERVAL_S))
         app.state.ready = True
         try:
@@ -253,8 +257,13 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     app.state.settings = settings
     app.state.ready = False
     app.state.contexts = None
+    app.state.interests = None
+    app.state.click_limiter = ClickLimiter()
     app.state.executor = action_executor(
-        lambda: app.state.retriever, lambda: app.state.uploads, lambda: app.state.contexts
+        lambda: app.state.retriever,
+        lambda: app.state.uploads,
+        lambda: app.state.contexts,
+        lambda: app.state.interests,
     )
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]
@@ -283,6 +292,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     app.add_middleware(NoStore, prefix="/agent/")
     app.add_middleware(BodyLimit, limit_for=_body_limits(app, settings))
     app.include_router(shop_router)
+    app.include_router(recommend_router)  # /shop/api/click, popular, together
     app.include_router(console_router)  # /agent/: the agent console
     app.include_router(webhook_router)
     app.include_router(ops_router)

@@ -54,7 +54,7 @@ def _ids(request: Request) -> ConversationIds:
     return request.app.state.conversations
 
 
-def _conversation(request: Request) -> tuple[str, bool]:
+def conversation_of(request: Request) -> tuple[str, bool]:
     """The page's conversation id, and whether it was just issued."""
     cid = request.cookies.get(COOKIE)
     if _ids(request).valid(cid):
@@ -136,7 +136,7 @@ async def shop_chat(request: Request) -> JSONResponse:
     if not isinstance(body, dict):
         raise InputError('send JSON: {"message": "..."}')
     message = check_message(body.get("message"), limits.max_query_chars)
-    cid, new = _conversation(request)
+    cid, new = conversation_of(request)
     return _reply(await _relay(request).send(cid, message), cid, new)
 
 
@@ -165,7 +165,7 @@ async def shop_photo(request: Request) -> JSONResponse:
     if len(data) > limit:
         raise TooLarge(f"the photo is over {limit / 1e6:.1f} MB; please send a smaller one")
     photo_id = await run_in_threadpool(uploads.save, data)
-    cid, new = _conversation(request)
+    cid, new = conversation_of(request)
     messages = await _relay(request).send(cid, f'/send_photo{{"photo_id": "{photo_id}"}}')
     response = _reply(messages, cid, new)
     return response

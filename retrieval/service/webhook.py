@@ -31,6 +31,7 @@ def executor(
     retriever: Callable[[], Any],
     uploads: Callable[[], Any],
     contexts: Callable[[], Any] | None = None,
+    interests: Callable[[], Any] | None = None,
 ) -> Any:
     """The rasa_sdk executor with the shop's actions registered; ``contexts`` gives the
     conversation-context store (None: the bot remembers nothing between turns)."""
@@ -44,10 +45,10 @@ def executor(
     )
 
     out = ActionExecutor()
-    answer = ActionAnswerQuestion(retriever, contexts=contexts)
+    answer = ActionAnswerQuestion(retriever, contexts=contexts, interests=interests)
     out.register_action(ActionSmallTalk(retriever, answer=answer))
     out.register_action(answer)
-    out.register_action(ActionAnswerFollowup(retriever, contexts=contexts))
+    out.register_action(ActionAnswerFollowup(retriever, contexts=contexts, interests=interests))
     out.register_action(ActionAnswerPhoto(retriever, uploads, contexts=contexts))
     return out
 

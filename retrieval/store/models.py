@@ -20,6 +20,7 @@ __all__ = [
     "FAQDraftRow",
     "IndexVersionRow",
     "ModelVersionRow",
+    "ProductEventRow",
     "QueryRow",
 ]
 
@@ -248,3 +249,19 @@ class ConversationRow(Base):
     lang: Mapped[str | None] = mapped_column(String(8), nullable=True)  # asked-for language
     preferences: Mapped[list] = mapped_column(JSON, default=list)
     focus: Mapped[str | None] = mapped_column(String(200), nullable=True)  # what "it" means
+
+
+# --- shop page events (retrieval/store/events.py; migration 0005) ------------------------
+
+
+class ProductEventRow(Base):
+    """A shopper's click on a product on the shop page: an interest the recommendations
+    (popular, goes well with) count beside the products questions were answered with."""
+
+    __tablename__ = "product_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    conversation_id: Mapped[str] = mapped_column(String(200), index=True)
+    product_id: Mapped[str] = mapped_column(String(200), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="click")

@@ -77,3 +77,38 @@ def test_shopper_sends_a_photo_and_sees_matching_products(page, tmp_path: Path) 
     page.wait_for_selector("#messages .msg.error", timeout=30_000)
     assert "not an image" in page.locator("#messages .msg.error").last.inner_text()
     page.screenshot(path=str(tmp_path / "photo.png"), full_page=True)
+
+
+def test_popular_strip_goes_well_with_and_a_follow_up(page, stack: Stack) -> None:  # noqa: ANN001
+    """Three shoppers clicked the avocado and the kiwi: both appear in the popular strip, and
+    "Goes well with" on the avocado puts the kiwi first (asked about together). A follow-up
+    in the chat ("how much is the second one?") answers about the second card shown."""
+    import httpx
+
+    for _ in range(3):
+        with httpx.Client(base_url=stack.base, timeout=30) as shopper:  # a new cookie each
+            for pid in ("avocado", "kiwi"):
+                r = shopper.post("/shop/api/click", json={"product_id": pid})
+                assert r.status_code == 204, r.text
+    page.reload()
+    page.wait_for_selector("#popular .card")
+    strip = page.locator("#popular .card")
+    ids = [strip.nth(i).get_attribute("data-product-id") for i in range(strip.count())]
+    assert {"avocado", "kiwi"} <= set(ids)
+    assert "in the last 7 days" in page.locator("#popular-status").inner_text()
+
+    avocado = page.locator('#popular .card[data-product-id="avocado"]')
+    avocado.locator("a.together").click()
+    row = page.locator('#messages .msg.products[data-kind="together"]').last
+    row.wait_for()
+    assert row.locator(".card").first.get_attribute("data-product-id") == "kiwi"
+    assert "also asked about" in page.locator("#messages .msg.bot").nth(-2).inner_text()
+
+    ask(page, "do you have oat milk?")
+    cards = page.locator("#messages .msg.products").last.locator(".card")
+    second = cards.nth(1).get_attribute("data-product-id")
+    title = cards.nth(1).locator(".title").inner_text()
+    ask(page, "how much is the second one?")  # waits for the reply
+    reply = page.locator("#messages .msg.products").last
+    assert reply.locator(".card").first.get_attribute("data-product-id") == second
+    assert title in page.locator("#messages .msg.bot:not(.products)").last.inner_text()

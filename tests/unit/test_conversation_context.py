@@ -183,3 +183,38 @@ def test_the_agent_sees_what_the_bot_remembers(store) -> None:  # noqa: ANN001
     ).body.decode()
     assert 'data-product-id="oat">Oat Milk</span>' in html
     assert '<span class="preference">without lactose</span>' in html
+
+
+def test_popular_and_goes_well_with_in_the_chat(retriever, store) -> None:  # noqa: ANN001
+    from retrieval.store.events import Interests
+
+    interests = Interests(store.engine, cache_s=0.0)
+    ask = ActionAnswerQuestion(
+        lambda: retriever, contexts=lambda: store, interests=lambda: interests
+    )
+    messages, _ = turn(ask, "what's popular this week?", "ask_product")
+    assert messages[0]["text"].startswith("Too few shoppers asked about products")
+    assert messages[0]["custom"]["products"] == []
+    # three conversations clicked the red apple and the gift card, one the banana
+    for c in ("a", "b", "c"):
+        interests.record_click(c, "red-apple")
+        interests.record_click(c, "gift-card")
+    interests.record_click("d", "banana")
+    messages, _ = turn(ask, "what's popular this week?", "ask_product")
+    assert messages[0]["text"] == "Popular in the last 7 days:"
+    # the banana is out of stock, and the gift card's stock is unknown: neither is shown
+    assert cards(messages) == ["red-apple"]
+    # "what goes well with it?": the popular card, and the products asked about with it
+    messages, _ = turn(ask, "what goes well with it?", "ask_followup")
+    # the gift card shares three conversations with it, but its stock is unknown: the
+    # similar products fill in, and the reply says so
+    assert messages[0]["text"].startswith("Nothing is asked about together with red apple")
+    shown = messages[0]["custom"]["products"]
+    assert "red-apple" not in [c["id"] for c in shown]
+    # what the bot suggested is logged, but not as the shopper's interest
+    assert interests.sets(7) == {
+        "a": {"red-apple", "gift-card"},
+        "b": {"red-apple", "gift-card"},
+        "c": {"red-apple", "gift-card"},
+        "d": {"banana"},
+    }

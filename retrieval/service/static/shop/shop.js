@@ -28,10 +28,25 @@ function productCard(p) {
     li.append(el("span", { class: p.stock > 0 ? "stock" : "stock out" }, p.stock > 0 ? `${p.stock} in stock` : "out of stock"));
   }
   if (typeof p.score === "number") li.append(el("span", { class: "score" }, `match ${p.score.toFixed(2)}`));
+  if (p.basis) li.append(el("span", { class: "basis" }, p.basis === "co-occurrence" ? "asked about together" : p.basis === "interest" ? `${p.score} shoppers asked` : "similar"));
   const link = el("a", { href: "#", class: "similar" }, "Similar items");
-  link.addEventListener("click", (e) => { e.preventDefault(); showSimilar(p); });
+  link.addEventListener("click", (e) => { e.preventDefault(); logClick(p.id); showSimilar(p); });
   li.append(link);
+  const goes = el("a", { href: "#", class: "together" }, "Goes well with");
+  goes.addEventListener("click", (e) => { e.preventDefault(); logClick(p.id); showTogether(p); });
+  li.append(goes);
   return li;
+}
+
+// A click on a product is an interest the recommendations count (popular, goes well with).
+// Best effort: a refused or failed log is not the shopper's problem.
+function logClick(productId) {
+  fetch("/shop/api/click", {
+    method: "POST",
+    credentials: "same-origin",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ product_id: productId }),
+  }).catch(() => {});
 }
 
 function scrollDown() { messages.scrollTop = messages.scrollHeight; }
@@ -44,7 +59,7 @@ function addMessage(kind, text, extra = {}) {
 }
 
 function addCards(products, payload) {
-  const li = el("li", { class: "msg bot products", "data-query-id": payload.query_id });
+  const li = el("li", { class: "msg bot products", "data-query-id": payload.query_id, "data-kind": payload.kind || payload.followup });
   const list = el("ul", { class: "cards" });
   for (const p of products) list.append(productCard(p));
   li.append(list);
@@ -142,6 +157,32 @@ async function showSimilar(p) {
   }
 }
 
+async function showTogether(p) {
+  addMessage("user", `What goes well with ${p.title}?`);
+  try {
+    const body = await call(`/shop/api/together/${encodeURIComponent(p.id)}`);
+    if (!body.products.length) { addMessage("bot", "Nothing to suggest with it yet."); return; }
+    const together = body.products.some((x) => x.basis === "co-occurrence");
+    addMessage("bot", together ? `Shoppers who asked about ${p.title} also asked about:` : `Nothing is often asked about together with ${p.title} yet; similar products:`);
+    addCards(body.products, { kind: "together" });
+  } catch (err) {
+    addMessage("error", err.message);
+  }
+}
+
+async function loadPopular() {
+  try {
+    const body = await call("/shop/api/popular?days=7&k=8");
+    const list = $("popular");
+    for (const p of body.products) list.append(productCard(p));
+    $("popular-status").textContent = body.products.length
+      ? `Asked about by the most shoppers in the last ${body.window_days} days (since ${body.since.slice(0, 10)}), in stock.`
+      : `Not enough questions in the last ${body.window_days} days yet to say what is popular.`;
+  } catch (err) {
+    $("popular-status").textContent = err.message;
+  }
+}
+
 async function loadProducts() {
   try {
     const body = await call("/shop/api/products?limit=24");
@@ -191,3 +232,4 @@ setInterval(pollAgentReplies, 2000);
 
 addMessage("bot", "Hi! Ask me about delivery, orders, payment or our products, or send a photo of a product. 您好！可以用中文提问。");
 loadProducts();
+loadPopular();

@@ -1,0 +1,104 @@
+"""Recommendations from what shoppers showed interest in: popular products and "goes well
+with" (pure functions; the SQL that feeds them is :mod:`retrieval.store.events`).
+
+An *interest* is one conversation's interest in one product: the product a question was
+answered with (the first card of a logged ``answer`` on products) or a click on a product
+on the shop page. Within a time window:
+
+- **popular**: products ranked by the number of conversations that showed interest in them
+  (one conversation counts once per product, so one shopper clicking all day is one vote),
+  out-of-stock products left out, optionally per category;
+- **goes well with** X ("customers who asked about X also asked about Y"): products ranked
+  by the cosine of their conversation sets, ``n(X, Y) / sqrt(n(X) * n(Y))``, where n counts
+  conversations; at least :data:`MIN_TOGETHER` conversations must share the pair. Products
+  with too little history (new ones) are filled in by the fused-vector similarity, and the
+  answer says which basis each product came from.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from .catalog import Catalog, Product
+
+__all__ = ["MIN_TOGETHER", "Recommendation", "conversation_sets", "popular", "together"]
+
+MIN_TOGETHER = 2  # conversations that must share a pair before it counts
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    product: Product
+    score: float  # popular: conversations; together: cosine (similarity: the fused score)
+    basis: str  # "interest", "co-occurrence" or "similarity"
+
+
+def conversation_sets(interests: Iterable[tuple[str, str]]) -> dict[str, set[str]]:
+    """(conversation id, product id) pairs as each conversation's set of products."""
+    sets: dict[str, set[str]] = defaultdict(set)
+    for conversation, product in interests:
+        sets[conversation].add(product)
+    return dict(sets)
+
+
+def popular(
+    sets: dict[str, set[str]],
+    catalog: Catalog,
+    k: int,
+    category: str | None = None,
+) -> list[Recommendation]:
+    """The ``k`` products most conversations showed interest in, in stock, of ``category``
+    when given (case ignored); ties by product id, so the order is stable."""
+    counts: Counter[str] = Counter(p for products in sets.values() for p in products)
+    wanted = None if category is None else " ".join(category.split()).casefold()
+    out = []
+    for pid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
+        p = catalog.get(pid)
+        if p is None or not p.stock:  # gone from the catalog, out of stock or unknown stock
+            continue
+        if wanted is not None and " ".join(p.category.split()).casefold() != wanted:
+            continue
+        out.append(Recommendation(p, float(n), "interest"))
+        if len(out) == k:
+            break
+    return out
+
+
+def together(
+    product_id: str,
+    sets: dict[str, set[str]],
+    catalog: Catalog,
+    k: int,
+    similar: Callable[[str, int], list[tuple[Product, float]]] | None = None,
+) -> list[Recommendation]:
+    """The ``k`` products that go well with ``product_id`` (see the module): co-occurrence
+    first, then ``similar(product_id, n)`` (the fused-vector neighbours) for the rest.
+    Out-of-stock products are left out."""
+    with_it = [products for products in sets.values() if product_id in products]
+    n_x = len(with_it)
+    pair: Counter[str] = Counter(p for products in with_it for p in products if p != product_id)
+    n: Counter[str] = Counter(p for products in sets.values() for p in products)
+    scored = [
+        (pid, c / math.sqrt(n_x * n[pid]))
+        for pid, c in pair.items()
+        if c >= MIN_TOGETHER and n[pid] > 0
+    ]
+    out: list[Recommendation] = []
+    for pid, score in sorted(scored, key=lambda kv: (-kv[1], kv[0])):
+        p = catalog.get(pid)
+        if p is not None and p.stock:
+            out.append(Recommendation(p, round(score, 6), "co-occurrence"))
+        if len(out) == k:
+            return out
+    if similar is not None:
+        taken = {r.product.id for r in out} | {product_id}
+        for p, score in similar(product_id, k + len(taken)):
+            if p.id not in taken and p.stock:
+                out.append(Recommendation(p, score, "similarity"))
+                taken.add(p.id)
+            if len(out) == k:
+                break
+    return out
