@@ -22,9 +22,10 @@ from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from ..apidoc import error_responses
+from ..apidoc import error_responses, json_body
 from ..errors import Busy, InputError, NotFound, Unavailable
 from ..recommend import Recommendation, popular, together
+from .schemas import ClickIn
 from .shop import COOKIE
 
 __all__ = ["CLICKS_PER_MINUTE", "MAX_TRACKED", "ClickLimiter", "router"]
@@ -68,7 +69,12 @@ def cards(recs: list[Recommendation]) -> list[dict[str, Any]]:
     return [{**r.product.card(), "score": round(r.score, 4), "basis": r.basis} for r in recs]
 
 
-@router.post("/shop/api/click", status_code=204, responses=error_responses(404, 422, 429, 503))
+@router.post(
+    "/shop/api/click",
+    status_code=204,
+    responses=error_responses(404, 422, 429, 503),
+    openapi_extra=json_body(ClickIn),
+)
 async def shop_click(request: Request) -> Response:
     """Log a click on a product for the page's conversation (204, no body)."""
     from .shop import conversation_of

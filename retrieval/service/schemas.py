@@ -12,11 +12,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from ..apidoc import live, whole, without_null
+from ..apidoc import live, not_blank, whole, without_null
 
 __all__ = [
     "BODY_MODELS",
     "ChatIn",
+    "ClickIn",
     "ChatOut",
     "FilterIn",
     "Health",
@@ -321,4 +322,15 @@ class Health(BaseModel):
     query_log: dict[str, Any] | None
 
 
-BODY_MODELS = (QueryIn, QueryForm, ChatIn)  # request bodies the routes read themselves
+class ClickIn(BaseModel):
+    """A shopper's click on a product on the shop page."""
+
+    product_id: str = Field(
+        ...,
+        max_length=200,
+        description="A catalog product id (unknown ids are 404). Other fields are ignored.",
+        json_schema_extra={"pattern": not_blank()},
+    )
+
+
+BODY_MODELS = (QueryIn, QueryForm, ChatIn, ClickIn)  # request bodies the routes read themselves
