@@ -48,7 +48,7 @@ _PHRASES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"\b(?:i'?m|i am)\s+(?:a\s+)?vegetarian\b", re.I), "-meat"),
     (re.compile(r"\bnut[- ]free\b|\ballergic\s+to\s+nuts\b|\b(?:no|without)\s+nuts\b", re.I), "-nuts"),
     (re.compile(r"我(?:是)?(?:吃)?(?:纯)?素(?:食主义者)?|我吃全素|只要纯素|素食者"), "+vegan"),
-    (re.compile(r"乳糖不耐|不(?:含|要|能吃|能喝)乳糖|无乳糖"), "-lactose"),
+    (re.compile(r"(?:有)?乳糖不耐(?:受|症)?|不(?:含|要|能吃|能喝)乳糖|无乳糖"), "-lactose"),
     (re.compile(r"不(?:吃|要|能吃|喝)(?:乳制品|奶制品)|无(?:乳制品|奶制品)|对(?:牛奶|乳制品)过敏"), "-dairy"),
     (re.compile(r"只(?:要|买|吃)有机|有机的就行|只要有机的"), "+organic"),
     (re.compile(r"无麸质|不(?:含|要|吃)麸质"), "-gluten"),
@@ -65,10 +65,12 @@ _FORGET = re.compile(
     re.I,
 )
 _SHOW = re.compile(
-    r"\b(?:what are|show|list|tell me)\s+my\s+(?:preferences|restrictions)\b|"
-    r"\bwhat do you (?:know|remember) about me\b|我的偏好(?:是什么|有哪些)?",
+    r"\bmy\s+(?:preferences|restrictions|dietary needs)\b|"
+    r"\bwhat (?:preferences|restrictions) do (?:i|you) have\b|"
+    r"\bwhat do you (?:know|remember) about me\b|我的(?:偏好|饮食要求)|我有(?:哪些|什么)偏好",
     re.I,
 )
+# the shopper speaks of themselves (anywhere in the message): "I'm ...", "we ...", 我...
 _SAID_OF_ONESELF = re.compile(
     r"\b(?:i|i'?m|we|we'?re|am|my|only|please|intolerant|allergic|don'?t|can'?t)\b|我|只|不吃|不要",
     re.I,
@@ -111,7 +113,7 @@ def read_preferences(text: str, known: Collection[str]) -> StatedPreferences:
             spans.append(span)
             if pref not in found:
                 found.append(pref)
-            lasting = lasting or bool(_SAID_OF_ONESELF.search(text[span[0] : span[1]]))
+            lasting = lasting or bool(_SAID_OF_ONESELF.search(text))
 
     for pattern, pref in _PHRASES:
         for m in pattern.finditer(text):

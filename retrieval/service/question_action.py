@@ -139,6 +139,8 @@ class ActionAnswerQuestion(Action):
             if not turn.asks_more:
                 await save_context(store, cid, ctx)
                 return slots(ctx)
+            if stated.found:  # "which milk do you have? I'm lactose intolerant": products
+                intent = "ask_product"
         if plan.kind == "language":
             ctx = await self._repeat(dispatcher, tracker, ctx, lang)
         elif plan.kind == "clarify":

@@ -277,7 +277,12 @@ def test_a_question_the_nlu_took_for_small_talk_is_answered(retriever) -> None: 
     messages, _ = run(small_talk, tracker("hello", "greet"))
     assert [m["response"] for m in messages] == ["utter_greet"]
     assert len(retriever.query_log.records) == 1
-    # small talk the NLU is sure of is not second-guessed (nor does it pay for a check)
+    # a request for a person the NLU is sure of is not second-guessed; a greeting is,
+    # however sure the NLU is (the demo bot took 甜椒, bell pepper, for a greeting at 0.98)
+    sure_greeting = tracker("red apple", "greet")
+    sure_greeting.latest_message["intent"]["confidence"] = 0.99
+    messages, _ = run(small_talk, sure_greeting)
+    assert messages[-1]["custom"]["type"] == "products"
     sure = tracker("red apple", "request_human")
     sure.latest_message["intent"]["confidence"] = 0.99
     messages, _ = run(small_talk, sure)
