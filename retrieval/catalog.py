@@ -11,6 +11,7 @@ from typing import Any
 
 from .errors import SourceError
 from .records import content_hash, get_float, get_id, get_int, get_str, get_str_list
+from .sizes import parse_size
 from .sources import read_records
 
 __all__ = ["Catalog", "Product", "load_catalog"]
@@ -76,6 +77,20 @@ def _attributes(path: Path, line: int, rec: dict[str, Any]) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _size(path: Path, line: int, rec: dict[str, Any]) -> str:
+    """A catalog line's ``size``, checked: a number and a unit ("1 l", "500 g")."""
+    text = get_str(path, line, rec, "size", max_len=40)
+    if text and parse_size(text) is None:
+        raise SourceError(
+            path,
+            f"'{text}' is not a size: a number and a unit such as 1 l, 500 ml, 250 g, 1.5 kg, "
+            "6 x 330 ml or 4 pcs",
+            line,
+            "size",
+        )
+    return text
+
+
 @dataclass(frozen=True)
 class Product:
     id: str
@@ -89,6 +104,8 @@ class Product:
     # the title in other languages, e.g. (("zh", "牛油果"),): a catalog line's "names" map
     names: tuple[tuple[str, str], ...] = ()
     brand: str = ""
+    # the pack size as sold, e.g. "1 l", "500 g", "6 x 330 ml" (retrieval/sizes.py reads it)
+    size: str = ""
     # what a shopper may ask for or avoid: "organic", "vegan", "lactose-free", "dairy" ...
     # (lower case; a catalog line's "attributes" list). Not encoded: metadata like the price.
     attributes: tuple[str, ...] = ()
@@ -126,6 +143,7 @@ class Product:
             **({"names": dict(self.names)} if self.names else {}),
             **({"brand": self.brand} if self.brand else {}),
             **({"attributes": list(self.attributes)} if self.attributes else {}),
+            **({"size": self.size} if self.size else {}),
         }
 
     @classmethod
@@ -162,6 +180,7 @@ class Product:
             "similar_url": self.similar_path,
             **({"brand": self.brand} if self.brand else {}),
             **({"attributes": list(self.attributes)} if self.attributes else {}),
+            **({"size": self.size} if self.size else {}),
         }
 
     def public(self, image_url: str | None = None) -> dict:
@@ -179,6 +198,7 @@ class Product:
             "names": dict(self.names),
             "brand": self.brand,
             "attributes": list(self.attributes),
+            "size": self.size,
         }
 
 
@@ -238,6 +258,7 @@ def load_catalog(path: Path) -> Catalog:
             images=tuple(resolved),
             names=_names(path, line, rec),
             brand=get_str(path, line, rec, "brand", max_len=200),
+            size=_size(path, line, rec),
             attributes=_attributes(path, line, rec),
         )
         lines[pid] = line

@@ -26,6 +26,7 @@ __all__ = ["ASPECTS", "FollowUp", "read_followup"]
 
 ASPECTS = (
     "price", "stock", "cheaper", "similar", "other_brands", "details", "together", "popular",
+    "bigger", "smaller",
 )  # fmt: skip
 
 _ORDINALS_EN = {
@@ -78,6 +79,22 @@ _ASPECT_PATTERNS: dict[str, list[re.Pattern[str]]] = {
             re.I,
         ),
         re.compile(r"搭配|配什么|一起买|配着|和什么一起|一块买"),
+    ],
+    "bigger": [
+        re.compile(
+            r"\b(?:bigger|larger|big)(?:\s+(?:ones?|packs?|sizes?|bottles?|packages?|cartons?|"
+            r"box(?:es)?))?\b(?<!\bbig)|\bfamily[- ]size\b",
+            re.I,
+        ),
+        re.compile(r"大一点|大一些|更大|大包装|大瓶|大号|大份|大盒|大容量"),
+    ],
+    "smaller": [
+        re.compile(
+            r"\b(?:smaller|small)(?:\s+(?:ones?|packs?|sizes?|bottles?|packages?|cartons?|"
+            r"box(?:es)?))?\b(?<!\bsmall)|\bmini\b",
+            re.I,
+        ),
+        re.compile(r"小一点|小一些|更小|小包装|小瓶|小号|小份|小盒|小容量"),
     ],
     "cheaper": [
         re.compile(

@@ -4,8 +4,8 @@ the products just shown, a language switch, or a clarifying question.
 :func:`plan_turn` is pure: from what the message asks (:func:`~.followup.read_followup`)
 and the conversation's :class:`~.context.Context` it decides what kind of turn this is.
 :func:`answer_followup` then answers a follow-up from the catalog and the fused product
-vectors (cheaper / similar / other brands are the referenced product's nearest neighbours
-among the products that qualify), in the shopper's language. Rendering into chat messages
+vectors (cheaper / bigger / smaller / similar / other brands are the referenced product's
+nearest neighbours among the products that qualify), in the shopper's language. Rendering into chat messages
 is the bot action's job (:mod:`retrieval.service.actions`).
 
 - A message that names its own subject ("is the kiwi in stock?", "how much does delivery
@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 
 from ..catalog import Product
 from ..product_search import ProductMatch
+from ..sizes import parse_size
 from .context import Context
 from .followup import FollowUp
 
@@ -118,6 +119,11 @@ _TEXT = {
     "other_brands": ("Other brands than {brand}:", "{brand}以外的其他品牌："),
     "no_other_brands": ("We have no other brand of this in {category}; similar products:", "{category}类中没有其他品牌，类似的商品："),
     "no_brand": ("The catalog names no brand for {name}; similar products:", "目录中没有{name}的品牌信息，类似的商品："),
+    "bigger": ("Bigger than {name} ({size}):", "比{name}（{size}）大的："),
+    "smaller": ("Smaller than {name} ({size}):", "比{name}（{size}）小的："),
+    "biggest": ("{name} ({size}) is already the biggest size we have in {category}.", "{name}（{size}）已经是{category}类中最大的规格。"),
+    "smallest": ("{name} ({size}) is already the smallest size we have in {category}.", "{name}（{size}）已经是{category}类中最小的规格。"),
+    "no_size": ("The catalog gives no size for {name}; similar products:", "目录中没有{name}的规格信息，类似的商品："),
     "details": ("{name}: {description}", "{name}：{description}"),
     "details_short": ("Here is {name}.", "这是{name}。"),
 }  # fmt: skip
@@ -181,6 +187,30 @@ def answer_followup(
             return FollowUpAnswer([line], [_as_match(ref)], f"nothing cheaper than {ref.id}")
         line = _say("cheaper", lang, name=name, price=_money(ref))
         return FollowUpAnswer([line], matches, f"cheaper than {ref.id}")
+    if aspect in ("bigger", "smaller"):
+        mine = parse_size(ref.size)
+        if mine is None:
+            matches = similar(ref.id, k, lambda p: p.category == ref.category)
+            return FollowUpAnswer([_say("no_size", lang, name=name)], matches, "no size")
+        dimension, amount = mine
+        bigger = aspect == "bigger"
+
+        def fits(p: Product) -> bool:
+            size = parse_size(p.size)
+            return (
+                p.category == ref.category
+                and size is not None
+                and size[0] == dimension
+                and (size[1] > amount if bigger else size[1] < amount)
+            )
+
+        matches = similar(ref.id, k, fits)
+        if not matches:
+            key = "biggest" if bigger else "smallest"
+            line = _say(key, lang, name=name, size=ref.size, category=ref.category or "-")
+            return FollowUpAnswer([line], [_as_match(ref)], f"no {aspect} size than {ref.id}")
+        line = _say(aspect, lang, name=name, size=ref.size)
+        return FollowUpAnswer([line], matches, f"{aspect} than {ref.id}")
     if aspect == "similar":
         matches = similar(ref.id, k, None)
         return FollowUpAnswer([_say("similar", lang, name=name)], matches, f"similar to {ref.id}")

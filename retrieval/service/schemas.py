@@ -253,6 +253,7 @@ class ProductOut(BaseModel):
         "catalog line's names map",
     )
     brand: str = Field("", description="the product's brand, when the catalog names one")
+    size: str = Field("", description="the pack size as sold (e.g. 1 l, 500 g), if given")
     attributes: list[str] = Field(
         default_factory=list,
         description="the catalog line's attributes (e.g. organic, vegan, lactose-free)",

@@ -34,6 +34,9 @@ from retrieval.product_search import ProductMatch
         ("有其他牌子的吗", "other_brands", None, False),
         ("最后一个呢", None, -1, False),
         ("第三款", None, 3, False),
+        ("do you have a bigger one?", "bigger", None, False),
+        ("a smaller pack?", "smaller", None, False),
+        ("有大一点的吗", "bigger", None, False),
     ],
 )
 def test_follow_ups_have_no_subject_of_their_own(
@@ -103,10 +106,11 @@ def test_nothing_to_refer_to_or_a_card_too_far_gets_a_clarifying_question() -> N
 CATALOG = {
     p.id: p
     for p in [
-        Product("oat", "Oat Milk", "An oat drink.", 2.44, "EUR", "Plant", 8, brand="Oatly"),
+        Product("oat", "Oat Milk", "An oat drink.", 2.44, "EUR", "Plant", 8, brand="Oatly",
+                size="1 l"),
         Product("soy", "Soy Milk", "", 2.31, "EUR", "Plant", 0, brand="Alpro",
-                names=(("zh", "豆奶"),)),
-        Product("oatgurt", "Oatgurt", "", 1.89, "EUR", "Plant", 12, brand="Oatly"),
+                names=(("zh", "豆奶"),), size="1500 ml"),
+        Product("oatgurt", "Oatgurt", "", 1.89, "EUR", "Plant", 12, brand="Oatly", size="1 kg"),
         Product("milk", "Milk", "", 1.02, "EUR", "Dairy", 25, brand="Arla"),
         Product("nobrand", "Rice Drink", "", 3.10, "EUR", "Plant", None),
     ]
@@ -232,3 +236,31 @@ def test_preferences_as_a_filter() -> None:
     assert not f.matches(Product("b", "B", stock=1, attributes=("organic", "lactose")))
     assert as_filter(()) is None
     assert violated(("+vegan", "-dairy"), ("dairy", "lactose")) == ("+vegan", "-dairy")
+
+
+def test_bigger_and_smaller_compare_sizes_of_one_kind() -> None:
+    from retrieval.sizes import parse_size
+
+    assert parse_size("1.5 l") == ("volume", 1500.0) == parse_size("1500ml")
+    assert parse_size("6 x 330 ml") == ("volume", 1980.0)
+    assert parse_size("1 kg") == ("mass", 1000.0) and parse_size("big") is None
+    bigger = ask("bigger", ("oat",))
+    # 1.5 l of soy milk, not the 1 kg oatgurt (another kind of size) nor the dairy milk
+    assert bigger.product_ids == ["soy"] and bigger.lines == ["Bigger than Oat Milk (1 l):"]
+    biggest = ask("bigger", ("soy",))
+    assert biggest.product_ids == ["soy"] and "already the biggest" in biggest.lines[0]
+    assert ask("smaller", ("soy",), "zh").lines == ["比豆奶（1500 ml）小的："]
+    no_size = ask("bigger", ("milk",))
+    assert no_size.lines[0].startswith("The catalog gives no size for Milk")
+
+
+def test_a_size_the_catalog_cannot_read_names_the_line(tmp_path) -> None:  # noqa: ANN001
+    from retrieval.catalog import load_catalog
+    from retrieval.errors import SourceError
+
+    path = tmp_path / "c.jsonl"
+    path.write_text(
+        '{"id": "a", "title": "A", "size": "1 l"}\n{"id": "b", "title": "B", "size": "huge"}\n'
+    )
+    with pytest.raises(SourceError, match=r"c.jsonl:2: field 'size': 'huge' is not a size"):
+        load_catalog(path)

@@ -23,6 +23,7 @@ function productCard(p) {
   const li = el("li", { class: "card", "data-product-id": p.id, "data-score": p.score });
   if (p.image_url) li.append(el("img", { src: p.image_url, alt: p.title, loading: "lazy" }));
   li.append(el("span", { class: "title" }, p.title));
+  if (p.size) li.append(el("span", { class: "size" }, p.size));
   if (p.price !== null && p.price !== undefined) li.append(el("span", { class: "price" }, money(p.price, p.currency)));
   if (p.stock !== null && p.stock !== undefined) {
     li.append(el("span", { class: p.stock > 0 ? "stock" : "stock out" }, p.stock > 0 ? `${p.stock} in stock` : "out of stock"));
