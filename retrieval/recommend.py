@@ -2,8 +2,9 @@
 with" (pure functions; the SQL that feeds them is :mod:`retrieval.store.events`).
 
 An *interest* is one conversation's interest in one product: the product a question was
-answered with (the first card of a logged ``answer`` on products) or a click on a product
-on the shop page. Within a time window:
+answered with (the first card of a logged ``answer`` on products), a click on a product on
+the shop page, or a product an agent's reply to the conversation names by its title
+(:class:`TitleIndex`). Within a time window:
 
 - **popular**: products ranked by the number of conversations that showed interest in them
   (one conversation counts once per product, so one shopper clicking all day is one vote),
@@ -18,13 +19,21 @@ on the shop page. Within a time window:
 from __future__ import annotations
 
 import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from .catalog import Catalog, Product
 
-__all__ = ["MIN_TOGETHER", "Recommendation", "conversation_sets", "popular", "together"]
+__all__ = [
+    "MIN_TOGETHER",
+    "Recommendation",
+    "TitleIndex",
+    "conversation_sets",
+    "popular",
+    "together",
+]
 
 MIN_TOGETHER = 2  # conversations that must share a pair before it counts
 
@@ -102,3 +111,38 @@ def together(
             if len(out) == k:
                 break
     return out
+
+
+_WORD = re.compile(r"[\w'&-]+")
+
+
+class TitleIndex:
+    """The catalog's titles by their words, to find the products an agent's reply names
+    ("try the Oatly Oat Milk with it"): exact titles, case ignored, at most
+    :attr:`max_words` words long. Latin-script titles only: Chinese text has no word
+    boundaries to match on."""
+
+    def __init__(self, catalog: Catalog, max_words: int = 8):
+        self.max_words = max_words
+        self.titles: dict[str, str] = {}
+        for p in catalog:
+            key = " ".join(_WORD.findall(p.title.casefold()))
+            if key and len(key.split()) <= max_words:
+                self.titles.setdefault(key, p.id)
+
+    def named_in(self, text: str) -> set[str]:
+        """The ids of the products whose title appears in ``text``, longest first and not
+        overlapping ("Oatly Oat Milk" is that product, not also the one titled "Milk")."""
+        words = _WORD.findall((text or "").casefold())
+        found = set()
+        i = 0
+        while i < len(words):
+            for j in range(min(len(words), i + self.max_words), i, -1):
+                pid = self.titles.get(" ".join(words[i:j]))
+                if pid is not None:
+                    found.add(pid)
+                    i = j
+                    break
+            else:
+                i += 1
+        return found

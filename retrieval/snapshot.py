@@ -18,6 +18,7 @@ from .index import VectorIndex
 from .outofscope import OutOfScopeModel
 from .product_gate import calibrate_text_gate
 from .ranking import head_of, out_of_scope_of
+from .recommend import TitleIndex
 
 __all__ = ["Snapshot"]
 
@@ -42,6 +43,11 @@ class Snapshot:
     def filter_masks(self, f: ProductFilter | None) -> FilterMasks | None:
         """``f`` resolved against this version's catalog; None for no or an empty filter."""
         return None if f is None or f.empty else FilterMasks(self.catalog_columns, f)
+
+    @cached_property
+    def title_index(self) -> TitleIndex:
+        """The catalog's titles by their words (the products agents' replies name)."""
+        return TitleIndex(self.catalog)
 
     @cached_property
     def answer_head(self) -> AnswerHead | None:

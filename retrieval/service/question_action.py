@@ -369,9 +369,10 @@ class ActionAnswerQuestion(Action):
         wanted = as_filter(ctx.preferences)
 
         def run() -> tuple[list[str], list[ProductMatch], str]:
-            catalog = retriever.snapshot.catalog
+            snap = retriever.snapshot
+            catalog = snap.catalog
             days = POPULAR_DAYS if product_id is None else TOGETHER_DAYS
-            sets = interests.sets(days) if interests is not None else {}
+            sets = interests.sets(days, None, snap.title_index) if interests is not None else {}
             ok = (lambda p: True) if wanted is None else wanted.matches
             if product_id is None:
                 category = _category_named(asked.rest, catalog)

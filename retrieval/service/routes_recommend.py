@@ -107,8 +107,9 @@ async def shop_popular(
     category: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:
     """Popular products: most conversations' interest (answers and clicks) in the window."""
-    catalog = request.app.state.retriever.snapshot.catalog
-    sets = await run_in_threadpool(_interests(request).sets, days)
+    snap = request.app.state.retriever.snapshot
+    catalog = snap.catalog
+    sets = await run_in_threadpool(_interests(request).sets, days, None, snap.title_index)
     since = datetime.now(UTC) - timedelta(days=days)
     return {
         "window_days": days,
@@ -127,10 +128,11 @@ async def shop_together(
     """What goes well with a product: asked about in the same conversations (cosine of
     conversation sets), then the most similar products for the rest."""
     retriever = request.app.state.retriever
-    catalog = retriever.snapshot.catalog
+    snap = retriever.snapshot
+    catalog = snap.catalog
     if catalog.get(product_id) is None:
         raise NotFound(f"no product with id '{product_id[:60]}'")
-    sets = await run_in_threadpool(_interests(request).sets, days)
+    sets = await run_in_threadpool(_interests(request).sets, days, None, snap.title_index)
 
     def similar(pid: str, n: int) -> list[Any]:
         return [

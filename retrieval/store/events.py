@@ -1,7 +1,8 @@
 """Shoppers' interest in products, read from SQL for the recommendations
-(:mod:`retrieval.recommend`): clicks on the shop page (table ``product_events``) and the
+(:mod:`retrieval.recommend`): clicks on the shop page (table ``product_events``), the
 products questions were answered with (the query log: the first product candidate of a
-query whose system decision answered with products, a follow-up's included).
+query whose system decision answered with products, a follow-up's included), and the
+products the agents' replies to a conversation name by title (table ``agent_actions``).
 
 Reading a week of a busy shop's log is not free, so :class:`Interests` caches each window's
 conversation sets for ``cache_s`` seconds (a few windows at most) and reads at most
@@ -20,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from ..decision import FOLLOW_UP_ANSWER, PRODUCT_ANSWER
 from ..errors import StoreError
-from ..recommend import conversation_sets
-from .models import CandidateRow, DecisionRow, ProductEventRow, QueryRow
+from ..recommend import TitleIndex, conversation_sets
+from .models import AgentActionRow, CandidateRow, DecisionRow, ProductEventRow, QueryRow
 
 __all__ = ["Interests"]
 
@@ -35,7 +36,7 @@ class Interests:
         self.engine = engine
         self.max_rows = max_rows
         self.cache_s = cache_s
-        self._cache: dict[float, tuple[float, dict[str, set[str]]]] = {}
+        self._cache: dict[tuple[float, int], tuple[float, dict[str, set[str]]]] = {}
         self._lock = threading.Lock()
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StoreError:
@@ -58,10 +59,14 @@ class Interests:
         with self._lock:
             self._cache.clear()  # the next read sees the click
 
-    def sets(self, days: float, now: datetime | None = None) -> dict[str, set[str]]:
-        """Each conversation's set of products of interest in the last ``days`` days."""
+    def sets(
+        self, days: float, now: datetime | None = None, titles: TitleIndex | None = None
+    ) -> dict[str, set[str]]:
+        """Each conversation's set of products of interest in the last ``days`` days; with
+        ``titles``, also the products the agents' replies name."""
+        key = (days, id(titles))
         with self._lock:
-            hit = self._cache.get(days)
+            hit = self._cache.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.cache_s and now is None:
                 return hit[1]
         since = (now or datetime.now(UTC)) - timedelta(days=days)
@@ -92,12 +97,32 @@ class Interests:
                     .order_by(ProductEventRow.id.desc())
                     .limit(self.max_rows)
                 ).all()
+                replies = (
+                    s.execute(
+                        select(AgentActionRow.conversation_id, AgentActionRow.final_text)
+                        .where(
+                            AgentActionRow.created_at >= since,
+                            AgentActionRow.conversation_id.is_not(None),
+                            AgentActionRow.final_text.is_not(None),
+                            AgentActionRow.action.in_(("accept", "edit", "write")),
+                        )
+                        .order_by(AgentActionRow.id.desc())
+                        .limit(self.max_rows)
+                    ).all()
+                    if titles is not None
+                    else []
+                )
         except SQLAlchemyError as exc:
             raise self._fail("read", exc) from None
-        sets = conversation_sets([(str(c), str(p)) for c, p in [*answered, *clicks]])
+        named = [
+            (str(c), pid)
+            for c, text in replies
+            for pid in (titles.named_in(text) if titles is not None else ())
+        ]
+        sets = conversation_sets([(str(c), str(p)) for c, p in [*answered, *clicks]] + named)
         if now is None:
             with self._lock:
                 if len(self._cache) >= MAX_WINDOWS:
                     self._cache.clear()
-                self._cache[days] = (time.monotonic(), sets)
+                self._cache[key] = (time.monotonic(), sets)
         return sets

@@ -120,3 +120,35 @@ def test_the_click_limiter_is_bounded() -> None:
     limiter.allow("b", now=70)
     limiter.allow("c", now=71)
     assert len(limiter._seen) == 2 and "a" not in limiter._seen
+
+
+def test_products_an_agents_reply_names_count_as_interest(tmp_path) -> None:  # noqa: ANN001
+    from retrieval.console import auth
+    from retrieval.recommend import TitleIndex
+    from retrieval.store.models import AgentActionRow
+
+    from consoledb import waiting_query
+
+    catalog = Catalog(
+        {
+            "oat": Product("oat", "Oatly Oat Milk", stock=3),
+            "milk": Product("milk", "Milk", stock=3),
+            "zh": Product("zh", "牛油果", stock=3),
+        }
+    )
+    titles = TitleIndex(catalog)
+    assert titles.named_in("Try the OATLY oat milk, or plain milk!") == {"oat", "milk"}
+    assert titles.named_in("oat drinks") == set()
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    agent = auth.add_agent(engine, "alice", "a long enough password")
+    qid = waiting_query(engine, conversation="c-agent")
+    with Session(engine) as s, s.begin():
+        for action, text in (("write", "We have Oatly Oat Milk in stock."), ("reject", "Milk")):
+            s.add(
+                AgentActionRow(query_id=qid, conversation_id="c-agent", agent_id=agent,
+                               agent_name="alice", action=action, final_text=text)
+            )  # fmt: skip
+    interests = Interests(engine, cache_s=0.0)
+    assert interests.sets(7, titles=titles) == {"c-agent": {"oat"}}  # a rejection sends nothing
+    assert interests.sets(7) == {}  # without the titles, replies are not read
