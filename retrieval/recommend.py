@@ -8,7 +8,8 @@ the shop page, or a product an agent's reply to the conversation names by its ti
 
 - **popular**: products ranked by the number of conversations that showed interest in them
   (one conversation counts once per product, so one shopper clicking all day is one vote),
-  out-of-stock products left out, optionally per category;
+  out-of-stock products left out, optionally per category; with nothing in the log, the
+  best-stocked products (:func:`best_stocked`), said to be that;
 - **goes well with** X ("customers who asked about X also asked about Y"): products ranked
   by the cosine of their conversation sets, ``n(X, Y) / sqrt(n(X) * n(Y))``, where n counts
   conversations; at least :data:`MIN_TOGETHER` conversations must share the pair. Products
@@ -30,6 +31,7 @@ __all__ = [
     "MIN_TOGETHER",
     "Recommendation",
     "TitleIndex",
+    "best_stocked",
     "conversation_sets",
     "popular",
     "together",
@@ -74,6 +76,21 @@ def popular(
         if len(out) == k:
             break
     return out
+
+
+def best_stocked(catalog: Catalog, k: int, category: str | None = None) -> list[Recommendation]:
+    """The honest fallback of :func:`popular` when the log holds too little: the ``k``
+    products with the most stock (of ``category`` when given), said to be exactly that."""
+    wanted = None if category is None else " ".join(category.split()).casefold()
+    ranked = sorted(
+        (
+            p
+            for p in catalog
+            if p.stock and (wanted is None or " ".join(p.category.split()).casefold() == wanted)
+        ),
+        key=lambda p: (-(p.stock or 0), p.id),
+    )
+    return [Recommendation(p, float(p.stock or 0), "best-stocked") for p in ranked[:k]]
 
 
 def together(

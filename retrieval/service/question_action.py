@@ -25,7 +25,7 @@ from ..filter_phrases import describe as describe_filter
 from ..filter_phrases import filter_from_text
 from ..filters import ProductFilter
 from ..product_search import ProductMatch
-from ..recommend import popular, together
+from ..recommend import best_stocked, popular, together
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..store.events import Interests
@@ -51,8 +51,8 @@ TOGETHER_DAYS = 30.0  # "customers who asked about X also asked about Y": a mont
 _RECOMMEND = {
     "popular": ("Popular{category} in the last {days} days:", "最近 {days} 天{category}热销："),
     "popular_none": (
-        "Too few shoppers asked about products{category} in the last {days} days to say what is popular.",
-        "最近 {days} 天{category}的咨询太少，暂时无法判断哪些商品热销。",
+        "Too few shoppers asked about products{category} in the last {days} days to say what is popular; here are our best-stocked ones:",
+        "最近 {days} 天{category}的咨询太少，暂时无法判断哪些商品热销；以下是库存最充足的商品：",
     ),
     "together": ("Shoppers who asked about {name} also asked about:", "咨询{name}的顾客也问了："),
     "together_none": (
@@ -377,7 +377,10 @@ class ActionAnswerQuestion(Action):
             if product_id is None:
                 category = _category_named(asked.rest, catalog)
                 recs = [r for r in popular(sets, catalog, 12, category) if ok(r.product)][:4]
-                key = "popular" if recs else "popular_none"
+                key = "popular"
+                if not recs:  # too little in the log: the best-stocked ones, said so
+                    stocked = best_stocked(catalog, 24, category)
+                    recs, key = [r for r in stocked if ok(r.product)][:4], "popular_none"
                 lines = [say_recommend(key, lang, days=f"{days:g}", category=category or "")]
                 reason = f"popular in {days:g} days"
             else:

@@ -4,10 +4,12 @@
   recommendations under the page's conversation cookie. Bounded: a known product id only,
   at most :data:`CLICKS_PER_MINUTE` per conversation (429 beyond), the limiter's memory
   capped at :data:`MAX_TRACKED` conversations;
-- ``GET popular?days=7&k=8&category=``: the products most conversations showed interest in
-  within the window, in stock (:func:`~retrieval.recommend.popular`);
-- ``GET together/{product_id}?k=4``: what goes well with a product
-  (:func:`~retrieval.recommend.together`), each with its basis.
+- ``GET popular?days=7&k=8&category=`` (also ``GET /v1/popular``): the products most
+  conversations showed interest in within the window, in stock
+  (:func:`~retrieval.recommend.popular`), or the best-stocked ones when the log holds too
+  little (``basis`` says which);
+- ``GET together/{product_id}?k=4`` (also ``GET /v1/products/{id}/together``): what goes
+  well with a product (:func:`~retrieval.recommend.together`), each with its basis.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..apidoc import error_responses, json_body
 from ..errors import Busy, InputError, NotFound, Unavailable
-from ..recommend import Recommendation, popular, together
+from ..recommend import Recommendation, best_stocked, popular, together
 from .schemas import ClickIn
 from .shop import COOKIE
 
@@ -99,40 +101,28 @@ async def shop_click(request: Request) -> Response:
     return response
 
 
-@router.get("/shop/api/popular", responses=error_responses(422, 503))
-async def shop_popular(
-    request: Request,
-    days: Annotated[float, Query(gt=0, le=MAX_DAYS)] = 7.0,
-    k: Annotated[int, Query(ge=1, le=24)] = 8,
-    category: Annotated[str | None, Query(max_length=200)] = None,
-) -> dict[str, Any]:
-    """Popular products: most conversations' interest (answers and clicks) in the window."""
+def _popular(request: Request, days: float, k: int, category: str | None) -> dict[str, Any]:
     snap = request.app.state.retriever.snapshot
-    catalog = snap.catalog
-    sets = await run_in_threadpool(_interests(request).sets, days, None, snap.title_index)
+    sets = _interests(request).sets(days, None, snap.title_index)
+    recs = popular(sets, snap.catalog, k, category)
+    basis = "interest"
+    if not recs:  # an empty log: say what is shown instead
+        recs, basis = best_stocked(snap.catalog, k, category), "best-stocked"
     since = datetime.now(UTC) - timedelta(days=days)
     return {
         "window_days": days,
         "since": since.isoformat(timespec="seconds"),
-        "products": cards(popular(sets, catalog, k, category)),
+        "basis": basis,
+        "products": cards(recs),
     }
 
 
-@router.get("/shop/api/together/{product_id}", responses=error_responses(404, 422, 503))
-async def shop_together(
-    request: Request,
-    product_id: str,
-    k: Annotated[int, Query(ge=1, le=12)] = 4,
-    days: Annotated[float, Query(gt=0, le=MAX_DAYS)] = 30.0,
-) -> dict[str, Any]:
-    """What goes well with a product: asked about in the same conversations (cosine of
-    conversation sets), then the most similar products for the rest."""
+def _together(request: Request, product_id: str, k: int, days: float) -> dict[str, Any]:
     retriever = request.app.state.retriever
     snap = retriever.snapshot
-    catalog = snap.catalog
-    if catalog.get(product_id) is None:
+    if snap.catalog.get(product_id) is None:
         raise NotFound(f"no product with id '{product_id[:60]}'")
-    sets = await run_in_threadpool(_interests(request).sets, days, None, snap.title_index)
+    sets = _interests(request).sets(days, None, snap.title_index)
 
     def similar(pid: str, n: int) -> list[Any]:
         return [
@@ -140,5 +130,40 @@ async def shop_together(
             for m in retriever.similar_products(pid, min(n, retriever.limits.max_k))
         ]
 
-    recs = await run_in_threadpool(together, product_id, sets, catalog, k, similar)
+    recs = together(product_id, sets, snap.catalog, k, similar)
     return {"product_id": product_id, "window_days": days, "products": cards(recs)}
+
+
+_DAYS = Annotated[float, Query(gt=0, le=MAX_DAYS, description="the window, in days")]
+
+
+@router.get("/shop/api/popular", responses=error_responses(422, 503))
+@router.get("/v1/popular", tags=["products"], responses=error_responses(422, 503))
+async def popular_products(
+    request: Request,
+    days: _DAYS = 7.0,
+    k: Annotated[int, Query(ge=1, le=24)] = 8,
+    category: Annotated[str | None, Query(max_length=200)] = None,
+) -> dict[str, Any]:
+    """Popular products: the most conversations' interest (answers, clicks, agents' replies)
+    in the window, in stock; with too little in the log, the best-stocked products, and
+    ``basis`` says which."""
+    return await run_in_threadpool(_popular, request, days, k, category)
+
+
+@router.get("/shop/api/together/{product_id}", responses=error_responses(404, 422, 503))
+@router.get(
+    "/v1/products/{product_id}/together",
+    tags=["products"],
+    responses=error_responses(404, 422, 503),
+)
+async def goes_well_with(
+    request: Request,
+    product_id: str,
+    k: Annotated[int, Query(ge=1, le=12)] = 4,
+    days: _DAYS = 30.0,
+) -> dict[str, Any]:
+    """What goes well with a product: asked about in the same conversations (cosine of
+    conversation sets), then the most similar products for the rest; each card's
+    ``basis`` says which."""
+    return await run_in_threadpool(_together, request, product_id, k, days)

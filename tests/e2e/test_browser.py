@@ -99,10 +99,10 @@ def test_popular_strip_goes_well_with_and_a_follow_up(page, stack: Stack) -> Non
 
     avocado = page.locator('#popular .card[data-product-id="avocado"]')
     avocado.locator("a.together").click()
-    row = page.locator('#messages .msg.products[data-kind="together"]').last
-    row.wait_for()
+    row = page.locator('#popular .together-row[data-product-id="avocado"]')  # under the card
+    row.locator(".card").first.wait_for()
     assert row.locator(".card").first.get_attribute("data-product-id") == "kiwi"
-    assert "also asked about" in page.locator("#messages .msg.bot").nth(-2).inner_text()
+    assert "also asked about" in row.locator("p").inner_text()
 
     ask(page, "do you have oat milk?")
     cards = page.locator("#messages .msg.products").last.locator(".card")

@@ -193,8 +193,12 @@ def test_popular_and_goes_well_with_in_the_chat(retriever, store) -> None:  # no
         lambda: retriever, contexts=lambda: store, interests=lambda: interests
     )
     messages, _ = turn(ask, "what's popular this week?", "ask_product")
+    # nothing in the log yet: the best-stocked products, and the reply says so
     assert messages[0]["text"].startswith("Too few shoppers asked about products")
-    assert messages[0]["custom"]["products"] == []
+    assert "best-stocked" in messages[0]["text"]
+    assert [(c["id"], c["basis"]) for c in messages[0]["custom"]["products"]] == [
+        ("red-apple", "best-stocked")
+    ]
     # three conversations clicked the red apple and the gift card, one the banana
     for c in ("a", "b", "c"):
         interests.record_click(c, "red-apple")

@@ -152,3 +152,13 @@ def test_products_an_agents_reply_names_count_as_interest(tmp_path) -> None:  # 
     interests = Interests(engine, cache_s=0.0)
     assert interests.sets(7, titles=titles) == {"c-agent": {"oat"}}  # a rejection sends nothing
     assert interests.sets(7) == {}  # without the titles, replies are not read
+
+
+def test_with_an_empty_log_popular_falls_back_to_the_best_stocked() -> None:
+    from retrieval.recommend import best_stocked
+
+    assert popular({}, CATALOG, k=3) == []
+    got = best_stocked(CATALOG, 3)
+    assert [r.basis for r in got] == ["best-stocked"] * 3
+    assert all(r.product.stock for r in got)
+    assert all(r.product.category == "B" for r in best_stocked(CATALOG, 12, "b"))

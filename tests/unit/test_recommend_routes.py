@@ -40,7 +40,10 @@ def test_clicks_are_checked_and_limited(client: TestClient) -> None:
 
 def test_popular_and_together_answer_from_the_clicks(client: TestClient) -> None:
     empty = client.get("/shop/api/popular").json()
-    assert empty["products"] == [] and empty["window_days"] == 7
+    # nothing in the log: the best-stocked products (the only one in stock), said so
+    assert empty["basis"] == "best-stocked" and empty["window_days"] == 7
+    assert [p["id"] for p in empty["products"]] == ["red-apple"]
+    assert client.get("/v1/popular").json() == empty  # the same for API callers
     for _ in range(2):  # two shoppers (two cookies) click the apple
         with TestClient(client.app) as shopper:
             assert (
@@ -48,11 +51,13 @@ def test_popular_and_together_answer_from_the_clicks(client: TestClient) -> None
             )
             shopper.post("/shop/api/click", json={"product_id": "banana"})
     popular = client.get("/shop/api/popular?days=1&k=3").json()
+    assert popular["basis"] == "interest"
     # the banana is out of stock: not shown however popular
     assert [(p["id"], p["score"], p["basis"]) for p in popular["products"]] == [
         ("red-apple", 2.0, "interest")
     ]
     together = client.get("/shop/api/together/red-apple").json()
+    assert client.get("/v1/products/red-apple/together").json() == together
     assert together["product_id"] == "red-apple"
     assert all(p["id"] != "red-apple" and p["id"] != "banana" for p in together["products"])
     assert client.get("/shop/api/together/nope").status_code == 404

@@ -29,12 +29,13 @@ function productCard(p) {
     li.append(el("span", { class: p.stock > 0 ? "stock" : "stock out" }, p.stock > 0 ? `${p.stock} in stock` : "out of stock"));
   }
   if (typeof p.score === "number") li.append(el("span", { class: "score" }, `match ${p.score.toFixed(2)}`));
-  if (p.basis) li.append(el("span", { class: "basis" }, p.basis === "co-occurrence" ? "asked about together" : p.basis === "interest" ? `${p.score} shoppers asked` : "similar"));
+  const bases = { "co-occurrence": "asked about together", "similarity": "similar", "best-stocked": "well stocked" };
+  if (p.basis) li.append(el("span", { class: "basis" }, p.basis === "interest" ? `${p.score} shoppers asked` : bases[p.basis] || p.basis));
   const link = el("a", { href: "#", class: "similar" }, "Similar items");
   link.addEventListener("click", (e) => { e.preventDefault(); logClick(p.id); showSimilar(p); });
   li.append(link);
   const goes = el("a", { href: "#", class: "together" }, "Goes well with");
-  goes.addEventListener("click", (e) => { e.preventDefault(); logClick(p.id); showTogether(p); });
+  goes.addEventListener("click", (e) => { e.preventDefault(); logClick(p.id); showTogether(p, li); });
   li.append(goes);
   return li;
 }
@@ -158,17 +159,23 @@ async function showSimilar(p) {
   }
 }
 
-async function showTogether(p) {
-  addMessage("user", `What goes well with ${p.title}?`);
+// "Goes well with": a row right under the card (one row open at a time).
+async function showTogether(p, card) {
+  document.querySelectorAll(".together-row").forEach((row) => row.remove());
+  const row = el("li", { class: "together-row", "data-product-id": p.id });
   try {
     const body = await call(`/shop/api/together/${encodeURIComponent(p.id)}`);
-    if (!body.products.length) { addMessage("bot", "Nothing to suggest with it yet."); return; }
     const together = body.products.some((x) => x.basis === "co-occurrence");
-    addMessage("bot", together ? `Shoppers who asked about ${p.title} also asked about:` : `Nothing is often asked about together with ${p.title} yet; similar products:`);
-    addCards(body.products, { kind: "together" });
+    row.append(el("p", { class: "muted" }, !body.products.length ? "Nothing to suggest with it yet."
+      : together ? `Shoppers who asked about ${p.title} also asked about:`
+      : `Nothing is often asked about together with ${p.title} yet; similar products:`));
+    const list = el("ul", { class: "cards" });
+    for (const x of body.products) list.append(productCard(x));
+    row.append(list);
   } catch (err) {
-    addMessage("error", err.message);
+    row.append(el("p", { class: "error" }, err.message));
   }
+  card.after(row);
 }
 
 async function loadPopular() {
@@ -176,9 +183,9 @@ async function loadPopular() {
     const body = await call("/shop/api/popular?days=7&k=8");
     const list = $("popular");
     for (const p of body.products) list.append(productCard(p));
-    $("popular-status").textContent = body.products.length
+    $("popular-status").textContent = body.basis === "interest"
       ? `Asked about by the most shoppers in the last ${body.window_days} days (since ${body.since.slice(0, 10)}), in stock.`
-      : `Not enough questions in the last ${body.window_days} days yet to say what is popular.`;
+      : `Not enough questions in the last ${body.window_days} days yet to say what is popular: our best-stocked products.`;
   } catch (err) {
     $("popular-status").textContent = err.message;
   }
