@@ -48,15 +48,25 @@ class IngestSummary:
     seconds: float = 0.0
 
 
+def records_digest(catalog: Catalog) -> str:
+    """A digest of every product's record as served (not only what is encoded), so a
+    version whose prices or stock changed is not taken for the current one."""
+    rows = sorted(json.dumps(p.to_record(), sort_keys=True, default=str) for p in catalog)
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
 def build_key(
     settings: Settings,
     kind: str,
     item_hashes: list[str],
     *encoder_ids: str,
     labels: str = "",
+    records: str = "",
 ) -> str:
     """Everything a built index depends on; equal keys mean rebuilding would change nothing.
-    ``labels`` is the digest of the agents' labels (:class:`retrieval.shop_labels.ShopLabels`)."""
+    ``labels`` is the digest of the agents' labels (:class:`retrieval.shop_labels.ShopLabels`);
+    ``records`` the digest of the catalog's records (:func:`records_digest`: prices, stock,
+    brands, sizes ... that change what is served without changing a vector)."""
     parts: list[Any] = [
         kind,
         sorted(item_hashes),
@@ -75,6 +85,8 @@ def build_key(
         parts += [labels, settings.agent_label_weight]
     if kind == "products":
         parts += [settings.image_weight, settings.text_weight, PRODUCT_LAYOUT]
+        if records:
+            parts.append(records)
         projection = settings.effective_image_projection
         if projection is not None and projection.exists():
             parts.append(hashlib.sha256(projection.read_bytes()).hexdigest())
@@ -137,6 +149,7 @@ def ingest(
             text.id,
             image_encoder(settings).id,
             *ml_ids,
+            records=records_digest(catalog),
         )
     if if_changed:
         for kind, key in keys.items():

@@ -159,7 +159,8 @@ _EN_FUNCTION = frozenset(
     cool sure number option item product products thing things one's left kind sort type
     say said answer reply language from by into than as if when where who why because
     right now today currently moment actually maybe perhaps exactly yet already ever very
-    quite sorry excuse wondering wonder curious interested""".split()
+    quite sorry excuse wondering wonder curious interested i'd id rather prefer instead
+    would""".split()
 )
 _ZH_FUNCTION = re.compile(
     r"[吗呢吧啊呀哦嘛了的地得么呗]|请问|请|你们|你|我们|我|他们|有没有|有|没有|没|还|也|都|就|"

@@ -22,7 +22,7 @@ from ..catalog import Catalog, Product
 from ..encoders.base import Encoder
 from ..index import IndexParams, VectorIndex
 from ..indexformat import MULTILINGUAL, product_expectations
-from ..ingest import build_key
+from ..ingest import build_key, records_digest
 from ..lexical.tokens import DEFAULT_TOKENIZER
 from ..runtime import make_fusion
 from ..settings import Settings
@@ -50,7 +50,15 @@ def reindex_products(
     params = index_params(settings)
     hashes = {p.id: p.content_hash() for p in catalog}
     ml_ids = (multilingual.id,) if multilingual is not None else ()
-    key = build_key(settings, "products", list(hashes.values()), text.id, image.id, *ml_ids)
+    key = build_key(
+        settings,
+        "products",
+        list(hashes.values()),
+        text.id,
+        image.id,
+        *ml_ids,
+        records=records_digest(catalog),
+    )
     version, meta = read_meta(settings, "products")
     records = [p.to_record() for p in catalog]
     changes = diff_items(meta.get("item_hashes", {}), hashes)

@@ -231,3 +231,29 @@ def test_cli_ingest_records_versions_and_skips_when_unchanged(tmp_path: Path) ->
         )
         assert (data_dir / "index" / "faq" / "CURRENT").read_text().strip() == row.id
     engine.dispose()
+
+
+def test_ingest_if_changed_publishes_a_price_change(tmp_path: Path) -> None:
+    """A catalog edit that changes no vector (a price, the stock, a size) is still a change:
+    ``ingest --if-changed`` (what scripts/start.sh runs) publishes it; an untouched catalog
+    is skipped."""
+    import json
+
+    data_dir = tmp_path / "var"
+    catalog = tmp_path / "catalog.jsonl"
+    rows = [
+        {"id": "oat", "title": "Oat Milk", "price": 2.44, "stock": 3, "size": "1 l"},
+        {"id": "kiwi", "title": "Kiwi", "price": 0.68, "stock": 60},
+    ]
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    args = ("ingest", "--only", "products", "--catalog", str(catalog), "--if-changed",
+            "--no-progress", "--data-dir", str(data_dir))  # fmt: skip
+    assert run_cli(*args).returncode == 0
+    assert "products index unchanged" in run_cli(*args).stdout
+    rows[0]["price"] = 1.99
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    changed = run_cli(*args)
+    assert changed.returncode == 0 and "published products index" in changed.stdout
+    current = (data_dir / "index" / "products" / "CURRENT").read_text().strip()
+    meta = json.loads((data_dir / "index" / "products" / current / "meta.json").read_text())
+    assert {r["id"]: r["price"] for r in meta["records"]} == {"oat": 1.99, "kiwi": 0.68}

@@ -35,6 +35,7 @@ from retrieval.product_search import ProductMatch
         ("最后一个呢", None, -1, False),
         ("第三款", None, 3, False),
         ("do you have a bigger one?", "bigger", None, False),
+        ("I'd rather have something cheaper", "cheaper", None, False),
         ("a smaller pack?", "smaller", None, False),
         ("有大一点的吗", "bigger", None, False),
     ],
