@@ -22,26 +22,35 @@ def console_engine(url: str):  # noqa: ANN202
     return engine
 
 
+def query_row(
+    qid: str,
+    conversation: str | None,
+    text: str | None,
+    decision: str = "suggest",
+    when: datetime | None = None,
+) -> QueryRow:
+    """A logged query row with plausible figures (the fields a test does not care about)."""
+    return QueryRow(
+        id=qid,
+        created_at=when or datetime.now(UTC),
+        conversation_id=conversation,
+        channel="rasa",
+        text=text,
+        has_image=False,
+        decision=decision,
+        top_score=0.5,
+        answer_threshold=0.6,
+        suggest_threshold=0.45,
+        encode_ms=1.0,
+        search_ms=1.0,
+        total_ms=2.0,
+    )
+
+
 def waiting_query(engine, conversation: str = "c" * 20) -> str:  # noqa: ANN001
     qid = str(uuid.uuid4())
     with Session(engine) as s, s.begin():
-        s.add(
-            QueryRow(
-                id=qid,
-                created_at=datetime.now(UTC),
-                conversation_id=conversation,
-                channel="rasa",
-                text="<script>where is my order</script>",
-                has_image=False,
-                decision="suggest",
-                top_score=0.5,
-                answer_threshold=0.6,
-                suggest_threshold=0.45,
-                encode_ms=1.0,
-                search_ms=1.0,
-                total_ms=2.0,
-            )
-        )
+        s.add(query_row(qid, conversation, "<script>where is my order</script>"))
         s.add(CandidateRow(query_id=qid, kind="faq", rank=1, item_id="order-tracking", score=0.5))
     return qid
 
@@ -100,23 +109,7 @@ def log_agent_actions(
 ) -> None:
     """A logged question and ana's actions on it, in order."""
     with Session(engine) as s:
-        s.add(
-            QueryRow(
-                id=query_id,
-                created_at=datetime.now(UTC),
-                conversation_id="c",
-                channel="rasa",
-                text=text,
-                has_image=False,
-                decision="suggest",
-                top_score=0.5,
-                answer_threshold=0.6,
-                suggest_threshold=0.45,
-                encode_ms=1.0,
-                search_ms=1.0,
-                total_ms=2.0,
-            )
-        )
+        s.add(query_row(query_id, "c", text))
         s.flush()
         for action, faq_id in actions:
             s.add(

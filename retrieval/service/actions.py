@@ -58,7 +58,7 @@ class ActionSmallTalk(Action):
     "got any watermelon?" or 甜椒 can look like a greeting to it (甜椒 came out as ``greet``
     with confidence 0.98 in one training of the demo bot). With ``answer`` (the question
     action), a small-talk message is first checked against the indexes without being logged
-    (one retrieval call, ~20 ms); when retrieval would answer it (a confident FAQ answer, or
+    (one retrieval call); when retrieval would answer it (a confident FAQ answer, or
     products past the product gate), it is answered as a question instead. A request for a
     person the NLU is sure of (confidence >= :data:`SURE`) is never second-guessed."""
 

@@ -18,6 +18,8 @@ from ..catalog import Product
 from ..conversation.context import Context, ConversationStore
 from ..conversation.turns import TurnPlan
 from ..errors import StoreError
+from ..filters import ProductFilter
+from ..product_search import ProductMatch
 from ..results import QueryResult
 from ..retriever import Retriever
 
@@ -171,3 +173,40 @@ def answer_in_language(retriever: Retriever, group: str, lang: str) -> str | Non
     """The answer of the group's entry written in the shopper's language, if the bank has one."""
     entry = retriever.snapshot.entry_in_language(group, lang)
     return entry.answer if entry is not None else None
+
+
+def preferred_similar(
+    retriever: Retriever, wanted: ProductFilter | None
+) -> Callable[[str, int, Callable[[Product], bool] | None], list[ProductMatch]]:
+    """The retriever's nearest products to a catalog product among those ``keep`` accepts
+    and the shopper's preferences (``wanted``) allow: what follow-ups and recommendations
+    search with."""
+
+    def similar(pid: str, k: int, keep: Callable[[Product], bool] | None) -> list[ProductMatch]:
+        if wanted is not None:
+            inner = keep
+
+            def keep(p: Product) -> bool:
+                return wanted.matches(p) and (inner is None or inner(p))
+
+        return retriever.similar_products(pid, max(1, min(k, retriever.limits.max_k)), keep=keep)
+
+    return similar
+
+
+def suggestion_payload(
+    kind: str, query_id: str | None, matches: list[ProductMatch], lang: str
+) -> dict[str, Any]:
+    """The cards of a follow-up or a recommendation (``kind``: price, cheaper, popular ...),
+    each with its score and, for recommendations, its basis."""
+    return {
+        "type": "products",
+        "followup": kind,
+        "query_id": query_id,
+        "products": [
+            {**m.product.card(lang), "score": round(m.score, 4)}
+            | ({"basis": m.matched} if kind in ("popular", "together") else {})
+            for m in matches
+        ],
+        "filter": None,
+    }

@@ -14,7 +14,6 @@ from typing import Any
 from rasa_sdk import Action, Tracker
 from rasa_sdk.executor import CollectingDispatcher
 
-from ..catalog import Catalog, Product
 from ..conversation.context import Context, ConversationStore
 from ..conversation.followup import FollowUp, read_followup
 from ..conversation.preferences import as_filter, preference_turn, read_preferences, violated
@@ -25,7 +24,6 @@ from ..filter_phrases import describe as describe_filter
 from ..filter_phrases import filter_from_text
 from ..filters import ProductFilter
 from ..product_search import ProductMatch
-from ..recommend import best_stocked, popular, together
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..store.events import Interests
@@ -35,49 +33,18 @@ from .bot_replies import (
     hand_off,
     load_context,
     no_similar,
+    preferred_similar,
     products_payload,
     response_name,
     save_context,
     say_answer,
     shopper_language,
     slots,
+    suggestion_payload,
 )
+from .recommend_replies import recommendations
 
 __all__ = ["ActionAnswerFollowup", "ActionAnswerQuestion"]
-
-POPULAR_DAYS = 7.0  # "popular this week"
-TOGETHER_DAYS = 30.0  # "customers who asked about X also asked about Y": a month of traffic
-
-_RECOMMEND = {
-    "popular": ("Popular{category} in the last {days} days:", "最近 {days} 天{category}热销："),
-    "popular_none": (
-        "Too few shoppers asked about products{category} in the last {days} days to say what is popular; here are our best-stocked ones:",
-        "最近 {days} 天{category}的咨询太少，暂时无法判断哪些商品热销；以下是库存最充足的商品：",
-    ),
-    "together": ("Shoppers who asked about {name} also asked about:", "咨询{name}的顾客也问了："),
-    "together_none": (
-        "Nothing is asked about together with {name} often enough yet; similar products:",
-        "目前还没有常与{name}一起咨询的商品；类似的商品：",
-    ),
-}  # fmt: skip
-
-
-def say_recommend(key: str, lang: str, **values: str) -> str:
-    en, zh = _RECOMMEND[key]
-    category = values.pop("category", "")
-    where = (f"（{category}）" if lang == "zh" else f" in {category}") if category else ""
-    return (zh if lang == "zh" else en).format(category=where, **values)
-
-
-def _category_named(words: str, catalog: Catalog) -> str | None:
-    """The catalog category the message's own words name ("best sellers in fruit"), if any."""
-    said = {w.casefold() for w in words.split()}
-    for p in catalog:
-        parts = {w.casefold().strip("&,") for w in p.category.split()} - {""}
-        if p.category and said & parts:
-            return p.category
-    return None
-
 
 log = logging.getLogger(__name__)
 
@@ -263,17 +230,8 @@ class ActionAnswerQuestion(Action):
         lang: str,
     ) -> Context:
         retriever = self._retriever()
-
-        wanted = as_filter(ctx.preferences)  # "anything cheaper?" of a vegan: vegan ones
-
-        def similar(pid: str, k: int, keep: Callable[[Product], bool] | None) -> list[Any]:
-            if wanted is not None:
-                inner = keep
-
-                def keep(p: Product) -> bool:
-                    return wanted.matches(p) and (inner is None or inner(p))
-
-            return retriever.similar_products(pid, max(1, k), keep=keep)
+        # "anything cheaper?" of a vegan: vegan ones
+        similar = preferred_similar(retriever, as_filter(ctx.preferences))
 
         def answer() -> tuple[FollowUpAnswer | None, str | None]:
             found = answer_followup(plan, lang, retriever.snapshot.catalog.get, similar)
@@ -289,33 +247,18 @@ class ActionAnswerQuestion(Action):
             return found, qid
 
         t0 = time.perf_counter()
-        try:
-            found, query_id = await asyncio.wait_for(asyncio.to_thread(answer), self._timeout_s)
-        except Exception as exc:  # noqa: BLE001 - never leave the shopper in silence
-            log.warning("follow-up failed for conversation %s: %s", tracker.sender_id, exc)
-            dispatcher.utter_message(
-                response=response_name("utter_handoff", lang),
-                json_message={"handoff": True, "reason": "retrieval unavailable"},
-            )
+        answered = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, answer)
+        if answered is None:
             return ctx
+        found, query_id = answered
         if found is None:  # the products shown were taken out of the catalog since
             clarify(dispatcher, TurnPlan("clarify", reason="nothing shown"), lang)
             return ctx.showing()
         for line in found.lines[:-1]:
             dispatcher.utter_message(text=line)
-        dispatcher.utter_message(
-            text=found.lines[-1],
-            json_message={
-                "type": "products",
-                "followup": plan.aspect,
-                "query_id": query_id,
-                "products": [
-                    {**m.product.card(lang), "score": round(m.score, 4)} for m in found.products
-                ],
-                "filter": None,
-                "retrieval_ms": round((time.perf_counter() - t0) * 1e3, 2),
-            },
-        )
+        payload = suggestion_payload(plan.aspect or "details", query_id, found.products, lang)
+        payload["retrieval_ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        dispatcher.utter_message(text=found.lines[-1], json_message=payload)
         if plan.aspect in ("price", "stock", "details"):
             # still about the same cards ("and the second one?" keeps working); "it" now
             # means the product this turn was about
@@ -368,73 +311,22 @@ class ActionAnswerQuestion(Action):
         interests = self._interests()
         wanted = as_filter(ctx.preferences)
 
-        def run() -> tuple[list[str], list[ProductMatch], str]:
-            snap = retriever.snapshot
-            catalog = snap.catalog
-            days = POPULAR_DAYS if product_id is None else TOGETHER_DAYS
-            sets = interests.sets(days, None, snap.title_index) if interests is not None else {}
-            ok = (lambda p: True) if wanted is None else wanted.matches
-            if product_id is None:
-                category = _category_named(asked.rest, catalog)
-                recs = [r for r in popular(sets, catalog, 12, category) if ok(r.product)][:4]
-                key = "popular"
-                if not recs:  # too little in the log: the best-stocked ones, said so
-                    stocked = best_stocked(catalog, 24, category)
-                    recs, key = [r for r in stocked if ok(r.product)][:4], "popular_none"
-                lines = [say_recommend(key, lang, days=f"{days:g}", category=category or "")]
-                reason = f"popular in {days:g} days"
-            else:
-                ref = catalog.get(product_id)
-                name = ref.name(lang) if ref is not None else product_id
-
-                def similar(pid: str, n: int) -> list[tuple[Product, float]]:
-                    keep = None if wanted is None else wanted.matches
-                    n = min(n, retriever.limits.max_k)
-                    return [
-                        (m.product, m.score) for m in retriever.similar_products(pid, n, keep=keep)
-                    ]
-
-                recs = [
-                    r for r in together(product_id, sets, catalog, 8, similar) if ok(r.product)
-                ][:4]
-                basis = (
-                    "together" if any(r.basis == "co-occurrence" for r in recs) else "together_none"
-                )
-                lines = [say_recommend(basis, lang, name=name, days=f"{days:g}")]
-                reason = f"goes well with {product_id}"
-            matches = [ProductMatch(r.product, r.score, None, None, r.basis) for r in recs]
-            return lines, matches, reason
-
-        try:
-            lines, matches, reason = await asyncio.wait_for(asyncio.to_thread(run), self._timeout_s)
-            query_id = await asyncio.to_thread(
-                retriever.record_followup,
-                text,
-                matches,
-                conversation_id=tracker.sender_id,
-                reason=reason,
-                suggested=True,
+        def run() -> tuple[list[str], list[ProductMatch], str | None]:
+            lines, matches, reason = recommendations(
+                retriever, interests, product_id, asked.rest, wanted, lang
             )
-        except Exception as exc:  # noqa: BLE001 - never leave the shopper in silence
-            log.warning("recommendations failed for conversation %s: %s", tracker.sender_id, exc)
-            dispatcher.utter_message(
-                response=response_name("utter_handoff", lang),
-                json_message={"handoff": True, "reason": "recommendations unavailable"},
+            qid = retriever.record_followup(
+                text, matches, conversation_id=tracker.sender_id, reason=reason, suggested=True
             )
+            return lines, matches, qid
+
+        found = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, run)
+        if found is None:
             return ctx
+        lines, matches, query_id = found
         kind = "popular" if product_id is None else "together"
         dispatcher.utter_message(
-            text=lines[0],
-            json_message={
-                "type": "products",
-                "followup": kind,
-                "query_id": query_id,
-                "products": [
-                    {**m.product.card(lang), "score": round(m.score, 4), "basis": m.matched}
-                    for m in matches
-                ],
-                "filter": None,
-            },
+            text=lines[0], json_message=suggestion_payload(kind, query_id, matches, lang)
         )
         return ctx.showing([m.product.id for m in matches]) if matches else ctx
 

@@ -27,6 +27,8 @@ from starlette.concurrency import run_in_threadpool
 from ..apidoc import error_responses, json_body
 from ..errors import Busy, InputError, NotFound, Unavailable
 from ..recommend import Recommendation, best_stocked, popular, together
+from ..store.events import MAX_DAYS
+from .bot_replies import preferred_similar
 from .schemas import ClickIn
 from .shop import COOKIE
 
@@ -34,7 +36,6 @@ __all__ = ["CLICKS_PER_MINUTE", "MAX_TRACKED", "ClickLimiter", "router"]
 
 CLICKS_PER_MINUTE = 30
 MAX_TRACKED = 10_000
-MAX_DAYS = 90
 
 router = APIRouter(tags=["shop"])
 
@@ -124,11 +125,10 @@ def _together(request: Request, product_id: str, k: int, days: float) -> dict[st
         raise NotFound(f"no product with id '{product_id[:60]}'")
     sets = _interests(request).sets(days, None, snap.title_index)
 
+    nearest = preferred_similar(retriever, None)
+
     def similar(pid: str, n: int) -> list[Any]:
-        return [
-            (m.product, m.score)
-            for m in retriever.similar_products(pid, min(n, retriever.limits.max_k))
-        ]
+        return [(m.product, m.score) for m in nearest(pid, n, None)]
 
     recs = together(product_id, sets, snap.catalog, k, similar)
     return {"product_id": product_id, "window_days": days, "products": cards(recs)}

@@ -4,9 +4,9 @@ products questions were answered with (the query log: the first product candidat
 query whose system decision answered with products, a follow-up's included), and the
 products the agents' replies to a conversation name by title (table ``agent_actions``).
 
-Reading a week of a busy shop's log is not free, so :class:`Interests` caches each window's
-conversation sets for ``cache_s`` seconds (a few windows at most) and reads at most
-``max_rows`` of the most recent interests.
+Reading a busy shop's log is not free, so :class:`Interests` reads the longest window once
+per ``cache_s`` seconds (at most ``max_rows`` of the most recent interests of each kind)
+and cuts every shorter window from that in memory.
 """
 
 from __future__ import annotations
@@ -26,17 +26,30 @@ from .models import AgentActionRow, CandidateRow, DecisionRow, ProductEventRow, 
 
 __all__ = ["Interests"]
 
-MAX_WINDOWS = 8
+MAX_DAYS = 90.0  # the longest window anyone may ask for
 
 
 class Interests:
-    """Records clicks and reads interests per time window (see the module)."""
+    """Records clicks and reads interests per time window (see the module).
 
-    def __init__(self, engine: Engine, *, max_rows: int = 500_000, cache_s: float = 60.0):
+    One scan of the longest window (``max_days``) is cached for ``cache_s`` seconds and
+    every shorter window is cut from it in memory, so callers choosing other windows (the
+    routes are public) cost no extra scans; concurrent misses wait for one scan."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        max_rows: int = 500_000,
+        cache_s: float = 60.0,
+        max_days: float = MAX_DAYS,
+    ):
         self.engine = engine
         self.max_rows = max_rows
         self.cache_s = cache_s
-        self._cache: dict[tuple[float, int], tuple[float, dict[str, set[str]]]] = {}
+        self.max_days = max_days
+        # (read at, titles index id) -> the newest time of each (conversation, product)
+        self._cache: tuple[float, int, dict[tuple[str, str], datetime]] | None = None
         self._lock = threading.Lock()
 
     def _fail(self, what: str, exc: SQLAlchemyError) -> StoreError:
@@ -57,23 +70,36 @@ class Interests:
         except SQLAlchemyError as exc:
             raise self._fail("record", exc) from None
         with self._lock:
-            self._cache.clear()  # the next read sees the click
+            self._cache = None  # the next read sees the click
 
     def sets(
         self, days: float, now: datetime | None = None, titles: TitleIndex | None = None
     ) -> dict[str, set[str]]:
-        """Each conversation's set of products of interest in the last ``days`` days; with
-        ``titles``, also the products the agents' replies name."""
-        key = (days, id(titles))
-        with self._lock:
-            hit = self._cache.get(key)
-            if hit is not None and time.monotonic() - hit[0] < self.cache_s and now is None:
-                return hit[1]
-        since = (now or datetime.now(UTC)) - timedelta(days=days)
+        """Each conversation's set of products of interest in the last ``days`` days (at
+        most ``max_days``); with ``titles``, also the products the agents' replies name."""
+        now = now or datetime.now(UTC)
+        since = now - timedelta(days=min(days, self.max_days))
+        newest = self._newest(now, titles)
+        return conversation_sets(pair for pair, at in newest.items() if at >= since)
+
+    def _newest(self, now: datetime, titles: TitleIndex | None) -> dict[tuple[str, str], datetime]:
+        with self._lock:  # one scan at a time; the others use its result
+            hit = self._cache
+            if (
+                hit is not None
+                and hit[1] == id(titles)
+                and time.monotonic() - hit[0] < self.cache_s
+            ):
+                return hit[2]
+            newest = self._scan(now - timedelta(days=self.max_days), titles)
+            self._cache = (time.monotonic(), id(titles), newest)
+            return newest
+
+    def _scan(self, since: datetime, titles: TitleIndex | None) -> dict[tuple[str, str], datetime]:
         try:
             with Session(self.engine) as s:
                 answered = s.execute(
-                    select(QueryRow.conversation_id, CandidateRow.item_id)
+                    select(QueryRow.conversation_id, CandidateRow.item_id, QueryRow.created_at)
                     .join(CandidateRow, CandidateRow.query_id == QueryRow.id)
                     .join(DecisionRow, DecisionRow.query_id == QueryRow.id)
                     .where(
@@ -92,14 +118,22 @@ class Interests:
                     .limit(self.max_rows)
                 ).all()
                 clicks = s.execute(
-                    select(ProductEventRow.conversation_id, ProductEventRow.product_id)
+                    select(
+                        ProductEventRow.conversation_id,
+                        ProductEventRow.product_id,
+                        ProductEventRow.created_at,
+                    )
                     .where(ProductEventRow.created_at >= since)
                     .order_by(ProductEventRow.id.desc())
                     .limit(self.max_rows)
                 ).all()
                 replies = (
                     s.execute(
-                        select(AgentActionRow.conversation_id, AgentActionRow.final_text)
+                        select(
+                            AgentActionRow.conversation_id,
+                            AgentActionRow.final_text,
+                            AgentActionRow.created_at,
+                        )
                         .where(
                             AgentActionRow.created_at >= since,
                             AgentActionRow.conversation_id.is_not(None),
@@ -115,14 +149,14 @@ class Interests:
         except SQLAlchemyError as exc:
             raise self._fail("read", exc) from None
         named = [
-            (str(c), pid)
-            for c, text in replies
+            (c, pid, at)
+            for c, text, at in replies
             for pid in (titles.named_in(text) if titles is not None else ())
         ]
-        sets = conversation_sets([(str(c), str(p)) for c, p in [*answered, *clicks]] + named)
-        if now is None:
-            with self._lock:
-                if len(self._cache) >= MAX_WINDOWS:
-                    self._cache.clear()
-                self._cache[key] = (time.monotonic(), sets)
-        return sets
+        newest: dict[tuple[str, str], datetime] = {}
+        for c, pid, at in [*answered, *clicks, *named]:
+            at = at if at.tzinfo else at.replace(tzinfo=UTC)  # SQLite forgets the zone
+            key = (str(c), str(pid))
+            if key not in newest or at > newest[key]:
+                newest[key] = at
+        return newest

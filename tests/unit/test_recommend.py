@@ -16,7 +16,9 @@ from retrieval.recommend import MIN_TOGETHER, conversation_sets, popular, togeth
 from retrieval.service.routes_recommend import ClickLimiter
 from retrieval.store import make_engine, migrate
 from retrieval.store.events import Interests
-from retrieval.store.models import CandidateRow, DecisionRow, QueryRow
+from retrieval.store.models import CandidateRow, DecisionRow
+
+from consoledb import query_row
 
 IDS = [f"p{i}" for i in range(12)]
 CATALOG = Catalog(
@@ -94,10 +96,7 @@ def test_interests_come_from_answers_and_clicks(tmp_path) -> None:  # noqa: ANN0
     def logged(conversation: str, product: str, reason: str, when: datetime) -> None:
         qid = str(uuid.uuid4())
         with Session(engine) as s, s.begin():
-            s.add(QueryRow(id=qid, created_at=when, conversation_id=conversation, channel="rasa",
-                           text="q", has_image=False, decision="answer", top_score=0.9,
-                           answer_threshold=0.5, suggest_threshold=0.4, encode_ms=1.0,
-                           search_ms=1.0, total_ms=2.0))  # fmt: skip
+            s.add(query_row(qid, conversation, "q", decision="answer", when=when))
             s.add(CandidateRow(query_id=qid, kind="product", rank=1, item_id=product, score=0.9))
             s.add(CandidateRow(query_id=qid, kind="product", rank=2, item_id="p9", score=0.5))
             s.add(DecisionRow(query_id=qid, actor="system", decision="answer", reason=reason))
@@ -162,3 +161,19 @@ def test_with_an_empty_log_popular_falls_back_to_the_best_stocked() -> None:
     assert [r.basis for r in got] == ["best-stocked"] * 3
     assert all(r.product.stock for r in got)
     assert all(r.product.category == "B" for r in best_stocked(CATALOG, 12, "b"))
+
+
+def test_any_window_is_cut_from_one_cached_scan(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    """The routes are public: a caller cycling through windows must not cost a scan each."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    interests = Interests(engine, cache_s=60.0)
+    scans: list[object] = []
+    real = interests._scan
+    monkeypatch.setattr(interests, "_scan", lambda *a: scans.append(a) or real(*a))
+    interests.record_click("c1", "p0")
+    for days in (1, 2.5, 7, 30, 90, 1000):
+        assert interests.sets(days) == {"c1": {"p0"}}
+    assert len(scans) == 1
+    interests.record_click("c2", "p1")  # a click is seen at once
+    assert interests.sets(7) == {"c1": {"p0"}, "c2": {"p1"}} and len(scans) == 2
