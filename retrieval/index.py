@@ -226,6 +226,27 @@ class VectorIndex:
         labels = sorted(self._by_item.get(item_id, ()))
         return [self._keys[lb][1] for lb in labels], self.vectors(labels)
 
+    def best_variants(
+        self, item_ids: Iterable[str], query: np.ndarray
+    ) -> dict[str, tuple[float, str]]:
+        """Each item's exact similarity to ``query``: its best stored vector's inner product,
+        with that vector's variant (ties: the first added). One read of all their vectors;
+        items not in the index are left out."""
+        labels: list[int] = []
+        owners: list[str] = []
+        for item in dict.fromkeys(item_ids):
+            for label in sorted(self._by_item.get(item, ())):
+                labels.append(label)
+                owners.append(item)
+        if not labels:
+            return {}
+        sims = (self.vectors(labels) @ np.asarray(query, dtype=np.float32).reshape(-1)).tolist()
+        out: dict[str, tuple[float, str]] = {}
+        for label, item, sim in zip(labels, owners, sims, strict=True):
+            if item not in out or sim > out[item][0]:
+                out[item] = (float(sim), self._keys[label][1])
+        return out
+
     def label_items(self) -> tuple[np.ndarray, list[str]]:
         """(live labels, the item of each): what a filter maps onto labels."""
         with self._lock.read():

@@ -152,9 +152,10 @@ def _hybrid_matches(
     lexical = snap.product_index.lexical
     assert lexical is not None
     n = max(k * 4, 50)
-    lex_hits = lexical.search(
-        query_text, n, exclude=exclude, allowed=None if only is None else only.ids
-    )
+    scores = lexical.scores(query_text)  # one tokenising and BM25 pass for both uses below
+    if scores is None:
+        return None
+    lex_hits = scores.top(n, exclude=exclude, allowed=None if only is None else only.ids)
     if not lex_hits:
         return None
     dense: dict[str, float] = {}
@@ -163,15 +164,11 @@ def _hybrid_matches(
     for hit in view.search_items(q_text, n, exclude=exclude, allowed=allowed):
         dense[hit.item_id] = float(np.clip(hit.score, -1.0, 1.0))
         variant[hit.item_id] = hit.variant
-    for item_id, _ in lex_hits:
-        if item_id in dense or item_id not in view:
-            continue
-        variants, vectors = view.item_vectors(item_id)
-        sims = vectors @ np.asarray(q_text, dtype=np.float32)
-        best = int(np.argmax(sims))
-        dense[item_id] = float(np.clip(sims[best], -1.0, 1.0))
-        variant[item_id] = variants[best]
-    bm25 = lexical.score_items(query_text, dense)
+    missing = (item_id for item_id, _ in lex_hits if item_id not in dense)
+    for item_id, (sim, best) in view.best_variants(missing, q_text).items():
+        dense[item_id] = float(np.clip(sim, -1.0, 1.0))
+        variant[item_id] = best
+    bm25 = scores.of(dense)
     lex = max_normalized(bm25)
     out = []
     for item_id, score in weighted(dense, bm25, weight):

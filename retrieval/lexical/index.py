@@ -26,7 +26,7 @@ from ..errors import IndexError_, IndexMismatch
 from .bm25 import DEFAULT_PARAMS, BM25Params, bm25_model
 from .tokens import DEFAULT_TOKENIZER, Tokenizer
 
-__all__ = ["LexicalIndex"]
+__all__ = ["LexicalIndex", "QueryScores"]
 
 FORMAT_VERSION = 1
 META_FILE = "lexical.json"
@@ -104,6 +104,49 @@ def _state(
         owner,
         len(item_index) == len(keys),
     )
+
+
+@dataclass(frozen=True)
+class QueryScores:
+    """One query's BM25 score of every item of one index state (``values[i]``: item
+    ``items[i]``'s best row); read-only."""
+
+    items: list[str]
+    item_index: dict[str, int]
+    values: np.ndarray
+
+    def top(
+        self, k: int, *, exclude: Iterable[str] = (), allowed: Collection[str] | None = None
+    ) -> list[tuple[str, float]]:
+        """The ``k`` best items that share a token with the query, best first (ties: the item
+        added first); with ``allowed``, only those items."""
+        k = int(k)
+        if k <= 0:
+            return []
+        scores = self.values.copy()
+        for item in exclude:
+            i = self.item_index.get(item)
+            if i is not None:
+                scores[i] = 0.0
+        if allowed is not None:
+            keep = np.fromiter((item in allowed for item in self.items), bool, len(self.items))
+            scores[~keep] = 0.0
+        hits = np.flatnonzero(scores > 0)  # ascending: the order items were added in
+        if len(hits) > k:
+            kth = scores[hits[np.argpartition(-scores[hits], k - 1)[k - 1]]]
+            above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
+            hits = np.concatenate([above, tied[: k - len(above)]])
+        order = hits[np.lexsort((hits, -scores[hits]))]
+        return [(self.items[i], float(scores[i])) for i in order.tolist()]
+
+    def of(self, item_ids: Iterable[str]) -> dict[str, float]:
+        """The score of each of these items (0.0: no shared token; unknown ids left out)."""
+        out = {}
+        for item in item_ids:
+            i = self.item_index.get(item)
+            if i is not None:
+                out[item] = float(self.values[i])
+        return out
 
 
 class LexicalIndex:
@@ -254,6 +297,15 @@ class LexicalIndex:
         np.maximum.at(best, s.owner, rows)
         return best
 
+    def scores(self, query: str | Sequence[str]) -> QueryScores | None:
+        """Every item's BM25 score for this query (its best row's), computed once: rank them
+        with :meth:`QueryScores.top` and read any item's with :meth:`QueryScores.of` (a
+        hybrid ranking needs both, for one tokenising and one scoring pass). None when no
+        query token is known. ``query`` is text, or tokens made by this index's tokeniser."""
+        s = self._state
+        values = self._item_scores(s, query)
+        return None if values is None else QueryScores(s.items, s.item_index, values)
+
     def search(
         self,
         query: str | Sequence[str],
@@ -262,42 +314,19 @@ class LexicalIndex:
         exclude: Iterable[str] = (),
         allowed: Collection[str] | None = None,
     ) -> list[tuple[str, float]]:
-        """The ``k`` best items that share a token with the query, each scored by its best
-        row's BM25 score, best first (ties: the item added first). ``query`` is text, or
-        tokens made by this index's tokeniser; with ``allowed``, only those items."""
-        s = self._state
-        k = int(k)
-        if k <= 0:
-            return []
-        scores = self._item_scores(s, query)
-        if scores is None:
-            return []
-        for item in exclude:
-            i = s.item_index.get(item)
-            if i is not None:
-                scores[i] = 0.0
-        if allowed is not None:
-            keep = np.fromiter((item in allowed for item in s.items), bool, len(s.items))
-            scores[~keep] = 0.0
-        hits = np.flatnonzero(scores > 0)  # ascending: the order items were added in
-        if len(hits) > k:
-            kth = scores[hits[np.argpartition(-scores[hits], k - 1)[k - 1]]]
-            above, tied = hits[scores[hits] > kth], hits[scores[hits] == kth]
-            hits = np.concatenate([above, tied[: k - len(above)]])
-        order = hits[np.lexsort((hits, -scores[hits]))]
-        return [(s.items[i], float(scores[i])) for i in order.tolist()]
+        """The ``k`` best items that share a token with the query (see
+        :meth:`QueryScores.top`)."""
+        scores = self.scores(query)
+        return [] if scores is None else scores.top(k, exclude=exclude, allowed=allowed)
 
     def score_items(self, query: str | Sequence[str], item_ids: Iterable[str]) -> dict[str, float]:
         """The BM25 score of each of these items (0.0: no shared token; unknown ids left out),
         e.g. for the dense candidates of a hybrid ranking."""
-        s = self._state
-        scores = self._item_scores(s, query)
-        out = {}
-        for item in item_ids:
-            i = s.item_index.get(item)
-            if i is not None:
-                out[item] = 0.0 if scores is None else float(scores[i])
-        return out
+        scores = self.scores(query)
+        if scores is None:
+            s = self._state
+            return {item: 0.0 for item in item_ids if item in s.item_index}
+        return scores.of(item_ids)
 
     # ---- persistence --------------------------------------------------------------------
     def save(self, folder: Path) -> None:

@@ -65,6 +65,22 @@ def test_items_group_their_variants_best_wins() -> None:
     assert idx.search_items(e[1], 5, exclude=["a"])[0].item_id == "b"
 
 
+def test_best_variants_are_each_items_exact_best_vector() -> None:
+    x = unit_rows(30, 8, seed=3)
+    idx = VectorIndex(8)
+    keys = [(f"item{i % 10}", f"v{i // 10}") for i in range(30)]  # 3 variants per item
+    idx.add(keys, x)
+    q = unit_rows(1, 8, seed=4)[0]
+    got = idx.best_variants(["item7", "item2", "unknown", "item7"], q)
+    assert list(got) == ["item7", "item2"]  # asked order, once each, unknown left out
+    for item, (score, variant) in got.items():
+        rows = [i for i, (it, _) in enumerate(keys) if it == item]
+        best = max(rows, key=lambda i: float(x[i] @ q))
+        assert variant == keys[best][1]
+        assert score == pytest.approx(float(x[best] @ q), abs=1e-5)
+    assert idx.best_variants([], q) == {}
+
+
 def test_update_by_key_replaces_the_vector() -> None:
     idx, x = make(n=10)
     target = -x[0]

@@ -153,6 +153,25 @@ def test_search_is_best_per_item_best_first() -> None:
             assert score == pytest.approx(ref[item], rel=1e-6)
 
 
+def test_one_scoring_pass_ranks_and_reads_like_search_and_score_items() -> None:
+    data = synthetic_rows(200) + rows()
+    index = LexicalIndex.build(data)
+    items = sorted({item for item, _, _ in data})
+    for q in QUERIES:
+        scores = index.scores(q)
+        if scores is None:
+            assert index.search(q, 10) == [] and set(index.score_items(q, items).values()) == {0}
+            continue
+        assert scores.top(10) == index.search(q, 10)
+        assert scores.top(5, exclude=["tv-7100"]) == index.search(q, 5, exclude=["tv-7100"])
+        some = set(items[::3])
+        assert scores.top(5, allowed=some) == index.search(q, 5, allowed=some)
+        assert all(item in some for item, _ in scores.top(5, allowed=some))
+        assert scores.of(items + ["unknown"]) == index.score_items(q, items)
+        scores.top(3, exclude=items)  # reading never changes the scores
+        assert scores.of(items) == index.score_items(q, items)
+
+
 def test_the_code_decides() -> None:
     index = LexicalIndex.build(rows())
     assert index.search("samsung ue55nu7400", 1)[0][0] == "tv-7400"
