@@ -79,12 +79,26 @@ def _isolated_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.fixture(scope="session")
-def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A data dir holding demo indexes built with the real models (built once per session)."""
+def demo_index(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A data dir holding demo indexes built with the real models, built once per run: under
+    pytest-xdist the first worker that needs it builds it in the run's shared temporary
+    folder while the others wait on a file lock, then all read it (tests copy its ``index``
+    folder before changing anything)."""
+    from filelock import FileLock
+
     from retrieval.ingest import ingest
 
-    data_dir = tmp_path_factory.mktemp("demo-index")
-    ingest(demo_settings(data_dir))
+    if worker_id == "master":  # a plain pytest run
+        data_dir = tmp_path_factory.mktemp("demo-index")
+        ingest(demo_settings(data_dir))
+        return data_dir
+    shared = tmp_path_factory.getbasetemp().parent  # one folder per run, above each worker's
+    data_dir, ready = shared / "demo-index", shared / "demo-index.ready"
+    with FileLock(str(shared / "demo-index.lock")):
+        if not ready.exists():
+            shutil.rmtree(data_dir, ignore_errors=True)  # a half-built one from a failed build
+            ingest(demo_settings(data_dir))
+            ready.touch()
     return data_dir
 
 
