@@ -115,9 +115,9 @@ def test_the_kept_network_is_written_loadable_and_reproducible(few, tmp_path) ->
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / "cnn.pth"
-        # 8 training photos: one step of 8 photos and the 4 catalog images
+        # 4 training photos, one of each product: one step of them and the 4 catalog images
         config = CNNConfig(
-            epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu", heldout_fraction=0.6
+            epochs=1, batch_size=8, anchor_batch=16, seed=3, device="cpu", heldout_fraction=0.8
         )
         runs.append(
             fine_tune_image_cnn(
@@ -134,7 +134,7 @@ def test_the_kept_network_is_written_loadable_and_reproducible(few, tmp_path) ->
     assert record["n_photos"] == 20 and record["n_skipped_images"] == 1  # the broken jpeg
     assert record["n_catalog_images"] == 4 and record["epochs_run"] == 1
     assert record["started_from"].startswith("cnn:efficientnet-lite0==")
-    assert record["n_heldout"] == 12  # three photos of each product (5 x 0.6)
+    assert record["n_heldout"] == 16  # four photos of each product (5 x 0.8)
     assert len(record["losses"]) == 1 and np.isfinite(record["losses"][0])
     # the same data and seed give the same weights (on the CPU)
     a, b = (torch.load(tmp_path / n / "cnn.pth", weights_only=True) for n in ("a", "b"))
@@ -167,7 +167,8 @@ def test_loader_workers_none_on_the_cpu_one_per_spare_core_on_a_gpu(monkeypatch)
 def test_steps_prepared_by_loader_workers_train_reproducibly(few) -> None:
     """Two processes augment the photos while the network trains: the run is still
     reproducible for the seed, and trains (the weights move from the packaged ones). On
-    the training function itself, with two photos of each product: two steps, one from
+    the training function itself, with two photos of each of two products and none held
+    out (each run encodes every photo before and after its epoch): two steps, one from
     each worker."""
     import torch
 
@@ -177,11 +178,14 @@ def test_steps_prepared_by_loader_workers_train_reproducibly(few) -> None:
         return load_image(few["dir"] / name, max_bytes=10**7, max_pixels=10**7)
 
     rows = [json.loads(line) for line in few["photos"].read_text().splitlines()]
-    number = {pid: i for i, pid in enumerate(sorted(SHAPES))}
-    kept = [r for r in rows if r["image"].startswith(("t0-", "t1-"))]
+    products = sorted(SHAPES)[:2]
+    number = {pid: i for i, pid in enumerate(products)}
+    kept = [
+        r for r in rows if r["image"].startswith(("t0-", "t1-")) and r["relevant"][0] in products
+    ]
     photos = [decoded(r["image"]) for r in kept]
     labels = [number[r["relevant"][0]] for r in kept]
-    anchors = [decoded(f"{pid}.png") for pid in sorted(SHAPES)]
+    anchors = [decoded(f"{pid}.png") for pid in products]
     config = CNNConfig(
         epochs=1,
         batch_size=2,
@@ -189,15 +193,15 @@ def test_steps_prepared_by_loader_workers_train_reproducibly(few) -> None:
         seed=3,
         device="cpu",
         loader_workers=2,
-        heldout_fraction=0.5,
+        heldout_fraction=0.0,
     )
     states = []
     for _ in range(2):
         result = fine_tune_cnn(
-            load_network(_package_weights()), photos, labels, anchors, range(4), config
+            load_network(_package_weights()), photos, labels, anchors, range(2), config
         )
         assert result.loader_workers == 2 and result.epochs_run == 1
-        assert int(result.heldout.sum()) == 4  # so 4 training photos, 2 steps of 2
+        assert len(photos) == 4 and not result.heldout.any()  # so 2 steps of 2 photos
         states.append(result.state)
     a, b = states
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
@@ -355,7 +359,9 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert main(["ingest", *common]) == 0
     capsys.readouterr()
     args = ["train", *common, "--heldout", str(heldout), "--photos", str(drawn["photos"])]
-    args += ["--cnn-epochs", "1", "--cnn-batch-size", "8", "--epochs", "1", "--batch-size", "8"]
+    # all 24 training photos in one step (each image of a step costs the same forward and
+    # backward, the steps only add the catalog images again)
+    args += ["--cnn-epochs", "1", "--cnn-batch-size", "24", "--epochs", "1", "--batch-size", "8"]
     args += ["--force", "--json"]
     # both models see the same held-out photos: the real functions, watched
     held: dict[str, np.ndarray] = {}
@@ -378,7 +384,7 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert held["cnn"].sum() == 4 and np.array_equal(held["cnn"], held["projection"])
     cnn = out["image"]["cnn"]
     assert cnn["n_photos"] == 28 and cnn["epochs_run"] == 1 and cnn["device"] == "cpu"
-    assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (8, 16)
+    assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (24, 48)
     assert out["settings"]["image_weights"] == str(version / "image-cnn.pth")
     assert (version / "image-cnn.pth").is_file() and (version / "image-projection.npy").is_file()
     # the projection was learned on the fine-tuned network's features
@@ -394,8 +400,10 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     with pytest.raises(IndexMismatch):  # and not with the packaged one
         build_retriever(promoted.model_copy(update={"image_weights": None}))
 
-    # a text-only run keeps the image side of the version promoted before it
+    # a text-only run keeps the image side of the version promoted before it (in what it
+    # promotes: the re-index that would follow is the one above, and the rollback's below)
     text_only = ["train", *common, "--heldout", str(heldout), "--epochs", "1", "--force"]
+    text_only.append("--no-reindex")
     assert main([*text_only, "--batch-size", "8", "--json"]) == 0
     second = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert second["image"] is None and second["image_kept_from"] == out["id"]
