@@ -14,6 +14,7 @@ from enum import StrEnum
 import numpy as np
 
 __all__ = [
+    "UNSURE_PHOTO",
     "Decision",
     "DecisionPolicy",
     "Verdict",
@@ -29,6 +30,7 @@ __all__ = [
 PRODUCT_ANSWER = "top product score"
 FOLLOW_UP_ANSWER = "follow-up:"
 SUGGESTION = "suggestion:"  # cards the bot chose (cheaper, similar, popular): not interest
+UNSURE_PHOTO = "unsure photo match"  # shown as "is it one of these?", with a hand-off offer
 
 
 class Decision(StrEnum):
@@ -46,6 +48,8 @@ class DecisionPolicy:
     # product questions: show the matches when the best one scores at least this
     product_threshold: float = 0.35
     photo_threshold: float = 0.2  # image-only scores run lower than text ones
+    # a question with a photo whose best shown match scores below this is a suggestion
+    photo_sure_threshold: float | None = None
     # share of the shop's own FAQ phrasings allowed to show products (retrieval.product_gate)
     product_false_show: float = 0.1
 
@@ -69,15 +73,29 @@ def decide_products(
     policy: DecisionPolicy,
     *,
     threshold: float | None = None,
+    sure: float | None = None,
 ) -> Verdict | None:
     """For a product question: answer with the matches when the best is good enough, else
     ``None`` (the FAQ decision stands). ``threshold``: the product gate's (see
-    :mod:`retrieval.product_gate`); default the policy's product or photo threshold."""
+    :mod:`retrieval.product_gate`); default the policy's product or photo threshold.
+
+    ``sure`` (questions with a photo): a best match shown but below it is a *suggestion*
+    (the shopper is asked "is it one of these?" and offered a person; the question waits in
+    the agents' queue), not an answer."""
     if top_score is None:
         return None
     if threshold is None:
         threshold = policy.product_threshold if has_text else policy.photo_threshold
     kind = "product" if has_text else "photo"
+    if top_score >= threshold and sure is not None and top_score < sure:
+        return Verdict(
+            Decision.SUGGEST,
+            float(top_score),
+            None,
+            f"{UNSURE_PHOTO} {top_score:.3f} below the sure level {sure:.3f}: "
+            "asked 'is it one of these?'",
+            basis="products",
+        )
     if top_score >= threshold:
         return Verdict(
             Decision.ANSWER,

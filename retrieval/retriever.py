@@ -402,7 +402,13 @@ class Retriever:
         gate = self._product_gate(snap, route, q, products, policy)
         if prefer_products or (prefer_products is None and verdict.decision is not Decision.ANSWER):
             verdict = (
-                decide_products(gate.score, q.text is not None, policy, threshold=gate.threshold)
+                decide_products(
+                    gate.score,
+                    q.text is not None,
+                    policy,
+                    threshold=gate.threshold,
+                    sure=policy.photo_sure_threshold if q.image is not None else None,
+                )
                 or verdict
             )
         return QueryResult(

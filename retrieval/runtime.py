@@ -73,6 +73,7 @@ def policy_for(settings: Settings, faq_index: VectorIndex) -> DecisionPolicy:
         source,
         product_threshold=settings.product_answer_threshold,
         photo_threshold=settings.photo_answer_threshold,
+        photo_sure_threshold=settings.photo_sure_threshold,
         product_false_show=settings.product_false_show,
     )
 

@@ -45,7 +45,7 @@ from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
-from .runner import LATENCY_SAMPLE, answer_all, gate_info
+from .runner import LATENCY_SAMPLE, answer_all, gate_info, photo_decision_info
 
 __all__ = ["evaluate_products", "with_training_examples"]
 
@@ -306,5 +306,6 @@ def evaluate_products(
         **answered.info,
     }
     info.update(gate_info(answered.results))
+    info.update(photo_decision_info(answered.results, [q.relevant for q in queries]))
     name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("products", name, tuple(results), info)

@@ -10,13 +10,14 @@ ones (a difference is counted and reported, never hidden).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..decision import Decision
 from ..filters import ProductFilter
 from ..results import QueryResult
 from ..retriever import ImageInput, Retriever
@@ -129,5 +130,50 @@ def gate_info(results: Sequence[QueryResult]) -> dict[str, Any]:
         "product_gate": {
             "shown": sum(g.about_products for g in gates) / len(gates),
             "thresholds": sorted({f"{g.threshold:.4f} ({g.measure}: {g.source})" for g in gates}),
+        }
+    }
+
+
+def photo_decision_info(
+    results: Sequence[QueryResult], relevant: Sequence[Collection[str]]
+) -> dict[str, Any]:
+    """How questions with a photo were decided (``photo_sure_threshold``): the share answered
+    as sure and how often their first card is right, the share asked "is it one of these?"
+    and how often the right product is among the cards they show, and the share shown
+    nothing. Empty when no question has a photo."""
+    pairs = [(r, rel) for r, rel in zip(results, relevant, strict=True) if r.has_image]
+    if not pairs:
+        return {}
+    sure = [(r, rel) for r, rel in pairs if r.answered_with == "products"]
+    unsure = [
+        (r, rel)
+        for r, rel in pairs
+        if r.decision is Decision.SUGGEST and r.verdict.basis == "products"
+    ]
+    n = len(pairs)
+
+    def share(part: Sequence[object]) -> float:
+        return round(len(part) / n, 4)
+
+    return {
+        "photo_decisions": {
+            "sure_threshold": pairs[0][0].policy.photo_sure_threshold,
+            "answered_as_sure": share(sure),
+            "sure_first_card_right": (
+                round(sum(r.products[0].product.id in rel for r, rel in sure) / len(sure), 4)
+                if sure
+                else None
+            ),
+            "asked_is_it_one_of_these": share(unsure),
+            "one_of_these_right_in_cards": (
+                round(
+                    sum(any(m.product.id in rel for m in r.shown_products) for r, rel in unsure)
+                    / len(unsure),
+                    4,
+                )
+                if unsure
+                else None
+            ),
+            "nothing_shown": round(1 - (len(sure) + len(unsure)) / n, 4),
         }
     }

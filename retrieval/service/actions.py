@@ -47,6 +47,9 @@ log = logging.getLogger(__name__)
 
 SMALL_TALK = ("greet", "goodbye", "thank", "request_human", "chitchat")
 SURE = 0.95  # NLU confidence above which a request for a person is taken as it is
+# the button under an unsure photo match's cards (the shop page asks for a person with it)
+NONE_OF_THESE = {"en": "None of these", "zh": "都不是"}
+BUTTON_HANDOFF = "(the shopper pressed a button to ask for a person)"  # logged as the question
 
 
 class ActionSmallTalk(Action):
@@ -78,6 +81,8 @@ class ActionSmallTalk(Action):
     async def _is_question(self, text: str, intent: str | None, confidence: float) -> bool:
         if self._answer is None or self._retriever is None or not text.strip():
             return False
+        if text.startswith("/"):  # an intent sent by a button of the shop page, not typed
+            return False
         if intent == "request_human" and confidence >= SURE:  # never second-guessed
             return False
         retriever = self._retriever
@@ -102,14 +107,16 @@ class ActionSmallTalk(Action):
         if await self._is_question(text, intent, confidence):
             assert self._answer is not None
             return await self._answer.run(dispatcher, tracker, domain)
-        lang = shopper_language(text)
+        button = text.startswith("/")  # a button of the shop page (e.g. "None of these")
+        lang = conversation_language(tracker) if button else shopper_language(text)
         dispatcher.utter_message(
             response=response_name(f"utter_{intent if intent in SMALL_TALK else 'chitchat'}", lang)
         )
         if intent == "request_human" and self._retriever is not None:
+            logged = BUTTON_HANDOFF if button else text
             try:  # off the event loop: a full query log makes this wait (then refuse)
                 await asyncio.to_thread(
-                    self._retriever().record_handoff, text, conversation_id=tracker.sender_id
+                    self._retriever().record_handoff, logged, conversation_id=tracker.sender_id
                 )
             except Exception as exc:  # noqa: BLE001 - the shopper has their reply; the log says what failed
                 log.error(
@@ -171,10 +178,16 @@ class ActionAnswerPhoto(Action):
         )
         if result is None:
             return []
-        if result.answered_with == "products":
+        unsure = result.decision is Decision.SUGGEST and result.verdict.basis == "products"
+        if result.answered_with == "products" or unsure:
+            # an unsure match (decision.UNSURE_PHOTO) asks "is it one of these?" and offers a
+            # person; the question already waits in the agents' queue as a suggestion
             dispatcher.utter_message(
-                response=response_name("utter_photo_products", lang),
-                json_message=products_payload(result, lang),
+                response=response_name(
+                    "utter_photo_unsure" if unsure else "utter_photo_products", lang
+                ),
+                json_message=products_payload(result, lang)
+                | ({"unsure": True, "none_label": NONE_OF_THESE[lang]} if unsure else {}),
             )
             ctx = ctx.showing([m.product.id for m in result.shown_products])
         else:

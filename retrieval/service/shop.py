@@ -171,6 +171,15 @@ async def shop_photo(request: Request) -> JSONResponse:
     return response
 
 
+@router.post("/shop/api/person", response_model=ChatOut, responses=error_responses(413, 429, 503))
+async def shop_person(request: Request) -> JSONResponse:
+    """The shopper asks for a person, e.g. with "none of these" under a photo's uncertain
+    matches: the bot records a hand-off for this conversation (its earlier questions, the
+    photo included, are in the agents' queue) and says a colleague will answer. No body."""
+    cid, new = conversation_of(request)
+    return _reply(await _relay(request).send(cid, "/request_human"), cid, new)
+
+
 @router.get("/shop/api/updates", response_model=ShopUpdatesOut, responses=error_responses(422))
 async def shop_updates(
     request: Request, after: Annotated[int, Query(ge=0, le=2**62)] = 0

@@ -98,6 +98,21 @@ def test_photo_from_the_chat_finds_the_product(stack: Stack) -> None:
     assert (stack.data_dir / "uploads" / photo_id).read_bytes() == banana_photo()
 
 
+def test_none_of_these_after_a_photo_asks_for_a_person(stack: Stack) -> None:
+    """The button under an unsure photo match posts to /shop/api/person: the bot says an
+    agent will reply, and a hand-off joins the photo's question in that conversation."""
+    with httpx.Client(base_url=stack.base, timeout=30) as c:
+        r = c.post("/shop/api/photo", files={"image": ("banana.jpg", banana_photo(), "image/jpeg")})
+        assert r.status_code == 200, r.text
+        cid = r.cookies[COOKIE]
+        r = c.post("/shop/api/person")
+        assert r.status_code == 200, r.text
+        assert r.json()["conversation_id"] == cid
+        assert merged(r.json())["text"] == "Of course. A support agent will reply here shortly."
+    photo, person = queries_of(stack, cid)
+    assert photo.has_image and person.decision == "handoff" and not person.has_image
+
+
 @pytest.mark.parametrize(
     ("request_kwargs", "status", "detail"),
     [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 import pytest
@@ -174,6 +175,20 @@ def test_asking_for_a_person_is_logged_as_a_handoff(retriever) -> None:  # noqa:
     assert rec["decisions"][0]["reason"] == "the shopper asked for a person"
 
 
+def test_the_none_of_these_button_hands_off_in_the_conversations_language(retriever) -> None:  # noqa: ANN001, F811
+    button = tracker(
+        "/request_human",
+        "request_human",
+        sender="s-6",
+        events=[{"event": "user", "text": "有这个吗"}, {"event": "user", "text": "/request_human"}],
+    )
+    messages, _ = run(ActionSmallTalk(lambda: retriever), button)
+    assert [m["response"] for m in messages] == ["utter_request_human_zh"]
+    [rec] = retriever.query_log.records
+    assert rec["query"]["decision"] == "handoff" and rec["query"]["conversation_id"] == "s-6"
+    assert rec["query"]["text"] == "(the shopper pressed a button to ask for a person)"
+
+
 def photo_tracker(photo_id: str, earlier: str | None = None) -> Tracker:
     text = f'/send_photo{{"photo_id": "{photo_id}"}}'
     events = [{"event": "user", "text": earlier}] if earlier else []
@@ -211,6 +226,31 @@ def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa
     assert rec["query"]["image_ref"] == f"upload:{photo_id}"
     assert rec["query"]["conversation_id"] == "s-photo"
     assert rec["query"]["id"] == m["custom"]["query_id"]
+
+
+def test_an_unsure_photo_match_asks_is_it_one_of_these(retriever, tmp_path) -> None:  # noqa: ANN001, F811
+    uploads = UploadStore(tmp_path / "up", max_bytes=10**6, max_pixels=10**7)
+    photo_id = uploads.save(colour_png("yellow"))
+    sure = run(ActionAnswerPhoto(lambda: retriever, lambda: uploads), photo_tracker(photo_id))
+    best = sure[0][0]["custom"]["products"][0]["score"]
+    snap = retriever.snapshot  # the sure level just above the best match's score
+    policy = dataclasses.replace(snap.policy, photo_sure_threshold=best + 0.01)
+    retriever.swap(dataclasses.replace(snap, policy=policy))
+    messages, events = run(
+        ActionAnswerPhoto(lambda: retriever, lambda: uploads),
+        photo_tracker(photo_id, earlier="有这个吗"),
+    )
+    [m] = messages
+    assert m["response"] == "utter_photo_unsure_zh"
+    assert m["custom"]["unsure"] is True and m["custom"]["none_label"] == "都不是"
+    assert [c["id"] for c in m["custom"]["products"]] == [
+        c["id"] for c in sure[0][0]["custom"]["products"]
+    ]  # the same cards, asked about instead of asserted
+    slots = {e["name"]: e["value"] for e in events if e["event"] == "slot"}
+    assert slots["shown_products"] == [c["id"] for c in m["custom"]["products"]]
+    rec = retriever.query_log.records[-1]
+    assert rec["query"]["decision"] == "suggest"  # waits in the agents' queue
+    assert rec["decisions"][0]["reason"].startswith("unsure photo match")
 
 
 @pytest.mark.parametrize("photo_id", ["0123456789abcdef0123456789abcdef", "../../etc/passwd"])

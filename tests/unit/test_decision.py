@@ -70,3 +70,19 @@ def test_product_questions_are_answered_with_good_enough_matches() -> None:
     assert photo is not None and "photo threshold 0.200" in photo.reason
     assert decide_products(0.1, False, policy) is None
     assert decide_products(None, True, policy) is None
+
+
+def test_a_photo_matched_below_the_sure_level_is_a_suggestion() -> None:
+    from retrieval.decision import decide_products
+
+    policy = DecisionPolicy(0.6, 0.4, 0.02, product_threshold=0.35, photo_threshold=0.2)
+    unsure = decide_products(0.3, False, policy, sure=0.45)
+    assert unsure is not None and unsure.decision is Decision.SUGGEST
+    assert unsure.basis == "products" and unsure.top_score == pytest.approx(0.3)
+    assert unsure.reason.startswith("unsure photo match 0.300 below the sure level 0.450")
+    sure = decide_products(0.45, False, policy, sure=0.45)  # at the level: sure
+    assert sure is not None and sure.decision is Decision.ANSWER
+    assert decide_products(0.1, False, policy, sure=0.45) is None  # not shown at all
+    # a text and a photo together: the same rule, on the fused score and the photo threshold
+    both = decide_products(0.25, True, policy, threshold=0.2, sure=0.45)
+    assert both is not None and both.decision is Decision.SUGGEST

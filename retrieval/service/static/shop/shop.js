@@ -65,6 +65,12 @@ function addCards(products, payload) {
   const list = el("ul", { class: "cards" });
   for (const p of products) list.append(productCard(p));
   li.append(list);
+  if (payload.unsure) {
+    // an unsure photo match: "none of these" asks for a person (the bot records a hand-off)
+    const none = el("button", { type: "button", class: "none-of-these" }, payload.none_label || "None of these");
+    none.addEventListener("click", () => { none.disabled = true; askForPerson(none.textContent); });
+    li.append(none);
+  }
   messages.append(li);
   scrollDown();
 }
@@ -109,6 +115,18 @@ function setBusy(on) {
   busy = on;
   $("send").disabled = on;
   $("chat-state").textContent = on ? "typing…" : "";
+}
+
+async function askForPerson(label) {
+  addMessage("user", label);
+  setBusy(true);
+  try {
+    showBotMessages((await call("/shop/api/person", { method: "POST" })).messages);
+  } catch (err) {
+    addMessage("error", err.message);
+  } finally {
+    setBusy(false);
+  }
 }
 
 async function sendText(text) {
