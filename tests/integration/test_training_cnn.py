@@ -359,9 +359,7 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert main(["ingest", *common]) == 0
     capsys.readouterr()
     args = ["train", *common, "--heldout", str(heldout), "--photos", str(drawn["photos"])]
-    # all 24 training photos in one step (each image of a step costs the same forward and
-    # backward, the steps only add the catalog images again)
-    args += ["--cnn-epochs", "1", "--cnn-batch-size", "24", "--epochs", "1", "--batch-size", "8"]
+    args += ["--cnn-epochs", "1", "--cnn-batch-size", "8", "--epochs", "1", "--batch-size", "8"]
     args += ["--force", "--json"]
     # both models see the same held-out photos: the real functions, watched
     held: dict[str, np.ndarray] = {}
@@ -384,7 +382,7 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert held["cnn"].sum() == 4 and np.array_equal(held["cnn"], held["projection"])
     cnn = out["image"]["cnn"]
     assert cnn["n_photos"] == 28 and cnn["epochs_run"] == 1 and cnn["device"] == "cpu"
-    assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (24, 48)
+    assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (8, 16)
     assert out["settings"]["image_weights"] == str(version / "image-cnn.pth")
     assert (version / "image-cnn.pth").is_file() and (version / "image-projection.npy").is_file()
     # the projection was learned on the fine-tuned network's features
