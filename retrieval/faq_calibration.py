@@ -10,7 +10,8 @@ on honest scores (a phrasing always matches itself at cosine 1).
 from __future__ import annotations
 
 import logging
-import weakref
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -207,15 +208,27 @@ def calibrate_from_settings(
     )
 
 
-_offtopic: weakref.WeakKeyDictionary[Encoder, np.ndarray] = weakref.WeakKeyDictionary()
+# by encoder id (a model's name and version, or its folder's fingerprint: the same id means
+# the same weights), so a new encoder object of the same model (e.g. training compares the
+# current model with a candidate) does not encode them again; a few models at most
+_offtopic: OrderedDict[str, np.ndarray] = OrderedDict()
+_OFFTOPIC_MODELS = 4
+_offtopic_lock = threading.Lock()
 
 
 def offtopic_vectors(text: Encoder) -> np.ndarray:
-    """The built-in off-topic messages (English), encoded once per encoder object."""
-    vectors = _offtopic.get(text)
-    if vectors is None:
-        vectors = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
-        _offtopic[text] = vectors
+    """The built-in off-topic messages (English), encoded once per model (read-only)."""
+    with _offtopic_lock:
+        vectors = _offtopic.get(text.id)
+        if vectors is not None:
+            _offtopic.move_to_end(text.id)
+            return vectors
+    vectors = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
+    vectors.setflags(write=False)
+    with _offtopic_lock:
+        _offtopic[text.id] = vectors
+        while len(_offtopic) > _OFFTOPIC_MODELS:
+            _offtopic.popitem(last=False)
     return vectors
 
 
