@@ -107,7 +107,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "price?, category?}; QUERIES lines {query?, image?, relevant: [id, ...]}. TRAIN items "
         "join the index as extra examples of their product (photos as extra product images).",
     )
-    pr.add_argument("--catalog", type=Path, required=True, help="product catalog (JSONL)")
+    pr.add_argument(
+        "--catalog", type=Path, help="product catalog (JSONL); required unless --published"
+    )
+    pr.add_argument(
+        "--published",
+        action="store_true",
+        help="score the product version published in the data folder (what the service runs "
+        "now) instead of building one from --catalog",
+    )
+    pr.add_argument("--data-dir", type=Path, help="data folder of --published (default: settings)")
     pr.add_argument(
         "--no-adapt",
         action="store_true",
@@ -222,6 +231,12 @@ def run_eval(args: argparse.Namespace) -> int:
     else:
         if "rasa" in baselines:
             raise RetrievalError("the rasa baseline is for FAQ evaluations only")
+        if args.published == (args.catalog is not None):
+            raise RetrievalError(
+                "give either --catalog (build it) or --published (score the live version)"
+            )
+        if args.published and args.train is not None:
+            raise RetrievalError("--published scores the live version as built: no --train")
         from .products import evaluate_products
 
         evaluation = evaluate_products(
@@ -234,6 +249,7 @@ def run_eval(args: argparse.Namespace) -> int:
             dataset=args.name,
             adapt=not args.no_adapt,
             latency_sample=args.latency_sample,
+            published=args.published,
         )
     from .table import format_table
 

@@ -40,6 +40,7 @@ from ..indexformat import MULTILINGUAL, TEXT_VIEW
 from ..ingest import build_product_version, publish_built
 from ..labelled import LabelledQuery, read_labelled
 from ..results import QueryResult
+from ..retriever import Retriever
 from ..runtime import build_retriever
 from ..settings import Settings
 from .baselines import BM25Scorer, ExactScorer, best_per_item
@@ -142,7 +143,7 @@ def _stored(index: VectorIndex) -> tuple[np.ndarray, np.ndarray, list[str]]:
 
 def evaluate_products(
     settings: Settings,
-    catalog_path: Path,
+    catalog_path: Path | None,
     queries_path: Path,
     train_path: Path | None = None,
     *,
@@ -152,7 +153,43 @@ def evaluate_products(
     encoders: tuple[Encoder, Encoder] | None = None,
     adapt: bool = True,
     latency_sample: int = LATENCY_SAMPLE,
+    published: bool = False,
 ) -> Evaluation:
+    """Evaluate product matches (and ``baselines``) on labelled queries.
+
+    The catalog at ``catalog_path`` is built and published as ingest does it, into a
+    temporary data folder, with the TRAIN items as extra examples (and an image projection
+    learned from TRAIN photos, see ``adapt``). With ``published`` the system is the product
+    version published in the settings' data folder instead (the one the service runs; no
+    catalog or TRAIN is read), so its figures are the service's on that very version."""
+    if published:
+        if train_path is not None:
+            raise InputError("--published scores the published version: it takes no TRAIN")
+        text, image = encoders or (text_encoder(settings), image_encoder(settings))
+        t0 = time.perf_counter()
+        retriever = build_retriever(settings, text=text, kinds=("products",))
+        catalog = retriever.snapshot.catalog
+        queries = read_labelled(
+            queries_path, known_ids=list(catalog.products), images=True, what="catalog"
+        )
+        return _evaluate(
+            settings,
+            retriever,
+            catalog,
+            queries,
+            (text, image),
+            baselines=baselines,
+            build_s=time.perf_counter() - t0,
+            train=[],
+            projection=None,
+            fitted_fusion=None,
+            index_version=retriever.snapshot.product_version,
+            progress=progress,
+            latency_sample=latency_sample,
+            name=dataset or Path(queries_path).resolve().parent.name,
+        )
+    if catalog_path is None:
+        raise InputError("give the catalog to build (or score the published version)")
     catalog = load_catalog(catalog_path)
     # the catalog under evaluation is the settings' catalog (a projection shipped beside it
     # is used, one beside another catalog is not)
@@ -189,20 +226,60 @@ def evaluate_products(
         )
         publish_built(run, "products", built)
         retriever = build_retriever(run, text=text, kinds=("products",))
-        build_s = time.perf_counter() - t0
-        index = retriever.snapshot.product_index
-        fusion = retriever.fusion
-        answered = answer_all(
+        return _evaluate(
+            settings,
             retriever,
-            [q.text for q in queries],
-            [q.image for q in queries],
-            same=lambda a, b: _ranked(a) == _ranked(b),
-            k_faq=1,
-            k_products=K,
-            product_filters=[q.filter for q in queries],
-            latency_sample=latency_sample,
+            catalog,
+            queries,
+            (text, image),
+            baselines=baselines,
+            build_s=time.perf_counter() - t0,
+            train=train,
+            projection=projection,
+            fitted_fusion=fitted_fusion,
+            index_version=None,
             progress=progress,
+            latency_sample=latency_sample,
+            name=dataset or Path(queries_path).resolve().parent.name,
         )
+
+
+def _evaluate(
+    settings: Settings,
+    retriever: Retriever,
+    catalog: Catalog,
+    queries: list[LabelledQuery],
+    encoders: tuple[Encoder, Encoder],
+    *,
+    baselines: Sequence[str],
+    build_s: float,
+    train: list[LabelledQuery],
+    projection: str | None,
+    fitted_fusion: str | None,
+    index_version: str | None,
+    progress: bool,
+    latency_sample: int,
+    name: str,
+) -> Evaluation:
+    """Score the questions through ``retriever`` (the service's query path) and the
+    baselines on the same index."""
+    text, image = encoders
+    ids = list(catalog.products)
+    n_photos = sum(q.image is not None for q in train)
+    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
+    index = retriever.snapshot.product_index
+    fusion = retriever.fusion
+    answered = answer_all(
+        retriever,
+        [q.text for q in queries],
+        [q.image for q in queries],
+        same=lambda a, b: _ranked(a) == _ranked(b),
+        k_faq=1,
+        k_products=K,
+        product_filters=[q.filter for q in queries],
+        latency_sample=latency_sample,
+        progress=progress,
+    )
     outcomes = answered.outcomes(
         [q.relevant for q in queries],
         lambda r: (_ranked(r), r.products[0].score if r.products else None, True),
@@ -305,7 +382,8 @@ def evaluate_products(
         },
         **answered.info,
     }
+    if index_version is not None:
+        info["index_version"] = index_version
     info.update(gate_info(answered.results))
     info.update(photo_decision_info(answered.results, [q.relevant for q in queries]))
-    name = dataset or Path(queries_path).resolve().parent.name
     return Evaluation("products", name, tuple(results), info)

@@ -15,6 +15,7 @@ from retrieval.evaluation.products import evaluate_products
 from retrieval.labelled import read_labelled
 from retrieval.runtime import build_retriever
 from retrieval.service import create_app
+from retrieval.storage import current_version
 
 from helpers import DATA, demo_settings
 
@@ -92,17 +93,15 @@ def test_eval_cli_refuses_bank_and_published_together(demo_data_dir: Path, tmp_p
 
 
 def test_products_eval_equals_the_service_on_chinese_questions(demo_data_dir: Path) -> None:
-    """``retrieval eval products`` on products-zh.jsonl gives what the service gives."""
+    """``retrieval eval products --published`` on products-zh.jsonl gives what the service
+    gives on that same published version."""
     settings = demo_settings(demo_data_dir)
     queries_path = DATA / "eval" / "products-zh.jsonl"
     queries = read_labelled(queries_path, known_ids=None, images=False)
     evaluation = evaluate_products(
-        settings,
-        DATA / "catalog" / "products.jsonl",
-        queries_path,
-        progress=False,
-        latency_sample=0,
+        settings, None, queries_path, progress=False, latency_sample=0, published=True
     )
+    assert evaluation.info["index_version"] == current_version(settings.index_dir, "products")
     with TestClient(create_app(settings, build_retriever(settings))) as client:
         served = [
             client.post(
@@ -120,3 +119,22 @@ def test_products_eval_equals_the_service_on_chinese_questions(demo_data_dir: Pa
     assert evaluation.system.metrics["hit_at_1"] == pytest.approx(sum(hits) / len(hits))
     for outcome, body in zip(evaluation.system.outcomes, served, strict=True):
         assert outcome.ranked[:3] == tuple(p["id"] for p in body["products"][:3])
+
+
+def test_products_eval_of_the_published_version_from_the_command_line(
+    demo_data_dir: Path, capsys: pytest.CaptureFixture
+) -> None:
+    queries = DATA / "eval" / "products-zh.jsonl"
+    common = ["eval", "products", "--queries", str(queries), "--no-progress"]
+    # either a catalog to build or the published version, and no TRAIN for the latter
+    catalog = ["--catalog", str(DATA / "catalog" / "products.jsonl")]
+    assert main([*common, *catalog, "--published", "--data-dir", str(demo_data_dir)]) == 2
+    assert main([*common, "--data-dir", str(demo_data_dir)]) == 2
+    train = ["--train", str(queries)]
+    assert main([*common, "--published", *train, "--data-dir", str(demo_data_dir)]) == 2
+    capsys.readouterr()
+    args = [*common, "--published", "--data-dir", str(demo_data_dir), "--json"]
+    assert main([*args, "--latency-sample", "0"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["index_version"] == current_version(demo_data_dir / "index", "products")
+    assert summary["n_products"] == 81 and summary["hit_at_1"] > 0.5
