@@ -1,23 +1,25 @@
-"""How sure is a photo match? The data behind ``photo_sure_threshold``: below it, a photo's
-matches are shown as "is it one of these?" with an offer of a person, not as the answer.
+"""Photos of products the image projection never saw: what a projection learned from some
+products' photos does to photos of the others, and how sure their matches look.
 
     .venv/bin/python benchmarks/photo_confidence.py                 # ../shared's Grocery Store train/
-    .venv/bin/python benchmarks/photo_confidence.py --folds 3 --precision 0.9 --json out.json
+    .venv/bin/python benchmarks/photo_confidence.py --folds 3 --json out.json
 
-Only TRAIN photos are used (the Grocery Store ``train/`` split; ``val/`` stays the evaluation
-set). The demo ships an image projection learned from those photos, so scoring them with it
-would be scoring its own training data. Instead the demo products are split into
-``--folds`` groups; for each group a projection is learned (``fit_image_projection``, the
-code behind ``retrieval train --photos``) from the photos of the *other* products only,
-the demo catalog is indexed with it (``retrieval ingest``), and the group's photos are asked
-through ``Retriever.query``, the service's query path, as the chat's photo action asks them
-(4 products, products preferred). That is harsher than the shipped case, whose projection
-has seen photos of every product: a level chosen here errs on the side of asking.
+A shop that learns a projection (``retrieval train --photos``) and later adds products has
+exactly this case. Only TRAIN photos are used (the Grocery Store ``train/`` split; ``val/``
+stays the evaluation set). The demo products are split into ``--folds`` groups; for each
+group a projection is learned (``fit_image_projection``, the code behind
+``retrieval train --photos``) from the photos of the *other* products only, the demo catalog
+is indexed with it (``retrieval ingest``), and the group's photos are asked through
+``Retriever.query``, the service's query path, as the chat's photo action asks them
+(4 products, products preferred).
 
-Reported per candidate level (the gate's score, the best match's fused score): the share of
-photos answered as sure, the share of those whose first card is right (precision), and for
-the others, how often the right product is among the cards shown. The chosen level is the
-lowest whose precision reaches ``--precision`` (a sure answer is right that often).
+Reported: hit@1 and the share of photos whose product is among the 4 cards, the score
+quartiles of right and wrong first cards, and per candidate sure level (the gate's score,
+the best match's fused score) the share of photos answered as sure, their precision, and
+how often the unsure ones' cards hold the right product. ``chosen_level``: the lowest level
+whose precision reaches ``--precision`` (None when none does). The shipped sure level is
+calibrated on the catalog's own pictures instead (``retrieval.product_gate``,
+docs/image-adaptation.md).
 """
 
 from __future__ import annotations

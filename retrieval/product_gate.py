@@ -30,8 +30,9 @@ from typing import Protocol, TypeVar
 
 import numpy as np
 
+from .fusion import Fusion
 from .index import VectorIndex
-from .indexformat import TEXT_VIEW
+from .indexformat import TEXT_ONLY, TEXT_VIEW
 
 
 class Scored(Protocol):
@@ -48,13 +49,18 @@ M = TypeVar("M", bound=Scored)
 
 __all__ = [
     "GATE_SAMPLE",
+    "SURE_QUANTILE",
     "ProductGate",
     "calibrate_text_gate",
+    "photo_sure_level",
     "faq_side_scores",
     "gate_threshold",
 ]
 
 GATE_SAMPLE = 2000  # FAQ phrasings scored to calibrate the text gate (seeded sample above)
+# a photo's match is sure when it is closer than this share of the catalog's pictures are to
+# a picture of another product (chosen before measuring; docs/image-adaptation.md)
+SURE_QUANTILE = 0.9
 ANSWER_VARIANT = "answer"  # the FAQ's answer texts are not questions: not calibrated on
 
 
@@ -143,4 +149,47 @@ def calibrate_text_gate(
     return threshold, (
         f"product_answer_threshold (the {share} quantile of {scores.size} FAQ phrasings' "
         "scores is lower)"
+    )
+
+
+def photo_sure_level(
+    product_index: VectorIndex,
+    fusion: Fusion,
+    *,
+    quantile: float = SURE_QUANTILE,
+    sample: int = GATE_SAMPLE,
+    seed: int = 0,
+) -> tuple[float | None, str]:
+    """The fused score a photo's best match needs to be *sure*, from the catalog's own
+    pictures: each picture's image cosine to the nearest picture of another product (a
+    seeded sample of at most ``sample`` pictures, found in the index), and the level is
+    their ``quantile``. Below it, the match is no closer than two different products of this
+    shop look to each other. None (never unsure) when fewer than two products have a
+    picture."""
+    labels, items = product_index.label_items()
+    pictures = set(product_index.labels_without_variant(TEXT_ONLY))
+    rows = [
+        (int(lb), item) for lb, item in zip(labels.tolist(), items, strict=True) if lb in pictures
+    ]
+    if len({item for _, item in rows}) < 2:
+        return None, "none (fewer than two products have a picture)"
+    if len(rows) > sample:
+        keep = np.random.default_rng(seed).choice(len(rows), size=sample, replace=False)
+        rows = [rows[i] for i in sorted(keep.tolist())]
+    k = fusion.image_part_dim
+    w_image = fusion.weights[0]
+    vectors = product_index.vectors([lb for lb, _ in rows])
+    best = []
+    for (_, item), v in zip(rows, vectors, strict=True):
+        query = np.zeros(fusion.dim, dtype=np.float32)
+        query[:k] = v[:k]  # the picture alone, as a photo query is fused (a times its unit vector)
+        hits = product_index.search_items(query, 1, exclude=(item,))
+        if hits:
+            best.append(hits[0].score / w_image)  # the index gives a² x the image cosine
+    if not best:
+        return None, "none (no other product's picture found)"
+    level = float(np.quantile(np.clip(best, -1.0, 1.0), quantile))
+    return level, (
+        f"calibrated: {quantile:.0%} of {len(best)} catalog pictures are less similar to "
+        "another product's picture"
     )

@@ -407,7 +407,7 @@ class Retriever:
                     q.text is not None,
                     policy,
                     threshold=gate.threshold,
-                    sure=policy.photo_sure_threshold if q.image is not None else None,
+                    sure=self.photo_sure(snap)[0] if q.image is not None else None,
                 )
                 or verdict
             )
@@ -429,6 +429,14 @@ class Retriever:
             product_filter=None if only is None else only.filter,
             product_gate=gate,
         )
+
+    def photo_sure(self, snap: Snapshot | None = None) -> tuple[float | None, str]:
+        """The level a photo's best match must reach to be answered as sure, and its source:
+        the setting, or (when it is empty) the level calibrated on the catalog's pictures."""
+        snap = snap or self.snapshot
+        if snap.policy.photo_sure_threshold is not None:
+            return snap.policy.photo_sure_threshold, "photo_sure_threshold"
+        return snap.photo_sure(self.fusion)
 
     @staticmethod
     def _product_gate(

@@ -34,8 +34,8 @@ DEFAULT_IMAGE_MODEL = "package:efficientnet-lite0"
 # BM25's default weight in the ranking of text-only product questions (settings and the
 # retriever's Limits): chosen on PriceRunner TRAIN (hit@1 dense 0.386, BM25 0.803, w=0.4 0.811)
 LEXICAL_WEIGHT = 0.4
-# below this fused score a photo's best match is "is it one of these?", not an answer:
-# measured with benchmarks/photo_confidence.py (docs/image-adaptation.md)
+# below this fused score a photo's best match is "is it one of these?", not an answer; None:
+# calibrated on the catalog's pictures (retrieval.product_gate.photo_sure_level)
 PHOTO_SURE_DEFAULT: float | None = None
 
 # a promoted model version (``retrieval train``, docs/training.md) supplies these settings
@@ -202,7 +202,7 @@ class Settings(BaseSettings):
         PHOTO_SURE_DEFAULT,
         ge=-1.0,
         le=1.0,
-        description="A question with a photo whose best match is shown but scores below this (fused score) is not answered as certain: the shopper is asked 'is it one of these?' and offered a person, and the question waits in the agents' queue as a suggestion. Empty: every shown photo match is an answer. The default was measured on labelled shopper photos held apart from what the demo's projection learned from (docs/image-adaptation.md).",
+        description="A question with a photo whose best match is shown but scores below this (fused score) is not answered as certain: the shopper is asked 'is it one of these?' and offered a person, and the question waits in the agents' queue as a suggestion. Empty: calibrated on the catalog's own pictures (the level that 90% of them stay below against the nearest picture of another product); -1: every shown photo match is an answer.",
     )
 
     # input limits

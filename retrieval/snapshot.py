@@ -14,9 +14,10 @@ from .catalog import Catalog, Product
 from .decision import DecisionPolicy
 from .faq import FAQBank, FAQEntry
 from .filters import CatalogColumns, FilterMasks, ProductFilter
+from .fusion import Fusion
 from .index import VectorIndex
 from .outofscope import OutOfScopeModel
-from .product_gate import calibrate_text_gate
+from .product_gate import calibrate_text_gate, photo_sure_level
 from .ranking import head_of, out_of_scope_of
 from .recommend import TitleIndex
 
@@ -64,6 +65,15 @@ class Snapshot:
             false_show=self.policy.product_false_show,
             floor=self.policy.product_threshold,
         )
+
+    def photo_sure(self, fusion: Fusion) -> tuple[float | None, str]:
+        """The fused score a photo's best match needs to be sure, and its source: calibrated
+        on this version's catalog pictures on first use (:func:`photo_sure_level`)."""
+        cached = self.__dict__.get("_photo_sure")
+        if cached is None:
+            cached = photo_sure_level(self.product_index, fusion)
+            object.__setattr__(self, "_photo_sure", cached)  # once per snapshot (frozen)
+        return cached
 
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:

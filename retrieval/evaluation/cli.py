@@ -271,10 +271,12 @@ def run_eval(args: argparse.Namespace) -> int:
     photos = evaluation.info.get("photo_decisions")
     if photos:
         table += (
-            f"\nphotos (sure level {photos['sure_threshold']}): answered as sure "
+            f"\nphotos (sure level {photos['sure_threshold']}, {photos['sure_source']}): "
+            f"answered as sure "
             f"{photos['answered_as_sure']:.3f} (first card right {photos['sure_first_card_right']}), "
-            f"asked 'is it one of these?' {photos['asked_is_it_one_of_these']:.3f} (right "
-            f"product among the cards {photos['one_of_these_right_in_cards']}), nothing shown "
+            f"asked 'is it one of these?' {photos['asked_is_it_one_of_these']:.3f} (first card "
+            f"right {photos['one_of_these_first_card_right']}, right product among the cards "
+            f"{photos['one_of_these_right_in_cards']}), nothing shown "
             f"{photos['nothing_shown']:.3f}"
         )
     if args.report is not None:  # saved first: a report problem must not lose the results

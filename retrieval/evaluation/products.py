@@ -279,6 +279,7 @@ def _evaluate(
         product_filters=[q.filter for q in queries],
         latency_sample=latency_sample,
         progress=progress,
+        prefer_products=True,  # product questions, decided as the chat's product actions do
     )
     outcomes = answered.outcomes(
         [q.relevant for q in queries],
@@ -385,5 +386,7 @@ def _evaluate(
     if index_version is not None:
         info["index_version"] = index_version
     info.update(gate_info(answered.results))
-    info.update(photo_decision_info(answered.results, [q.relevant for q in queries]))
+    info.update(
+        photo_decision_info(answered.results, [q.relevant for q in queries], retriever.photo_sure())
+    )
     return Evaluation("products", name, tuple(results), info)

@@ -135,12 +135,15 @@ def gate_info(results: Sequence[QueryResult]) -> dict[str, Any]:
 
 
 def photo_decision_info(
-    results: Sequence[QueryResult], relevant: Sequence[Collection[str]]
+    results: Sequence[QueryResult],
+    relevant: Sequence[Collection[str]],
+    level: tuple[float | None, str],
 ) -> dict[str, Any]:
     """How questions with a photo were decided (``photo_sure_threshold``): the share answered
     as sure and how often their first card is right, the share asked "is it one of these?"
     and how often the right product is among the cards they show, and the share shown
-    nothing. Empty when no question has a photo."""
+    nothing. ``level``: the sure level the questions were held to and its source. Empty when no
+    question has a photo."""
     pairs = [(r, rel) for r, rel in zip(results, relevant, strict=True) if r.has_image]
     if not pairs:
         return {}
@@ -157,7 +160,8 @@ def photo_decision_info(
 
     return {
         "photo_decisions": {
-            "sure_threshold": pairs[0][0].policy.photo_sure_threshold,
+            "sure_threshold": None if level[0] is None else round(level[0], 4),
+            "sure_source": level[1],
             "answered_as_sure": share(sure),
             "sure_first_card_right": (
                 round(sum(r.products[0].product.id in rel for r, rel in sure) / len(sure), 4)
@@ -165,6 +169,11 @@ def photo_decision_info(
                 else None
             ),
             "asked_is_it_one_of_these": share(unsure),
+            "one_of_these_first_card_right": (
+                round(sum(r.products[0].product.id in rel for r, rel in unsure) / len(unsure), 4)
+                if unsure
+                else None
+            ),
             "one_of_these_right_in_cards": (
                 round(
                     sum(any(m.product.id in rel for m in r.shown_products) for r, rel in unsure)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from stack import CHROMIUM_FLAGS, Stack, ask, banana_photo
+from stack import CHROMIUM_FLAGS, Stack, ask, banana_photo, blurry_banana_photo
 
 pytestmark = [pytest.mark.slow, pytest.mark.models]
 
@@ -77,6 +77,31 @@ def test_shopper_sends_a_photo_and_sees_matching_products(page, tmp_path: Path) 
     page.wait_for_selector("#messages .msg.error", timeout=30_000)
     assert "not an image" in page.locator("#messages .msg.error").last.inner_text()
     page.screenshot(path=str(tmp_path / "photo.png"), full_page=True)
+
+
+def test_an_unsure_photo_asks_is_it_one_of_these_and_offers_a_person(
+    page,  # noqa: ANN001
+    stack: Stack,
+    tmp_path: Path,
+) -> None:
+    photo = tmp_path / "blurry.jpg"
+    photo.write_bytes(blurry_banana_photo())
+    page.set_input_files("#photo", str(photo))
+    button = page.locator("#messages .msg.products").last.locator("button.none-of-these")
+    button.wait_for(timeout=30_000)
+    assert (
+        "Is it one of these?" in page.locator("#messages .msg.bot:not(.products)").last.inner_text()
+    )
+    assert page.locator("#messages .msg.products").last.locator(".card").count() >= 1
+    assert button.inner_text() == "None of these"
+    button.click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('#messages .msg.bot')].some("
+        "m => m.textContent.includes('A support agent will reply here shortly'))",
+        timeout=30_000,
+    )
+    assert button.is_disabled()  # pressed once
+    assert page.locator("#messages .msg.user").last.inner_text() == "None of these"
 
 
 def test_popular_strip_goes_well_with_and_a_follow_up(page, stack: Stack) -> None:  # noqa: ANN001

@@ -92,6 +92,13 @@ def test_eval_products_text_photo_and_training_examples(
     assert plain["baselines"]["exact"]["hit_at_1"] == plain["hit_at_1"]
     # BM25 has no words for the four photo-only queries
     assert plain["baselines"]["bm25"]["hit_at_1"] <= 3 / 7
+    # how the photo questions were decided (the photo-only ones and the text-and-photo ones)
+    photos = plain["photo_decisions"]
+    parts = ("answered_as_sure", "asked_is_it_one_of_these", "nothing_shown")
+    assert sum(photos[k] for k in parts) == pytest.approx(1.0, abs=1e-3)
+    assert photos["sure_source"].startswith("calibrated: 90% of")
+    if photos["answered_as_sure"]:
+        assert 0.0 <= photos["sure_first_card_right"] <= 1.0
     assert main(args + ["--train", str(shop["train"])]) == 0
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert trained["n_vectors"] == 8 and trained["n_train_images"] == 4

@@ -7,13 +7,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from retrieval.fusion import Fusion, fuse
 from retrieval.index import IndexParams, VectorIndex
-from retrieval.indexformat import TEXT_VIEW
+from retrieval.indexformat import TEXT_ONLY, TEXT_VIEW
 from retrieval.product_gate import (
     ProductGate,
     calibrate_text_gate,
     faq_side_scores,
     gate_threshold,
+    photo_sure_level,
 )
 
 PARAMS = IndexParams(16, 100, 64)
@@ -105,3 +107,43 @@ def test_the_evaluations_report_how_often_matches_are_shown() -> None:
     assert info["product_gate"]["shown"] == pytest.approx(1 / 3)
     assert info["product_gate"]["thresholds"] == ["0.3500 (text cosine: calibrated)"]
     assert gate_info([SimpleNamespace(product_gate=None)]) == {}  # type: ignore[list-item]
+
+
+def test_the_photo_sure_level_is_the_quantile_of_each_pictures_nearest_other_product() -> None:
+    rng = np.random.default_rng(5)
+    fusion = Fusion(image_dim=8, text_dim=6, image_weight=0.6, text_weight=0.8)
+    # 40 products, some with two pictures, a few without any (text-only rows)
+    keys, images, texts = [], [], []
+    for i in range(40):
+        n_pictures = 0 if i % 10 == 9 else 1 + (i % 3 == 0)
+        for j in range(n_pictures):
+            keys.append((f"p{i}", f"img{j}"))
+            images.append(rng.standard_normal(8))
+            texts.append(rng.standard_normal(6))
+        if not n_pictures:
+            keys.append((f"p{i}", TEXT_ONLY))
+            images.append(np.zeros(8))
+            texts.append(rng.standard_normal(6))
+    images, texts = np.array(images, np.float32), np.array(texts, np.float32)
+    fused = fuse(images, texts, fusion)
+    index = VectorIndex(fusion.dim, PARAMS)
+    index.add(keys, fused)
+    level, source = photo_sure_level(index, fusion, quantile=0.9)
+    # brute force: each picture's best image cosine to a picture of another product
+    unit = _unit(images[[k[1] != TEXT_ONLY for k in keys]] + 0.0)
+    owners = [k[0] for k in keys if k[1] != TEXT_ONLY]
+    cos = unit @ unit.T
+    best = [
+        max(cos[i, j] for j in range(len(owners)) if owners[j] != owners[i])
+        for i in range(len(owners))
+    ]
+    assert level == pytest.approx(float(np.quantile(best, 0.9)), abs=1e-4)
+    assert "calibrated: 90% of" in source and str(len(owners)) in source
+    assert photo_sure_level(index, fusion, quantile=0.5)[0] < level
+    # fewer than two products with a picture: never unsure
+    lonely = VectorIndex(fusion.dim, PARAMS)
+    lonely.add([("a", "img0"), ("b", TEXT_ONLY)], fuse(images[:2] * [[1], [0]], texts[:2], fusion))
+    assert photo_sure_level(lonely, fusion) == (
+        None,
+        "none (fewer than two products have a picture)",
+    )
