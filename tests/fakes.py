@@ -21,9 +21,11 @@ class HashingTextEncoder:
 
     modality = "text"
 
-    def __init__(self, dim: int = 64, id: str = "fake-text"):
+    def __init__(self, dim: int = 64, id: str | None = None):
         self._dim = dim
-        self._id = id
+        # an encoder id names one vector space (the product caches by it): another size is
+        # another id
+        self._id = id if id is not None else "fake-text" if dim == 64 else f"fake-text-{dim}"
         self.calls = 0
         self.items_encoded = 0
 
