@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -191,7 +192,11 @@ def product_rows(
     max_image_pixels: int,
     source: Path | str = "catalog",
     progress: bool = False,
+    known_images: Callable[[Path], np.ndarray | None] | None = None,
 ) -> ProductRows:
+    """Fused rows of the products' images and their text rows. ``known_images`` may give an
+    image file's encoder vector already computed (e.g. cached by the projection's training
+    from the same files and encoder): those are neither decoded nor encoded again."""
     if not products:
         return ProductRows(
             [],
@@ -200,21 +205,32 @@ def product_rows(
             np.zeros((0, text_encoder.dim), np.float32),
         )
     text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
-    owners, images = [], []
+    owners: list[tuple[int, int]] = []
+    known: list[np.ndarray | None] = []
+    images, missing = [], []
     for i, product in enumerate(products):
         for j, path in enumerate(product.images):
-            try:
-                images.append(
-                    load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
-                )
-            except ImageError as exc:
-                raise SourceError(
-                    source, f"product '{product.id}': {exc}", field="images"
-                ) from None
+            vector = known_images(Path(path)) if known_images is not None else None
+            if vector is None:
+                try:
+                    images.append(
+                        load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
+                    )
+                except ImageError as exc:
+                    raise SourceError(
+                        source, f"product '{product.id}': {exc}", field="images"
+                    ) from None
+                missing.append(len(owners))
+            known.append(vector)
             owners.append((i, j))
+    if images:
+        for row, vector in zip(
+            missing, image_encoder.encode(images, progress=progress), strict=True
+        ):
+            known[row] = vector
     image_vecs = (
-        image_encoder.encode(images, progress=progress)
-        if images
+        np.stack([np.asarray(v, dtype=np.float32) for v in known if v is not None])
+        if owners
         else np.zeros((0, image_encoder.dim), np.float32)
     )
     keys = [(products[i].id, f"image{j}") for i, j in owners]
@@ -263,11 +279,13 @@ def build_product_index(
     progress: bool = False,
     multilingual: Encoder | None = None,
     extra_texts: list[tuple[str, str]] | None = None,
+    known_images: Callable[[Path], np.ndarray | None] | None = None,
 ) -> VectorIndex:
     """One fused vector per product image (variant ``image<i>``), and the text view: one text
     vector per product (variant ``text``), the only vector of a product without an image.
     ``extra_texts`` ((product id, text) pairs) join the text view as variants ``extra<i>``.
-    The lexical index (``index.lexical``) holds each product's own text."""
+    The lexical index (``index.lexical``) holds each product's own text. ``known_images``:
+    see :func:`product_rows`."""
     rows = product_rows(
         list(catalog),
         text_encoder,
@@ -277,6 +295,7 @@ def build_product_index(
         max_image_pixels=max_image_pixels,
         source=catalog.source or "catalog",
         progress=progress,
+        known_images=known_images,
     )
     index = VectorIndex(
         fusion.dim,

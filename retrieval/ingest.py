@@ -6,9 +6,12 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -201,10 +204,12 @@ def build_product_version(
     *,
     progress: bool = False,
     extra_texts: list[tuple[str, str]] | None = None,
+    known_images: Callable[[Path], np.ndarray | None] | None = None,
 ) -> VectorIndex:
     """A product index version as ingest builds it: fused vectors, the text view and the
     multilingual view when configured. ``extra_texts`` are (product id, text) pairs added to
-    the text view as further phrasings of their product (the evaluation's TRAIN texts)."""
+    the text view as further phrasings of their product (the evaluation's TRAIN texts);
+    ``known_images`` gives image vectors already computed (``build.product_rows``)."""
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
     image = image_encoder(settings)
     index = build_product_index(
@@ -218,6 +223,7 @@ def build_product_version(
         progress=progress,
         multilingual=multilingual_encoder(settings),
         extra_texts=extra_texts,
+        known_images=known_images,
     )
     return index
 

@@ -51,9 +51,10 @@ export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
 .venv/bin/mypy --no-incremental   # type checks, strict on the query path (pyproject.toml)
-# two workers (one per core of the reference machine), whole files per worker so a module's
-# fixtures stay in one process; each worker builds the session fixtures it needs once
-workers=(-n "${TEST_WORKERS:-2}" --dist loadfile)
+# two workers (one per core of the reference machine): whole files per worker so a module's
+# fixtures stay in one process, the end-to-end files on one worker (one running stack), the
+# longest files first (tests/conftest.py); the demo index is built once per run
+workers=(-n "${TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder)
 if [[ $tier == all ]]; then
   exec .venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" "$@"
 fi

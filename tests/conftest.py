@@ -55,7 +55,51 @@ def tier_of(item: pytest.Item) -> str:
     return TOP_LEVEL_TIERS.get(item.path.stem) or needs(item)
 
 
+# pytest-xdist scheduling (scripts/test.sh: ``-n 2 --dist loadfile --no-loadscope-reorder``):
+# whole files go to a worker, so a module's fixtures stay in one process, and every file of
+# tests/e2e/ is one unit, so one worker starts the running stack (Rasa and the service: about
+# a minute of CPU) instead of each. Units are handed out in the order below: the end-to-end
+# files, then the files that run longest (measured with --durations; a wrong guess costs only
+# balance, never a result), then the rest of integration/, then the short unit/ files, which
+# fill in at the end while the other worker finishes.
+E2E_UNIT = "tests/e2e"
+LONGEST_FIRST = (
+    "integration/test_training_image.py",
+    "integration/test_training_cnn.py",
+    "integration/test_reindex_live.py",
+    "integration/test_training_pipeline.py",
+    "integration/test_eval_products.py",
+    "integration/test_openapi_contract.py",
+    "integration/test_eval_rasa.py",
+)
+
+
+def _run_order(item: pytest.Item) -> int:
+    rel = item.path.resolve().relative_to(TESTS).as_posix()
+    if rel.startswith("e2e/"):
+        return 0
+    if rel in LONGEST_FIRST:
+        return 1 + LONGEST_FIRST.index(rel)
+    return 1 + len(LONGEST_FIRST) + (rel.startswith("unit/"))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """With ``--dist loadfile``: whole files per worker, the end-to-end files as one unit
+    (see above). Other modes keep pytest-xdist's own scheduler."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FilesAndStack(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return E2E_UNIT if path.startswith(E2E_UNIT + "/") else path
+
+    return FilesAndStack(config, log)
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_run_order)  # stable: each file's tests stay together, in their order
     wrong = []
     for item in items:
         tier = tier_of(item)

@@ -217,12 +217,15 @@ def evaluate_products(
         # the index is built and published as ingest does it, into the temporary data folder
         run = settings.model_copy(update={"data_dir": Path(tmp) / "var", "database_url": None})
         t0 = time.perf_counter()
+        from ..training.image import cached_image_vectors
+
         built = build_product_version(
             run,
             with_training_examples(catalog, train),
             text,
             progress=progress,
             extra_texts=[(pid, q.text or "") for q, pid in train_texts],
+            known_images=cached_image_vectors(settings, image),
         )
         publish_built(run, "products", built)
         retriever = build_retriever(run, text=text, kinds=("products",))

@@ -46,7 +46,7 @@ from tqdm.auto import tqdm
 from ..catalog import load_catalog
 from ..encoders.base import l2_normalize
 from ..errors import InputError, SourceError
-from .image_features import FeatureCache, encode_image_files
+from .image_features import FeatureCache, encode_image_files, file_key
 from .photo_fusion import fit_photo_fusion
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ __all__ = [
     "MIN_PHOTOS",
     "ProjectionConfig",
     "ProjectionResult",
+    "cached_image_vectors",
     "fit_image_projection",
     "heldout_mask",
     "labelled_photos",
@@ -457,6 +458,21 @@ def fit_image_projection(
         "fusion": fusion,
         "seconds": round(time.perf_counter() - started, 1),
     }
+
+
+def cached_image_vectors(
+    settings: Settings, encoder: Encoder
+) -> Callable[[Path], np.ndarray | None]:
+    """The image vectors :func:`fit_image_projection` cached (``data_dir/cache/
+    image-features``) for this encoder, by file: an index built right after it from the same
+    photos (``retrieval eval products --train``) does not encode them a second time."""
+    cache = FeatureCache(settings.data_dir / "cache" / "image-features", encoder.id)
+
+    def known(path: Path) -> np.ndarray | None:
+        key = file_key(path)
+        return None if key is None else cache.get(key)
+
+    return known
 
 
 def labelled_photos(catalog: Catalog, photos_path: Path) -> list[tuple[Path, str, str | None]]:

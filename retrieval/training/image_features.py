@@ -24,7 +24,7 @@ from ..images import check_image, load_image
 if TYPE_CHECKING:
     from ..encoders.base import Encoder
 
-__all__ = ["FeatureCache", "encode_image_files"]
+__all__ = ["FeatureCache", "encode_image_files", "file_key"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,14 @@ class FeatureCache:
         except OSError as exc:  # a cache that cannot be written only costs time
             Path(tmp).unlink(missing_ok=True)
             log.warning("cannot write image feature cache %s: %s", self.path, exc)
+
+
+def file_key(path: Path) -> str | None:
+    """The cache key of an image file (a hash of its bytes); None when it cannot be read."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def encode_image_files(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -157,6 +158,36 @@ def test_a_corrupt_catalog_image_names_the_product(tmp_path) -> None:  # noqa: A
             max_image_bytes=10**7,
             max_image_pixels=10**8,
         )
+
+
+def test_known_image_vectors_are_used_and_not_encoded_again(tmp_path) -> None:  # noqa: ANN001
+    red, yellow = colour_png("red", tmp_path / "r.png"), colour_png("yellow", tmp_path / "y.png")
+    catalog = Catalog(
+        {
+            "apple": Product("apple", "red apple", images=(red,)),
+            "banana": Product("banana", "banana", images=(yellow,)),
+        },
+        tmp_path / "catalog.jsonl",
+    )
+    text, image = HashingTextEncoder(), ColourImageEncoder()
+    fusion = Fusion(image.dim, text.dim)
+    args = (text, image, fusion, IndexParams())
+    limits = {"max_image_bytes": 10**7, "max_image_pixels": 10**8}
+    plain = build_product_index(catalog, *args, **limits)
+    encoded = {Path(red): image.encode([Image.open(red).convert("RGB")])[0]}
+    asked: list[Path] = []
+
+    def known(path: Path):  # noqa: ANN202
+        asked.append(path)
+        return encoded.get(path)
+
+    reused = build_product_index(catalog, *args, **limits, known_images=known)
+    assert sorted(asked) == sorted([Path(red), Path(yellow)])
+    for pid in ("apple", "banana"):  # the same vectors as encoding every picture
+        assert reused.item_vectors(pid)[1] == pytest.approx(plain.item_vectors(pid)[1], abs=1e-6)
+    # a known vector is not decoded again: the file may even be gone since
+    Path(red).unlink()
+    build_product_index(catalog, *args, **limits, known_images=known)
 
 
 def test_text_queries_rank_every_product_by_text_cosine(retriever: Retriever) -> None:
