@@ -64,4 +64,4 @@ ignore=()
 for other in unit integration e2e; do
   [[ $other == "$tier" ]] || ignore+=("--ignore=tests/$other")
 done
-exec .venv/bin/python -m pytest -p no:cacheprovider -m "$tier" "${ignore[@]}" "$@"
+exec .venv/bin/python -m pytest -p no:cacheprovider "${workers[@]}" -m "$tier" "${ignore[@]}" "$@"
