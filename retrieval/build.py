@@ -16,7 +16,7 @@ from .encoders.base import Encoder, l2_normalize
 from .errors import ImageError, SourceError
 from .faq import FAQBank, FAQEntry
 from .fusion import Fusion, fuse
-from .images import load_image
+from .images import check_image, load_image
 from .index import IndexParams, VectorIndex
 from .indexformat import (
     CENTROID,
@@ -211,16 +211,18 @@ def product_rows(
     for i, product in enumerate(products):
         for j, path in enumerate(product.images):
             vector = known_images(Path(path)) if known_images is not None else None
-            if vector is None:
-                try:
+            try:
+                if vector is None:
                     images.append(
                         load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
                     )
-                except ImageError as exc:
-                    raise SourceError(
-                        source, f"product '{product.id}': {exc}", field="images"
-                    ) from None
-                missing.append(len(owners))
+                    missing.append(len(owners))
+                else:  # the same limits as a decoded picture, from its header
+                    check_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
+            except ImageError as exc:
+                raise SourceError(
+                    source, f"product '{product.id}': {exc}", field="images"
+                ) from None
             known.append(vector)
             owners.append((i, j))
     if images:

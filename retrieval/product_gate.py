@@ -61,6 +61,8 @@ GATE_SAMPLE = 2000  # FAQ phrasings scored to calibrate the text gate (seeded sa
 # a photo's match is sure when it is closer than this share of the catalog's pictures are to
 # a picture of another product (chosen before measuring; docs/image-adaptation.md)
 SURE_QUANTILE = 0.9
+SAME_PICTURE = 0.99  # image cosine from which two products show the same picture (variants)
+SAME_PICTURE_LOOKAHEAD = 8  # other products looked at for a picture that is not the same
 ANSWER_VARIANT = "answer"  # the FAQ's answer texts are not questions: not calibrated on
 
 
@@ -178,14 +180,18 @@ def photo_sure_level(
         rows = [rows[i] for i in sorted(keep.tolist())]
     k = fusion.image_part_dim
     w_image = fusion.weights[0]
+    if w_image <= 0:
+        return None, "none (image weight 0: photos are not matched by their picture)"
     vectors = product_index.vectors([lb for lb, _ in rows])
     best = []
     for (_, item), v in zip(rows, vectors, strict=True):
         query = np.zeros(fusion.dim, dtype=np.float32)
         query[:k] = v[:k]  # the picture alone, as a photo query is fused (a times its unit vector)
-        hits = product_index.search_items(query, 1, exclude=(item,))
-        if hits:
-            best.append(hits[0].score / w_image)  # the index gives a² x the image cosine
+        for hit in product_index.search_items(query, SAME_PICTURE_LOOKAHEAD, exclude=(item,)):
+            cosine = hit.score / w_image  # the index gives a² x the image cosine
+            if cosine < SAME_PICTURE:  # one picture reused by variants is not a rival
+                best.append(cosine)
+                break
     if not best:
         return None, "none (no other product's picture found)"
     level = float(np.quantile(np.clip(best, -1.0, 1.0), quantile))

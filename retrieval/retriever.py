@@ -129,7 +129,9 @@ class Retriever:
         return self._snapshot
 
     def swap(self, snapshot: Snapshot) -> Snapshot:
-        """Make ``snapshot`` the live one; queries already running finish on the old one."""
+        """Make ``snapshot`` the live one; queries already running finish on the old one.
+        Its photo sure level is calibrated first, off the shoppers' path."""
+        self.photo_sure(snapshot)
         with self._swap_lock:
             old, self._snapshot = self._snapshot, snapshot
         return old
@@ -407,7 +409,13 @@ class Retriever:
                     q.text is not None,
                     policy,
                     threshold=gate.threshold,
-                    sure=self.photo_sure(snap)[0] if q.image is not None else None,
+                    # photos alone: the level is an image cosine, which the fused score of
+                    # a photo with words is not
+                    sure=(
+                        self.photo_sure(snap)[0]
+                        if q.image is not None and q.text is None and gate.about_products
+                        else None
+                    ),
                 )
                 or verdict
             )

@@ -6,6 +6,7 @@ version never mixes versions inside one answer.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -22,6 +23,8 @@ from .ranking import head_of, out_of_scope_of
 from .recommend import TitleIndex
 
 __all__ = ["Snapshot"]
+
+_PHOTO_SURE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,11 @@ class Snapshot:
         on this version's catalog pictures on first use (:func:`photo_sure_level`)."""
         cached = self.__dict__.get("_photo_sure")
         if cached is None:
-            cached = photo_sure_level(self.product_index, fusion)
-            object.__setattr__(self, "_photo_sure", cached)  # once per snapshot (frozen)
+            with _PHOTO_SURE_LOCK:  # concurrent first photos wait for one calibration
+                cached = self.__dict__.get("_photo_sure")
+                if cached is None:
+                    cached = photo_sure_level(self.product_index, fusion)
+                    object.__setattr__(self, "_photo_sure", cached)  # once per snapshot
         return cached
 
     @cached_property

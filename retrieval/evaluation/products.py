@@ -225,7 +225,10 @@ def evaluate_products(
             text,
             progress=progress,
             extra_texts=[(pid, q.text or "") for q, pid in train_texts],
-            known_images=cached_image_vectors(settings, image),
+            # the vectors of the encoder the build uses (one given by a caller may differ)
+            known_images=(
+                cached_image_vectors(settings, image) if image.id == image_encoder(run).id else None
+            ),
         )
         publish_built(run, "products", built)
         retriever = build_retriever(run, text=text, kinds=("products",))
@@ -305,9 +308,9 @@ def _evaluate(
             ],
         )
 
-    for name in baselines:
+    for baseline in baselines:
         t0 = time.perf_counter()
-        if name == "exact":
+        if baseline == "exact":
             fused = _stored(index)
             text_view = _stored(index.companions[TEXT_VIEW])
             fused_exact, text_exact = ExactScorer(fused[0]), ExactScorer(text_view[0])
@@ -335,7 +338,7 @@ def _evaluate(
                     )
                 )
             results.append(SystemResult("exact", tuple(rows), False, build_s=build_s + prep_s))
-        elif name == "bm25":
+        elif baseline == "bm25":
             docs = [(p.id, p.text) for p in catalog] + [(pid, q.text) for q, pid in train_texts]
             pos = {pid: i for i, pid in enumerate(ids)}
             owners = np.asarray([pos[pid] for pid, _ in docs], dtype=np.int64)
@@ -363,7 +366,7 @@ def _evaluate(
                 )
             results.append(SystemResult("bm25", tuple(rows), False, build_s=prep_s))
         else:
-            raise ValueError(f"unknown product baseline {name!r}")
+            raise ValueError(f"unknown product baseline {baseline!r}")
     info = {
         "n_products": len(catalog),
         "n_vectors": len(index),

@@ -187,6 +187,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             r.query(
                 "warm up", k_products=1, k_faq=1
             )  # load the models now, not on the first shopper
+            r.photo_sure()  # and calibrate the photo sure level (later versions: at the swap)
             qlog.flush(5)
             # The loaded catalog and indexes are millions of long-lived objects; keep them out
             # of the garbage collector's full sweeps, which otherwise pause queries.

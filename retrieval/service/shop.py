@@ -177,6 +177,8 @@ async def shop_person(request: Request) -> JSONResponse:
     matches: the bot records a hand-off for this conversation (its earlier questions, the
     photo included, are in the agents' queue) and says a colleague will answer. No body."""
     cid, new = conversation_of(request)
+    if new:  # a stranger's click starts no conversation: nothing to hand over
+        raise InputError("there is no conversation to hand over yet: send a message first")
     return _reply(await _relay(request).send(cid, "/request_human"), cid, new)
 
 

@@ -469,6 +469,11 @@ def cached_image_vectors(
     cache = FeatureCache(settings.data_dir / "cache" / "image-features", encoder.id)
 
     def known(path: Path) -> np.ndarray | None:
+        try:
+            if Path(path).stat().st_size > settings.max_image_bytes:
+                return None  # not read into memory: the build refuses it with its reason
+        except OSError:
+            return None
         key = file_key(path)
         return None if key is None else cache.get(key)
 

@@ -87,6 +87,7 @@ def test_eval_products_text_photo_and_training_examples(
     out = capsys.readouterr().out.strip().splitlines()
     plain = json.loads(out[-1])
     assert plain["n_queries"] == 7 and plain["n_products"] == 4 and plain["n_vectors"] == 4
+    assert plain["dataset"] == shop["queries"].resolve().parent.name  # not a baseline's name
     assert plain["hit_at_1"] >= 6 / 7 and plain["recall_at_5"] == 1.0
     assert "overall_accuracy" not in plain  # products have no abstention
     assert plain["baselines"]["exact"]["hit_at_1"] == plain["hit_at_1"]

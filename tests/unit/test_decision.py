@@ -83,6 +83,5 @@ def test_a_photo_matched_below_the_sure_level_is_a_suggestion() -> None:
     sure = decide_products(0.45, False, policy, sure=0.45)  # at the level: sure
     assert sure is not None and sure.decision is Decision.ANSWER
     assert decide_products(0.1, False, policy, sure=0.45) is None  # not shown at all
-    # a text and a photo together: the same rule, on the fused score and the photo threshold
-    both = decide_products(0.25, True, policy, threshold=0.2, sure=0.45)
-    assert both is not None and both.decision is Decision.SUGGEST
+    off = decide_products(0.3, False, policy, sure=-1.0)  # -1: every shown match is sure
+    assert off is not None and off.decision is Decision.ANSWER

@@ -140,6 +140,14 @@ def test_the_photo_sure_level_is_the_quantile_of_each_pictures_nearest_other_pro
     assert level == pytest.approx(float(np.quantile(best, 0.9)), abs=1e-4)
     assert "calibrated: 90% of" in source and str(len(owners)) in source
     assert photo_sure_level(index, fusion, quantile=0.5)[0] < level
+    # a picture reused by another product (a variant) is not its rival: the next one is
+    reused = VectorIndex(fusion.dim, PARAMS)
+    reused.add(keys + [("copy-of-p0", "img0")], np.concatenate([fused, fused[:1]]))
+    level_reused, _ = photo_sure_level(reused, fusion, quantile=0.9)
+    assert level_reused < 0.99
+    # no image weight: photos are not matched by their picture, so no level
+    no_image = Fusion(image_dim=8, text_dim=6, image_weight=0.0, text_weight=1.0)
+    assert photo_sure_level(index, no_image)[0] is None
     # fewer than two products with a picture: never unsure
     lonely = VectorIndex(fusion.dim, PARAMS)
     lonely.add([("a", "img0"), ("b", TEXT_ONLY)], fuse(images[:2] * [[1], [0]], texts[:2], fusion))

@@ -174,20 +174,33 @@ def test_known_image_vectors_are_used_and_not_encoded_again(tmp_path) -> None:  
     args = (text, image, fusion, IndexParams())
     limits = {"max_image_bytes": 10**7, "max_image_pixels": 10**8}
     plain = build_product_index(catalog, *args, **limits)
-    encoded = {Path(red): image.encode([Image.open(red).convert("RGB")])[0]}
+    vectors = {Path(red): image.encode([Image.open(red).convert("RGB")])[0]}
     asked: list[Path] = []
 
     def known(path: Path):  # noqa: ANN202
         asked.append(path)
-        return encoded.get(path)
+        return vectors.get(path)
 
+    encoded: list[int] = []
+    real_encode = image.encode
+
+    def counting(items, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        encoded.append(len(items))
+        return real_encode(items, **kwargs)
+
+    image.encode = counting  # type: ignore[method-assign]
     reused = build_product_index(catalog, *args, **limits, known_images=known)
     assert sorted(asked) == sorted([Path(red), Path(yellow)])
+    assert encoded == [1]  # only the picture without a known vector
     for pid in ("apple", "banana"):  # the same vectors as encoding every picture
         assert reused.item_vectors(pid)[1] == pytest.approx(plain.item_vectors(pid)[1], abs=1e-6)
-    # a known vector is not decoded again: the file may even be gone since
-    Path(red).unlink()
-    build_product_index(catalog, *args, **limits, known_images=known)
+    # a known vector is still held to the image limits (checked from the header)
+    from retrieval.errors import SourceError
+
+    with pytest.raises(SourceError, match="product 'apple'"):
+        build_product_index(
+            catalog, *args, max_image_bytes=10, max_image_pixels=10**8, known_images=known
+        )
 
 
 def test_text_queries_rank_every_product_by_text_cosine(retriever: Retriever) -> None:

@@ -68,7 +68,11 @@ function addCards(products, payload) {
   if (payload.unsure) {
     // an unsure photo match: "none of these" asks for a person (the bot records a hand-off)
     const none = el("button", { type: "button", class: "none-of-these" }, payload.none_label || "None of these");
-    none.addEventListener("click", () => { none.disabled = true; askForPerson(none.textContent); });
+    none.addEventListener("click", async () => {
+      if (busy) return;
+      none.disabled = true;
+      if (!(await askForPerson(none.textContent))) none.disabled = false;  // failed: try again
+    });
     li.append(none);
   }
   messages.append(li);
@@ -122,8 +126,10 @@ async function askForPerson(label) {
   setBusy(true);
   try {
     showBotMessages((await call("/shop/api/person", { method: "POST" })).messages);
+    return true;
   } catch (err) {
     addMessage("error", err.message);
+    return false;
   } finally {
     setBusy(false);
   }
