@@ -29,7 +29,7 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from starlette.concurrency import run_in_threadpool
 
 from ..apidoc import error_responses, json_body
-from ..errors import ImageError, InputError, TooLarge
+from ..errors import Conflict, ImageError, InputError, TooLarge
 from ..httplimits import read_form
 from .chat import ChatRelay, check_message
 from .keys import ConversationIds
@@ -171,14 +171,16 @@ async def shop_photo(request: Request) -> JSONResponse:
     return response
 
 
-@router.post("/shop/api/person", response_model=ChatOut, responses=error_responses(413, 429, 503))
+@router.post(
+    "/shop/api/person", response_model=ChatOut, responses=error_responses(409, 413, 429, 503)
+)
 async def shop_person(request: Request) -> JSONResponse:
     """The shopper asks for a person, e.g. with "none of these" under a photo's uncertain
     matches: the bot records a hand-off for this conversation (its earlier questions, the
     photo included, are in the agents' queue) and says a colleague will answer. No body."""
     cid, new = conversation_of(request)
     if new:  # a stranger's click starts no conversation: nothing to hand over
-        raise InputError("there is no conversation to hand over yet: send a message first")
+        raise Conflict("there is no conversation to hand over yet: send a message first")
     return _reply(await _relay(request).send(cid, "/request_human"), cid, new)
 
 

@@ -113,7 +113,7 @@ def test_none_of_these_after_a_photo_asks_for_a_person(stack: Stack) -> None:
     assert photo.has_image and person.decision == "handoff" and not person.has_image
     # a stranger's click without a conversation hands nothing over
     r = httpx.post(f"{stack.base}/shop/api/person", timeout=30)
-    assert r.status_code == 422 and "no conversation to hand over" in r.json()["detail"]
+    assert r.status_code == 409 and "no conversation to hand over" in r.json()["detail"]
 
 
 @pytest.mark.parametrize(
