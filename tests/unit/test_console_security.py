@@ -92,7 +92,7 @@ def test_one_address_cannot_make_endless_password_checks(app) -> None:  # noqa: 
 
 def test_failing_on_purpose_does_not_lock_out_the_real_agent(app) -> None:  # noqa: ANN001
     app.state.console.login_throttle = LoginThrottle(
-        max_failures=3, per_address=50, slow_after=6, step_s=0.3, max_wait_s=1.0
+        max_failures=3, per_address=50, slow_after=6, step_s=0.6, max_wait_s=1.0
     )
     attacker = client_at(app, "203.0.113.66")
     for _ in range(3):
@@ -106,7 +106,9 @@ def test_failing_on_purpose_does_not_lock_out_the_real_agent(app) -> None:  # no
         assert login(client_at(app, f"203.0.113.{i}"), "alice", "guess guess!")[0] == 401
     t0 = time.perf_counter()
     assert login(client_at(app, "198.51.100.7"), "alice")[0] == 200
-    assert time.perf_counter() - t0 >= 0.25  # waited its turn
+    # waited its turn: the step after the last guess's turn, less the time that guess's own
+    # password check took (up to half a step on a busy machine)
+    assert time.perf_counter() - t0 >= 0.3
 
 
 def test_the_throttle_forgets_the_oldest_keys() -> None:
