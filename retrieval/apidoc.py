@@ -64,7 +64,8 @@ _STATUS_TEXT = {
     413: "The request body, an upload, or a text (message, reply, reason) is over its limit.",
     422: "A field is missing, of the wrong type or out of range; `detail` names it.",
     429: "Too many requests at once (one conversation's messages, or logins).",
-    503: "A service this one relies on is down or overloaded; try again later.",
+    503: "A service this one relies on (the database, the bot, the encoders) is down or "
+    "overloaded; try again later (`Retry-After` says when, where known).",
 }
 
 
@@ -78,8 +79,12 @@ class ErrorOut(BaseModel):
 
 
 def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """``responses=`` for a route that can answer with these error statuses."""
-    return {code: {"model": ErrorOut, "description": _STATUS_TEXT[code]} for code in codes}
+    """``responses=`` for a route that can answer with these error statuses. 503 is always
+    among them: any route may find the database or another service it relies on down."""
+    return {
+        code: {"model": ErrorOut, "description": _STATUS_TEXT[code]}
+        for code in sorted({*codes, 503})
+    }
 
 
 def json_body(model: type[BaseModel], description: str = "") -> dict[str, Any]:

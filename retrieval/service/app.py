@@ -24,6 +24,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -33,7 +35,7 @@ from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..conversation.context import ConversationStore
-from ..errors import RetrievalError
+from ..errors import RetrievalError, StoreError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
@@ -56,6 +58,9 @@ from .webhook import router as webhook_router
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
+
+DATABASE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the database cannot be used
+DATABASE_DOWN = "the database cannot be used right now; try again shortly"
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields beside a photo
 CONSOLE_MAX_BODY = 256 * 1024  # console forms and JSON: replies and drafts are far shorter
@@ -270,15 +275,35 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     @app.exception_handler(RetrievalError)
-    async def _retrieval_error(_: Request, exc: RetrievalError) -> JSONResponse:
+    async def _retrieval_error(request: Request, exc: RetrievalError) -> JSONResponse:
         from ..encoders.batching import Overloaded
 
+        if isinstance(exc, StoreError):
+            return _database_down(request, exc)
         headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
             ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),
             status_code=exc.http_status,
             headers=headers,
         )
+
+    def _database_down(request: Request, exc: Exception) -> JSONResponse:
+        # the database cannot be used (stopped, restarting, out of connections, the log's
+        # queue full): the caller gets the documented 503 with the error body, not a bare
+        # 500. The detail stays generic: the driver's text names the server's address,
+        # which strangers need not see; the log has it.
+        log.warning("%s %s: the database cannot be used: %s", request.method, request.url.path, exc)
+        return JSONResponse(
+            ErrorOut(error="StoreError", detail=DATABASE_DOWN).model_dump(),
+            status_code=503,
+            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+        )
+
+    async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+        return _database_down(request, exc)
+
+    for unreachable in (OperationalError, InterfaceError, PoolTimeout):
+        app.add_exception_handler(unreachable, _unreachable)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -379,11 +379,17 @@ class QueryLog:
             self._seq += 1
             name = f"{time.time_ns():020d}-{os.getpid()}-{self._seq}"
             tmp = self.spool_dir / f"{name}.tmp"
-            with tmp.open("w", encoding="utf-8") as fh:
-                fh.writelines(keep)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, self.spool_dir / f"{name}.jsonl")
+            try:
+                with tmp.open("w", encoding="utf-8") as fh:
+                    fh.writelines(keep)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, self.spool_dir / f"{name}.jsonl")
+            except BaseException:
+                # a failed write (the disk is full) leaves no partial file: the batch stays
+                # with the writer, which retries it whole under a new name
+                tmp.unlink(missing_ok=True)
+                raise
             self._spooled += len(keep)
 
     def _drain_spool(self) -> None:

@@ -122,3 +122,41 @@ def test_service_starts_while_postgres_is_down(demo_data_dir: Path) -> None:
         engine.dispose()
     finally:
         server.destroy()
+
+
+def test_console_and_shop_routes_answer_503_while_postgres_is_down(tmp_path: Path) -> None:
+    """Routes that read the database answer the documented 503 with the error body and a
+    Retry-After while PostgreSQL is stopped (the soak's stop-and-restart found them
+    answering a bare 500), and work again once it is back."""
+    from fastapi.testclient import TestClient
+
+    from retrieval.console.auth import COOKIE as AGENT_COOKIE
+    from retrieval.console.auth import add_agent
+    from retrieval.service.app import create_app
+    from retrieval.service.shop import COOKIE as SHOP_COOKIE
+
+    from secfixtures import close_retriever, settings_for, small_retriever
+
+    server = PostgresServer()
+    server.start()
+    settings = settings_for(tmp_path, database_url=server.url)
+    r = small_retriever(settings)  # the schema is made; the console shares the log's engine
+    try:
+        with TestClient(create_app(settings, r)) as c:
+            server.stop()
+            c.cookies.set(SHOP_COOKIE, c.app.state.conversations.new())
+            c.cookies.set(AGENT_COOKIE, "s" * 43, path="/agent")
+            for route in ("/agent/api/queue", "/shop/api/updates"):
+                down = c.get(route)
+                assert down.status_code == 503, (route, down.text)
+                assert down.json()["error"] == "StoreError", route
+                assert "try again" in down.json()["detail"]
+                assert str(server.port) not in down.text  # the server's address stays inside
+                assert down.headers["retry-after"] == "5"
+            server.start()
+            add_agent(c.app.state.console.engine, "alice", "a long password 1")
+            assert c.get("/shop/api/updates").json() == {"messages": [], "last": 0}
+            assert c.get("/agent/api/queue").status_code == 401  # an unknown session again
+    finally:
+        close_retriever(r)
+        server.destroy()

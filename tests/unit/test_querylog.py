@@ -5,6 +5,7 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -250,3 +251,36 @@ def test_records_that_cannot_be_stored_at_exit_are_counted_and_named(
     qlog.close(timeout=0.5)
     assert qlog.stats()["lost"] == 4
     assert "4 query records could not be written" in caplog.text
+
+
+def test_a_spool_write_that_fails_midway_leaves_no_partial_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The disk fills while a spool file is being written (found by the soak's full tmpfs):
+    the half-written file goes, and the batch is spooled whole once there is room."""
+    import errno
+    import os
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    unusable(engine)
+    spool = tmp_path / "spool"
+    real_fsync, full = os.fsync, [True]
+
+    def fsync(fd: int) -> None:  # the file is created and written; syncing it fails
+        if full[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    qlog = QueryLog(engine, spool, flush_interval=0.02, retry_interval=0.05, max_backoff=0.1)
+    for i in range(3):
+        qlog.record(record(f"while the disk is full {i}"))
+    assert wait_for(lambda: "No space left" in qlog.stats()["writer_error"])
+    assert not list(spool.glob("*.jsonl")) and not list(spool.glob("*.tmp"))
+    full[0] = False  # room again: the kept rows are spooled, whole, and nothing else is there
+    assert wait_for(lambda: qlog.spooled_records() == 3)
+    assert sorted(p.suffix for p in spool.iterdir() if p.name != ".lock") == [".jsonl"]
+    usable(engine)
+    qlog.close()
+    assert counts(engine)[0] == 3 and qlog.stats()["lost"] == 0
