@@ -93,6 +93,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--requests", type=int, help="HTTP requests per client count (default 400; quick: 40)"
     )
     p.add_argument(
+        "--batching",
+        default="on",
+        help="the service's encode_batching, comma-separated from on, off: 'on,off' starts the "
+        "service once with each over the same indexes and measures every client count, so "
+        "one run compares them (default on, the shipped setting)",
+    )
+    p.add_argument(
         "--service-products",
         type=int,
         help="synthetic products in the served index (default 100000; quick: 1000)",
@@ -154,6 +161,9 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         raise RetrievalError("--torch-threads must be at least 1")
     if args.k < 1:
         raise RetrievalError("-k must be at least 1")
+    batching = [s.strip().lower() for s in args.batching.split(",") if s.strip()]
+    if not batching or set(batching) - {"on", "off"} or len(set(batching)) < len(batching):
+        raise RetrievalError(f"--batching: '{args.batching}'; choose on, off or on,off")
     sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
     if min(sizes) <= args.k:
         raise RetrievalError(f"--sizes must be above k={args.k}")
@@ -173,6 +183,7 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "service_products": pick["service_products"],
         "service_faq": pick["service_faq"],
         "torch_threads": args.torch_threads,
+        "batching": [b == "on" for b in batching],
     }
 
 
@@ -183,7 +194,8 @@ def _command(opts: dict) -> str:
         f"--queries {opts['queries']} --parts {j(opts['parts'])} --batch-sizes {j(opts['batch_sizes'])} "
         f"--clients {j(opts['clients'])} --requests {opts['requests']} "
         f"--service-products {opts['service_products']} --service-faq {opts['service_faq']} "
-        f"--torch-threads {opts['torch_threads']}"
+        f"--torch-threads {opts['torch_threads']} "
+        f"--batching {','.join('on' if b else 'off' for b in opts['batching'])}"
     )
 
 
@@ -262,31 +274,41 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
 def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
     from .http import load_levels, make_service_data, start_service
 
+    env = {} if config is None else {"RETRIEVAL_CONFIG": str(config)}
+    modes = []
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
         data_dir = Path(tmp)
-        if config is not None:
-            os.environ["RETRIEVAL_CONFIG"] = str(config)
         t0 = time.perf_counter()
-        make_service_data(data_dir, opts["service_faq"], 5, opts["service_products"], progress)
+        make_service_data(
+            data_dir, opts["service_faq"], 5, opts["service_products"], progress, config=config
+        )
         prepare_s = time.perf_counter() - t0
-        err.print("http: starting retrieval serve ...")
-        proc, url, startup_s = start_service(data_dir, data_dir / "serve.log")
-        try:
-            levels = load_levels(url, opts["clients"], opts["requests"])
-        finally:
-            proc.terminate()
-            proc.wait(30)
+        for batching in opts["batching"]:
+            err.print(f"http: starting retrieval serve (encode_batching {batching}) ...")
+            proc, url, startup_s = start_service(
+                data_dir,
+                data_dir / "serve.log",
+                env={**env, "RETRIEVAL_ENCODE_BATCHING": str(batching).lower()},
+            )
+            try:
+                levels = load_levels(url, opts["clients"], opts["requests"])
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            modes.append({"batching": batching, "startup_s": startup_s, "levels": levels})
     from ..encoders import image_encoder, text_encoder
     from ..settings import load_settings
 
     s = load_settings(config)
+    first = modes[0]
     return {
         "n_faq_vectors": opts["service_faq"] * 5,
         "n_products": opts["service_products"],
         "fused_dim": image_encoder(s).dim + text_encoder(s).dim,
         "prepare_s": prepare_s,
-        "startup_s": startup_s,
-        "levels": levels,
+        "startup_s": first["startup_s"],
+        "levels": first["levels"],  # the first setting's (the shipped one by default)
+        "modes": modes,
     }
 
 

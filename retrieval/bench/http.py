@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,9 +39,16 @@ QUESTIONS = [
 
 
 def make_service_data(
-    data_dir: Path, n_faq_entries: int, phrasings: int, n_products: int, progress: Any
+    data_dir: Path,
+    n_faq_entries: int,
+    phrasings: int,
+    n_products: int,
+    progress: Any,
+    *,
+    config: Path | None = None,
 ) -> None:
-    """Synthetic FAQ (entries x phrasings vectors) and product (fused + text view) indexes."""
+    """Synthetic FAQ (entries x phrasings vectors) and product (fused + text view) indexes,
+    for the encoders and fusion of the settings in ``config`` (None: the defaults)."""
     from ..encoders import image_encoder, text_encoder
     from ..fusion import fuse
     from ..index import IndexParams, VectorIndex
@@ -51,7 +58,7 @@ def make_service_data(
     from ..storage import new_version_id, publish
     from .data import embedding_like
 
-    settings = load_settings(None, data_dir=data_dir)
+    settings = load_settings(config, data_dir=data_dir)
     text, image = text_encoder(settings), image_encoder(settings)
     fusion = make_fusion(settings, text, image)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
@@ -99,12 +106,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_service(data_dir: Path, log_path: Path, timeout_s: float = 600) -> tuple[Any, str, float]:
-    """Start ``retrieval serve`` over ``data_dir``; wait for /health. Returns (process, url, seconds)."""
+def start_service(
+    data_dir: Path,
+    log_path: Path,
+    timeout_s: float = 600,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> tuple[Any, str, float]:
+    """Start ``retrieval serve`` over ``data_dir`` with ``env`` added to its environment
+    (settings as ``RETRIEVAL_*`` variables); wait for /health. Returns (process, url, seconds)."""
     import httpx
 
     port = free_port()
-    env = {**os.environ, "RETRIEVAL_DATA_DIR": str(data_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        **(env or {}),
+        "RETRIEVAL_DATA_DIR": str(data_dir),
+        "PYTHONUNBUFFERED": "1",
+    }
     with open(log_path, "wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "retrieval.cli", "serve", "--port", str(port)],

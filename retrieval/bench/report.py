@@ -107,16 +107,26 @@ def http_tables(result: dict) -> list[Table]:
     h = result.get("http")
     if not h:
         return []
-    rows = [
-        [str(r["clients"]), str(r["requests"]), str(r["errors"]), _f(r.get("p50_ms")),
-         _f(r.get("p95_ms")), _f(r.get("p99_ms")), _f(r.get("qps"), ",.1f")]
-        for r in h["levels"]
-    ]  # fmt: skip
-    title = (
-        f"POST /v1/query through retrieval serve: {h['n_faq_vectors']:,} FAQ vectors, "
-        f"{h['n_products']:,} products (fused {h['fused_dim']}-d + text view)"
-    )
-    return [(title, ["clients", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "QPS"], rows)]
+    out: list[Table] = []
+    modes = h.get("modes") or [{"batching": None, "levels": h["levels"]}]
+    for mode in modes:
+        levels = mode["levels"]
+        single = next((r.get("qps") for r in levels if r["clients"] == 1), None)
+        rows = [
+            [str(r["clients"]), str(r["requests"]), str(r["errors"]), _f(r.get("p50_ms")),
+             _f(r.get("p95_ms")), _f(r.get("p99_ms")), _f(r.get("qps"), ",.1f"),
+             _f(r["qps"] / single, ".2f") + "x" if single and r.get("qps") else "-"]
+            for r in levels
+        ]  # fmt: skip
+        batching = mode["batching"]
+        how = "" if batching is None else f", encode_batching {'on' if batching else 'off'}"
+        title = (
+            f"POST /v1/query through retrieval serve: {h['n_faq_vectors']:,} FAQ vectors, "
+            f"{h['n_products']:,} products (fused {h['fused_dim']}-d + text view){how}"
+        )
+        header = ["clients", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "QPS"]
+        out.append((title, [*header, "QPS / 1 client"], rows))
+    return out
 
 
 def _text_column(i: int, header: str) -> bool:

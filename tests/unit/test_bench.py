@@ -148,6 +148,8 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_line(capsys: pytest.CaptureF
         (["--sizes", "5"], "--sizes must be above k=10"),
         (["--targets", "0.9,2"], "--targets must be recalls in (0, 1]"),
         (["--parts", "index,gpu"], "--parts: unknown part(s) ['gpu']"),
+        (["--batching", "maybe"], "--batching: 'maybe'; choose on, off or on,off"),
+        (["--batching", "on,on"], "--batching: 'on,on'"),
         (["--dims", "0"], "--dims needs positive whole numbers"),
     ],
 )
@@ -186,3 +188,27 @@ def test_demo_data_for_the_encoders() -> None:
     images = demo_images(ROOT / "data/catalog/products.jsonl")
     assert len(texts) > 300 and all(isinstance(t, str) and t for t in texts)
     assert len(images) == 81 and all(im.mode == "RGB" for im in images)
+
+
+def test_the_http_report_shows_each_batching_setting_and_the_gain_over_one_client() -> None:
+    def level(clients: int, qps: float) -> dict:
+        return {"clients": clients, "requests": 40, "errors": 0, "p50_ms": 10.0,
+                "p95_ms": 20.0, "p99_ms": 30.0, "qps": qps}  # fmt: skip
+
+    http = {
+        "n_faq_vectors": 500, "n_products": 300, "fused_dim": 1664,
+        "modes": [
+            {"batching": True, "levels": [level(1, 50.0), level(32, 150.0)]},
+            {"batching": False, "levels": [level(1, 52.0), level(32, 52.0)]},
+        ],
+    }  # fmt: skip
+    http["levels"] = http["modes"][0]["levels"]
+    found = [t for t in tables({"http": http}) if t[0].startswith("POST /v1/query")]
+    assert [t[0].rsplit(", ", 1)[-1] for t in found] == [
+        "encode_batching on",
+        "encode_batching off",
+    ]
+    assert [[row[-1] for row in t[2]] for t in found] == [["1.00x", "3.00x"], ["1.00x", "1.00x"]]
+    # an older result without modes still reads
+    (old,) = [t for t in tables({"http": {**http, "modes": None}}) if t[0].startswith("POST")]
+    assert "encode_batching" not in old[0] and old[2][1][-1] == "3.00x"
