@@ -1,4 +1,4 @@
-"""Fault and load suite ("soak", issue 23): the whole product under mixed traffic for a
+"""Fault and load suite ("soak"): the whole product under mixed traffic for a
 bounded time, with PostgreSQL, the spool's disk, Rasa and the service itself broken on a
 schedule, and a report of what shoppers and agents saw and what the query log kept.
 

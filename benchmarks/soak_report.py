@@ -1,6 +1,6 @@
 """The pure parts of the fault and load suite (benchmarks/soak.py): the fault schedule, which
 requests fall inside a fault's window, percentiles, recovery times, RSS growth, the query-log
-row comparison, the report and its pass/fail lines against the targets of issue 23.
+row comparison, the report and its pass/fail lines against the reliability targets.
 
 Nothing here starts a process or reads a clock; tests/unit/test_soak.py checks it all.
 Times are seconds since the traffic started.
@@ -423,7 +423,7 @@ def format_report(report: dict[str, Any]) -> str:
         for key in ("left_in_spool", "writer_at_end"):
             if key in rows:
                 lines.append(f"  {key.replace('_', ' ')}: {rows[key]}")
-    lines += ["", "targets (issue 23)"]
+    lines += ["", "targets"]
     for t in report["targets"]:
         mark = {True: "PASS", False: "FAIL", None: "N/A "}[t["passed"]]
         lines.append(f"  {mark}  {t['name']}: {t['detail']}")
