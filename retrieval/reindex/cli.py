@@ -45,7 +45,9 @@ def register(sub: Any, common: Any) -> None:
         "index versions by content hash; encode only new and changed entries, drop deleted ones, "
         "and publish new versions that a running service picks up by itself. A run that finds "
         "no change encodes and publishes nothing. A new encoder, fusion weights or HNSW build "
-        "parameters trigger a full rebuild. Only one index job runs at a time.",
+        "parameters trigger a full rebuild. Only one index job runs at a time. While the log "
+        "database cannot be used, changes are still published, without the agents' labels "
+        "and without a record in the version history (a warning says so).",
     )
     common(p)
     p.add_argument("--catalog", help="catalog file (default: data/catalog/products.jsonl)")
@@ -92,6 +94,16 @@ def _engine(settings: Any) -> Any:
     return migrated_engine(settings.resolved_database_url)
 
 
+def _engine_or_reason(settings: Any) -> tuple[Any, str | None]:
+    """The log database's engine, or None and why it cannot be used (it is down)."""
+    from ..errors import StoreError
+
+    try:
+        return _engine(settings), None
+    except StoreError as exc:
+        return None, str(exc)
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from ..cliargs import settings_from_args
 
@@ -107,10 +119,20 @@ def cmd_reindex(args: argparse.Namespace) -> int:
         from ..errors import InputError
 
         raise InputError(str(exc)) from None
-    engine = _engine(settings)
     kinds = (args.only,) if args.only else ("faq", "products")
+    engine = None
     while True:
         started = time.monotonic()
+        if engine is None:  # opened (again) each run until the database answers
+            engine, down = _engine_or_reason(settings)
+            if down is not None:
+                # the indexes are files: a catalog or FAQ change still goes live. What the
+                # database adds (the agents' labels, the version history) waits for it.
+                log.warning(
+                    "%s: re-indexing without it (the agents' labels are not read and the new "
+                    "versions are not recorded in the history)",
+                    down,
+                )
         summary = reindex(
             settings,
             engine,
@@ -141,7 +163,10 @@ def cmd_reindex(args: argparse.Namespace) -> int:
 
 def cmd_versions(args: argparse.Namespace) -> int:
     settings = _settings(args)
-    rows = describe_versions(settings, _engine(settings))
+    engine, down = _engine_or_reason(settings)
+    if down is not None:
+        log.warning("%s: listing the versions on disk without their history", down)
+    rows = describe_versions(settings, engine)
     if args.json:
         _out(json.dumps(rows))
         return 0

@@ -28,7 +28,14 @@ def make_engine(url: str) -> Engine:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(parsed.database).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:  # a file in the way, a read-only or full disk
+                raise StoreError(
+                    f"cannot use the SQLite database {parsed.database}: its folder {folder} "
+                    f"cannot be created ({exc.strerror or exc})"
+                ) from None
         kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
     elif parsed.get_backend_name() == "postgresql":
         if parsed.drivername == "postgresql":

@@ -257,3 +257,37 @@ def test_ingest_if_changed_publishes_a_price_change(tmp_path: Path) -> None:
     current = (data_dir / "index" / "products" / "CURRENT").read_text().strip()
     meta = json.loads((data_dir / "index" / "products" / current / "meta.json").read_text())
     assert {r["id"]: r["price"] for r in meta["records"]} == {"oat": 1.99, "kiwi": 0.68}
+
+
+def test_reindex_publishes_while_the_database_cannot_be_used(
+    demo_data_dir: Path, tmp_path: Path
+) -> None:
+    """A price change goes live while the log database is down (found by the soak: the
+    command stopped at "cannot prepare the database"); only the version history waits."""
+    from retrieval.storage import current_version, load_current
+
+    catalog = tmp_path / "catalog"
+    catalog.mkdir()
+    (catalog / "images").symlink_to(DATA / "catalog" / "images")
+    rows = [json.loads(line) for line in (DATA / "catalog" / "products.jsonl").open()]
+    rows[0]["price"] = round(rows[0]["price"] + 0.01, 2)
+    (catalog / "products.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "not-a-folder").write_text("")
+    down = f"sqlite:///{tmp_path / 'not-a-folder' / 'log.db'}"  # cannot be opened
+    before = current_version(demo_data_dir / "index", "products")
+    args = ["--only", "products", "--no-progress", "--data-dir", str(demo_data_dir)]
+    out = run_cli(
+        "reindex", *args, "--catalog", str(catalog / "products.jsonl"),
+        env={"RETRIEVAL_DATABASE_URL": down},
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "cannot use the SQLite database" in out.stderr and "re-indexing without it" in out.stderr
+    after = current_version(demo_data_dir / "index", "products")
+    assert after != before
+    records = load_current(demo_data_dir / "index", "products", expect={}).meta["records"]
+    assert next(r for r in records if r["id"] == rows[0]["id"])["price"] == rows[0]["price"]
+    listed = run_cli(
+        "versions", "--json", "--data-dir", str(demo_data_dir), env={"RETRIEVAL_DATABASE_URL": down}
+    )
+    assert listed.returncode == 0, listed.stderr
+    assert any(v["version"] == after and v["current"] for v in json.loads(listed.stdout))
