@@ -14,7 +14,8 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
     │   └── IndexMismatch      built with another encoder or fusion than configured
-    ├── StoreError             the SQL log cannot be used
+    ├── StoreError             the SQL log cannot be used                               -> HTTP 503
+    │   └── LogBehind          the query log's queue is full: the query was not recorded
     ├── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
     ├── NotLoggedIn            no agent session, or an expired one (console)            -> HTTP 401
     ├── Forbidden              a console form without a valid CSRF token                -> HTTP 403
@@ -32,6 +33,7 @@ __all__ = [
     "IndexError_",
     "IndexMismatch",
     "InputError",
+    "LogBehind",
     "ModelUnavailable",
     "NotFound",
     "NotLoggedIn",
@@ -114,6 +116,11 @@ class StoreError(RetrievalError):
     """The SQL log cannot be used."""
 
     http_status = 503
+
+
+class LogBehind(StoreError):
+    """The query log's writer cannot keep up, so a query was refused rather than left
+    unrecorded; the message names no server and is safe to show to any caller."""
 
 
 class Busy(InputError):

@@ -46,8 +46,9 @@ def register(sub: Any, common: Any) -> None:
         "and publish new versions that a running service picks up by itself. A run that finds "
         "no change encodes and publishes nothing. A new encoder, fusion weights or HNSW build "
         "parameters trigger a full rebuild. Only one index job runs at a time. While the log "
-        "database cannot be used, changes are still published, without the agents' labels "
-        "and without a record in the version history (a warning says so).",
+        "database cannot be used, catalog changes are still published (not recorded in the "
+        "version history); the FAQ waits for the database when its calibration learns from "
+        "the agents' labels; the command then exits 1.",
     )
     common(p)
     p.add_argument("--catalog", help="catalog file (default: data/catalog/products.jsonl)")
@@ -104,6 +105,21 @@ def _engine_or_reason(settings: Any) -> tuple[Any, str | None]:
         return None, str(exc)
 
 
+def _without_database(settings: Any, kinds: tuple[str, ...], reason: str) -> tuple[str, ...]:
+    """What a run does while the database cannot be used. The indexes are files, so a
+    catalog change still goes live (not recorded in the version history). The FAQ waits
+    when its calibration learns from the agents' labels, which are in the database: built
+    without them it would answer by other thresholds until the database is back."""
+    log.warning("%s: the new versions are not recorded in the history", reason)
+    if "faq" not in kinds or not settings.learn_from_agents:
+        return kinds
+    sys.stderr.write(
+        "error: faq: not re-indexed: its calibration reads the agents' labels from the "
+        "database, which cannot be used now; the current version stays until a run that can\n"
+    )
+    return tuple(k for k in kinds if k != "faq")
+
+
 def _settings(args: argparse.Namespace) -> Any:
     from ..cliargs import settings_from_args
 
@@ -123,20 +139,15 @@ def cmd_reindex(args: argparse.Namespace) -> int:
     engine = None
     while True:
         started = time.monotonic()
+        run_kinds = kinds
         if engine is None:  # opened (again) each run until the database answers
             engine, down = _engine_or_reason(settings)
             if down is not None:
-                # the indexes are files: a catalog or FAQ change still goes live. What the
-                # database adds (the agents' labels, the version history) waits for it.
-                log.warning(
-                    "%s: re-indexing without it (the agents' labels are not read and the new "
-                    "versions are not recorded in the history)",
-                    down,
-                )
+                run_kinds = _without_database(settings, kinds, down)
         summary = reindex(
             settings,
             engine,
-            kinds=kinds,
+            kinds=run_kinds,
             progress=not args.no_progress and sys.stderr.isatty(),
             full=args.full,
             wait=args.wait or every is not None,
@@ -155,7 +166,7 @@ def cmd_reindex(args: argparse.Namespace) -> int:
             for r in summary.reports:
                 _out(r.line())
         if every is None:
-            return 0
+            return 0 if engine is not None else 1  # 1: done without the database
         pause = max(0.0, every - (time.monotonic() - started))
         _out(f"next run in {pause:.0f} s (Ctrl-C stops)")
         time.sleep(pause)

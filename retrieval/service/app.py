@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import re
 import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
@@ -35,7 +36,7 @@ from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..conversation.context import ConversationStore
-from ..errors import RetrievalError, StoreError
+from ..errors import LogBehind, RetrievalError, StoreError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
@@ -61,6 +62,14 @@ log = logging.getLogger(__name__)
 
 DATABASE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the database cannot be used
 DATABASE_DOWN = "the database cannot be used right now; try again shortly"
+# OperationalError also reports a schema that does not match the code (SQLite's "no such
+# table"); that is a bug to fix, not an outage to wait out
+_SCHEMA_PROBLEM = re.compile(r"no such (table|column)|has no column|syntax error", re.I)
+
+
+def _schema_problem(exc: Exception) -> bool:
+    return bool(_SCHEMA_PROBLEM.search(str(getattr(exc, "orig", exc))))
+
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields beside a photo
 CONSOLE_MAX_BODY = 256 * 1024  # console forms and JSON: replies and drafts are far shorter
@@ -278,7 +287,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     async def _retrieval_error(request: Request, exc: RetrievalError) -> JSONResponse:
         from ..encoders.batching import Overloaded
 
-        if isinstance(exc, StoreError):
+        if isinstance(exc, StoreError) and not isinstance(exc, LogBehind):
             return _database_down(request, exc)
         headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
@@ -292,7 +301,13 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         # queue full): the caller gets the documented 503 with the error body, not a bare
         # 500. The detail stays generic: the driver's text names the server's address,
         # which strangers need not see; the log has it.
-        log.warning("%s %s: the database cannot be used: %s", request.method, request.url.path, exc)
+        log.warning(
+            "%s %s: the database cannot be used: %s: %s",
+            request.method,
+            request.url.path,
+            type(exc).__name__,
+            str(getattr(exc, "orig", None) or exc).splitlines()[0],
+        )
         return JSONResponse(
             ErrorOut(error="StoreError", detail=DATABASE_DOWN).model_dump(),
             status_code=503,
@@ -300,6 +315,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         )
 
     async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
+        if isinstance(exc, OperationalError) and _schema_problem(exc):
+            raise exc  # a bug (a missing table or column), not an outage: a 500, logged
         return _database_down(request, exc)
 
     for unreachable in (OperationalError, InterfaceError, PoolTimeout):

@@ -25,7 +25,9 @@ def make_engine(url: str) -> Engine:
         parsed = make_url(url)
     except ArgumentError:
         raise ConfigError(f"database_url {url!r} is not a valid SQLAlchemy URL") from None
-    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    # hide_parameters: an error's text never carries the values of a statement (a shopper's
+    # conversation id, a question), which would otherwise reach the logs
+    kwargs: dict[str, Any] = {"pool_pre_ping": True, "hide_parameters": True}
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             folder = Path(parsed.database).parent

@@ -12,13 +12,14 @@ The writer survives any error: a batch it could neither write nor spool (the dis
 the spool folder is gone) stays in memory and is retried with a growing pause (up to 30 s),
 and ``stats()["writer_error"]`` says why. The queue in front of it is bounded
 (``max_queue``): when it is full, :meth:`QueryLog.record` waits up to ``put_timeout`` for
-room and then raises :class:`~retrieval.errors.StoreError` (HTTP 503), so the caller knows
+room and then raises :class:`~retrieval.errors.LogBehind` (a StoreError, HTTP 503), so the caller knows
 its query was not logged instead of the record vanishing. Records still unwritten when
 :meth:`close` gives up are counted in ``stats()["lost"]`` and named in an error.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -35,7 +36,7 @@ from typing import Any
 from sqlalchemy import Engine, insert, select
 from sqlalchemy.exc import DataError, IntegrityError, SQLAlchemyError
 
-from ..errors import StoreError
+from ..errors import LogBehind, StoreError
 from .models import CandidateRow, DecisionRow, QueryRow
 
 __all__ = ["QueryLog"]
@@ -103,7 +104,7 @@ class QueryLog:
     def record(self, rec: dict[str, Any]) -> None:
         """Queue one record: ``{"query": {...}, "candidates": [...], "decisions": [...]}``.
 
-        Raises :class:`StoreError` when the queue stays full for ``put_timeout`` seconds
+        Raises :class:`LogBehind` when the queue stays full for ``put_timeout`` seconds
         (the writer can neither write nor spool): the record is then not kept."""
         self._idle.clear()
         try:
@@ -119,7 +120,7 @@ class QueryLog:
                     self._writer_error or self._last_error or "busy",
                     self._refused,
                 )
-            raise StoreError(
+            raise LogBehind(
                 "the query log cannot keep up (its database and spool are failing), so this "
                 "question was not recorded: please try again in a moment"
             ) from None
@@ -388,7 +389,8 @@ class QueryLog:
             except BaseException:
                 # a failed write (the disk is full) leaves no partial file: the batch stays
                 # with the writer, which retries it whole under a new name
-                tmp.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):  # never hide the write's own error
+                    tmp.unlink(missing_ok=True)
                 raise
             self._spooled += len(keep)
 

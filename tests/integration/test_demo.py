@@ -263,7 +263,8 @@ def test_reindex_publishes_while_the_database_cannot_be_used(
     demo_data_dir: Path, tmp_path: Path
 ) -> None:
     """A price change goes live while the log database is down (found by the soak: the
-    command stopped at "cannot prepare the database"); only the version history waits."""
+    command stopped at "cannot prepare the database"); the version history waits, and so
+    does the FAQ, whose calibration reads the agents' labels from the database."""
     from retrieval.storage import current_version, load_current
 
     catalog = tmp_path / "catalog"
@@ -275,13 +276,16 @@ def test_reindex_publishes_while_the_database_cannot_be_used(
     (tmp_path / "not-a-folder").write_text("")
     down = f"sqlite:///{tmp_path / 'not-a-folder' / 'log.db'}"  # cannot be opened
     before = current_version(demo_data_dir / "index", "products")
-    args = ["--only", "products", "--no-progress", "--data-dir", str(demo_data_dir)]
+    faq_before = current_version(demo_data_dir / "index", "faq")
+    args = ["--no-progress", "--data-dir", str(demo_data_dir)]
     out = run_cli(
         "reindex", *args, "--catalog", str(catalog / "products.jsonl"),
         env={"RETRIEVAL_DATABASE_URL": down},
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr
-    assert "cannot use the SQLite database" in out.stderr and "re-indexing without it" in out.stderr
+    assert out.returncode == 1, out.stderr  # done, but not all of it
+    assert "cannot use the SQLite database" in out.stderr and "not recorded" in out.stderr
+    assert "faq: not re-indexed: its calibration reads the agents' labels" in out.stderr
+    assert current_version(demo_data_dir / "index", "faq") == faq_before
     after = current_version(demo_data_dir / "index", "products")
     assert after != before
     records = load_current(demo_data_dir / "index", "products", expect={}).meta["records"]

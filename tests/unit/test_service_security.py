@@ -243,3 +243,43 @@ def test_images_are_served_only_from_the_catalog_folder(client: TestClient, tmp_
     note.write_text("<script>alert(1)</script>")
     catalog.products["note"] = Product("note", "note", images=(note,))
     assert client.get("/v1/products/note/image").status_code == 404  # not an image type
+
+
+def test_database_errors_answer_503_without_the_servers_address(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A database that cannot be used is a 503 whose detail names no server; the log's own
+    refusal keeps its message; a schema bug stays a 500, not a "try again"."""
+    from sqlalchemy.exc import OperationalError
+
+    from retrieval.errors import LogBehind, StoreError
+
+    retriever = client.app.state.retriever
+    failures = {
+        "down": StoreError("cannot prepare the database postgresql://db.internal:5432/shop"),
+        "refused": OperationalError("SELECT 1", {}, Exception("connection refused by db.internal")),
+        "behind": LogBehind("the query log cannot keep up, so this question was not recorded"),
+        "bug": OperationalError("SELECT x", {}, Exception("no such table: queries")),
+    }
+    seen = {}
+    for name, exc in failures.items():
+
+        def fail(*args, exc=exc, **kwargs):  # noqa: ANN002, ANN003, ANN202
+            raise exc
+
+        monkeypatch.setattr(retriever, "query", fail)
+        # the running app (its lifespan entered by the fixture); a 500 comes back as one
+        seen[name] = TestClient(client.app, raise_server_exceptions=False).post(
+            "/v1/query", json={"text": "hello"}
+        )
+    for name in ("down", "refused"):
+        r = seen[name]
+        assert r.status_code == 503 and r.headers["retry-after"] == "5", name
+        assert r.json() == {
+            "error": "StoreError",
+            "detail": "the database cannot be used right now; try again shortly",
+        }
+        assert "db.internal" not in r.text
+    assert seen["behind"].status_code == 503
+    assert "was not recorded" in seen["behind"].json()["detail"]
+    assert seen["bug"].status_code == 500 and "try again" not in seen["bug"].text
