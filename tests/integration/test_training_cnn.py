@@ -126,7 +126,7 @@ def test_the_kept_network_is_written_loadable_and_reproducible(few, tmp_path) ->
                 out,
                 settings=settings,
                 config=config,
-                threads=1,
+                threads=2,  # reproducible with a 2-thread team too (test.sh's default is 1)
                 progress=False,
             )
         )
