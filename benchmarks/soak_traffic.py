@@ -319,7 +319,14 @@ class Traffic:
 
     def _agent_loop(self, agent: Agent) -> None:
         while not self._stop.wait(self.agent_interval):
-            agent.step(self.rec)
+            start = self.rec.now()
+            try:
+                agent.step(self.rec)
+            except Exception as exc:  # noqa: BLE001 - an odd answer must not end the agent
+                # (a 200 that is not the JSON the console documents): recorded as a failure
+                self.rec.add(
+                    Outcome("console", "step", start, self.rec.now(), None, type(exc).__name__)
+                )
 
     def stop(self) -> None:
         """Stop new arrivals and wait for the requests in flight."""

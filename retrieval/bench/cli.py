@@ -287,7 +287,7 @@ def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
             err.print(f"http: starting retrieval serve (encode_batching {batching}) ...")
             proc, url, startup_s = start_service(
                 data_dir,
-                data_dir / "serve.log",
+                data_dir / f"serve-batching-{'on' if batching else 'off'}.log",
                 env={**env, "RETRIEVAL_ENCODE_BATCHING": str(batching).lower()},
             )
             try:
