@@ -11,6 +11,7 @@ Errors are rendered as a page with the same status the JSON API would give (401,
 from __future__ import annotations
 
 import functools
+import logging
 import secrets
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from starlette.concurrency import run_in_threadpool
 
 from ..errors import Busy, InputError, NotLoggedIn, RetrievalError
 from ..httplimits import read_form
+from ..store.outage import DATABASE_DOWN, RETRY_AFTER_S, UNREACHABLE, is_outage, summary
 from . import actions, audit, auth, clusters, tasks
 from .numbers import numbers as compute_numbers
 from .numbers import rates_chart
@@ -37,6 +39,7 @@ LOGIN_COOKIE = "agent_login"
 MAX_FORM = 256 * 1024  # the longest text field (a reply, a draft's examples)
 MAX_FIELDS = 16
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/agent", include_in_schema=False)
 _env = jinja2.Environment(
     loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -48,19 +51,35 @@ _env.filters["score"] = lambda v: "-" if v is None else f"{v:.3f}"
 _env.filters["pct"] = lambda v: "-" if v is None else f"{v:.0%}"
 
 
-def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+) -> HTMLResponse:
     html = _env.get_template(name).render(**context)
-    return HTMLResponse(html, status_code=status, headers=HEADERS)
+    return HTMLResponse(html, status_code=status, headers={**HEADERS, **(headers or {})})
 
 
 def html_errors(fn: Callable) -> Callable:
-    """Render :class:`RetrievalError` as a page with its HTTP status."""
+    """Render :class:`RetrievalError` as a page with its HTTP status, and a database that
+    cannot be used as a 503 page that names no server (store/outage.py)."""
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Response:
         try:
             return await fn(*args, **kwargs)
-        except RetrievalError as exc:
+        except (RetrievalError, *UNREACHABLE) as exc:
+            if is_outage(exc):
+                log.warning("console page: the database cannot be used: %s", summary(exc))
+                return render(
+                    "message.html",
+                    status=503,
+                    headers={"Retry-After": str(RETRY_AFTER_S)},
+                    title="The console cannot reach its database",
+                    message=DATABASE_DOWN,
+                    login=False,
+                    agent=None,
+                )
+            if not isinstance(exc, RetrievalError):
+                raise  # a bug (a missing table), not an outage: a 500, logged
             return render(
                 "message.html",
                 status=exc.http_status,

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import re
 import time
 from collections.abc import Callable, Mapping
 from contextlib import asynccontextmanager
@@ -25,8 +24,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
@@ -36,11 +33,12 @@ from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..conversation.context import ConversationStore
-from ..errors import LogBehind, RetrievalError, StoreError
+from ..errors import RetrievalError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
 from ..store.events import Interests
+from ..store.outage import DATABASE_DOWN, RETRY_AFTER_S, UNREACHABLE, is_outage, summary
 from ..uploads import UploadStore
 from .chat import ChatRelay
 from .keys import ConversationIds
@@ -59,16 +57,6 @@ from .webhook import router as webhook_router
 __all__ = ["create_app"]
 
 log = logging.getLogger(__name__)
-
-DATABASE_RETRY_AFTER_S = 5  # Retry-After of a 503 while the database cannot be used
-DATABASE_DOWN = "the database cannot be used right now; try again shortly"
-# OperationalError also reports a schema that does not match the code (SQLite's "no such
-# table"); that is a bug to fix, not an outage to wait out
-_SCHEMA_PROBLEM = re.compile(r"no such (table|column)|has no column|syntax error", re.I)
-
-
-def _schema_problem(exc: Exception) -> bool:
-    return bool(_SCHEMA_PROBLEM.search(str(getattr(exc, "orig", exc))))
 
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small text fields beside a photo
@@ -287,7 +275,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     async def _retrieval_error(request: Request, exc: RetrievalError) -> JSONResponse:
         from ..encoders.batching import Overloaded
 
-        if isinstance(exc, StoreError) and not isinstance(exc, LogBehind):
+        if is_outage(exc):
             return _database_down(request, exc)
         headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
@@ -297,29 +285,22 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         )
 
     def _database_down(request: Request, exc: Exception) -> JSONResponse:
-        # the database cannot be used (stopped, restarting, out of connections, the log's
-        # queue full): the caller gets the documented 503 with the error body, not a bare
-        # 500. The detail stays generic: the driver's text names the server's address,
-        # which strangers need not see; the log has it.
+        # the documented 503 with the error body, not a bare 500 (store/outage.py)
         log.warning(
-            "%s %s: the database cannot be used: %s: %s",
-            request.method,
-            request.url.path,
-            type(exc).__name__,
-            str(getattr(exc, "orig", None) or exc).splitlines()[0],
+            "%s %s: the database cannot be used: %s", request.method, request.url.path, summary(exc)
         )
         return JSONResponse(
             ErrorOut(error="StoreError", detail=DATABASE_DOWN).model_dump(),
             status_code=503,
-            headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+            headers={"Retry-After": str(RETRY_AFTER_S)},
         )
 
     async def _unreachable(request: Request, exc: Exception) -> JSONResponse:
-        if isinstance(exc, OperationalError) and _schema_problem(exc):
+        if not is_outage(exc):
             raise exc  # a bug (a missing table or column), not an outage: a 500, logged
         return _database_down(request, exc)
 
-    for unreachable in (OperationalError, InterfaceError, PoolTimeout):
+    for unreachable in UNREACHABLE:
         app.add_exception_handler(unreachable, _unreachable)
 
     @app.exception_handler(RequestValidationError)

@@ -235,3 +235,30 @@ def test_an_agent_can_be_disabled_from_the_command_line(
     assert main(["agents", "enable", "bob", "--data-dir", str(tmp_path / "var")]) == 0
     assert login(client_at(app, "198.51.100.9"), "bob")[0] == 200
     assert main(["agents", "disable", "nobody", "--data-dir", str(tmp_path / "var")]) == 2
+
+
+def test_console_pages_say_the_database_is_down_in_a_page_that_names_no_server(
+    app, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """While the database cannot be used, a console page is a 503 HTML page with
+    Retry-After, not a JSON body or the driver's text; a schema bug stays a 500."""
+    from sqlalchemy.exc import OperationalError
+
+    from retrieval.console import web
+
+    def unreachable(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("SELECT", {}, Exception("connection to db.internal refused"))
+
+    monkeypatch.setattr(web, "session_for", unreachable)
+    c = TestClient(app, raise_server_exceptions=False)  # the fixture's app, already started
+    c.cookies.set(auth.COOKIE, "s" * 43, path="/agent")
+    page = c.get("/agent/")
+    assert page.status_code == 503 and page.headers["retry-after"] == "5"
+    assert page.headers["content-type"].startswith("text/html")
+    assert "cannot reach its database" in page.text and "db.internal" not in page.text
+
+    def schema_bug(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        raise OperationalError("SELECT", {}, Exception("no such table: agent_sessions"))
+
+    monkeypatch.setattr(web, "session_for", schema_bug)
+    assert c.get("/agent/").status_code == 500
