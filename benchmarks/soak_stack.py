@@ -100,7 +100,9 @@ class Postgres:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        # a Unix socket in the 0700 folder only, never TCP: the cluster trusts every
+        # connection, so no other local user may reach it
+        return f"postgresql+psycopg://postgres@/postgres?host={self.root}&port={self.port}"
 
     def _run(self, cmd: list[str]) -> None:
         if self._as_root:
@@ -110,7 +112,7 @@ class Postgres:
         )
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses='' -c fsync=off"
         self._run(
             [
                 pg_binary("pg_ctl"),
@@ -136,7 +138,9 @@ class Postgres:
     def query(self, sql: str) -> list[tuple[Any, ...]]:
         import psycopg
 
-        with psycopg.connect(f"postgresql://postgres@127.0.0.1:{self.port}/postgres") as conn:
+        with psycopg.connect(
+            host=str(self.root), port=self.port, user="postgres", dbname="postgres"
+        ) as conn:
             return list(conn.execute(sql).fetchall())
 
 

@@ -1,7 +1,9 @@
-"""A real PostgreSQL server for tests: a private cluster in a temporary folder, on a free port.
+"""A real PostgreSQL server for tests: a private cluster in a temporary folder.
 
 Runs the Debian binaries (initdb, pg_ctl). As root the server runs as the ``postgres`` user,
-as PostgreSQL refuses to run as root.
+as PostgreSQL refuses to run as root. It listens on a Unix socket in its own 0700 folder
+only, never on TCP: the cluster trusts every connection, so no other local user may reach
+it. ``port`` names the socket (``.s.PGSQL.<port>``).
 """
 
 from __future__ import annotations
@@ -67,10 +69,13 @@ class PostgresServer:
 
     @property
     def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+        return self.database_url("postgres")
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql+psycopg://postgres@/{name}?host={self.root}&port={self.port}"
 
     def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses='' -c fsync=off"
         self._run(
             [
                 _bin("pg_ctl"),
@@ -88,11 +93,9 @@ class PostgresServer:
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            if (self.root / f".s.PGSQL.{self.port}").exists():
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise RuntimeError("PostgreSQL did not start")
 
     def stop(self) -> None:
@@ -102,10 +105,10 @@ class PostgresServer:
         import psycopg
 
         with psycopg.connect(
-            f"postgresql://postgres@127.0.0.1:{self.port}/postgres", autocommit=True
+            host=str(self.root), port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+        return self.database_url(name)
 
     def destroy(self) -> None:
         try:
