@@ -114,7 +114,7 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     config.write_text(
         f'faq_path = "{bank}"\ncatalog_path = "{catalog}"\n'
         f'faq_calibration_path = "{root / "none.jsonl"}"\nmultilingual_model = ""\n'
-        f"torch_threads = 2\n",  # the same-seed test holds with a 2-thread team
+        f"torch_threads = 1\n",
         encoding="utf-8",
     )
     return {
