@@ -280,7 +280,8 @@ def test_a_spool_write_that_fails_midway_leaves_no_partial_file(
     assert not list(spool.glob("*.jsonl")) and not list(spool.glob("*.tmp"))
     full[0] = False  # room again: the kept rows are spooled, whole, and nothing else is there
     assert wait_for(lambda: qlog.spooled_records() == 3)
-    assert sorted(p.suffix for p in spool.iterdir() if p.name != ".lock") == [".jsonl"]
+    # (one file or several, as the writer took the records: whole files, no partial one)
+    assert {p.suffix for p in spool.iterdir() if p.name != ".lock"} == {".jsonl"}
     usable(engine)
     qlog.close()
     assert counts(engine)[0] == 3 and qlog.stats()["lost"] == 0
