@@ -50,7 +50,6 @@ fi
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # One CPU thread for torch and BLAS in each test process: the two workers already keep both
 # cores busy, and a 2-thread team per worker spends its time waiting for a descheduled member
-# (the real CNN encoding the demo pictures used twice the CPU time that way)
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 .venv/bin/ruff check retrieval tests benchmarks
 .venv/bin/lint-imports --no-cache   # the layering contracts in pyproject.toml
