@@ -29,7 +29,14 @@ import numpy as np
 from .catalog import Catalog, Product
 from .errors import InputError
 
-__all__ = ["FILTER_KEYS", "CatalogColumns", "FilterMasks", "ProductFilter", "parse_filter"]
+__all__ = [
+    "FILTER_KEYS",
+    "CatalogColumns",
+    "FilterMasks",
+    "ProductFilter",
+    "normalise_category",
+    "parse_filter",
+]
 
 FILTER_KEYS = ("category", "price_min", "price_max", "in_stock", "attributes", "exclude_attributes")
 MAX_CATEGORIES = 50
@@ -38,6 +45,11 @@ MAX_ATTRIBUTES = 30
 
 def _norm(category: str) -> str:
     return " ".join(category.split()).casefold()
+
+
+def normalise_category(category: str) -> str:
+    """A category as filters compare it: case and runs of spaces ignored."""
+    return _norm(category)
 
 
 @dataclass(frozen=True)

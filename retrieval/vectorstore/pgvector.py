@@ -1,0 +1,443 @@
+"""The scale-out backend: PostgreSQL with pgvector, for catalogs that outgrow one machine.
+
+Every version is a table ``vs_<kind>_<version>`` of ``(item_id, variant, v vector(dim),
+category, price, stock, attributes)``; ``vs_versions`` records each version's dimension,
+metadata (the encoders it was built with) and when it was published, and ``vs_current``
+names each kind's live version: that row is the alias that publish and rollback switch, in
+one transaction, so a reader that opens the current version gets the old or the new one,
+never a half-built one. The HNSW index (inner product on unit vectors: cosine) and a
+B-tree on the category are built when a version is published, after the bulk load (much
+faster than maintaining them row by row); later upserts keep them current.
+
+A filter becomes a SQL ``WHERE`` (the meaning of :meth:`ProductFilter.matches`): the
+planner searches a small filtered set exactly and a large one through the HNSW index with
+``hnsw.iterative_scan`` on, so the scan keeps going until it has enough rows that pass.
+
+Connections come from a small bounded pool. A server that cannot be reached raises
+:class:`~retrieval.errors.IndexError_` (HTTP 503) naming the server without its password.
+Any number of service replicas can read the same database; the versions and records live
+there, not in each replica's memory.
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+
+from ..errors import IndexError_, IndexMismatch
+from ..filters import ProductFilter, normalise_category
+from .base import Collection, Record, StoreHit, check_kind, check_version
+
+__all__ = ["PgvectorCollection", "PgvectorStore", "safe_url"]
+
+POOL_SIZE = 8
+M, EF_CONSTRUCTION, EF_SEARCH = 24, 200, 48  # the hnswlib backend's defaults
+
+
+def safe_url(url: str) -> str:
+    """``url`` without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+
+
+def _conninfo(url: str) -> str:
+    # SQLAlchemy-style "postgresql+psycopg://" is accepted too (the query log's URL form)
+    return re.sub(r"^postgresql\+psycopg://", "postgresql://", url)
+
+
+def _table(version: str) -> str:
+    return "vs_" + version.replace("-", "_").lower()
+
+
+class _Pool:
+    """At most ``size`` connections, each configured once (pgvector types, HNSW settings)."""
+
+    def __init__(self, url: str, size: int, ef: int) -> None:
+        self.url = url
+        self.ef = ef
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+        self._all: list[Any] = []
+
+    def _connect(self) -> Any:
+        import psycopg
+        from pgvector.psycopg import register_vector
+
+        try:
+            conn = psycopg.connect(_conninfo(self.url), autocommit=True, connect_timeout=5)
+        except psycopg.Error as exc:
+            raise IndexError_(
+                f"the vector store at {safe_url(self.url)} cannot be reached: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            ) from None
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        register_vector(conn)
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute(f"SET hnsw.ef_search = {int(self.ef)}")
+        return conn
+
+    @contextmanager
+    def connection(self) -> Iterator[Any]:
+        import psycopg
+
+        if not self._slots.acquire(timeout=30):
+            raise IndexError_("the vector store's connections are all busy")
+        conn = None
+        try:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+                with self._lock:
+                    self._all.append(conn)
+            try:
+                yield conn
+            except psycopg.OperationalError as exc:
+                self._drop(conn)
+                conn = None
+                raise IndexError_(
+                    f"the vector store at {safe_url(self.url)} failed: "
+                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'connection lost'}"
+                ) from None
+        finally:
+            if conn is not None:
+                if conn.closed:
+                    self._drop(conn)
+                else:
+                    self._idle.put(conn)
+            self._slots.release()
+
+    def _drop(self, conn: Any) -> None:
+        with self._lock:
+            if conn in self._all:
+                self._all.remove(conn)
+        try:
+            conn.close()
+        except Exception:  # noqa: BLE001 - a broken connection may fail to close
+            pass
+
+    def set_ef(self, ef: int) -> None:
+        self.ef = int(ef)
+        with self._lock:
+            conns = list(self._all)
+        for conn in conns:  # idle ones now; busy ones pick it up on their next use
+            try:
+                conn.execute(f"SET hnsw.ef_search = {self.ef}")
+            except Exception:  # noqa: BLE001 - in use by another thread or broken
+                pass
+
+    def close(self) -> None:
+        with self._lock:
+            conns, self._all = self._all, []
+        for conn in conns:
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+def _where(where: ProductFilter | None, exclude: Sequence[str]) -> tuple[str, list[Any]]:
+    """SQL conditions and their parameters for a filter (ProductFilter.matches' meaning)."""
+    parts: list[str] = []
+    params: list[Any] = []
+    if where is not None and not where.empty:
+        if where.categories:
+            parts.append("category_norm = ANY(%s)")
+            params.append(sorted(where.categories))
+        if where.price_min is not None:
+            parts.append("price >= %s")
+            params.append(where.price_min)
+        if where.price_max is not None:
+            parts.append("price <= %s")
+            params.append(where.price_max)
+        if where.in_stock is not None:
+            parts.append("stock > 0" if where.in_stock else "stock = 0")
+        if where.attributes:
+            parts.append("attributes @> %s")
+            params.append(sorted(where.attributes))
+        if where.exclude_attributes:
+            parts.append("NOT (attributes && %s)")
+            params.append(sorted(where.exclude_attributes))
+    if exclude:
+        parts.append("item_id <> ALL(%s)")
+        params.append(list(exclude))
+    return (" WHERE " + " AND ".join(parts)) if parts else "", params
+
+
+class PgvectorCollection:
+    """One version's table."""
+
+    def __init__(
+        self, store: PgvectorStore, kind: str, version: str, dim: int, meta: dict[str, Any]
+    ) -> None:
+        self.store = store
+        self.kind = kind
+        self.version = version
+        self.table = _table(version)
+        self._dim = dim
+        self._meta = meta
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def meta(self) -> dict[str, Any]:
+        return self._meta
+
+    def upsert(self, records: Sequence[Record]) -> None:
+        if not records:
+            return
+        rows = []
+        for r in records:
+            v = np.asarray(r.vector, dtype=np.float32).reshape(-1)
+            if v.shape[0] != self._dim:
+                raise ValueError(f"vector of {v.shape[0]} dimensions for a {self._dim}-d store")
+            if not np.all(np.isfinite(v)):
+                raise ValueError("vectors contain NaN or infinity")
+            rows.append(
+                (
+                    r.item_id,
+                    r.variant,
+                    v,
+                    r.category,
+                    normalise_category(r.category),
+                    r.price,
+                    r.stock,
+                    sorted(r.attributes),
+                )
+            )
+        with self.store._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                f"INSERT INTO {self.table} (item_id, variant, v, category, category_norm, price, "
+                "stock, attributes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (item_id, variant) DO UPDATE SET v = EXCLUDED.v, "
+                "category = EXCLUDED.category, category_norm = EXCLUDED.category_norm, "
+                "price = EXCLUDED.price, stock = EXCLUDED.stock, attributes = EXCLUDED.attributes",
+                rows,
+            )
+            # an item's fields are the same on all its vectors (the newest record's)
+            cur.executemany(
+                f"UPDATE {self.table} SET category = %s, category_norm = %s, price = %s, "
+                "stock = %s, attributes = %s WHERE item_id = %s",
+                [
+                    (row[3], row[4], row[5], row[6], row[7], row[0])
+                    for row in {row[0]: row for row in rows}.values()
+                ],
+            )
+
+    def delete_items(self, item_ids: Iterable[str]) -> int:
+        ids = list(dict.fromkeys(item_ids))
+        if not ids:
+            return 0
+        with self.store._pool.connection() as conn:
+            cur = conn.execute(f"DELETE FROM {self.table} WHERE item_id = ANY(%s)", (ids,))
+            return int(cur.rowcount)
+
+    def item_count(self) -> int:
+        with self.store._pool.connection() as conn:
+            row = conn.execute(f"SELECT count(DISTINCT item_id) FROM {self.table}").fetchone()
+        return int(row[0])
+
+    def vector_count(self) -> int:
+        with self.store._pool.connection() as conn:
+            row = conn.execute(f"SELECT count(*) FROM {self.table}").fetchone()
+        return int(row[0])
+
+    def set_ef(self, ef: int) -> None:
+        self.store._pool.set_ef(ef)
+
+    def search_items(
+        self,
+        query: np.ndarray,
+        k: int,
+        *,
+        where: ProductFilter | None = None,
+        exclude: Iterable[str] = (),
+    ) -> list[StoreHit]:
+        wanted = int(k)
+        if wanted <= 0:
+            return []
+        q = np.asarray(query, dtype=np.float32).reshape(-1)
+        cond, params = _where(where, list(dict.fromkeys(exclude)))
+        fetch = wanted * 2 + 8  # vectors: items with several variants take several rows
+        with self.store._pool.connection() as conn:
+            while True:
+                rows = conn.execute(
+                    f"SELECT item_id, variant, -(v <#> %s) AS score FROM {self.table}{cond} "
+                    "ORDER BY v <#> %s LIMIT %s",
+                    (q, *params, q, fetch),
+                ).fetchall()
+                # the iterative HNSW scan may return rows slightly out of order
+                rows.sort(key=lambda r: -r[2])
+                best: dict[str, StoreHit] = {}
+                for item, variant, score in rows:
+                    if item not in best:
+                        best[item] = StoreHit(item, float(score), variant)
+                if len(best) >= wanted or len(rows) < fetch:
+                    return list(best.values())[:wanted]
+                fetch *= 2
+
+
+class PgvectorStore:
+    """Versions of every kind in one PostgreSQL database with the pgvector extension."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        m: int = M,
+        ef_construction: int = EF_CONSTRUCTION,
+        ef: int = EF_SEARCH,
+        pool_size: int = POOL_SIZE,
+    ) -> None:
+        self.url = url
+        self.m = int(m)
+        self.ef_construction = int(ef_construction)
+        self._pool = _Pool(url, pool_size, ef)
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(7240331)")  # one schema creator at a time
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS vs_versions (kind text NOT NULL, version text NOT "
+                "NULL, dim int NOT NULL, meta jsonb NOT NULL, created_at timestamptz NOT NULL "
+                "DEFAULT now(), published_at timestamptz, PRIMARY KEY (kind, version))"
+            )
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS vs_current (kind text PRIMARY KEY, version text NOT "
+                "NULL, FOREIGN KEY (kind, version) REFERENCES vs_versions (kind, version))"
+            )
+
+    def create(
+        self, kind: str, version: str, *, dim: int, meta: dict[str, Any]
+    ) -> PgvectorCollection:
+        from psycopg.types.json import Jsonb
+
+        check_version(check_kind(kind), version)
+        table = _table(version)
+        with self._pool.connection() as conn, conn.transaction():
+            conn.execute(
+                f"CREATE TABLE {table} (item_id text NOT NULL, variant text NOT NULL, "
+                f"v vector({int(dim)}) NOT NULL, category text NOT NULL DEFAULT '', "
+                "category_norm text NOT NULL DEFAULT '', price double precision, stock int, "
+                "attributes text[] NOT NULL DEFAULT '{}', PRIMARY KEY (item_id, variant))"
+            )
+            conn.execute(
+                "INSERT INTO vs_versions (kind, version, dim, meta) VALUES (%s, %s, %s, %s)",
+                (kind, version, int(dim), Jsonb(meta)),
+            )
+        return PgvectorCollection(self, kind, version, int(dim), dict(meta))
+
+    def open(
+        self, kind: str, version: str | None = None, *, expect: dict[str, Any] | None = None
+    ) -> PgvectorCollection:
+        check_kind(kind)
+        with self._pool.connection() as conn:
+            if version is None:
+                row = conn.execute(
+                    "SELECT v.version, v.dim, v.meta FROM vs_current c JOIN vs_versions v "
+                    "USING (kind, version) WHERE c.kind = %s",
+                    (kind,),
+                ).fetchone()
+            else:
+                row = conn.execute(
+                    "SELECT version, dim, meta FROM vs_versions WHERE kind = %s AND version = %s "
+                    "AND published_at IS NOT NULL",
+                    (kind, version),
+                ).fetchone()
+        if row is None:
+            what = f"{kind} version '{version}'" if version else f"{kind} index"
+            raise IndexError_(
+                f"no {what} in the vector store at {safe_url(self.url)}: run 'retrieval ingest' first"
+            )
+        found, dim, meta = row
+        for key, want in (expect or {}).items():
+            if meta.get(key) != want:
+                raise IndexMismatch(
+                    f"{kind} version {found} in the vector store was built with "
+                    f"{key}={meta.get(key)!r} but the settings give {want!r}; rebuild it with "
+                    "'retrieval ingest'"
+                )
+        return PgvectorCollection(self, kind, found, int(dim), dict(meta))
+
+    def publish(self, kind: str, collection: Collection) -> None:
+        check_kind(kind)
+        if not isinstance(collection, PgvectorCollection) or collection.store is not self:
+            raise TypeError("a pgvector store publishes only its own collections")
+        table = collection.table
+        with self._pool.connection() as conn:
+            conn.execute(
+                f"CREATE INDEX IF NOT EXISTS {table}_v ON {table} USING hnsw (v vector_ip_ops) "
+                f"WITH (m = {self.m}, ef_construction = {self.ef_construction})"
+            )
+            conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_cat ON {table} (category_norm)")
+            conn.execute(f"ANALYZE {table}")
+            with conn.transaction():
+                conn.execute(
+                    "UPDATE vs_versions SET published_at = now() WHERE kind = %s AND version = %s",
+                    (kind, collection.version),
+                )
+                self._point(conn, kind, collection.version)
+
+    @staticmethod
+    def _point(conn: Any, kind: str, version: str) -> None:
+        conn.execute(
+            "INSERT INTO vs_current (kind, version) VALUES (%s, %s) "
+            "ON CONFLICT (kind) DO UPDATE SET version = EXCLUDED.version",
+            (kind, version),
+        )
+
+    def set_current(self, kind: str, version: str) -> None:
+        check_kind(kind)
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT 1 FROM vs_versions WHERE kind = %s AND version = %s "
+                "AND published_at IS NOT NULL",
+                (kind, version),
+            ).fetchone()
+            if row is None:
+                raise IndexError_(f"no {kind} version '{version}' in the vector store")
+            self._point(conn, kind, version)
+
+    def current(self, kind: str) -> str | None:
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT version FROM vs_current WHERE kind = %s", (check_kind(kind),)
+            ).fetchone()
+        return None if row is None else str(row[0])
+
+    def versions(self, kind: str) -> list[str]:
+        with self._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT version FROM vs_versions WHERE kind = %s AND published_at IS NOT NULL",
+                (check_kind(kind),),
+            ).fetchall()
+        return sorted(r[0] for r in rows)  # ids start with their UTC time
+
+    def prune(self, kind: str, keep: int) -> list[str]:
+        """Drop all but the newest ``keep`` published versions (never the current one) and
+        every unpublished version older than the newest published one (a killed build's)."""
+        current = self.current(kind)
+        published = self.versions(kind)
+        doomed = [v for v in published[: max(0, len(published) - keep)] if v != current]
+        with self._pool.connection() as conn:
+            stale = conn.execute(
+                "SELECT version FROM vs_versions WHERE kind = %s AND published_at IS NULL "
+                "AND version < %s",
+                (kind, published[-1] if published else ""),
+            ).fetchall()
+            for version in [*doomed, *(r[0] for r in stale)]:
+                with conn.transaction():
+                    conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
+                    conn.execute(
+                        "DELETE FROM vs_versions WHERE kind = %s AND version = %s", (kind, version)
+                    )
+        return doomed
+
+    def close(self) -> None:
+        self._pool.close()
