@@ -64,6 +64,7 @@ class _Pool:
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._all: list[Any] = []
+        self._ef: dict[int, int] = {}  # id(connection) -> the ef_search it has
 
     def _connect(self) -> Any:
         import psycopg
@@ -76,10 +77,16 @@ class _Pool:
                 f"the vector store at {safe_url(self.url)} cannot be reached: "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             ) from None
-        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        register_vector(conn)
-        conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        conn.execute(f"SET hnsw.ef_search = {int(self.ef)}")
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            register_vector(conn)
+            conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        except psycopg.Error as exc:
+            conn.close()
+            raise IndexError_(
+                f"the database at {safe_url(self.url)} cannot use pgvector (it needs the "
+                f"'vector' extension, version 0.8 or later): {str(exc).strip().splitlines()[0]}"
+            ) from None
         return conn
 
     @contextmanager
@@ -97,10 +104,14 @@ class _Pool:
                 with self._lock:
                     self._all.append(conn)
             try:
+                if self._ef.get(id(conn)) != self.ef:
+                    conn.execute(f"SET hnsw.ef_search = {int(self.ef)}")
+                    self._ef[id(conn)] = self.ef
                 yield conn
             except psycopg.OperationalError as exc:
                 self._drop(conn)
                 conn = None
+                self._drop_idle()  # a lost server broke them all: reconnect on next use
                 raise IndexError_(
                     f"the vector store at {safe_url(self.url)} failed: "
                     f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'connection lost'}"
@@ -117,20 +128,22 @@ class _Pool:
         with self._lock:
             if conn in self._all:
                 self._all.remove(conn)
+            self._ef.pop(id(conn), None)
         try:
             conn.close()
         except Exception:  # noqa: BLE001 - a broken connection may fail to close
             pass
 
-    def set_ef(self, ef: int) -> None:
-        self.ef = int(ef)
-        with self._lock:
-            conns = list(self._all)
-        for conn in conns:  # idle ones now; busy ones pick it up on their next use
+    def _drop_idle(self) -> None:
+        while True:
             try:
-                conn.execute(f"SET hnsw.ef_search = {self.ef}")
-            except Exception:  # noqa: BLE001 - in use by another thread or broken
-                pass
+                self._drop(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+    def set_ef(self, ef: int) -> None:
+        """Connections take it up when next handed out (never while another thread uses one)."""
+        self.ef = int(ef)
 
     def close(self) -> None:
         with self._lock:

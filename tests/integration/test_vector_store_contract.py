@@ -285,11 +285,25 @@ def test_pgvector_stopped_mid_traffic_gives_clear_errors_then_recovers(pg_server
         coll = published(store, records)
         q = unit(np.random.default_rng(1), 1)[0]
         expected = [h.item_id for h in coll.search_items(q, 5)]
+        # two connections in the pool: both break when the server goes
+        barrier = threading.Barrier(2)
+
+        def held() -> None:
+            with store._pool.connection():
+                barrier.wait(10)
+
+        pair = [threading.Thread(target=held) for _ in range(2)]
+        for t in pair:
+            t.start()
+        for t in pair:
+            t.join(10)
         pg_server.stop()
         with pytest.raises(IndexError_, match="vector store"):
             coll.search_items(q, 5)
         pg_server.start()
-        assert [h.item_id for h in store.open("products").search_items(q, 5)] == expected
+        # the first failure dropped every broken connection: the next searches just work
+        for _ in range(3):
+            assert [h.item_id for h in store.open("products").search_items(q, 5)] == expected
     finally:
         if pg_server.pid is None:
             pg_server.start()
