@@ -118,8 +118,8 @@ class HnswlibEngine:
             self.index.add(keys, vectors[start:end], threads=self.threads)
             progress(end - start)
         build_s = time.perf_counter() - t0
+        self._grown = _rss_self() - before  # the index and its keys, before the masks below
         self._by_cat = {int(c): np.asarray(cats == c) for c in np.unique(cats)}
-        self._grown = _rss_self() - before
         return {"load_s": build_s, "index_s": 0.0, "build_s": build_s}
 
     def set_ef(self, ef: int) -> None:

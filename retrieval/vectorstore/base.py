@@ -15,13 +15,14 @@ unit length). A filter is a :class:`~retrieval.filters.ProductFilter`; its meani
 the graph for hnswlib, a SQL ``WHERE`` for pgvector), so a filtered search still returns
 ``k`` items when that many pass.
 
-The contract tests (``tests/scaleout/test_vector_store_contract.py``) run the same checks
+The contract tests (``tests/integration/test_vector_store_contract.py``) run the same checks
 on every backend: ranking against brute force, filters, add / update / delete, publish and
 rollback, readers during a publish.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -41,11 +42,12 @@ __all__ = [
     "check_kind",
     "check_version",
     "passes",
+    "validate",
 ]
 
 KINDS = ("faq", "products")
 # version ids are made by storage.new_version_id: "<kind>-<UTC time>-<hex>"
-_VERSION = re.compile(r"^[a-z]+-[0-9]{8}T[0-9]{12}-[0-9a-f]{6}$")
+_VERSION = re.compile(r"[a-z]+-[0-9]{8}T[0-9]{12}-[0-9a-f]{6}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,27 @@ def passes(record: Record, where: ProductFilter | None) -> bool:
     return where is None or where.empty or where.matches(record.as_product())
 
 
+def validate(records: Sequence[Record], dim: int) -> None:
+    """Refuse what a backend would store differently or a filter would misread: a vector of
+    another size or with NaN, a price that is not a finite amount >= 0, a stock that is not
+    a whole number >= 0, the same (item, variant) twice in one batch."""
+    seen: set[tuple[str, str]] = set()
+    for r in records:
+        key = (r.item_id, r.variant)
+        if key in seen:
+            raise ValueError(f"{key} appears twice in one batch")
+        seen.add(key)
+        v = np.asarray(r.vector)
+        if v.size != dim:
+            raise ValueError(f"{key}: a vector of {v.size} dimensions for a {dim}-d store")
+        if not np.all(np.isfinite(v)):
+            raise ValueError(f"{key}: the vector contains NaN or infinity")
+        if r.price is not None and not (math.isfinite(r.price) and r.price >= 0):
+            raise ValueError(f"{key}: price {r.price!r} is not an amount >= 0")
+        if r.stock is not None and not (isinstance(r.stock, int) and 0 <= r.stock < 2**31):
+            raise ValueError(f"{key}: stock {r.stock!r} is not a whole number >= 0")
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise ValueError(f"unknown index kind {kind!r}; expected one of {', '.join(KINDS)}")
@@ -94,7 +117,7 @@ def check_kind(kind: str) -> str:
 def check_version(kind: str, version: str) -> str:
     """A version id as :func:`retrieval.storage.new_version_id` makes them (it becomes part of
     a table name in SQL backends, so nothing else is accepted)."""
-    if not _VERSION.match(version) or not version.startswith(f"{kind}-"):
+    if not _VERSION.fullmatch(version) or not version.startswith(f"{kind}-"):
         raise ValueError(f"not a {kind} version id: {version!r}")
     return version
 

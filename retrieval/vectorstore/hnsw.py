@@ -19,12 +19,14 @@ import numpy as np
 from .. import storage
 from ..filters import ProductFilter
 from ..index import IndexParams, VectorIndex
-from .base import Collection, Record, StoreHit, check_kind, check_version, passes
+from .base import Collection, Record, StoreHit, check_kind, check_version, passes, validate
 
 __all__ = ["HnswCollection", "HnswStore"]
 
 ATTRS_KEY = "item_fields"  # in the index metadata: item_id -> [category, price, stock, attributes]
 MASK_CACHE = 64  # filters whose label masks are kept, per collection
+_NO_FIELDS: tuple[str, float | None, int | None, frozenset[str]] = ("", None, None, frozenset())
+_NO_VECTOR = np.empty(0, dtype=np.float32)
 
 
 class HnswCollection:
@@ -50,6 +52,7 @@ class HnswCollection:
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
+        validate(records, self.dim)
         self.index.add(
             [(r.item_id, r.variant) for r in records], np.stack([r.vector for r in records])
         )
@@ -82,8 +85,8 @@ class HnswCollection:
         labels, items = self.index.label_items()
         keep = {
             item
-            for item, (c, p, s, a) in self._fields.items()
-            if passes(Record(item, "", np.empty(0), c, p, s, a), where)
+            for item in set(items)
+            if passes(Record(item, "", _NO_VECTOR, *self._fields.get(item, _NO_FIELDS)), where)
         }
         size = int(labels.max()) + 1 if len(labels) else 0
         mask = np.zeros(size, dtype=bool)

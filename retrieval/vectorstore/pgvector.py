@@ -32,12 +32,18 @@ import numpy as np
 
 from ..errors import IndexError_, IndexMismatch
 from ..filters import ProductFilter, normalise_category
-from .base import Collection, Record, StoreHit, check_kind, check_version
+from .base import Collection, Record, StoreHit, check_kind, check_version, validate
 
 __all__ = ["PgvectorCollection", "PgvectorStore", "safe_url"]
 
 POOL_SIZE = 8
 M, EF_CONSTRUCTION, EF_SEARCH = 24, 200, 48  # the hnswlib backend's defaults
+# maintenance_work_mem while publish builds the HNSW graph: a graph that does not fit builds
+# many times slower (about 2.5 GB for a million 384-d vectors at M 16)
+BUILD_MEMORY = "1GB"
+# an unpublished version this old is a killed build's, which prune may drop; a younger one
+# may be filling in another process right now
+STALE_BUILD_HOURS = 24
 
 
 def safe_url(url: str) -> str:
@@ -55,16 +61,20 @@ def _table(version: str) -> str:
 
 
 class _Pool:
-    """At most ``size`` connections, each configured once (pgvector types, HNSW settings)."""
+    """At most ``size`` connections, configured once (pgvector's types, the iterative scan);
+    each is handed out with the search breadth its caller asks for."""
 
-    def __init__(self, url: str, size: int, ef: int) -> None:
+    def __init__(self, url: str, size: int) -> None:
         self.url = url
-        self.ef = ef
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._all: list[Any] = []
         self._ef: dict[int, int] = {}  # id(connection) -> the ef_search it has
+
+    def _failed(self, what: str, exc: BaseException) -> IndexError_:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return IndexError_(f"the vector store at {safe_url(self.url)} {what}: {first}")
 
     def _connect(self) -> Any:
         import psycopg
@@ -73,12 +83,13 @@ class _Pool:
         try:
             conn = psycopg.connect(_conninfo(self.url), autocommit=True, connect_timeout=5)
         except psycopg.Error as exc:
-            raise IndexError_(
-                f"the vector store at {safe_url(self.url)} cannot be reached: "
-                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
-            ) from None
+            raise self._failed("cannot be reached", exc) from None
         try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+            installed = conn.execute("SELECT 1 FROM pg_type WHERE typname = 'vector'").fetchone()
+            if installed is None:
+                with conn.transaction():  # one creator at a time across processes
+                    conn.execute("SELECT pg_advisory_xact_lock(7240330)")
+                    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
             register_vector(conn)
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
         except psycopg.Error as exc:
@@ -90,7 +101,7 @@ class _Pool:
         return conn
 
     @contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self, ef: int | None = None) -> Iterator[Any]:
         import psycopg
 
         if not self._slots.acquire(timeout=30):
@@ -104,22 +115,25 @@ class _Pool:
                 with self._lock:
                     self._all.append(conn)
             try:
-                if self._ef.get(id(conn)) != self.ef:
-                    conn.execute(f"SET hnsw.ef_search = {int(self.ef)}")
-                    self._ef[id(conn)] = self.ef
+                if ef is not None and self._ef.get(id(conn)) != ef:
+                    conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+                    self._ef[id(conn)] = int(ef)
                 yield conn
+            except psycopg.errors.UndefinedTable as exc:
+                raise self._failed("no longer has this version (pruned)", exc) from None
             except psycopg.OperationalError as exc:
-                self._drop(conn)
-                conn = None
-                self._drop_idle()  # a lost server broke them all: reconnect on next use
-                raise IndexError_(
-                    f"the vector store at {safe_url(self.url)} failed: "
-                    f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'connection lost'}"
-                ) from None
+                if conn.broken or conn.closed:
+                    self._drop(conn)
+                    conn = None
+                    self._drop_idle()  # a lost server broke them all: reconnect on next use
+                    raise self._failed("was lost", exc) from None
+                raise self._failed("failed", exc) from None  # a timeout, a deadlock...
         finally:
             if conn is not None:
-                if conn.closed:
-                    self._drop(conn)
+                from psycopg.pq import TransactionStatus
+
+                if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
+                    self._drop(conn)  # interrupted mid-query: never hand it out again
                 else:
                     self._idle.put(conn)
             self._slots.release()
@@ -141,13 +155,11 @@ class _Pool:
             except queue.Empty:
                 return
 
-    def set_ef(self, ef: int) -> None:
-        """Connections take it up when next handed out (never while another thread uses one)."""
-        self.ef = int(ef)
-
     def close(self) -> None:
+        self._drop_idle()
         with self._lock:
             conns, self._all = self._all, []
+            self._ef.clear()
         for conn in conns:
             try:
                 conn.close()
@@ -195,6 +207,7 @@ class PgvectorCollection:
         self.table = _table(version)
         self._dim = dim
         self._meta = meta
+        self.ef = store.ef
 
     @property
     def dim(self) -> int:
@@ -207,25 +220,20 @@ class PgvectorCollection:
     def upsert(self, records: Sequence[Record]) -> None:
         if not records:
             return
-        rows = []
-        for r in records:
-            v = np.asarray(r.vector, dtype=np.float32).reshape(-1)
-            if v.shape[0] != self._dim:
-                raise ValueError(f"vector of {v.shape[0]} dimensions for a {self._dim}-d store")
-            if not np.all(np.isfinite(v)):
-                raise ValueError("vectors contain NaN or infinity")
-            rows.append(
-                (
-                    r.item_id,
-                    r.variant,
-                    v,
-                    r.category,
-                    normalise_category(r.category),
-                    r.price,
-                    r.stock,
-                    sorted(r.attributes),
-                )
+        validate(records, self._dim)
+        rows = [
+            (
+                r.item_id,
+                r.variant,
+                np.asarray(r.vector, dtype=np.float32).reshape(-1),
+                r.category,
+                normalise_category(r.category),
+                r.price,
+                r.stock,
+                sorted(r.attributes),
             )
+            for r in records
+        ]
         with self.store._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             cur.executemany(
                 f"INSERT INTO {self.table} (item_id, variant, v, category, category_norm, price, "
@@ -264,7 +272,7 @@ class PgvectorCollection:
         return int(row[0])
 
     def set_ef(self, ef: int) -> None:
-        self.store._pool.set_ef(ef)
+        self.ef = int(ef)
 
     def search_items(
         self,
@@ -280,15 +288,21 @@ class PgvectorCollection:
         q = np.asarray(query, dtype=np.float32).reshape(-1)
         cond, params = _where(where, list(dict.fromkeys(exclude)))
         fetch = wanted * 2 + 8  # vectors: items with several variants take several rows
-        with self.store._pool.connection() as conn:
+        sql = (
+            f"SELECT item_id, variant, -(v <#> %s) AS score FROM {self.table}{cond} "
+            "ORDER BY v <#> %s LIMIT %s"  # no tie-break here: it would keep the index unused
+        )
+        with self.store._pool.connection(self.ef) as conn:
             while True:
-                rows = conn.execute(
-                    f"SELECT item_id, variant, -(v <#> %s) AS score FROM {self.table}{cond} "
-                    "ORDER BY v <#> %s LIMIT %s",
-                    (q, *params, q, fetch),
-                ).fetchall()
+                rows = conn.execute(sql, (q, *params, q, fetch)).fetchall()
+                if len(rows) < fetch and cond:
+                    # fewer rows than asked: either that is all that pass, or the HNSW scan
+                    # gave up (hnsw.max_scan_tuples) on a rare filter; exact search tells
+                    with conn.transaction():
+                        conn.execute("SET LOCAL enable_indexscan = off")
+                        rows = conn.execute(sql, (q, *params, q, fetch)).fetchall()
                 # the iterative HNSW scan may return rows slightly out of order
-                rows.sort(key=lambda r: -r[2])
+                rows.sort(key=lambda r: (-r[2], r[0], r[1]))
                 best: dict[str, StoreHit] = {}
                 for item, variant, score in rows:
                     if item not in best:
@@ -309,11 +323,16 @@ class PgvectorStore:
         ef_construction: int = EF_CONSTRUCTION,
         ef: int = EF_SEARCH,
         pool_size: int = POOL_SIZE,
+        build_memory: str = BUILD_MEMORY,
     ) -> None:
         self.url = url
         self.m = int(m)
         self.ef_construction = int(ef_construction)
-        self._pool = _Pool(url, pool_size, ef)
+        self.ef = int(ef)
+        if not re.fullmatch(r"[0-9]+(kB|MB|GB)", build_memory):
+            raise ValueError(f"build_memory must look like 512MB or 2GB, not {build_memory!r}")
+        self.build_memory = build_memory
+        self._pool = _Pool(url, pool_size)
         with self._pool.connection() as conn, conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(7240331)")  # one schema creator at a time
             conn.execute(
@@ -384,6 +403,7 @@ class PgvectorStore:
             raise TypeError("a pgvector store publishes only its own collections")
         table = collection.table
         with self._pool.connection() as conn:
+            conn.execute(f"SET maintenance_work_mem = '{self.build_memory}'")
             conn.execute(
                 f"CREATE INDEX IF NOT EXISTS {table}_v ON {table} USING hnsw (v vector_ip_ops) "
                 f"WITH (m = {self.m}, ef_construction = {self.ef_construction})"
@@ -434,22 +454,24 @@ class PgvectorStore:
 
     def prune(self, kind: str, keep: int) -> list[str]:
         """Drop all but the newest ``keep`` published versions (never the current one) and
-        every unpublished version older than the newest published one (a killed build's)."""
+        unpublished versions older than ``STALE_BUILD_HOURS`` (killed builds'); returns the
+        versions dropped."""
         current = self.current(kind)
         published = self.versions(kind)
         doomed = [v for v in published[: max(0, len(published) - keep)] if v != current]
         with self._pool.connection() as conn:
             stale = conn.execute(
                 "SELECT version FROM vs_versions WHERE kind = %s AND published_at IS NULL "
-                "AND version < %s",
-                (kind, published[-1] if published else ""),
+                f"AND created_at < now() - interval '{STALE_BUILD_HOURS} hours'",
+                (kind,),
             ).fetchall()
-            for version in [*doomed, *(r[0] for r in stale)]:
+            doomed += sorted(r[0] for r in stale)
+            for version in doomed:
                 with conn.transaction():
-                    conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
                     conn.execute(
                         "DELETE FROM vs_versions WHERE kind = %s AND version = %s", (kind, version)
                     )
+                    conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
         return doomed
 
     def close(self) -> None:

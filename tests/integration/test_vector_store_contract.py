@@ -40,17 +40,21 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:  # noqa
     if request.param == "hnswlib":
         s = open_store("hnswlib", index_dir=tmp_path / "index")
     else:
-        import psycopg
-
-        server = request.getfixturevalue("pg_server")
-        name = "t" + uuid.uuid4().hex[:12]
-        with psycopg.connect(server.url, autocommit=True) as conn:
-            conn.execute(f"CREATE DATABASE {name}")
-        s = open_store(
-            "pgvector", index_dir=tmp_path, url=server.url.replace("/postgres?", f"/{name}?")
-        )
+        s = pg_store(request.getfixturevalue("pg_server"), tmp_path)
     yield s
     s.close()
+
+
+def pg_store(server, tmp_path):  # noqa: ANN001, ANN201
+    """A pgvector store in a new database of ``server``."""
+    import psycopg
+
+    name = "t" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server.url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return open_store(
+        "pgvector", index_dir=tmp_path, url=server.url.replace("/postgres?", f"/{name}?")
+    )
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -163,6 +167,41 @@ def test_rare_filters_on_a_larger_collection_still_find_k(store) -> None:  # noq
         assert len({h.item_id for h in found} & set(truth)) >= 9
 
 
+def test_a_rare_filter_still_finds_k_when_the_hnsw_scan_gives_up(pg_server, tmp_path) -> None:  # noqa: ANN001
+    """pgvector's iterative HNSW scan stops after hnsw.max_scan_tuples rows; a filter that
+    few rows pass may then come back short. Forced onto the HNSW scan with a tiny budget,
+    the search must still return k (it falls back to exact search)."""
+    store = pg_store(pg_server, tmp_path)
+    try:
+        rng = np.random.default_rng(8)
+        vecs = unit(rng, 600)
+        records = [
+            Record(f"i{i}", "v0", vecs[i], attributes=frozenset({"rare"} if i % 40 == 3 else ()))
+            for i in range(600)
+        ]
+        coll = published(store, records)
+        coll.set_ef(10)
+        where = ProductFilter(attributes=frozenset({"rare"}))
+        with store._pool.connection() as conn:  # the connection the next search gets (LIFO)
+            conn.execute("SET hnsw.max_scan_tuples = 30")
+            conn.execute("SET enable_seqscan = off")
+            conn.execute("SET enable_bitmapscan = off")
+            q = vecs[0]
+            plan = " ".join(
+                r[0]
+                for r in conn.execute(
+                    f"EXPLAIN SELECT item_id FROM {coll.table} WHERE attributes @> %s "
+                    "ORDER BY v <#> %s LIMIT 28",
+                    (["rare"], q),
+                ).fetchall()
+            )
+            assert "Index Scan" in plan and "_v" in plan  # the HNSW index, not exact search
+        found = coll.search_items(q, 10, where=where)
+        assert_same(found, brute(records, q, 10, where))
+    finally:
+        store.close()
+
+
 def test_upsert_replaces_and_delete_removes(store) -> None:  # noqa: ANN001
     records = catalog(n_items=60)
     coll = store.create("products", new_version_id("products"), dim=DIM, meta={})
@@ -189,8 +228,47 @@ def test_upsert_replaces_and_delete_removes(store) -> None:  # noqa: ANN001
     # a new vector after the deletions is found again
     coll.upsert([Record("p-new", "v0", q)])
     assert coll.search_items(q, 1)[0].item_id == "p-new"
-    with pytest.raises(ValueError):
-        coll.upsert([Record("bad", "v0", np.full(DIM, np.nan, np.float32))])
+    # p5's other variants took the new fields too: a price of 1.0, not its old one
+    assert not any(
+        h.item_id == "p5" for h in coll.search_items(q, 60, where=ProductFilter(price_min=1.5))
+    )
+    # an item deleted, then added again under the same id
+    coll.delete_items(["p-new"])
+    assert coll.search_items(q, 1)[0].item_id != "p-new"
+    coll.upsert([Record("p-new", "v1", q, category="Dairy")])
+    top = coll.search_items(q, 1, where=ProductFilter(categories=frozenset({"dairy"})))[0]
+    assert (top.item_id, top.variant) == ("p-new", "v1")
+    for bad in (
+        Record("bad", "v0", np.full(DIM, np.nan, np.float32)),
+        Record("bad", "v0", q[:-1]),
+        Record("bad", "v0", q, price=float("nan")),
+        Record("bad", "v0", q, price=-1.0),
+        Record("bad", "v0", q, stock=-2),
+    ):
+        with pytest.raises(ValueError):
+            coll.upsert([bad])
+    with pytest.raises(ValueError, match="twice"):
+        coll.upsert([Record("dup", "v0", q), Record("dup", "v0", q)])
+
+
+def test_items_without_fields_keep_their_meaning_after_a_reload(store) -> None:  # noqa: ANN001
+    """An FAQ entry or a product with no category, price, stock or attributes passes an
+    exclude-only filter, before and after its version is published and opened again."""
+    rng = np.random.default_rng(4)
+    vecs = unit(rng, 3)
+    records = [
+        Record("a", "v0", vecs[0]),
+        Record("b", "v0", vecs[1], attributes=frozenset({"vegan"})),
+        Record("c", "v0", vecs[2], category="Fruit", attributes=frozenset({"organic"})),
+    ]
+    where = ProductFilter(exclude_attributes=frozenset({"vegan"}))
+    coll = store.create("products", new_version_id("products"), dim=DIM, meta={})
+    coll.upsert(records)
+    q = vecs[0] + vecs[1] + vecs[2]
+    before = sorted(h.item_id for h in coll.search_items(q, 3, where=where))
+    store.publish("products", coll)
+    after = sorted(h.item_id for h in store.open("products").search_items(q, 3, where=where))
+    assert before == after == ["a", "c"]
 
 
 def test_publish_rollback_prune_and_encoder_checks(store) -> None:  # noqa: ANN001
@@ -219,8 +297,15 @@ def test_publish_rollback_prune_and_encoder_checks(store) -> None:  # noqa: ANN0
     assert store.prune("faq", keep=1) == [b.version]  # the oldest, a, is current: kept
     assert store.versions("faq") == [a.version, c.version]
     assert store.open("faq").item_count() == 20
-    with pytest.raises(ValueError):
-        store.create("faq", "faq; DROP TABLE vs_versions", dim=DIM, meta={})
+    # a version being filled (by this or another process) survives a prune and publishes
+    building = store.create("faq", new_version_id("faq"), dim=DIM, meta={"encoder": "e1"})
+    building.upsert(catalog(seed=4, n_items=7))
+    store.prune("faq", keep=1)
+    store.publish("faq", building)
+    assert store.open("faq").item_count() == 7
+    for bad in ("faq; DROP TABLE vs_versions", new_version_id("faq") + "\n"):
+        with pytest.raises(ValueError):
+            store.create("faq", bad, dim=DIM, meta={})
     with pytest.raises(ValueError):
         store.create("orders", new_version_id("orders"), dim=DIM, meta={})
 
@@ -272,14 +357,7 @@ def test_unreachable_pgvector_names_the_server_without_its_password(tmp_path) ->
 
 
 def test_pgvector_stopped_mid_traffic_gives_clear_errors_then_recovers(pg_server, tmp_path) -> None:  # noqa: ANN001
-    import psycopg
-
-    name = "t" + uuid.uuid4().hex[:12]
-    with psycopg.connect(pg_server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    store = open_store(
-        "pgvector", index_dir=tmp_path, url=pg_server.url.replace("/postgres?", f"/{name}?")
-    )
+    store = pg_store(pg_server, tmp_path)
     try:
         records = catalog(n_items=30)
         coll = published(store, records)
