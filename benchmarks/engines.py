@@ -249,6 +249,72 @@ class PgvectorEngine:
             self.server.destroy()
 
 
+class PgvectorStoreEngine(PgvectorEngine):
+    """The same server, through the product's own backend (``retrieval.vectorstore``'s
+    ``PgvectorStore``): records upserted in batches, published (the HNSW and category
+    indexes built then), searched with ``search_items`` (items by their best variant, a
+    ``ProductFilter`` on the category), as the service's scale-out path will."""
+
+    name = "pgvector-store"
+
+    def load(self, vectors, cats, m, ef_construction, progress):  # noqa: ANN001, ANN201
+        from retrieval.storage import new_version_id
+        from retrieval.vectorstore import Record
+        from retrieval.vectorstore.pgvector import PgvectorStore
+
+        self.store = PgvectorStore(
+            self.server.url, m=m, ef_construction=ef_construction, build_memory=self.memory
+        )
+        version = new_version_id("products")
+        coll = self.store.create("products", version, dim=vectors.shape[1], meta={})
+        t0 = time.perf_counter()
+        step = 20_000
+        for start in range(0, len(vectors), step):
+            end = min(len(vectors), start + step)
+            coll.upsert(
+                [
+                    Record(str(i), "v0", vectors[i], category=f"c{cats[i]}")
+                    for i in range(start, end)
+                ]
+            )
+            progress(end - start)
+        load_s = time.perf_counter() - t0
+        t1 = time.perf_counter()
+        self.store.publish("products", coll)
+        index_s = time.perf_counter() - t1
+        self.coll = self.store.open("products")
+        self.conn.execute("CREATE EXTENSION IF NOT EXISTS pg_prewarm")
+        self.conn.execute(f"SELECT pg_prewarm('{self.coll.table}_v')")
+        self.conn.execute(f"SELECT pg_prewarm('{self.coll.table}')")
+        return {"load_s": load_s, "index_s": index_s, "build_s": load_s + index_s}
+
+    def set_ef(self, ef: int) -> None:
+        self.coll.set_ef(ef)
+
+    def search(self, q, k):  # noqa: ANN001, ANN201
+        return [int(h.item_id) for h in self.coll.search_items(q, k)]
+
+    def search_in(self, q, k, cat):  # noqa: ANN001, ANN201
+        from retrieval.filters import ProductFilter
+
+        where = ProductFilter(categories=frozenset({f"c{cat}"}))
+        return [int(h.item_id) for h in self.coll.search_items(q, k, where=where)]
+
+    def plan_in(self, q: np.ndarray, k: int, cat: int) -> str:
+        rows = self.conn.execute(
+            f"EXPLAIN SELECT item_id FROM {self.coll.table} WHERE category_norm = ANY(%s) "
+            "ORDER BY v <#> %s LIMIT %s",
+            ([f"c{cat}"], q, 2 * k + 8),
+        ).fetchall()
+        return " | ".join(r[0].strip() for r in rows)
+
+    def stop(self) -> None:
+        try:
+            self.store.close()
+        finally:
+            super().stop()
+
+
 # ---- Milvus 2.3 standalone (the milvus package) -----------------------------------------------
 
 
@@ -348,5 +414,6 @@ class MilvusEngine:
 ENGINES: dict[str, Callable[[], Engine]] = {
     "hnswlib": HnswlibEngine,
     "pgvector": PgvectorEngine,
+    "pgvector-store": PgvectorStoreEngine,
     "milvus": MilvusEngine,
 }

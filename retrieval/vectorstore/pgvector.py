@@ -221,36 +221,46 @@ class PgvectorCollection:
         if not records:
             return
         validate(records, self._dim)
-        rows = [
-            (
-                r.item_id,
-                r.variant,
-                np.asarray(r.vector, dtype=np.float32).reshape(-1),
-                r.category,
-                normalise_category(r.category),
-                r.price,
-                r.stock,
-                sorted(r.attributes),
-            )
-            for r in records
-        ]
+        cols = "item_id, variant, v, category, category_norm, price, stock, attributes"
         with self.store._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                f"INSERT INTO {self.table} (item_id, variant, v, category, category_norm, price, "
-                "stock, attributes) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+            # one binary COPY into a staging table, then one merge: a million rows load in
+            # about a minute, where a statement per row takes many times longer
+            cur.execute(
+                f"CREATE TEMP TABLE vs_stage (LIKE {self.table} INCLUDING DEFAULTS, "
+                "ord int NOT NULL) ON COMMIT DROP"
+            )
+            with cur.copy(f"COPY vs_stage ({cols}, ord) FROM STDIN WITH (FORMAT BINARY)") as copy:
+                copy.set_types(
+                    ["text", "text", "vector", "text", "text", "float8", "int4", "text[]", "int4"]
+                )
+                for n, r in enumerate(records):
+                    copy.write_row(
+                        (
+                            r.item_id,
+                            r.variant,
+                            np.asarray(r.vector, dtype=np.float32).reshape(-1),
+                            r.category,
+                            normalise_category(r.category),
+                            r.price,
+                            r.stock,
+                            sorted(r.attributes),
+                            n,
+                        )
+                    )
+            cur.execute(
+                f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM vs_stage "
                 "ON CONFLICT (item_id, variant) DO UPDATE SET v = EXCLUDED.v, "
                 "category = EXCLUDED.category, category_norm = EXCLUDED.category_norm, "
-                "price = EXCLUDED.price, stock = EXCLUDED.stock, attributes = EXCLUDED.attributes",
-                rows,
+                "price = EXCLUDED.price, stock = EXCLUDED.stock, attributes = EXCLUDED.attributes"
             )
-            # an item's fields are the same on all its vectors (the newest record's)
-            cur.executemany(
-                f"UPDATE {self.table} SET category = %s, category_norm = %s, price = %s, "
-                "stock = %s, attributes = %s WHERE item_id = %s",
-                [
-                    (row[3], row[4], row[5], row[6], row[7], row[0])
-                    for row in {row[0]: row for row in rows}.values()
-                ],
+            # an item's fields are the same on all its vectors: the newest record's
+            cur.execute(
+                f"UPDATE {self.table} t SET category = s.category, "
+                "category_norm = s.category_norm, price = s.price, stock = s.stock, "
+                "attributes = s.attributes FROM (SELECT DISTINCT ON (item_id) item_id, category, "
+                "category_norm, price, stock, attributes FROM vs_stage ORDER BY item_id, ord DESC) s "
+                "WHERE t.item_id = s.item_id AND (t.category, t.price, t.stock, t.attributes) "
+                "IS DISTINCT FROM (s.category, s.price, s.stock, s.attributes)"
             )
 
     def delete_items(self, item_ids: Iterable[str]) -> int:
