@@ -158,9 +158,10 @@ class PgvectorEngine:
         import psycopg
         from pgvector.psycopg import register_vector
 
-        from retrieval.vectorstore.local_pg import LocalPgvector
+        from retrieval.localpg import LocalPostgres, embedded_bin_dir
 
-        self.server = LocalPgvector(
+        self.server = LocalPostgres(
+            bin_dir=embedded_bin_dir(),
             settings={
                 "shared_buffers": self.memory,
                 "maintenance_work_mem": self.memory,
@@ -169,9 +170,9 @@ class PgvectorEngine:
                 "synchronous_commit": "off",
                 "max_wal_size": "8GB",
                 "checkpoint_timeout": "30min",
-            }
+            },
         ).start()
-        self.conn = psycopg.connect(self.server.url, autocommit=True)
+        self.conn = psycopg.connect(self.server.conninfo(), autocommit=True)
         self.conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
         register_vector(self.conn)
         self.conn.execute("SET hnsw.iterative_scan = relaxed_order")
@@ -263,7 +264,7 @@ class PgvectorStoreEngine(PgvectorEngine):
         from retrieval.vectorstore.pgvector import PgvectorStore
 
         self.store = PgvectorStore(
-            self.server.url, m=m, ef_construction=ef_construction, build_memory=self.memory
+            self.server.conninfo(), m=m, ef_construction=ef_construction, build_memory=self.memory
         )
         version = new_version_id("products")
         coll = self.store.create("products", version, dim=vectors.shape[1], meta={})

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import glob
 import json
 import os
 import re
@@ -24,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import httpx
 import yaml
 
+from retrieval.errors import ConfigError
 from retrieval.launcher import Child, rasa_command, write_endpoints
+from retrieval.localpg import LocalPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 FILL_NAME = "soak-fill.bin"
@@ -71,77 +71,12 @@ def http_ok(url: str) -> bool:
     return httpx.get(url, timeout=2.0).status_code == 200
 
 
-def pg_binary(name: str) -> str:
-    """A PostgreSQL program: on PATH, else the newest Debian version's."""
-    found = (
-        shutil.which(name) or (sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [""])[-1]
-    )
-    if not found:
-        raise RuntimeError(f"PostgreSQL's {name} not found: install the 'postgresql' package")
-    return found
-
-
-class Postgres:
-    """A private cluster in ``root`` on a free loopback port; as root it runs as 'postgres'."""
+class Postgres(LocalPostgres):
+    """A private cluster in ``root`` (retrieval/localpg.py: Debian's binaries, a Unix socket
+    in a 0700 folder only, as 'postgres' when run by root); fsync off."""
 
     def __init__(self, root: Path):
-        self.root = root
-        self.data = root / "data"
-        self.port = free_port()
-        self._as_root = os.geteuid() == 0
-        root.mkdir(parents=True)
-        if self._as_root:
-            shutil.chown(root, "postgres", "postgres")
-        os.chmod(root, 0o700)
-        self._run(
-            [pg_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres"]
-            + ["-E", "UTF8", "--locale=C.UTF-8"]
-        )
-
-    @property
-    def url(self) -> str:
-        # a Unix socket in the 0700 folder only, never TCP: the cluster trusts every
-        # connection, so no other local user may reach it
-        return f"postgresql+psycopg://postgres@/postgres?host={self.root}&port={self.port}"
-
-    def _run(self, cmd: list[str]) -> None:
-        if self._as_root:
-            cmd = ["runuser", "-u", "postgres", "--", *cmd]
-        subprocess.run(
-            cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120
-        )
-
-    def start(self) -> None:
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses='' -c fsync=off"
-        self._run(
-            [
-                pg_binary("pg_ctl"),
-                "-D",
-                str(self.data),
-                "-o",
-                opts,
-                "-l",
-                str(self.root / "log"),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run([pg_binary("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
-
-    def running(self) -> bool:
-        return (self.data / "postmaster.pid").exists()
-
-    def query(self, sql: str) -> list[tuple[Any, ...]]:
-        import psycopg
-
-        with psycopg.connect(
-            host=str(self.root), port=self.port, user="postgres", dbname="postgres"
-        ) as conn:
-            return list(conn.execute(sql).fetchall())
+        super().__init__(root, settings={"fsync": "off"}, port=free_port())
 
 
 def mount_tmpfs(path: Path, size_mb: int) -> str | None:
@@ -403,8 +338,8 @@ class Stack:
         if self.pg is not None and self.pg.running():
             try:
                 self.pg.stop("fast")
-            except (subprocess.SubprocessError, OSError):
-                with contextlib.suppress(subprocess.SubprocessError, OSError):
+            except (ConfigError, subprocess.SubprocessError, OSError):
+                with contextlib.suppress(ConfigError, subprocess.SubprocessError, OSError):
                     self.pg.stop("immediate")
 
     def spool_leftovers(self) -> dict[str, str]:

