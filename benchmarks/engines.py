@@ -301,6 +301,14 @@ class PgvectorStoreEngine(PgvectorEngine):
         where = ProductFilter(categories=frozenset({f"c{cat}"}))
         return [int(h.item_id) for h in self.coll.search_items(q, k, where=where)]
 
+    def search_in_graph(self, q, k, cat):  # noqa: ANN001, ANN201
+        """The same, with exact search never chosen up front (the HNSW scan first)."""
+        rows, self.coll.exact_rows = self.coll.exact_rows, 0
+        try:
+            return self.search_in(q, k, cat)
+        finally:
+            self.coll.exact_rows = rows
+
     def plan_in(self, q: np.ndarray, k: int, cat: int) -> str:
         rows = self.conn.execute(
             f"EXPLAIN SELECT item_id FROM {self.coll.table} WHERE category_norm = ANY(%s) "

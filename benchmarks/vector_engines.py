@@ -105,6 +105,14 @@ def measure_engine(name: str, x, cats, queries, qcats, truth, truth_in, args) ->
                     ),
                     "full_results": all(len(f) == args.k for f in found),
                 }
+                if hasattr(engine, "search_in_graph"):  # the backend's other filtered path
+                    found, times, wall = _timed(
+                        lambda q, c: engine.search_in_graph(q, args.k, c), queries, qcats
+                    )
+                    row["filtered_graph"] = {
+                        "recall": recall_at_k(found, truth_in, args.k),
+                        "latency": latency_summary(times, wall).as_dict(),
+                    }
                 if hasattr(engine, "plan_in"):
                     row["filtered"]["plan"] = engine.plan_in(queries[0], args.k, int(qcats[0]))
             out["targets"].append(row)

@@ -177,6 +177,7 @@ def test_a_rare_filter_still_finds_k_when_the_hnsw_scan_gives_up(pg_server, tmp_
         ]
         coll = published(store, records)
         coll.set_ef(10)
+        coll.exact_rows = 0  # never chosen up front: the HNSW scan runs first
         where = ProductFilter(attributes=frozenset({"rare"}))
         with store._pool.connection() as conn:  # the connection the next search gets (LIFO)
             conn.execute("SET hnsw.max_scan_tuples = 30")
@@ -194,6 +195,15 @@ def test_a_rare_filter_still_finds_k_when_the_hnsw_scan_gives_up(pg_server, tmp_
             assert "Index Scan" in plan and "_v" in plan  # the HNSW index, not exact search
         found = coll.search_items(q, 10, where=where)
         assert_same(found, brute(records, q, 10, where))
+        # a filter the planner expects few rows to pass is searched exactly from the start
+        estimates = []
+        estimate = type(coll)._estimate
+        coll._estimate = lambda *a: estimates.append(estimate(coll, *a)) or estimates[-1]  # type: ignore[method-assign]
+        coll.exact_rows = 1000
+        assert_same(coll.search_items(q, 10, where=where), brute(records, q, 10, where))
+        assert len(estimates) == 1 and 0 < estimates[0] < 600
+        coll.search_items(q, 3)  # no filter: the HNSW scan, no estimate needed
+        assert len(estimates) == 1
     finally:
         store.close()
 
