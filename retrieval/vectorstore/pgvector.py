@@ -9,9 +9,10 @@ never a half-built one. The HNSW index (inner product on unit vectors: cosine) a
 B-tree on the category are built when a version is published, after the bulk load (much
 faster than maintaining them row by row); later upserts keep them current.
 
-A filter becomes a SQL ``WHERE`` (the meaning of :meth:`ProductFilter.matches`): the
-planner searches a small filtered set exactly and a large one through the HNSW index with
-``hnsw.iterative_scan`` on, so the scan keeps going until it has enough rows that pass.
+A filter becomes a SQL ``WHERE`` (the meaning of :meth:`ProductFilter.matches`). When the
+planner expects few rows to pass (``EXACT_ROWS``), they are searched exactly; otherwise the
+HNSW index is scanned with ``hnsw.iterative_scan`` on, so the scan keeps going until it has
+enough rows that pass, and exact search takes over if it still comes back short.
 
 Connections come from a small bounded pool. A server that cannot be reached raises
 :class:`~retrieval.errors.IndexError_` (HTTP 503) naming the server without its password.
@@ -40,7 +41,8 @@ __all__ = ["PgvectorCollection", "PgvectorStore", "safe_url"]
 POOL_SIZE = 8
 M, EF_CONSTRUCTION, EF_SEARCH = 24, 200, 48  # the hnswlib backend's defaults
 # maintenance_work_mem while publish builds the HNSW graph: a graph that does not fit builds
-# many times slower (about 2.5 GB for a million 384-d vectors at M 16)
+# many times slower (a million 384-d vectors at M 16 make a 2 GB index); raise it for large
+# catalogs when the database server has the memory
 BUILD_MEMORY = "1GB"
 # a filter the planner expects at most this many rows to pass is searched exactly (its rows
 # through the category B-tree or a scan, then sorted): at 1M x 384 here, exact search over a
@@ -54,8 +56,9 @@ STALE_BUILD_HOURS = 24
 
 
 def safe_url(url: str) -> str:
-    """``url`` without its password, for messages and logs."""
-    return re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    """``url`` without its password (``user:password@`` or ``password=``), for messages."""
+    url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
+    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
 
 
 def _conninfo(url: str) -> str:
