@@ -310,12 +310,17 @@ class PgvectorStoreEngine(PgvectorEngine):
             self.coll.exact_rows = rows
 
     def plan_in(self, q: np.ndarray, k: int, cat: int) -> str:
+        """The plan of the query ``search_in`` runs first: exact (ordered by the score) when
+        the planner expects at most ``exact_rows`` rows in the category, else the HNSW scan."""
+        where = f"FROM {self.coll.table} WHERE category_norm = ANY(%s)"
+        est = self.conn.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 {where}", ([f"c{cat}"],))
+        exact = float(est.fetchone()[0][0]["Plan"]["Plan Rows"]) <= self.coll.exact_rows
+        order = "ORDER BY score DESC" if exact else "ORDER BY v <#> %s"
+        params = [q, [f"c{cat}"]] + ([] if exact else [q]) + [2 * k + 8]
         rows = self.conn.execute(
-            f"EXPLAIN SELECT item_id FROM {self.coll.table} WHERE category_norm = ANY(%s) "
-            "ORDER BY v <#> %s LIMIT %s",
-            ([f"c{cat}"], q, 2 * k + 8),
+            f"EXPLAIN SELECT item_id, -(v <#> %s) AS score {where} {order} LIMIT %s", params
         ).fetchall()
-        return " | ".join(r[0].strip() for r in rows)
+        return ("exact: " if exact else "hnsw: ") + " | ".join(r[0].strip() for r in rows)
 
     def stop(self) -> None:
         try:

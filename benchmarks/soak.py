@@ -51,6 +51,8 @@ from soak_report import (
 from soak_stack import ROOT, Stack, say, trained_bot
 from soak_traffic import Recorder, Traffic
 
+from retrieval.errors import RetrievalError
+
 # The traffic mix per second at --rate 1; the default rate keeps the busiest 2-core run well
 # under the overload point that --ramp measured (docs/soak.md).
 MIX = {"chat": 1.0, "photo": 0.2, "api": 0.5, "updates": 0.5}
@@ -410,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
         report = (run_ramp if args.ramp else run_soak)(args, stack, agents, abort)
     except KeyboardInterrupt:
         say("interrupted: stopping everything")
-    except (RuntimeError, TimeoutError, ValueError, OSError) as exc:
+    except (RetrievalError, RuntimeError, TimeoutError, ValueError, OSError) as exc:
         say(f"error: {exc}")
     finally:
         abort.set()

@@ -25,6 +25,7 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -49,7 +50,8 @@ BUILD_MEMORY = "1GB"
 # rows) took p50 / p95 22 / 31 ms that way, recall 1.0, against 48 / 59 ms for the iterative
 # HNSW scan in the same run (benchmarks/vector_engines.py, docs/scale-out.md)
 EXACT_ROWS = 15_000
-ESTIMATE_CACHE = 256  # filters whose row estimates a collection keeps
+ESTIMATE_CACHE = 256  # filters whose row estimates a collection keeps ...
+ESTIMATE_TTL_S = 60.0  # ... this long: other processes' writes and ANALYZE move them
 # an unpublished version this old is a killed build's, which prune may drop; a younger one
 # may be filling in another process right now
 STALE_BUILD_HOURS = 24
@@ -58,7 +60,7 @@ STALE_BUILD_HOURS = 24
 def safe_url(url: str) -> str:
     """``url`` without its password (``user:password@`` or ``password=``), for messages."""
     url = re.sub(r"(://[^:/@]*):[^@/]*@", r"\1:***@", url)
-    return re.sub(r"(password=)[^&\s]*", r"\1***", url)
+    return re.sub(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'|[^&\s]*)", r"\1***", url)
 
 
 def _conninfo(url: str) -> str:
@@ -219,7 +221,7 @@ class PgvectorCollection:
         self._meta = meta
         self.ef = store.ef
         self.exact_rows = store.exact_rows
-        self._estimates: OrderedDict[tuple[str, str], float] = OrderedDict()
+        self._estimates: OrderedDict[tuple[str, str], tuple[float, float]] = OrderedDict()
         self._estimates_lock = threading.Lock()
 
     @property
@@ -325,7 +327,9 @@ class PgvectorCollection:
             "ORDER BY score DESC LIMIT %s"
         )
         with self.store._pool.connection(self.ef) as conn:
-            exact = bool(cond) and self._estimate(conn, cond, params) <= self.exact_rows
+            # the filter alone decides (an exclude list drops a handful of items)
+            only, only_params = _where(where, [])
+            exact = bool(only) and self._estimate(conn, only, only_params) <= self.exact_rows
             while True:
                 if exact:
                     rows = conn.execute(exact_sql, (q, *params, fetch)).fetchall()
@@ -346,17 +350,19 @@ class PgvectorCollection:
                 fetch *= 2
 
     def _estimate(self, conn: Any, cond: str, params: list[Any]) -> float:
-        """The planner's estimate of the rows that pass ``cond`` (cached per filter; the
-        cache is cleared when this collection writes)."""
+        """The planner's estimate of the rows that pass ``cond`` (cached per filter for
+        ``ESTIMATE_TTL_S``; cleared when this collection writes)."""
         key = (cond, repr(params))
+        now = time.monotonic()
         with self._estimates_lock:
-            if key in self._estimates:
+            if key in self._estimates and now - self._estimates[key][1] < ESTIMATE_TTL_S:
                 self._estimates.move_to_end(key)
-                return self._estimates[key]
+                return self._estimates[key][0]
         plan = conn.execute(f"EXPLAIN (FORMAT JSON) SELECT 1 FROM {self.table}{cond}", params)
         rows = float(plan.fetchone()[0][0]["Plan"]["Plan Rows"])
         with self._estimates_lock:
-            self._estimates[key] = rows
+            self._estimates[key] = (rows, now)
+            self._estimates.move_to_end(key)
             while len(self._estimates) > ESTIMATE_CACHE:
                 self._estimates.popitem(last=False)
         return rows

@@ -36,12 +36,16 @@ def pg_server() -> Iterator[object]:
     server.destroy()
 
 
-@pytest.fixture(params=["hnswlib", "pgvector"])
+@pytest.fixture(params=["hnswlib", "pgvector", "pgvector-hnsw-scan"])
 def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:  # noqa: ANN001
+    """Each backend; pgvector twice: as configured (these small filters are searched
+    exactly) and with exact search never chosen up front (filters inside the HNSW scan)."""
     if request.param == "hnswlib":
         s = open_store("hnswlib", index_dir=tmp_path / "index")
     else:
         s = pg_store(request.getfixturevalue("pg_server"), tmp_path)
+        if request.param == "pgvector-hnsw-scan":
+            s.exact_rows = 0  # collections take it from the store
     yield s
     s.close()
 
