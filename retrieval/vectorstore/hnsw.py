@@ -3,13 +3,12 @@
 A collection is a :class:`~retrieval.index.VectorIndex` plus each item's filterable fields;
 versions are written, published and rolled back by :mod:`retrieval.storage` (a folder per
 version, ``CURRENT`` replaced atomically). A filter becomes a mask over the graph's labels,
-which the index searches inside (exact over few labels, the graph otherwise); masks are
-cached per filter until the collection changes.
+which the index searches inside (exact over few labels, the graph otherwise), made by the
+product search's own :class:`~retrieval.filters.CatalogColumns`, rebuilt after a write.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,16 +16,16 @@ from typing import Any
 import numpy as np
 
 from .. import storage
-from ..filters import ProductFilter
+from ..catalog import Catalog, Product
+from ..errors import IndexError_
+from ..filters import CatalogColumns, ProductFilter
 from ..index import IndexParams, VectorIndex
-from .base import Collection, Record, StoreHit, check_kind, check_version, passes, validate
+from .base import Collection, Record, StoreHit, check_kind, check_version, validate
 
 __all__ = ["HnswCollection", "HnswStore"]
 
 ATTRS_KEY = "item_fields"  # in the index metadata: item_id -> [category, price, stock, attributes]
-MASK_CACHE = 64  # filters whose label masks are kept, per collection
 _NO_FIELDS: tuple[str, float | None, int | None, frozenset[str]] = ("", None, None, frozenset())
-_NO_VECTOR = np.empty(0, dtype=np.float32)
 
 
 class HnswCollection:
@@ -39,7 +38,7 @@ class HnswCollection:
         self._fields: dict[str, tuple[str, float | None, int | None, frozenset[str]]] = {
             item: (c, p, s, frozenset(a)) for item, (c, p, s, a) in fields.items()
         }
-        self._masks: OrderedDict[tuple[ProductFilter, int], np.ndarray] = OrderedDict()
+        self._columns: tuple[int, CatalogColumns] | None = None  # (index generation, columns)
 
     @property
     def dim(self) -> int:
@@ -77,25 +76,21 @@ class HnswCollection:
         self.index._index.set_ef(int(ef))
 
     def _mask(self, where: ProductFilter) -> np.ndarray:
-        key = (where, self.index.generation)
-        mask = self._masks.get(key)
-        if mask is not None:
-            self._masks.move_to_end(key)
-            return mask
-        labels, items = self.index.label_items()
-        keep = {
-            item
-            for item in set(items)
-            if passes(Record(item, "", _NO_VECTOR, *self._fields.get(item, _NO_FIELDS)), where)
-        }
-        size = int(labels.max()) + 1 if len(labels) else 0
-        mask = np.zeros(size, dtype=bool)
-        if len(labels):
-            mask[labels] = np.fromiter((it in keep for it in items), bool, len(items))
-        self._masks[key] = mask
-        while len(self._masks) > MASK_CACHE:
-            self._masks.popitem(last=False)
-        return mask
+        """The labels ``where`` keeps, through the product search's own vectorised columns
+        (every item is a catalog row, those without fields too), rebuilt after a write."""
+        if self._columns is None or self._columns[0] != self.index.generation:
+            _, items = self.index.label_items()
+            catalog = Catalog(
+                {
+                    item: Product(
+                        id=item, title="", category=c, price=p, stock=s, attributes=tuple(a)
+                    )
+                    for item in dict.fromkeys(items)
+                    for c, p, s, a in [self._fields.get(item, _NO_FIELDS)]
+                }
+            )
+            self._columns = (self.index.generation, CatalogColumns(catalog))
+        return self._columns[1].label_mask(self.index, where)
 
     def search_items(
         self,
@@ -136,8 +131,6 @@ class HnswStore:
         check_kind(kind)
         version = version or storage.current_version(self.root, kind)
         if version is None:
-            from ..errors import IndexError_
-
             raise IndexError_(
                 f"no {kind} index in {self.root / kind}: run 'retrieval ingest' first"
             )

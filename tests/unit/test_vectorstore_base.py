@@ -9,7 +9,8 @@ import pytest
 from retrieval.filters import ProductFilter
 from retrieval.storage import new_version_id
 from retrieval.vectorstore.base import Record, check_kind, check_version, passes, validate
-from retrieval.vectorstore.pgvector import _table, _where, safe_url
+from retrieval.vectorstore.pgpool import safe_url
+from retrieval.vectorstore.pgvector import _table, _where
 
 
 def test_only_version_ids_the_product_makes_are_accepted() -> None:
