@@ -113,6 +113,13 @@ class Settings(BaseSettings):
         ge=1,
         description="Threads for torch on CPU (default: 1 in the web service, torch's own in batch jobs).",
     )
+    encoder_dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32",
+        description="Number format of the text model's weights: 'bfloat16' is faster on CPUs "
+        "that compute it natively (AMX or AVX512-BF16), with vectors within 1e-3 cosine of "
+        "float32's; 'auto' picks it on such CPUs only (float32 elsewhere and on GPUs). Not the "
+        "default: measured here it widened the 32-client latency tail (docs/benchmarks.md).",
+    )
     encode_batch_size: int = Field(64, ge=1, le=4096)
     encode_batching: bool = Field(
         True,

@@ -100,6 +100,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "one run compares them (default on, the shipped setting)",
     )
     p.add_argument(
+        "--encoder-dtype",
+        default=None,
+        help="the text model's number format, comma-separated from float32, bfloat16, auto: "
+        "'float32,bfloat16' measures the text encoder and the service with each in one run "
+        "(default: the settings' encoder_dtype, float32 unless configured)",
+    )
+    p.add_argument(
         "--service-products",
         type=int,
         help="synthetic products in the served index (default 100000; quick: 1000)",
@@ -164,6 +171,16 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
     batching = [s.strip().lower() for s in args.batching.split(",") if s.strip()]
     if not batching or set(batching) - {"on", "off"} or len(set(batching)) < len(batching):
         raise RetrievalError(f"--batching: '{args.batching}'; choose on, off or on,off")
+    asked = args.encoder_dtype or settings.encoder_dtype
+    dtypes = [s.strip().lower() for s in asked.split(",") if s.strip()]
+    if (
+        not dtypes
+        or set(dtypes) - {"auto", "float32", "bfloat16"}
+        or len(set(dtypes)) < len(dtypes)
+    ):
+        raise RetrievalError(
+            f"--encoder-dtype: '{asked}'; choose from auto, float32, bfloat16"
+        )
     sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
     if min(sizes) <= args.k:
         raise RetrievalError(f"--sizes must be above k={args.k}")
@@ -184,6 +201,7 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "service_faq": pick["service_faq"],
         "torch_threads": args.torch_threads,
         "batching": [b == "on" for b in batching],
+        "encoder_dtypes": dtypes,
     }
 
 
@@ -195,7 +213,8 @@ def _command(opts: dict) -> str:
         f"--clients {j(opts['clients'])} --requests {opts['requests']} "
         f"--service-products {opts['service_products']} --service-faq {opts['service_faq']} "
         f"--torch-threads {opts['torch_threads']} "
-        f"--batching {','.join('on' if b else 'off' for b in opts['batching'])}"
+        f"--batching {','.join('on' if b else 'off' for b in opts['batching'])} "
+        f"--encoder-dtype {j(opts['encoder_dtypes'])}"
     )
 
 
@@ -256,7 +275,12 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
     texts = demo_texts(settings.faq_path, settings.catalog_path)
     images = demo_images(settings.catalog_path)
     err.print(f"encoders: {len(texts)} demo texts, {len(images)} catalog photos")
-    text = bench_encoder(text_encoder(settings), texts, opts["batch_sizes"], opts["encoder_items"])
+    by_dtype = []
+    for dtype in opts["encoder_dtypes"]:
+        encoder = text_encoder(settings.model_copy(update={"encoder_dtype": dtype}))
+        part = bench_encoder(encoder, texts, opts["batch_sizes"], opts["encoder_items"])
+        by_dtype.append({**part, "dtype_setting": dtype, "dtype": encoder.dtype})
+    text = by_dtype[0]
     image_items = max(1, opts["encoder_items"] // 2)
     image = bench_encoder(image_encoder(settings), images, opts["batch_sizes"], image_items)
     import torch
@@ -266,7 +290,8 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
         "torch_threads": threads,
         "n_texts": len(texts),
         "n_images": len(images),
-        "text": text,
+        "text": text,  # the first --encoder-dtype's
+        "text_by_dtype": by_dtype,
         "image": image,
     }
 
@@ -283,19 +308,35 @@ def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
             data_dir, opts["service_faq"], 5, opts["service_products"], progress, config=config
         )
         prepare_s = time.perf_counter() - t0
-        for batching in opts["batching"]:
-            err.print(f"http: starting retrieval serve (encode_batching {batching}) ...")
-            proc, url, startup_s = start_service(
-                data_dir,
-                data_dir / f"serve-batching-{'on' if batching else 'off'}.log",
-                env={**env, "RETRIEVAL_ENCODE_BATCHING": str(batching).lower()},
-            )
-            try:
-                levels = load_levels(url, opts["clients"], opts["requests"])
-            finally:
-                proc.terminate()
-                proc.wait(30)
-            modes.append({"batching": batching, "startup_s": startup_s, "levels": levels})
+        for dtype in opts["encoder_dtypes"]:
+            for batching in opts["batching"]:
+                err.print(
+                    f"http: starting retrieval serve (encode_batching {batching}, "
+                    f"encoder_dtype {dtype}) ..."
+                )
+                on = "on" if batching else "off"
+                proc, url, startup_s = start_service(
+                    data_dir,
+                    data_dir / f"serve-batching-{on}-{dtype}.log",
+                    env={
+                        **env,
+                        "RETRIEVAL_ENCODE_BATCHING": str(batching).lower(),
+                        "RETRIEVAL_ENCODER_DTYPE": dtype,
+                    },
+                )
+                try:
+                    levels = load_levels(url, opts["clients"], opts["requests"])
+                finally:
+                    proc.terminate()
+                    proc.wait(30)
+                modes.append(
+                    {
+                        "batching": batching,
+                        "encoder_dtype": dtype,
+                        "startup_s": startup_s,
+                        "levels": levels,
+                    }
+                )
     from ..encoders import image_encoder, text_encoder
     from ..settings import load_settings
 

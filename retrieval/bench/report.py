@@ -89,8 +89,9 @@ def encoder_tables(result: dict) -> list[Table]:
     if not enc:
         return []
     out = []
-    for kind, unit in (("text", "texts/s"), ("image", "images/s")):
-        part = enc.get(kind)
+    parts = [("text", "texts/s", p) for p in enc.get("text_by_dtype") or [enc.get("text")]]
+    parts.append(("image", "images/s", enc.get("image")))
+    for kind, unit, part in parts:
         if not part:
             continue
         rows = [
@@ -98,7 +99,8 @@ def encoder_tables(result: dict) -> list[Table]:
              str(r["items"])]
             for r in part["by_batch"]
         ]  # fmt: skip
-        title = f"{kind} encoder {part['model']} (torch threads: {enc['torch_threads']})"
+        dtype = f", {part['dtype']}" if "dtype" in part else ""
+        title = f"{kind} encoder {part['model']} (torch threads: {enc['torch_threads']}{dtype})"
         out.append((title, ["batch size", unit, "ms/batch", "items"], rows))
     return out
 
@@ -120,6 +122,8 @@ def http_tables(result: dict) -> list[Table]:
         ]  # fmt: skip
         batching = mode["batching"]
         how = "" if batching is None else f", encode_batching {'on' if batching else 'off'}"
+        if mode.get("encoder_dtype"):
+            how += f", encoder_dtype {mode['encoder_dtype']}"
         title = (
             f"POST /v1/query through retrieval serve: {h['n_faq_vectors']:,} FAQ vectors, "
             f"{h['n_products']:,} products (fused {h['fused_dim']}-d + text view){how}"

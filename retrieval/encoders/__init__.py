@@ -37,6 +37,7 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
         settings.device,
         settings.encode_batch_size,
         settings.torch_threads,
+        settings.encoder_dtype,
     )
     with _lock:
         if key not in _cache:
@@ -45,6 +46,7 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
                 device=settings.device,
                 batch_size=settings.encode_batch_size,
                 threads=settings.torch_threads,
+                dtype=settings.encoder_dtype,
             )
         return _cache[key]  # type: ignore[return-value]
 

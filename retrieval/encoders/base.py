@@ -18,7 +18,9 @@ __all__ = [
     "folder_fingerprint",
     "l2_normalize",
     "on_model_thread",
+    "native_bf16",
     "resolve_device",
+    "resolve_dtype",
 ]
 
 
@@ -93,6 +95,33 @@ def resolve_device(device: str) -> str:
             "device is 'cuda' but no CUDA GPU is available; use device 'cpu' or 'auto'"
         )
     return device
+
+
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether this CPU computes bfloat16 natively (AMX or AVX512-BF16, read from the Linux
+    CPU flags; ``cpuinfo`` is that text, for tests). Elsewhere bfloat16 is emulated and slower
+    than float32."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return False
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            flags = set(line.partition(":")[2].split())
+            return bool(flags & {"amx_bf16", "avx512_bf16"})
+    return False
+
+
+def resolve_dtype(setting: str, device: str, cpuinfo: str | None = None) -> str:
+    """The number format a model runs in: ``float32`` or ``bfloat16``. ``auto`` picks bfloat16
+    on a CPU that computes it natively (:func:`native_bf16`) and float32 otherwise, GPUs
+    included (bfloat16 there is not measured)."""
+    if setting == "auto":
+        return "bfloat16" if device == "cpu" and native_bf16(cpuinfo) else "float32"
+    if setting not in ("float32", "bfloat16"):
+        raise ValueError(f"encoder dtype must be auto, float32 or bfloat16, not {setting!r}")
+    return setting
 
 
 T = TypeVar("T")

@@ -334,6 +334,13 @@ def test_minilm_batched_vectors_equal_vectors_encoded_alone() -> None:
             )
         stats = b.stats()
     assert max(stats.sizes) > 1, stats
-    np.testing.assert_allclose(batched, alone, atol=1e-5)
+    # float32: the same vectors; bfloat16 (the default on CPUs with AMX) rounds sums in
+    # another order for another batch shape: within 1e-3 cosine (rankings move only at ties)
+    if enc.dtype == "float32":
+        np.testing.assert_allclose(batched, alone, atol=1e-5)
+    assert np.min(np.sum(batched * alone, axis=1)) > 0.999
     # and a whole batch as one call, as the worker makes it
-    np.testing.assert_allclose(enc.encode(questions[:8]), alone[:8], atol=1e-5)
+    whole = enc.encode(questions[:8])
+    if enc.dtype == "float32":
+        np.testing.assert_allclose(whole, alone[:8], atol=1e-5)
+    assert np.min(np.sum(whole * alone[:8], axis=1)) > 0.999

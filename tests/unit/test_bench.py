@@ -151,6 +151,8 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_line(capsys: pytest.CaptureF
         (["--batching", "maybe"], "--batching: 'maybe'; choose on, off or on,off"),
         (["--batching", "on,on"], "--batching: 'on,on'"),
         (["--dims", "0"], "--dims needs positive whole numbers"),
+        (["--encoder-dtype", "int8"], "--encoder-dtype: 'int8'; choose from auto, float32"),
+        (["--encoder-dtype", "float32,float32"], "--encoder-dtype: 'float32,float32'"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -212,3 +214,31 @@ def test_the_http_report_shows_each_batching_setting_and_the_gain_over_one_clien
     # an older result without modes still reads
     (old,) = [t for t in tables({"http": {**http, "modes": None}}) if t[0].startswith("POST")]
     assert "encode_batching" not in old[0] and old[2][1][-1] == "3.00x"
+
+
+def test_the_reports_name_each_encoder_number_format() -> None:
+    def level(clients: int, qps: float) -> dict:
+        return {"clients": clients, "requests": 40, "errors": 0, "p50_ms": 10.0,
+                "p95_ms": 20.0, "p99_ms": 30.0, "qps": qps}  # fmt: skip
+
+    by_batch = [{"batch_size": 1, "items_per_s": 50.0, "ms_per_batch": 20.0, "items": 16}]
+    text = [
+        {"model": "st:m", "by_batch": by_batch, "dtype_setting": d, "dtype": d}
+        for d in ("float32", "bfloat16")
+    ]
+    encoders = {"torch_threads": 1, "text": text[0], "text_by_dtype": text, "image": None}
+    modes = [
+        {"batching": True, "encoder_dtype": d, "levels": [level(1, 50.0)]}
+        for d in ("float32", "bfloat16")
+    ]
+    http = {"n_faq_vectors": 5, "n_products": 3, "fused_dim": 8, "modes": modes}
+    found = tables({"encoders": encoders, "http": {**http, "levels": modes[0]["levels"]}})
+    titles = [t[0] for t in found]
+    assert [t for t in titles if t.startswith("text encoder")] == [
+        "text encoder st:m (torch threads: 1, float32)",
+        "text encoder st:m (torch threads: 1, bfloat16)",
+    ]
+    assert [t.split(", ", 2)[-1] for t in titles if t.startswith("POST")] == [
+        "encode_batching on, encoder_dtype float32",
+        "encode_batching on, encoder_dtype bfloat16",
+    ]

@@ -50,3 +50,29 @@ def test_every_setting_is_documented() -> None:
     doc = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     missing = [name for name in Settings.model_fields if f"`{name}`" not in doc]
     assert not missing, f"add these settings to docs/configuration.md: {missing}"
+
+
+def test_encoder_dtype_auto_uses_bfloat16_only_where_the_cpu_has_it() -> None:
+    from retrieval.encoders.base import native_bf16, resolve_dtype
+
+    amx = "processor : 0\nflags\t\t: fpu sse avx512f amx_bf16 amx_tile\n"
+    avx512bf16 = "flags : fpu avx512f avx512_bf16\n"
+    plain = "flags : fpu sse avx2 avx512f avx512bw\n"
+    assert native_bf16(amx) and native_bf16(avx512bf16)
+    assert not native_bf16(plain) and not native_bf16("")
+    assert resolve_dtype("auto", "cpu", amx) == "bfloat16"
+    assert resolve_dtype("auto", "cpu", plain) == "float32"
+    assert resolve_dtype("auto", "cuda", amx) == "float32"
+    assert resolve_dtype("float32", "cpu", amx) == "float32"
+    assert resolve_dtype("bfloat16", "cpu", plain) == "bfloat16"
+    with pytest.raises(ValueError, match="auto, float32 or bfloat16"):
+        resolve_dtype("float16", "cpu", amx)
+
+
+def test_encoder_dtype_setting_is_checked() -> None:
+    from pydantic import ValidationError
+
+    assert load_settings(None).encoder_dtype == "float32"
+    assert load_settings(None, encoder_dtype="auto").encoder_dtype == "auto"
+    with pytest.raises((ValidationError, ConfigError)):
+        load_settings(None, encoder_dtype="int8")
