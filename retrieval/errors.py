@@ -13,7 +13,8 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     ├── NotFound               an unknown product or FAQ id                             -> HTTP 404
     ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
-    │   └── IndexMismatch      built with another encoder or fusion than configured
+    │   ├── IndexMismatch      built with another encoder or fusion than configured
+    │   └── VectorStoreDown    the pgvector store cannot be reached or was lost         -> HTTP 503
     ├── StoreError             the SQL log cannot be used                               -> HTTP 503
     │   └── LogBehind          the query log's queue is full: the query was not recorded
     ├── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
@@ -32,6 +33,7 @@ __all__ = [
     "ImageError",
     "IndexError_",
     "IndexMismatch",
+    "VectorStoreDown",
     "InputError",
     "LogBehind",
     "ModelUnavailable",
@@ -106,6 +108,12 @@ class IndexError_(RetrievalError):  # noqa: N801 - avoid shadowing the builtin I
     """An index that cannot be used."""
 
     http_status = 503
+
+
+class VectorStoreDown(IndexError_):
+    """The vector store's database cannot be reached, or was lost mid-query (it may be back
+    for the next one). The message names the server without its password; HTTP callers get
+    a generic 503 with ``Retry-After``."""
 
 
 class IndexMismatch(IndexError_):

@@ -20,7 +20,7 @@ of them (a shopper's "organic only", "no lactose").
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +34,7 @@ __all__ = [
     "CatalogColumns",
     "FilterMasks",
     "ProductFilter",
+    "StoreFilter",
     "normalise_category",
     "parse_filter",
 ]
@@ -296,6 +297,16 @@ class CatalogColumns:
         return rows
 
 
+class StoreFilter:
+    """A product filter as a database-backed index applies it (``filters_in_sql``): the
+    filter, which it turns into SQL, and, when a follow-up also tests each product, the ids
+    that test keeps."""
+
+    def __init__(self, where: ProductFilter, ids: Iterable[str] | None = None) -> None:
+        self.where = where
+        self.ids = None if ids is None else sorted(ids)
+
+
 class FilterMasks:
     """One filter resolved against one snapshot's catalog: a label mask per index (made on
     first use) and the kept product ids (for the lexical index). ``keep`` narrows it further
@@ -317,7 +328,11 @@ class FilterMasks:
         self._masks: dict[int, np.ndarray] = {}
         self._ids: frozenset[str] | None = None
 
-    def labels(self, index: Any) -> np.ndarray:
+    def labels(self, index: Any) -> Any:
+        """What ``index.search_items(allowed=...)`` takes: a boolean mask over the labels of
+        an in-process index, a :class:`StoreFilter` for one that filters in SQL."""
+        if getattr(index, "filters_in_sql", False):
+            return StoreFilter(self.filter, None if self._rows is None else self.ids)
         mask = self._masks.get(id(index))
         if mask is None:
             mask = self._masks[id(index)] = self._columns.label_mask(index, self.filter, self._rows)

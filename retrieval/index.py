@@ -138,6 +138,11 @@ class VectorIndex:
     def keys(self) -> list[tuple[str, str]]:
         return list(self._labels)
 
+    def entries(self) -> list[tuple[int, str, str]]:
+        """Every live vector as (label, item_id, variant), in label order."""
+        with self._lock.read():
+            return sorted((lb, item, var) for lb, (item, var) in self._keys.items())
+
     def labels_without_variant(self, variant: str) -> list[int]:
         """The live labels of every stored vector except those of ``variant``."""
         with self._lock.read():

@@ -23,10 +23,11 @@ from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
 from .index import IndexParams, VectorIndex
 from .indexformat import PRODUCT_LAYOUT
+from .indexstore import current_meta, publish_version
 from .runtime import make_fusion
 from .settings import Settings
 from .shop_labels import ShopLabels, shop_labels
-from .storage import current_version, exclusive, new_version_id, prune, publish, version_dir
+from .storage import exclusive, new_version_id
 from .store.models import IndexVersionRow
 
 __all__ = [
@@ -96,20 +97,6 @@ def build_key(
     return hashlib.sha256(json.dumps(parts).encode()).hexdigest()[:16]
 
 
-def _current_meta(settings: Settings, kind: str) -> dict[str, Any]:
-    version = current_version(settings.index_dir, kind)
-    if version is None:
-        return {}
-    try:
-        return json.loads(
-            (version_dir(settings.index_dir, kind, version) / "meta.json").read_text(
-                encoding="utf-8"
-            )
-        )
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def ingest(
     settings: Settings,
     engine: Engine | None = None,
@@ -156,7 +143,7 @@ def ingest(
         )
     if if_changed:
         for kind, key in keys.items():
-            if _current_meta(settings, kind).get("build_key") == key:
+            if current_meta(settings, kind)[1].get("build_key") == key:
                 summary.skipped.append(kind)
         bank = None if "faq" in summary.skipped else bank
         catalog = None if "products" in summary.skipped else catalog
@@ -232,8 +219,7 @@ def publish_built(settings: Settings, kind: str, index: VectorIndex) -> str:
     """Publish a built version atomically under the writer lock, prune old ones; its id."""
     version = new_version_id(kind)
     with exclusive(settings.index_dir):
-        publish(index, settings.index_dir, kind, version)
-        prune(settings.index_dir, kind, settings.keep_versions)
+        publish_version(settings, kind, version, index)
     return version
 
 

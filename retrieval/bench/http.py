@@ -53,9 +53,10 @@ def make_service_data(
     from ..fusion import fuse
     from ..index import IndexParams, VectorIndex
     from ..indexformat import faq_expectations, product_expectations
+    from ..indexstore import publish_version
     from ..runtime import make_fusion
     from ..settings import load_settings
-    from ..storage import new_version_id, publish
+    from ..storage import new_version_id
     from .data import embedding_like
 
     settings = load_settings(config, data_dir=data_dir)
@@ -74,7 +75,7 @@ def make_service_data(
         for i in range(n_faq_entries)
     ]
     faq.meta["calibration"] = {"answer_threshold": 0.5}
-    publish(faq, settings.index_dir, "faq", new_version_id("faq"))
+    publish_version(settings, "faq", new_version_id("faq"), faq)
 
     img, _ = embedding_like(n_products, image.dim, seed=2)
     txt, _ = embedding_like(n_products, text.dim, seed=3)
@@ -97,7 +98,7 @@ def make_service_data(
         {"id": f"p{i}", "title": f"Product {i}", "price": 1.0, "currency": "EUR", "images": []}
         for i in range(n_products)
     ]
-    publish(prod, settings.index_dir, "products", new_version_id("products"))
+    publish_version(settings, "products", new_version_id("products"), prod)
 
 
 def free_port() -> int:

@@ -33,13 +33,13 @@ from ..faq import FAQBank, load_faq
 from ..faq_calibration import as_shop_labels, describe_head
 from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL
+from ..indexstore import current_version
 from ..ingest import build_faq_version, publish_built
 from ..labelled import LabelledQuery, read_labelled, read_unlabelled
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..runtime import DEFAULT_ANSWER, SUGGEST_GAP, build_retriever
 from ..settings import Settings
-from ..storage import current_version
 from .baselines import BM25Scorer, ExactScorer, best_per_item, normalize_text
 from .metrics import Outcome
 from .results import Evaluation, SystemResult
@@ -281,7 +281,10 @@ def faq_retriever(
     """Build, calibrate and publish ``bank`` as ``retrieval ingest`` does, into the data
     folder ``folder``, and the retriever the service would run on it. ``unlabelled``:
     questions from traffic without labels (the query log's part in the hand-off fit)."""
-    run = settings.model_copy(update={"data_dir": folder, "database_url": None})
+    # a private hnswlib index in the folder, whatever store the shop's settings name
+    run = settings.model_copy(
+        update={"data_dir": folder, "database_url": None, "vector_store": "hnswlib"}
+    )
     text = encoder or text_encoder(run)
     labels = as_shop_labels([(q.text or "", set(q.relevant)) for q in train] if train else None)
     labels.unlabelled = list(unlabelled)
@@ -326,9 +329,7 @@ def evaluate_faq(
                 raise InputError("--published scores the published version: it takes no TRAIN")
             # the products too when they are published: the service's product gate then
             # says how often an FAQ question would show products
-            kinds = (
-                ("faq", "products") if current_version(settings.index_dir, "products") else ("faq",)
-            )
+            kinds = ("faq", "products") if current_version(settings, "products") else ("faq",)
             retriever = build_retriever(settings, text=encoder, kinds=kinds)
             bank, train = retriever.snapshot.faq, None
         else:

@@ -215,7 +215,10 @@ def evaluate_products(
             progress=progress,
         )
         # the index is built and published as ingest does it, into the temporary data folder
-        run = settings.model_copy(update={"data_dir": Path(tmp) / "var", "database_url": None})
+        # a private hnswlib index in the folder, whatever store the shop's settings name
+        run = settings.model_copy(
+            update={"data_dir": Path(tmp) / "var", "database_url": None, "vector_store": "hnswlib"}
+        )
         t0 = time.perf_counter()
         from ..training.image import cached_image_vectors
 

@@ -15,12 +15,11 @@ from ..encoders.base import Encoder
 from ..errors import SourceError
 from ..faq import FAQBank, FAQEntry, load_faq
 from ..faq_calibration import calibrate_with_labels
-from ..index import VectorIndex
 from ..indexformat import MULTILINGUAL, faq_expectations
+from ..indexstore import load_built
 from ..ingest import build_key
 from ..settings import Settings
 from ..shop_labels import ShopLabels
-from ..storage import version_dir
 from .changes import KindReport, diff_items
 from .publish import finish, incompatibility, index_params, read_meta
 
@@ -111,7 +110,7 @@ def reindex_faq(
                 unchanged=changes.unchanged,
                 seconds=time.perf_counter() - t0,
             )
-        index = VectorIndex.load(version_dir(settings.index_dir, "faq", version), ef=params.ef)
+        index = load_built(settings, "faq", version, ef=params.ef)
         index.delete_items(changes.updated + changes.deleted)
         todo = [bank.entries[i] for i in changes.added + changes.updated]
         log.info("faq: encoding %d changed or new entries", len(todo))

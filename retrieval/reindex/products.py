@@ -22,11 +22,11 @@ from ..catalog import Catalog, Product
 from ..encoders.base import Encoder
 from ..index import IndexParams, VectorIndex
 from ..indexformat import MULTILINGUAL, product_expectations
+from ..indexstore import load_built
 from ..ingest import build_key, records_digest
 from ..lexical.tokens import DEFAULT_TOKENIZER
 from ..runtime import make_fusion
 from ..settings import Settings
-from ..storage import version_dir
 from .changes import KindReport, diff_items
 from .publish import finish, incompatibility, index_params, read_meta
 
@@ -101,7 +101,7 @@ def reindex_products(
         )
         report = KindReport("products", "full", why_full, added=len(catalog), encoded=len(catalog))
         return finish(settings, engine, "products", index, report, key, created_by, t0)
-    index = VectorIndex.load(version_dir(settings.index_dir, "products", version), ef=params.ef)
+    index = load_built(settings, "products", version, ef=params.ef)
     view = index.companions["text"]
     removed = changes.updated + changes.deleted
     index.delete_items(removed)

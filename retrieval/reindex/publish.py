@@ -4,7 +4,6 @@ with too many deleted slots, recording the version in SQL, pruning old versions)
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from typing import Any
@@ -12,9 +11,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ..index import IndexParams, VectorIndex
+from ..indexstore import current_meta, publish_version
 from ..ingest import record_version
 from ..settings import Settings
-from ..storage import current_version, new_version_id, prune, publish, version_dir
+from ..storage import new_version_id
 from .changes import KindReport
 
 __all__ = ["finish", "incompatibility", "index_params", "read_meta"]
@@ -23,14 +23,7 @@ log = logging.getLogger(__name__)
 
 
 def read_meta(settings: Settings, kind: str) -> tuple[str | None, dict[str, Any]]:
-    version = current_version(settings.index_dir, kind)
-    if version is None:
-        return None, {}
-    try:
-        path = version_dir(settings.index_dir, kind, version) / "meta.json"
-        return version, json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return version, {}
+    return current_meta(settings, kind)
 
 
 def incompatibility(meta: dict[str, Any], expect: dict, params: IndexParams) -> str | None:
@@ -69,7 +62,7 @@ def finish(
     index.meta["build_key"] = key
     version = new_version_id(kind)
     log.info("%s: writing version %s", kind, version)
-    publish(index, settings.index_dir, kind, version)
+    removed = publish_version(settings, kind, version, index)
     report.version = version
     report.seconds = time.perf_counter() - t0
     if engine is not None:
@@ -91,7 +84,6 @@ def finish(
                 },
             },
         )
-    removed = prune(settings.index_dir, kind, settings.keep_versions)
     if removed:
         log.info("%s: removed old versions %s", kind, ", ".join(removed))
     return report

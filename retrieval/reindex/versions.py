@@ -11,11 +11,11 @@ from sqlalchemy import Engine
 
 from ..encoders import image_encoder, text_encoder
 from ..encoders.base import Encoder
-from ..index import VectorIndex
 from ..indexformat import faq_expectations, product_expectations
+from ..indexstore import current_version, list_versions, load_index, set_current
 from ..runtime import make_fusion
 from ..settings import Settings
-from ..storage import current_version, exclusive, version_dir
+from ..storage import exclusive
 
 __all__ = ["describe_versions", "rollback"]
 
@@ -28,7 +28,6 @@ def describe_versions(settings: Settings, engine: Engine | None) -> list[dict[st
     from sqlalchemy.exc import SQLAlchemyError
     from sqlalchemy.orm import Session
 
-    from ..storage import list_versions
     from ..store.models import IndexVersionRow
 
     rows: dict[str, IndexVersionRow] = {}
@@ -44,8 +43,8 @@ def describe_versions(settings: Settings, engine: Engine | None) -> list[dict[st
             )
     out = []
     for kind in ("faq", "products"):
-        current = current_version(settings.index_dir, kind)
-        for v in reversed(list_versions(settings.index_dir, kind)):
+        current = current_version(settings, kind)
+        for v in reversed(list_versions(settings, kind)):
             row = rows.get(v)
             params = (row.params or {}) if row else {}
             out.append(
@@ -74,7 +73,6 @@ def rollback(
 ) -> str:
     """Make an earlier version current again (after checking it fits the configured encoders)."""
     from ..errors import NotFound
-    from ..storage import list_versions, set_current
 
     kind = (
         "products"
@@ -83,12 +81,10 @@ def rollback(
         if version.startswith("faq-")
         else None
     )
-    if kind is None or version not in list_versions(settings.index_dir, kind):
-        known = list_versions(settings.index_dir, "faq") + list_versions(
-            settings.index_dir, "products"
-        )
+    if kind is None or version not in list_versions(settings, kind):
+        known = list_versions(settings, "faq") + list_versions(settings, "products")
         raise NotFound(
-            f"no index version '{version}' on disk; `retrieval versions` lists them"
+            f"no index version '{version}' published; `retrieval versions` lists them"
             + (f" (e.g. {known[-1]})" if known else "")
         )
     text = text or text_encoder(settings)
@@ -97,11 +93,9 @@ def rollback(
     else:
         image = image or image_encoder(settings)
         expect = product_expectations(text, image, make_fusion(settings, text, image))
-    VectorIndex.load(
-        version_dir(settings.index_dir, kind, version), expect=expect
-    )  # refuses a misfit
+    load_index(settings, kind, version=version, expect=expect)  # refuses a misfit
     with exclusive(settings.index_dir, wait=wait):
-        previous = current_version(settings.index_dir, kind)
-        set_current(settings.index_dir, kind, version)
+        previous = current_version(settings, kind)
+        set_current(settings, kind, version)
     log.info("%s: current version is now %s (was %s)", kind, version, previous)
     return kind

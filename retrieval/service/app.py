@@ -33,7 +33,7 @@ from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..conversation.context import ConversationStore
-from ..errors import RetrievalError
+from ..errors import RetrievalError, VectorStoreDown
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
@@ -55,6 +55,8 @@ from .webhook import executor as action_executor
 from .webhook import router as webhook_router
 
 __all__ = ["create_app"]
+
+VECTOR_STORE_DOWN = "the vector store cannot be reached right now; try again shortly"
 
 log = logging.getLogger(__name__)
 
@@ -186,9 +188,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             set_model_threads(settings.torch_threads or 1)
             engine, qlog = open_store(settings)
             r = build_retriever(settings, qlog, batching=True)
-            r.query(
-                "warm up", k_products=1, k_faq=1
-            )  # load the models now, not on the first shopper
+            # load the models now, not on the first shopper (not a shopper's question: unlogged)
+            r.query("warm up", k_products=1, k_faq=1, log=False)
             r.photo_sure()  # and calibrate the photo sure level (later versions: at the swap)
             qlog.flush(5)
             # The loaded catalog and indexes are millions of long-lived objects; keep them out
@@ -277,6 +278,14 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
         if is_outage(exc):
             return _database_down(request, exc)
+        if isinstance(exc, VectorStoreDown):
+            # the server's address stays in the log; the caller learns only to retry
+            log.warning("%s %s: %s", request.method, request.url.path, exc)
+            return JSONResponse(
+                ErrorOut(error="VectorStoreDown", detail=VECTOR_STORE_DOWN).model_dump(),
+                status_code=503,
+                headers={"Retry-After": str(RETRY_AFTER_S)},
+            )
         headers = {"Retry-After": exc.retry_after_header} if isinstance(exc, Overloaded) else None
         return JSONResponse(
             ErrorOut(error=type(exc).__name__, detail=str(exc)).model_dump(),

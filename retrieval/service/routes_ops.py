@@ -6,16 +6,22 @@ numbers and its last error text (which can name hosts, users and tables) are sho
 a trusted caller: one that sends the ``api_key`` (``Authorization: Bearer <key>``) or
 connects from a loopback address. A stopped log writer makes the service unhealthy (503);
 a database that is down does not (queries are answered and their records spooled), but it
-shows as ``status: degraded``.
+shows as ``status: degraded``. On the pgvector store, ``vector_store`` says whether the
+store answers; one that does not makes the service unhealthy (503: queries fail until it
+is back, and the next query after that reconnects).
 """
 
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 
+from ..errors import RetrievalError
+from ..indexstore import current_version
 from .keys import has_secret
 from .schemas import Health, ReadyOut
 
@@ -38,7 +44,12 @@ def trusted(request: Request) -> bool:
 @router.get(
     "/health",
     response_model=Health,
-    responses={503: {"model": Health, "description": "The query log's writer has stopped."}},
+    responses={
+        503: {
+            "model": Health,
+            "description": "The query log's writer has stopped, or the vector store is lost.",
+        }
+    },
 )
 async def health(request: Request) -> JSONResponse:
     r = request.app.state.retriever
@@ -59,12 +70,24 @@ async def health(request: Request) -> JSONResponse:
             status, code = "failing", 503
         elif not db_ok:
             status = "degraded"
+    settings = request.app.state.settings
+    store: dict[str, Any] = {"backend": settings.vector_store}
+    if settings.vector_store == "pgvector":
+        try:
+            await run_in_threadpool(current_version, settings, "faq")
+            store["reachable"] = True
+        except RetrievalError as exc:
+            store["reachable"] = False
+            if trusted(request):
+                store["error"] = str(exc)
+            status, code = "failing", 503
     body = Health(
         status=status,
         index_versions={"faq": snap.faq_version, "products": snap.product_version},
         counts={"faq_entries": len(snap.faq), "products": len(snap.catalog)},
         encoders={"text": r.text_encoder.id, "image": r.image_encoder.id},
         query_log=log_view,
+        vector_store=store,
     )
     return JSONResponse(body.model_dump(), status_code=code)
 

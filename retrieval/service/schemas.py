@@ -321,6 +321,10 @@ class Health(BaseModel):
     counts: dict[str, int]
     encoders: dict[str, str]
     query_log: dict[str, Any] | None
+    vector_store: dict[str, Any] | None = Field(
+        None,
+        description="backend (hnswlib | pgvector); on pgvector whether the store answers",
+    )
 
 
 class ClickIn(BaseModel):

@@ -33,7 +33,7 @@ def open_store(backend: str, *, index_dir: Path, url: str | None = None) -> Vect
 
         if not url:
             raise ConfigError(
-                "vector_store = pgvector needs vector_store_url (or VECTOR_STORE_URL): "
+                "vector_store = pgvector needs vector_store_url (or RETRIEVAL_VECTOR_STORE_URL): "
                 "a PostgreSQL URL whose database has the pgvector extension"
             )
         from .pgvector import PgvectorStore

@@ -61,6 +61,9 @@ class Record:
     price: float | None = None
     stock: int | None = None
     attributes: frozenset[str] = field(default_factory=frozenset)
+    # the vector's number in the index version it is copied from (hnswlib's label), which
+    # the query path names vectors by; None: the backend numbers it
+    label: int | None = None
 
     def as_product(self) -> Product:
         """The record's filterable fields as a product, for :meth:`ProductFilter.matches`."""
@@ -80,6 +83,7 @@ class StoreHit(NamedTuple):
     item_id: str
     score: float
     variant: str
+    label: int = -1  # the vector's label (-1: the backend has none)
 
 
 def passes(record: Record, where: ProductFilter | None) -> bool:

