@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from .vectorstore.pgvector import PgvectorStore
 
 __all__ = [
+    "close_store",
     "current_meta",
     "current_version",
     "list_versions",
@@ -50,6 +51,14 @@ def pg_store(settings: Settings) -> PgvectorStore:
         if store is None:
             store = _stores[url] = PgvectorStore(url, ef=settings.hnsw_ef_search)
         return store
+
+
+def close_store(url: str) -> None:
+    """Close the process's pool for ``url`` (before its server goes away)."""
+    with _lock:
+        store = _stores.pop(url, None)
+    if store is not None:
+        store.close()
 
 
 def current_version(settings: Settings, kind: str) -> str | None:

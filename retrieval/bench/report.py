@@ -124,6 +124,8 @@ def http_tables(result: dict) -> list[Table]:
         how = "" if batching is None else f", encode_batching {'on' if batching else 'off'}"
         if mode.get("encoder_dtype"):
             how += f", encoder_dtype {mode['encoder_dtype']}"
+        if mode.get("vector_store"):
+            how += f", vector_store {mode['vector_store']}"
         title = (
             f"POST /v1/query through retrieval serve: {h['n_faq_vectors']:,} FAQ vectors, "
             f"{h['n_products']:,} products (fused {h['fused_dim']}-d + text view){how}"

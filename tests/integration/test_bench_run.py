@@ -12,6 +12,7 @@ from helpers import run_cli
 
 @pytest.mark.slow
 @pytest.mark.models
+@pytest.mark.scaleout
 def test_quick_run_measures_the_index_and_a_real_service(tmp_path: Path) -> None:
     """The real command end to end, kept small: the index part and a real served index.
 
@@ -22,6 +23,7 @@ def test_quick_run_measures_the_index_and_a_real_service(tmp_path: Path) -> None
         *["bench", "--quick", "--sizes", "2k", "--json"],
         *["--parts", "index,http", "--queries", "60", "--clients", "1,4", "--requests", "8"],
         *["--service-products", "300", "--service-faq", "20", "--out", str(tmp_path)],
+        *["--vector-store", "hnswlib,pgvector"],  # pgvector: a local server for the run
         "--no-progress",
     )
     assert out.returncode == 0, out.stderr[-2000:]
@@ -41,5 +43,14 @@ def test_quick_run_measures_the_index_and_a_real_service(tmp_path: Path) -> None
     assert [(r["clients"], r["errors"], r["n"]) for r in levels] == [(1, 0, 8), (4, 0, 8)]
     assert all(r["p50_ms"] <= r["p99_ms"] and r["qps"] > 0 for r in levels)
     assert result["http"]["fused_dim"] == 1664
+    # the same synthetic indexes served from each vector store
+    modes = result["http"]["modes"]
+    assert [m["vector_store"] for m in modes] == ["hnswlib", "pgvector"]
+    for mode in modes:
+        assert [(r["clients"], r["errors"], r["n"]) for r in mode["levels"]] == [
+            (1, 0, 8),
+            (4, 0, 8),
+        ]
+    assert "vector_store pgvector" in (tmp_path / "bench.md").read_text()
     assert {p.name for p in tmp_path.iterdir()} == {"bench.json", "bench.md", "recall_vs_qps.png"}
     assert "| 2k x 384 | HNSW >= 0.99 |" in (tmp_path / "bench.md").read_text()

@@ -153,6 +153,7 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_line(capsys: pytest.CaptureF
         (["--dims", "0"], "--dims needs positive whole numbers"),
         (["--encoder-dtype", "int8"], "--encoder-dtype: 'int8'; choose from auto, float32"),
         (["--encoder-dtype", "float32,float32"], "--encoder-dtype: 'float32,float32'"),
+        (["--vector-store", "milvus"], "--vector-store: 'milvus'; choose from hnswlib, pgvector"),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -228,7 +229,12 @@ def test_the_reports_name_each_encoder_number_format() -> None:
     ]
     encoders = {"torch_threads": 1, "text": text[0], "text_by_dtype": text, "image": None}
     modes = [
-        {"batching": True, "encoder_dtype": d, "levels": [level(1, 50.0)]}
+        {
+            "batching": True,
+            "encoder_dtype": d,
+            "vector_store": "pgvector",
+            "levels": [level(1, 50.0)],
+        }
         for d in ("float32", "bfloat16")
     ]
     http = {"n_faq_vectors": 5, "n_products": 3, "fused_dim": 8, "modes": modes}
@@ -239,6 +245,6 @@ def test_the_reports_name_each_encoder_number_format() -> None:
         "text encoder st:m (torch threads: 1, bfloat16)",
     ]
     assert [t.split(", ", 2)[-1] for t in titles if t.startswith("POST")] == [
-        "encode_batching on, encoder_dtype float32",
-        "encode_batching on, encoder_dtype bfloat16",
+        "encode_batching on, encoder_dtype float32, vector_store pgvector",
+        "encode_batching on, encoder_dtype bfloat16, vector_store pgvector",
     ]
