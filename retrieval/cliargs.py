@@ -38,4 +38,5 @@ def settings_from_args(args: argparse.Namespace, *, promoted: bool = True) -> An
         database_url=getattr(args, "database_url", None),
         catalog_path=getattr(args, "catalog", None),
         faq_path=getattr(args, "faq", None),
+        encode_workers=getattr(args, "encode_workers", None),
     )

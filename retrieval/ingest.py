@@ -17,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .build import build_faq_index, build_product_index
 from .catalog import Catalog, load_catalog
-from .encoders import image_encoder, multilingual_encoder, text_encoder
+from .encoders import bulk_text_encoder, image_encoder, multilingual_encoder
 from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
@@ -117,7 +117,7 @@ def ingest(
     catalog = load_catalog(settings.catalog_path) if "products" in kinds else None
     labels = shop_labels(settings, engine, bank.entries, strict=True) if bank is not None else None
 
-    text = text_encoder(settings)
+    text = bulk_text_encoder(settings)  # several processes when encode_workers > 1
     summary = IngestSummary()
     keys = {}
     ml = multilingual_encoder(settings)

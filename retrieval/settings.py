@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         "default: measured here it widened the 32-client latency tail (docs/benchmarks.md).",
     )
     encode_batch_size: int = Field(64, ge=1, le=4096)
+    encode_workers: int = Field(
+        1,
+        ge=1,
+        le=64,
+        description="Processes that encode texts when ingest or re-index encodes many (a full "
+        "rebuild): each holds its own model copy on one core. 1: encode in the calling process.",
+    )
     encode_batching: bool = Field(
         True,
         description="The web service gathers concurrent queries' encodings into one model "

@@ -18,6 +18,7 @@ __all__ = [
     "Encoder",
     "MultilingualEncoder",
     "SentenceTransformerEncoder",
+    "bulk_text_encoder",
     "has_cjk",
     "image_encoder",
     "l2_normalize",
@@ -49,6 +50,25 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
                 dtype=settings.encoder_dtype,
             )
         return _cache[key]  # type: ignore[return-value]
+
+
+def bulk_text_encoder(settings: Settings, text: Encoder | None = None) -> Encoder:
+    """The text encoder for a build that may encode many texts: the settings' own encoder
+    (or ``text``), spread over ``encode_workers`` processes when that is above 1 and the
+    encoder is the settings' sentence-transformers model."""
+    own = text_encoder(settings)
+    if settings.encode_workers < 2 or (text is not None and text is not own):
+        return text or own
+    from .parallel import ProcessPoolTextEncoder
+
+    return ProcessPoolTextEncoder(
+        own,
+        settings.text_model,
+        settings.encode_workers,
+        device="cpu" if settings.device == "auto" else settings.device,
+        batch_size=settings.encode_batch_size,
+        dtype=settings.encoder_dtype,
+    )
 
 
 def image_encoder(settings: Settings) -> CNNImageEncoder:

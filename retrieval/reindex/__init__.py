@@ -32,7 +32,7 @@ import time
 from sqlalchemy import Engine
 
 from ..catalog import load_catalog
-from ..encoders import image_encoder, multilingual_encoder, text_encoder
+from ..encoders import bulk_text_encoder, image_encoder, multilingual_encoder
 from ..encoders.base import Encoder
 from ..settings import Settings
 from ..shop_labels import shop_labels
@@ -78,7 +78,7 @@ def reindex(
                     progress,
                     full,
                     created_by,
-                    text or text_encoder(settings),
+                    bulk_text_encoder(settings, text),
                     multilingual_encoder(settings),
                 )
             )
@@ -91,7 +91,7 @@ def reindex(
                     progress,
                     full,
                     created_by,
-                    text or text_encoder(settings),
+                    bulk_text_encoder(settings, text),
                     image or image_encoder(settings),
                     multilingual_encoder(settings),
                 )

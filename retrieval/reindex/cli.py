@@ -58,6 +58,13 @@ def register(sub: Any, common: Any) -> None:
         "--full", action="store_true", help="rebuild from scratch (re-encode everything)"
     )
     p.add_argument(
+        "--encode-workers",
+        type=int,
+        metavar="N",
+        help="encode in N worker processes (one core and one model copy each) when a build "
+        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
+    )
+    p.add_argument(
         "--wait", action="store_true", help="wait for a running index job instead of refusing"
     )
     p.add_argument(

