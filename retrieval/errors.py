@@ -14,7 +14,8 @@ turn it into one clear line (CLI) or a 4xx JSON body (HTTP) instead of a traceba
     ├── SourceError            a catalog / FAQ file with a problem (names file, line, field)
     ├── IndexError_            an index that is missing, corrupt, or built with other encoders
     │   ├── IndexMismatch      built with another encoder or fusion than configured
-    │   └── VectorStoreDown    the pgvector store cannot be reached or was lost         -> HTTP 503
+    │   └── VectorStoreError   the pgvector store failed a query (details only in logs)  -> HTTP 503
+    │       └── VectorStoreDown  it cannot be reached or was lost: retry shortly
     ├── StoreError             the SQL log cannot be used                               -> HTTP 503
     │   └── LogBehind          the query log's queue is full: the query was not recorded
     ├── Unavailable            a service this one relies on (the Rasa server) is down   -> HTTP 503
@@ -34,6 +35,7 @@ __all__ = [
     "IndexError_",
     "IndexMismatch",
     "VectorStoreDown",
+    "VectorStoreError",
     "InputError",
     "LogBehind",
     "ModelUnavailable",
@@ -110,10 +112,15 @@ class IndexError_(RetrievalError):  # noqa: N801 - avoid shadowing the builtin I
     http_status = 503
 
 
-class VectorStoreDown(IndexError_):
+class VectorStoreError(IndexError_):
+    """The vector store's database failed a query (a version pruned under a reader, a
+    missing extension). The message names the server without its password; HTTP callers get
+    a generic 503 with ``Retry-After``, the details go to the log."""
+
+
+class VectorStoreDown(VectorStoreError):
     """The vector store's database cannot be reached, or was lost mid-query (it may be back
-    for the next one). The message names the server without its password; HTTP callers get
-    a generic 503 with ``Retry-After``."""
+    for the next one)."""
 
 
 class IndexMismatch(IndexError_):

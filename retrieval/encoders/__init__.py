@@ -65,7 +65,7 @@ def bulk_text_encoder(settings: Settings, text: Encoder | None = None) -> Encode
         own,
         settings.text_model,
         settings.encode_workers,
-        device="cpu" if settings.device == "auto" else settings.device,
+        device=settings.device,
         batch_size=settings.encode_batch_size,
         dtype=settings.encoder_dtype,
     )

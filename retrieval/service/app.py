@@ -33,7 +33,7 @@ from ..console import router as console_router
 from ..console.api import BODY_MODELS as CONSOLE_BODY_MODELS
 from ..console.api import SECURITY_SCHEMES as CONSOLE_SECURITY
 from ..conversation.context import ConversationStore
-from ..errors import RetrievalError, VectorStoreDown
+from ..errors import RetrievalError, VectorStoreError
 from ..httplimits import BodyLimit, Limit, NoStore
 from ..retriever import Retriever
 from ..settings import Settings
@@ -278,7 +278,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
 
         if is_outage(exc):
             return _database_down(request, exc)
-        if isinstance(exc, VectorStoreDown):
+        if isinstance(exc, VectorStoreError):
             # the server's address stays in the log; the caller learns only to retry
             log.warning("%s %s: %s", request.method, request.url.path, exc)
             return JSONResponse(

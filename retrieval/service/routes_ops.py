@@ -14,6 +14,7 @@ is back, and the next query after that reconnects).
 from __future__ import annotations
 
 import ipaddress
+import time
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -28,6 +29,8 @@ from .schemas import Health, ReadyOut
 __all__ = ["router", "trusted"]
 
 router = APIRouter(tags=["operations"])
+
+PROBE_TTL_S = 2.0  # how long /health trusts its last look at the vector store
 
 
 def trusted(request: Request) -> bool:
@@ -73,13 +76,11 @@ async def health(request: Request) -> JSONResponse:
     settings = request.app.state.settings
     store: dict[str, Any] = {"backend": settings.vector_store}
     if settings.vector_store == "pgvector":
-        try:
-            await run_in_threadpool(current_version, settings, "faq")
-            store["reachable"] = True
-        except RetrievalError as exc:
-            store["reachable"] = False
+        reachable, error = await _probe_store(request)
+        store["reachable"] = reachable
+        if not reachable:
             if trusted(request):
-                store["error"] = str(exc)
+                store["error"] = error
             status, code = "failing", 503
     body = Health(
         status=status,
@@ -90,6 +91,23 @@ async def health(request: Request) -> JSONResponse:
         vector_store=store,
     )
     return JSONResponse(body.model_dump(), status_code=code)
+
+
+async def _probe_store(request: Request) -> tuple[bool, str]:
+    """Whether the vector store answers (one indexed-row read), remembered for
+    ``PROBE_TTL_S``: anyone may call /health, and each probe takes a pooled connection."""
+    state = request.app.state
+    cached = getattr(state, "store_probe", None)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < PROBE_TTL_S:
+        return cached[1], cached[2]
+    try:
+        await run_in_threadpool(current_version, state.settings, "faq")
+        probe = (now, True, "")
+    except RetrievalError as exc:
+        probe = (now, False, str(exc))
+    state.store_probe = probe
+    return probe[1], probe[2]
 
 
 @router.get(

@@ -24,6 +24,7 @@ docs/scale-out.md.
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -32,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import IndexError_
+from ..errors import IndexError_, IndexMismatch
 from ..filters import StoreFilter
 from ..index import Hit, IndexParams, VectorIndex
 from ..lexical.index import LexicalIndex
@@ -41,7 +42,10 @@ from .pgvector import PgvectorCollection, PgvectorStore, create_table
 
 __all__ = ["PgIndex", "open_index", "publish_index"]
 
+log = logging.getLogger(__name__)
+
 CHUNK = 20_000  # vectors per COPY while a version is copied in
+CONTAINS_CACHE = 50_000  # item ids whose presence a PgIndex remembers
 # VectorIndex.save's own keys; the rest of a version's metadata is the builder's
 _OWN = {"format", "dim", "m", "ef_construction", "ef", "next_label", "free", "keys"}
 _OWN |= {"companions", "arrays", "lexical"}
@@ -186,6 +190,7 @@ class PgIndex:
         self._count = collection.vector_count()
         self._items = collection.item_count()
         self._label_items: tuple[np.ndarray, list[str]] | None = None
+        self._has: dict[str, bool] = {}  # __contains__ answers (bounded: see CONTAINS_CACHE)
 
     @property
     def version(self) -> str:
@@ -205,7 +210,14 @@ class PgIndex:
     def __contains__(self, item_id: object) -> bool:
         if not isinstance(item_id, str):
             return False
-        return bool(self._rows("SELECT 1 FROM {t} WHERE item_id = %s LIMIT 1", (item_id,)))
+        known = self._has.get(item_id)
+        if known is None:
+            rows = self._rows("SELECT 1 FROM {t} WHERE item_id = %s LIMIT 1", (item_id,))
+            known = bool(rows)
+            if len(self._has) >= CONTAINS_CACHE:
+                self._has.clear()  # a published version never changes: only memory is at stake
+            self._has[item_id] = known
+        return known
 
     def search(self, query: np.ndarray, k: int, *, allowed: Any = None) -> list[Hit]:
         """Nearest vectors (not grouped by item), best first."""
@@ -328,9 +340,19 @@ def _extras(
         if data is None:
             raise IndexError_(f"{kind} version {version} lost its lexical index")
         with tempfile.TemporaryDirectory(prefix="retrieval-lexical-") as tmp:
-            with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
+            with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
                 tar.extractall(tmp, filter="data")  # refuses links and paths out of tmp
-            lexical = LexicalIndex.load(Path(tmp) / "lexical")
+            try:
+                lexical = LexicalIndex.load(Path(tmp) / "lexical")
+            except IndexMismatch as exc:
+                # built by another tokeniser: the version answers by its vectors alone until
+                # a re-index rebuilds it (as VectorIndex.load does with a folder)
+                log.warning(
+                    "%s version %s: its lexical index does not fit (%s); searching without it",
+                    kind,
+                    version,
+                    str(exc).split(":")[-1].strip(),
+                )
     return arrays, lexical
 
 

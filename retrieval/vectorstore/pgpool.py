@@ -5,7 +5,7 @@ created under an advisory lock when the database lacks it) and handed out with t
 search breadth its caller asks for, never while another thread uses it. A connection found
 broken drops every idle one too (a lost server broke them all), so the next query
 reconnects; one left mid-transaction is never handed out again. Failures become
-:class:`~retrieval.errors.IndexError_` (HTTP 503) naming the server without its password.
+:class:`~retrieval.errors.VectorStoreDown` (HTTP 503) naming the server without its password.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import IndexError_, VectorStoreDown
+from ..errors import VectorStoreDown, VectorStoreError
 
 __all__ = ["ConnectionPool", "safe_url"]
 
@@ -45,9 +45,9 @@ class ConnectionPool:
         self._all: list[Any] = []
         self._ef: dict[int, int] = {}  # id(connection) -> the ef_search it has
 
-    def _failed(self, what: str, exc: BaseException, down: bool = True) -> IndexError_:
+    def _failed(self, what: str, exc: BaseException, down: bool = True) -> VectorStoreError:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        kind = VectorStoreDown if down else IndexError_
+        kind = VectorStoreDown if down else VectorStoreError
         return kind(f"the vector store at {safe_url(self.url)} {what}: {first}")
 
     def _connect(self) -> Any:
@@ -68,7 +68,7 @@ class ConnectionPool:
             conn.execute("SET hnsw.iterative_scan = relaxed_order")
         except psycopg.Error as exc:
             conn.close()
-            raise IndexError_(
+            raise VectorStoreError(
                 f"the database at {safe_url(self.url)} cannot use pgvector (it needs the "
                 f"'vector' extension, version 0.8 or later): {str(exc).strip().splitlines()[0]}"
             ) from None

@@ -230,12 +230,14 @@ def test_pgvector_needs_its_url() -> None:
 
 
 def test_the_store_lost_mid_traffic_is_a_503_and_health_says_so_then_recovers(
-    both: tuple, pgvector_server
+    both: tuple, pgvector_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:  # noqa: ANN001
     from fastapi.testclient import TestClient
 
-    from retrieval.service import create_app
+    from retrieval.reloader import SnapshotReloader
+    from retrieval.service import create_app, routes_ops
 
+    monkeypatch.setattr(routes_ops, "PROBE_TTL_S", 0.0)  # every /health looks again
     _, pg = both
     with TestClient(create_app(pg, build_retriever(pg))) as client:
         ok = client.get("/health")
@@ -247,11 +249,20 @@ def test_the_store_lost_mid_traffic_is_a_503_and_health_says_so_then_recovers(
             lost = client.post("/v1/query", json={"text": "kiwi"})
             assert lost.status_code == 503, lost.text
             assert lost.json()["error"] == "VectorStoreDown" and "Retry-After" in lost.headers
-            assert "retrieval-pg" not in lost.text  # the server's address stays in the log
+            # the server's address stays in the log
+            where = (str(pgvector_server.root), str(pgvector_server.port), "postgres@")
+            assert not any(w in lost.text for w in where), lost.text
             health = client.get("/health")
             assert health.status_code == 503
             assert health.json()["vector_store"]["reachable"] is False
             assert health.json()["status"] == "failing"
+            assert not any(w in health.text for w in where)  # an untrusted caller
+            # the reloader keeps serving and tries the same versions again once it is back
+            retriever = client.app.state.retriever
+            reloader = SnapshotReloader(
+                pg, retriever, lambda: build_retriever(pg).snapshot, interval_s=0
+            )
+            assert reloader.check_once() is False and reloader._failed is None
         finally:
             pgvector_server.start()
         back = client.post("/v1/query", json={"text": "kiwi"})
@@ -284,3 +295,22 @@ def test_the_demo_launcher_starts_a_local_pgvector_store_once() -> None:
         assert not again.running()
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_the_bench_never_publishes_into_the_configured_store(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`retrieval bench --vector-store pgvector` publishes synthetic versions: always into a
+    private server of its own, whatever RETRIEVAL_VECTOR_STORE_URL names."""
+    from rich.console import Console
+
+    from retrieval.bench.cli import _vector_store
+
+    shop = "postgresql://shop:pw@db.example:5432/shop"
+    monkeypatch.setenv("RETRIEVAL_VECTOR_STORE_URL", shop)
+    with _vector_store("pgvector", Console(stderr=True, quiet=True)) as env:
+        assert env["RETRIEVAL_VECTOR_STORE"] == "pgvector"
+        assert env["RETRIEVAL_VECTOR_STORE_URL"] != shop
+        assert "host=/tmp/" in env["RETRIEVAL_VECTOR_STORE_URL"]  # a local socket
+    with _vector_store("hnswlib", Console(stderr=True, quiet=True)) as env:
+        assert env == {"RETRIEVAL_VECTOR_STORE": "hnswlib"}

@@ -95,13 +95,23 @@ def test_two_replicas_share_one_store_and_one_log(
             )
             new = new_version_id("products")
             # published by another writer while both replicas answer: no query may fail
-            publishing = threading.Thread(
-                target=publish_index, args=(store, "products", new, index)
-            )
+            failed: list[BaseException] = []
+
+            def publish() -> None:
+                try:
+                    publish_index(store, "products", new, index)
+                except BaseException as exc:  # noqa: BLE001 - re-raised by the test below
+                    failed.append(exc)
+
+            publishing = threading.Thread(target=publish)
             publishing.start()
             deadline = time.monotonic() + 120
             seen_new = set()
-            while (publishing.is_alive() or seen_new != {0, 1}) and time.monotonic() < deadline:
+            while (
+                (publishing.is_alive() or seen_new != {0, 1})
+                and not failed
+                and time.monotonic() < deadline
+            ):
                 for i, base in enumerate(urls):
                     r = client.post(f"{base}/v1/query", json={"text": "kiwi"})
                     sent += 1
@@ -109,7 +119,8 @@ def test_two_replicas_share_one_store_and_one_log(
                     if r.json()["index_versions"]["products"] == new:
                         seen_new.add(i)
                 time.sleep(0.1)
-            publishing.join()
+            publishing.join(120)
+            assert not failed, failed
             assert seen_new == {0, 1} and new != old
     finally:
         for proc, _, _ in replicas:
