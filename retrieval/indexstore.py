@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
 from . import storage
@@ -25,6 +27,7 @@ __all__ = [
     "close_store",
     "current_meta",
     "current_version",
+    "exclusive",
     "list_versions",
     "load_built",
     "load_index",
@@ -64,6 +67,18 @@ def close_store(url: str) -> None:
         store = _stores.pop(url, None)
     if store is not None:
         store.close()
+
+
+@contextmanager
+def exclusive(settings: Settings, *, wait: bool = False) -> Iterator[None]:
+    """Hold the index writer lock: the index folder's file lock (one job per machine) and,
+    on pgvector, the store's advisory lock (one job per store, from any machine)."""
+    with storage.exclusive(settings.index_dir, wait=wait):
+        if _pg(settings):
+            with pg_store(settings).writer_lock(wait=wait):
+                yield
+        else:
+            yield
 
 
 def current_version(settings: Settings, kind: str) -> str | None:
@@ -143,7 +158,7 @@ def _writable(stored: Any) -> VectorIndex:
 def publish_version(settings: Settings, kind: str, version: str, index: VectorIndex) -> list[str]:
     """Publish ``index`` as ``version`` of ``kind`` (readers switch atomically) and prune
     versions beyond ``keep_versions``; returns the versions pruned. The caller holds
-    :func:`storage.exclusive`."""
+    :func:`exclusive`."""
     if _pg(settings):
         from .vectorstore.pgindex import publish_index
 

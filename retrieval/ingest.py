@@ -23,11 +23,11 @@ from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
 from .index import IndexParams, VectorIndex
 from .indexformat import PRODUCT_LAYOUT
-from .indexstore import current_meta, publish_version
+from .indexstore import current_meta, exclusive, publish_version
 from .runtime import make_fusion
 from .settings import Settings
 from .shop_labels import ShopLabels, shop_labels
-from .storage import exclusive, new_version_id
+from .storage import new_version_id
 from .store.models import IndexVersionRow
 
 __all__ = [
@@ -218,7 +218,7 @@ def build_product_version(
 def publish_built(settings: Settings, kind: str, index: VectorIndex) -> str:
     """Publish a built version atomically under the writer lock, prune old ones; its id."""
     version = new_version_id(kind)
-    with exclusive(settings.index_dir):
+    with exclusive(settings):
         publish_version(settings, kind, version, index)
     return version
 

@@ -34,9 +34,9 @@ from sqlalchemy import Engine
 from ..catalog import load_catalog
 from ..encoders import bulk_text_encoder, image_encoder, multilingual_encoder
 from ..encoders.base import Encoder
+from ..indexstore import exclusive
 from ..settings import Settings
 from ..shop_labels import shop_labels
-from ..storage import exclusive
 from .changes import ReindexSummary
 from .faq import load_bank, reindex_faq
 from .products import reindex_products
@@ -67,7 +67,7 @@ def reindex(
     # written is dropped from its question (re-index keeps going)
     labels = shop_labels(settings, engine, bank.entries) if bank is not None else None
     summary = ReindexSummary()
-    with exclusive(settings.index_dir, wait=wait):
+    with exclusive(settings, wait=wait):
         if bank is not None:
             summary.reports.append(
                 reindex_faq(

@@ -12,10 +12,9 @@ from sqlalchemy import Engine
 from ..encoders import image_encoder, text_encoder
 from ..encoders.base import Encoder
 from ..indexformat import faq_expectations, product_expectations
-from ..indexstore import current_version, list_versions, load_index, set_current
+from ..indexstore import current_version, exclusive, list_versions, load_index, set_current
 from ..runtime import make_fusion
 from ..settings import Settings
-from ..storage import exclusive
 
 __all__ = ["describe_versions", "rollback"]
 
@@ -94,7 +93,7 @@ def rollback(
         image = image or image_encoder(settings)
         expect = product_expectations(text, image, make_fusion(settings, text, image))
     load_index(settings, kind, version=version, expect=expect)  # refuses a misfit
-    with exclusive(settings.index_dir, wait=wait):
+    with exclusive(settings, wait=wait):
         previous = current_version(settings, kind)
         set_current(settings, kind, version)
     log.info("%s: current version is now %s (was %s)", kind, version, previous)

@@ -13,13 +13,17 @@ from __future__ import annotations
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import VectorStoreDown, VectorStoreError
+from ..errors import Busy, VectorStoreDown, VectorStoreError
 
-__all__ = ["ConnectionPool", "safe_url"]
+__all__ = ["ConnectionPool", "safe_url", "writer_lock"]
+
+WRITER_LOCK = 7240334  # the advisory lock key of index jobs
+PING_AFTER_S = 10.0  # an idle connection older than this is checked before it is handed out
 
 
 def safe_url(url: str) -> str:
@@ -39,7 +43,7 @@ class ConnectionPool:
 
     def __init__(self, url: str, size: int) -> None:
         self.url = url
-        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._idle: queue.LifoQueue[tuple[Any, float]] = queue.LifoQueue()  # (conn, idle since)
         self._slots = threading.BoundedSemaphore(size)
         self._lock = threading.Lock()
         self._all: list[Any] = []
@@ -82,12 +86,7 @@ class ConnectionPool:
             raise VectorStoreDown("the vector store's connections are all busy")
         conn = None
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = self._connect()
-                with self._lock:
-                    self._all.append(conn)
+            conn = self._checkout()
             try:
                 if ef is not None and self._ef.get(id(conn)) != ef:
                     conn.execute(f"SET hnsw.ef_search = {int(ef)}")
@@ -109,8 +108,30 @@ class ConnectionPool:
                 if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._drop(conn)  # interrupted mid-query: never hand it out again
                 else:
-                    self._idle.put(conn)
+                    self._idle.put((conn, time.monotonic()))
             self._slots.release()
+
+    def _checkout(self) -> Any:
+        """An idle connection, checked with one round trip when it has been idle longer than
+        ``PING_AFTER_S`` (a database restarted or failed over since, or a proxy that drops
+        idle connections, would otherwise fail the next query), else a new one."""
+        import psycopg
+
+        while True:
+            try:
+                conn, since = self._idle.get_nowait()
+            except queue.Empty:
+                conn = self._connect()
+                with self._lock:
+                    self._all.append(conn)
+                return conn
+            if time.monotonic() - since < PING_AFTER_S:
+                return conn
+            try:
+                conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                self._drop(conn)  # gone: try the next idle one, or connect anew
 
     def _drop(self, conn: Any) -> None:
         with self._lock:
@@ -125,7 +146,7 @@ class ConnectionPool:
     def _drop_idle(self) -> None:
         while True:
             try:
-                self._drop(self._idle.get_nowait())
+                self._drop(self._idle.get_nowait()[0])
             except queue.Empty:
                 return
 
@@ -139,3 +160,32 @@ class ConnectionPool:
                 conn.close()
             except Exception:  # noqa: BLE001
                 pass
+
+
+@contextmanager
+def writer_lock(url: str, *, wait: bool = False) -> Iterator[None]:
+    """One index job (ingest, re-index, rollback) at a time on the database at ``url``, from
+    any machine: a session-level advisory lock on a connection of its own, released when the
+    job ends or its process dies. Without ``wait`` a second job fails at once (Busy)."""
+    import psycopg
+
+    try:
+        conn = psycopg.connect(_conninfo(url), autocommit=True, connect_timeout=5)
+    except psycopg.Error as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VectorStoreDown(
+            f"the vector store at {safe_url(url)} cannot be reached: {first}"
+        ) from None
+    try:
+        if wait:
+            conn.execute("SELECT pg_advisory_lock(%s)", (WRITER_LOCK,))
+        else:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (WRITER_LOCK,)).fetchone()
+            if row is None or not row[0]:
+                raise Busy(
+                    f"another index job is writing to the vector store at {safe_url(url)}; "
+                    "wait for it to finish or use --wait"
+                )
+        yield
+    finally:
+        conn.close()  # ends the session, and with it the lock

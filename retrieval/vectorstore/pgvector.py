@@ -28,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import numpy as np
@@ -35,7 +36,7 @@ import numpy as np
 from ..errors import IndexError_, IndexMismatch
 from ..filters import ProductFilter, normalise_category
 from .base import Collection, Record, StoreHit, check_kind, check_version, validate
-from .pgpool import ConnectionPool, safe_url
+from .pgpool import ConnectionPool, safe_url, writer_lock
 
 __all__ = ["PgvectorCollection", "PgvectorStore"]
 
@@ -459,6 +460,10 @@ class PgvectorStore:
                         conn.execute(f"DROP TABLE IF EXISTS {table}")
                     conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
         return doomed
+
+    def writer_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
+        """One index job at a time on this store, from any machine (:func:`.pgpool.writer_lock`)."""
+        return writer_lock(self.url, wait=wait)
 
     def close(self) -> None:
         self._pool.close()

@@ -9,6 +9,7 @@ two builds may differ at a near-tie), through the same ``Retriever`` the service
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from pathlib import Path
 
@@ -314,3 +315,61 @@ def test_the_bench_never_publishes_into_the_configured_store(
         assert "host=/tmp/" in env["RETRIEVAL_VECTOR_STORE_URL"]  # a local socket
     with _vector_store("hnswlib", Console(stderr=True, quiet=True)) as env:
         assert env == {"RETRIEVAL_VECTOR_STORE": "hnswlib"}
+
+
+def test_a_connection_dropped_while_idle_is_replaced_not_failed(
+    pgvector_server, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """A database restarted or failed over, or a proxy closing idle connections: the pool
+    checks a long-idle connection before handing it out, so no query fails for it."""
+    from retrieval.errors import VectorStoreDown
+    from retrieval.vectorstore import pgpool
+    from retrieval.vectorstore.pgvector import PgvectorStore
+
+    url = _database(pgvector_server)
+    name = url.split("?")[0].rsplit("/", 1)[-1]  # postgresql://user@/NAME?host=...
+    kill = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+    )
+    alive = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{name}'"
+
+    def drop_connections() -> None:
+        pgvector_server.query(kill)
+        for _ in range(100):  # the backends exit shortly after the signal
+            if pgvector_server.query(alive) == [(0,)]:
+                return
+            time.sleep(0.05)
+        raise AssertionError("the server kept the connections")
+
+    store = PgvectorStore(url, pool_size=1)
+    try:
+        assert store.current("faq") is None  # one pooled connection, now idle
+        drop_connections()
+        with pytest.raises(VectorStoreDown):  # idle only briefly: handed out unchecked
+            store.current("faq")
+        assert store.current("faq") is None  # and replaced by the next query
+        monkeypatch.setattr(pgpool, "PING_AFTER_S", 0.0)  # now every idle one is checked
+        drop_connections()
+        assert store.current("faq") is None  # no error
+    finally:
+        store.close()
+
+
+def test_one_index_job_at_a_time_per_store_from_any_machine(
+    pgvector_server, tmp_path: Path
+) -> None:  # noqa: ANN001
+    """The index folder's file lock is per machine; on pgvector an advisory lock in the
+    database keeps a second machine's job out too (here: another data folder)."""
+    from retrieval.errors import Busy
+    from retrieval.indexstore import exclusive
+
+    url = _database(pgvector_server)
+    one = demo_settings(tmp_path / "a", vector_store="pgvector", vector_store_url=url)
+    other = demo_settings(tmp_path / "b", vector_store="pgvector", vector_store_url=url)
+    with exclusive(one):
+        with pytest.raises(Busy, match="another index job is writing to the vector store"):
+            with exclusive(other):
+                pass
+    with exclusive(other):  # released when the first job ended
+        pass
