@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .cliargs import add_common_options, settings_from_args
+from .cliargs import add_common_options, add_encode_workers, settings_from_args
 from .errors import RetrievalError
 
 __all__ = ["main"]
@@ -54,13 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="skip an index whose sources, encoders and parameters are unchanged since the current version",
     )
-    p.add_argument(
-        "--encode-workers",
-        type=int,
-        metavar="N",
-        help="encode in N worker processes (one core and one model copy each) when a build "
-        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
-    )
+    add_encode_workers(p)
 
     p = sub.add_parser(
         "query",

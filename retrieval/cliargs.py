@@ -27,6 +27,17 @@ def add_common_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-v", "--verbose", action="store_true", help="log more detail")
 
 
+def add_encode_workers(p: argparse.ArgumentParser) -> None:
+    """``--encode-workers N`` of the commands that build indexes (ingest, reindex)."""
+    p.add_argument(
+        "--encode-workers",
+        type=int,
+        metavar="N",
+        help="encode in N worker processes (one core and one model copy each) when a build "
+        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
+    )
+
+
 def settings_from_args(args: argparse.Namespace, *, promoted: bool = True) -> Any:
     """Settings from the shared options (``promoted``: apply a promoted model version)."""
     from .settings import load_settings

@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
@@ -309,110 +306,6 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
     }
 
 
-def _run_http(opts: dict, config: Path | None, progress: Any, err: Any) -> dict:
-    from .http import make_service_data
-
-    env = {} if config is None else {"RETRIEVAL_CONFIG": str(config)}
-    modes = []
-    prepare: dict[str, float] = {}
-    with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as tmp:
-        for store in opts["vector_stores"]:
-            data_dir = Path(tmp) / store
-            data_dir.mkdir()
-            with _vector_store(store, err) as store_env:
-                t0 = time.perf_counter()
-                make_service_data(
-                    data_dir,
-                    opts["service_faq"],
-                    5,
-                    opts["service_products"],
-                    progress,
-                    config=config,
-                    store={k.removeprefix("RETRIEVAL_").lower(): v for k, v in store_env.items()},
-                )
-                prepare[store] = time.perf_counter() - t0
-                modes += _serve_modes(opts, data_dir, {**env, **store_env}, store, err)
-    from ..encoders import image_encoder, text_encoder
-    from ..settings import load_settings
-
-    s = load_settings(config)
-    first = modes[0]
-    return {
-        "n_faq_vectors": opts["service_faq"] * 5,
-        "n_products": opts["service_products"],
-        "fused_dim": image_encoder(s).dim + text_encoder(s).dim,
-        "prepare_s": prepare[opts["vector_stores"][0]],
-        "prepare_s_by_store": prepare,
-        "startup_s": first["startup_s"],
-        "levels": first["levels"],  # the first setting's (the shipped one by default)
-        "modes": modes,
-    }
-
-
-@contextlib.contextmanager
-def _vector_store(store: str, err: Any) -> Iterator[dict[str, str]]:
-    """The service's settings for ``store`` (environment form). pgvector: always a private
-    local server for the run, never the configured store: the bench publishes synthetic
-    versions and would make them current for every replica of a real shop."""
-    if store == "hnswlib":
-        yield {"RETRIEVAL_VECTOR_STORE": "hnswlib"}
-        return
-    from ..localpg import LocalPostgres, embedded_bin_dir
-
-    err.print("http: starting a local PostgreSQL + pgvector for the run ...")
-    server = LocalPostgres(bin_dir=embedded_bin_dir(), settings={"fsync": "off"}).start()
-    url = server.conninfo("bench")
-    try:
-        server.create_database("bench")
-        yield {"RETRIEVAL_VECTOR_STORE": "pgvector", "RETRIEVAL_VECTOR_STORE_URL": url}
-    finally:
-        from ..indexstore import close_store
-
-        close_store(url)  # the pool this process filled the store with
-        server.destroy()
-
-
-def _serve_modes(
-    opts: dict, data_dir: Path, env: dict[str, str], store: str, err: Any
-) -> list[dict]:
-    """Start the service over ``data_dir`` once per encoder format and batching setting and
-    measure every client count."""
-    from .http import load_levels, start_service
-
-    modes = []
-    for dtype in opts["encoder_dtypes"]:
-        for batching in opts["batching"]:
-            err.print(
-                f"http: starting retrieval serve (vector_store {store}, encode_batching "
-                f"{batching}, encoder_dtype {dtype}) ..."
-            )
-            on = "on" if batching else "off"
-            proc, url, startup_s = start_service(
-                data_dir,
-                data_dir / f"serve-{store}-batching-{on}-{dtype}.log",
-                env={
-                    **env,
-                    "RETRIEVAL_ENCODE_BATCHING": str(batching).lower(),
-                    "RETRIEVAL_ENCODER_DTYPE": dtype,
-                },
-            )
-            try:
-                levels = load_levels(url, opts["clients"], opts["requests"])
-            finally:
-                proc.terminate()
-                proc.wait(30)
-            modes.append(
-                {
-                    "vector_store": store,
-                    "batching": batching,
-                    "encoder_dtype": dtype,
-                    "startup_s": startup_s,
-                    "levels": levels,
-                }
-            )
-    return modes
-
-
 def run_bench(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -466,7 +359,9 @@ def run_bench(args: argparse.Namespace) -> int:
         result["encoders"] = _run_encoders(opts, settings, err)
     if "http" in opts["parts"]:
         try:
-            result["http"] = _run_http(opts, args.config, progress, err)
+            from .http import run_http
+
+            result["http"] = run_http(opts, args.config, progress, err)
         except RetrievalError as exc:
             failed = True
             result["skipped"].append(f"http part failed: {exc}")

@@ -10,6 +10,7 @@ import sys
 import time
 from typing import Any
 
+from ..cliargs import add_encode_workers
 from . import reindex
 from .versions import describe_versions, rollback
 
@@ -57,13 +58,7 @@ def register(sub: Any, common: Any) -> None:
     p.add_argument(
         "--full", action="store_true", help="rebuild from scratch (re-encode everything)"
     )
-    p.add_argument(
-        "--encode-workers",
-        type=int,
-        metavar="N",
-        help="encode in N worker processes (one core and one model copy each) when a build "
-        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
-    )
+    add_encode_workers(p)
     p.add_argument(
         "--wait", action="store_true", help="wait for a running index job instead of refusing"
     )

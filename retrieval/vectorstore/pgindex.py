@@ -366,7 +366,8 @@ def open_index(
 ) -> PgIndex:
     """A published version (default: the current one) with its views, checked against
     ``expect`` (the encoders) as :meth:`VectorIndex.load` checks a folder."""
-    _prepare(store)
+    # no DDL here (read-only roles may load versions): a version published by
+    # publish_index comes with vs_views and vs_blobs
     main = store.open(kind, version, expect=expect)
     meta = dict(main.meta)
     params = IndexParams(meta["m"], meta["ef_construction"], ef or meta["ef"])

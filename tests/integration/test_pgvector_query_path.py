@@ -305,7 +305,7 @@ def test_the_bench_never_publishes_into_the_configured_store(
     private server of its own, whatever RETRIEVAL_VECTOR_STORE_URL names."""
     from rich.console import Console
 
-    from retrieval.bench.cli import _vector_store
+    from retrieval.bench.http import _vector_store
 
     shop = "postgresql://shop:pw@db.example:5432/shop"
     monkeypatch.setenv("RETRIEVAL_VECTOR_STORE_URL", shop)
