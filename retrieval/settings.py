@@ -51,6 +51,7 @@ PROMOTED_KEYS = frozenset(
         "answer_threshold",
         "suggest_threshold",
         "answer_margin",
+        "lexical_weight",
     }
 )
 

