@@ -20,10 +20,8 @@ nearer than real ones, and placing the threshold on them handed off 6-13 % of ri
 ranked in-scope questions (6 % on Bitext). They still drive the choice of signal and are reported
 in the cross-validation figures (:attr:`OutOfScopeModel.meta`).
 
-Pure numpy and scikit-learn; no I/O: vectors in, a frozen model out, arrays and a
-JSON-able dict for storage in an index version.
-
-Pure numpy and scikit-learn; no I/O besides reading the built-in off-topic file.
+Pure numpy and scikit-learn; no I/O besides reading the built-in off-topic file: vectors
+in, a frozen model out, arrays and a JSON-able dict for storage in an index version.
 """
 
 from __future__ import annotations

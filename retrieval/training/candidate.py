@@ -183,8 +183,8 @@ def build_version(
         "base_model": settings.text_model,
         "base_encoder": base_id,
         "data_hash": _data_hash(
-            data.bank,
-            anchors + (products.refit_anchors if products else []),
+            with_products(data.bank, products),
+            anchors + (products.anchors if products else []),
             [*heldout, *(products.heldout if products else [])],
             out_of_scope,
         ),

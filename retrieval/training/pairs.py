@@ -9,7 +9,7 @@ entries that the current encoder ranks close (near misses) or that agents reject
 from __future__ import annotations
 
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,16 +18,21 @@ from ..faq import FAQBank
 
 __all__ = [
     "OUT_OF_SCOPE",
+    "PRODUCT_ENTRY",
     "Anchor",
     "Batch",
     "anchors_from_bank",
     "batches",
     "mine_near_misses",
+    "pool_of",
 ]
 
 # the answer group of an out-of-scope question used as a negative: no anchor belongs to it,
 # so it is never masked out of an anchor's candidates
 OUT_OF_SCOPE = "\x00out-of-scope"
+# the id prefix of a product's training pseudo-entry (retrieval train --product-queries): no
+# FAQ id starts with a control character, so a product never shares a group with an entry
+PRODUCT_ENTRY = "\x00product:"
 MINE_BLOCK = 512  # anchors scored against every document at once
 
 
@@ -35,8 +40,18 @@ MINE_BLOCK = 512  # anchors scored against every document at once
 class Anchor:
     text: str
     entry_id: str
-    source: str  # "bank", "train" or "feedback"
+    source: str  # "bank", "train", "feedback" or "products"
     negatives: tuple[str, ...] = field(default=())  # entry ids known to be wrong for it
+    # other entries that also answer it (a product question with several right products):
+    # never mined as its near misses
+    related: tuple[str, ...] = field(default=())
+
+
+def pool_of(entry_id: str) -> str:
+    """Which texts an anchor's near misses are mined among: products among products, FAQ
+    phrasings among FAQ phrasings (thousands of product texts would otherwise crowd out
+    the entries an FAQ question is really confused with)."""
+    return "products" if entry_id.startswith(PRODUCT_ENTRY) else "faq"
 
 
 @dataclass(frozen=True)
@@ -64,20 +79,43 @@ def mine_near_misses(
     doc_vecs: np.ndarray,
     doc_groups: Sequence[str],
     k: int = 3,
+    *,
+    anchor_pools: Sequence[str] | None = None,
+    doc_pools: Sequence[str] | None = None,
+    related: Sequence[Collection[str]] | None = None,
 ) -> list[list[int]]:
-    """For each anchor, the ``k`` best-scoring documents of another answer group.
+    """For each anchor, the ``k`` best-scoring documents of another answer group; with
+    pools, only documents of the anchor's own pool; ``related[i]``: more groups that are
+    right for anchor i, never its near misses.
 
     Vectors are L2-normalised, so the dot product is the cosine the index ranks by.
     """
-    groups = np.asarray(doc_groups, dtype=object)
+    # integer codes: comparing thousands of group names per anchor as objects is slow
+    code = {g: i for i, g in enumerate(dict.fromkeys(doc_groups))}
+    groups = np.fromiter((code[g] for g in doc_groups), np.int64, len(doc_groups))
+    pool_code = {
+        p: i for i, p in enumerate(dict.fromkeys([*(doc_pools or ()), *(anchor_pools or ())]))
+    }
+    pools = (
+        None
+        if doc_pools is None or anchor_pools is None
+        else np.fromiter((pool_code[p] for p in doc_pools), np.int64, len(doc_pools))
+    )
     out = []
     # a block of anchors at a time: a catalog's products as documents times thousands of
     # product questions would otherwise be one matrix of gigabytes
     for start in range(0, len(anchor_groups), MINE_BLOCK):
         scores = anchor_vecs[start : start + MINE_BLOCK] @ doc_vecs.T
         for row, g in enumerate(anchor_groups[start : start + MINE_BLOCK]):
-            s = np.where(groups == g, -np.inf, scores[row])
-            top = np.argsort(-s, kind="stable")[:k]
+            i = start + row
+            wrong = groups == code.get(g, -1)
+            if pools is not None and anchor_pools is not None:
+                wrong |= pools != pool_code[anchor_pools[i]]
+            for other in related[i] if related is not None else ():
+                wrong |= groups == code.get(other, -1)
+            s = np.where(wrong, -np.inf, scores[row])
+            top = np.argpartition(-s, k - 1)[:k] if 0 < k < len(s) else np.arange(len(s))
+            top = top[np.lexsort((top, -s[top]))][:k]  # best first, ties: the earlier document
             out.append([int(d) for d in top if np.isfinite(s[d])])
     return out
 

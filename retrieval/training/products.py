@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,12 @@ import numpy as np
 from ..catalog import Product, load_catalog
 from ..encoders.base import Encoder
 from ..errors import InputError
+from ..evaluation.baselines import normalize_text
 from ..faq import FAQBank, FAQEntry
 from ..labelled import LabelledQuery, read_labelled
 from ..lexical.hybrid import choose_weight, weighted
 from .data import MIN_HELDOUT
-from .pairs import Anchor
+from .pairs import PRODUCT_ENTRY, Anchor
 
 __all__ = [
     "DEPTH",
@@ -57,9 +58,6 @@ __all__ = [
     "with_products",
 ]
 
-# the id prefix of a product's training pseudo-entry: no FAQ id starts with a control
-# character, so a product never shares an answer group with an FAQ entry
-PRODUCT_ENTRY = "\x00product:"
 # candidates from each side per question, as the service's hybrid ranking fetches for the
 # answers it returns (max(4k, 50), k <= 12: product_search._hybrid_matches)
 DEPTH = 50
@@ -81,23 +79,41 @@ class ProductData:
 
 
 def _anchors(queries: Sequence[LabelledQuery]) -> list[Anchor]:
-    seen: set[tuple[str, str]] = set()
+    """One anchor per question, of its first product; the other right products are its
+    ``related`` entries (never mined as its near misses)."""
     out = []
     for q in queries:
-        for pid in sorted(q.relevant):
-            key = (q.text or "", pid)
-            if q.text and key not in seen:
-                seen.add(key)
-                out.append(Anchor(q.text, PRODUCT_ENTRY + pid, "products"))
+        first, *others = sorted(q.relevant)
+        out.append(
+            Anchor(
+                q.text or "",
+                PRODUCT_ENTRY + first,
+                "products",
+                related=tuple(PRODUCT_ENTRY + pid for pid in others),
+            )
+        )
     return out
+
+
+def _merged(queries: Sequence[LabelledQuery]) -> list[LabelledQuery]:
+    """One question per normalised text (the first wording kept), the products of its
+    repeats merged: a question repeated in the file must not be both trained on and held
+    out."""
+    by_text: dict[str, LabelledQuery] = {}
+    for q in queries:
+        key = normalize_text(q.text or "")
+        seen = by_text.get(key)
+        by_text[key] = q if seen is None else replace(seen, relevant=seen.relevant | q.relevant)
+    return list(by_text.values())
 
 
 def gather_products(
     catalog_path: Path, queries_path: Path, heldout_share: float, seed: int
 ) -> ProductData:
     """The catalog and its labelled product questions, a seeded ``heldout_share`` of them
-    held out, or a one-line refusal naming what is missing. Lines without text (photos:
-    ``--photos``) and out-of-scope lines are left out."""
+    held out, or a one-line refusal naming what is missing. Lines with a photo (the service
+    ranks those through the fused index: ``--photos``), without text, or out of scope are
+    left out; repeated questions count once (:func:`_merged`)."""
     catalog = load_catalog(catalog_path)
     products = list(catalog)
     if not products:
@@ -105,7 +121,8 @@ def gather_products(
     labelled = read_labelled(
         queries_path, known_ids=list(catalog.products), images=True, what="catalog"
     )
-    questions = [q for q in labelled if q.text and q.relevant]
+    usable = [q for q in labelled if q.text and q.relevant and q.image is None]
+    questions = _merged(usable)
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
     n = round(len(questions) * heldout_share)
@@ -135,7 +152,8 @@ def gather_products(
             "products": len(products),
             "anchors": len(anchors),
             "heldout": len(heldout),
-            "left_out": len(labelled) - len(questions),
+            "left_out": len(labelled) - len(usable),
+            "repeats": len(usable) - len(questions),
         },
     )
 

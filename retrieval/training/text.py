@@ -24,7 +24,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from ..faq import FAQBank
-from .pairs import Anchor, batches, mine_near_misses
+from .pairs import Anchor, batches, mine_near_misses, pool_of
 
 __all__ = ["TextTrainingConfig", "TextTrainingResult", "contrastive_loss", "fine_tune_text"]
 
@@ -150,7 +150,23 @@ def fine_tune_text(
         anchor_vecs = model.encode(
             [a.text for a in anchors], normalize_embeddings=True, batch_size=64
         )
-    near = mine_near_misses(anchor_vecs, anchor_groups, doc_vecs, doc_groups, config.hard_negatives)
+    # FAQ questions among FAQ phrasings, product questions among products (pool_of)
+    doc_pools = [
+        pool_of(entry.id)
+        for entry in bank
+        for variant, _ in entry.phrasings()
+        if variant != "answer"
+    ]
+    near = mine_near_misses(
+        anchor_vecs,
+        anchor_groups,
+        doc_vecs,
+        doc_groups,
+        config.hard_negatives,
+        anchor_pools=[pool_of(a.entry_id) for a in anchors],
+        doc_pools=doc_pools,
+        related=[{group_of[r] for r in a.related if r in group_of} for a in anchors],
+    )
 
     rng = random.Random(config.seed)
     per_epoch = max(1, len(anchors) // config.batch_size + (len(anchors) % config.batch_size > 1))

@@ -262,3 +262,22 @@ def test_the_text_view_and_lexical_index_hold_the_same_products(snap: Snapshot) 
     lexical = snap.product_index.lexical
     assert lexical is not None
     assert sorted(lexical.item_ids()) == sorted(view.item_ids())
+
+
+def test_retrieval_train_judges_products_in_the_service_ranking(snap: Snapshot, minilm) -> None:  # noqa: ANN001
+    """``retrieval train --product-queries`` judges a model by ranking held-out questions
+    outside any index (retrieval/training/products.py); its ranking must be the service's."""
+    from retrieval.labelled import LabelledQuery
+    from retrieval.lexical.hybrid import weighted
+    from retrieval.training.products import hybrid_candidates
+
+    queries = [CODE_QUERY, "iphone 8 64gb", "samsung 49 inch", "a cordless kettle", "lg tv"]
+    questions = [LabelledQuery(i, frozenset({"tv-7100"}), q) for i, q in enumerate(queries)]
+    examples = hybrid_candidates(minilm, list(catalog()), questions)
+    for (dense, lexical, _), query in zip(examples, queries, strict=True):
+        for weight in (0.0, 0.4, 0.8):
+            judged = weighted(dense, lexical, weight)[:5]
+            served = ranked(snap, query, minilm, weight)
+            assert [i for i, _ in judged] == [m.product.id for m in served], (query, weight)
+            for (_, score), match in zip(judged, served, strict=True):
+                assert score == pytest.approx(match.score, abs=1e-5)

@@ -460,12 +460,21 @@ def test_product_questions_train_judge_and_fit_the_lexical_weight(shop, capsys) 
             str(catalog),
             "--force",
             "--no-reindex",
+            "--refit",
         )
         == 0
     )
     out = _last_json(capsys)
     products = out["products"]
-    assert products["counts"] == {"products": 8, "anchors": 12, "heldout": 12, "left_out": 0}
+    # the refit trains on every question of both kinds, the held-out ones included
+    assert out["refit"]["anchors"] == out["counts"]["anchors"] + 10 + 24
+    assert products["counts"] == {
+        "products": 8,
+        "anchors": 12,
+        "heldout": 12,
+        "left_out": 0,
+        "repeats": 0,
+    }
     for side in ("candidate", "current"):
         figures = products[side]
         assert figures["n_queries"] == 12

@@ -13,6 +13,7 @@ import pytest
 
 from retrieval.errors import InputError, SourceError
 from retrieval.faq import FAQBank, FAQEntry
+from retrieval.training.pairs import MINE_BLOCK, mine_near_misses
 from retrieval.training.products import (
     PRODUCT_ENTRY,
     better_with_products,
@@ -119,3 +120,58 @@ def test_unknown_products_and_too_few_questions_are_refused(catalog: Path) -> No
     few = _write(catalog.parent / "few.jsonl", [{"query": "a tv", "relevant": ["tv1"]}] * 3)
     with pytest.raises(InputError, match="too few product questions"):
         gather_products(catalog, few, 0.2, seed=0)
+
+
+def test_repeated_questions_count_once_and_photos_are_left_out(catalog: Path) -> None:
+    image = catalog.parent / "photo.jpg"
+    image.write_bytes(b"not read here")
+    rows = [{"query": f"samsung ue55nu7{i}00 offer", "relevant": [f"tv{i}"]} for i in range(10)]
+    rows += [{"query": f"55 inch tv number {i}", "relevant": [f"tv{i}"]} for i in range(10)]
+    rows += [{"query": "Samsung  UE55NU7100 offer", "relevant": ["tv9"]}] * 6  # one question
+    rows += [{"query": "is this tv1?", "image": "photo.jpg", "relevant": ["tv1"]}]
+    queries = _write(catalog.parent / "q.jsonl", rows)
+    for seed in range(8):  # wherever the split falls, one question is never on both sides
+        data = gather_products(catalog, queries, 0.5, seed=seed)
+        texts = [q.text for q in data.heldout] + [a.text for a in data.anchors]
+        assert (
+            len(texts) == len(set(texts)) == 20
+            and data.counts["repeats"] == 6
+            and data.counts["left_out"] == 1
+        )
+    # the repeats' products were merged: one anchor of the first, the other one related
+    merged = next(a for a in data.refit_anchors if a.text == "samsung ue55nu7100 offer")
+    assert (merged.entry_id, merged.related) == (PRODUCT_ENTRY + "tv1", (PRODUCT_ENTRY + "tv9",))
+
+
+def test_near_misses_stay_in_the_anchor_pool_and_skip_its_other_right_answers() -> None:
+    rng = np.random.default_rng(0)
+    docs = rng.normal(size=(12, 8)).astype(np.float32)
+    docs /= np.linalg.norm(docs, axis=1, keepdims=True)
+    groups = [f"g{i}" for i in range(12)]
+    pools = ["faq"] * 4 + ["products"] * 8
+    n = MINE_BLOCK + 5  # across a block boundary
+    anchors = docs[rng.integers(0, 12, n)] + 0.05 * rng.normal(size=(n, 8)).astype(np.float32)
+    anchor_groups = [groups[i % 12] for i in range(n)]
+    anchor_pools = [pools[i % 12] for i in range(n)]
+    related = [{groups[(i + 1) % 12]} for i in range(n)]
+    near = mine_near_misses(
+        anchors,
+        anchor_groups,
+        docs,
+        groups,
+        k=3,
+        anchor_pools=anchor_pools,
+        doc_pools=pools,
+        related=related,
+    )
+    scores = anchors @ docs.T
+    for i in range(n):
+        allowed = [
+            d
+            for d in range(12)
+            if pools[d] == anchor_pools[i]
+            and groups[d] != anchor_groups[i]
+            and groups[d] not in related[i]
+        ]
+        expected = sorted(allowed, key=lambda d: (-scores[i, d], d))[:3]  # brute force
+        assert near[i] == expected
