@@ -104,8 +104,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "products",
         help="evaluate product search (text, photo or both)",
         description="Evaluate product matches: CATALOG lines {id, title, description?, image?, "
-        "price?, category?}; QUERIES lines {query?, image?, relevant: [id, ...]}. TRAIN items "
-        "join the index as extra examples of their product (photos as extra product images).",
+        "price?, category?}; QUERIES lines {query?, image?, relevant: [id, ...]}. TRAIN photos "
+        "join the index as extra images of their product (their words as extra phrasings); "
+        "TRAIN's text-only questions choose the lexical weight of hybrid ranking by 5-fold "
+        "cross-validation, unless lexical_weight is configured (a promoted version trained "
+        "with --product-queries supplies its own).",
     )
     pr.add_argument(
         "--catalog", type=Path, help="product catalog (JSONL); required unless --published"
@@ -262,6 +265,8 @@ def run_eval(args: argparse.Namespace) -> int:
             f"\nfusion weights: A {weights.get('image_weight', 0):.3f}, "
             f"B {weights.get('text_weight', 0):.3f}, {evaluation.info['fusion_weights']}"
         )
+    if evaluation.info.get("lexical_weight"):
+        table += f"\nlexical weight: {evaluation.info['lexical_weight']}"
     gate = evaluation.info.get("product_gate")
     if gate:
         table += (

@@ -4,9 +4,15 @@ The system is the service's query path: the product index is built and published
 code ``retrieval ingest`` runs (into a temporary data folder), with the multilingual view
 when one is configured, and the questions are answered by the
 :class:`~retrieval.retriever.Retriever` that :func:`~retrieval.runtime.build_retriever`
-wires, as the service's is (Chinese questions go to the multilingual view). TRAIN items join that index as extra examples of their
-product: photos as extra product images (fused with the product's text, as any product
-image), texts as extra phrasings in the text view that answers text-only queries.
+wires, as the service's is (Chinese questions go to the multilingual view). TRAIN photos
+join that index as extra examples of their product: extra product images (fused with the
+product's text, as any product image), and the words a photo line carries as extra
+phrasings in the text view. TRAIN's text-only questions are what ``retrieval train
+--product-queries`` learns from; here, as there, they choose the lexical weight of hybrid
+ranking by cross-validation (:func:`~retrieval.training.products.fit_lexical_weight`), unless
+``lexical_weight`` is configured (a promoted version trained on product questions supplies
+its own); ``info["lexical_weight"]`` says which. They are not indexed: the service indexes
+the catalog, not the shop's labelled questions.
 
 When TRAIN has labelled photos and no ``image_projection`` is configured, the image
 projection is learned from them first (:func:`~retrieval.training.image.fit_image_projection`,
@@ -116,6 +122,32 @@ def _learned_projection(
     return learned, f"learned on TRAIN ({n_photos} photos)", note
 
 
+def _lexical_weight(
+    settings: Settings, catalog: Catalog, questions: list[LabelledQuery], text: Encoder
+) -> tuple[Settings, str | None]:
+    """The settings with the lexical weight chosen on TRAIN's text-only product questions
+    (5-fold cross-validation of hit@1 with this text encoder), unless one is configured;
+    and what to report about it."""
+    from ..training.products import MIN_FIT_QUESTIONS, fit_lexical_weight
+
+    if not questions:
+        return settings, None
+    if "lexical_weight" in settings.model_fields_set:
+        return settings, f"{settings.lexical_weight:g} (configured)"
+    if len(questions) < MIN_FIT_QUESTIONS:
+        return settings, (
+            f"{settings.lexical_weight:g} (the setting: {len(questions)} TRAIN questions are "
+            f"too few to fit it, {MIN_FIT_QUESTIONS} needed)"
+        )
+
+    choice = fit_lexical_weight(text, list(catalog), questions)
+    note = (
+        f"{choice.weight:g} (fitted on {len(questions)} TRAIN questions: 5-fold "
+        f"cross-validated hit@1 {choice.cv_score:.4f})"
+    )
+    return settings.model_copy(update={"lexical_weight": choice.weight}), note
+
+
 def _ranked(result: QueryResult) -> tuple[str, ...]:
     return tuple(m.product.id for m in result.products)
 
@@ -201,7 +233,13 @@ def evaluate_products(
     )
     text, image = encoders or (text_encoder(settings), image_encoder(settings))
     n_photos = sum(q.image is not None for q in train)
-    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
+    # the words of photo lines join the text view; text-only lines choose the lexical weight
+    photo_words = [
+        (q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)
+    ]
+    settings, lexical = _lexical_weight(
+        settings, catalog, [q for q in train if q.text and q.image is None and q.relevant], text
+    )
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
         settings, projection, fitted_fusion = _learned_projection(
             settings,
@@ -227,7 +265,7 @@ def evaluate_products(
             with_training_examples(catalog, train),
             text,
             progress=progress,
-            extra_texts=[(pid, q.text or "") for q, pid in train_texts],
+            extra_texts=[(pid, q.text or "") for q, pid in photo_words],
             # the vectors of the encoder the build uses (one given by a caller may differ)
             known_images=(
                 cached_image_vectors(settings, image) if image.id == image_encoder(run).id else None
@@ -246,6 +284,7 @@ def evaluate_products(
             train=train,
             projection=projection,
             fitted_fusion=fitted_fusion,
+            lexical=lexical,
             index_version=None,
             progress=progress,
             latency_sample=latency_sample,
@@ -266,6 +305,7 @@ def _evaluate(
     projection: str | None,
     fitted_fusion: str | None,
     index_version: str | None,
+    lexical: str | None = None,
     progress: bool,
     latency_sample: int,
     name: str,
@@ -385,6 +425,7 @@ def _evaluate(
         "fusion": {"image_weight": fusion.image_weight, "text_weight": fusion.text_weight},
         **({"image_projection": projection} if projection else {}),
         **({"fusion_weights": fitted_fusion} if fitted_fusion else {}),
+        "lexical_weight": lexical or f"{settings.lexical_weight:g} (the setting)",
         "hnsw": {
             "m": index.params.m,
             "ef_construction": index.params.ef_construction,

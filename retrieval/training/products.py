@@ -41,16 +41,18 @@ from ..errors import InputError
 from ..evaluation.baselines import normalize_text
 from ..faq import FAQBank, FAQEntry
 from ..labelled import LabelledQuery, read_labelled
-from ..lexical.hybrid import choose_weight, weighted
+from ..lexical.hybrid import WeightChoice, choose_weight, weighted
 from .data import MIN_HELDOUT
 from .pairs import PRODUCT_ENTRY, Anchor
 
 __all__ = [
     "DEPTH",
+    "MIN_FIT_QUESTIONS",
     "PRODUCT_ENTRY",
     "ProductData",
     "ProductJudgement",
     "better_with_products",
+    "fit_lexical_weight",
     "gather_products",
     "hybrid_candidates",
     "judge_products",
@@ -63,6 +65,7 @@ __all__ = [
 DEPTH = 50
 RANKED = 10  # products ranked per question, for MRR@10
 MIN_PRODUCT_ANCHORS = 8  # product questions to train on
+MIN_FIT_QUESTIONS = 10  # labelled product questions to choose a lexical weight from
 EPS = 1e-9
 
 
@@ -230,6 +233,21 @@ def judge_products(
     examples = hybrid_candidates(encoder, data.products, data.heldout)
     choice = choose_weight(examples, folds=folds, seed=seed)
     return ProductJudgement(choice.weight, choice.cv_score, rank_metrics(examples, choice.weight))
+
+
+def fit_lexical_weight(
+    encoder: Encoder,
+    products: Sequence[Product],
+    questions: Sequence[LabelledQuery],
+    *,
+    seed: int = 0,
+    folds: int = 5,
+) -> WeightChoice:
+    """The lexical weight for ``encoder``, chosen by ``folds``-fold cross-validation of
+    hit@1 on labelled product questions (repeats counted once), nothing trained: what
+    ``retrieval eval products --train`` uses when no weight is configured."""
+    examples = hybrid_candidates(encoder, products, _merged(questions))
+    return choose_weight(examples, folds=folds, seed=seed)
 
 
 def better_with_products(

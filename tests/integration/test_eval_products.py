@@ -104,6 +104,8 @@ def test_eval_products_text_photo_and_training_examples(
     trained = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert trained["n_vectors"] == 8 and trained["n_train_images"] == 4
     assert trained["n_train_texts"] == 1 and trained["hit_at_1"] >= plain["hit_at_1"]
+    # one text-only TRAIN question is too few to choose the lexical weight from: said
+    assert trained["lexical_weight"].startswith("0.4 (the setting: 1 TRAIN questions")
     # 4 TRAIN photos are too few to learn an image projection from: said, not raised
     assert trained["image_projection"].startswith("none (not learned:")
     assert f"needs at least {MIN_PHOTOS} photos" in trained["image_projection"]

@@ -281,3 +281,35 @@ def test_retrieval_train_judges_products_in_the_service_ranking(snap: Snapshot, 
             assert [i for i, _ in judged] == [m.product.id for m in served], (query, weight)
             for (_, score), match in zip(judged, served, strict=True):
                 assert score == pytest.approx(match.score, abs=1e-5)
+
+
+def test_eval_products_chooses_the_lexical_weight_on_train_unless_configured(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """TRAIN's text-only product questions choose the weight by cross-validation (codes that
+    MiniLM blurs need BM25); a configured weight is used as it is."""
+    from retrieval.cli import main
+
+    products = [{"id": i, "title": t, "category": "Electronics"} for i, t in TITLES.items()]
+    write_catalog(tmp_path / "catalog.jsonl", products)
+    codes = {i: t.split()[1].lower() for i, t in TITLES.items()}
+    # offers in the style of CODE_QUERY, whose nearest title by MiniLM is the wrong model
+    train = [
+        {"query": f"samsung {codes[i]} 4k tv {n}", "relevant": [i]}
+        for i in TITLES
+        for n in ("new", "deal")
+    ]
+    write_catalog(tmp_path / "train.jsonl", train)
+    write_catalog(tmp_path / "queries.jsonl", [{"query": CODE_QUERY, "relevant": ["tv-7100"]}])
+    monkeypatch.setenv("RETRIEVAL_DATA_DIR", str(tmp_path / "var"))
+    args = ["eval", "products", "--catalog", str(tmp_path / "catalog.jsonl")]
+    args += ["--queries", str(tmp_path / "queries.jsonl"), "--train", str(tmp_path / "train.jsonl")]
+    assert main([*args, "--json", "--no-progress"]) == 0
+    fitted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    weight, how = fitted["lexical_weight"].split(" ", 1)
+    assert how.startswith("(fitted on 16 TRAIN questions: 5-fold cross-validated hit@1")
+    assert float(weight) > 0 and fitted["hit_at_1"] == 1.0
+    monkeypatch.setenv("RETRIEVAL_LEXICAL_WEIGHT", "0")
+    assert main([*args, "--no-progress"]) == 0
+    table = capsys.readouterr().out
+    assert "lexical weight: 0 (configured)" in table
