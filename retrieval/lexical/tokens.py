@@ -57,7 +57,7 @@ CHINESE_MODES = ("bigram", "unibigram", "jieba", "jieba+bigram")
 class TokenizerConfig:
     """What the tokeniser emits. The defaults are the choice made on PriceRunner TRAIN offers
     (``benchmarks/lexical_tokenizer.py``) and, for Chinese, on the Chinese questions of the
-    demo FAQ (``data/eval/faq-zh.jsonl``; jieba needs ``pip install jieba``)."""
+    demo FAQ (``data/eval/faq-zh.jsonl``; jieba is a dependency of the project)."""
 
     parts: bool = True  # letter and number parts of a mixed piece: "ue55nu7100" -> ue 55 nu 7100
     whole: bool = False  # a code with joiners also as one token: "mq8n2b/a"
