@@ -64,6 +64,7 @@ class QueryLog:
         max_queue: int = 10_000,
         put_timeout: float = 2.0,
         max_backoff: float = 30.0,
+        linger: float = 0.05,
     ):
         """``prepare`` (e.g. the schema migration) runs before the first write, and is retried
         like a write while the database is unreachable, so a service can start without it."""
@@ -79,6 +80,10 @@ class QueryLog:
         self.max_queue = max_queue
         self.put_timeout = put_timeout
         self.max_backoff = max_backoff
+        # after a record arrives, the writer gathers what else comes for this long (seconds)
+        # before it writes: one transaction for several questions costs a fraction of one
+        # each, and the writer thread then takes the interpreter from the queries less often
+        self.linger = linger
         self._queue: queue.Queue[dict[str, Any]] = queue.Queue(maxsize=max_queue)
         self._pending: list[dict[str, Any]] = []  # taken from the queue, not yet stored
         self._next_retry = 0.0
@@ -288,9 +293,14 @@ class QueryLog:
         except queue.Empty:
             return []
         batch = [first]
+        until = time.monotonic() + self.linger
         while len(batch) < self.max_batch:
+            wait = until - time.monotonic()
             try:
-                batch.append(self._queue.get_nowait())
+                if wait <= 0 or self._stop.is_set():
+                    batch.append(self._queue.get_nowait())
+                else:
+                    batch.append(self._queue.get(timeout=wait))
             except queue.Empty:
                 break
         return batch

@@ -89,6 +89,34 @@ def test_records_reach_sqlite(tmp_path: Path) -> None:
         assert row.decisions[0].actor == "system"
 
 
+def test_records_arriving_together_are_written_in_one_transaction(tmp_path: Path) -> None:
+    """The writer lingers after a record for more (``linger``): questions a few ms apart
+    share one transaction instead of one each; flush still waits for them all."""
+    import time
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'log.db'}")
+    migrate(engine)
+    qlog = QueryLog(engine, tmp_path / "spool", linger=0.5)
+    batches: list[int] = []
+    write = qlog._write
+
+    def counted(batch: list[dict]) -> None:
+        batches.append(len(batch))
+        write(batch)
+
+    qlog._write = counted  # type: ignore[method-assign]
+    for i in range(5):  # five questions, 20 ms apart: all inside one linger
+        qlog.record(record(f"q{i}"))
+        time.sleep(0.02)
+    assert qlog.flush(5)
+    assert batches == [5] and counts(engine) == (5, 15, 5)
+    # a record queued just before closing is written, within the linger
+    qlog.record(record("last"))
+    t0 = time.perf_counter()
+    qlog.close()
+    assert counts(engine)[0] == 6 and time.perf_counter() - t0 < 0.5 + 1.0
+
+
 def test_database_unusable_then_back_loses_nothing(tmp_path: Path) -> None:
     db = tmp_path / "log.db"
     engine = make_engine(f"sqlite:///{db}")
