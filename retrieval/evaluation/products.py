@@ -9,7 +9,7 @@ join that index as extra examples of their product: extra product images (fused 
 product's text, as any product image), and the words a photo line carries as extra
 phrasings in the text view. TRAIN's text-only questions are what ``retrieval train
 --product-queries`` learns from; here, as there, they choose the lexical weight of hybrid
-ranking by cross-validation (:func:`~retrieval.training.products.fit_lexical_weight`), unless
+ranking (:func:`~retrieval.training.products.fit_lexical_weight`), unless
 ``lexical_weight`` is configured (a promoted version trained on product questions supplies
 its own); ``info["lexical_weight"]`` says which. They are not indexed: the service indexes
 the catalog, not the shop's labelled questions.
@@ -126,10 +126,11 @@ def _lexical_weight(
     settings: Settings, catalog: Catalog, questions: list[LabelledQuery], text: Encoder
 ) -> tuple[Settings, str | None]:
     """The settings with the lexical weight chosen on TRAIN's text-only product questions
-    (5-fold cross-validation of hit@1 with this text encoder), unless one is configured;
-    and what to report about it."""
-    from ..training.products import MIN_FIT_QUESTIONS, fit_lexical_weight
+    (the best hit@1 with this text encoder; 5-fold cross-validation estimates the choice),
+    unless one is configured; and what to report about it."""
+    from ..training.products import MIN_FIT_QUESTIONS, fit_lexical_weight, merge_repeats
 
+    questions = merge_repeats(questions)
     if not questions:
         return settings, None
     if "lexical_weight" in settings.model_fields_set:
@@ -190,8 +191,9 @@ def evaluate_products(
     """Evaluate product matches (and ``baselines``) on labelled queries.
 
     The catalog at ``catalog_path`` is built and published as ingest does it, into a
-    temporary data folder, with the TRAIN items as extra examples (and an image projection
-    learned from TRAIN photos, see ``adapt``). With ``published`` the system is the product
+    temporary data folder, with the TRAIN photos as extra examples (and an image projection
+    learned from them, see ``adapt``); TRAIN's text-only questions choose the lexical weight
+    unless one is configured. With ``published`` the system is the product
     version published in the settings' data folder instead (the one the service runs; no
     catalog or TRAIN is read), so its figures are the service's on that very version."""
     if published:
@@ -315,7 +317,10 @@ def _evaluate(
     text, image = encoders
     ids = list(catalog.products)
     n_photos = sum(q.image is not None for q in train)
-    train_texts = [(q, pid) for q in train if q.text for pid in sorted(q.relevant)]
+    # the words of TRAIN photos, which join the index (text-only questions do not)
+    train_texts = [
+        (q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)
+    ]
     index = retriever.snapshot.product_index
     fusion = retriever.fusion
     answered = answer_all(
@@ -415,6 +420,7 @@ def _evaluate(
         "n_vectors": len(index),
         "n_train_images": n_photos,
         "n_train_texts": len(train_texts),
+        "n_train_questions": sum(1 for q in train if q.text and q.image is None),
         "text_encoder": text.id,
         "image_encoder": image.id,
         "multilingual_encoder": (

@@ -292,7 +292,9 @@ class QueryLog:
             first = self._queue.get(timeout=self.flush_interval)
         except queue.Empty:
             return []
+        self._idle.clear()  # from here until written or spooled, flush() waits for it
         batch = [first]
+        self._pending = batch  # counted (stats, loss at exit) while it lingers
         until = time.monotonic() + self.linger
         while len(batch) < self.max_batch:
             wait = until - time.monotonic()

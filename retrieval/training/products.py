@@ -56,6 +56,7 @@ __all__ = [
     "gather_products",
     "hybrid_candidates",
     "judge_products",
+    "merge_repeats",
     "rank_metrics",
     "with_products",
 ]
@@ -98,7 +99,7 @@ def _anchors(queries: Sequence[LabelledQuery]) -> list[Anchor]:
     return out
 
 
-def _merged(queries: Sequence[LabelledQuery]) -> list[LabelledQuery]:
+def merge_repeats(queries: Sequence[LabelledQuery]) -> list[LabelledQuery]:
     """One question per normalised text (the first wording kept), the products of its
     repeats merged: a question repeated in the file must not be both trained on and held
     out."""
@@ -116,7 +117,7 @@ def gather_products(
     """The catalog and its labelled product questions, a seeded ``heldout_share`` of them
     held out, or a one-line refusal naming what is missing. Lines with a photo (the service
     ranks those through the fused index: ``--photos``), without text, or out of scope are
-    left out; repeated questions count once (:func:`_merged`)."""
+    left out; repeated questions count once (:func:`merge_repeats`)."""
     catalog = load_catalog(catalog_path)
     products = list(catalog)
     if not products:
@@ -125,7 +126,7 @@ def gather_products(
         queries_path, known_ids=list(catalog.products), images=True, what="catalog"
     )
     usable = [q for q in labelled if q.text and q.relevant and q.image is None]
-    questions = _merged(usable)
+    questions = merge_repeats(usable)
     order = list(range(len(questions)))
     random.Random(seed).shuffle(order)
     n = round(len(questions) * heldout_share)
@@ -243,10 +244,11 @@ def fit_lexical_weight(
     seed: int = 0,
     folds: int = 5,
 ) -> WeightChoice:
-    """The lexical weight for ``encoder``, chosen by ``folds``-fold cross-validation of
-    hit@1 on labelled product questions (repeats counted once), nothing trained: what
-    ``retrieval eval products --train`` uses when no weight is configured."""
-    examples = hybrid_candidates(encoder, products, _merged(questions))
+    """The lexical weight for ``encoder`` with the best hit@1 on labelled product questions
+    (repeats counted once; ``cv_score``: ``folds``-fold cross-validation of that choice),
+    nothing trained: what ``retrieval eval products --train`` uses when no weight is
+    configured."""
+    examples = hybrid_candidates(encoder, products, merge_repeats(questions))
     return choose_weight(examples, folds=folds, seed=seed)
 
 
