@@ -315,7 +315,8 @@ def _judge_products(
         "candidate": judge_products(candidate, products, seed=seed).record(),
         "current": judge_products(current, products, seed=seed).record(),
         "ranking": "text cosine and BM25 fused as the service ranks text-only product "
-        "questions; lexical weight chosen by 5-fold cross-validation of held-out hit@1",
+        "questions; lexical weight: the best held-out hit@1 (cv_hit_at_1: its 5-fold "
+        "cross-validated estimate)",
     }
 
 

@@ -20,9 +20,10 @@ them improves (:func:`better_with_products`).
   lexical weight): the union of the exact text-cosine top :data:`DEPTH` and the BM25 top
   :data:`DEPTH` (the product index's own lexical index, :func:`retrieval.build.product_lexical`),
   every candidate scored ``(1 - w) * cosine + w * BM25 / the question's best``
-  (:func:`retrieval.lexical.hybrid.weighted`). ``w`` is chosen by 5-fold cross-validation of
-  hit@1 on the held-out questions (:func:`retrieval.lexical.hybrid.choose_weight`), for each
-  model on its own scores; the promoted version supplies it as ``lexical_weight``.
+  (:func:`retrieval.lexical.hybrid.weighted`). ``w`` is the weight with the best hit@1 on the
+  held-out questions (:func:`retrieval.lexical.hybrid.choose_weight`, which also gives the
+  5-fold cross-validated hit@1 of that choice), for each model on its own scores; the
+  promoted version supplies it as ``lexical_weight``.
 """
 
 from __future__ import annotations
@@ -215,7 +216,7 @@ def rank_metrics(examples: Sequence[Example], weight: float) -> dict[str, float]
 
 @dataclass(frozen=True)
 class ProductJudgement:
-    lexical_weight: float  # chosen on the held-out questions by cross-validation
+    lexical_weight: float  # the best on the held-out questions
     cv_hit_at_1: float  # hit@1 of each fold at the weight the other folds chose
     metrics: dict[str, float]  # hit@1 and MRR@10 at ``lexical_weight``
 
