@@ -123,7 +123,12 @@ def _learned_projection(
 
 
 def _lexical_weight(
-    settings: Settings, catalog: Catalog, questions: list[LabelledQuery], text: Encoder
+    settings: Settings,
+    catalog: Catalog,
+    questions: list[LabelledQuery],
+    text: Encoder,
+    *,
+    progress: bool = False,
 ) -> tuple[Settings, str | None]:
     """The settings with the lexical weight chosen on TRAIN's text-only product questions
     (the best hit@1 with this text encoder; 5-fold cross-validation estimates the choice),
@@ -141,7 +146,7 @@ def _lexical_weight(
             f"too few to fit it, {MIN_FIT_QUESTIONS} needed)"
         )
 
-    choice = fit_lexical_weight(text, list(catalog), questions)
+    choice = fit_lexical_weight(text, list(catalog), questions, progress=progress)
     note = (
         f"{choice.weight:g} (fitted on {len(questions)} TRAIN questions: 5-fold "
         f"cross-validated hit@1 {choice.cv_score:.4f})"
@@ -240,7 +245,11 @@ def evaluate_products(
         (q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)
     ]
     settings, lexical = _lexical_weight(
-        settings, catalog, [q for q in train if q.text and q.image is None and q.relevant], text
+        settings,
+        catalog,
+        [q for q in train if q.text and q.image is None and q.relevant],
+        text,
+        progress=progress,
     )
     with tempfile.TemporaryDirectory(prefix="retrieval-eval-") as tmp:
         settings, projection, fitted_fusion = _learned_projection(

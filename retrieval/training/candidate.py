@@ -312,8 +312,10 @@ def _judge_products(
     seed = options.text.seed
     return {
         "counts": products.counts,
-        "candidate": judge_products(candidate, products, seed=seed).record(),
-        "current": judge_products(current, products, seed=seed).record(),
+        "candidate": judge_products(
+            candidate, products, seed=seed, progress=options.progress
+        ).record(),
+        "current": judge_products(current, products, seed=seed, progress=options.progress).record(),
         "ranking": "text cosine and BM25 fused as the service ranks text-only product "
         "questions; lexical weight: the best held-out hit@1 (cv_hit_at_1: its 5-fold "
         "cross-validated estimate)",

@@ -174,14 +174,19 @@ Example = tuple[Mapping[str, float], Mapping[str, float], Collection[str]]
 
 
 def hybrid_candidates(
-    encoder: Encoder, products: Sequence[Product], queries: Sequence[LabelledQuery]
+    encoder: Encoder,
+    products: Sequence[Product],
+    queries: Sequence[LabelledQuery],
+    *,
+    progress: bool = False,
 ) -> list[Example]:
     """Per question: its candidates' text cosines, their BM25 scores and the relevant ids,
-    the way the service gathers a text-only question's candidates (see the module)."""
+    the way the service gathers a text-only question's candidates (see the module).
+    ``progress``: a bar while the catalog is encoded (minutes for a large one)."""
     from ..build import product_lexical
 
     ids = [p.id for p in products]
-    vectors = encoder.encode([p.text for p in products], progress=False)
+    vectors = encoder.encode([p.text for p in products], progress=progress)
     qvecs = encoder.encode([q.text or "" for q in queries], progress=False)
     lexical = product_lexical(list(products))
     depth = min(DEPTH, len(ids))
@@ -229,10 +234,15 @@ class ProductJudgement:
 
 
 def judge_products(
-    encoder: Encoder, data: ProductData, *, seed: int = 0, folds: int = 5
+    encoder: Encoder,
+    data: ProductData,
+    *,
+    seed: int = 0,
+    folds: int = 5,
+    progress: bool = False,
 ) -> ProductJudgement:
     """The model's held-out product figures, with the lexical weight chosen for it."""
-    examples = hybrid_candidates(encoder, data.products, data.heldout)
+    examples = hybrid_candidates(encoder, data.products, data.heldout, progress=progress)
     choice = choose_weight(examples, folds=folds, seed=seed)
     return ProductJudgement(choice.weight, choice.cv_score, rank_metrics(examples, choice.weight))
 
@@ -244,12 +254,13 @@ def fit_lexical_weight(
     *,
     seed: int = 0,
     folds: int = 5,
+    progress: bool = False,
 ) -> WeightChoice:
     """The lexical weight for ``encoder`` with the best hit@1 on labelled product questions
     (repeats counted once; ``cv_score``: ``folds``-fold cross-validation of that choice),
     nothing trained: what ``retrieval eval products --train`` uses when no weight is
     configured."""
-    examples = hybrid_candidates(encoder, products, merge_repeats(questions))
+    examples = hybrid_candidates(encoder, products, merge_repeats(questions), progress=progress)
     return choose_weight(examples, folds=folds, seed=seed)
 
 
