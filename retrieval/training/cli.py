@@ -87,6 +87,9 @@ def register(sub: Any, common: Any) -> None:
     )
     p.add_argument(
         "--catalog",
+        # not `catalog`: the shared settings loader reads that as the catalog_path setting,
+        # which would make the promotion's re-index index this catalog instead of the shop's
+        dest="product_catalog",
         type=Path,
         metavar="FILE",
         help="with --product-queries: the catalog their ids name (default: the catalog_path "
@@ -226,7 +229,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--cnn-batch-size must be 2 or more, got {args.cnn_batch_size}")
     if args.cnn_epochs and args.photos is None:
         raise InputError("--cnn-epochs fine-tunes the image CNN on --photos: give --photos")
-    if args.catalog is not None and args.product_queries is None:
+    if args.product_catalog is not None and args.product_queries is None:
         raise InputError("--catalog names the catalog of --product-queries: give --product-queries")
     if args.product_queries is not None and args.folds > 1:
         raise InputError(
@@ -239,10 +242,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name in ("epochs", "batch_size", "threads"):
         if getattr(args, name) < 1 or (name == "batch_size" and args.batch_size < 2):
             raise InputError(f"--{name.replace('_', '-')} is too small: {getattr(args, name)}")
-    for name in ("bank", "train", "heldout", "photos", "product_queries", "catalog"):
+    flags = {"product_catalog": "catalog"}
+    for name in ("bank", "train", "heldout", "photos", "product_queries", "product_catalog"):
         path = getattr(args, name)
         if path is not None and not path.is_file():
-            raise InputError(f"--{name.replace('_', '-')} file {path} does not exist")
+            flag = flags.get(name, name).replace("_", "-")
+            raise InputError(f"--{flag} file {path} does not exist")
     settings = _settings(args)
     engine = _engine(settings)
     options = TrainOptions(
@@ -252,7 +257,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         heldout_share=args.heldout_share,
         photos_path=args.photos,
         product_queries_path=args.product_queries,
-        catalog_path=args.catalog,
+        catalog_path=args.product_catalog,
         cnn_epochs=args.cnn_epochs,
         cnn_batch_size=args.cnn_batch_size,
         feedback=not args.no_feedback,

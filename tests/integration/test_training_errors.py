@@ -265,6 +265,9 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "cannot be combined with --folds" in _one_line_error(capsys)
     assert _train(shop, "--product-queries", str(shop["root"] / "missing.jsonl")) == 2
     assert "--product-queries file" in _one_line_error(capsys)
+    missing = str(shop["root"] / "missing.jsonl")
+    assert _train(shop, "--product-queries", str(shop["heldout"]), "--catalog", missing) == 2
+    assert "--catalog file" in _one_line_error(capsys)
     assert not (shop["data"] / "models").exists()
 
 
@@ -313,3 +316,19 @@ def test_a_full_disk_at_promotion_keeps_the_version_unpromoted(shop, capsys, mon
     assert not (models / "PROMOTED.json").exists()
     kept = list(models.glob("model-*/manifest.json"))
     assert len(kept) == 1 and not list(models.glob(".tmp-*"))
+
+
+def test_the_product_catalog_is_not_the_catalog_the_promotion_indexes(tmp_path: Path) -> None:
+    """``retrieval train --catalog C`` names the catalog of --product-queries only: the
+    settings (and so the re-index after a promotion) keep the shop's catalog_path."""
+    from retrieval.cli import build_parser
+    from retrieval.cliargs import settings_from_args
+
+    args = build_parser().parse_args(
+        ["train", "--product-queries", "q.jsonl", "--catalog", str(tmp_path / "other.jsonl")]
+    )
+    assert args.product_catalog == tmp_path / "other.jsonl"
+    from retrieval.settings import load_settings
+
+    assert settings_from_args(args).catalog_path == load_settings(None).catalog_path
+    assert load_settings(None).catalog_path != tmp_path / "other.jsonl"
