@@ -9,7 +9,7 @@ join that index as extra examples of their product: extra product images (fused 
 product's text, as any product image), and the words a photo line carries as extra
 phrasings in the text view. TRAIN's text-only questions are what ``retrieval train
 --product-queries`` learns from; here, as there, they choose the lexical weight of hybrid
-ranking (:func:`~retrieval.training.products.fit_lexical_weight`), unless
+ranking (:func:`~retrieval.training.products.lexical_weight_setting`), unless
 ``lexical_weight`` is configured (a promoted version trained on product questions supplies
 its own); ``info["lexical_weight"]`` says which. They are not indexed: the service indexes
 the catalog, not the shop's labelled questions.
@@ -122,36 +122,10 @@ def _learned_projection(
     return learned, f"learned on TRAIN ({n_photos} photos)", note
 
 
-def _lexical_weight(
-    settings: Settings,
-    catalog: Catalog,
-    questions: list[LabelledQuery],
-    text: Encoder,
-    *,
-    progress: bool = False,
-) -> tuple[Settings, str | None]:
-    """The settings with the lexical weight chosen on TRAIN's text-only product questions
-    (the best hit@1 with this text encoder; 5-fold cross-validation estimates the choice),
-    unless one is configured; and what to report about it."""
-    from ..training.products import MIN_FIT_QUESTIONS, fit_lexical_weight, merge_repeats
-
-    questions = merge_repeats(questions)
-    if not questions:
-        return settings, None
-    if "lexical_weight" in settings.model_fields_set:
-        return settings, f"{settings.lexical_weight:g} (configured)"
-    if len(questions) < MIN_FIT_QUESTIONS:
-        return settings, (
-            f"{settings.lexical_weight:g} (the setting: {len(questions)} TRAIN questions are "
-            f"too few to fit it, {MIN_FIT_QUESTIONS} needed)"
-        )
-
-    choice = fit_lexical_weight(text, list(catalog), questions, progress=progress)
-    note = (
-        f"{choice.weight:g} (fitted on {len(questions)} TRAIN questions: 5-fold "
-        f"cross-validated hit@1 {choice.cv_score:.4f})"
-    )
-    return settings.model_copy(update={"lexical_weight": choice.weight}), note
+def _photo_words(train: Sequence[LabelledQuery]) -> list[tuple[LabelledQuery, str]]:
+    """(line, product id) of each TRAIN photo line with words: they join the index as extra
+    phrasings of the product (text-only TRAIN questions do not)."""
+    return [(q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)]
 
 
 def _ranked(result: QueryResult) -> tuple[str, ...]:
@@ -240,11 +214,11 @@ def evaluate_products(
     )
     text, image = encoders or (text_encoder(settings), image_encoder(settings))
     n_photos = sum(q.image is not None for q in train)
-    # the words of photo lines join the text view; text-only lines choose the lexical weight
-    photo_words = [
-        (q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)
-    ]
-    settings, lexical = _lexical_weight(
+    # text-only TRAIN questions choose the lexical weight (as retrieval train
+    # --product-queries does); the words of photo lines join the text view
+    from ..training.products import lexical_weight_setting
+
+    settings, lexical = lexical_weight_setting(
         settings,
         catalog,
         [q for q in train if q.text and q.image is None and q.relevant],
@@ -276,7 +250,7 @@ def evaluate_products(
             with_training_examples(catalog, train),
             text,
             progress=progress,
-            extra_texts=[(pid, q.text or "") for q, pid in photo_words],
+            extra_texts=[(pid, q.text or "") for q, pid in _photo_words(train)],
             # the vectors of the encoder the build uses (one given by a caller may differ)
             known_images=(
                 cached_image_vectors(settings, image) if image.id == image_encoder(run).id else None
@@ -326,10 +300,7 @@ def _evaluate(
     text, image = encoders
     ids = list(catalog.products)
     n_photos = sum(q.image is not None for q in train)
-    # the words of TRAIN photos, which join the index (text-only questions do not)
-    train_texts = [
-        (q, pid) for q in train if q.text and q.image is not None for pid in sorted(q.relevant)
-    ]
+    train_texts = _photo_words(train)
     index = retriever.snapshot.product_index
     fusion = retriever.fusion
     answered = answer_all(

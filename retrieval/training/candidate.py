@@ -3,7 +3,8 @@ fine-tune the text encoder (once on a held-out split, optionally refitted on all
 or once per fold to cross-validate, then on all the data), learn the image side with
 ``--photos`` (the projection, the fusion weights, with ``--cnn-epochs`` the image CNN),
 judge the candidate against the current model (:mod:`.compare`; with product questions also
-on held-out product questions, :mod:`.products`) and return the version's manifest. Every fine-tuning of the text encoder in a run is called from here.
+on held-out product questions, :mod:`.products`) and return the version's manifest. Every
+fine-tuning of the text encoder in a run is called from here.
 """
 
 from __future__ import annotations

@@ -231,10 +231,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError("--cnn-epochs fine-tunes the image CNN on --photos: give --photos")
     if args.product_catalog is not None and args.product_queries is None:
         raise InputError("--catalog names the catalog of --product-queries: give --product-queries")
-    if args.product_queries is not None and args.folds > 1:
-        raise InputError(
-            "--product-queries is judged on one held-out share: it cannot be combined with --folds"
-        )
     if args.out_of_scope_negatives < 0:
         raise InputError(
             f"--out-of-scope-negatives must be 0 or more, got {args.out_of_scope_negatives}"

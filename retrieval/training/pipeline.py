@@ -64,6 +64,10 @@ def train(
 ) -> TrainReport:
     """Run the whole pipeline (see the module docstring). ``reload_settings`` rebuilds the
     settings after a promotion, for the re-index (default: ``settings`` with the version's)."""
+    if options.product_queries_path is not None and options.folds > 1:
+        raise InputError(
+            "--product-queries is judged on one held-out share: it cannot be combined with --folds"
+        )
     folds = (
         gather_folds(settings, engine, options)
         if options.folds > 1
@@ -71,11 +75,6 @@ def train(
     )
     products = None
     if options.product_queries_path is not None:
-        if options.folds > 1:
-            raise InputError(
-                "--product-queries is judged on one held-out share: it cannot be combined "
-                "with --folds"
-            )
         products = gather_products(
             options.catalog_path or settings.catalog_path,
             options.product_queries_path,

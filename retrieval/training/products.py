@@ -36,13 +36,14 @@ from typing import Any
 
 import numpy as np
 
-from ..catalog import Product, load_catalog
+from ..catalog import Catalog, Product, load_catalog
 from ..encoders.base import Encoder
 from ..errors import InputError
 from ..evaluation.baselines import normalize_text
 from ..faq import FAQBank, FAQEntry
 from ..labelled import LabelledQuery, read_labelled
 from ..lexical.hybrid import WeightChoice, choose_weight, weighted
+from ..settings import Settings
 from .data import MIN_HELDOUT
 from .pairs import PRODUCT_ENTRY, Anchor
 
@@ -57,6 +58,7 @@ __all__ = [
     "gather_products",
     "hybrid_candidates",
     "judge_products",
+    "lexical_weight_setting",
     "merge_repeats",
     "rank_metrics",
     "with_products",
@@ -262,6 +264,36 @@ def fit_lexical_weight(
     configured."""
     examples = hybrid_candidates(encoder, products, merge_repeats(questions), progress=progress)
     return choose_weight(examples, folds=folds, seed=seed)
+
+
+def lexical_weight_setting(
+    settings: Settings,
+    catalog: Catalog,
+    questions: list[LabelledQuery],
+    encoder: Encoder,
+    *,
+    progress: bool = False,
+) -> tuple[Settings, str | None]:
+    """``settings`` with the lexical weight chosen on labelled text-only product questions
+    (:func:`fit_lexical_weight`) unless one is configured (``lexical_weight`` set by the
+    file, the environment or a promoted version), and a line saying which weight and why;
+    None for no questions. What ``retrieval eval products --train`` ranks with."""
+    questions = merge_repeats(questions)
+    if not questions:
+        return settings, None
+    if "lexical_weight" in settings.model_fields_set:
+        return settings, f"{settings.lexical_weight:g} (configured)"
+    if len(questions) < MIN_FIT_QUESTIONS:
+        return settings, (
+            f"{settings.lexical_weight:g} (the setting: {len(questions)} TRAIN questions are "
+            f"too few to fit it, {MIN_FIT_QUESTIONS} needed)"
+        )
+    choice = fit_lexical_weight(encoder, list(catalog), questions, progress=progress)
+    note = (
+        f"{choice.weight:g} (fitted on {len(questions)} TRAIN questions: 5-fold "
+        f"cross-validated hit@1 {choice.cv_score:.4f})"
+    )
+    return settings.model_copy(update={"lexical_weight": choice.weight}), note
 
 
 def better_with_products(

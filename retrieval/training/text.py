@@ -136,13 +136,15 @@ def fine_tune_text(
     model = SentenceTransformer(str(model_folder), device=device, local_files_only=True)
 
     # the bank's phrasings as documents, for near-miss mining with the current encoder
-    doc_texts, doc_groups = [], []
+    # (FAQ questions are mined among FAQ phrasings, product questions among products)
+    doc_texts, doc_groups, doc_pools = [], [], []
     for entry in bank:
         for variant, text in entry.phrasings():
             if variant == "answer":
                 continue
             doc_texts.append(text)
             doc_groups.append(entry.group or entry.id)
+            doc_pools.append(pool_of(entry.id))
     group_of = {e.id: e.group or e.id for e in bank}
     anchor_groups = [group_of[a.entry_id] for a in anchors]
     with torch.no_grad():
@@ -150,13 +152,6 @@ def fine_tune_text(
         anchor_vecs = model.encode(
             [a.text for a in anchors], normalize_embeddings=True, batch_size=64
         )
-    # FAQ questions among FAQ phrasings, product questions among products (pool_of)
-    doc_pools = [
-        pool_of(entry.id)
-        for entry in bank
-        for variant, _ in entry.phrasings()
-        if variant != "answer"
-    ]
     near = mine_near_misses(
         anchor_vecs,
         anchor_groups,
