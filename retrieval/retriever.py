@@ -9,15 +9,16 @@ routing, ranking and decision, encoding them in batches (the evaluation's fast p
 from parts by tests. It holds one :class:`~retrieval.snapshot.Snapshot` (indexes, their
 records and the decision policy) and swaps it as a whole, so a query always runs against
 one complete version.
+
+What happens after encoding (ranking and the decision) is :func:`retrieval.answering.answer`,
+the same for both forms; the query log's rows are built by :mod:`retrieval.query_records`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +27,10 @@ from typing import Any, TypeAlias
 import numpy as np
 from PIL import Image
 
+from .answering import RUNNER_UP as RUNNER_UP  # re-exported: the path's own constant
+from .answering import Prepared, Route, answer, photo_sure_for
 from .catalog import Product
-from .decision import (
-    FOLLOW_UP_ANSWER,
-    SUGGESTION,
-    Decision,
-    DecisionPolicy,
-    Verdict,
-    decide,
-    decide_products,
-    hand_off_out_of_scope,
-)
+from .decision import Verdict
 from .encoders.base import Encoder
 from .errors import InputError
 from .filters import FilterMasks, ProductFilter, parse_filter
@@ -44,11 +38,16 @@ from .fusion import Fusion
 from .images import load_image
 from .index import VectorIndex
 from .indexformat import MULTILINGUAL
-from .product_gate import ProductGate
-from .product_search import ProductMatch, rank_products, similar_products, text_matches
+from .product_search import ProductMatch, similar_products
+from .query_records import (
+    answered_rows,
+    followup_verdict,
+    handoff_verdict,
+    unretrieved_result,
+    unretrieved_rows,
+)
 from .querytext import clean_query, has_cjk
-from .ranking import rank_entries
-from .results import FAQCandidate, QueryResult, group_scores, log_rows
+from .results import QueryResult
 from .settings import LEXICAL_WEIGHT
 from .snapshot import Snapshot
 from .store.logrecord import QueryLogSink
@@ -56,8 +55,6 @@ from .store.logrecord import QueryLogSink
 __all__ = ["ImageInput", "Limits", "Retriever"]
 
 log = logging.getLogger(__name__)
-
-RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
 
 ImageInput: TypeAlias = bytes | str | Path | Image.Image
 
@@ -72,32 +69,6 @@ class Limits:
     max_k: int = 100
     # BM25's weight in text-only product ranking (settings.lexical_weight); 0 = dense only
     lexical_weight: float = LEXICAL_WEIGHT
-
-
-@dataclass(frozen=True)
-class _Route:
-    """Which views answer one question: the multilingual FAQ companion and product view for
-    a question with CJK characters (when built with this retriever's multilingual encoder),
-    else the main indexes."""
-
-    faq_view: VectorIndex | None
-    product_view: VectorIndex | None
-    has_text: bool
-
-    @property
-    def multilingual(self) -> bool:
-        return self.faq_view is not None or self.product_view is not None
-
-    @property
-    def english(self) -> bool:
-        """Whether the English text vector is needed (not when both views are multilingual)."""
-        return self.has_text and (self.faq_view is None or self.product_view is None)
-
-
-@dataclass(frozen=True)
-class _Prepared:
-    text: str | None
-    image: Image.Image | None
 
 
 class Retriever:
@@ -160,7 +131,7 @@ class Retriever:
             image, max_bytes=self.limits.max_image_bytes, max_pixels=self.limits.max_image_pixels
         )
 
-    def _prepare(self, text: str | None, image: ImageInput | None) -> _Prepared:
+    def _prepare(self, text: str | None, image: ImageInput | None) -> Prepared:
         """Clean the text and decode the photo; refuse an empty query."""
         if image is not None and isinstance(text, str) and not text.strip():
             text = None  # a photo with an empty caption is an image query
@@ -168,16 +139,16 @@ class Retriever:
             text = clean_query(text, max_chars=self.limits.max_query_chars)
         if text is None and image is None:
             raise InputError("the query is empty: give text, an image, or both")
-        return _Prepared(text, self.read_image(image) if image is not None else None)
+        return Prepared(text, self.read_image(image) if image is not None else None)
 
     # ---- routing ---------------------------------------------------------------------------
-    def _route(self, snap: Snapshot, q: _Prepared) -> _Route:
+    def _route(self, snap: Snapshot, q: Prepared) -> Route:
         faq_view = self._multilingual_index(snap.faq_index, q.text)
         # a CJK question without a photo ranks products by their multilingual view too
         product_view = (
             self._multilingual_index(snap.product_index, q.text) if q.image is None else None
         )
-        return _Route(faq_view, product_view, q.text is not None)
+        return Route(faq_view, product_view, q.text is not None)
 
     def _multilingual_index(self, index: VectorIndex, text: str | None) -> VectorIndex | None:
         """An index's multilingual companion (FAQ or products) when this question needs it (CJK
@@ -229,7 +200,7 @@ class Retriever:
             else None
         )
         t2 = time.perf_counter()
-        result = self._answer(
+        result = answer(
             snap,
             q,
             route,
@@ -240,6 +211,9 @@ class Retriever:
             k_faq,
             prefer_products,
             product_filter,
+            fusion=self.fusion,
+            lexical_weight=self.limits.lexical_weight,
+            multilingual_encoder=self.multilingual_encoder,
         )
         t3 = time.perf_counter()
         result.timings_ms.update(
@@ -266,7 +240,16 @@ class Retriever:
         if conversation_id is not None:
             conversation_id = str(conversation_id)[:200]
         t0 = time.perf_counter()
-        self.query_log.record(self._log_rows(result, conversation_id, channel, image_ref))
+        self.query_log.record(
+            answered_rows(
+                result,
+                conversation_id=conversation_id,
+                channel=channel,
+                image_ref=image_ref,
+                text_encoder=self.text_encoder,
+                image_encoder=self.image_encoder,
+            )
+        )
         result.timings_ms["log"] = (time.perf_counter() - t0) * 1e3
 
     def query_batch(
@@ -319,7 +302,7 @@ class Retriever:
         results = []
         for i, (q, route) in enumerate(zip(prepared, routes, strict=True)):
             t0 = time.perf_counter()
-            result = self._answer(
+            result = answer(
                 snap,
                 q,
                 route,
@@ -330,6 +313,9 @@ class Retriever:
                 k_faq,
                 prefer_products,
                 filters[i],
+                fusion=self.fusion,
+                lexical_weight=self.limits.lexical_weight,
+                multilingual_encoder=self.multilingual_encoder,
             )
             search = (time.perf_counter() - t0) * 1e3
             result.timings_ms.update(
@@ -338,142 +324,10 @@ class Retriever:
             results.append(result)
         return results
 
-    def _answer(
-        self,
-        snap: Snapshot,
-        q: _Prepared,
-        route: _Route,
-        q_text: np.ndarray | None,
-        q_image: np.ndarray | None,
-        q_ml: np.ndarray | None,
-        k_products: int,
-        k_faq: int,
-        prefer_products: bool | None,
-        product_filter: ProductFilter | None = None,
-    ) -> QueryResult:
-        """Rank and decide for one encoded question: the part of the path after encoding."""
-        only = snap.filter_masks(product_filter)
-        q_faq = q_ml if route.faq_view is not None else q_text
-        # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
-        ranked = (
-            self._faq(snap, q_faq, k_faq + RUNNER_UP, route.faq_view or snap.faq_index)
-            if q_faq is not None
-            else []
-        )
-        policy = (
-            snap.multilingual_policy
-            if route.faq_view is not None and snap.multilingual_policy is not None
-            else snap.policy
-        )
-        products = (
-            text_matches(
-                snap,
-                q_ml,
-                k_products,
-                view=route.product_view,
-                only=only,
-                query_text=q.text,
-                lexical_weight=self.limits.lexical_weight,
-            )
-            if route.product_view is not None and q_ml is not None
-            else rank_products(
-                snap,
-                self.fusion,
-                q_text,
-                q_image,
-                k_products,
-                query_text=q.text,
-                lexical_weight=self.limits.lexical_weight,
-                only=only,
-            )
-        )
-        verdict = (
-            decide(group_scores(ranked), policy)
-            if ranked
-            else Verdict(
-                Decision.HANDOFF,
-                None,
-                None,
-                "no text to match against the FAQ" if q.text is None else "no FAQ entries",
-            )
-        )
-        oos = snap.out_of_scope
-        if oos is not None and route.faq_view is None and q_faq is not None and ranked:
-            in_scope = float(oos.in_scope_scores(q_faq[None, :])[0])
-            verdict = hand_off_out_of_scope(verdict, in_scope, oos.threshold)
-        gate = self._product_gate(snap, route, q, products, policy)
-        if prefer_products or (prefer_products is None and verdict.decision is not Decision.ANSWER):
-            verdict = (
-                decide_products(
-                    gate.score,
-                    q.text is not None,
-                    policy,
-                    threshold=gate.threshold,
-                    # photos alone: the level is an image cosine, which the fused score of
-                    # a photo with words is not
-                    sure=(
-                        self.photo_sure(snap)[0]
-                        if q.image is not None and q.text is None and gate.about_products
-                        else None
-                    ),
-                )
-                or verdict
-            )
-        return QueryResult(
-            query_id=str(uuid.uuid4()),
-            text=q.text,
-            has_image=q.image is not None,
-            verdict=verdict,
-            policy=policy,
-            replies=ranked[:k_faq],
-            products=products,
-            faq_version=snap.faq_version,
-            product_version=snap.product_version,
-            faq_encoder=(
-                self.multilingual_encoder.id
-                if route.faq_view is not None and self.multilingual_encoder is not None
-                else None
-            ),
-            product_filter=None if only is None else only.filter,
-            product_gate=gate,
-        )
-
     def photo_sure(self, snap: Snapshot | None = None) -> tuple[float | None, str]:
         """The level a photo's best match must reach to be answered as sure, and its source:
         the setting, or (when it is empty) the level calibrated on the catalog's pictures."""
-        snap = snap or self.snapshot
-        if snap.policy.photo_sure_threshold is not None:
-            return snap.policy.photo_sure_threshold, "photo_sure_threshold"
-        return snap.photo_sure(self.fusion)
-
-    @staticmethod
-    def _product_gate(
-        snap: Snapshot,
-        route: _Route,
-        q: _Prepared,
-        products: list[ProductMatch],
-        policy: DecisionPolicy,
-    ) -> ProductGate:
-        """The product threshold this question is held to and its best gate score (see
-        :mod:`retrieval.product_gate`): photos by fused score, Chinese questions by the
-        multilingual view's cosine against the setting, English ones by text cosine against
-        the threshold calibrated on the FAQ."""
-        if q.image is not None:
-            gate = ProductGate(
-                policy.photo_threshold, None, "fused score", "photo_answer_threshold"
-            )
-        elif route.product_view is not None:
-            gate = ProductGate(
-                policy.product_threshold,
-                None,
-                "text cosine",
-                "product_answer_threshold (Chinese questions: not calibrated)",
-            )
-        else:
-            threshold, source = snap.text_gate
-            gate = ProductGate(threshold, None, "text cosine", source)
-        best = max((gate.gate_score(m) for m in products), default=None)
-        return dataclasses.replace(gate, score=best)
+        return photo_sure_for(snap or self.snapshot, self.fusion)
 
     def record_handoff(
         self,
@@ -484,8 +338,7 @@ class Retriever:
         reason: str = "the shopper asked for a person",
     ) -> str:
         """Log a hand-off that no retrieval preceded (e.g. "talk to a human"); returns its query id."""
-        verdict = Verdict(Decision.HANDOFF, None, None, reason)
-        return self._record(text, verdict, [], conversation_id, channel)
+        return self._record(text, handoff_verdict(reason), [], conversation_id, channel)
 
     def record_followup(
         self,
@@ -502,9 +355,7 @@ class Retriever:
         referenced product itself with score 1.0); returns its query id. ``suggested``: the
         cards are the bot's suggestions (cheaper, similar, popular ...), not the product the
         shopper asked about, so the recommendations do not count them as interest."""
-        top = products[0].score if products else None
-        prefix = SUGGESTION if suggested else FOLLOW_UP_ANSWER
-        verdict = Verdict(Decision.ANSWER, top, None, f"{prefix} {reason}", basis="products")
+        verdict = followup_verdict(products, reason, suggested=suggested)
         return self._record(text, verdict, products, conversation_id, channel)
 
     def _record(
@@ -515,36 +366,15 @@ class Retriever:
         conversation_id: str | None,
         channel: str,
     ) -> str:
-        snap = self._snapshot
-        result = QueryResult(
-            query_id=str(uuid.uuid4()),
-            text=clean_query(text, max_chars=self.limits.max_query_chars),
-            has_image=False,
-            verdict=verdict,
-            policy=snap.policy,
-            replies=[],
-            products=products,
-            faq_version=snap.faq_version,
-            product_version=snap.product_version,
-            timings_ms={"encode": 0.0, "search": 0.0, "total": 0.0},
+        """Log a turn that no retrieval preceded (:mod:`retrieval.query_records`)."""
+        result = unretrieved_result(
+            text, verdict, products, self._snapshot, max_query_chars=self.limits.max_query_chars
         )
         if self.query_log is not None:
             self.query_log.record(
-                self._log_rows(result, conversation_id, channel, None, encoded=False)
+                unretrieved_rows(result, conversation_id=conversation_id, channel=channel)
             )
         return result.query_id
-
-    def _faq(
-        self, snap: Snapshot, q_text: np.ndarray, k: int, index: VectorIndex | None = None
-    ) -> list[FAQCandidate]:
-        index = index or snap.faq_index
-        head = snap.answer_head if index is snap.faq_index else None
-        out = []
-        for hit, score in rank_entries(index, head, q_text, k):
-            entry = snap.faq.get(hit.item_id)
-            if entry is not None:
-                out.append(FAQCandidate(entry, score, hit.variant))
-        return out
 
     def similar_products(
         self,
@@ -568,24 +398,3 @@ class Retriever:
 
             only = FilterMasks(snap.catalog_columns, ProductFilter(), kept)
         return similar_products(snap, self.fusion, product_id, k, only)
-
-    # ---- logging -----------------------------------------------------------------------
-    def _log_rows(
-        self,
-        r: QueryResult,
-        conversation_id: str | None,
-        channel: str,
-        image_ref: str | None,
-        encoded: bool = True,
-    ) -> dict[str, Any]:
-        text_encoder = (
-            (r.faq_encoder or self.text_encoder.id) if encoded and r.text is not None else None
-        )
-        return log_rows(
-            r,
-            conversation_id=conversation_id,
-            channel=channel,
-            image_ref=image_ref,
-            text_encoder=text_encoder,
-            image_encoder=self.image_encoder.id if r.has_image else None,
-        )
