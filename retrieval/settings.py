@@ -132,6 +132,13 @@ class Settings(BaseSettings):
         "float32's; 'auto' picks it on such CPUs only (float32 elsewhere and on GPUs). Not the "
         "default: measured here it widened the 32-client latency tail (docs/benchmarks.md).",
     )
+    text_runtime: Literal["auto", "torch", "onnx"] = Field(
+        "auto",
+        description="What runs the text model: 'onnx' (ONNX Runtime, the same weights exported "
+        "when the model loads and checked against torch; ~2.5x faster for one question on "
+        "one CPU thread), 'torch', or 'auto' (ONNX Runtime for float32 on a CPU, torch on a "
+        "GPU or in bfloat16, or when the export fails its check).",
+    )
     encode_batch_size: int = Field(64, ge=1, le=4096)
     encode_workers: int = Field(
         1,

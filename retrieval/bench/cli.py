@@ -106,6 +106,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(default: the settings' encoder_dtype, float32 unless configured)",
     )
     p.add_argument(
+        "--text-runtime",
+        default=None,
+        help="what runs the text model, comma-separated from auto, torch, onnx: 'torch,onnx' "
+        "measures the text encoder and the service with each in one run (default: the "
+        "settings' text_runtime, auto unless configured)",
+    )
+    p.add_argument(
         "--vector-store",
         default=None,
         help="where the served indexes live, comma-separated from hnswlib, pgvector: "
@@ -186,6 +193,14 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         or len(set(dtypes)) < len(dtypes)
     ):
         raise RetrievalError(f"--encoder-dtype: '{asked}'; choose from auto, float32, bfloat16")
+    runtimes_asked = args.text_runtime or settings.text_runtime
+    runtimes = [s.strip().lower() for s in runtimes_asked.split(",") if s.strip()]
+    if (
+        not runtimes
+        or set(runtimes) - {"auto", "torch", "onnx"}
+        or len(set(runtimes)) < len(runtimes)
+    ):
+        raise RetrievalError(f"--text-runtime: '{runtimes_asked}'; choose from auto, torch, onnx")
     stores_asked = args.vector_store or settings.vector_store
     stores = [s.strip().lower() for s in stores_asked.split(",") if s.strip()]
     if not stores or set(stores) - {"hnswlib", "pgvector"} or len(set(stores)) < len(stores):
@@ -211,6 +226,7 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "torch_threads": args.torch_threads,
         "batching": [b == "on" for b in batching],
         "encoder_dtypes": dtypes,
+        "text_runtimes": runtimes,
         "vector_stores": stores,
     }
 
@@ -224,7 +240,8 @@ def _command(opts: dict) -> str:
         f"--service-products {opts['service_products']} --service-faq {opts['service_faq']} "
         f"--torch-threads {opts['torch_threads']} "
         f"--batching {','.join('on' if b else 'off' for b in opts['batching'])} "
-        f"--encoder-dtype {j(opts['encoder_dtypes'])} --vector-store {j(opts['vector_stores'])}"
+        f"--encoder-dtype {j(opts['encoder_dtypes'])} --text-runtime {j(opts['text_runtimes'])} "
+        f"--vector-store {j(opts['vector_stores'])}"
     )
 
 
@@ -278,7 +295,7 @@ def _run_index(
 def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
     from ..encoders import image_encoder, text_encoder
     from ..encoders.base import on_model_thread, set_model_threads
-    from .encoders import bench_encoder, demo_images, demo_texts
+    from .encoders import bench_encoder, demo_images, demo_texts, text_variants
 
     set_model_threads(opts["torch_threads"])
 
@@ -286,10 +303,13 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
     images = demo_images(settings.catalog_path)
     err.print(f"encoders: {len(texts)} demo texts, {len(images)} catalog photos")
     by_dtype = []
-    for dtype in opts["encoder_dtypes"]:
-        encoder = text_encoder(settings.model_copy(update={"encoder_dtype": dtype}))
+    for dtype, runtime in text_variants(opts):
+        variant = {"encoder_dtype": dtype, "text_runtime": runtime}
+        encoder = text_encoder(settings.model_copy(update=variant))
         part = bench_encoder(encoder, texts, opts["batch_sizes"], opts["encoder_items"])
-        by_dtype.append({**part, "dtype_setting": dtype, "dtype": encoder.dtype})
+        by_dtype.append(
+            {**part, "dtype_setting": dtype, "dtype": encoder.dtype, "runtime": encoder.runtime}
+        )
     text = by_dtype[0]
     image_items = max(1, opts["encoder_items"] // 2)
     image = bench_encoder(image_encoder(settings), images, opts["batch_sizes"], image_items)
@@ -300,7 +320,7 @@ def _run_encoders(opts: dict, settings: Any, err: Any) -> dict:
         "torch_threads": threads,
         "n_texts": len(texts),
         "n_images": len(images),
-        "text": text,  # the first --encoder-dtype's
+        "text": text,  # the first --encoder-dtype's and --text-runtime's
         "text_by_dtype": by_dtype,
         "image": image,
     }

@@ -71,3 +71,8 @@ def bench_encoder(
             }
         )
     return {"model": encoder.id, "load_s": load_s, "by_batch": rows}
+
+
+def text_variants(opts: dict) -> list[tuple[str, str]]:
+    """Every (encoder dtype, text runtime) pair asked for, dtype first, in the order given."""
+    return [(d, r) for d in opts["encoder_dtypes"] for r in opts.get("text_runtimes", ["auto"])]

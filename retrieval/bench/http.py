@@ -274,21 +274,24 @@ def _serve_modes(
 ) -> list[dict]:
     """Start the service over ``data_dir`` once per encoder format and batching setting and
     measure every client count."""
+    from .encoders import text_variants
+
     modes = []
-    for dtype in opts["encoder_dtypes"]:
+    for dtype, runtime in text_variants(opts):
         for batching in opts["batching"]:
             err.print(
                 f"http: starting retrieval serve (vector_store {store}, encode_batching "
-                f"{batching}, encoder_dtype {dtype}) ..."
+                f"{batching}, encoder_dtype {dtype}, text_runtime {runtime}) ..."
             )
             on = "on" if batching else "off"
             proc, url, startup_s = start_service(
                 data_dir,
-                data_dir / f"serve-{store}-batching-{on}-{dtype}.log",
+                data_dir / f"serve-{store}-batching-{on}-{dtype}-{runtime}.log",
                 env={
                     **env,
                     "RETRIEVAL_ENCODE_BATCHING": str(batching).lower(),
                     "RETRIEVAL_ENCODER_DTYPE": dtype,
+                    "RETRIEVAL_TEXT_RUNTIME": runtime,
                 },
             )
             try:
@@ -301,6 +304,7 @@ def _serve_modes(
                     "vector_store": store,
                     "batching": batching,
                     "encoder_dtype": dtype,
+                    "text_runtime": runtime,
                     "startup_s": startup_s,
                     "levels": levels,
                 }

@@ -100,6 +100,8 @@ def encoder_tables(result: dict) -> list[Table]:
             for r in part["by_batch"]
         ]  # fmt: skip
         dtype = f", {part['dtype']}" if "dtype" in part else ""
+        if part.get("runtime"):
+            dtype += f", {part['runtime']}"
         title = f"{kind} encoder {part['model']} (torch threads: {enc['torch_threads']}{dtype})"
         out.append((title, ["batch size", unit, "ms/batch", "items"], rows))
     return out
@@ -124,6 +126,8 @@ def http_tables(result: dict) -> list[Table]:
         how = "" if batching is None else f", encode_batching {'on' if batching else 'off'}"
         if mode.get("encoder_dtype"):
             how += f", encoder_dtype {mode['encoder_dtype']}"
+        if mode.get("text_runtime"):
+            how += f", text_runtime {mode['text_runtime']}"
         if mode.get("vector_store"):
             how += f", vector_store {mode['vector_store']}"
         title = (

@@ -39,6 +39,7 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
         settings.encode_batch_size,
         settings.torch_threads,
         settings.encoder_dtype,
+        settings.text_runtime,
     )
     with _lock:
         if key not in _cache:
@@ -48,6 +49,7 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
                 batch_size=settings.encode_batch_size,
                 threads=settings.torch_threads,
                 dtype=settings.encoder_dtype,
+                runtime=settings.text_runtime,
             )
         return _cache[key]  # type: ignore[return-value]
 
@@ -68,6 +70,7 @@ def bulk_text_encoder(settings: Settings, text: Encoder | None = None) -> Encode
         device=settings.device,
         batch_size=settings.encode_batch_size,
         dtype=settings.encoder_dtype,
+        runtime=settings.text_runtime,
     )
 
 

@@ -36,7 +36,7 @@ MIN_PARALLEL = 4 * CHUNK  # fewer texts are encoded in the calling process
 _worker: Any = None  # the worker process's encoder
 
 
-def _init(spec: str, device: str, batch_size: int, dtype: str) -> None:
+def _init(spec: str, device: str, batch_size: int, dtype: str, runtime: str) -> None:
     global _worker
     import torch
 
@@ -44,7 +44,7 @@ def _init(spec: str, device: str, batch_size: int, dtype: str) -> None:
 
     torch.set_num_threads(1)  # one core per worker: the processes are the parallelism
     _worker = SentenceTransformerEncoder(
-        spec, device=device, batch_size=batch_size, threads=1, dtype=dtype
+        spec, device=device, batch_size=batch_size, threads=1, dtype=dtype, runtime=runtime
     )
 
 
@@ -67,6 +67,7 @@ class ProcessPoolTextEncoder:
         device: str = "cpu",
         batch_size: int = 64,
         dtype: str = "float32",
+        runtime: str = "torch",
         chunk: int = CHUNK,
         min_parallel: int = MIN_PARALLEL,
     ) -> None:
@@ -78,7 +79,7 @@ class ProcessPoolTextEncoder:
         self.min_parallel = int(min_parallel)  # fewer are encoded in this process
         self.inner = inner  # the same model in this process: id, dim and small jobs
         self.workers = int(workers)
-        self._init_args = (spec, device, batch_size, dtype)
+        self._init_args = (spec, device, batch_size, dtype, runtime)
 
     @property
     def id(self) -> str:

