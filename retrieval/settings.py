@@ -167,6 +167,18 @@ class Settings(BaseSettings):
         ge=1,
         description="Requests waiting for an encoder before new ones get 503 with Retry-After.",
     )
+    query_concurrency: int = Field(
+        16,
+        ge=1,
+        le=1024,
+        description="Questions the web service works on at once (default: encode_max_batch's "
+        "16); later ones wait their turn in arrival order without holding a thread.",
+    )
+    query_max_waiting: int = Field(
+        64,
+        ge=0,
+        description="Questions waiting their turn before new ones get 503 with Retry-After.",
+    )
 
     # fusion V = [A·v_img ; B·v_text]
     image_weight: float = Field(

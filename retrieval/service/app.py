@@ -40,6 +40,7 @@ from ..settings import Settings
 from ..store.events import Interests
 from ..store.outage import DATABASE_DOWN, RETRY_AFTER_S, UNREACHABLE, is_outage, summary
 from ..uploads import UploadStore
+from .admission import QueryGate
 from .chat import ChatRelay
 from .keys import ConversationIds
 from .routes_ops import router as ops_router
@@ -263,6 +264,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
     app.state.contexts = None
     app.state.interests = None
     app.state.click_limiter = ClickLimiter()
+    app.state.query_gate = QueryGate(settings.query_concurrency, settings.query_max_waiting)
     app.state.executor = action_executor(
         lambda: app.state.retriever,
         lambda: app.state.uploads,

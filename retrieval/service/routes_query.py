@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import APIRouter, Query, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from starlette.concurrency import run_in_threadpool
 
 from ..apidoc import error_responses, form_body, json_body
 from ..errors import Forbidden, ImageError, InputError
@@ -135,7 +134,7 @@ async def query(
     raw = await request.body()  # bounded by the body-limit middleware (MAX_JSON_BYTES)
     body = _valid(QueryIn, raw, live_context(r), json=True)
     _check_conversation(request, body.conversation_id)
-    result = await run_in_threadpool(
+    result = await request.app.state.query_gate.run(
         r.query,
         body.text,
         k_products=body.k_products,
@@ -182,7 +181,7 @@ async def _form_query(request: Request, r: Retriever) -> QueryResult:
             raise InputError('filter must be a JSON object, e.g. {"in_stock": true}')
     body = _valid(QueryForm, fields, live_context(r), json=False)
     _check_conversation(request, body.conversation_id)
-    result = await run_in_threadpool(
+    result = await request.app.state.query_gate.run(
         r.query,
         body.text,
         data,

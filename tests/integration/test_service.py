@@ -272,3 +272,39 @@ def test_bad_filters_are_a_422_naming_the_field(
     assert r.status_code == 422 and field in r.text
     r = client.post("/v1/query", data={"text": "apples", "filter": "{not json"})
     assert r.status_code == 422 and "filter must be a JSON object" in r.text
+
+
+def test_questions_past_the_gate_wait_and_past_the_waiting_line_get_503(
+    demo_data_dir: Path,
+) -> None:
+    """/v1/query runs through the app's query gate: with one place and no waiting line, a
+    question arriving while another runs is refused at once with Retry-After; JSON and form
+    questions are both admitted through it."""
+    import threading
+
+    settings = demo_settings(demo_data_dir, query_concurrency=1, query_max_waiting=0)
+    engine, qlog = open_store(settings)
+    retriever = build_retriever(settings, qlog)
+    try:
+        with TestClient(create_app(settings, retriever)) as c:
+            gate = c.app.state.query_gate  # type: ignore[attr-defined]
+            assert (gate.concurrency, gate.max_waiting) == (1, 0)
+            assert c.post("/v1/query", json={"text": "where is my order?"}).status_code == 200
+            assert c.post("/v1/query", data={"text": "bananas"}).status_code == 200
+            assert gate.stats().admitted == 2
+            release = threading.Event()
+            running = c.portal.start_task_soon(gate.run, release.wait, 10)
+            for _ in range(100):  # until the blocker holds the one place
+                if gate.stats().running == 1:
+                    break
+                threading.Event().wait(0.01)
+            refused = c.post("/v1/query", json={"text": "where is my order?"})
+            release.set()
+            running.result(10)
+            assert refused.status_code == 503 and refused.headers["Retry-After"] == "1"
+            assert refused.json()["error"] == "Overloaded"
+            assert gate.stats().refused == 1
+            assert c.post("/v1/query", json={"text": "where is my order?"}).status_code == 200
+    finally:
+        qlog.close()
+        engine.dispose()
