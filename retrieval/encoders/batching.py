@@ -71,8 +71,10 @@ DEFAULT_MAX_BATCH = 16
 # throughput and a lower p50 in three runs, p95 unchanged; no effect with 1 or 32 clients.
 DEFAULT_MAX_WAIT_MS = 2.0
 # Two full batches waiting: a request waits at most ~3 batch times before it is answered;
-# beyond that, refusing (503 + Retry-After) is kinder than answering seconds late. (The web
-# service runs requests on at most 40 threads: the queue fills only when most of them wait.)
+# beyond that, refusing (503 + Retry-After) is kinder than answering seconds late. (POST
+# /v1/query admits at most query_concurrency questions at once, 16 by default, and refuses
+# beyond its own waiting line, service/admission.py; this bound holds the other callers, such
+# as the Rasa actions, which run in their own threads.)
 DEFAULT_MAX_QUEUE = 32
 
 _EWMA = 0.2  # weight of the newest batch in the running estimate of a batch's duration
