@@ -140,8 +140,8 @@ def answer(
             "no text to match against the FAQ" if q.text is None else "no FAQ entries",
         )
     )
-    oos = snap.out_of_scope
-    if oos is not None and route.faq_view is None and q_faq is not None and ranked:
+    oos = snap.out_of_scope if route.faq_view is None else snap.multilingual_out_of_scope
+    if oos is not None and q_faq is not None and ranked:
         in_scope = float(oos.in_scope_scores(q_faq[None, :])[0])
         verdict = hand_off_out_of_scope(verdict, in_scope, oos.threshold)
     gate = product_gate_for(snap, route, q, products, policy)

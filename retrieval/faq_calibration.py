@@ -23,6 +23,7 @@ from .build import calibrate_faq, calibrate_multilingual, routed, routed_positio
 from .encoders.base import Encoder
 from .faq import FAQEntry, normalize_text
 from .index import VectorIndex
+from .indexformat import MULTILINGUAL
 from .outofscope import ARRAY_NAMES as OOS_ARRAYS
 from .outofscope_fit import fit_out_of_scope, load_offtopic
 from .ranking import HEAD_META, OOS_META
@@ -44,9 +45,12 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 
-def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+def phrasings_of(
+    index: VectorIndex, view: VectorIndex | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """(entry ids, phrasing vectors, owner row of each vector, text of each vector) of an
-    FAQ index version, entries in the order of its records."""
+    FAQ index version, entries in the order of its records; the vectors of ``view`` (a
+    companion, e.g. the multilingual one with one centroid per entry) when given."""
     records = index.meta.get("records") or []
     entry_ids = [r["id"] for r in records]
     row = {e: i for i, e in enumerate(entry_ids)}
@@ -56,13 +60,14 @@ def phrasings_of(index: VectorIndex) -> tuple[list[str], np.ndarray, np.ndarray,
         for variant, text in FAQEntry.from_record(r).phrasings()
     }
     owners, texts, vectors = [], [], []
+    source = view if view is not None else index
     for entry_id in entry_ids:
-        variants, vecs = index.item_vectors(entry_id)
+        variants, vecs = source.item_vectors(entry_id)
         for variant, vec in zip(variants, vecs, strict=True):
             owners.append(row[entry_id])
             texts.append(texts_of.get((entry_id, variant), ""))
             vectors.append(vec)
-    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), index.dim)
+    matrix = np.asarray(vectors, dtype=np.float32).reshape(len(vectors), source.dim)
     return entry_ids, matrix, np.asarray(owners, dtype=np.int64), texts
 
 
@@ -211,22 +216,25 @@ def calibrate_from_settings(
 # by encoder id (a model's name and version, or its folder's fingerprint: the same id means
 # the same weights), so a new encoder object of the same model (e.g. training compares the
 # current model with a candidate) does not encode them again; a few models at most
-_offtopic: OrderedDict[str, np.ndarray] = OrderedDict()
+_offtopic: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 _OFFTOPIC_MODELS = 4
 _offtopic_lock = threading.Lock()
 
 
-def offtopic_vectors(text: Encoder) -> np.ndarray:
-    """The built-in off-topic messages (English), encoded once per model (read-only)."""
+def offtopic_vectors(text: Encoder, lang: str = "en") -> np.ndarray:
+    """The built-in off-topic messages in ``lang`` (``en``: those of the main view; ``zh``:
+    those of the multilingual view, which answers Chinese questions), encoded once per
+    model (read-only)."""
+    key = (text.id, lang)
     with _offtopic_lock:
-        vectors = _offtopic.get(text.id)
+        vectors = _offtopic.get(key)
         if vectors is not None:
-            _offtopic.move_to_end(text.id)
+            _offtopic.move_to_end(key)
             return vectors
-    vectors = text.encode([r["text"] for r in load_offtopic(langs=["en"])])
+    vectors = text.encode([r["text"] for r in load_offtopic(langs=[lang])])
     vectors.setflags(write=False)
     with _offtopic_lock:
-        _offtopic[text.id] = vectors
+        _offtopic[key] = vectors
         while len(_offtopic) > _OFFTOPIC_MODELS:
             _offtopic.popitem(last=False)
     return vectors
@@ -242,6 +250,7 @@ def fit_out_of_scope_of(
     noisy: Sequence[bool] | None = None,
     agent_weight: float = 1.0,
     unlabelled: Sequence[str] = (),
+    view: VectorIndex | None = None,
 ) -> str | None:
     """Fit the hand-off signal of an FAQ index version (:mod:`retrieval.outofscope`) from
     what a new shop has: its phrasings, its labelled in-scope questions, the built-in
@@ -253,19 +262,27 @@ def fit_out_of_scope_of(
     ``noisy[i]`` marks an agent's out-of-scope label: those form their own group of weight
     ``agent_weight``; the file's out-of-scope questions weigh 1, as the off-topic set.
     ``unlabelled``: questions from traffic, whose scores re-estimate the out-of-scope share
-    (``query_log`` of :func:`retrieval.outofscope_fit.fit_out_of_scope`)."""
+    (``query_log`` of :func:`retrieval.outofscope_fit.fit_out_of_scope`).
+
+    ``view``: fit the signal of the version's multilingual companion instead, for the
+    questions it answers (those with CJK characters), with ``text`` its encoder and the
+    Chinese off-topic messages as negatives; stored in the companion."""
+    target = view if view is not None else index
+    cjk = view is not None
+    if cjk and vectors is not None:
+        raise ValueError("vectors are the main view's; the multilingual fit encodes its own")
     for name in OOS_ARRAYS.values():
-        index.arrays.pop(name, None)
-    index.meta.pop(OOS_META, None)
+        target.arrays.pop(name, None)
+    target.meta.pop(OOS_META, None)
     records = index.meta.get("records") or []
     if not records or len(records) > max_entries:
         return None
-    entry_ids, phrasings, owners, _ = phrasings_of(index)
+    entry_ids, phrasings, owners, _ = phrasings_of(index, view)
     row = {e: i for i, e in enumerate(entry_ids)}
-    positions = routed_positions(labelled, cjk=False) if labelled else []
+    positions = routed_positions(labelled, cjk=cjk) if labelled else []
     mine = [labelled[i] for i in positions] if labelled else []
     if not mine:
-        qvecs = np.zeros((0, index.dim), np.float32)
+        qvecs = np.zeros((0, target.dim), np.float32)
     elif vectors is not None:
         qvecs = np.asarray(vectors, dtype=np.float32)[positions]
     else:
@@ -282,21 +299,24 @@ def fit_out_of_scope_of(
         owners,
         qvecs[lab >= 0],
         lab[lab >= 0],
-        offtopic_vectors(text),
+        offtopic_vectors(text, "zh" if cjk else "en"),
         labelled_out_of_scope=qvecs[(lab == -2) & ~from_agent],
         agent_out_of_scope=qvecs[(lab == -2) & from_agent],
         agent_weight=agent_weight,
-        query_log=_encoded_unlabelled(text, unlabelled),
+        query_log=_encoded_unlabelled(text, unlabelled, cjk=cjk),
         n_entries=len(entry_ids),
     )
-    index.arrays.update(model.to_arrays())
-    index.meta[OOS_META] = model.to_meta()
+    target.arrays.update(model.to_arrays())
+    target.meta[OOS_META] = model.to_meta()
     return model.describe()
 
 
-def _encoded_unlabelled(text: Encoder, unlabelled: Sequence[str]) -> np.ndarray | None:
-    """The unlabelled questions the main index answers (not Chinese ones), encoded."""
-    mine = [unlabelled[i] for i in routed_positions([(q, set()) for q in unlabelled], cjk=False)]
+def _encoded_unlabelled(
+    text: Encoder, unlabelled: Sequence[str], *, cjk: bool
+) -> np.ndarray | None:
+    """The unlabelled questions the view answers (Chinese ones: the multilingual view),
+    encoded."""
+    mine = [unlabelled[i] for i in routed_positions([(q, set()) for q in unlabelled], cjk=cjk)]
     return np.asarray(text.encode(mine), dtype=np.float32) if mine else None
 
 
@@ -340,3 +360,17 @@ def calibrate_with_labels(
         agent_weight=settings.agent_label_weight,
         unlabelled=labels.unlabelled,
     )
+    companion = index.companions.get(MULTILINGUAL) if multilingual is not None else None
+    if companion is not None and multilingual is not None:
+        # Chinese questions are answered by the multilingual view: its own hand-off signal,
+        # fitted the same way in its own vector space
+        fit_out_of_scope_of(
+            index,
+            multilingual,
+            labelled,
+            max_entries=settings.answer_head_max_entries,
+            noisy=labels.noisy,
+            agent_weight=settings.agent_label_weight,
+            unlabelled=labels.unlabelled,
+            view=companion,
+        )

@@ -17,6 +17,7 @@ from .faq import FAQBank, FAQEntry
 from .filters import CatalogColumns, FilterMasks, ProductFilter
 from .fusion import Fusion
 from .index import VectorIndex
+from .indexformat import MULTILINGUAL
 from .outofscope import OutOfScopeModel
 from .product_gate import calibrate_text_gate, photo_sure_level
 from .ranking import head_of, out_of_scope_of
@@ -85,6 +86,12 @@ class Snapshot:
     def out_of_scope(self) -> OutOfScopeModel | None:
         """The FAQ version's hand-off signal (questions without CJK characters), if any."""
         return out_of_scope_of(self.faq_index)
+
+    @cached_property
+    def multilingual_out_of_scope(self) -> OutOfScopeModel | None:
+        """The hand-off signal of the multilingual view (Chinese questions), if any."""
+        view = self.faq_index.companions.get(MULTILINGUAL)
+        return out_of_scope_of(view) if view is not None else None
 
     @cached_property
     def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:

@@ -205,6 +205,9 @@ def _threshold_source(retriever: Retriever, train: list[LabelledQuery] | None) -
         if oos is not None
         else " Hand-off signal: none (the answer threshold alone decides)."
     )
+    zh = retriever.snapshot.multilingual_out_of_scope
+    if zh is not None:
+        hand_off += f" Chinese questions (multilingual view): {zh.describe()}"
     return _answer_threshold_source(retriever, train) + hand_off
 
 

@@ -112,6 +112,50 @@ def test_in_scope_labels_only_still_hand_off_off_topic_questions(tmp_path: Path)
     assert answered.count("answer") >= 3, answered
 
 
+ZH_IN_SCOPE = [
+    ("我的包裹多久能到", "delivery-time"),
+    ("怎么退货", "returns"),
+    ("可以用信用卡付款吗", "payment"),
+    ("我应该买大一号吗", "sizes"),
+]
+ZH_OFF_TOPIC = [
+    "帮我写一首关于大海的诗",
+    "水龙头漏水怎么修",
+    "怎么给猫剪指甲",
+    "量子计算机是怎么工作的",
+]
+
+
+def test_chinese_questions_have_their_own_hand_off_signal(tmp_path: Path) -> None:
+    """Chinese questions are answered by the multilingual view, whose scores have their own
+    scale: it gets its own signal, fitted the same way (here from English in-scope labels
+    alone, as a new shop has them, with the built-in Chinese off-topic messages), and it
+    hands off Chinese off-topic questions that the view's answer threshold would answer."""
+    from retrieval.evaluation.faq import faq_retriever
+    from retrieval.labelled import read_labelled
+
+    bank_path, train = _write(tmp_path, [])
+    retriever = faq_retriever(
+        load_settings(None),
+        load_faq(bank_path),
+        read_labelled(train, known_ids=None, images=False),
+        tmp_path / "var",
+    )
+    zh = retriever.snapshot.multilingual_out_of_scope
+    english = retriever.snapshot.out_of_scope
+    assert zh is not None and english is not None
+    assert "entry-holdout cross-validation" in zh.describe()
+    assert zh.meta["cv"]["labelled_out_of_scope"] == 0
+    assert zh.threshold != pytest.approx(english.threshold)  # another vector space
+    handed_off = [retriever.query(q) for q in ZH_OFF_TOPIC]
+    assert all(r.decision.value == "handoff" for r in handed_off), [
+        (r.decision.value, r.verdict.reason) for r in handed_off
+    ]
+    assert any(r.verdict.reason.startswith("out of scope") for r in handed_off)
+    answered = [retriever.query(q).decision.value for q, _ in ZH_IN_SCOPE]
+    assert answered.count("answer") >= 3, answered
+
+
 def test_labelled_out_of_scope_questions_move_the_threshold(tmp_path: Path) -> None:
     near = [
         "do you sell gift wrapping for birthdays",
@@ -134,7 +178,11 @@ def test_the_demo_hands_off_what_it_cannot_answer(demo_data_dir: Path) -> None:
     calibration = (DATA / "faq" / "calibration.jsonl").read_text()
     assert "gotland" not in calibration.lower()
     settings = demo_settings(demo_data_dir)
-    with TestClient(create_app(settings, build_retriever(settings))) as client:
+    retriever = build_retriever(settings)
+    # both views' hand-off signals were published with the version and loaded from it
+    assert retriever.snapshot.out_of_scope is not None
+    assert retriever.snapshot.multilingual_out_of_scope is not None
+    with TestClient(create_app(settings, retriever)) as client:
 
         def decision(text: str) -> str:
             return client.post("/v1/query", json={"text": text}).json()["decision"]
