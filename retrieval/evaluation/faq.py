@@ -208,6 +208,11 @@ def _threshold_source(retriever: Retriever, train: list[LabelledQuery] | None) -
     zh = retriever.snapshot.multilingual_out_of_scope
     if zh is not None:
         hand_off += f" Chinese questions (multilingual view): {zh.describe()}"
+    elif MULTILINGUAL in retriever.snapshot.faq_index.companions:
+        hand_off += (
+            " Chinese questions (multilingual view): no hand-off signal (no Chinese in the "
+            "bank or the labelled questions); its answer threshold alone decides."
+        )
     return _answer_threshold_source(retriever, train) + hand_off
 
 

@@ -124,23 +124,39 @@ ZH_OFF_TOPIC = [
     "怎么给猫剪指甲",
     "量子计算机是怎么工作的",
 ]
+# one Chinese phrasing per entry, as a shop serving Chinese shoppers writes them
+ZH_PHRASING = {
+    "delivery-time": "送货需要多长时间？",
+    "returns": "如何退货？",
+    "payment": "你们接受哪些付款方式？",
+    "sizes": "你们的尺码合适吗？",
+}
 
 
-def test_chinese_questions_have_their_own_hand_off_signal(tmp_path: Path) -> None:
-    """Chinese questions are answered by the multilingual view, whose scores have their own
-    scale: it gets its own signal, fitted the same way (here from English in-scope labels
-    alone, as a new shop has them, with the built-in Chinese off-topic messages), and it
-    hands off Chinese off-topic questions that the view's answer threshold would answer."""
+def _retriever(tmp_path: Path, bank: list[dict]):  # noqa: ANN202
     from retrieval.evaluation.faq import faq_retriever
     from retrieval.labelled import read_labelled
 
-    bank_path, train = _write(tmp_path, [])
-    retriever = faq_retriever(
+    _, train = _write(tmp_path, [])  # English in-scope labels only, as a new shop has them
+    bank_path = tmp_path / "bank-zh.jsonl"
+    bank_path.write_text(
+        "\n".join(json.dumps(e, ensure_ascii=False) for e in bank) + "\n", encoding="utf-8"
+    )
+    return faq_retriever(
         load_settings(None),
         load_faq(bank_path),
         read_labelled(train, known_ids=None, images=False),
         tmp_path / "var",
     )
+
+
+def test_chinese_questions_have_their_own_hand_off_signal(tmp_path: Path) -> None:
+    """Chinese questions are answered by the multilingual view, whose scores have their own
+    scale: it gets its own signal, fitted the same way (here from English in-scope labels,
+    the bank's Chinese phrasings and the built-in Chinese off-topic messages), and it hands
+    off Chinese off-topic questions that the view's answer threshold would not."""
+    bank = [{**e, "examples": [*e["examples"], ZH_PHRASING[e["id"]]]} for e in BANK]
+    retriever = _retriever(tmp_path, bank)
     zh = retriever.snapshot.multilingual_out_of_scope
     english = retriever.snapshot.out_of_scope
     assert zh is not None and english is not None
@@ -154,6 +170,20 @@ def test_chinese_questions_have_their_own_hand_off_signal(tmp_path: Path) -> Non
     assert any(r.verdict.reason.startswith("out of scope") for r in handed_off)
     answered = [retriever.query(q).decision.value for q, _ in ZH_IN_SCOPE]
     assert answered.count("answer") >= 3, answered
+
+
+def test_no_chinese_signal_without_chinese_in_the_shops_data(tmp_path: Path) -> None:
+    """An English-only bank with English labels has no Chinese in-scope evidence: a signal
+    fitted there would judge Chinese questions by English ones' scores (higher in the
+    multilingual space), so the view's answer threshold alone decides, as the output says."""
+    from retrieval.evaluation.faq import _threshold_source
+
+    retriever = _retriever(tmp_path, BANK)
+    assert retriever.snapshot.out_of_scope is not None
+    assert retriever.snapshot.multilingual_out_of_scope is None
+    assert "Chinese questions (multilingual view): no hand-off signal" in _threshold_source(
+        retriever, None
+    )
 
 
 def test_labelled_out_of_scope_questions_move_the_threshold(tmp_path: Path) -> None:
