@@ -259,7 +259,7 @@ class PgvectorStoreEngine(PgvectorEngine):
     name = "pgvector-store"
 
     def load(self, vectors, cats, m, ef_construction, progress):  # noqa: ANN001, ANN201
-        from retrieval.storage import new_version_id
+        from retrieval.indexfolders import new_version_id
         from retrieval.vectorstore import Record
         from retrieval.vectorstore.pgvector import PgvectorStore
 

@@ -14,7 +14,7 @@ url=$(.venv/bin/python - <<'PY'
 from pathlib import Path
 from retrieval.localpg import LocalPostgres, embedded_bin_dir
 from retrieval.index import VectorIndex
-from retrieval.storage import current_version, version_dir
+from retrieval.indexfolders import current_version, version_dir
 from retrieval.settings import load_settings
 from retrieval.indexstore import pg_store, close_store
 from retrieval.vectorstore.pgindex import publish_index

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
 
-from . import storage
+from . import indexfolders
 from .index import VectorIndex
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ def close_store(url: str) -> None:
 def exclusive(settings: Settings, *, wait: bool = False) -> Iterator[None]:
     """Hold the index writer lock: the index folder's file lock (one job per machine) and,
     on pgvector, the store's advisory lock (one job per store, from any machine)."""
-    with storage.exclusive(settings.index_dir, wait=wait):
+    with indexfolders.exclusive(settings.index_dir, wait=wait):
         if _pg(settings):
             with pg_store(settings).writer_lock(wait=wait):
                 yield
@@ -84,7 +84,7 @@ def exclusive(settings: Settings, *, wait: bool = False) -> Iterator[None]:
 def current_version(settings: Settings, kind: str) -> str | None:
     if _pg(settings):
         return pg_store(settings).current(kind)
-    return storage.current_version(settings.index_dir, kind)
+    return indexfolders.current_version(settings.index_dir, kind)
 
 
 def current_meta(settings: Settings, kind: str) -> tuple[str | None, dict[str, Any]]:
@@ -94,11 +94,11 @@ def current_meta(settings: Settings, kind: str) -> tuple[str | None, dict[str, A
         store = pg_store(settings)
         version = store.current(kind)
         return (version, dict(store.open(kind).meta)) if version is not None else (None, {})
-    version = storage.current_version(settings.index_dir, kind)
+    version = indexfolders.current_version(settings.index_dir, kind)
     if version is None:
         return None, {}
     try:
-        path = storage.version_dir(settings.index_dir, kind, version) / "meta.json"
+        path = indexfolders.version_dir(settings.index_dir, kind, version) / "meta.json"
         return version, json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return version, {}
@@ -123,9 +123,9 @@ def load_index(
         store = pg_store(settings)
         return cast(VectorIndex, open_index(store, kind, version=version, expect=expect, ef=ef))
     if version is not None:
-        folder = storage.version_dir(settings.index_dir, kind, version)
+        folder = indexfolders.version_dir(settings.index_dir, kind, version)
         return VectorIndex.load(folder, expect=expect, ef=ef)
-    return storage.load_current(settings.index_dir, kind, expect=expect, ef=ef)
+    return indexfolders.load_current(settings.index_dir, kind, expect=expect, ef=ef)
 
 
 def load_built(settings: Settings, kind: str, version: str, ef: int | None = None) -> VectorIndex:
@@ -136,7 +136,7 @@ def load_built(settings: Settings, kind: str, version: str, ef: int | None = Non
 
         stored = open_index(pg_store(settings), kind, version=version, ef=ef)
         return _writable(stored)
-    return VectorIndex.load(storage.version_dir(settings.index_dir, kind, version), ef=ef)
+    return VectorIndex.load(indexfolders.version_dir(settings.index_dir, kind, version), ef=ef)
 
 
 def _writable(stored: Any) -> VectorIndex:
@@ -165,18 +165,18 @@ def publish_version(settings: Settings, kind: str, version: str, index: VectorIn
         store = pg_store(settings)
         publish_index(store, kind, version, index)
         return store.prune(kind, settings.keep_versions)
-    storage.publish(index, settings.index_dir, kind, version)
-    return storage.prune(settings.index_dir, kind, settings.keep_versions)
+    indexfolders.publish(index, settings.index_dir, kind, version)
+    return indexfolders.prune(settings.index_dir, kind, settings.keep_versions)
 
 
 def list_versions(settings: Settings, kind: str) -> list[str]:
     if _pg(settings):
         return pg_store(settings).versions(kind)
-    return storage.list_versions(settings.index_dir, kind)
+    return indexfolders.list_versions(settings.index_dir, kind)
 
 
 def set_current(settings: Settings, kind: str, version: str) -> None:
     if _pg(settings):
         pg_store(settings).set_current(kind, version)
     else:
-        storage.set_current(settings.index_dir, kind, version)
+        indexfolders.set_current(settings.index_dir, kind, version)

@@ -22,12 +22,12 @@ from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
 from .index import IndexParams, VectorIndex
+from .indexfolders import new_version_id
 from .indexformat import PRODUCT_LAYOUT
 from .indexstore import current_meta, exclusive, publish_version
 from .runtime import make_fusion
 from .settings import Settings
 from .shop_labels import ShopLabels, shop_labels
-from .storage import new_version_id
 from .store.models import IndexVersionRow
 
 __all__ = [

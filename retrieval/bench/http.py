@@ -64,11 +64,11 @@ def make_service_data(
     from ..encoders import image_encoder, text_encoder
     from ..fusion import fuse
     from ..index import IndexParams, VectorIndex
+    from ..indexfolders import new_version_id
     from ..indexformat import faq_expectations, product_expectations
     from ..indexstore import publish_version
     from ..runtime import make_fusion
     from ..settings import load_settings
-    from ..storage import new_version_id
     from .data import embedding_like
 
     settings = load_settings(config, data_dir=data_dir, **(store or {}))

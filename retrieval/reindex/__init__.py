@@ -8,14 +8,14 @@ stored in the current version:
   nothing is published;
 - some entries changed: a copy of the current version is loaded, the vectors of changed and
   deleted entries are removed, only changed and new entries are encoded and added, and the
-  result is published as a new version (``storage.publish``: temporary folder, rename,
+  result is published as a new version (``indexfolders.publish``: temporary folder, rename,
   ``CURRENT`` pointer). Price or stock edits change the records but no vectors: published
   without encoding anything;
 - the encoder, fusion weights or HNSW build parameters differ from the current version's, or
   there is no current version: a full rebuild, never a mixed index.
 
 When deleted slots pass ``compact_deleted_ratio`` of the graph, it is rebuilt from the stored
-vectors (no re-encoding). Only one index job runs at a time (``storage.exclusive``); old
+vectors (no re-encoding). Only one index job runs at a time (``indexfolders.exclusive``); old
 versions beyond ``keep_versions`` are pruned after a publish. The running service notices the
 new ``CURRENT`` and swaps it in (``retrieval/reloader.py``).
 

@@ -11,10 +11,10 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ..index import IndexParams, VectorIndex
+from ..indexfolders import new_version_id
 from ..indexstore import current_meta, publish_version
 from ..ingest import record_version
 from ..settings import Settings
-from ..storage import new_version_id
 from .changes import KindReport
 
 __all__ = ["finish", "incompatibility", "index_params", "read_meta"]

@@ -119,7 +119,7 @@ def check_kind(kind: str) -> str:
 
 
 def check_version(kind: str, version: str) -> str:
-    """A version id as :func:`retrieval.storage.new_version_id` makes them (it becomes part of
+    """A version id as :func:`retrieval.indexfolders.new_version_id` makes them (it becomes part of
     a table name in SQL backends, so nothing else is accepted)."""
     if not _VERSION.fullmatch(version) or not version.startswith(f"{kind}-"):
         raise ValueError(f"not a {kind} version id: {version!r}")

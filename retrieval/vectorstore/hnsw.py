@@ -1,7 +1,7 @@
 """The embedded backend: hnswlib graphs in this process, versions as folders on disk.
 
 A collection is a :class:`~retrieval.index.VectorIndex` plus each item's filterable fields;
-versions are written, published and rolled back by :mod:`retrieval.storage` (a folder per
+versions are written, published and rolled back by :mod:`retrieval.indexfolders` (a folder per
 version, ``CURRENT`` replaced atomically). A filter becomes a mask over the graph's labels,
 which the index searches inside (exact over few labels, the graph otherwise), made by the
 product search's own :class:`~retrieval.filters.CatalogColumns`, rebuilt after a write.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .. import storage
+from .. import indexfolders
 from ..catalog import Catalog, Product
 from ..errors import IndexError_
 from ..filters import CatalogColumns, ProductFilter
@@ -115,7 +115,7 @@ class HnswCollection:
 
 
 class HnswStore:
-    """Versions under ``root/<kind>/`` (the layout of :mod:`retrieval.storage`)."""
+    """Versions under ``root/<kind>/`` (the layout of :mod:`retrieval.indexfolders`)."""
 
     def __init__(self, root: Path, params: IndexParams | None = None) -> None:
         self.root = Path(root)
@@ -129,31 +129,31 @@ class HnswStore:
         self, kind: str, version: str | None = None, *, expect: dict[str, Any] | None = None
     ) -> HnswCollection:
         check_kind(kind)
-        version = version or storage.current_version(self.root, kind)
+        version = version or indexfolders.current_version(self.root, kind)
         if version is None:
             raise IndexError_(
                 f"no {kind} index in {self.root / kind}: run 'retrieval ingest' first"
             )
-        index = VectorIndex.load(storage.version_dir(self.root, kind, version), expect=expect)
+        index = VectorIndex.load(indexfolders.version_dir(self.root, kind, version), expect=expect)
         return HnswCollection(index, version)
 
     def publish(self, kind: str, collection: Collection) -> None:
         if not isinstance(collection, HnswCollection):
             raise TypeError("an hnswlib store publishes only its own collections")
         collection._save_fields()
-        storage.publish(collection.index, self.root, check_kind(kind), collection.version)
+        indexfolders.publish(collection.index, self.root, check_kind(kind), collection.version)
 
     def set_current(self, kind: str, version: str) -> None:
-        storage.set_current(self.root, check_kind(kind), version)
+        indexfolders.set_current(self.root, check_kind(kind), version)
 
     def current(self, kind: str) -> str | None:
-        return storage.current_version(self.root, check_kind(kind))
+        return indexfolders.current_version(self.root, check_kind(kind))
 
     def versions(self, kind: str) -> list[str]:
-        return storage.list_versions(self.root, check_kind(kind))
+        return indexfolders.list_versions(self.root, check_kind(kind))
 
     def prune(self, kind: str, keep: int) -> list[str]:
-        return storage.prune(self.root, check_kind(kind), keep)
+        return indexfolders.prune(self.root, check_kind(kind), keep)
 
     def close(self) -> None:
         pass

@@ -266,10 +266,10 @@ def test_the_retriever_applies_a_head_with_the_real_model(
 ) -> None:
     from retrieval import answer_head
     from retrieval.faq_calibration import calibrate_faq_index
+    from retrieval.indexfolders import load_current
     from retrieval.labelled import read_pairs
     from retrieval.runtime import build_retriever
     from retrieval.snapshot import Snapshot
-    from retrieval.storage import load_current
 
     from helpers import demo_settings
 
@@ -312,9 +312,9 @@ def test_reindex_refits_the_head_for_the_new_bank(tmp_path: Path) -> None:
 
     import yaml
 
+    from retrieval.indexfolders import load_current
     from retrieval.reindex import reindex
     from retrieval.settings import load_settings
-    from retrieval.storage import load_current
 
     from fakes import ColourImageEncoder, HashingTextEncoder
 

@@ -265,7 +265,7 @@ def test_reindex_publishes_while_the_database_cannot_be_used(
     """A price change goes live while the log database is down (found by the soak: the
     command stopped at "cannot prepare the database"); the version history waits, and so
     does the FAQ, whose calibration reads the agents' labels from the database."""
-    from retrieval.storage import current_version, load_current
+    from retrieval.indexfolders import current_version, load_current
 
     catalog = tmp_path / "catalog"
     catalog.mkdir()

@@ -17,6 +17,7 @@ from retrieval.decision import DecisionPolicy
 from retrieval.faq import FAQBank
 from retrieval.fusion import Fusion
 from retrieval.index import IndexParams, VectorIndex
+from retrieval.indexfolders import current_version, load_current, publish, version_dir
 from retrieval.indexformat import TEXT_VIEW
 from retrieval.lexical.tokens import DEFAULT_TOKENIZER
 from retrieval.product_search import rank_products, text_matches
@@ -25,7 +26,6 @@ from retrieval.retriever import Limits, Retriever
 from retrieval.runtime import limits_from
 from retrieval.settings import load_settings
 from retrieval.snapshot import Snapshot
-from retrieval.storage import current_version, load_current, publish, version_dir
 
 from fakes import ColourImageEncoder, HashingTextEncoder
 

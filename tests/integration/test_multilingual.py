@@ -257,9 +257,9 @@ def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
 ) -> None:
     import yaml
 
+    from retrieval.indexfolders import load_current
     from retrieval.reindex import reindex
     from retrieval.settings import load_settings
-    from retrieval.storage import load_current
 
     from fakes import ColourImageEncoder, HashingTextEncoder
 
@@ -310,9 +310,9 @@ def test_reindex_updates_the_companion_incrementally_and_follows_the_setting(
 def test_reindex_keeps_the_products_multilingual_view_in_step(
     tmp_path: Path, use: MultilingualEncoder
 ) -> None:
+    from retrieval.indexfolders import load_current
     from retrieval.reindex import reindex
     from retrieval.settings import load_settings
-    from retrieval.storage import load_current
 
     from fakes import ColourImageEncoder, HashingTextEncoder
 

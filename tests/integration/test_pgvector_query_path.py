@@ -20,10 +20,10 @@ from PIL import Image
 from retrieval.errors import IndexError_
 from retrieval.filters import ProductFilter
 from retrieval.index import VectorIndex
+from retrieval.indexfolders import current_version as folder_version
+from retrieval.indexfolders import version_dir
 from retrieval.indexstore import current_version, list_versions, pg_store
 from retrieval.runtime import build_retriever
-from retrieval.storage import current_version as folder_version
-from retrieval.storage import version_dir
 from retrieval.vectorstore.pgindex import PgIndex, publish_index
 
 from helpers import DATA, demo_settings

@@ -12,10 +12,10 @@ from fastapi.testclient import TestClient
 from retrieval.cli import main
 from retrieval.evaluation.faq import evaluate_faq
 from retrieval.evaluation.products import evaluate_products
+from retrieval.indexfolders import current_version
 from retrieval.labelled import read_labelled
 from retrieval.runtime import build_retriever
 from retrieval.service import create_app
-from retrieval.storage import current_version
 
 from helpers import DATA, demo_settings
 

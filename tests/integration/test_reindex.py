@@ -13,11 +13,17 @@ import yaml
 
 from retrieval.errors import Busy, NotFound
 from retrieval.index import VectorIndex
+from retrieval.indexfolders import (
+    current_version,
+    exclusive,
+    list_versions,
+    load_current,
+    version_dir,
+)
 from retrieval.reindex import reindex
 from retrieval.reindex.changes import diff_items
 from retrieval.reindex.versions import rollback
 from retrieval.settings import load_settings
-from retrieval.storage import current_version, exclusive, list_versions, load_current, version_dir
 
 from fakes import ColourImageEncoder, HashingTextEncoder, colour_png
 

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from retrieval.cli import main
-from retrieval.storage import current_version, list_versions, load_current
+from retrieval.indexfolders import current_version, list_versions, load_current
 
 from helpers import DATA, ROOT
 from pg import free_port

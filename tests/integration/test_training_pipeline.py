@@ -23,8 +23,8 @@ from training_fixtures import gc_sees_only_new_objects
 
 from retrieval.cli import main
 from retrieval.encoders.text import resolve_text_model
+from retrieval.indexfolders import current_version, version_dir
 from retrieval.settings import load_settings
-from retrieval.storage import current_version, version_dir
 from retrieval.store import make_engine
 from retrieval.store.models import ModelVersionRow
 

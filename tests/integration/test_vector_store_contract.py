@@ -17,7 +17,7 @@ import pytest
 
 from retrieval.errors import IndexError_, IndexMismatch
 from retrieval.filters import ProductFilter
-from retrieval.storage import new_version_id
+from retrieval.indexfolders import new_version_id
 from retrieval.vectorstore import Record, open_store, passes
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.slow]

@@ -10,12 +10,12 @@ import pytest
 import yaml
 
 from retrieval.index import VectorIndex
+from retrieval.indexfolders import current_version, version_dir
 from retrieval.outofscope import OutOfScopeModel
 from retrieval.ranking import OOS_META, out_of_scope_of
 from retrieval.reindex import reindex
 from retrieval.settings import load_settings
 from retrieval.shop_labels import merge_labels
-from retrieval.storage import current_version, version_dir
 
 from consoledb import agent_db, log_agent_actions
 from fakes import HashingTextEncoder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from retrieval.filters import ProductFilter
-from retrieval.storage import new_version_id
+from retrieval.indexfolders import new_version_id
 from retrieval.vectorstore.base import Record, check_kind, check_version, passes, validate
 from retrieval.vectorstore.pgpool import safe_url
 from retrieval.vectorstore.pgvector import _table, _where
