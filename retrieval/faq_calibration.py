@@ -218,7 +218,7 @@ def calibrate_from_settings(
 # the same weights), so a new encoder object of the same model (e.g. training compares the
 # current model with a candidate) does not encode them again; a few models at most
 _offtopic: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
-_OFFTOPIC_MODELS = 4
+_OFFTOPIC_MODELS = 8  # (model, language): the current and a candidate model, two languages
 _offtopic_lock = threading.Lock()
 
 
@@ -316,8 +316,9 @@ def _encoded_unlabelled(
     text: Encoder, unlabelled: Sequence[str], *, cjk: bool
 ) -> np.ndarray | None:
     """The unlabelled questions the view answers (Chinese ones: the multilingual view),
-    encoded."""
-    mine = [unlabelled[i] for i in routed_positions([(q, set()) for q in unlabelled], cjk=cjk)]
+    encoded. Only those: the other language's traffic would set this view's estimate of
+    the out-of-scope share."""
+    mine = [q for q in unlabelled if has_cjk(q) == cjk]
     return np.asarray(text.encode(mine), dtype=np.float32) if mine else None
 
 
@@ -391,12 +392,15 @@ MIN_CJK_QUESTIONS = 10  # as routed_positions: fewer Chinese labelled questions 
 
 
 def speaks_cjk(index: VectorIndex, labelled: Sequence[tuple[str, set[str]]]) -> bool:
-    """Whether the shop's data has Chinese (CJK) the multilingual view's hand-off signal can
-    be fitted on: a phrasing of the bank, or enough labelled in-scope questions. Without
-    either, its in-scope side would be English questions and phrasings, which score higher
-    in the multilingual space than Chinese questions asking the same: measured on an
-    English-only bank (Bitext, Chinese questions), such a signal handed off 14% more of
-    the answerable Chinese questions (docs/evaluation.md)."""
+    """Whether the shop's data has Chinese (CJK) for the multilingual view's hand-off signal:
+    a phrasing of the bank, or enough labelled in-scope questions. The signal's in-scope side
+    is the labelled questions (all of them when fewer than 10 are Chinese), so with English
+    labels it learns from English questions, which score higher in the multilingual space
+    than Chinese ones. A Chinese phrasing in the bank is part of each entry's vector in the
+    view (one per entry, all languages), which lifts Chinese questions' scores: on the demo
+    bank with English labels the signal cost one in-scope Chinese question of 163, while on
+    the English-only Bitext bank it handed off 14% more of the answerable Chinese questions
+    (docs/evaluation.md)."""
     for record in index.meta.get("records") or []:
         entry = FAQEntry.from_record(record)
         if any(has_cjk(text) for _, text in entry.phrasings()):

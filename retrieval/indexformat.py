@@ -15,6 +15,7 @@ from .fusion import Fusion
 __all__ = [
     "CENTROID",
     "MULTILINGUAL",
+    "FAQ_FIT",
     "PRODUCT_LAYOUT",
     "TEXT_ONLY",
     "TEXT_VIEW",
@@ -25,6 +26,9 @@ __all__ = [
 TEXT_ONLY = "text"  # the text view's one variant per product
 TEXT_VIEW = "text"  # the product index's companion holding one text vector per product
 PRODUCT_LAYOUT = 2  # 2: products without an image live in the text view only
+# What an FAQ version learns from its labels; part of its build key, so a re-index refits
+# versions built before a change (2: the multilingual view's own hand-off signal)
+FAQ_FIT = 2
 MULTILINGUAL = "multilingual"  # the companion (FAQ and products) that answers CJK questions
 CENTROID = "centroid"  # the multilingual FAQ companion's one variant per entry
 

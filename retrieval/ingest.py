@@ -23,7 +23,7 @@ from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
 from .index import IndexParams, VectorIndex
 from .indexfolders import new_version_id
-from .indexformat import PRODUCT_LAYOUT
+from .indexformat import FAQ_FIT, PRODUCT_LAYOUT
 from .indexstore import current_meta, exclusive, publish_version
 from .runtime import make_fusion
 from .settings import Settings
@@ -85,6 +85,8 @@ def build_key(
     ):
         parts.append(hashlib.sha256(settings.faq_calibration_path.read_bytes()).hexdigest())
         parts += [settings.answer_head, settings.answer_head_max_entries]
+    if kind == "faq":
+        parts.append(FAQ_FIT)
     if kind == "faq" and labels:
         parts += [labels, settings.agent_label_weight]
     if kind == "products":

@@ -21,11 +21,13 @@ from ..decision import Decision
 from ..errors import NotFound
 from ..retriever import Retriever
 from ..uploads import UploadStore
+from .admission import QueryGate
 from .bot_replies import (
     call_retrieval,
     conversation_language,
     hand_off,
     load_context,
+    off_loop,
     products_payload,
     response_name,
     save_context,
@@ -70,10 +72,12 @@ class ActionSmallTalk(Action):
         retriever: Callable[[], Retriever] | None = None,
         answer: ActionAnswerQuestion | None = None,
         timeout_s: float = 3.0,
+        gate: QueryGate | None = None,
     ):
         self._retriever = retriever
         self._answer = answer
         self._timeout_s = timeout_s
+        self._gate = gate
 
     def name(self) -> str:
         return "action_small_talk"
@@ -92,7 +96,7 @@ class ActionSmallTalk(Action):
             return r.decision is Decision.ANSWER
 
         try:
-            return await asyncio.wait_for(asyncio.to_thread(probe), self._timeout_s)
+            return await asyncio.wait_for(off_loop(self._gate, probe), self._timeout_s)
         except Exception as exc:  # noqa: BLE001 - small talk still gets its reply
             log.warning("could not check small talk %r against the indexes: %s", text[:80], exc)
             return False
@@ -135,10 +139,12 @@ class ActionAnswerPhoto(Action):
         uploads: Callable[[], UploadStore],
         timeout_s: float = 3.0,
         contexts: Callable[[], ConversationStore | None] | None = None,
+        gate: QueryGate | None = None,
     ):
         self._retriever = retriever
         self._uploads = uploads
         self._timeout_s = timeout_s
+        self._gate = gate
         self._contexts = contexts or (lambda: None)
 
     def name(self) -> str:

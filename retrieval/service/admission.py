@@ -49,6 +49,9 @@ class QueryGate:
         self.max_waiting = max_waiting
         self.retry_after_s = retry_after_s
         self._limiter: anyio.CapacityLimiter | None = None  # made in the event loop
+        # calls admitted and not finished (running, waiting, or between the two): counted
+        # before the first await, so a burst arriving in one event-loop turn is counted whole
+        self._outstanding = 0
         self._admitted = 0
         self._refused = 0
 
@@ -60,25 +63,26 @@ class QueryGate:
     async def run(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """``fn(*args, **kwargs)`` in a worker thread once admitted."""
         limiter = self._gate()
-        busy = limiter.borrowed_tokens >= limiter.total_tokens
-        if busy and limiter.statistics().tasks_waiting >= self.max_waiting:
+        if self._outstanding >= self.concurrency + self.max_waiting:
             self._refused += 1
             raise Overloaded(
-                f"the service is busy ({limiter.statistics().tasks_waiting} questions "
+                f"the service is busy ({self._outstanding - self.concurrency} questions "
                 "waiting); try again shortly",
                 self.retry_after_s,
             )
+        self._outstanding += 1
         self._admitted += 1
-        call = functools.partial(fn, *args, **kwargs)
-        return await anyio.to_thread.run_sync(call, limiter=limiter)
+        try:
+            call = functools.partial(fn, *args, **kwargs)
+            return await anyio.to_thread.run_sync(call, limiter=limiter)
+        finally:  # done, failed, or cancelled while waiting (a timeout)
+            self._outstanding -= 1
 
     def stats(self) -> GateStats:
-        limiter = self._limiter
-        if limiter is None:
-            return GateStats(0, 0, self._admitted, self._refused)
+        running = 0 if self._limiter is None else int(self._limiter.borrowed_tokens)
         return GateStats(
-            running=int(limiter.borrowed_tokens),
-            waiting=limiter.statistics().tasks_waiting,
+            running=running,
+            waiting=max(0, self._outstanding - running),
             admitted=self._admitted,
             refused=self._refused,
         )

@@ -270,6 +270,7 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
         lambda: app.state.uploads,
         lambda: app.state.contexts,
         lambda: app.state.interests,
+        app.state.query_gate,
     )
 
     app.openapi = _openapi(app)  # type: ignore[method-assign]

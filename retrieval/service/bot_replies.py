@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from rasa_sdk import Tracker
@@ -22,6 +22,7 @@ from ..filters import ProductFilter
 from ..product_search import ProductMatch
 from ..results import QueryResult
 from ..retriever import Retriever
+from .admission import QueryGate
 
 __all__ = [
     "answer_in_language",
@@ -116,17 +117,25 @@ def say_answer(
     dispatcher.utter_message(text=text, json_message=payload)
 
 
+def off_loop(gate: QueryGate | None, call: Callable[[], T]) -> Awaitable[T]:
+    """A retrieval call in a worker thread: through the service's query gate when it has one
+    (the same places and waiting line as ``POST /v1/query``)."""
+    return gate.run(call) if gate is not None else asyncio.to_thread(call)
+
+
 async def call_retrieval(
     dispatcher: CollectingDispatcher,
     tracker: Tracker,
     lang: str,
     timeout_s: float,
     call: Callable[[], T],
+    gate: QueryGate | None = None,
 ) -> T | None:
-    """Run a retrieval call off the event loop with a deadline. On any failure the shopper
-    gets the hand-off message (never silence) and ``None`` comes back."""
+    """Run a retrieval call off the event loop (through ``gate``) with a deadline. On any
+    failure, a full waiting line included, the shopper gets the hand-off message (never
+    silence) and ``None`` comes back."""
     try:
-        return await asyncio.wait_for(asyncio.to_thread(call), timeout=timeout_s)
+        return await asyncio.wait_for(off_loop(gate, call), timeout=timeout_s)
     except Exception as exc:  # noqa: BLE001 - unavailable, slow or refused: never leave the shopper in silence
         log.warning("retrieval failed for conversation %s: %s", tracker.sender_id, exc)
         dispatcher.utter_message(

@@ -27,12 +27,14 @@ from ..product_search import ProductMatch
 from ..results import QueryResult
 from ..retriever import Retriever
 from ..store.events import Interests
+from .admission import QueryGate
 from .bot_replies import (
     call_retrieval,
     clarify,
     hand_off,
     load_context,
     no_similar,
+    off_loop,
     preferred_similar,
     products_payload,
     response_name,
@@ -68,9 +70,11 @@ class ActionAnswerQuestion(Action):
         timeout_s: float = 3.0,
         contexts: Callable[[], ConversationStore | None] | None = None,
         interests: Callable[[], Interests | None] | None = None,
+        gate: QueryGate | None = None,
     ):
         self._retriever = retriever
         self._timeout_s = timeout_s
+        self._gate = gate
         self._contexts = contexts or (lambda: None)
         self._interests = interests or (lambda: None)
 
@@ -184,7 +188,7 @@ class ActionAnswerQuestion(Action):
             retriever.log_result(result, conversation_id=cid, channel="rasa")
             return result, dropped
 
-        answered = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, ask)
+        answered = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, ask, self._gate)
         if answered is None:
             return ctx.showing()
         result, dropped = answered
@@ -247,7 +251,9 @@ class ActionAnswerQuestion(Action):
             return found, qid
 
         t0 = time.perf_counter()
-        answered = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, answer)
+        answered = await call_retrieval(
+            dispatcher, tracker, lang, self._timeout_s, answer, self._gate
+        )
         if answered is None:
             return ctx
         found, query_id = answered
@@ -280,8 +286,11 @@ class ActionAnswerQuestion(Action):
         retriever = self._retriever()
         try:
             found = await asyncio.wait_for(
-                asyncio.to_thread(
-                    retriever.query, asked.rest, k_products=1, prefer_products=True, log=False
+                off_loop(
+                    self._gate,
+                    lambda: retriever.query(
+                        asked.rest, k_products=1, prefer_products=True, log=False
+                    ),
                 ),
                 self._timeout_s,
             )
@@ -320,7 +329,7 @@ class ActionAnswerQuestion(Action):
             )
             return lines, matches, qid
 
-        found = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, run)
+        found = await call_retrieval(dispatcher, tracker, lang, self._timeout_s, run, self._gate)
         if found is None:
             return ctx
         lines, matches, query_id = found

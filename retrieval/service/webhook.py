@@ -32,9 +32,11 @@ def executor(
     uploads: Callable[[], Any],
     contexts: Callable[[], Any] | None = None,
     interests: Callable[[], Any] | None = None,
+    gate: Any = None,
 ) -> Any:
     """The rasa_sdk executor with the shop's actions registered; ``contexts`` gives the
-    conversation-context store (None: the bot remembers nothing between turns)."""
+    conversation-context store (None: the bot remembers nothing between turns); ``gate``
+    the service's query gate, which the actions' retrieval calls pass."""
     from rasa_sdk.executor import ActionExecutor
 
     from .actions import (
@@ -45,11 +47,13 @@ def executor(
     )
 
     out = ActionExecutor()
-    answer = ActionAnswerQuestion(retriever, contexts=contexts, interests=interests)
-    out.register_action(ActionSmallTalk(retriever, answer=answer))
+    answer = ActionAnswerQuestion(retriever, contexts=contexts, interests=interests, gate=gate)
+    out.register_action(ActionSmallTalk(retriever, answer=answer, gate=gate))
     out.register_action(answer)
-    out.register_action(ActionAnswerFollowup(retriever, contexts=contexts, interests=interests))
-    out.register_action(ActionAnswerPhoto(retriever, uploads, contexts=contexts))
+    out.register_action(
+        ActionAnswerFollowup(retriever, contexts=contexts, interests=interests, gate=gate)
+    )
+    out.register_action(ActionAnswerPhoto(retriever, uploads, contexts=contexts, gate=gate))
     return out
 
 

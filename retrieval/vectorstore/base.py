@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 KINDS = ("faq", "products")
-# version ids are made by storage.new_version_id: "<kind>-<UTC time>-<hex>"
+# version ids are made by indexfolders.new_version_id: "<kind>-<UTC time>-<hex>"
 _VERSION = re.compile(r"[a-z]+-[0-9]{8}T[0-9]{12}-[0-9a-f]{6}")
 
 

@@ -17,6 +17,7 @@ from retrieval.service.actions import (
     conversation_language,
     shopper_language,
 )
+from retrieval.service.admission import QueryGate
 from retrieval.uploads import UploadStore
 
 from fakes import colour_png
@@ -146,6 +147,32 @@ def test_retrieval_unavailable_gives_a_handoff_message() -> None:
     [m] = messages
     assert m["response"] == "utter_handoff"
     assert m["custom"] == {"handoff": True, "reason": "retrieval unavailable"}
+
+
+def test_the_actions_retrieval_passes_the_services_query_gate(retriever) -> None:  # noqa: ANN001, F811
+    """The chat's questions take the same places and waiting line as POST /v1/query: a
+    question is admitted through the gate, and a full gate is a hand-off, not a wait."""
+    import threading
+
+    gate = QueryGate(1, 0)
+    action = ActionAnswerQuestion(lambda: retriever, gate=gate)
+    messages, _ = run(action, tracker("how long does delivery take", "ask_faq"))
+    assert gate.stats().admitted >= 1 and messages[0]["response"] != "utter_handoff"
+    release = threading.Event()
+
+    async def while_full() -> list[dict]:
+        busy = asyncio.create_task(gate.run(release.wait, 5))
+        await asyncio.sleep(0.05)
+        dispatcher = CollectingDispatcher()
+        await action.run(dispatcher, tracker("how long does delivery take", "ask_faq"), {})
+        release.set()
+        await busy
+        return dispatcher.messages
+
+    [m] = asyncio.run(while_full())
+    assert m["response"] == "utter_handoff"
+    assert m["custom"] == {"handoff": True, "reason": "retrieval unavailable"}
+    assert gate.stats().refused >= 1
 
 
 def test_slow_retrieval_gives_a_handoff_message_in_time(retriever) -> None:  # noqa: ANN001, F811

@@ -101,3 +101,39 @@ def test_bad_sizes_are_refused() -> None:
         QueryGate(0, 10)
     with pytest.raises(ValueError):
         QueryGate(1, -1)
+
+
+def test_a_burst_arriving_in_one_turn_is_counted_whole() -> None:
+    """Calls that passed the check but have not yet asked for a place count too: six calls
+    started in the same event-loop turn against one place and no waiting line admit one."""
+    gate = QueryGate(1, 0)
+
+    async def main() -> list[object]:
+        tasks = [asyncio.create_task(gate.run(time.sleep, 0.05)) for _ in range(6)]
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = asyncio.run(main())
+    assert sum(isinstance(r, Overloaded) for r in results) == 5
+    assert (gate.stats().admitted, gate.stats().refused, gate.stats().waiting) == (1, 5, 0)
+
+
+def test_a_call_cancelled_while_waiting_gives_its_place_in_line_back() -> None:
+    gate = QueryGate(1, 1)
+    release = threading.Event()
+
+    async def main() -> str:
+        first = asyncio.create_task(gate.run(release.wait, 5))
+        await asyncio.sleep(0.05)
+        waiting = asyncio.create_task(gate.run(lambda: "never"))
+        await asyncio.sleep(0.05)
+        assert gate.stats().waiting == 1
+        waiting.cancel()  # a deadline (asyncio.wait_for) or a caller that went away
+        await asyncio.gather(waiting, return_exceptions=True)
+        assert gate.stats().waiting == 0
+        late = asyncio.create_task(gate.run(lambda: "admitted"))  # the line has room again
+        await asyncio.sleep(0.05)
+        release.set()
+        await first
+        return await late
+
+    assert asyncio.run(main()) == "admitted"
