@@ -89,8 +89,24 @@ async def health(request: Request) -> JSONResponse:
         encoders={"text": r.text_encoder.id, "image": r.image_encoder.id},
         query_log=log_view,
         vector_store=store,
+        query_gate=_gate_view(request) if trusted(request) else None,
     )
     return JSONResponse(body.model_dump(), status_code=code)
+
+
+def _gate_view(request: Request) -> dict[str, int] | None:
+    gate = getattr(request.app.state, "query_gate", None)
+    if gate is None:
+        return None
+    stats = gate.stats()
+    return {
+        "running": stats.running,
+        "waiting": stats.waiting,
+        "concurrency": gate.concurrency,
+        "max_waiting": gate.max_waiting,
+        "admitted": stats.admitted,
+        "refused": stats.refused,
+    }
 
 
 async def _probe_store(request: Request) -> tuple[bool, str]:

@@ -325,6 +325,11 @@ class Health(BaseModel):
         None,
         description="backend (hnswlib | pgvector); on pgvector whether the store answers",
     )
+    query_gate: dict[str, int] | None = Field(
+        None,
+        description="trusted callers only: questions running and waiting at the query gate, "
+        "its sizes, and how many it admitted and refused (503) since the start",
+    )
 
 
 class ClickIn(BaseModel):

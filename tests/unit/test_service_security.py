@@ -210,8 +210,16 @@ def test_health_details_only_for_trusted_callers(client: TestClient, tmp_path: P
     assert body["status"] == "degraded"
     assert body["query_log"] == {"database": "down", "writer": "running"}
     assert "queries" not in public.text.replace("faq_entries", "")
+    assert body["query_gate"] is None
     private = client.get("/health", headers={"Authorization": f"Bearer {API_KEY}"}).json()
     assert private["query_log"]["database"] == "down"
+    gate = private["query_gate"]
+    assert gate["admitted"] == 1 and (gate["running"], gate["waiting"], gate["refused"]) == (
+        0,
+        0,
+        0,
+    )
+    assert gate["concurrency"] == client.app.state.settings.query_concurrency
     assert "no such table" in private["query_log"]["last_error"].lower()
     with TestClient(client.app, client=("127.0.0.1", 5000)) as local:
         assert "last_error" in local.get("/health").json()["query_log"]
