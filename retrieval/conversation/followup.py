@@ -22,6 +22,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..querytext import has_han
+
 __all__ = ["ASPECTS", "FollowUp", "read_followup"]
 
 ASPECTS = (
@@ -168,7 +170,6 @@ _ZH_FUNCTION = re.compile(
     r"那|这|些|个|款|种|样|是|不是|不|么|什么|哪|多|少|好|谢谢|好的|嗯|哦|其他|别的|其它|更|最|说|讲|回答|回复"
 )
 _PUNCT = re.compile(r"[\s\W_]+", re.UNICODE)
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -218,9 +219,9 @@ def _rest(text: str, spans: list[tuple[int, int]]) -> str:
     for word in _PUNCT.split(left.lower()):
         if not word:
             continue
-        if _CJK.search(word):
+        if has_han(word):
             core = _ZH_FUNCTION.sub("", word)
-            core = "".join(c for c in core if _CJK.match(c) or c.isalnum())
+            core = "".join(c for c in core if has_han(c) or c.isalnum())
             if core:
                 words.append(core)
         elif word not in _EN_FUNCTION and not word.isdigit() and len(word) > 1:

@@ -25,7 +25,6 @@ cookie). Turn latency is the wall time of the HTTP call: relay, Rasa, actions, r
 from __future__ import annotations
 
 import json
-import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -35,13 +34,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, RetrievalError
+from ..querytext import has_han
 
 __all__ = ["Dialogue", "TurnOutcome", "check_turn", "load_dialogues", "replay", "summarise"]
 
 EXPECT_KEYS = ("products", "faq", "clarify", "handoff", "says", "lang")
 MAX_DIALOGUES = 10_000
 MAX_TURNS = 20
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass(frozen=True)
@@ -193,7 +192,7 @@ def check_turn(
         if part.casefold() not in text:
             problems.append(f"reply does not say {part!r}")
     if "lang" in expect:
-        lang = "zh" if _CJK.search(got["text"]) else "en"
+        lang = "zh" if has_han(got["text"]) else "en"
         if lang != expect["lang"]:
             problems.append(f"reply in {lang}, expected {expect['lang']}")
     return problems

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -20,6 +19,7 @@ from ..conversation.turns import TurnPlan
 from ..errors import StoreError
 from ..filters import ProductFilter
 from ..product_search import ProductMatch
+from ..querytext import has_han
 from ..results import QueryResult
 from ..retriever import Retriever
 from .admission import QueryGate
@@ -33,13 +33,12 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 T = TypeVar("T")
 
 
 def shopper_language(text: str) -> str:
     """'zh' when the message holds Chinese characters, else 'en'."""
-    return "zh" if _CJK.search(text or "") else "en"
+    return "zh" if has_han(text or "") else "en"
 
 
 def conversation_language(tracker: Tracker) -> str:
