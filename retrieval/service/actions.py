@@ -181,6 +181,7 @@ class ActionAnswerPhoto(Action):
                 image_ref=f"upload:{photo_id}",
                 prefer_products=True,
             ),
+            self._gate,
         )
         if result is None:
             return []

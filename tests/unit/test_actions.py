@@ -238,8 +238,9 @@ def test_language_of_a_conversation_skips_commands() -> None:
 def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa: ANN001, F811
     uploads = UploadStore(tmp_path / "up", max_bytes=10**6, max_pixels=10**7)
     photo_id = uploads.save(colour_png("yellow"))
+    gate = QueryGate(2, 10)  # the photo's retrieval passes the service's query gate
     messages, events = run(
-        ActionAnswerPhoto(lambda: retriever, lambda: uploads),
+        ActionAnswerPhoto(lambda: retriever, lambda: uploads, gate=gate),
         photo_tracker(photo_id, earlier="有这个吗"),
     )
     [m] = messages
@@ -253,6 +254,7 @@ def test_photo_gets_matching_product_cards(retriever, tmp_path) -> None:  # noqa
     assert rec["query"]["image_ref"] == f"upload:{photo_id}"
     assert rec["query"]["conversation_id"] == "s-photo"
     assert rec["query"]["id"] == m["custom"]["query_id"]
+    assert gate.stats().admitted == 1
 
 
 def test_an_unsure_photo_match_asks_is_it_one_of_these(retriever, tmp_path) -> None:  # noqa: ANN001, F811
