@@ -28,6 +28,7 @@ __all__ = [
     "choose_runtime",
     "min_cosine",
     "onnx_installed",
+    "release_freed_memory",
 ]
 
 log = logging.getLogger(__name__)
@@ -146,7 +147,7 @@ def _export(model: Any, names: Sequence[str]) -> bytes:
     return buffer.getvalue()
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Give the export's freed buffers (the graph was built and copied in memory) back to
     the system; glibc keeps them in its heap otherwise, so the process looks ~300 MB larger."""
     try:
@@ -189,7 +190,7 @@ class OnnxTextModel:
                 "on the probe texts)"
             )
         self.agreement = agreement
-        _release_freed_memory()
+        release_freed_memory()
 
     def _open(self, threads: int) -> None:
         import onnxruntime as ort

@@ -145,7 +145,12 @@ class SentenceTransformerEncoder:
         """Run the model in ONNX Runtime when the runtime setting picks it (see onnx_text)."""
         import torch
 
-        from .onnx_text import OnnxTextModel, choose_runtime, onnx_installed
+        from .onnx_text import (
+            OnnxTextModel,
+            choose_runtime,
+            onnx_installed,
+            release_freed_memory,
+        )
 
         installed = onnx_installed()
         runtime = choose_runtime(self._runtime_setting, device, self.dtype, installed=installed)
@@ -162,6 +167,12 @@ class SentenceTransformerEncoder:
             log.warning("%s; the text model runs in torch", exc)
             return
         self.runtime = "onnx"
+        # the session holds its own copy of the weights; torch's (checked, no longer run) go,
+        # keeping the tokenizer and the pipeline's configuration (about 90 MB for MiniLM)
+        inner = getattr(model[0], "auto_model", None)
+        if inner is not None:
+            inner.to("meta")
+            release_freed_memory()
         log.info("text model runs in ONNX Runtime on %d thread(s)", threads)
 
     @property

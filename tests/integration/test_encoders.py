@@ -285,6 +285,9 @@ def test_onnx_runtime_gives_torchs_vectors_and_rankings() -> None:
     assert len(questions) > 80  # more than one ONNX batch, in several lengths
     q_onnx, q_torch = onnx.encode(questions), torch_.encode(questions)
     assert (onnx.runtime, torch_.runtime) == ("onnx", "torch")
+    # torch's copy of the transformer's weights is dropped once ONNX Runtime runs it
+    inner = onnx._load()[0].auto_model
+    assert all(p.device.type == "meta" for p in inner.parameters())
     assert q_onnx.dtype == np.float32 and q_onnx.shape == (len(questions), 384)
     np.testing.assert_allclose(q_onnx, q_torch, atol=1e-5)
     for q, expected in zip(questions[:5], q_torch[:5], strict=True):
