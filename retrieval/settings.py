@@ -123,7 +123,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(
         None,
         ge=1,
-        description="Threads for torch on CPU (default: 1 in the web service, torch's own in batch jobs).",
+        description="Threads for torch on CPU and for ONNX Runtime's text model (default: 1 in "
+        "the web service, torch's own in batch jobs).",
     )
     encoder_dtype: Literal["float32", "bfloat16", "auto"] = Field(
         "float32",
