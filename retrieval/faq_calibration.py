@@ -272,9 +272,7 @@ def fit_out_of_scope_of(
     cjk = view is not None
     if cjk and vectors is not None:
         raise ValueError("vectors are the main view's; the multilingual fit encodes its own")
-    for name in OOS_ARRAYS.values():
-        target.arrays.pop(name, None)
-    target.meta.pop(OOS_META, None)
+    _clear_out_of_scope(target)
     records = index.meta.get("records") or []
     if not records or len(records) > max_entries:
         return None
@@ -310,6 +308,12 @@ def fit_out_of_scope_of(
     target.arrays.update(model.to_arrays())
     target.meta[OOS_META] = model.to_meta()
     return model.describe()
+
+
+def _clear_out_of_scope(index: VectorIndex) -> None:
+    for name in OOS_ARRAYS.values():
+        index.arrays.pop(name, None)
+    index.meta.pop(OOS_META, None)
 
 
 def _encoded_unlabelled(
@@ -367,9 +371,7 @@ def calibrate_with_labels(
         return
     # Chinese questions are answered by the multilingual view: its own hand-off signal,
     # fitted the same way in its own vector space, when the shop's data holds Chinese
-    for name in OOS_ARRAYS.values():
-        companion.arrays.pop(name, None)
-    companion.meta.pop(OOS_META, None)
+    _clear_out_of_scope(companion)  # a view without Chinese data keeps no older signal
     if not speaks_cjk(index, labelled):
         log.info(
             "faq: no Chinese in the bank or the labelled questions: Chinese questions are "

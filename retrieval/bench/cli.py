@@ -185,30 +185,21 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
     batching = [s.strip().lower() for s in args.batching.split(",") if s.strip()]
     if not batching or set(batching) - {"on", "off"} or len(set(batching)) < len(batching):
         raise RetrievalError(f"--batching: '{args.batching}'; choose on, off or on,off")
-    asked = args.encoder_dtype or settings.encoder_dtype
-    dtypes = [s.strip().lower() for s in asked.split(",") if s.strip()]
-    if (
-        not dtypes
-        or set(dtypes) - {"auto", "float32", "bfloat16"}
-        or len(set(dtypes)) < len(dtypes)
-    ):
-        raise RetrievalError(f"--encoder-dtype: '{asked}'; choose from auto, float32, bfloat16")
-    runtimes_asked = args.text_runtime or settings.text_runtime
-    runtimes = [s.strip().lower() for s in runtimes_asked.split(",") if s.strip()]
-    if (
-        not runtimes
-        or set(runtimes) - {"auto", "torch", "onnx"}
-        or len(set(runtimes)) < len(runtimes)
-    ):
-        raise RetrievalError(f"--text-runtime: '{runtimes_asked}'; choose from auto, torch, onnx")
+    dtypes = _choices(
+        args.encoder_dtype or settings.encoder_dtype,
+        ("auto", "float32", "bfloat16"),
+        "--encoder-dtype",
+    )
+    runtimes = _choices(
+        args.text_runtime or settings.text_runtime, ("auto", "torch", "onnx"), "--text-runtime"
+    )
     if "onnx" in runtimes and set(dtypes) - {"float32"}:
         raise RetrievalError(
             "--text-runtime onnx runs float32 only: measure bfloat16 (or auto) with torch or auto"
         )
-    stores_asked = args.vector_store or settings.vector_store
-    stores = [s.strip().lower() for s in stores_asked.split(",") if s.strip()]
-    if not stores or set(stores) - {"hnswlib", "pgvector"} or len(set(stores)) < len(stores):
-        raise RetrievalError(f"--vector-store: '{stores_asked}'; choose from hnswlib, pgvector")
+    stores = _choices(
+        args.vector_store or settings.vector_store, ("hnswlib", "pgvector"), "--vector-store"
+    )
     sizes = _ints(str(pick["sizes"]), "sizes", counts=True)
     if min(sizes) <= args.k:
         raise RetrievalError(f"--sizes must be above k={args.k}")
@@ -233,6 +224,14 @@ def _options(args: argparse.Namespace, settings: Any) -> dict:
         "text_runtimes": runtimes,
         "vector_stores": stores,
     }
+
+
+def _choices(asked: str, allowed: tuple[str, ...], option: str) -> list[str]:
+    """A comma-separated option as a list of distinct values from ``allowed``, in order."""
+    values = [v.strip().lower() for v in asked.split(",") if v.strip()]
+    if not values or set(values) - set(allowed) or len(set(values)) < len(values):
+        raise RetrievalError(f"{option}: '{asked}'; choose from {', '.join(allowed)}")
+    return values
 
 
 def _command(opts: dict) -> str:
