@@ -27,6 +27,8 @@ __all__ = [
     "close_store",
     "current_meta",
     "current_version",
+    "discard",
+    "draft_version",
     "exclusive",
     "list_versions",
     "load_built",
@@ -128,12 +130,25 @@ def load_index(
     return indexfolders.load_current(settings.index_dir, kind, expect=expect, ef=ef)
 
 
-def load_built(settings: Settings, kind: str, version: str, ef: int | None = None) -> VectorIndex:
+def load_built(
+    settings: Settings, kind: str, version: str, ef: int | None = None, *, draft: bool = False
+) -> VectorIndex:
     """A published version as a writable in-process index, for a re-index to change and
-    publish as the next version (on pgvector: rebuilt here from the stored vectors)."""
+    publish as the next version (on pgvector: rebuilt here from the stored vectors).
+
+    ``draft``: on pgvector, the next version is made in the database instead, as a copy of
+    this one (:class:`~retrieval.vectorstore.pgdraft.PgDraft`: deletes and adds go to SQL,
+    no vector is read into this process); publish it with :func:`publish_version`, or drop
+    it with :func:`discard` when the job fails. Its callers use only ``add``,
+    ``delete_items``, ``meta``, ``lexical``, ``arrays`` and ``companions`` (typed as
+    ``VectorIndex`` for them). On hnswlib the flag changes nothing."""
     if _pg(settings):
         from .vectorstore.pgindex import open_index
 
+        if draft:
+            from .vectorstore.pgdraft import start_draft
+
+            return cast(VectorIndex, start_draft(pg_store(settings), kind, version, ef=ef))
         stored = open_index(pg_store(settings), kind, version=version, ef=ef)
         return _writable(stored)
     return VectorIndex.load(indexfolders.version_dir(settings.index_dir, kind, version), ef=ef)
@@ -160,13 +175,36 @@ def publish_version(settings: Settings, kind: str, version: str, index: VectorIn
     versions beyond ``keep_versions``; returns the versions pruned. The caller holds
     :func:`exclusive`."""
     if _pg(settings):
+        from .vectorstore.pgdraft import PgDraft, publish_draft
         from .vectorstore.pgindex import publish_index
 
         store = pg_store(settings)
-        publish_index(store, kind, version, index)
+        if isinstance(index, PgDraft):
+            if index.version != version:
+                raise ValueError(f"draft {index.version} cannot be published as {version}")
+            publish_draft(store, kind, index)
+        else:
+            publish_index(store, kind, version, index)
         return store.prune(kind, settings.keep_versions)
     indexfolders.publish(index, settings.index_dir, kind, version)
     return indexfolders.prune(settings.index_dir, kind, settings.keep_versions)
+
+
+def draft_version(index: VectorIndex) -> str | None:
+    """The version id a draft (``load_built(draft=True)``) will be published as; None for an
+    in-process index, which gets its id when it is published."""
+    from .vectorstore.pgdraft import PgDraft
+
+    return index.version if isinstance(index, PgDraft) else None
+
+
+def discard(settings: Settings, kind: str, index: VectorIndex) -> None:
+    """Drop what a failed job left unpublished: a draft's tables (nothing for an in-process
+    index)."""
+    from .vectorstore.pgdraft import PgDraft, discard_draft
+
+    if isinstance(index, PgDraft):
+        discard_draft(pg_store(settings), kind, index)
 
 
 def list_versions(settings: Settings, kind: str) -> list[str]:

@@ -22,7 +22,7 @@ from ..catalog import Catalog, Product
 from ..encoders.base import Encoder
 from ..index import IndexParams, VectorIndex
 from ..indexformat import MULTILINGUAL, product_expectations
-from ..indexstore import load_built
+from ..indexstore import discard, load_built
 from ..ingest import build_key, records_digest
 from ..lexical.tokens import DEFAULT_TOKENIZER
 from ..runtime import make_fusion
@@ -101,34 +101,47 @@ def reindex_products(
         )
         report = KindReport("products", "full", why_full, added=len(catalog), encoded=len(catalog))
         return finish(settings, engine, "products", index, report, key, created_by, t0)
-    index = load_built(settings, "products", version, ef=params.ef)
-    view = index.companions["text"]
-    removed = changes.updated + changes.deleted
-    index.delete_items(removed)
-    view.delete_items(removed)
-    todo = [catalog.products[i] for i in changes.added + changes.updated]
-    log.info("products: encoding %d changed or new products", len(todo))
-    rows = product_rows(
-        todo, text, image, fusion, source=catalog.source or "catalog", progress=progress, **limits
-    )
-    if rows.keys:
-        index.add(rows.keys, rows.fused)
-    if rows.text_keys:
-        view.add(rows.text_keys, rows.text)
-    _update_multilingual_view(index, list(catalog), todo, removed, multilingual, params, progress)
-    _update_lexical(index, list(catalog), todo, removed)
-    index.meta.update(product_meta(catalog))
-    report = KindReport(
-        "products",
-        "incremental",
-        f"changes since {version}",
-        len(changes.added),
-        len(changes.updated),
-        len(changes.deleted),
-        changes.unchanged,
-        len(todo),
-    )
-    return finish(settings, engine, "products", index, report, key, created_by, t0)
+    # on pgvector the next version is a copy made in the database: only the changes travel
+    index = load_built(settings, "products", version, ef=params.ef, draft=True)
+    try:
+        view = index.companions["text"]
+        removed = changes.updated + changes.deleted
+        index.delete_items(removed)
+        view.delete_items(removed)
+        todo = [catalog.products[i] for i in changes.added + changes.updated]
+        log.info("products: encoding %d changed or new products", len(todo))
+        rows = product_rows(
+            todo,
+            text,
+            image,
+            fusion,
+            source=catalog.source or "catalog",
+            progress=progress,
+            **limits,
+        )
+        if rows.keys:
+            index.add(rows.keys, rows.fused)
+        if rows.text_keys:
+            view.add(rows.text_keys, rows.text)
+        _update_multilingual_view(
+            index, list(catalog), todo, removed, multilingual, params, progress
+        )
+        _update_lexical(index, list(catalog), todo, removed)
+        index.meta.update(product_meta(catalog))
+        report = KindReport(
+            "products",
+            "incremental",
+            f"changes since {version}",
+            len(changes.added),
+            len(changes.updated),
+            len(changes.deleted),
+            changes.unchanged,
+            len(todo),
+        )
+        return finish(settings, engine, "products", index, report, key, created_by, t0)
+    except BaseException:
+        discard(settings, "products", index)  # a draft's tables in the store; else nothing
+        raise
 
 
 def _update_lexical(

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from ..index import IndexParams, VectorIndex
 from ..indexfolders import new_version_id
-from ..indexstore import current_meta, publish_version
+from ..indexstore import current_meta, draft_version, publish_version
 from ..ingest import record_version
 from ..settings import Settings
 from .changes import KindReport
@@ -60,7 +60,7 @@ def finish(
         index = index.compacted()
         report.mode = "compacted"
     index.meta["build_key"] = key
-    version = new_version_id(kind)
+    version = draft_version(index) or new_version_id(kind)
     log.info("%s: writing version %s", kind, version)
     removed = publish_version(settings, kind, version, index)
     report.version = version

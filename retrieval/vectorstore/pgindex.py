@@ -27,9 +27,9 @@ import io
 import logging
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -40,7 +40,7 @@ from ..lexical.index import LexicalIndex
 from .base import Record, check_kind
 from .pgvector import PgvectorCollection, PgvectorStore, create_table
 
-__all__ = ["PgIndex", "open_index", "publish_index"]
+__all__ = ["PgIndex", "copy_view", "open_index", "publish_index", "store_blobs"]
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def _array(v: Any) -> np.ndarray:
     return out
 
 
-def _prepare(store: PgvectorStore) -> None:
+def prepare_tables(store: PgvectorStore) -> None:
     with store._pool.connection() as conn, conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(7240332)")  # one schema creator at a time
         conn.execute(
@@ -74,7 +74,25 @@ def _prepare(store: PgvectorStore) -> None:
         )
 
 
-def _fields(index: VectorIndex) -> dict[str, tuple[str, float | None, int | None, frozenset[str]]]:
+class VersionParts(Protocol):
+    """What the helpers below read of a version being stored: an in-process
+    :class:`VectorIndex` or a draft made in the database (:mod:`.pgdraft`)."""
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+    @property
+    def params(self) -> IndexParams: ...
+    @property
+    def arrays(self) -> dict[str, np.ndarray]: ...
+    @property
+    def lexical(self) -> LexicalIndex | None: ...
+    @property
+    def companions(self) -> Mapping[str, Any]: ...
+
+
+def product_fields(
+    index: VersionParts,
+) -> dict[str, tuple[str, float | None, int | None, frozenset[str]]]:
     """The filterable fields of each product in a products version's records."""
     out = {}
     for r in index.meta.get("records", []):
@@ -102,7 +120,7 @@ def _copy(target: PgvectorCollection, index: VectorIndex, fields: dict[str, Any]
         target.upsert(records)
 
 
-def _blobs(index: VectorIndex, prefix: str) -> dict[str, bytes]:
+def version_blobs(index: VersionParts, prefix: str) -> dict[str, bytes]:
     out = {}
     if index.arrays:
         buf = io.BytesIO()
@@ -118,7 +136,7 @@ def _blobs(index: VectorIndex, prefix: str) -> dict[str, bytes]:
     return out
 
 
-def _meta(index: VectorIndex) -> dict[str, Any]:
+def version_meta(index: VersionParts) -> dict[str, Any]:
     return {
         **{k: v for k, v in index.meta.items() if k not in _OWN},
         "m": index.params.m,
@@ -133,33 +151,51 @@ def _meta(index: VectorIndex) -> dict[str, Any]:
 def publish_index(store: PgvectorStore, kind: str, version: str, index: VectorIndex) -> None:
     """Copy a built version (its views, arrays and lexical index with it) into the store and
     make it the current one. Readers see the old version until the switch."""
-    from psycopg.types.json import Jsonb
 
     check_kind(kind)
-    _prepare(store)
+    prepare_tables(store)
     index.meta["version"] = version
-    fields = _fields(index) if kind == "products" else {}
-    main = store.create(kind, version, dim=index.dim, meta=_meta(index))
+    fields = product_fields(index) if kind == "products" else {}
+    main = store.create(kind, version, dim=index.dim, meta=version_meta(index))
     _copy(main, index, fields)
-    blobs = _blobs(index, ":")
+    blobs = version_blobs(index, ":")
     for name, view in index.companions.items():
-        with store._pool.connection() as conn, conn.transaction():
-            create_table(
-                conn, PgvectorCollection(store, kind, version, 0, {}, name).table, view.dim
-            )
-            conn.execute(
-                "INSERT INTO vs_views (kind, version, view, dim, meta) VALUES (%s, %s, %s, %s, %s)",
-                (kind, version, name, view.dim, Jsonb(_meta(view))),
-            )
-        _copy(PgvectorCollection(store, kind, version, view.dim, {}, name), view, fields)
-        blobs.update(_blobs(view, f"{name}:"))
+        copy_view(store, kind, version, name, view, fields)
+        blobs.update(version_blobs(view, f"{name}:"))
+    store_blobs(store, kind, version, blobs)
+    store.publish(kind, main)
+
+
+def copy_view(
+    store: PgvectorStore,
+    kind: str,
+    version: str,
+    name: str,
+    view: VectorIndex,
+    fields: dict[str, Any],
+) -> None:
+    """A view of an unpublished version (another encoder's vectors of the same items) into a
+    table of its own, listed in ``vs_views``."""
+    from psycopg.types.json import Jsonb
+
+    collection = PgvectorCollection(store, kind, version, view.dim, {}, name)
+    with store._pool.connection() as conn, conn.transaction():
+        create_table(conn, collection.table, view.dim)
+        conn.execute(
+            "INSERT INTO vs_views (kind, version, view, dim, meta) VALUES (%s, %s, %s, %s, %s)",
+            (kind, version, name, view.dim, Jsonb(version_meta(view))),
+        )
+    _copy(collection, view, fields)
+
+
+def store_blobs(store: PgvectorStore, kind: str, version: str, blobs: dict[str, bytes]) -> None:
+    """An unpublished version's arrays and lexical indexes (:func:`_blobs`) into ``vs_blobs``."""
     with store._pool.connection() as conn, conn.transaction():
         for name, data in blobs.items():
             conn.execute(
                 "INSERT INTO vs_blobs (kind, version, name, data) VALUES (%s, %s, %s, %s)",
                 (kind, version, name, data),
             )
-    store.publish(kind, main)
 
 
 class PgIndex:
@@ -195,6 +231,10 @@ class PgIndex:
     @property
     def version(self) -> str:
         return self._c.version
+
+    @property
+    def table(self) -> str:
+        return self._c.table
 
     def __len__(self) -> int:
         return self._count

@@ -76,7 +76,7 @@ def create_table(conn: Any, table: str, dim: int) -> None:
     )
 
 
-def _view_tables(conn: Any, table: str) -> list[str]:
+def view_tables(conn: Any, table: str) -> list[str]:
     """The tables of a version's views (``<table>__<view>``)."""
     rows = conn.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() "
@@ -387,7 +387,7 @@ class PgvectorStore:
         with self._pool.connection() as conn:
             conn.execute(f"SET maintenance_work_mem = '{self.build_memory}'")
             # the version's table and its views' (other encoders' vectors of the same items)
-            for table in [collection.table, *_view_tables(conn, collection.table)]:
+            for table in [collection.table, *view_tables(conn, collection.table)]:
                 conn.execute(
                     f"CREATE INDEX IF NOT EXISTS {table}_v ON {table} USING hnsw "
                     f"(v vector_ip_ops) WITH (m = {self.m}, ef_construction = {self.ef_construction})"
@@ -453,13 +453,28 @@ class PgvectorStore:
             doomed += sorted(r[0] for r in stale)
             for version in doomed:
                 with conn.transaction():
-                    conn.execute(
-                        "DELETE FROM vs_versions WHERE kind = %s AND version = %s", (kind, version)
-                    )
-                    for table in _view_tables(conn, _table(version)):
-                        conn.execute(f"DROP TABLE IF EXISTS {table}")
-                    conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
+                    self._drop(conn, kind, version)
         return doomed
+
+    def drop_unpublished(self, kind: str, version: str) -> None:
+        """Drop a version that was never published (a build that failed); a published one
+        is left alone (``prune`` decides about those)."""
+        check_version(check_kind(kind), version)
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT published_at FROM vs_versions WHERE kind = %s AND version = %s FOR UPDATE",
+                (kind, version),
+            ).fetchone()
+            if row is not None and row[0] is None:
+                self._drop(conn, kind, version)
+
+    @staticmethod
+    def _drop(conn: Any, kind: str, version: str) -> None:
+        """A version's row (its views' and blobs' rows go with it) and its tables."""
+        conn.execute("DELETE FROM vs_versions WHERE kind = %s AND version = %s", (kind, version))
+        for table in view_tables(conn, _table(version)):
+            conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"DROP TABLE IF EXISTS {_table(version)}")
 
     def writer_lock(self, *, wait: bool = False) -> AbstractContextManager[None]:
         """One index job at a time on this store, from any machine (:func:`.pgpool.writer_lock`)."""
