@@ -17,7 +17,7 @@ from retrieval.index import VectorIndex
 from retrieval.indexfolders import current_version, version_dir
 from retrieval.settings import load_settings
 from retrieval.indexstore import pg_store, close_store
-from retrieval.vectorstore.pgindex import publish_index
+from retrieval.vectorstore.pgpublish import publish_index
 srv = LocalPostgres(Path("/tmp/demo-store/pg"), bin_dir=embedded_bin_dir()).start()
 srv.create_database("vectors")
 url = srv.conninfo("vectors")

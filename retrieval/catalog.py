@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,6 +215,16 @@ class Catalog:
 
     def get(self, product_id: str) -> Product | None:
         return self.products.get(product_id)
+
+    def categories(self) -> list[str]:
+        """Every category the catalog uses, sorted (as written in the catalog)."""
+        return sorted({p.category for p in self})
+
+    def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        """The products of these ids that the catalog has (a store-backed catalog reads them
+        in one query)."""
+        found = ((pid, self.products.get(pid)) for pid in product_ids)
+        return {pid: p for pid, p in found if p is not None}
 
 
 def load_catalog(path: Path) -> Catalog:

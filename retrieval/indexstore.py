@@ -176,7 +176,7 @@ def publish_version(settings: Settings, kind: str, version: str, index: VectorIn
     :func:`exclusive`."""
     if _pg(settings):
         from .vectorstore.pgdraft import PgDraft, publish_draft
-        from .vectorstore.pgindex import publish_index
+        from .vectorstore.pgpublish import publish_index
 
         store = pg_store(settings)
         if isinstance(index, PgDraft):

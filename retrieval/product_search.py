@@ -125,10 +125,14 @@ def text_matches(
     fetch = k * 2 + 8 if pictureless else k
     out = []
     allowed = None if only is None else only.labels(view)
-    for hit in view.search_items(q_text, fetch, exclude=exclude, allowed=allowed):
-        if pictureless and hit.item_id in snap.product_index:
-            continue
-        product = snap.catalog.get(hit.item_id)
+    hits = [
+        hit
+        for hit in view.search_items(q_text, fetch, exclude=exclude, allowed=allowed)
+        if not (pictureless and hit.item_id in snap.product_index)
+    ]
+    products = snap.catalog.get_many(hit.item_id for hit in hits[:k])  # one read on pgvector
+    for hit in hits:
+        product = products.get(hit.item_id) or snap.catalog.get(hit.item_id)
         if product is not None:
             score = float(np.clip(hit.score, -1.0, 1.0))
             out.append(ProductMatch(product, score, score, None, hit.variant))
@@ -171,8 +175,10 @@ def _hybrid_matches(
     bm25 = scores.of(dense)
     lex = max_normalized(bm25)
     out = []
-    for item_id, score in weighted(dense, bm25, weight):
-        product = snap.catalog.get(item_id)
+    ranked = weighted(dense, bm25, weight)
+    products = snap.catalog.get_many(item_id for item_id, _ in ranked[:k])
+    for item_id, score in ranked:
+        product = products.get(item_id) or snap.catalog.get(item_id)
         if product is None:
             continue
         out.append(
@@ -198,8 +204,9 @@ def _rescore(
         if not np.isnan(scores[i])
     ]
     out = []
+    products = snap.catalog.get_many(hits[i].item_id for i in order[:k])
     for i in order[:k]:
-        product = snap.catalog.get(hits[i].item_id)
+        product = products.get(hits[i].item_id)
         if product is None:
             continue
         out.append(

@@ -50,6 +50,11 @@ class Snapshot:
         return None if f is None or f.empty else FilterMasks(self.catalog_columns, f)
 
     @cached_property
+    def categories(self) -> list[str]:
+        """The catalog's categories as written, sorted (read once per version)."""
+        return self.catalog.categories()
+
+    @cached_property
     def title_index(self) -> TitleIndex:
         """The catalog's titles by their words (the products agents' replies name)."""
         return TitleIndex(self.catalog)
@@ -118,7 +123,13 @@ class Snapshot:
         multilingual_policy: DecisionPolicy | None = None,
     ) -> Snapshot:
         faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
-        catalog = Catalog(
-            {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
+        # on pgvector a products version's records stay in the store, read by id
+        stored = getattr(product_index, "catalog", None)
+        catalog = (
+            stored
+            if isinstance(stored, Catalog)
+            else Catalog(
+                {r["id"]: Product.from_record(r) for r in product_index.meta.get("records", [])}
+            )
         )
         return cls(faq_index, product_index, faq, catalog, policy, multilingual_policy)

@@ -183,7 +183,7 @@ def evaluate_products(
         retriever = build_retriever(settings, text=text, kinds=("products",))
         catalog = retriever.snapshot.catalog
         queries = read_labelled(
-            queries_path, known_ids=list(catalog.products), images=True, what="catalog"
+            queries_path, known_ids=[p.id for p in catalog], images=True, what="catalog"
         )
         return _evaluate(
             settings,
@@ -298,7 +298,7 @@ def _evaluate(
     """Score the questions through ``retriever`` (the service's query path) and the
     baselines on the same index."""
     text, image = encoders
-    ids = list(catalog.products)
+    ids = [p.id for p in catalog]  # (a store-backed catalog is read by iterating)
     n_photos = sum(q.image is not None for q in train)
     train_texts = _photo_words(train)
     index = retriever.snapshot.product_index

@@ -60,7 +60,6 @@ def reindex_products(
         records=records_digest(catalog),
     )
     version, meta = read_meta(settings, "products")
-    records = [p.to_record() for p in catalog]
     changes = diff_items(meta.get("item_hashes", {}), hashes)
     # the build key covers encoders, fusion weights and HNSW parameters: checked before any
     # model is loaded, so a run with nothing to do stays fast
@@ -68,7 +67,7 @@ def reindex_products(
         not full
         and meta
         and not changes.any
-        and meta.get("records") == records
+        # the key covers the records as served (prices, stock) too
         and meta.get("build_key") == key
         # a version from before the lexical index (or another tokeniser) gets one below
         and meta.get("lexical_tokenizer") == DEFAULT_TOKENIZER.spec

@@ -156,14 +156,13 @@ def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
         settings: Settings = app.state.settings
         r = getattr(app.state, "retriever", None)
         limits = r.limits if r is not None else settings
-        catalog = r.snapshot.catalog if r is not None else ()
         return apply_live(
             base,
             {
                 "max_k": limits.max_k,
                 "max_query_chars": limits.max_query_chars,
                 "console_max_reply_chars": settings.console_max_reply_chars,
-                "categories": sorted({p.category for p in catalog}),
+                "categories": r.snapshot.categories if r is not None else [],
                 "visible_text": visible_text(),
                 "not_blank": not_blank(),
                 "reply_text": not_blank("\x00"),

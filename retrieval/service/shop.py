@@ -20,6 +20,7 @@ form is parsed with one file and two small text fields at most.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -96,7 +97,8 @@ async def shop_products(
     request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 24
 ) -> dict[str, Any]:
     catalog = request.app.state.retriever.snapshot.catalog
-    return {"products": [p.card() for p in list(catalog)[:limit]], "total": len(catalog)}
+    first = itertools.islice(catalog, limit)  # a catalog in the vector store is read in pages
+    return {"products": [p.card() for p in first], "total": len(catalog)}
 
 
 _PHOTO_BODY = {

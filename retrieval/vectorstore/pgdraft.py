@@ -29,15 +29,17 @@ from ..index import IndexParams, VectorIndex
 from ..indexfolders import new_version_id
 from ..lexical.index import LexicalIndex
 from .base import Record, check_kind
-from .pgindex import (
+from .pgindex import open_index
+from .pgpublish import (
     copy_view,
-    open_index,
     prepare_tables,
     product_fields,
+    split_records,
     store_blobs,
     version_blobs,
     version_meta,
 )
+from .pgrecords import write_records
 from .pgvector import PgvectorCollection, PgvectorStore, create_table, view_tables
 
 __all__ = ["PgDraft", "discard_draft", "publish_draft", "start_draft"]
@@ -195,10 +197,13 @@ def publish_draft(store: PgvectorStore, kind: str, draft: PgDraft) -> None:
         blobs.update(version_blobs(view, f"{name}:"))
     _sync_fields(store, kept, fields)
     store_blobs(store, kind, version, blobs)
+    meta, records = split_records(kind, version_meta(draft))
+    if records is not None:
+        write_records(store, kind, version, records)
     with store._pool.connection() as conn, conn.transaction():
         conn.execute(
             "UPDATE vs_versions SET meta = %s WHERE kind = %s AND version = %s",
-            (Jsonb(version_meta(draft)), kind, version),
+            (Jsonb(meta), kind, version),
         )
     store.publish(kind, draft.collection)
 

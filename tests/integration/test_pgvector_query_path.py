@@ -24,7 +24,8 @@ from retrieval.indexfolders import current_version as folder_version
 from retrieval.indexfolders import version_dir
 from retrieval.indexstore import current_version, list_versions, pg_store
 from retrieval.runtime import build_retriever
-from retrieval.vectorstore.pgindex import PgIndex, publish_index
+from retrieval.vectorstore.pgindex import PgIndex
+from retrieval.vectorstore.pgpublish import publish_index
 
 from helpers import DATA, demo_settings
 
@@ -158,6 +159,25 @@ def test_similar_products_and_the_gates_alike_on_both_backends(both: tuple) -> N
     assert a.snapshot.photo_sure(a.fusion)[0] == pytest.approx(
         b.snapshot.photo_sure(b.fusion)[0], abs=1e-4
     )
+
+
+def test_the_published_catalog_is_scored_alike_on_both_backends(both: tuple) -> None:
+    """``retrieval eval products --published`` reads the catalog from the store on pgvector
+    (records by id, not in the version's metadata) and scores as on the files."""
+    from retrieval.evaluation.products import evaluate_products
+    from retrieval.vectorstore.pgrecords import StoreCatalog
+
+    files, pg = both
+    assert isinstance(build_retriever(pg).snapshot.catalog, StoreCatalog)
+    queries = DATA / "eval" / "products-zh.jsonl"
+    runs = [
+        evaluate_products(s, None, queries, progress=False, latency_sample=0, published=True)
+        for s in (files, pg)
+    ]
+    assert runs[0].info["n_products"] == runs[1].info["n_products"] == 81
+    assert runs[1].system.metrics["hit_at_1"] == runs[0].system.metrics["hit_at_1"]
+    for a, b in zip(runs[0].system.outcomes, runs[1].system.outcomes, strict=True):
+        assert a.ranked[:1] == b.ranked[:1]
 
 
 def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector_server) -> None:  # noqa: ANN001

@@ -19,7 +19,7 @@ from retrieval.bench.http import start_service
 from retrieval.index import VectorIndex
 from retrieval.indexfolders import current_version, new_version_id, version_dir
 from retrieval.indexstore import pg_store
-from retrieval.vectorstore.pgindex import publish_index
+from retrieval.vectorstore.pgpublish import publish_index
 
 from helpers import DATA, demo_settings
 

@@ -1,0 +1,144 @@
+"""A product version's records in the store, read by id: what keeps the catalog out of each
+service replica's memory on the pgvector backend.
+
+A published products version keeps its records (title, description, price, images, names...)
+as rows of ``vs_records``, one per product, in catalog order, instead of inside the version's
+metadata. A replica that opens the version gets a :class:`StoreCatalog`: a
+:class:`~retrieval.catalog.Catalog` whose products are read from those rows when asked for
+(one query for a result list's products) and kept in a bounded cache, and whose iteration
+reads the rows page by page. Iterating still costs a pass over the catalog: the features that
+do it on first use (the filter columns, the title index of agents' replies) keep what they
+derive, not the records.
+
+The FAQ bank stays in its version's metadata: the answer head, the hand-off signal and the
+agents' console read it whole, and a bank holds what agents write (thousands of entries).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from ..catalog import Catalog, Product
+from .pgvector import PgvectorStore
+
+__all__ = ["CACHE", "StoreCatalog", "prepare_records", "write_records"]
+
+CACHE = 20_000  # products a StoreCatalog keeps (about 1 KB each): the busiest part of a catalog
+PAGE = 2_000  # rows per query while a catalog is iterated
+FLAG = "records_table"  # in a version's metadata: its records are rows of vs_records
+
+
+def prepare_records(conn: Any) -> None:
+    """The records table (created once per store, with the other version tables)."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS vs_records (kind text NOT NULL, version text NOT NULL, "
+        "item_id text NOT NULL, ord int NOT NULL, record jsonb NOT NULL, "
+        "PRIMARY KEY (kind, version, item_id), UNIQUE (kind, version, ord), "
+        "FOREIGN KEY (kind, version) REFERENCES vs_versions (kind, version) ON DELETE CASCADE)"
+    )
+
+
+def write_records(
+    store: PgvectorStore, kind: str, version: str, records: list[dict[str, Any]]
+) -> None:
+    """An unpublished version's records as rows, in their order (one binary COPY)."""
+    from psycopg.types.json import Jsonb
+
+    with store._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        cur.execute("DELETE FROM vs_records WHERE kind = %s AND version = %s", (kind, version))
+        with cur.copy(
+            "COPY vs_records (kind, version, item_id, ord, record) FROM STDIN WITH (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["text", "text", "text", "int4", "jsonb"])
+            for n, record in enumerate(records):
+                copy.write_row((kind, version, str(record["id"]), n, Jsonb(record)))
+    with store._pool.connection() as conn:
+        conn.execute("ANALYZE vs_records")  # reads by id use the key, not a scan
+
+
+class StoreCatalog(Catalog):
+    """A published version's catalog read from ``vs_records``: ``get`` by id (cached, at
+    most :data:`CACHE` products), ``len``, and iteration in catalog order, page by page.
+    It has no ``products`` dict: code that needs every product iterates."""
+
+    def __init__(self, store: PgvectorStore, kind: str, version: str, count: int) -> None:
+        object.__setattr__(self, "source", None)
+        self._store = store
+        self._kind = kind
+        self._version = version
+        self._count = int(count)
+        self._cache: OrderedDict[str, Product | None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    @property
+    def products(self) -> dict[str, Product]:
+        raise TypeError(
+            "this catalog is read from the vector store by id: use get() or iterate over it"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        return self is other
+
+    def __hash__(self) -> int:
+        return id(self)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def __iter__(self) -> Iterator[Product]:
+        last = -1
+        while True:
+            with self._store._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT ord, record FROM vs_records WHERE kind = %s AND version = %s "
+                    "AND ord > %s ORDER BY ord LIMIT %s",
+                    (self._kind, self._version, last, PAGE),
+                ).fetchall()
+            for _, record in rows:
+                yield Product.from_record(record)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
+    def categories(self) -> list[str]:
+        with self._store._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT coalesce(record->>'category', '') FROM vs_records "
+                "WHERE kind = %s AND version = %s",
+                (self._kind, self._version),
+            ).fetchall()
+        return sorted(r[0] for r in rows)
+
+    def get(self, product_id: str) -> Product | None:
+        return self.get_many([product_id]).get(product_id)
+
+    def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
+        """The products of these ids that the version has (one query for those not cached)."""
+        ids = list(dict.fromkeys(product_ids))
+        found: dict[str, Product | None] = {}
+        with self._lock:
+            for pid in ids:
+                if pid in self._cache:
+                    self._cache.move_to_end(pid)
+                    found[pid] = self._cache[pid]
+        missing = [pid for pid in ids if pid not in found]
+        if missing:
+            with self._store._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT item_id, record FROM vs_records WHERE kind = %s AND version = %s "
+                    "AND item_id = ANY(%s)",
+                    (self._kind, self._version, missing),
+                ).fetchall()
+            read: dict[str, Product | None] = {pid: None for pid in missing}
+            read.update({pid: Product.from_record(record) for pid, record in rows})
+            with self._lock:
+                for pid, product in read.items():
+                    self._cache[pid] = product  # an unknown id too: asked again, not re-read
+                    self._cache.move_to_end(pid)
+                while len(self._cache) > CACHE:
+                    self._cache.popitem(last=False)
+            found.update(read)
+        return {pid: p for pid, p in found.items() if p is not None}
