@@ -213,6 +213,9 @@ class Catalog:
     def __iter__(self) -> Iterator[Product]:
         return iter(self.products.values())
 
+    def __contains__(self, product_id: object) -> bool:
+        return isinstance(product_id, str) and self.get(product_id) is not None
+
     def get(self, product_id: str) -> Product | None:
         return self.products.get(product_id)
 

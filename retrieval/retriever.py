@@ -101,8 +101,10 @@ class Retriever:
 
     def swap(self, snapshot: Snapshot) -> Snapshot:
         """Make ``snapshot`` the live one; queries already running finish on the old one.
-        Its photo sure level is calibrated first, off the shoppers' path."""
+        Its photo sure level and product gate are calibrated first, off the shoppers' path
+        (on pgvector the first replica to get there stores them for the others)."""
         self.photo_sure(snapshot)
+        _ = snapshot.text_gate
         with self._swap_lock:
             old, self._snapshot = self._snapshot, snapshot
         return old

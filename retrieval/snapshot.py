@@ -7,8 +7,10 @@ version never mixes versions inside one answer.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
 
 from .answer_head import AnswerHead
 from .catalog import Catalog, Product
@@ -26,6 +28,14 @@ from .recommend import TitleIndex
 __all__ = ["Snapshot"]
 
 _PHOTO_SURE_LOCK = threading.Lock()
+
+
+def _shared(index: VectorIndex, name: str, compute: Callable[[], list[Any]]) -> list[Any]:
+    """A calibration of ``index``'s version: on pgvector computed by the first replica and
+    read by the others (:meth:`~retrieval.vectorstore.pgindex.PgIndex.shared_calibration`);
+    in-process indexes compute it."""
+    shared = getattr(index, "shared_calibration", None)
+    return shared(name, compute) if shared is not None else compute()
 
 
 @dataclass(frozen=True)
@@ -68,12 +78,18 @@ class Snapshot:
     def text_gate(self) -> tuple[float, str]:
         """The product threshold of English text questions and its source, calibrated on
         this version's FAQ phrasings on first use (:mod:`retrieval.product_gate`)."""
-        return calibrate_text_gate(
-            self.faq_index,
-            self.product_index,
-            false_show=self.policy.product_false_show,
-            floor=self.policy.product_threshold,
-        )
+        false_show, floor = self.policy.product_false_show, self.policy.product_threshold
+
+        def compute() -> list[Any]:
+            return list(
+                calibrate_text_gate(
+                    self.faq_index, self.product_index, false_show=false_show, floor=floor
+                )
+            )
+
+        name = f"text_gate faq={self.faq_version} false_show={false_show!r} floor={floor!r}"
+        threshold, source = _shared(self.product_index, name, compute)
+        return float(threshold), str(source)
 
     def photo_sure(self, fusion: Fusion) -> tuple[float | None, str]:
         """The fused score a photo's best match needs to be sure, and its source: calibrated
@@ -83,7 +99,13 @@ class Snapshot:
             with _PHOTO_SURE_LOCK:  # concurrent first photos wait for one calibration
                 cached = self.__dict__.get("_photo_sure")
                 if cached is None:
-                    cached = photo_sure_level(self.product_index, fusion)
+                    name = f"photo_sure weights={list(fusion.weights)!r}"
+                    level, source = _shared(
+                        self.product_index,
+                        name,
+                        lambda: list(photo_sure_level(self.product_index, fusion)),
+                    )
+                    cached = (None if level is None else float(level), str(source))
                     object.__setattr__(self, "_photo_sure", cached)  # once per snapshot
         return cached
 

@@ -19,7 +19,7 @@ import io
 import logging
 import tarfile
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,41 @@ class PgIndex:
     def labels_without_variant(self, variant: str) -> list[int]:
         rows = self._rows("SELECT label FROM {t} WHERE variant <> %s ORDER BY label", (variant,))
         return [int(r[0]) for r in rows]
+
+    def shared_calibration(self, name: str, compute: Callable[[], list[Any]]) -> list[Any]:
+        """A calibration of this version (``name`` says what, with what it depends on) that
+        every replica needs: read from ``vs_calibrations`` when one replica computed it
+        already, else computed here and stored for the others. Computing is deterministic
+        (seeded samples), so two replicas that compute at once store the same value. A store
+        without the table (versions from before it) or a read-only role computes each time."""
+        import psycopg
+        from psycopg.types.json import Jsonb
+
+        key = (self._c.kind, self._c.version, name)
+        with self._c.store._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    row = conn.execute(
+                        "SELECT value FROM vs_calibrations WHERE kind = %s AND version = %s "
+                        "AND name = %s",
+                        key,
+                    ).fetchone()
+            except psycopg.errors.UndefinedTable:
+                row = None
+        if row is not None:
+            return list(row[0])
+        value = list(compute())
+        with self._c.store._pool.connection() as conn:
+            try:
+                with conn.transaction():
+                    conn.execute(
+                        "INSERT INTO vs_calibrations (kind, version, name, value) "
+                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                        (*key, Jsonb(value)),
+                    )
+            except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
+                log.info("%s: calibration %s not shared (store without vs_calibrations)", key, name)
+        return value
 
 
 def _blob_of(store: PgvectorStore, kind: str, version: str, name: str) -> bytes | None:

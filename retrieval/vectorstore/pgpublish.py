@@ -67,6 +67,14 @@ def prepare_tables(store: PgvectorStore) -> None:
             "ON DELETE CASCADE)"
         )
         prepare_records(conn)
+        # what a replica calibrates on a version (the product gate, the photo sure level),
+        # computed once and read by the others (PgIndex.shared_calibration)
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS vs_calibrations (kind text NOT NULL, version text NOT "
+            "NULL, name text NOT NULL, value jsonb NOT NULL, PRIMARY KEY (kind, version, name), "
+            "FOREIGN KEY (kind, version) REFERENCES vs_versions (kind, version) "
+            "ON DELETE CASCADE)"
+        )
 
 
 class VersionParts(Protocol):

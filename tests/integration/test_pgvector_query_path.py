@@ -137,9 +137,8 @@ def test_similar_products_and_the_gates_alike_on_both_backends(both: tuple) -> N
 
     files, pg = both
     a, b = build_retriever(files), build_retriever(pg)
-    for product_id in ("golden-delicious", "oat-milk", "avocado"):
-        if product_id not in a.snapshot.catalog:
-            continue
+    for product_id in ("golden-delicious", "oatly-oat-milk", "avocado"):
+        assert product_id in a.snapshot.catalog and product_id in b.snapshot.catalog
         left = similar_products(a.snapshot, a.fusion, product_id, 5)
         right = similar_products(b.snapshot, b.fusion, product_id, 5)
         assert [m.product.id for m in left] == [m.product.id for m in right], product_id
@@ -159,6 +158,41 @@ def test_similar_products_and_the_gates_alike_on_both_backends(both: tuple) -> N
     assert a.snapshot.photo_sure(a.fusion)[0] == pytest.approx(
         b.snapshot.photo_sure(b.fusion)[0], abs=1e-4
     )
+
+
+def test_one_replica_calibrates_the_gates_and_the_others_read_them(
+    both: tuple, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The product gate and the photo sure level of a version are computed by the first
+    replica and stored; a second replica reads them without calibrating; a store whose
+    table is gone (an older store) makes each replica calibrate for itself."""
+    import psycopg
+
+    import retrieval.snapshot as snapshot_module
+
+    files, pg = both
+    first = build_retriever(pg)
+    gate, sure = first.snapshot.text_gate, first.snapshot.photo_sure(first.fusion)
+    local = build_retriever(files)
+    assert gate[0] == pytest.approx(local.snapshot.text_gate[0], abs=1e-4)
+    assert gate[1] == local.snapshot.text_gate[1]
+    assert sure[0] == pytest.approx(local.snapshot.photo_sure(local.fusion)[0], abs=1e-4)
+
+    def no_calibrating(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AssertionError("a second replica calibrated again")
+
+    monkeypatch.setattr(snapshot_module, "calibrate_text_gate", no_calibrating)
+    monkeypatch.setattr(snapshot_module, "photo_sure_level", no_calibrating)
+    second = build_retriever(pg)
+    assert second.snapshot.text_gate == gate
+    assert second.snapshot.photo_sure(second.fusion) == sure
+    monkeypatch.undo()
+
+    with psycopg.connect(pg.vector_store_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE vs_calibrations")
+    third = build_retriever(pg)
+    assert third.snapshot.text_gate == gate
+    assert third.snapshot.photo_sure(third.fusion) == sure
 
 
 def test_the_published_catalog_is_scored_alike_on_both_backends(both: tuple) -> None:
