@@ -4,6 +4,7 @@ the largest difference between the vectors of the two paths.
 
     .venv/bin/python benchmarks/parallel_encoding.py                 # 20,000 texts, 1 and 2 workers
     .venv/bin/python benchmarks/parallel_encoding.py --texts 50000 --workers 1,2,4 --json out.json
+    .venv/bin/python benchmarks/parallel_encoding.py --workers 1,2 --cluster local   # and on Dask
 
 The texts are generated catalog-like titles and descriptions (3 to 30 words). Each worker
 loads its own model copy, which the timing includes (it is part of what a full re-index
@@ -38,6 +39,12 @@ def main() -> int:
     ap.add_argument("--texts", type=int, default=20_000, help="texts to encode (default 20,000)")
     ap.add_argument("--workers", default="1,2", help="worker counts to time (default 1,2)")
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument(
+        "--cluster",
+        help="also time encode_cluster with this value after the process rows: 'local' (a "
+        "Dask cluster of the largest worker count, started inside the timing) or a "
+        "scheduler's address",
+    )
     args = ap.parse_args()
     counts = [int(w) for w in args.workers.split(",")]
     rng = random.Random(3)
@@ -47,35 +54,36 @@ def main() -> int:
     ]
     rows = []
     reference = None
-    for workers in counts:
-        threads = [1, None] if workers == 1 else [1]
-        for n_threads in threads:
-            settings = load_settings(None, encode_workers=workers)
-            if n_threads is not None:
-                set_model_threads(n_threads)
-            else:
-                import os
+    runs = [(w, t, None) for w in counts for t in ([1, None] if w == 1 else [1])]
+    if args.cluster:
+        runs.append((max(counts), 1, args.cluster))
+    for workers, n_threads, cluster in runs:
+        settings = load_settings(None, encode_workers=workers, encode_cluster=cluster)
+        if n_threads is not None:
+            set_model_threads(n_threads)
+        else:
+            import os
 
-                set_model_threads(os.cpu_count() or 1)
-            encoder = bulk_text_encoder(settings)
-            if workers == 1:
-                text_encoder(settings).encode(["load the model first"])  # not timed
-            t0 = time.perf_counter()
-            vectors = encoder.encode(texts)
-            wall = time.perf_counter() - t0
-            if reference is None:
-                reference = vectors
-            row = {
-                "workers": workers,
-                "torch_threads_per_process": n_threads or "all cores",
-                "texts": len(texts),
-                "wall_s": wall,
-                "texts_per_s": len(texts) / wall,
-                "max_abs_diff_vs_first": float(np.max(np.abs(vectors - reference))),
-            }
-            rows.append(row)
-            sys.stdout.write(json.dumps(row) + "\n")
-            sys.stdout.flush()
+            set_model_threads(os.cpu_count() or 1)
+        encoder = bulk_text_encoder(settings)
+        if workers == 1:
+            text_encoder(settings).encode(["load the model first"])  # not timed
+        t0 = time.perf_counter()
+        vectors = encoder.encode(texts)
+        wall = time.perf_counter() - t0
+        if reference is None:
+            reference = vectors
+        row = {
+            "workers": workers if cluster is None else f"{workers} (Dask, {cluster})",
+            "torch_threads_per_process": n_threads or "all cores",
+            "texts": len(texts),
+            "wall_s": wall,
+            "texts_per_s": len(texts) / wall,
+            "max_abs_diff_vs_first": float(np.max(np.abs(vectors - reference))),
+        }
+        rows.append(row)
+        sys.stdout.write(json.dumps(row) + "\n")
+        sys.stdout.flush()
     base = rows[0]["texts_per_s"]
     for row in rows:
         row["speedup_vs_first"] = row["texts_per_s"] / base

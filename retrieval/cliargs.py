@@ -36,6 +36,12 @@ def add_encode_workers(p: argparse.ArgumentParser) -> None:
         help="encode in N worker processes (one core and one model copy each) when a build "
         "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
     )
+    p.add_argument(
+        "--encode-cluster",
+        metavar="ADDRESS",
+        help="encode on a Dask cluster instead when a build encodes many texts: a scheduler's "
+        "address (tcp://host:8786) or 'local' (setting encode_cluster; needs the 'cluster' extra)",
+    )
 
 
 def settings_from_args(args: argparse.Namespace, *, promoted: bool = True) -> Any:
@@ -50,4 +56,5 @@ def settings_from_args(args: argparse.Namespace, *, promoted: bool = True) -> An
         catalog_path=getattr(args, "catalog", None),
         faq_path=getattr(args, "faq", None),
         encode_workers=getattr(args, "encode_workers", None),
+        encode_cluster=getattr(args, "encode_cluster", None),
     )

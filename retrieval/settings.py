@@ -148,6 +148,13 @@ class Settings(BaseSettings):
         description="Processes that encode texts when ingest or re-index encodes many (a full "
         "rebuild): each holds its own model copy on one core. 1: encode in the calling process.",
     )
+    encode_cluster: str | None = Field(
+        None,
+        description="Where ingest and re-index encode many texts (a full rebuild): the address "
+        "of a Dask scheduler ('tcp://host:8786'; its workers need this package and the "
+        "model), or 'local' for a Dask cluster of max(2, encode_workers) processes started "
+        "for the job. Empty: encode_workers local processes. Needs the 'cluster' extra.",
+    )
     encode_batching: bool = Field(
         True,
         description="The web service gathers concurrent queries' encodings into one model "

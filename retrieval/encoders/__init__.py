@@ -56,11 +56,27 @@ def text_encoder(settings: Settings) -> SentenceTransformerEncoder:
 
 def bulk_text_encoder(settings: Settings, text: Encoder | None = None) -> Encoder:
     """The text encoder for a build that may encode many texts: the settings' own encoder
-    (or ``text``), spread over ``encode_workers`` processes when that is above 1 and the
-    encoder is the settings' sentence-transformers model."""
+    (or ``text``), spread over a Dask cluster when ``encode_cluster`` is set, or over
+    ``encode_workers`` local processes when that is above 1 (for the settings'
+    sentence-transformers model)."""
     own = text_encoder(settings)
-    if settings.encode_workers < 2 or (text is not None and text is not own):
-        return text or own
+    if text is not None and text is not own:
+        return text
+    if settings.encode_cluster:
+        from .cluster import ClusterTextEncoder
+
+        return ClusterTextEncoder(
+            own,
+            settings.text_model,
+            settings.encode_cluster,
+            workers=max(2, settings.encode_workers),
+            device=settings.device,
+            batch_size=settings.encode_batch_size,
+            dtype=settings.encoder_dtype,
+            runtime=settings.text_runtime,
+        )
+    if settings.encode_workers < 2:
+        return own
     from .parallel import ProcessPoolTextEncoder
 
     return ProcessPoolTextEncoder(

@@ -9,8 +9,8 @@ worker loads the model once (a few seconds), so small jobs stay in the calling p
 
 It implements the :class:`~retrieval.encoders.base.Encoder` protocol, so the build code
 (``build_faq_index``, ``build_product_index``) takes it unchanged. The workers are local
-processes (``concurrent.futures`` with ``spawn``); a cluster of machines would run the same
-chunk function under a distributed executor, which is not built.
+processes (``concurrent.futures`` with ``spawn``); :mod:`.cluster` runs the same chunks as
+tasks on a Dask cluster of several machines.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from .base import l2_normalize
 
-__all__ = ["CHUNK", "MIN_PARALLEL", "ProcessPoolTextEncoder"]
+__all__ = ["CHUNK", "MIN_PARALLEL", "ProcessPoolTextEncoder", "encode_chunk_with"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +48,22 @@ def _init(spec: str, device: str, batch_size: int, dtype: str, runtime: str) -> 
     )
 
 
+_worker_args: tuple[Any, ...] | None = None  # what _worker was loaded with
+
+
 def _encode_chunk(texts: list[str]) -> np.ndarray:
     out: np.ndarray = _worker.encode(texts)
     return out
+
+
+def encode_chunk_with(texts: list[str], init_args: tuple[Any, ...]) -> np.ndarray:
+    """One chunk in a worker that loads the model on its first chunk (a Dask worker, which
+    has no initializer; :mod:`.cluster`), and again only when another model is asked for."""
+    global _worker_args
+    if _worker is None or _worker_args != tuple(init_args):
+        _init(*init_args)
+        _worker_args = tuple(init_args)
+    return _encode_chunk(texts)
 
 
 class ProcessPoolTextEncoder:

