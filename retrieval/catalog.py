@@ -219,6 +219,14 @@ class Catalog:
     def get(self, product_id: str) -> Product | None:
         return self.products.get(product_id)
 
+    def filter_fields(
+        self,
+    ) -> Iterator[tuple[str, str, float | None, int | None, tuple[str, ...]]]:
+        """(id, category, price, stock, attributes) of every product, in catalog order: what
+        filters test (:class:`~retrieval.filters.CatalogColumns`)."""
+        for p in self:
+            yield p.id, p.category, p.price, p.stock, tuple(p.attributes)
+
     def categories(self) -> list[str]:
         """Every category the catalog uses, sorted (as written in the catalog)."""
         return sorted({p.category for p in self})

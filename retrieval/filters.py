@@ -226,24 +226,26 @@ class CatalogColumns:
     (:meth:`label_mask`)."""
 
     def __init__(self, catalog: Catalog):
-        products = list(catalog)
-        self.ids = [p.id for p in products]
+        # (id, category, price, stock, attributes) per product, in catalog order; a catalog
+        # in the vector store reads just these fields
+        rows = list(catalog.filter_fields())
+        self.ids = [r[0] for r in rows]
         self.row_of = {pid: i for i, pid in enumerate(self.ids)}
         self.price = np.array(
-            [np.nan if p.price is None else float(p.price) for p in products], dtype=np.float64
+            [np.nan if r[2] is None else float(r[2]) for r in rows], dtype=np.float64
         )
         self.stock = np.array(
-            [np.nan if p.stock is None else float(p.stock) for p in products], dtype=np.float64
+            [np.nan if r[3] is None else float(r[3]) for r in rows], dtype=np.float64
         )
-        names = sorted({_norm(p.category) for p in products})
+        names = sorted({_norm(r[1]) for r in rows})
         self.category_names = names
         code = {c: i for i, c in enumerate(names)}
-        self.category = np.array([code[_norm(p.category)] for p in products], dtype=np.int64)
+        self.category = np.array([code[_norm(r[1])] for r in rows], dtype=np.int64)
         # one boolean column per attribute the catalog uses
         self.attribute: dict[str, np.ndarray] = {}
-        for i, p in enumerate(products):
-            for a in p.attributes:
-                column = self.attribute.setdefault(a, np.zeros(len(products), dtype=bool))
+        for i, r in enumerate(rows):
+            for a in r[4]:
+                column = self.attribute.setdefault(a, np.zeros(len(rows), dtype=bool))
                 column[i] = True
         self._label_rows: dict[int, tuple[int, np.ndarray]] = {}
 

@@ -101,10 +101,10 @@ class Retriever:
 
     def swap(self, snapshot: Snapshot) -> Snapshot:
         """Make ``snapshot`` the live one; queries already running finish on the old one.
-        Its photo sure level and product gate are calibrated first, off the shoppers' path
-        (on pgvector the first replica to get there stores them for the others)."""
-        self.photo_sure(snapshot)
-        _ = snapshot.text_gate
+        What its first questions would wait for is computed first, off the shoppers' path
+        (:meth:`Snapshot.warm`; on pgvector the first replica to calibrate the gates stores
+        them for the others)."""
+        snapshot.warm(self.fusion)
         with self._swap_lock:
             old, self._snapshot = self._snapshot, snapshot
         return old

@@ -109,6 +109,15 @@ class Snapshot:
                     object.__setattr__(self, "_photo_sure", cached)  # once per snapshot
         return cached
 
+    def warm(self, fusion: Fusion) -> None:
+        """Compute now what the first questions on this version would otherwise wait for:
+        the photo sure level, the product gate, the catalog's categories and filter columns
+        (on pgvector read from the store: seconds for a large catalog). Called off the
+        shoppers' path, at start-up and before a version swap."""
+        if self.policy.photo_sure_threshold is None:  # else the setting decides
+            self.photo_sure(fusion)
+        _ = self.text_gate, self.categories, self.catalog_columns
+
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:
         """The FAQ version's hand-off signal (questions without CJK characters), if any."""

@@ -103,6 +103,26 @@ class StoreCatalog(Catalog):
                 return
             last = rows[-1][0]
 
+    def filter_fields(
+        self,
+    ) -> Iterator[tuple[str, str, float | None, int | None, tuple[str, ...]]]:
+        """What filters test, page by page, extracted in SQL (no record is parsed here)."""
+        last = -1
+        while True:
+            with self._store._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT ord, item_id, coalesce(record->>'category', ''), "
+                    "(record->>'price')::float8, (record->>'stock')::int, "
+                    "coalesce(record->'attributes', '[]'::jsonb) FROM vs_records "
+                    "WHERE kind = %s AND version = %s AND ord > %s ORDER BY ord LIMIT %s",
+                    (self._kind, self._version, last, PAGE),
+                ).fetchall()
+            for _, item, category, price, stock, attributes in rows:
+                yield item, category, price, stock, tuple(attributes)
+            if len(rows) < PAGE:
+                return
+            last = rows[-1][0]
+
     def categories(self) -> list[str]:
         with self._store._pool.connection() as conn:
             rows = conn.execute(

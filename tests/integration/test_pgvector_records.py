@@ -36,9 +36,10 @@ def _records(n: int) -> list[dict]:
             "price": float(i),
             "currency": "EUR",
             "category": ["Fruit", "Dairy", "Bakery"][i % 3],
-            "stock": i % 4,
+            "stock": None if i % 11 == 0 else i % 4,
             "images": [],
             **({"names": {"zh": f"产品{i}"}} if i % 5 == 0 else {}),
+            **({"attributes": ["vegan", "organic"][: 1 + i % 2]} if i % 3 == 0 else {}),
         }
         for i in reversed(range(n))  # catalog order is not id order
     ]
@@ -90,6 +91,19 @@ def test_a_replica_reads_the_catalog_by_id_not_from_the_metadata(
     assert len(catalog._cache) <= 10
     with pytest.raises(TypeError, match="by id"):
         _ = catalog.products
+
+    # the filter columns, read as fields in SQL, are those of the same records in memory
+    from retrieval.filters import CatalogColumns
+
+    in_memory = Catalog({r["id"]: Product.from_record(r) for r in records})
+    a, b = CatalogColumns(catalog), CatalogColumns(in_memory)
+    assert a.ids == b.ids and a.category_names == b.category_names
+    np.testing.assert_array_equal(a.price, b.price)
+    np.testing.assert_array_equal(a.stock, b.stock)
+    np.testing.assert_array_equal(a.category, b.category)
+    assert sorted(a.attribute) == sorted(b.attribute) == ["organic", "vegan"]
+    for name in a.attribute:
+        np.testing.assert_array_equal(a.attribute[name], b.attribute[name])
 
     # the query path's snapshot uses it, and its matches carry the stored records
     faq = VectorIndex(8, IndexParams(), meta={"records": []})
