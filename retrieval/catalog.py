@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -226,6 +227,15 @@ class Catalog:
         filters test (:class:`~retrieval.filters.CatalogColumns`)."""
         for p in self:
             yield p.id, p.category, p.price, p.stock, tuple(p.attributes)
+
+    def first(self, n: int) -> list[Product]:
+        """The first ``n`` products in catalog order (the shop page's)."""
+        return list(itertools.islice(self, max(0, n)))
+
+    def titles(self) -> Iterator[tuple[str, str]]:
+        """(id, title) of every product, in catalog order."""
+        for p in self:
+            yield p.id, p.title
 
     def categories(self) -> list[str]:
         """Every category the catalog uses, sorted (as written in the catalog)."""

@@ -142,10 +142,10 @@ class TitleIndex:
     def __init__(self, catalog: Catalog, max_words: int = 8):
         self.max_words = max_words
         self.titles: dict[str, str] = {}
-        for p in catalog:
-            key = " ".join(_WORD.findall(p.title.casefold()))
+        for pid, title in catalog.titles():  # (a catalog in the vector store reads titles only)
+            key = " ".join(_WORD.findall(title.casefold()))
             if key and len(key.split()) <= max_words:
-                self.titles.setdefault(key, p.id)
+                self.titles.setdefault(key, pid)
 
     def named_in(self, text: str) -> set[str]:
         """The ids of the products whose title appears in ``text``, longest first and not

@@ -20,7 +20,6 @@ form is parsed with one file and two small text fields at most.
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -97,8 +96,7 @@ async def shop_products(
     request: Request, limit: Annotated[int, Query(ge=1, le=200)] = 24
 ) -> dict[str, Any]:
     catalog = request.app.state.retriever.snapshot.catalog
-    first = itertools.islice(catalog, limit)  # a catalog in the vector store is read in pages
-    return {"products": [p.card() for p in first], "total": len(catalog)}
+    return {"products": [p.card() for p in catalog.first(limit)], "total": len(catalog)}
 
 
 _PHOTO_BODY = {

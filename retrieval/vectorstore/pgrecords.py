@@ -88,40 +88,50 @@ class StoreCatalog(Catalog):
     def __len__(self) -> int:
         return self._count
 
-    def __iter__(self) -> Iterator[Product]:
+    def _pages(self, columns: str) -> Iterator[tuple[Any, ...]]:
+        """``columns`` (SQL over ``item_id`` and ``record``) of every row in catalog order,
+        read page by page."""
         last = -1
         while True:
             with self._store._pool.connection() as conn:
                 rows = conn.execute(
-                    "SELECT ord, record FROM vs_records WHERE kind = %s AND version = %s "
+                    f"SELECT ord, {columns} FROM vs_records WHERE kind = %s AND version = %s "
                     "AND ord > %s ORDER BY ord LIMIT %s",
                     (self._kind, self._version, last, PAGE),
                 ).fetchall()
-            for _, record in rows:
-                yield Product.from_record(record)
+            for row in rows:
+                yield tuple(row[1:])
             if len(rows) < PAGE:
                 return
             last = rows[-1][0]
 
+    def __iter__(self) -> Iterator[Product]:
+        for (record,) in self._pages("record"):
+            yield Product.from_record(record)
+
+    def first(self, n: int) -> list[Product]:
+        with self._store._pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT record FROM vs_records WHERE kind = %s AND version = %s "
+                "ORDER BY ord LIMIT %s",
+                (self._kind, self._version, max(0, int(n))),
+            ).fetchall()
+        return [Product.from_record(r[0]) for r in rows]
+
+    def titles(self) -> Iterator[tuple[str, str]]:
+        for row in self._pages("item_id, coalesce(record->>'title', '')"):
+            yield str(row[0]), str(row[1])
+
     def filter_fields(
         self,
     ) -> Iterator[tuple[str, str, float | None, int | None, tuple[str, ...]]]:
-        """What filters test, page by page, extracted in SQL (no record is parsed here)."""
-        last = -1
-        while True:
-            with self._store._pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT ord, item_id, coalesce(record->>'category', ''), "
-                    "(record->>'price')::float8, (record->>'stock')::int, "
-                    "coalesce(record->'attributes', '[]'::jsonb) FROM vs_records "
-                    "WHERE kind = %s AND version = %s AND ord > %s ORDER BY ord LIMIT %s",
-                    (self._kind, self._version, last, PAGE),
-                ).fetchall()
-            for _, item, category, price, stock, attributes in rows:
-                yield item, category, price, stock, tuple(attributes)
-            if len(rows) < PAGE:
-                return
-            last = rows[-1][0]
+        """What filters test, extracted in SQL (no record is parsed here)."""
+        columns = (
+            "item_id, coalesce(record->>'category', ''), (record->>'price')::float8, "
+            "(record->>'stock')::int, coalesce(record->'attributes', '[]'::jsonb)"
+        )
+        for item, category, price, stock, attributes in self._pages(columns):
+            yield item, category, price, stock, tuple(attributes)
 
     def categories(self) -> list[str]:
         with self._store._pool.connection() as conn:

@@ -92,7 +92,11 @@ def test_a_replica_reads_the_catalog_by_id_not_from_the_metadata(
     with pytest.raises(TypeError, match="by id"):
         _ = catalog.products
 
-    # the filter columns, read as fields in SQL, are those of the same records in memory
+    # the shop page's first products, the titles and the filter columns, read as fields in
+    # SQL, are those of the same records in memory
+    assert catalog.first(3) == [Product.from_record(r) for r in records[:3]]
+    assert catalog.first(0) == []
+    assert list(catalog.titles()) == [(r["id"], r["title"]) for r in records]
     from retrieval.filters import CatalogColumns
 
     in_memory = Catalog({r["id"]: Product.from_record(r) for r in records})
