@@ -130,9 +130,9 @@ def text_matches(
         for hit in view.search_items(q_text, fetch, exclude=exclude, allowed=allowed)
         if not (pictureless and hit.item_id in snap.product_index)
     ]
-    products = snap.catalog.get_many(hit.item_id for hit in hits[:k])  # one read on pgvector
+    products = snap.catalog.get_many(hit.item_id for hit in hits)  # one read on pgvector
     for hit in hits:
-        product = products.get(hit.item_id) or snap.catalog.get(hit.item_id)
+        product = products.get(hit.item_id)
         if product is not None:
             score = float(np.clip(hit.score, -1.0, 1.0))
             out.append(ProductMatch(product, score, score, None, hit.variant))

@@ -25,7 +25,10 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+import numpy as np
+
 from .catalog import Catalog, Product
+from .filters import CatalogColumns, normalise_category
 
 __all__ = [
     "MIN_TOGETHER",
@@ -38,6 +41,7 @@ __all__ = [
 ]
 
 MIN_TOGETHER = 2  # conversations that must share a pair before it counts
+_BATCH = 100  # products read at once while popular() walks its ranking
 
 
 @dataclass(frozen=True)
@@ -65,32 +69,52 @@ def popular(
     when given (case ignored); ties by product id, so the order is stable."""
     counts: Counter[str] = Counter(p for products in sets.values() for p in products)
     wanted = None if category is None else " ".join(category.split()).casefold()
-    out = []
-    for pid, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])):
-        p = catalog.get(pid)
-        if p is None or not p.stock:  # gone from the catalog, out of stock or unknown stock
-            continue
-        if wanted is not None and " ".join(p.category.split()).casefold() != wanted:
-            continue
-        out.append(Recommendation(p, float(n), "interest"))
-        if len(out) == k:
-            break
+    ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    out: list[Recommendation] = []
+    for start in range(0, len(ranked), _BATCH):
+        part = ranked[start : start + _BATCH]
+        found = catalog.get_many(pid for pid, _ in part)  # one read on a store-backed catalog
+        for pid, n in part:
+            p = found.get(pid)
+            if p is None or not p.stock:  # gone from the catalog, out of stock or unknown stock
+                continue
+            if wanted is not None and " ".join(p.category.split()).casefold() != wanted:
+                continue
+            out.append(Recommendation(p, float(n), "interest"))
+            if len(out) == k:
+                return out
     return out
 
 
-def best_stocked(catalog: Catalog, k: int, category: str | None = None) -> list[Recommendation]:
+def best_stocked(
+    catalog: Catalog,
+    k: int,
+    category: str | None = None,
+    columns: CatalogColumns | None = None,
+) -> list[Recommendation]:
     """The honest fallback of :func:`popular` when the log holds too little: the ``k``
-    products with the most stock (of ``category`` when given), said to be exactly that."""
-    wanted = None if category is None else " ".join(category.split()).casefold()
-    ranked = sorted(
-        (
-            p
-            for p in catalog
-            if p.stock and (wanted is None or " ".join(p.category.split()).casefold() == wanted)
-        ),
-        key=lambda p: (-(p.stock or 0), p.id),
-    )
-    return [Recommendation(p, float(p.stock or 0), "best-stocked") for p in ranked[:k]]
+    products with the most stock (of ``category`` when given), said to be exactly that
+    (ties by id). Ranked on the catalog's filter columns (pass the snapshot's, built once
+    per version), so only the k products shown are read."""
+    cols = columns if columns is not None else CatalogColumns(catalog)
+    if k <= 0 or not cols.ids:
+        return []
+    keep = np.nan_to_num(cols.stock, nan=0.0) > 0
+    if category is not None:
+        wanted = normalise_category(category)
+        code = cols.category_names.index(wanted) if wanted in cols.category_names else -1
+        keep &= cols.category == code
+    rows = np.flatnonzero(keep)
+    if len(rows) > k:  # the k largest stocks and every row tied with the k-th
+        kth = np.partition(-cols.stock[rows], k - 1)[k - 1]
+        rows = rows[-cols.stock[rows] <= kth]
+    order = sorted(rows.tolist(), key=lambda i: (-cols.stock[i], cols.ids[i]))[:k]
+    found = catalog.get_many(cols.ids[i] for i in order)
+    return [
+        Recommendation(found[cols.ids[i]], float(cols.stock[i]), "best-stocked")
+        for i in order
+        if cols.ids[i] in found
+    ]
 
 
 def together(

@@ -56,6 +56,10 @@ __all__ = ["ImageInput", "Limits", "Retriever"]
 
 log = logging.getLogger(__name__)
 
+# similar products with a per-product test on pgvector: the nearest this many at most are
+# tested (a test that keeps fewer than k of them returns fewer)
+SIMILAR_KEEP_MAX = 4096
+
 ImageInput: TypeAlias = bytes | str | Path | Image.Image
 
 
@@ -391,6 +395,16 @@ class Retriever:
         k = self._k(k, self.limits.default_k_products, "k")
         snap = self._snapshot
         only = None
+        if keep is not None and getattr(snap.product_index, "filters_in_sql", False):
+            # a catalog in the vector store is not tested product by product: the nearest
+            # products are fetched, tested, and fetched wider until k pass (or SIMILAR_KEEP_MAX)
+            fetch = max(4 * k, 32)
+            while True:
+                found = similar_products(snap, self.fusion, product_id, fetch)
+                passed = [m for m in found if keep(m.product)]
+                if len(passed) >= k or len(found) < fetch or fetch >= SIMILAR_KEEP_MAX:
+                    return passed[:k]
+                fetch = min(4 * fetch, SIMILAR_KEEP_MAX)
         if keep is not None:
             catalog = snap.catalog
 

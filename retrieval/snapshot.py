@@ -21,13 +21,16 @@ from .fusion import Fusion
 from .index import VectorIndex
 from .indexformat import MULTILINGUAL
 from .outofscope import OutOfScopeModel
-from .product_gate import calibrate_text_gate, photo_sure_level
+from .product_gate import GATE_SAMPLE, SURE_QUANTILE, calibrate_text_gate, photo_sure_level
 from .ranking import head_of, out_of_scope_of
 from .recommend import TitleIndex
 
 __all__ = ["Snapshot"]
 
 _PHOTO_SURE_LOCK = threading.Lock()
+# names the calibration code in a stored calibration's name (PgIndex.shared_calibration):
+# raise it when calibrate_text_gate or photo_sure_level change what they compute
+CALIBRATION_FORMAT = 1
 
 
 def _shared(index: VectorIndex, name: str, compute: Callable[[], list[Any]]) -> list[Any]:
@@ -87,7 +90,10 @@ class Snapshot:
                 )
             )
 
-        name = f"text_gate faq={self.faq_version} false_show={false_show!r} floor={floor!r}"
+        name = (
+            f"text_gate/{CALIBRATION_FORMAT} sample={GATE_SAMPLE} faq={self.faq_version} "
+            f"false_show={false_show!r} floor={floor!r}"
+        )
         threshold, source = _shared(self.product_index, name, compute)
         return float(threshold), str(source)
 
@@ -99,7 +105,10 @@ class Snapshot:
             with _PHOTO_SURE_LOCK:  # concurrent first photos wait for one calibration
                 cached = self.__dict__.get("_photo_sure")
                 if cached is None:
-                    name = f"photo_sure weights={list(fusion.weights)!r}"
+                    name = (
+                        f"photo_sure/{CALIBRATION_FORMAT} sample={GATE_SAMPLE} "
+                        f"quantile={SURE_QUANTILE!r} weights={list(fusion.weights)!r}"
+                    )
                     level, source = _shared(
                         self.product_index,
                         name,
@@ -111,12 +120,12 @@ class Snapshot:
 
     def warm(self, fusion: Fusion) -> None:
         """Compute now what the first questions on this version would otherwise wait for:
-        the photo sure level, the product gate, the catalog's categories and filter columns
-        (on pgvector read from the store: seconds for a large catalog). Called off the
+        the photo sure level, the product gate, the catalog's categories, filter columns and
+        title index (on pgvector read from the store: seconds for a large catalog). Called off the
         shoppers' path, at start-up and before a version swap."""
         if self.policy.photo_sure_threshold is None:  # else the setting decides
             self.photo_sure(fusion)
-        _ = self.text_gate, self.categories, self.catalog_columns
+        _ = self.text_gate, self.categories, self.catalog_columns, self.title_index
 
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:

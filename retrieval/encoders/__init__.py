@@ -63,7 +63,9 @@ def bulk_text_encoder(settings: Settings, text: Encoder | None = None) -> Encode
     if text is not None and text is not own:
         return text
     if settings.encode_cluster:
-        from .cluster import ClusterTextEncoder
+        from .cluster import ClusterTextEncoder, check_installed
+
+        check_installed()  # before a job starts, not at its first large encode
 
         return ClusterTextEncoder(
             own,

@@ -5,18 +5,21 @@ cores of several machines.
 processes (:mod:`.parallel`) and sends each chunk as a task to a Dask cluster
 (``encode_cluster``): the address of a running scheduler (``tcp://host:8786``; its workers
 run ``dask worker tcp://host:8786 --nthreads 1`` on each machine, with this package and the
-model installed), or ``local``, a cluster of ``encode_workers`` processes started on this
-machine for the job and stopped after it. Each worker process loads the model once, on its
+model installed), or ``local``, a cluster of ``max(2, encode_workers)`` processes started on
+this machine for the job and stopped after it. Each worker process loads the model once, on its
 first chunk, on one core; results come back in order and are streamed into the version being
 built, so the vectors are those of one process encoding the same chunks.
 
-An unreachable scheduler is a clear error naming it. Small jobs (fewer than
-``MIN_PARALLEL`` texts) stay in the calling process.
+An unreachable scheduler, or one with no worker, is a clear error naming it, and so is a
+chunk that does not come back within ``CHUNK_TIMEOUT_S``; each job's tasks have names of
+their own, so jobs sharing a scheduler never take each other's results. Small jobs (fewer
+than ``MIN_PARALLEL`` texts) stay in the calling process.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -28,12 +31,21 @@ from ..errors import ConfigError
 from .base import l2_normalize
 from .parallel import CHUNK, MIN_PARALLEL, encode_chunk_with
 
-__all__ = ["ClusterTextEncoder"]
+__all__ = ["ClusterTextEncoder", "check_installed"]
 
 log = logging.getLogger(__name__)
 
-CONNECT_TIMEOUT_S = 20  # to reach a scheduler
+CONNECT_TIMEOUT_S = 20  # to reach a scheduler, and for it to have a worker
+CHUNK_TIMEOUT_S = 600  # for one chunk's vectors (a worker's first chunk loads the model)
 IN_FLIGHT = 8  # chunks per worker submitted ahead of the ones being collected
+
+
+def check_installed() -> None:
+    """Dask's ``distributed`` package is there, or a clear error saying how to get it."""
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise ConfigError("encode_cluster needs Dask: pip install 'retrieval[cluster]'") from None
 
 
 class ClusterTextEncoder:
@@ -77,19 +89,16 @@ class ClusterTextEncoder:
 
     @contextmanager
     def _client(self) -> Iterator[Any]:
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError as exc:
-            raise ConfigError(
-                "encode_cluster needs Dask: pip install 'retrieval[cluster]'"
-            ) from exc
+        check_installed()
+        from distributed import Client, LocalCluster
+
         if self.address == "local":
             with (
                 LocalCluster(
                     n_workers=self.workers,
                     threads_per_worker=1,
                     processes=True,
-                    dashboard_address=None,
+                    dashboard_address=":0",
                 ) as cluster,
                 Client(cluster) as client,
             ):
@@ -107,6 +116,16 @@ class ClusterTextEncoder:
         finally:
             client.close()
 
+    def _result(self, future: Any) -> np.ndarray:
+        try:
+            out: np.ndarray = future.result(timeout=CHUNK_TIMEOUT_S)
+        except TimeoutError:
+            raise ConfigError(
+                f"the encoding cluster at {self.address} returned no vectors for a chunk in "
+                f"{CHUNK_TIMEOUT_S} s"
+            ) from None
+        return out
+
     def encode(
         self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
@@ -117,7 +136,15 @@ class ClusterTextEncoder:
         step = self.chunk
         chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
         parts: list[np.ndarray] = []
+        job = uuid.uuid4().hex  # task names of this job alone
         with self._client() as client:
+            try:
+                client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            except TimeoutError:
+                raise ConfigError(
+                    f"the encoding cluster at {self.address} has no worker (setting "
+                    f"encode_cluster): start 'dask worker {self.address} --nthreads 1'"
+                ) from None
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
             log.info(
                 "encoding %d texts on the cluster %s (%d workers)",
@@ -133,15 +160,13 @@ class ClusterTextEncoder:
                 for n, part in enumerate(chunks):
                     pending.append(
                         client.submit(
-                            encode_chunk_with, part, self._init_args, key=f"encode-{n}-{id(self)}"
+                            encode_chunk_with, part, self._init_args, key=f"encode-{job}-{n}"
                         )
                     )
                     if len(pending) >= ahead:
-                        done = pending.pop(0).result()
-                        parts.append(done)
-                        bar.update(len(done))
+                        parts.append(self._result(pending.pop(0)))
+                        bar.update(len(parts[-1]))
                 for future in pending:
-                    done = future.result()
-                    parts.append(done)
-                    bar.update(len(done))
+                    parts.append(self._result(future))
+                    bar.update(len(parts[-1]))
         return l2_normalize(np.concatenate(parts))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -49,6 +50,7 @@ def _init(spec: str, device: str, batch_size: int, dtype: str, runtime: str) -> 
 
 
 _worker_args: tuple[Any, ...] | None = None  # what _worker was loaded with
+_load_lock = threading.Lock()
 
 
 def _encode_chunk(texts: list[str]) -> np.ndarray:
@@ -60,9 +62,10 @@ def encode_chunk_with(texts: list[str], init_args: tuple[Any, ...]) -> np.ndarra
     """One chunk in a worker that loads the model on its first chunk (a Dask worker, which
     has no initializer; :mod:`.cluster`), and again only when another model is asked for."""
     global _worker_args
-    if _worker is None or _worker_args != tuple(init_args):
-        _init(*init_args)
-        _worker_args = tuple(init_args)
+    with _load_lock:  # a worker with several threads loads the model once
+        if _worker is None or _worker_args != tuple(init_args):
+            _init(*init_args)
+            _worker_args = tuple(init_args)
     return _encode_chunk(texts)
 
 

@@ -67,8 +67,9 @@ def reindex_products(
         not full
         and meta
         and not changes.any
-        # the key covers the records as served (prices, stock) too
+        # the key covers the records as served (prices, stock) too, not their order
         and meta.get("build_key") == key
+        and _same_order(meta, catalog)
         # a version from before the lexical index (or another tokeniser) gets one below
         and meta.get("lexical_tokenizer") == DEFAULT_TOKENIZER.spec
     ):
@@ -141,6 +142,16 @@ def reindex_products(
     except BaseException:
         discard(settings, "products", index)  # a draft's tables in the store; else nothing
         raise
+
+
+def _same_order(meta: dict, catalog: Catalog) -> bool:
+    """Whether the version lists the products in the catalog's order (the shop page's): its
+    records in that order, or (records kept as rows in a vector store) their order's digest."""
+    if "records" in meta:
+        return [r.get("id") for r in meta["records"]] == [p.id for p in catalog]
+    from ..vectorstore.pgrecords import record_order
+
+    return meta.get("record_order") == record_order([{"id": p.id} for p in catalog])
 
 
 def _update_lexical(

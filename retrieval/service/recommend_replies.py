@@ -73,7 +73,7 @@ def recommendations(
         recs = [r for r in popular(sets, catalog, 3 * k, category) if ok(r.product)][:k]
         key = "popular"
         if not recs:  # too little in the log: the best-stocked ones, said so
-            stocked = best_stocked(catalog, 6 * k, category)
+            stocked = best_stocked(catalog, 6 * k, category, snap.catalog_columns)
             recs, key = [r for r in stocked if ok(r.product)][:k], "popular_none"
         line = say_recommend(key, lang, days=f"{days:g}", category=category or "")
         reason = f"popular in {days:g} days"

@@ -108,7 +108,7 @@ def _popular(request: Request, days: float, k: int, category: str | None) -> dic
     recs = popular(sets, snap.catalog, k, category)
     basis = "interest"
     if not recs:  # an empty log: say what is shown instead
-        recs, basis = best_stocked(snap.catalog, k, category), "best-stocked"
+        recs, basis = best_stocked(snap.catalog, k, category, snap.catalog_columns), "best-stocked"
     since = datetime.now(UTC) - timedelta(days=days)
     return {
         "window_days": days,

@@ -11,7 +11,8 @@ views, the lexical index and the metadata, and publishes: the HNSW indexes are b
 the new tables and ``vs_current`` switches, as for a version copied in whole.
 
 What still costs as much as the catalog: the HNSW build at publish (pgvector builds an index
-over a table; it cannot copy one) and the records in the version's metadata. A run that
+over a table; it cannot copy one), and the records, written whole as the new version's
+``vs_records`` rows and its filterable fields compared row by row. A run that
 fails leaves an unpublished draft; :func:`discard_draft` drops it at once, and ``prune``
 drops one left by a killed process after ``STALE_BUILD_HOURS``.
 """

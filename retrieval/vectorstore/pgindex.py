@@ -209,37 +209,42 @@ class PgIndex:
     def shared_calibration(self, name: str, compute: Callable[[], list[Any]]) -> list[Any]:
         """A calibration of this version (``name`` says what, with what it depends on) that
         every replica needs: read from ``vs_calibrations`` when one replica computed it
-        already, else computed here and stored for the others. Computing is deterministic
-        (seeded samples), so two replicas that compute at once store the same value. A store
-        without the table (versions from before it) or a read-only role computes each time."""
+        already, else computed here and stored for the others (the stored value wins a race,
+        so every replica uses one value; computing is deterministic anyway: seeded samples).
+        Where the store will not share it (versions from before the table, a role that may
+        not read or write it, a read-only standby, a version pruned meanwhile) each replica
+        computes it; a store that cannot be reached fails as any search does."""
         import psycopg
         from psycopg.types.json import Jsonb
 
         key = (self._c.kind, self._c.version, name)
-        with self._c.store._pool.connection() as conn:
-            try:
-                with conn.transaction():
-                    row = conn.execute(
-                        "SELECT value FROM vs_calibrations WHERE kind = %s AND version = %s "
-                        "AND name = %s",
-                        key,
-                    ).fetchone()
-            except psycopg.errors.UndefinedTable:
-                row = None
-        if row is not None:
-            return list(row[0])
+
+        def attempt(sql: str, params: Sequence[Any]) -> list[Any] | None:
+            with self._c.store._pool.connection() as conn:
+                try:
+                    with conn.transaction():
+                        row = conn.execute(sql, params).fetchone()
+                except psycopg.OperationalError:
+                    raise
+                except psycopg.Error as exc:
+                    log.info("calibration %s of %s not shared: %s", name, key[1], exc)
+                    return None
+            return None if row is None else list(row[0])
+
+        found = attempt(
+            "SELECT value FROM vs_calibrations WHERE kind = %s AND version = %s AND name = %s",
+            key,
+        )
+        if found is not None:
+            return found
         value = list(compute())
-        with self._c.store._pool.connection() as conn:
-            try:
-                with conn.transaction():
-                    conn.execute(
-                        "INSERT INTO vs_calibrations (kind, version, name, value) "
-                        "VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
-                        (*key, Jsonb(value)),
-                    )
-            except (psycopg.errors.UndefinedTable, psycopg.errors.InsufficientPrivilege):
-                log.info("%s: calibration %s not shared (store without vs_calibrations)", key, name)
-        return value
+        stored = attempt(
+            "INSERT INTO vs_calibrations (kind, version, name, value) VALUES (%s, %s, %s, %s) "
+            "ON CONFLICT (kind, version, name) DO UPDATE SET value = vs_calibrations.value "
+            "RETURNING value",
+            (*key, Jsonb(value)),
+        )
+        return value if stored is None else stored
 
 
 def _blob_of(store: PgvectorStore, kind: str, version: str, name: str) -> bytes | None:

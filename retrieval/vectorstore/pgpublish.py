@@ -18,6 +18,7 @@ helpers below are shared with :mod:`.pgdraft`, which makes the next version in t
 from __future__ import annotations
 
 import io
+import logging
 import tarfile
 import tempfile
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import numpy as np
 from ..index import IndexParams, VectorIndex
 from ..lexical.index import LexicalIndex
 from .base import Record, check_kind
-from .pgrecords import FLAG, prepare_records, write_records
+from .pgrecords import FLAG, prepare_records, record_order, write_records
 from .pgvector import PgvectorCollection, PgvectorStore, create_table
 
 __all__ = [
@@ -44,6 +45,8 @@ __all__ = [
     "version_blobs",
     "version_meta",
 ]
+
+log = logging.getLogger(__name__)
 
 CHUNK = 20_000  # vectors per COPY while a version is copied in
 # VectorIndex.save's own keys; the rest of a version's metadata is the builder's
@@ -161,15 +164,23 @@ def publish_index(store: PgvectorStore, kind: str, version: str, index: VectorIn
     fields = product_fields(index) if kind == "products" else {}
     meta, records = split_records(kind, version_meta(index))
     main = store.create(kind, version, dim=index.dim, meta=meta)
-    if records is not None:
-        write_records(store, kind, version, records)
-    _copy(main, index, fields)
-    blobs = version_blobs(index, ":")
-    for name, view in index.companions.items():
-        copy_view(store, kind, version, name, view, fields)
-        blobs.update(version_blobs(view, f"{name}:"))
-    store_blobs(store, kind, version, blobs)
-    store.publish(kind, main)
+    try:
+        if records is not None:
+            write_records(store, kind, version, records)
+        _copy(main, index, fields)
+        blobs = version_blobs(index, ":")
+        for name, view in index.companions.items():
+            copy_view(store, kind, version, name, view, fields)
+            blobs.update(version_blobs(view, f"{name}:"))
+        store_blobs(store, kind, version, blobs)
+        store.publish(kind, main)
+    except BaseException:
+        # a copy that failed half-way leaves nothing behind (a published one is kept)
+        try:
+            store.drop_unpublished(kind, version)
+        except Exception:  # the store may be what failed; prune drops it later
+            log.warning("%s: could not drop the unpublished version %s", kind, version)
+        raise
 
 
 def split_records(
@@ -183,6 +194,7 @@ def split_records(
     records = list(meta.pop("records"))
     meta[FLAG] = True
     meta["record_count"] = len(records)
+    meta["record_order"] = record_order(records)
     return meta, records
 
 

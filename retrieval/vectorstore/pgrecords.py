@@ -16,6 +16,7 @@ agents' console read it whole, and a bank holds what agents write (thousands of 
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
@@ -24,7 +25,7 @@ from typing import Any
 from ..catalog import Catalog, Product
 from .pgvector import PgvectorStore
 
-__all__ = ["CACHE", "StoreCatalog", "prepare_records", "write_records"]
+__all__ = ["CACHE", "StoreCatalog", "prepare_records", "record_order", "write_records"]
 
 CACHE = 20_000  # products a StoreCatalog keeps (about 1 KB each): the busiest part of a catalog
 PAGE = 2_000  # rows per query while a catalog is iterated
@@ -39,6 +40,13 @@ def prepare_records(conn: Any) -> None:
         "PRIMARY KEY (kind, version, item_id), UNIQUE (kind, version, ord), "
         "FOREIGN KEY (kind, version) REFERENCES vs_versions (kind, version) ON DELETE CASCADE)"
     )
+
+
+def record_order(records: list[dict[str, Any]]) -> str:
+    """A digest of the records' ids in their order: the version's metadata keeps it, so a
+    re-index sees a catalog whose products were only reordered (the shop page's order)."""
+    ids = "\n".join(str(r["id"]) for r in records)
+    return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
 def write_records(
@@ -70,7 +78,7 @@ class StoreCatalog(Catalog):
         self._kind = kind
         self._version = version
         self._count = int(count)
-        self._cache: OrderedDict[str, Product | None] = OrderedDict()
+        self._cache: OrderedDict[str, Product] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -78,6 +86,9 @@ class StoreCatalog(Catalog):
         raise TypeError(
             "this catalog is read from the vector store by id: use get() or iterate over it"
         )
+
+    def __repr__(self) -> str:
+        return f"StoreCatalog({self._kind} version {self._version}, {self._count} products)"
 
     def __eq__(self, other: object) -> bool:
         return self is other
@@ -148,7 +159,7 @@ class StoreCatalog(Catalog):
     def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
         """The products of these ids that the version has (one query for those not cached)."""
         ids = list(dict.fromkeys(product_ids))
-        found: dict[str, Product | None] = {}
+        found: dict[str, Product] = {}
         with self._lock:
             for pid in ids:
                 if pid in self._cache:
@@ -162,13 +173,13 @@ class StoreCatalog(Catalog):
                     "AND item_id = ANY(%s)",
                     (self._kind, self._version, missing),
                 ).fetchall()
-            read: dict[str, Product | None] = {pid: None for pid in missing}
-            read.update({pid: Product.from_record(record) for pid, record in rows})
+            read = {pid: Product.from_record(record) for pid, record in rows}
             with self._lock:
+                # known products only: ids a stranger makes up must not push them out
                 for pid, product in read.items():
-                    self._cache[pid] = product  # an unknown id too: asked again, not re-read
+                    self._cache[pid] = product
                     self._cache.move_to_end(pid)
                 while len(self._cache) > CACHE:
                     self._cache.popitem(last=False)
             found.update(read)
-        return {pid: p for pid, p in found.items() if p is not None}
+        return found

@@ -33,7 +33,7 @@ def test_a_cluster_encodes_the_chunks_of_one_process() -> None:
     texts = _texts(100)  # four chunks of 32, the last one partial
     alone = inner.encode(texts)
     with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
     ) as cluster:
         encoder = ClusterTextEncoder(
             inner, SPEC, cluster.scheduler_address, runtime="torch", chunk=32, min_parallel=64
@@ -79,3 +79,17 @@ def test_an_unreachable_scheduler_is_a_clear_error_naming_it(
         encoder.encode(_texts(8))
     with pytest.raises(ValueError):
         cluster.ClusterTextEncoder(inner, SPEC, " ")
+
+
+def test_a_scheduler_without_workers_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    from distributed import LocalCluster
+
+    from retrieval.encoders import cluster
+    from retrieval.errors import ConfigError
+
+    monkeypatch.setattr(cluster, "CONNECT_TIMEOUT_S", 2)
+    inner = SentenceTransformerEncoder(SPEC, device="cpu", runtime="torch")
+    with LocalCluster(n_workers=0, processes=True, dashboard_address=":0") as empty:
+        encoder = cluster.ClusterTextEncoder(inner, SPEC, empty.scheduler_address, min_parallel=4)
+        with pytest.raises(ConfigError, match="no worker"):
+            encoder.encode(_texts(8))

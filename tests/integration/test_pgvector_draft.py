@@ -208,3 +208,11 @@ def test_a_reindex_that_fails_leaves_no_draft_and_the_live_version_as_it_was(
     (report,) = [r for r in reindex(pg).reports if r.kind == "products"]
     assert report.mode == "incremental" and report.added == 2
     assert _leftovers(url) == (0, 0)
+    # the same products in another order (the shop page's) are a change, encoding nothing
+    _write(catalog, list(reversed(rows[:22])))
+    (report,) = [r for r in reindex(pg).reports if r.kind == "products"]
+    assert report.mode == "incremental" and report.encoded == 0
+    (report,) = [r for r in reindex(pg).reports if r.kind == "products"]
+    assert report.mode == "unchanged"
+    shown = build_retriever(pg).snapshot.catalog.first(3)
+    assert [p.id for p in shown] == [r["id"] for r in reversed(rows[:22])][:3]

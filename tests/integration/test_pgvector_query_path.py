@@ -154,6 +154,16 @@ def test_similar_products_and_the_gates_alike_on_both_backends(both: tuple) -> N
     right = similar_products(b.snapshot, b.fusion, "avocado", 6, only=masks[1])
     assert [m.product.id for m in left] == [m.product.id for m in right]
     assert left and all(keep(m.product.id) and m.product.price <= 2.0 for m in right)
+
+    # through the retriever, the per-product test on pgvector tests the nearest products as
+    # they come (no pass over the catalog) and finds what the files find
+    def kept(p) -> bool:  # noqa: ANN001
+        return keep(p.id) and p.price is not None and p.price <= 2.0
+
+    for k in (3, 12):
+        want = a.similar_products("avocado", k, keep=kept)
+        got = b.similar_products("avocado", k, keep=kept)
+        assert [m.product.id for m in got] == [m.product.id for m in want], k
     assert a.snapshot.text_gate[0] == pytest.approx(b.snapshot.text_gate[0], abs=1e-4)
     assert a.snapshot.photo_sure(a.fusion)[0] == pytest.approx(
         b.snapshot.photo_sure(b.fusion)[0], abs=1e-4

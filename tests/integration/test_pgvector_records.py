@@ -83,7 +83,9 @@ def test_a_replica_reads_the_catalog_by_id_not_from_the_metadata(
     assert [p.id for p in catalog] == [r["id"] for r in records]  # catalog order
     assert catalog.get("p007") == Product.from_record(records[-8])
     assert dict(catalog.get("p005").names) == {"zh": "产品5"}  # type: ignore[union-attr]
-    assert catalog.get("nope") is None
+    assert catalog.get("nope") is None and "nope" not in catalog._cache  # not cached
+    assert "p001" in catalog and "nope" not in catalog
+    assert repr(catalog) == f"StoreCatalog(products version {VERSION}, 40 products)"
     assert sorted(catalog.get_many(["p001", "nope", "p002", "p001"])) == ["p001", "p002"]
     assert catalog.categories() == ["Bakery", "Dairy", "Fruit"]
     for r in records:

@@ -161,6 +161,22 @@ def test_with_an_empty_log_popular_falls_back_to_the_best_stocked() -> None:
     assert [r.basis for r in got] == ["best-stocked"] * 3
     assert all(r.product.stock for r in got)
     assert all(r.product.category == "B" for r in best_stocked(CATALOG, 12, "b"))
+    # against brute force: most stock first, ties by id, of the category (case and spaces
+    # ignored), ranked on the catalog's filter columns whether given or built
+    from retrieval.filters import CatalogColumns
+
+    columns = CatalogColumns(CATALOG)
+    for category in (None, "b", " A ", "none such"):
+        wanted = None if category is None else " ".join(category.split()).casefold()
+        brute = sorted(
+            (p for p in CATALOG if p.stock and (wanted is None or p.category.casefold() == wanted)),
+            key=lambda p: (-(p.stock or 0), p.id),
+        )
+        for k in (1, 2, 5, 50):
+            want = [(p.id, float(p.stock or 0)) for p in brute[:k]]
+            for cols in (None, columns):
+                got = best_stocked(CATALOG, k, category, cols)
+                assert [(r.product.id, r.score) for r in got] == want, (category, k)
 
 
 def test_any_window_is_cut_from_one_cached_scan(tmp_path, monkeypatch) -> None:  # noqa: ANN001
