@@ -9,9 +9,7 @@ Nothing is encoded or logged here; the only searches are the index lookups.
 from __future__ import annotations
 
 import dataclasses
-import threading
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,7 +43,6 @@ __all__ = [
     "rank_faq",
 ]
 
-STORE_SEARCH_THREADS = 16  # FAQ searches in a vector store run at once (query_concurrency)
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
 
 
@@ -101,15 +98,9 @@ def answer(
     only = snap.filter_masks(product_filter)
     q_faq = q_ml if route.faq_view is not None else q_text
     # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
-    faq_view = route.faq_view or snap.faq_index
-    # in a vector store both searches wait on the database: the FAQ's runs beside the
-    # products' (on hnswlib they are quick CPU work, done one after the other)
-    faq_search: Future[list[FAQCandidate]] | None = None
-    if q_faq is not None and getattr(faq_view, "filters_in_sql", False):
-        faq_search = _store_searches().submit(rank_faq, snap, q_faq, k_faq + RUNNER_UP, faq_view)
     ranked = (
-        rank_faq(snap, q_faq, k_faq + RUNNER_UP, faq_view)
-        if q_faq is not None and faq_search is None
+        rank_faq(snap, q_faq, k_faq + RUNNER_UP, route.faq_view or snap.faq_index)
+        if q_faq is not None
         else []
     )
     policy = (
@@ -139,8 +130,6 @@ def answer(
             only=only,
         )
     )
-    if faq_search is not None:
-        ranked = faq_search.result()
     verdict = (
         decide(group_scores(ranked), policy)
         if ranked
@@ -191,20 +180,6 @@ def answer(
         product_filter=None if only is None else only.filter,
         product_gate=gate,
     )
-
-
-_searches: ThreadPoolExecutor | None = None
-_searches_lock = threading.Lock()
-
-
-def _store_searches() -> ThreadPoolExecutor:
-    """Threads that run a question's FAQ search in a vector store while its product search
-    runs in the caller's (as many as the query gate lets questions run at once)."""
-    global _searches
-    with _searches_lock:
-        if _searches is None:
-            _searches = ThreadPoolExecutor(STORE_SEARCH_THREADS, thread_name_prefix="faq-search")
-        return _searches
 
 
 def photo_sure_for(snap: Snapshot, fusion: Fusion) -> tuple[float | None, str]:
