@@ -112,3 +112,22 @@ def test_min_cosine_compares_matching_rows() -> None:
     assert min_cosine(a, np.array([[-1.0, 0.0], [0.0, 1.0]])) == pytest.approx(-1.0)
     assert min_cosine(a, a[:1]) == -1.0  # shapes differ: no agreement
     assert min_cosine(np.zeros((0, 2)), np.zeros((0, 2))) == 1.0
+
+
+def test_the_build_commands_take_their_encoding_workers_and_cluster() -> None:
+    """``--encode-workers`` and ``--encode-cluster`` on ingest and reindex become settings;
+    without them the file, environment and defaults decide (one process, no cluster)."""
+    import argparse
+
+    from retrieval.cliargs import add_common_options, add_encode_workers, settings_from_args
+
+    parser = argparse.ArgumentParser()
+    add_common_options(parser)
+    add_encode_workers(parser)
+    given = settings_from_args(
+        parser.parse_args(["--encode-workers", "3", "--encode-cluster", "tcp://10.0.0.5:8786"]),
+        promoted=False,
+    )
+    assert (given.encode_workers, given.encode_cluster) == (3, "tcp://10.0.0.5:8786")
+    default = settings_from_args(parser.parse_args([]), promoted=False)
+    assert (default.encode_workers, default.encode_cluster) == (1, None)
