@@ -30,6 +30,17 @@ def demo_settings(data_dir: Path, **overrides):  # noqa: ANN201
     return load_settings(None, data_dir=data_dir, **{**demo, **overrides})
 
 
+def demo_catalog_rows() -> list[dict]:
+    """The demo catalog's records with absolute image paths, to write into a copy elsewhere."""
+    rows = [json.loads(line) for line in (DATA / "catalog" / "products.jsonl").open()]
+    for r in rows:
+        if r.get("image"):
+            r["image"] = str(DATA / "catalog" / r["image"])
+        if r.get("images"):
+            r["images"] = [str(DATA / "catalog" / p) for p in r["images"]]
+    return rows
+
+
 def write_jsonl(path: Path, rows: list[dict]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     return path

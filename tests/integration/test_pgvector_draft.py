@@ -7,7 +7,6 @@ views; and a job that fails leaves no draft behind."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from pathlib import Path
 
@@ -23,23 +22,16 @@ from retrieval.indexstore import current_version, pg_store
 from retrieval.runtime import build_retriever
 from retrieval.vectorstore.pgindex import open_index
 
-from helpers import DATA, demo_settings
+from helpers import demo_catalog_rows, demo_settings, write_jsonl
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.models]
 
 
-def _rows() -> list[dict]:
-    rows = [json.loads(line) for line in (DATA / "catalog" / "products.jsonl").open()]
-    for r in rows:  # images relative to the copy
-        if r.get("image"):
-            r["image"] = str(DATA / "catalog" / r["image"])
-        if r.get("images"):
-            r["images"] = [str(DATA / "catalog" / p) for p in r["images"]]
-    return rows
-
-
-def _write(path: Path, rows: list[dict]) -> None:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+def _store(server) -> str:  # noqa: ANN001
+    """A fresh database on the test's pgvector server."""
+    name = "d" + uuid.uuid4().hex[:12]
+    server.create_database(name)
+    return server.conninfo(name)
 
 
 def _pg_rows(url: str, table: str) -> dict[tuple[str, str], tuple]:
@@ -81,12 +73,10 @@ def test_a_changed_catalog_is_reindexed_in_the_database_as_the_files_would_be(
     from retrieval.ingest import ingest
     from retrieval.reindex import reindex
 
-    name = "d" + uuid.uuid4().hex[:12]
-    pgvector_server.create_database(name)
-    url = pgvector_server.conninfo(name)
-    rows = _rows()
+    url = _store(pgvector_server)
+    rows = demo_catalog_rows()
     catalog = tmp_path / "products.jsonl"
-    _write(catalog, rows[:30])
+    write_jsonl(catalog, rows[:30])
     files = demo_settings(tmp_path / "files", catalog_path=catalog)
     pg = demo_settings(
         tmp_path / "pg", vector_store="pgvector", vector_store_url=url, catalog_path=catalog
@@ -101,7 +91,7 @@ def test_a_changed_catalog_is_reindexed_in_the_database_as_the_files_would_be(
     edited[0]["price"], edited[0]["stock"] = 9.99, 0
     edited[1]["title"] = "Organic Hass avocados, ripe and ready"
     gone = edited.pop(2)["id"]
-    _write(catalog, edited)
+    write_jsonl(catalog, edited)
 
     def no_reading(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
         raise AssertionError("the re-index read the whole version into the worker")
@@ -183,18 +173,16 @@ def test_a_reindex_that_fails_leaves_no_draft_and_the_live_version_as_it_was(
     from retrieval.ingest import ingest
     from retrieval.reindex import reindex
 
-    name = "d" + uuid.uuid4().hex[:12]
-    pgvector_server.create_database(name)
-    url = pgvector_server.conninfo(name)
-    rows = _rows()
+    url = _store(pgvector_server)
+    rows = demo_catalog_rows()
     catalog = tmp_path / "products.jsonl"
-    _write(catalog, rows[:20])
+    write_jsonl(catalog, rows[:20])
     pg = demo_settings(
         tmp_path / "pg", vector_store="pgvector", vector_store_url=url, catalog_path=catalog
     )
     ingest(pg)
     first = current_version(pg, "products")
-    _write(catalog, rows[:22])
+    write_jsonl(catalog, rows[:22])
 
     def broken(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
         raise RuntimeError("the image encoder ran out of memory")
@@ -209,7 +197,7 @@ def test_a_reindex_that_fails_leaves_no_draft_and_the_live_version_as_it_was(
     assert report.mode == "incremental" and report.added == 2
     assert _leftovers(url) == (0, 0)
     # the same products in another order (the shop page's) are a change, encoding nothing
-    _write(catalog, list(reversed(rows[:22])))
+    write_jsonl(catalog, list(reversed(rows[:22])))
     (report,) = [r for r in reindex(pg).reports if r.kind == "products"]
     assert report.mode == "incremental" and report.encoded == 0
     (report,) = [r for r in reindex(pg).reports if r.kind == "products"]

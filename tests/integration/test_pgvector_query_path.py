@@ -27,7 +27,7 @@ from retrieval.runtime import build_retriever
 from retrieval.vectorstore.pgindex import PgIndex
 from retrieval.vectorstore.pgpublish import publish_index
 
-from helpers import DATA, demo_settings
+from helpers import DATA, demo_catalog_rows, demo_settings, write_jsonl
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.models]
 
@@ -232,13 +232,8 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
 
     url = _database(pgvector_server)
     catalog = tmp_path / "products.jsonl"
-    rows = [json.loads(line) for line in (DATA / "catalog" / "products.jsonl").open()]
-    for r in rows:  # images relative to the copy
-        if r.get("image"):
-            r["image"] = str(DATA / "catalog" / r["image"])
-        if r.get("images"):
-            r["images"] = [str(DATA / "catalog" / p) for p in r["images"]]
-    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows[:30]), encoding="utf-8")
+    rows = demo_catalog_rows()
+    write_jsonl(catalog, rows[:30])
     settings = demo_settings(
         tmp_path / "var", vector_store="pgvector", vector_store_url=url, catalog_path=catalog
     )
@@ -255,7 +250,7 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
     assert [r.encoded for r in unchanged.reports] == [0, 0]
     assert list_versions(settings, "products") == [first]  # nothing published
 
-    catalog.write_text("".join(json.dumps(r) + "\n" for r in rows[:32]), encoding="utf-8")
+    write_jsonl(catalog, rows[:32])
     changed = reindex(settings)
     (report,) = [r for r in changed.reports if r.kind == "products"]
     assert report.mode == "incremental" and report.added == 2 and report.encoded == 2
