@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .base import l2_normalize
-from .parallel import CHUNK, MIN_PARALLEL, encode_chunk_with
+from .parallel import CHUNK, MIN_PARALLEL, ProcessPoolTextEncoder, encode_chunk_with
 
 __all__ = ["ClusterTextEncoder", "check_installed"]
 
@@ -48,11 +48,9 @@ def check_installed() -> None:
         raise ConfigError("encode_cluster needs Dask: pip install 'retrieval[cluster]'") from None
 
 
-class ClusterTextEncoder:
+class ClusterTextEncoder(ProcessPoolTextEncoder):
     """A sentence-transformers text encoder whose large jobs run as tasks on a Dask
     cluster (``address``: a scheduler, or ``local`` for ``workers`` local processes)."""
-
-    modality = "text"
 
     def __init__(
         self,
@@ -70,22 +68,18 @@ class ClusterTextEncoder:
     ) -> None:
         if not address.strip():
             raise ValueError("the cluster address is empty")
-        if workers < 1 or chunk < 1:
-            raise ValueError("workers and chunk must be at least 1")
-        self.inner = inner  # the same model here: id, dim and small jobs
+        super().__init__(
+            inner,
+            spec,
+            workers,
+            device=device,
+            batch_size=batch_size,
+            dtype=dtype,
+            runtime=runtime,
+            chunk=chunk,
+            min_parallel=min_parallel,
+        )
         self.address = address.strip()
-        self.workers = int(workers)
-        self.chunk = int(chunk)
-        self.min_parallel = int(min_parallel)
-        self._init_args = (spec, device, batch_size, dtype, runtime)
-
-    @property
-    def id(self) -> str:
-        return str(self.inner.id)
-
-    @property
-    def dim(self) -> int:
-        return int(self.inner.dim)
 
     @contextmanager
     def _client(self) -> Iterator[Any]:
