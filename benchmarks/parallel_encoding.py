@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -58,12 +59,16 @@ def main() -> int:
     if args.cluster:
         runs.append((max(counts), 1, args.cluster))
     for workers, n_threads, cluster in runs:
-        settings = load_settings(None, encode_workers=workers, encode_cluster=cluster)
+        # the encoder is made per thread count: ONNX Runtime fixes its threads when it opens
+        settings = load_settings(
+            None,
+            encode_workers=workers,
+            encode_cluster=cluster,
+            torch_threads=n_threads or os.cpu_count() or 1,
+        )
         if n_threads is not None:
             set_model_threads(n_threads)
         else:
-            import os
-
             set_model_threads(os.cpu_count() or 1)
         encoder = bulk_text_encoder(settings)
         if workers == 1:

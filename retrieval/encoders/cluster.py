@@ -93,6 +93,9 @@ class ClusterTextEncoder(ProcessPoolTextEncoder):
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
+                    # its workers log a heartbeat error when the job's cluster stops under
+                    # them; a chunk that fails reaches this process as its exception
+                    silence_logs=logging.CRITICAL,
                 ) as cluster,
                 Client(cluster) as client,
             ):
