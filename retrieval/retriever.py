@@ -108,7 +108,8 @@ class Retriever:
         What its first questions would wait for is computed first, off the shoppers' path
         (:meth:`Snapshot.warm`; on pgvector the first replica to calibrate the gates stores
         them for the others)."""
-        snapshot.warm(self.fusion)
+        self.photo_sure(snapshot)
+        snapshot.warm()
         with self._swap_lock:
             old, self._snapshot = self._snapshot, snapshot
         return old

@@ -118,13 +118,12 @@ class Snapshot:
                     object.__setattr__(self, "_photo_sure", cached)  # once per snapshot
         return cached
 
-    def warm(self, fusion: Fusion) -> None:
+    def warm(self) -> None:
         """Compute now what the first questions on this version would otherwise wait for:
-        the photo sure level, the product gate, the catalog's categories, filter columns and
-        title index (on pgvector read from the store: seconds for a large catalog). Called off the
-        shoppers' path, at start-up and before a version swap."""
-        if self.policy.photo_sure_threshold is None:  # else the setting decides
-            self.photo_sure(fusion)
+        the product gate and the catalog's categories, filter columns and title index (on
+        pgvector read from the store: seconds for a large catalog). Called off the shoppers'
+        path, at start-up and before a version swap, with the photo sure level
+        (:meth:`Retriever.photo_sure`, which knows whether a setting replaces it)."""
         _ = self.text_gate, self.categories, self.catalog_columns, self.title_index
 
     @cached_property

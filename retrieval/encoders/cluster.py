@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigError
 from .base import l2_normalize
-from .parallel import CHUNK, MIN_PARALLEL, ProcessPoolTextEncoder, encode_chunk_with
+from .parallel import ProcessPoolTextEncoder, encode_chunk_with
 
 __all__ = ["ClusterTextEncoder", "check_installed"]
 
@@ -53,32 +53,13 @@ class ClusterTextEncoder(ProcessPoolTextEncoder):
     cluster (``address``: a scheduler, or ``local`` for ``workers`` local processes)."""
 
     def __init__(
-        self,
-        inner: Any,
-        spec: str,
-        address: str,
-        *,
-        workers: int = 2,
-        device: str = "cpu",
-        batch_size: int = 64,
-        dtype: str = "float32",
-        runtime: str = "torch",
-        chunk: int = CHUNK,
-        min_parallel: int = MIN_PARALLEL,
+        self, inner: Any, spec: str, address: str, *, workers: int = 2, **options: Any
     ) -> None:
+        """``options``: those of :class:`ProcessPoolTextEncoder` (device, batch size, dtype,
+        runtime, chunk, min_parallel)."""
         if not address.strip():
             raise ValueError("the cluster address is empty")
-        super().__init__(
-            inner,
-            spec,
-            workers,
-            device=device,
-            batch_size=batch_size,
-            dtype=dtype,
-            runtime=runtime,
-            chunk=chunk,
-            min_parallel=min_parallel,
-        )
+        super().__init__(inner, spec, workers, **options)
         self.address = address.strip()
 
     @contextmanager

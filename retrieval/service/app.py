@@ -191,7 +191,8 @@ def create_app(settings: Settings, retriever: Retriever | None = None) -> FastAP
             # load the models now, not on the first shopper (not a shopper's question: unlogged)
             r.query("warm up", k_products=1, k_faq=1, log=False)
             # and what the first questions would wait for (later versions: at the swap)
-            r.snapshot.warm(r.fusion)
+            r.photo_sure()
+            r.snapshot.warm()
             qlog.flush(5)
             # The loaded catalog and indexes are millions of long-lived objects; keep them out
             # of the garbage collector's full sweeps, which otherwise pause queries.
