@@ -13,10 +13,11 @@ import numpy as np
 from .catalog import Catalog, Product
 from .decision import calibrate_threshold
 from .encoders.base import Encoder, l2_normalize
+from .encoders.files import encode_image_files
 from .errors import ImageError, SourceError
 from .faq import FAQBank, FAQEntry
 from .fusion import Fusion, fuse
-from .images import check_image, load_image
+from .images import check_image
 from .index import IndexParams, VectorIndex
 from .indexformat import (
     CENTROID,
@@ -207,28 +208,33 @@ def product_rows(
     text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
     owners: list[tuple[int, int]] = []
     known: list[np.ndarray | None] = []
-    images, missing = [], []
+    files: list[Path] = []  # to encode, checked first: a bad file fails before any encoding
     for i, product in enumerate(products):
         for j, path in enumerate(product.images):
             vector = known_images(Path(path)) if known_images is not None else None
-            try:
-                if vector is None:
-                    images.append(
-                        load_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
-                    )
-                    missing.append(len(owners))
-                else:  # the same limits as a decoded picture, from its header
-                    check_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
+            try:  # every limit of a decoded picture, from its header
+                check_image(path, max_bytes=max_image_bytes, max_pixels=max_image_pixels)
             except ImageError as exc:
                 raise SourceError(
                     source, f"product '{product.id}': {exc}", field="images"
                 ) from None
+            if vector is None:
+                files.append(Path(path))
             known.append(vector)
             owners.append((i, j))
-    if images:
-        for row, vector in zip(
-            missing, image_encoder.encode(images, progress=progress), strict=True
-        ):
+    if files:
+        try:  # decoded and encoded a chunk at a time, on workers when the encoder has them
+            vectors = encode_image_files(
+                image_encoder,
+                files,
+                max_bytes=max_image_bytes,
+                max_pixels=max_image_pixels,
+                progress=progress,
+            )
+        except ImageError as exc:  # damaged past its header: the message names the file
+            raise SourceError(source, str(exc), field="images") from None
+        missing = [row for row, vector in enumerate(known) if vector is None]
+        for row, vector in zip(missing, vectors, strict=True):
             known[row] = vector
     image_vecs = (
         np.stack([np.asarray(v, dtype=np.float32) for v in known if v is not None])

@@ -64,11 +64,17 @@ def _decode_cost(img: Image.Image) -> int:
 
 
 def _opened(
-    source: bytes | str | Path, *, max_bytes: int, max_pixels: int, max_decode_bytes: int
+    source: bytes | str | Path,
+    *,
+    max_bytes: int,
+    max_pixels: int,
+    max_decode_bytes: int,
+    name: str | None = None,
 ) -> tuple[Image.Image, str]:
     """The image opened lazily (header read, pixels not decoded, JPEG decoding scale set)
-    and its name for errors, once it is within every limit."""
-    name = "the uploaded file"
+    and its name for errors (``name``, else the path, else "the uploaded file"), once it is
+    within every limit."""
+    name = name or "the uploaded file"
     if isinstance(source, (str, Path)):
         path = Path(source)
         name = str(path)
@@ -131,15 +137,20 @@ def load_image(
     max_bytes: int,
     max_pixels: int,
     max_decode_bytes: int = MAX_DECODE_BYTES,
+    name: str | None = None,
 ) -> Image.Image:
     """Decode an image, once, into a small RGB picture, or raise :class:`ImageError`
     saying why not.
 
     Memory and time stay bounded for huge inputs: the byte size is checked first; format,
     pixel count and decoding memory are read from the header before decoding; JPEGs are
-    decoded at reduced scale."""
+    decoded at reduced scale. ``name`` names bytes in errors (a file read elsewhere)."""
     img, name = _opened(
-        source, max_bytes=max_bytes, max_pixels=max_pixels, max_decode_bytes=max_decode_bytes
+        source,
+        max_bytes=max_bytes,
+        max_pixels=max_pixels,
+        max_decode_bytes=max_decode_bytes,
+        name=name,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)

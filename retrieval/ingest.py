@@ -17,7 +17,13 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from .build import build_faq_index, build_product_index
 from .catalog import Catalog, load_catalog
-from .encoders import bulk_text_encoder, image_encoder, multilingual_encoder
+from .encoders import (
+    bulk_image_encoder,
+    bulk_multilingual_encoder,
+    bulk_text_encoder,
+    image_encoder,
+    multilingual_encoder,
+)
 from .encoders.base import Encoder
 from .faq import FAQBank, load_faq
 from .faq_calibration import as_shop_labels, calibrate_with_labels
@@ -180,7 +186,7 @@ def build_faq_version(
     companion when configured, and threshold, answer head and hand-off signal fitted on the
     labelled questions (a plain list: all taken as the operators' labels)."""
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-    ml = multilingual_encoder(settings)
+    ml = bulk_multilingual_encoder(settings)
     index = build_faq_index(bank, text, params, progress=progress, multilingual=ml)
     calibrate_with_labels(index, text, as_shop_labels(labels), settings, ml)
     return index
@@ -200,7 +206,7 @@ def build_product_version(
     the text view as further phrasings of their product (the evaluation's TRAIN texts);
     ``known_images`` gives image vectors already computed (``build.product_rows``)."""
     params = IndexParams(settings.hnsw_m, settings.hnsw_ef_construction, settings.hnsw_ef_search)
-    image = image_encoder(settings)
+    image = bulk_image_encoder(settings)  # workers too when encode_workers or encode_cluster
     index = build_product_index(
         catalog,
         text,
@@ -210,7 +216,7 @@ def build_product_version(
         max_image_bytes=settings.max_image_bytes,
         max_image_pixels=settings.max_image_pixels,
         progress=progress,
-        multilingual=multilingual_encoder(settings),
+        multilingual=bulk_multilingual_encoder(settings),
         extra_texts=extra_texts,
         known_images=known_images,
     )

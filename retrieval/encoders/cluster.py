@@ -1,14 +1,14 @@
-"""Bulk text encoding on a Dask cluster: a full build of a large catalog spread over the
-cores of several machines.
+"""Bulk encoding on a Dask cluster: a full build of a large catalog spread over the cores of
+several machines.
 
-:class:`ClusterTextEncoder` splits the texts into the same fixed chunks as the local worker
-processes (:mod:`.parallel`) and sends each chunk as a task to a Dask cluster
-(``encode_cluster``): the address of a running scheduler (``tcp://host:8786``; its workers
-run ``dask worker tcp://host:8786 --nthreads 1`` on each machine, with this package and the
-model installed), or ``local``, a cluster of ``max(2, encode_workers)`` processes started on
-this machine for the job and stopped after it. Each worker process loads the model once, on its
-first chunk, on one core; results come back in order and are streamed into the version being
-built, so the vectors are those of one process encoding the same chunks.
+:class:`DaskWorkers` runs the same fixed chunks as the local worker processes
+(:mod:`.parallel`: texts, multilingual texts, image files sent as bytes) as tasks on a Dask
+cluster (``encode_cluster``): the address of a running scheduler (``tcp://host:8786``; its
+workers run ``dask worker tcp://host:8786 --nthreads 1`` on each machine, with this package
+and the models installed), or ``local``, a cluster of ``max(2, encode_workers)`` processes
+started on this machine for the job and stopped after it. Each worker process loads a model
+once, on its first chunk, on one core; results come back in order and are streamed into the
+version being built, so the vectors are those of one process encoding the same chunks.
 
 An unreachable scheduler, or one with no worker, is a clear error naming it, and so is a
 chunk that does not come back within ``CHUNK_TIMEOUT_S``; each job's tasks have names of
@@ -20,24 +20,21 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from ..errors import ConfigError
-from .base import l2_normalize
-from .parallel import ProcessPoolTextEncoder, encode_chunk_with
+from .parallel import Recipe, encode_chunk_with
 
-__all__ = ["ClusterTextEncoder", "check_installed"]
+__all__ = ["DaskWorkers", "check_installed"]
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 20  # to reach a scheduler, and for it to have a worker
 CHUNK_TIMEOUT_S = 600  # for one chunk's vectors (a worker's first chunk loads the model)
-IN_FLIGHT = 8  # chunks per worker submitted ahead of the ones being collected
 
 
 def check_installed() -> None:
@@ -48,19 +45,22 @@ def check_installed() -> None:
         raise ConfigError("encode_cluster needs Dask: pip install 'retrieval[cluster]'") from None
 
 
-class ClusterTextEncoder(ProcessPoolTextEncoder):
-    """A sentence-transformers text encoder whose large jobs run as tasks on a Dask
-    cluster (``address``: a scheduler, or ``local`` for ``workers`` local processes)."""
+class DaskWorkers:
+    """The worker processes of a Dask cluster (``address``: a scheduler, or ``local`` for
+    ``count`` processes started on this machine for each job)."""
 
-    def __init__(
-        self, inner: Any, spec: str, address: str, *, workers: int = 2, **options: Any
-    ) -> None:
-        """``options``: those of :class:`ProcessPoolTextEncoder` (device, batch size, dtype,
-        runtime, chunk, min_parallel)."""
+    def __init__(self, address: str, count: int = 2) -> None:
         if not address.strip():
             raise ValueError("the cluster address is empty")
-        super().__init__(inner, spec, workers, **options)
         self.address = address.strip()
+        self.count = max(1, int(count))
+
+    @property
+    def spreads(self) -> bool:
+        return True  # however many machines the scheduler has
+
+    def describe(self) -> str:
+        return f"the cluster {self.address}"
 
     @contextmanager
     def _client(self) -> Iterator[Any]:
@@ -70,7 +70,7 @@ class ClusterTextEncoder(ProcessPoolTextEncoder):
         if self.address == "local":
             with (
                 LocalCluster(
-                    n_workers=self.workers,
+                    n_workers=self.count,
                     threads_per_worker=1,
                     processes=True,
                     dashboard_address=":0",
@@ -104,16 +104,10 @@ class ClusterTextEncoder(ProcessPoolTextEncoder):
             ) from None
         return out
 
-    def encode(
-        self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
-    ) -> np.ndarray:
-        texts = list(items)
-        if len(texts) < self.min_parallel:
-            out: np.ndarray = self.inner.encode(texts, batch_size=batch_size, progress=progress)
-            return out
-        step = self.chunk
-        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
-        parts: list[np.ndarray] = []
+    @contextmanager
+    def open(
+        self, recipe: Recipe
+    ) -> Iterator[tuple[Callable[[list[Any]], Any], int, Callable[[Any], np.ndarray]]]:
         job = uuid.uuid4().hex  # task names of this job alone
         with self._client() as client:
             try:
@@ -124,27 +118,11 @@ class ClusterTextEncoder(ProcessPoolTextEncoder):
                     f"encode_cluster): start 'dask worker {self.address} --nthreads 1'"
                 ) from None
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-            log.info(
-                "encoding %d texts on the cluster %s (%d workers)",
-                len(texts),
-                self.address,
-                n_workers,
-            )
-            ahead = IN_FLIGHT * n_workers  # bounded: the results wait here in order
-            pending: list[Any] = []
-            with tqdm(
-                total=len(texts), desc="encoding texts", unit="item", disable=not progress
-            ) as bar:
-                for n, part in enumerate(chunks):
-                    pending.append(
-                        client.submit(
-                            encode_chunk_with, part, self._init_args, key=f"encode-{job}-{n}"
-                        )
-                    )
-                    if len(pending) >= ahead:
-                        parts.append(self._result(pending.pop(0)))
-                        bar.update(len(parts[-1]))
-                for future in pending:
-                    parts.append(self._result(future))
-                    bar.update(len(parts[-1]))
-        return l2_normalize(np.concatenate(parts))
+            sent = iter(range(1 << 62))
+
+            def submit(chunk: list[Any]) -> Any:
+                return client.submit(
+                    encode_chunk_with, chunk, recipe, key=f"encode-{job}-{next(sent)}"
+                )
+
+            yield submit, n_workers, self._result

