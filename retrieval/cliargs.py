@@ -34,13 +34,14 @@ def add_encode_workers(p: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="encode in N worker processes (one core and one model copy each) when a build "
-        "encodes many texts, e.g. a full rebuild (setting encode_workers; default 1)",
+        "encodes many texts or images, e.g. a full rebuild (setting encode_workers; default 1)",
     )
     p.add_argument(
         "--encode-cluster",
         metavar="ADDRESS",
-        help="encode on a Dask cluster instead when a build encodes many texts: a scheduler's "
-        "address (tcp://host:8786) or 'local' (setting encode_cluster; needs the 'cluster' extra)",
+        help="encode on a Dask cluster instead when a build encodes many texts or images: a "
+        "scheduler's address (tcp://host:8786) or 'local' (setting encode_cluster; needs the "
+        "'cluster' extra)",
     )
 
 

@@ -145,15 +145,17 @@ class Settings(BaseSettings):
         1,
         ge=1,
         le=64,
-        description="Processes that encode texts when ingest or re-index encodes many (a full "
-        "rebuild): each holds its own model copy on one core. 1: encode in the calling process.",
+        description="Processes that encode texts, multilingual texts and image files when "
+        "ingest or re-index encodes many (a full rebuild): each holds its own model copy on "
+        "one core. 1: encode in the calling process.",
     )
     encode_cluster: str | None = Field(
         None,
-        description="Where ingest and re-index encode many texts (a full rebuild): the address "
-        "of a Dask scheduler ('tcp://host:8786'; its workers need this package and the "
-        "model), or 'local' for a Dask cluster of max(2, encode_workers) processes started "
-        "for the job. Empty: encode_workers local processes. Needs the 'cluster' extra.",
+        description="Where ingest and re-index encode many texts or image files (a full "
+        "rebuild): the address of a Dask scheduler ('tcp://host:8786'; its workers need this "
+        "package and the models; image files are sent to them as bytes), or 'local' for a "
+        "Dask cluster of max(2, encode_workers) processes started for the job. Empty: "
+        "encode_workers local processes. Needs the 'cluster' extra.",
     )
     encode_batching: bool = Field(
         True,
