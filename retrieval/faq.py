@@ -86,6 +86,9 @@ class FAQBank:
     def __iter__(self) -> Iterator[FAQEntry]:
         return iter(self.entries.values())
 
+    def __contains__(self, entry_id: object) -> bool:
+        return isinstance(entry_id, str) and self.get(entry_id) is not None
+
     def get(self, entry_id: str) -> FAQEntry | None:
         return self.entries.get(entry_id)
 

@@ -161,8 +161,15 @@ class Snapshot:
         policy: DecisionPolicy,
         multilingual_policy: DecisionPolicy | None = None,
     ) -> Snapshot:
-        faq = FAQBank({r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])})
-        # on pgvector a products version's records stay in the store, read by id
+        # on pgvector a version's records stay in the store, read by id
+        stored_bank = getattr(faq_index, "faq_bank", None)
+        faq = (
+            stored_bank
+            if isinstance(stored_bank, FAQBank)
+            else FAQBank(
+                {r["id"]: FAQEntry.from_record(r) for r in faq_index.meta.get("records", [])}
+            )
+        )
         stored = getattr(product_index, "catalog", None)
         catalog = (
             stored

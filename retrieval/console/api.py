@@ -359,7 +359,7 @@ async def api_draft(request: Request) -> dict[str, Any]:
         examples=body.examples,
         lang=body.lang,
         query_ids=body.query_ids,
-        existing_ids=console.faq.entries,
+        existing_ids=console.faq,
     )
     return {"draft": record, "file": str(console.drafts_path)}
 

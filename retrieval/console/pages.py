@@ -304,7 +304,7 @@ async def unanswered_draft(request: Request) -> Response:
         examples=form.get("examples", "").splitlines(),
         lang=form.get("lang", "en"),
         query_ids=[q for q in form.get("query_ids", "").split(",") if q],
-        existing_ids=console.faq.entries,
+        existing_ids=console.faq,
     )
     return RedirectResponse(f"/agent/unanswered?drafted={record['id']}", status_code=303)
 

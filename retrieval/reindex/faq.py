@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine
@@ -102,7 +103,7 @@ def reindex_faq(
     else:
         changes = diff_items(meta.get("item_hashes", {}), hashes)
         records = [e.to_record() for e in bank]
-        if not changes.any and meta.get("records") == records and meta.get("build_key") == key:
+        if not changes.any and _same_records(meta, records) and meta.get("build_key") == key:
             return KindReport(
                 "faq",
                 "unchanged",
@@ -139,3 +140,13 @@ def reindex_faq(
         )
     calibrate_with_labels(index, text, labels, settings, multilingual)
     return finish(settings, engine, "faq", index, report, key, created_by, t0)
+
+
+def _same_records(meta: dict[str, Any], records: list[dict[str, Any]]) -> bool:
+    """Whether the version holds these records: in its metadata, or (records kept as rows
+    in a vector store) their content's digest."""
+    if "records" in meta:
+        return bool(meta["records"] == records)
+    from ..vectorstore.pgrecords import record_digest
+
+    return meta.get("record_digest") == record_digest(records)

@@ -30,7 +30,7 @@ from ..filters import StoreFilter
 from ..index import Hit, IndexParams
 from ..lexical.index import LexicalIndex
 from .pgpublish import OWN_KEYS as _OWN
-from .pgrecords import FLAG, StoreCatalog
+from .pgrecords import FLAG, StoreCatalog, StoreFAQBank
 from .pgvector import PgvectorCollection, PgvectorStore
 
 __all__ = ["PgIndex", "open_index"]
@@ -76,9 +76,10 @@ class PgIndex:
         self._items = collection.item_count()
         self._label_items: tuple[np.ndarray, list[str]] | None = None
         self._has: dict[str, bool] = {}  # __contains__ answers (bounded: see CONTAINS_CACHE)
-        # a products version's catalog, when its records are rows of vs_records; None: they
-        # are in ``meta["records"]`` (versions published before)
+        # a products version's catalog or an FAQ version's bank, when its records are rows of
+        # vs_records; None: they are in ``meta["records"]`` (versions published before)
         self.catalog: StoreCatalog | None = None
+        self.faq_bank: StoreFAQBank | None = None
 
     @property
     def version(self) -> str:
@@ -307,7 +308,9 @@ def open_index(
     own = {k: v for k, v in meta.items() if k not in _OWN}
     own["version"] = main.version
     index = PgIndex(main, params, own, arrays=arrays, lexical=lexical)
-    if meta.get(FLAG):
+    if meta.get(FLAG) and kind == "faq":
+        index.faq_bank = StoreFAQBank(store, kind, main.version, int(meta["record_count"]))
+    elif meta.get(FLAG):
         index.catalog = StoreCatalog(store, kind, main.version, int(meta["record_count"]))
     with store._pool.connection() as conn:
         views = conn.execute(

@@ -30,7 +30,7 @@ import numpy as np
 from ..index import IndexParams, VectorIndex
 from ..lexical.index import LexicalIndex
 from .base import Record, check_kind
-from .pgrecords import FLAG, prepare_records, record_order, write_records
+from .pgrecords import FLAG, prepare_records, record_digest, record_order, write_records
 from .pgvector import PgvectorCollection, PgvectorStore, create_table
 
 __all__ = [
@@ -186,15 +186,17 @@ def publish_index(store: PgvectorStore, kind: str, version: str, index: VectorIn
 def split_records(
     kind: str, meta: dict[str, Any]
 ) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
-    """A products version's metadata without its records, and the records (None for the
-    FAQ, whose bank stays in the metadata): they become rows of ``vs_records``
-    (:mod:`.pgrecords`), read by id, so no replica holds the whole catalog."""
-    if kind != "products" or "records" not in meta:
+    """A version's metadata without its records, and the records (None when the metadata
+    holds none): they become rows of ``vs_records`` (:mod:`.pgrecords`), read by id, so no
+    replica holds the whole catalog or FAQ bank. The metadata keeps their count, the digest
+    of their order (the shop page's) and of their content (what a re-index compares)."""
+    if "records" not in meta:
         return meta, None
     records = list(meta.pop("records"))
     meta[FLAG] = True
     meta["record_count"] = len(records)
     meta["record_order"] = record_order(records)
+    meta["record_digest"] = record_digest(records)
     return meta, records
 
 

@@ -1,33 +1,43 @@
-"""A product version's records in the store, read by id: what keeps the catalog out of each
-service replica's memory on the pgvector backend.
+"""A version's records in the store, read by id: what keeps the catalog and the FAQ bank
+out of each service replica's memory on the pgvector backend.
 
-A published products version keeps its records (title, description, price, images, names...)
-as rows of ``vs_records``, one per product, in catalog order, instead of inside the version's
-metadata. A replica that opens the version gets a :class:`StoreCatalog`: a
-:class:`~retrieval.catalog.Catalog` whose products are read from those rows when asked for
-(one query for a result list's products) and kept in a bounded cache, and whose iteration
-reads the rows page by page. Iterating still costs a pass over the catalog: the features that
-do it on first use (the filter columns, the title index of agents' replies) keep what they
-derive, not the records.
-
-The FAQ bank stays in its version's metadata: the answer head, the hand-off signal and the
-agents' console read it whole, and a bank holds what agents write (thousands of entries).
+A published version keeps its records (a product's title, description, price, images,
+names...; an FAQ entry's question, answer and examples) as rows of ``vs_records``, one per
+product or entry, in their source order, instead of inside the version's metadata. A
+replica that opens a products version gets a :class:`StoreCatalog`, one that opens an FAQ
+version a :class:`StoreFAQBank`: a :class:`~retrieval.catalog.Catalog` or
+:class:`~retrieval.faq.FAQBank` whose records are read from those rows when asked for (one
+query for a result list's) and kept in a bounded cache, and whose iteration reads the rows
+page by page. Iterating still costs a pass over the rows: the features that do it on first
+use (the filter columns, the title index of agents' replies) keep what they derive, not the
+records. The FAQ's answer head and hand-off signal are fitted by the re-index worker, which
+holds the bank it indexes; a replica loads their arrays, not the entries.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 from ..catalog import Catalog, Product
+from ..faq import FAQBank, FAQEntry
 from .pgvector import PgvectorStore
 
-__all__ = ["CACHE", "StoreCatalog", "prepare_records", "record_order", "write_records"]
+__all__ = [
+    "CACHE",
+    "StoreCatalog",
+    "StoreFAQBank",
+    "prepare_records",
+    "record_digest",
+    "record_order",
+    "write_records",
+]
 
-CACHE = 20_000  # products a StoreCatalog keeps (about 1 KB each): the busiest part of a catalog
+CACHE = 20_000  # records a replica keeps (about 1 KB each): the busiest part of a catalog
 PAGE = 2_000  # rows per query while a catalog is iterated
 FLAG = "records_table"  # in a version's metadata: its records are rows of vs_records
 
@@ -49,6 +59,13 @@ def record_order(records: list[dict[str, Any]]) -> str:
     return hashlib.sha256(ids.encode()).hexdigest()[:16]
 
 
+def record_digest(records: list[dict[str, Any]]) -> str:
+    """A digest of the records' whole content: an FAQ version's metadata keeps it, so a
+    re-index with an unchanged bank publishes nothing (the records themselves are rows)."""
+    text = json.dumps(records, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
 def write_records(
     store: PgvectorStore, kind: str, version: str, records: list[dict[str, Any]]
 ) -> None:
@@ -67,28 +84,34 @@ def write_records(
         conn.execute("ANALYZE vs_records")  # reads by id use the key, not a scan
 
 
-class StoreCatalog(Catalog):
-    """A published version's catalog read from ``vs_records``: ``get`` by id (cached, at
-    most :data:`CACHE` products), ``len``, and iteration in catalog order, page by page.
-    It has no ``products`` dict: code that needs every product iterates."""
+class StoreRecords:
+    """The reads of a version's rows of ``vs_records``: by id (cached, at most
+    :data:`CACHE` records, known ids only), ``len``, and iteration in source order, page by
+    page. Subclasses name the record type (``_parse``)."""
 
-    def __init__(self, store: PgvectorStore, kind: str, version: str, count: int) -> None:
-        object.__setattr__(self, "source", None)
-        self._store = store
-        self._kind = kind
-        self._version = version
-        self._count = int(count)
-        self._cache: OrderedDict[str, Product] = OrderedDict()
-        self._lock = threading.Lock()
+    _store: PgvectorStore
+    _kind: str
+    _version: str
+    _count: int
+    _cache: OrderedDict[str, Any]
+    _lock: threading.Lock
 
-    @property
-    def products(self) -> dict[str, Product]:
-        raise TypeError(
-            "this catalog is read from the vector store by id: use get() or iterate over it"
-        )
+    def _open(self, store: PgvectorStore, kind: str, version: str, count: int) -> None:
+        # set past __setattr__: FAQBank is a frozen dataclass
+        fields: dict[str, Any] = {"source": None, "_store": store, "_kind": kind}
+        fields |= {"_version": version, "_count": int(count)}
+        fields |= {"_cache": OrderedDict(), "_lock": threading.Lock()}
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    noun = "records"
+
+    @staticmethod
+    def _parse(record: dict[str, Any]) -> Any:
+        raise NotImplementedError
 
     def __repr__(self) -> str:
-        return f"StoreCatalog({self._kind} version {self._version}, {self._count} products)"
+        return f"{type(self).__name__}({self._kind} version {self._version}, {self._count} {self.noun})"
 
     def __eq__(self, other: object) -> bool:
         return self is other
@@ -99,8 +122,11 @@ class StoreCatalog(Catalog):
     def __len__(self) -> int:
         return self._count
 
+    def __contains__(self, item_id: object) -> bool:
+        return isinstance(item_id, str) and bool(self.get_many([item_id]))
+
     def _pages(self, columns: str) -> Iterator[tuple[Any, ...]]:
-        """``columns`` (SQL over ``item_id`` and ``record``) of every row in catalog order,
+        """``columns`` (SQL over ``item_id`` and ``record``) of every row in source order,
         read page by page."""
         last = -1
         while True:
@@ -116,18 +142,70 @@ class StoreCatalog(Catalog):
                 return
             last = rows[-1][0]
 
-    def __iter__(self) -> Iterator[Product]:
+    def __iter__(self) -> Iterator[Any]:
         for (record,) in self._pages("record"):
-            yield Product.from_record(record)
+            yield self._parse(record)
 
-    def first(self, n: int) -> list[Product]:
+    def first(self, n: int) -> list[Any]:
         with self._store._pool.connection() as conn:
             rows = conn.execute(
                 "SELECT record FROM vs_records WHERE kind = %s AND version = %s "
                 "ORDER BY ord LIMIT %s",
                 (self._kind, self._version, max(0, int(n))),
             ).fetchall()
-        return [Product.from_record(r[0]) for r in rows]
+        return [self._parse(r[0]) for r in rows]
+
+    def get(self, item_id: str) -> Any:
+        return self.get_many([item_id]).get(item_id)
+
+    def get_many(self, item_ids: Iterable[str]) -> dict[str, Any]:
+        """The records of these ids that the version has (one query for those not cached)."""
+        ids = list(dict.fromkeys(item_ids))
+        found: dict[str, Any] = {}
+        with self._lock:
+            for item in ids:
+                if item in self._cache:
+                    self._cache.move_to_end(item)
+                    found[item] = self._cache[item]
+        missing = [item for item in ids if item not in found]
+        if missing:
+            with self._store._pool.connection() as conn:
+                rows = conn.execute(
+                    "SELECT item_id, record FROM vs_records WHERE kind = %s AND version = %s "
+                    "AND item_id = ANY(%s)",
+                    (self._kind, self._version, missing),
+                ).fetchall()
+            read = {item: self._parse(record) for item, record in rows}
+            with self._lock:
+                # known ids only: ids a stranger makes up must not push the others out
+                for item, value in read.items():
+                    self._cache[item] = value
+                    self._cache.move_to_end(item)
+                while len(self._cache) > CACHE:
+                    self._cache.popitem(last=False)
+            found.update(read)
+        return found
+
+
+class StoreCatalog(StoreRecords, Catalog):
+    """A published products version's catalog read from ``vs_records``
+    (:class:`StoreRecords`). It has no ``products`` dict: code that needs every product
+    iterates."""
+
+    noun = "products"
+
+    def __init__(self, store: PgvectorStore, kind: str, version: str, count: int) -> None:
+        self._open(store, kind, version, count)
+
+    @staticmethod
+    def _parse(record: dict[str, Any]) -> Product:
+        return Product.from_record(record)
+
+    @property
+    def products(self) -> dict[str, Product]:
+        raise TypeError(
+            "this catalog is read from the vector store by id: use get() or iterate over it"
+        )
 
     def titles(self) -> Iterator[tuple[str, str]]:
         for row in self._pages("item_id, coalesce(record->>'title', '')"):
@@ -153,33 +231,22 @@ class StoreCatalog(Catalog):
             ).fetchall()
         return sorted(r[0] for r in rows)
 
-    def get(self, product_id: str) -> Product | None:
-        return self.get_many([product_id]).get(product_id)
 
-    def get_many(self, product_ids: Iterable[str]) -> dict[str, Product]:
-        """The products of these ids that the version has (one query for those not cached)."""
-        ids = list(dict.fromkeys(product_ids))
-        found: dict[str, Product] = {}
-        with self._lock:
-            for pid in ids:
-                if pid in self._cache:
-                    self._cache.move_to_end(pid)
-                    found[pid] = self._cache[pid]
-        missing = [pid for pid in ids if pid not in found]
-        if missing:
-            with self._store._pool.connection() as conn:
-                rows = conn.execute(
-                    "SELECT item_id, record FROM vs_records WHERE kind = %s AND version = %s "
-                    "AND item_id = ANY(%s)",
-                    (self._kind, self._version, missing),
-                ).fetchall()
-            read = {pid: Product.from_record(record) for pid, record in rows}
-            with self._lock:
-                # known products only: ids a stranger makes up must not push them out
-                for pid, product in read.items():
-                    self._cache[pid] = product
-                    self._cache.move_to_end(pid)
-                while len(self._cache) > CACHE:
-                    self._cache.popitem(last=False)
-            found.update(read)
-        return found
+class StoreFAQBank(StoreRecords, FAQBank):
+    """A published FAQ version's bank read from ``vs_records`` (:class:`StoreRecords`). It
+    has no ``entries`` dict: code that needs every entry iterates."""
+
+    noun = "entries"
+
+    def __init__(self, store: PgvectorStore, kind: str, version: str, count: int) -> None:
+        self._open(store, kind, version, count)
+
+    @staticmethod
+    def _parse(record: dict[str, Any]) -> FAQEntry:
+        return FAQEntry.from_record(record)
+
+    @property
+    def entries(self) -> dict[str, FAQEntry]:
+        raise TypeError(
+            "this FAQ bank is read from the vector store by id: use get() or iterate over it"
+        )

@@ -225,17 +225,26 @@ def test_the_published_catalog_is_scored_alike_on_both_backends(both: tuple) -> 
 
 
 def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector_server) -> None:  # noqa: ANN001
+    from retrieval.faq import load_faq
     from retrieval.ingest import ingest
     from retrieval.reindex import reindex
     from retrieval.reindex.versions import rollback
     from retrieval.reloader import SnapshotReloader
+    from retrieval.vectorstore.pgrecords import StoreFAQBank
 
     url = _database(pgvector_server)
     catalog = tmp_path / "products.jsonl"
     rows = demo_catalog_rows()
     write_jsonl(catalog, rows[:30])
+    faq_path = tmp_path / "faq.yaml"
+    faq_text = (DATA / "faq" / "faq.yaml").read_text(encoding="utf-8")
+    faq_path.write_text(faq_text, encoding="utf-8")
     settings = demo_settings(
-        tmp_path / "var", vector_store="pgvector", vector_store_url=url, catalog_path=catalog
+        tmp_path / "var",
+        vector_store="pgvector",
+        vector_store_url=url,
+        catalog_path=catalog,
+        faq_path=faq_path,
     )
     summary = ingest(settings)
     first = summary.versions["products"]
@@ -244,6 +253,16 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
     retriever = build_retriever(settings)
     assert retriever.snapshot.product_version == first
     assert len(retriever.snapshot.catalog) == 30
+    # the FAQ bank too is rows read by id, not metadata every replica loads
+    bank = load_faq(faq_path)
+    assert "records" not in pg_store(settings).open("faq").meta
+    served = retriever.snapshot.faq
+    assert isinstance(served, StoreFAQBank) and len(served) == len(bank)
+    assert [e.id for e in served] == [e.id for e in bank]  # the bank's order
+    assert served.get("delivery-time") == bank.get("delivery-time")
+    assert "delivery-time" in served and "no-such-entry" not in served
+    answer = retriever.query("when will my groceries arrive?", log=False).replies[0]
+    assert answer.entry.id == "delivery-time" and answer.entry.answer.startswith("Orders placed")
 
     unchanged = reindex(settings)
     assert [r.mode for r in unchanged.reports] == ["unchanged", "unchanged"]
@@ -269,6 +288,18 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
     assert rollback(settings, first) == "products"
     assert current_version(settings, "products") == first
     assert reloader.check_once() and len(retriever.snapshot.catalog) == 30
+
+    # an answer edited in the bank: a new FAQ version, its text served from the rows
+    faq_path.write_text(
+        faq_text.replace("Orders placed before 2 pm", "Orders placed before noon", 1),
+        encoding="utf-8",
+    )
+    edited = reindex(settings, kinds=("faq",))
+    assert [(r.mode, r.updated, r.encoded) for r in edited.reports] == [("incremental", 1, 1)]
+    assert reloader.check_once()
+    answer = retriever.query("when will my groceries arrive?", log=False).replies[0]
+    assert answer.entry.answer.startswith("Orders placed before noon")
+    assert reindex(settings, kinds=("faq",)).reports[0].mode == "unchanged"
 
 
 def test_an_unreachable_store_is_a_clear_error_naming_it_without_the_password(
