@@ -224,9 +224,10 @@ def rank_faq(
     FAQ index, re-scored by its answer head; a companion view is not)."""
     index = index or snap.faq_index
     head = snap.answer_head if index is snap.faq_index else None
-    out = []
-    for hit, score in rank_entries(index, head, q_text, k):
-        entry = snap.faq.get(hit.item_id)
-        if entry is not None:
-            out.append(FAQCandidate(entry, score, hit.variant))
-    return out
+    ranked = rank_entries(index, head, q_text, k)
+    entries = snap.faq.get_many(hit.item_id for hit, _ in ranked)  # one read on a stored bank
+    return [
+        FAQCandidate(entries[hit.item_id], score, hit.variant)
+        for hit, score in ranked
+        if hit.item_id in entries
+    ]

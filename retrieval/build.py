@@ -205,10 +205,10 @@ def product_rows(
             [],
             np.zeros((0, text_encoder.dim), np.float32),
         )
-    text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
     owners: list[tuple[int, int]] = []
     known: list[np.ndarray | None] = []
     files: list[Path] = []  # to encode, checked first: a bad file fails before any encoding
+    owner_of: dict[str, str] = {}  # a file's product, for errors
     for i, product in enumerate(products):
         for j, path in enumerate(product.images):
             vector = known_images(Path(path)) if known_images is not None else None
@@ -220,8 +220,10 @@ def product_rows(
                 ) from None
             if vector is None:
                 files.append(Path(path))
+                owner_of.setdefault(str(path), product.id)
             known.append(vector)
             owners.append((i, j))
+    text_vecs = text_encoder.encode([p.text for p in products], progress=progress)
     if files:
         try:  # decoded and encoded a chunk at a time, on workers when the encoder has them
             vectors = encode_image_files(
@@ -231,8 +233,10 @@ def product_rows(
                 max_pixels=max_image_pixels,
                 progress=progress,
             )
-        except ImageError as exc:  # damaged past its header: the message names the file
-            raise SourceError(source, str(exc), field="images") from None
+        except ImageError as exc:  # changed or damaged past its header since the check
+            owner = owner_of.get(str(getattr(exc, "path", "")))
+            prefix = f"product '{owner}': " if owner is not None else ""
+            raise SourceError(source, f"{prefix}{exc}", field="images") from None
         missing = [row for row, vector in enumerate(known) if vector is None]
         for row, vector in zip(missing, vectors, strict=True):
             known[row] = vector

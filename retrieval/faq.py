@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,6 +91,14 @@ class FAQBank:
 
     def get(self, entry_id: str) -> FAQEntry | None:
         return self.entries.get(entry_id)
+
+    def get_many(self, entry_ids: Iterable[str]) -> dict[str, FAQEntry]:
+        """The entries of these ids that the bank has."""
+        return {i: self.entries[i] for i in entry_ids if i in self.entries}
+
+    def language_versions(self) -> dict[tuple[str, str], str]:
+        """(answer group, language) -> the id of the entry written in that language."""
+        return {(e.group or e.id, e.lang): e.id for e in self}
 
 
 def load_faq(path: Path) -> FAQBank:

@@ -120,11 +120,13 @@ class Snapshot:
 
     def warm(self) -> None:
         """Compute now what the first questions on this version would otherwise wait for:
-        the product gate and the catalog's categories, filter columns and title index (on
-        pgvector read from the store: seconds for a large catalog). Called off the shoppers'
+        the product gate, the catalog's categories, filter columns and title index and the
+        FAQ's language versions (on pgvector read from the store: seconds for a large
+        catalog). Called off the shoppers'
         path, at start-up and before a version swap, with the photo sure level
         (:meth:`Retriever.photo_sure`, which knows whether a setting replaces it)."""
         _ = self.text_gate, self.categories, self.catalog_columns, self.title_index
+        _ = self._language_versions
 
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:
@@ -138,12 +140,13 @@ class Snapshot:
         return out_of_scope_of(view) if view is not None else None
 
     @cached_property
-    def _entries_by_language(self) -> dict[tuple[str, str], FAQEntry]:
-        return {(e.group or e.id, e.lang): e for e in self.faq}
+    def _language_versions(self) -> dict[tuple[str, str], str]:
+        return self.faq.language_versions()  # ids only: a stored bank's entries stay rows
 
     def entry_in_language(self, group: str, lang: str) -> FAQEntry | None:
         """The entry of an answer group written in ``lang``, if the bank has one."""
-        return self._entries_by_language.get((group, lang))
+        entry_id = self._language_versions.get((group, lang))
+        return None if entry_id is None else self.faq.get(entry_id)
 
     @property
     def faq_version(self) -> str | None:

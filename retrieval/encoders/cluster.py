@@ -13,7 +13,9 @@ version being built, so the vectors are those of one process encoding the same c
 An unreachable scheduler, or one with no worker, is a clear error naming it, and so is a
 chunk that does not come back within ``CHUNK_TIMEOUT_S``; each job's tasks have names of
 their own, so jobs sharing a scheduler never take each other's results. Small jobs (fewer
-than ``MIN_PARALLEL`` texts) stay in the calling process.
+than 1,024 texts or 128 images) stay in the calling process. A worker loads the models
+from its own installation: a model given as a file (``image_weights``, a fine-tuned text
+model) must be at the same path on every worker's machine.
 """
 
 from __future__ import annotations

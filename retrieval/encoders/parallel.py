@@ -15,8 +15,8 @@ Three models run this way, each named by a *recipe* (a tuple the workers can pic
   each image file's name and bytes, not decoded pictures: the workers decode them (with
   the same limits as the calling process) as well as encode them, and a worker on another
   machine needs no access to the catalog's files. The calling process reads at most
-  ``in_flight`` chunks of bytes ahead of the results, so memory stays bounded however
-  large the catalog.
+  :data:`IMAGE_IN_FLIGHT` chunks of bytes per worker (and :data:`MAX_AHEAD` chunks in all)
+  ahead of the results, so memory stays bounded however large the catalog.
 
 The workers are local processes (:class:`LocalWorkers`, ``concurrent.futures`` with
 ``spawn``) or the processes of a Dask cluster of several machines
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from .base import l2_normalize
 from .files import CHUNK as IMAGE_CHUNK
-from .files import encode_image_files
+from .files import decode, encode_image_files, read_file
 
 __all__ = [
     "CHUNK",
@@ -60,11 +60,12 @@ log = logging.getLogger(__name__)
 CHUNK = 256  # texts per task: SentenceTransformerEncoder's own chunk for large inputs
 MIN_PARALLEL = 4 * CHUNK  # fewer texts are encoded in the calling process
 IN_FLIGHT = 8  # chunks per worker sent ahead of the one being collected
+IMAGE_IN_FLIGHT = 2  # image chunks (their files' bytes) per worker sent ahead
+MAX_AHEAD = 64  # chunks sent ahead at most, however many workers a cluster has
 
 Recipe = tuple[Any, ...]
 
-_worker: Any = None  # the worker process's encoder
-_worker_args: Recipe | None = None  # the recipe _worker was loaded from
+_models: dict[Recipe, Any] = {}  # this worker process's encoders, by recipe
 _load_lock = threading.Lock()
 
 
@@ -105,23 +106,18 @@ def _load(recipe: Recipe) -> Any:
 
 
 def encode_chunk_with(items: list[Any], recipe: Recipe) -> np.ndarray:
-    """One chunk in a worker process, which loads the recipe's model on its first chunk (a
-    Dask worker has no initializer) and again only when another model is asked for. Image
-    chunks are (name, bytes) pairs, decoded here with the recipe's limits."""
-    global _worker, _worker_args
-    with _load_lock:  # a worker with several threads loads the model once
-        if _worker is None or _worker_args != tuple(recipe):
-            _worker = _load(recipe)
-            _worker_args = tuple(recipe)
+    """One chunk in a worker process, which loads each recipe's model on its first chunk (a
+    Dask worker has no initializer) and keeps it for the next jobs. Image chunks are (name,
+    bytes) pairs, decoded here with the recipe's limits (an error names the file)."""
+    recipe = tuple(recipe)
+    with _load_lock:  # a worker with several threads loads a model once
+        model = _models.get(recipe)
+        if model is None:
+            model = _models[recipe] = _load(recipe)
     if recipe[0] == "image":
-        from ..images import load_image
-
         max_bytes, max_pixels = recipe[4], recipe[5]
-        items = [
-            load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
-            for name, data in items
-        ]
-    out: np.ndarray = _worker.encode(items)
+        items = [decode(data, name, max_bytes, max_pixels) for name, data in items]
+    out: np.ndarray = model.encode(items)
     return out
 
 
@@ -166,7 +162,11 @@ class LocalWorkers:
             def submit(chunk: list[Any]) -> Future:
                 return pool.submit(encode_chunk_with, chunk, recipe)
 
-            yield submit, self.count, lambda future: future.result()
+            try:
+                yield submit, self.count, lambda future: future.result()
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # the queued chunks are moot
+                raise
 
     def describe(self) -> str:
         return f"{self.count} processes"
@@ -185,9 +185,11 @@ class PooledEncoder:
         *,
         chunk: int = CHUNK,
         min_parallel: int = MIN_PARALLEL,
+        in_flight: int = IN_FLIGHT,
     ) -> None:
         if chunk < 1:
             raise ValueError(f"chunk must be at least 1, not {chunk}")
+        self.in_flight = max(1, int(in_flight))  # chunks per worker sent ahead
         self.inner = inner
         self.recipe = tuple(recipe)
         self.pool = workers
@@ -224,12 +226,13 @@ class PooledEncoder:
     def _run(
         self, chunks: Iterable[list[Any]], total: int, progress: bool, desc: str
     ) -> np.ndarray:
-        """The chunks' vectors in order, at most ``IN_FLIGHT`` chunks per worker ahead of
-        the one being collected (``chunks`` is read lazily: it may read files)."""
+        """The chunks' vectors in order, at most ``in_flight`` chunks per worker (and
+        :data:`MAX_AHEAD` in all) ahead of the one being collected (``chunks`` is read
+        lazily: it may read files)."""
         parts: list[np.ndarray] = []
         with self.pool.open(self.recipe) as (submit, n_workers, result):
             log.info("encoding %d %ss on %s", total, self.modality, self.describe(n_workers))
-            ahead = IN_FLIGHT * max(1, n_workers)
+            ahead = min(MAX_AHEAD, self.in_flight * max(1, n_workers))
             pending: list[Future] = []
             with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
                 for part in chunks:
@@ -264,7 +267,14 @@ class PooledImageEncoder(PooledEncoder):
     ) -> None:
         if recipe[0] != "image":
             raise ValueError("PooledImageEncoder needs an image recipe")
-        super().__init__(inner, recipe, workers, chunk=chunk, min_parallel=min_parallel)
+        super().__init__(
+            inner,
+            recipe,
+            workers,
+            chunk=chunk,
+            min_parallel=min_parallel,
+            in_flight=IMAGE_IN_FLIGHT,
+        )
 
     def encode(
         self, items: Sequence[Any], *, batch_size: int | None = None, progress: bool = False
@@ -286,8 +296,9 @@ class PooledImageEncoder(PooledEncoder):
                 progress=progress,
             )
         step = self.chunk
+        max_bytes = self.recipe[4]
         chunks = (
-            [(str(p), Path(p).read_bytes()) for p in paths[i : i + step]]
+            [(str(p), read_file(p, max_bytes)) for p in paths[i : i + step]]
             for i in range(0, len(paths), step)
         )
         return self._run(chunks, len(paths), progress, "encoding images")

@@ -250,3 +250,11 @@ class StoreFAQBank(StoreRecords, FAQBank):
         raise TypeError(
             "this FAQ bank is read from the vector store by id: use get() or iterate over it"
         )
+
+    def language_versions(self) -> dict[tuple[str, str], str]:
+        """(answer group, language) -> entry id, from three fields extracted in SQL."""
+        columns = (
+            "item_id, coalesce(nullif(record->>'group', ''), item_id), "
+            "coalesce(record->>'lang', 'en')"
+        )
+        return {(group, lang): item for item, group, lang in self._pages(columns)}

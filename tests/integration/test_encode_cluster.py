@@ -68,9 +68,11 @@ def test_a_cluster_encodes_the_chunks_of_one_process() -> None:
         # the work was spread: each worker process loaded the models for its chunks
         with Client(cluster) as client:
             loaded = client.run(
-                lambda: __import__("retrieval.encoders.parallel", fromlist=["_"])._worker_args
+                lambda: sorted(
+                    r[0] for r in __import__("retrieval.encoders.parallel", fromlist=["_"])._models
+                )
             )
-        assert len(loaded) == 2 and all(args is not None for args in loaded.values())
+        assert len(loaded) == 2 and all(kinds == ["image", "text"] for kinds in loaded.values())
     np.testing.assert_allclose(encoder.encode(texts[:5]), alone[:5], atol=1e-5)  # in process
 
 

@@ -341,6 +341,14 @@ def test_bulk_image_encoding_decodes_and_encodes_files_on_the_workers(tmp_path: 
     }
     assert rows["pool"].keys == rows["alone"].keys and len(rows["pool"].keys) >= 8
     np.testing.assert_allclose(rows["pool"].fused, rows["alone"].fused, atol=1e-5)
+    # a file damaged past its header: the build's error names the file and its product
+    from dataclasses import replace
+
+    from retrieval.errors import SourceError
+
+    broken = [*products[:4], replace(products[4], images=(cut,))]
+    with pytest.raises(SourceError, match=f"product '{products[4].id}': .*cut.jpg"):
+        product_rows(broken, text, pool, fusion, **build_limits)
 
 
 def _demo_questions() -> list[str]:

@@ -261,6 +261,8 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
     assert [e.id for e in served] == [e.id for e in bank]  # the bank's order
     assert served.get("delivery-time") == bank.get("delivery-time")
     assert "delivery-time" in served and "no-such-entry" not in served
+    chinese = retriever.snapshot.entry_in_language("delivery-time", "zh")
+    assert chinese is not None and chinese == bank.get("delivery-time-zh")
     answer = retriever.query("when will my groceries arrive?", log=False).replies[0]
     assert answer.entry.id == "delivery-time" and answer.entry.answer.startswith("Orders placed")
 
