@@ -120,13 +120,17 @@ class Snapshot:
 
     def warm(self) -> None:
         """Compute now what the first questions on this version would otherwise wait for:
-        the product gate, the catalog's categories, filter columns and title index and the
-        FAQ's language versions (on pgvector read from the store: seconds for a large
+        the product gate, the catalog's categories, filter columns and title index, the
+        FAQ's language versions and (a bank stored on pgvector) its entries, up to the
+        records cache's bound (on pgvector read from the store: seconds for a large
         catalog). Called off the shoppers'
         path, at start-up and before a version swap, with the photo sure level
         (:meth:`Retriever.photo_sure`, which knows whether a setting replaces it)."""
         _ = self.text_gate, self.categories, self.catalog_columns, self.title_index
         _ = self._language_versions
+        preload = getattr(self.faq, "preload", None)
+        if preload is not None:  # a stored bank: its answers read before the first question
+            preload()
 
     @cached_property
     def out_of_scope(self) -> OutOfScopeModel | None:

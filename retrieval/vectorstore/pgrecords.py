@@ -158,6 +158,19 @@ class StoreRecords:
     def get(self, item_id: str) -> Any:
         return self.get_many([item_id]).get(item_id)
 
+    def preload(self) -> int:
+        """Fill the cache with the first :data:`CACHE` records in source order (page by
+        page), so the first questions on a version read none; returns how many."""
+        n = 0
+        for item, record in self._pages("item_id, record"):
+            if n >= CACHE:
+                break
+            value = self._parse(record)
+            with self._lock:
+                self._cache[item] = value
+            n += 1
+        return n
+
     def get_many(self, item_ids: Iterable[str]) -> dict[str, Any]:
         """The records of these ids that the version has (one query for those not cached)."""
         ids = list(dict.fromkeys(item_ids))

@@ -299,6 +299,8 @@ def test_ingest_reindex_rollback_and_reload_on_pgvector(tmp_path: Path, pgvector
     edited = reindex(settings, kinds=("faq",))
     assert [(r.mode, r.updated, r.encoded) for r in edited.reports] == [("incremental", 1, 1)]
     assert reloader.check_once()
+    # warmed before it was served: a small bank's entries are cached, so answers read none
+    assert len(retriever.snapshot.faq._cache) == len(bank)  # type: ignore[attr-defined]
     answer = retriever.query("when will my groceries arrive?", log=False).replies[0]
     assert answer.entry.answer.startswith("Orders placed before noon")
     assert reindex(settings, kinds=("faq",)).reports[0].mode == "unchanged"
