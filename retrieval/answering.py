@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -44,6 +47,20 @@ __all__ = [
 ]
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
+# FAQ searches run beside the product search when both go to a database server
+_BESIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="faq-search")
+
+
+def _beside(
+    fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any
+) -> Callable[[], list[FAQCandidate]]:
+    """``fn(snap, *args)`` started now on a worker thread when the snapshot's indexes are
+    searched by a database server (the two searches then run at once on its cores), else
+    run when its result is asked for; call the returned function for the result."""
+    if not getattr(snap.faq_index, "remote", False):
+        return lambda: fn(snap, *args)
+    future = _BESIDE.submit(fn, snap, *args)
+    return future.result
 
 
 @dataclass(frozen=True)
@@ -98,10 +115,9 @@ def answer(
     only = snap.filter_masks(product_filter)
     q_faq = q_ml if route.faq_view is not None else q_text
     # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
-    ranked = (
-        rank_faq(snap, q_faq, k_faq + RUNNER_UP, route.faq_view or snap.faq_index)
-        if q_faq is not None
-        else []
+    faq_index = route.faq_view or snap.faq_index
+    faq_search = (
+        _beside(rank_faq, snap, q_faq, k_faq + RUNNER_UP, faq_index) if q_faq is not None else None
     )
     policy = (
         snap.multilingual_policy
@@ -130,6 +146,7 @@ def answer(
             only=only,
         )
     )
+    ranked = faq_search() if faq_search is not None else []
     verdict = (
         decide(group_scores(ranked), policy)
         if ranked

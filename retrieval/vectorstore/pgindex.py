@@ -53,6 +53,7 @@ class PgIndex:
     version never changes (``generation`` stays 0)."""
 
     filters_in_sql = True  # FilterMasks hands it a StoreFilter instead of a label mask
+    remote = True  # searched by a database server: the query path overlaps its searches
 
     def __init__(
         self,
