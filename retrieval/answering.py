@@ -9,6 +9,7 @@ Nothing is encoded or logged here; the only searches are the index lookups.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -47,20 +48,35 @@ __all__ = [
 ]
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
-# FAQ searches run beside the product search when both go to a database server
-_BESIDE = ThreadPoolExecutor(max_workers=8, thread_name_prefix="faq-search")
+# FAQ searches run beside the product search when both go to a database server, while the
+# service is not busy: a spare core then runs the second search; under load every core is
+# taken and an extra thread only adds switching, so a question that finds no free slot
+# searches in turn
+BESIDE_SLOTS = 1
+_BESIDE = ThreadPoolExecutor(max_workers=BESIDE_SLOTS, thread_name_prefix="faq-search")
+_beside_free = threading.BoundedSemaphore(BESIDE_SLOTS)
 
 
 def _beside(
     fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any
 ) -> Callable[[], list[FAQCandidate]]:
     """``fn(snap, *args)`` started now on a worker thread when the snapshot's indexes are
-    searched by a database server (the two searches then run at once on its cores), else
-    run when its result is asked for; call the returned function for the result."""
-    if not getattr(snap.faq_index, "remote", False):
+    searched by a database server and a slot is free (the two searches then run at once),
+    else run when its result is asked for; call the returned function for the result."""
+    if not getattr(snap.faq_index, "remote", False) or not _beside_free.acquire(blocking=False):
         return lambda: fn(snap, *args)
-    future = _BESIDE.submit(fn, snap, *args)
-    return future.result
+
+    def run() -> list[FAQCandidate]:
+        try:
+            return fn(snap, *args)
+        finally:
+            _beside_free.release()  # before the result is handed over
+
+    try:
+        return _BESIDE.submit(run).result
+    except BaseException:  # not submitted (the interpreter is shutting down)
+        _beside_free.release()
+        raise
 
 
 @dataclass(frozen=True)

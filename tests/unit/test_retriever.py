@@ -311,3 +311,38 @@ def test_the_evaluation_answers_each_question_with_its_own_filter(retriever: Ret
         and answered.results[1].product_filter is None
     )
     assert answered.info["batch_mismatches"] == 0 and len(answered.timed) == 2
+
+
+def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot_is_free() -> None:
+    """On a store searched by a database server the FAQ search starts on its own thread
+    (the server runs it beside the product search); a question that finds the slot taken,
+    and every question on in-process indexes, searches in turn."""
+    import threading
+    from types import SimpleNamespace
+
+    from retrieval import answering
+
+    started = threading.Event()
+    release = threading.Event()
+    threads: list[str] = []
+
+    def search(snap, label):  # noqa: ANN001, ANN202
+        threads.append(threading.current_thread().name)
+        if label == "first":
+            started.set()
+            release.wait(5)
+        return [label]
+
+    local = SimpleNamespace(faq_index=SimpleNamespace())
+    remote = SimpleNamespace(faq_index=SimpleNamespace(remote=True))
+    inline = answering._beside(search, local, "local")
+    assert threads == []  # not run until asked for
+    assert inline() == ["local"] and threads == [threading.current_thread().name]
+    first = answering._beside(search, remote, "first")
+    assert started.wait(5) and threads[-1].startswith("faq-search")
+    second = answering._beside(search, remote, "second")  # the slot is taken
+    assert second() == ["second"] and threads[-1] == threading.current_thread().name
+    release.set()
+    assert first() == ["first"]
+    third = answering._beside(search, remote, "third")  # the slot is free again
+    assert third() == ["third"] and threads[-1].startswith("faq-search")
