@@ -48,22 +48,24 @@ __all__ = [
 ]
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
-# FAQ searches run beside the product search when both go to a database server, while the
-# service is not busy: a spare core then runs the second search; under load every core is
-# taken and an extra thread only adds switching, so a question that finds no free slot
-# searches in turn
+# FAQ searches run beside the product search when both go to a database server and this
+# process answers no other question: a spare core then runs the second search. Under load
+# every core is busy and a second thread only adds switching (measured: the 8-client p95
+# got worse), so questions then search in turn.
 BESIDE_SLOTS = 1
 _BESIDE = ThreadPoolExecutor(max_workers=BESIDE_SLOTS, thread_name_prefix="faq-search")
 _beside_free = threading.BoundedSemaphore(BESIDE_SLOTS)
 
 
 def _beside(
-    fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any
+    fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any, alone: bool = True
 ) -> Callable[[], list[FAQCandidate]]:
     """``fn(snap, *args)`` started now on a worker thread when the snapshot's indexes are
-    searched by a database server and a slot is free (the two searches then run at once),
-    else run when its result is asked for; call the returned function for the result."""
-    if not getattr(snap.faq_index, "remote", False) or not _beside_free.acquire(blocking=False):
+    searched by a database server, the question is ``alone`` in this process and the slot is
+    free (the two searches then run at once), else run when its result is asked for; call
+    the returned function for the result."""
+    remote = getattr(snap.faq_index, "remote", False)
+    if not (remote and alone) or not _beside_free.acquire(blocking=False):
         return lambda: fn(snap, *args)
 
     def run() -> list[FAQCandidate]:
@@ -122,18 +124,22 @@ def answer(
     fusion: Fusion,
     lexical_weight: float,
     multilingual_encoder: Encoder | None,
+    alone: bool = True,
 ) -> QueryResult:
     """Rank and decide for one encoded question: the part of the path after encoding.
 
     ``q_text``, ``q_image``, ``q_ml``: the question's English text, photo and multilingual
     vectors (None where the route does not need them). ``fusion``, ``lexical_weight`` and
-    ``multilingual_encoder`` are the retriever's own (see :class:`Retriever`)."""
+    ``multilingual_encoder`` are the retriever's own (see :class:`Retriever`); ``alone``:
+    no other question is being answered by the retriever (see :func:`_beside`)."""
     only = snap.filter_masks(product_filter)
     q_faq = q_ml if route.faq_view is not None else q_text
     # a few extra entries so the top-1/top-2 margin sees the runner-up group even when k_faq is 1
     faq_index = route.faq_view or snap.faq_index
     faq_search = (
-        _beside(rank_faq, snap, q_faq, k_faq + RUNNER_UP, faq_index) if q_faq is not None else None
+        _beside(rank_faq, snap, q_faq, k_faq + RUNNER_UP, faq_index, alone=alone)
+        if q_faq is not None
+        else None
     )
     policy = (
         snap.multilingual_policy

@@ -52,7 +52,7 @@ from .settings import LEXICAL_WEIGHT
 from .snapshot import Snapshot
 from .store.logrecord import QueryLogSink
 
-__all__ = ["ImageInput", "Limits", "Retriever"]
+__all__ = ["ImageInput", "InFlight", "Limits", "Retriever"]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,23 @@ class Limits:
     max_k: int = 100
     # BM25's weight in text-only product ranking (settings.lexical_weight); 0 = dense only
     lexical_weight: float = LEXICAL_WEIGHT
+
+
+class InFlight:
+    """A count of the questions inside a ``with`` block, across threads."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> int:
+        with self._lock:
+            self.count += 1
+            return self.count
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.count -= 1
 
 
 class Retriever:
@@ -97,6 +114,7 @@ class Retriever:
         self.query_log = query_log
         self._snapshot = snapshot
         self._swap_lock = threading.Lock()
+        self._in_flight = InFlight()  # questions being encoded or answered now
 
     # ---- snapshot ------------------------------------------------------------------------
     @property
@@ -197,31 +215,33 @@ class Retriever:
             conversation_id = str(conversation_id)[:200]
         snap = self._snapshot  # one consistent version for the whole query
         route = self._route(snap, q)
-        t1 = time.perf_counter()
-        assert self.multilingual_encoder is not None or not route.multilingual
-        q_text = self.text_encoder.encode([q.text])[0] if route.english else None
-        q_image = self.image_encoder.encode([q.image])[0] if q.image is not None else None
-        q_ml = (
-            self.multilingual_encoder.encode([q.text])[0]  # type: ignore[union-attr]
-            if route.multilingual
-            else None
-        )
-        t2 = time.perf_counter()
-        result = answer(
-            snap,
-            q,
-            route,
-            q_text,
-            q_image,
-            q_ml,
-            k_products,
-            k_faq,
-            prefer_products,
-            product_filter,
-            fusion=self.fusion,
-            lexical_weight=self.limits.lexical_weight,
-            multilingual_encoder=self.multilingual_encoder,
-        )
+        with self._in_flight:  # from encoding to the answer: how busy the process is
+            t1 = time.perf_counter()
+            assert self.multilingual_encoder is not None or not route.multilingual
+            q_text = self.text_encoder.encode([q.text])[0] if route.english else None
+            q_image = self.image_encoder.encode([q.image])[0] if q.image is not None else None
+            q_ml = (
+                self.multilingual_encoder.encode([q.text])[0]  # type: ignore[union-attr]
+                if route.multilingual
+                else None
+            )
+            t2 = time.perf_counter()
+            result = answer(
+                snap,
+                q,
+                route,
+                q_text,
+                q_image,
+                q_ml,
+                k_products,
+                k_faq,
+                prefer_products,
+                product_filter,
+                fusion=self.fusion,
+                lexical_weight=self.limits.lexical_weight,
+                multilingual_encoder=self.multilingual_encoder,
+                alone=self._in_flight.count == 1,
+            )
         t3 = time.perf_counter()
         result.timings_ms.update(
             {"encode": (t2 - t1) * 1e3, "search": (t3 - t2) * 1e3, "total": (t3 - t0) * 1e3}

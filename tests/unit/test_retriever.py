@@ -314,9 +314,10 @@ def test_the_evaluation_answers_each_question_with_its_own_filter(retriever: Ret
 
 
 def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot_is_free() -> None:
-    """On a store searched by a database server the FAQ search starts on its own thread
-    (the server runs it beside the product search); a question that finds the slot taken,
-    and every question on in-process indexes, searches in turn."""
+    """On a store searched by a database server the FAQ search of a question alone in the
+    process starts on its own thread (the server runs it beside the product search); a
+    question that finds the slot taken or others in flight, and every question on
+    in-process indexes, searches in turn."""
     import threading
     from types import SimpleNamespace
 
@@ -346,3 +347,13 @@ def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot
     assert first() == ["first"]
     third = answering._beside(search, remote, "third")  # the slot is free again
     assert third() == ["third"] and threads[-1].startswith("faq-search")
+    # another question in flight: every core is busy, so it searches in turn
+    busy = answering._beside(search, remote, "busy", alone=False)
+    assert busy() == ["busy"] and threads[-1] == threading.current_thread().name
+    from retrieval.retriever import InFlight
+
+    flight = InFlight()
+    with flight as first_in:
+        with flight as second_in:
+            assert (first_in, second_in, flight.count) == (1, 2, 2)
+    assert flight.count == 0
