@@ -160,6 +160,19 @@ def test_a_corrupt_catalog_image_names_the_product(tmp_path) -> None:  # noqa: A
         )
 
 
+def _count_encodes(encoder: ColourImageEncoder) -> list[int]:
+    """Make ``encoder`` record the size of each call to ``encode`` in the returned list."""
+    sizes: list[int] = []
+    real_encode = encoder.encode
+
+    def counting(items, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        sizes.append(len(items))
+        return real_encode(items, **kwargs)
+
+    encoder.encode = counting  # type: ignore[method-assign]
+    return sizes
+
+
 def test_known_image_vectors_are_used_and_not_encoded_again(tmp_path) -> None:  # noqa: ANN001
     red, yellow = colour_png("red", tmp_path / "r.png"), colour_png("yellow", tmp_path / "y.png")
     catalog = Catalog(
@@ -181,14 +194,7 @@ def test_known_image_vectors_are_used_and_not_encoded_again(tmp_path) -> None:  
         asked.append(path)
         return vectors.get(path)
 
-    encoded: list[int] = []
-    real_encode = image.encode
-
-    def counting(items, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        encoded.append(len(items))
-        return real_encode(items, **kwargs)
-
-    image.encode = counting  # type: ignore[method-assign]
+    encoded = _count_encodes(image)
     reused = build_product_index(catalog, *args, **limits, known_images=known)
     assert sorted(asked) == sorted([Path(red), Path(yellow)])
     assert encoded == [1]  # only the picture without a known vector
@@ -217,14 +223,8 @@ def test_catalog_images_are_decoded_a_chunk_at_a_time_after_every_file_is_checke
         for i, c in enumerate(colours * 3)
     }
     text, image = HashingTextEncoder(), ColourImageEncoder()
-    sizes: list[int] = []
     real_encode = image.encode
-
-    def counting(items, **kwargs):  # noqa: ANN001, ANN003, ANN202
-        sizes.append(len(items))
-        return real_encode(items, **kwargs)
-
-    image.encode = counting  # type: ignore[method-assign]
+    sizes = _count_encodes(image)
     files = [p.images[0] for p in products.values()]
     limits = {"max_bytes": 10**7, "max_pixels": 10**8}
     chunked = encode_image_files(image, files, **limits, chunk=4)
