@@ -48,17 +48,18 @@ __all__ = [
 ]
 
 RUNNER_UP = 4  # extra entries ranked so the top-1/top-2 margin sees the runner-up group
-# FAQ searches run beside the product search when both go to a database server and this
-# process answers no other question: a spare core then runs the second search. Under load
-# every core is busy and a second thread only adds switching (measured: the 8-client p95
-# got worse), so questions then search in turn.
+# FAQ searches run beside the product search when the indexes are searched by a database
+# server (``vector_store`` names one store for both) and this process answers no other
+# question: a spare core then runs the second search. Under load every core is busy and a
+# second thread only adds switching (measured: the 8-client p95 got worse), so questions
+# then search in turn.
 BESIDE_SLOTS = 1
 _BESIDE = ThreadPoolExecutor(max_workers=BESIDE_SLOTS, thread_name_prefix="faq-search")
-_beside_free = threading.BoundedSemaphore(BESIDE_SLOTS)
+_beside_free = threading.Semaphore(BESIDE_SLOTS)
 
 
 def _beside(
-    fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any, alone: bool = True
+    fn: Callable[..., list[FAQCandidate]], snap: Snapshot, *args: Any, alone: bool = False
 ) -> Callable[[], list[FAQCandidate]]:
     """``fn(snap, *args)`` started now on a worker thread when the snapshot's indexes are
     searched by a database server, the question is ``alone`` in this process and the slot is
@@ -76,9 +77,9 @@ def _beside(
 
     try:
         return _BESIDE.submit(run).result
-    except BaseException:  # not submitted (the interpreter is shutting down)
+    except RuntimeError:  # no new thread (the interpreter is shutting down): search in turn
         _beside_free.release()
-        raise
+        return lambda: fn(snap, *args)
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def answer(
     fusion: Fusion,
     lexical_weight: float,
     multilingual_encoder: Encoder | None,
-    alone: bool = True,
+    alone: bool = False,
 ) -> QueryResult:
     """Rank and decide for one encoded question: the part of the path after encoding.
 

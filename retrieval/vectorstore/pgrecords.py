@@ -162,13 +162,17 @@ class StoreRecords:
         """Fill the cache with the first :data:`CACHE` records in source order (page by
         page), so the first questions on a version read none; returns how many."""
         n = 0
+        if CACHE <= 0:
+            return 0
         for item, record in self._pages("item_id, record"):
-            if n >= CACHE:
-                break
             value = self._parse(record)
             with self._lock:
                 self._cache[item] = value
+                while len(self._cache) > CACHE:
+                    self._cache.popitem(last=False)
             n += 1
+            if n >= CACHE:
+                break
         return n
 
     def get_many(self, item_ids: Iterable[str]) -> dict[str, Any]:

@@ -313,16 +313,22 @@ def test_the_evaluation_answers_each_question_with_its_own_filter(retriever: Ret
     assert answered.info["batch_mismatches"] == 0 and len(answered.timed) == 2
 
 
-def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot_is_free() -> None:
+def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot_is_free(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """On a store searched by a database server the FAQ search of a question alone in the
     process starts on its own thread (the server runs it beside the product search); a
     question that finds the slot taken or others in flight, and every question on
     in-process indexes, searches in turn."""
     import threading
+    from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
     from retrieval import answering
 
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faq-search")
+    monkeypatch.setattr(answering, "_BESIDE", pool)
+    monkeypatch.setattr(answering, "_beside_free", threading.Semaphore(1))
     started = threading.Event()
     release = threading.Event()
     threads: list[str] = []
@@ -331,25 +337,67 @@ def test_a_database_backed_faq_search_runs_beside_the_product_search_when_a_slot
         threads.append(threading.current_thread().name)
         if label == "first":
             started.set()
-            release.wait(5)
+            release.wait()
         return [label]
 
     local = SimpleNamespace(faq_index=SimpleNamespace())
     remote = SimpleNamespace(faq_index=SimpleNamespace(remote=True))
-    inline = answering._beside(search, local, "local")
-    assert threads == []  # not run until asked for
-    assert inline() == ["local"] and threads == [threading.current_thread().name]
-    first = answering._beside(search, remote, "first")
-    assert started.wait(5) and threads[-1].startswith("faq-search")
-    second = answering._beside(search, remote, "second")  # the slot is taken
-    assert second() == ["second"] and threads[-1] == threading.current_thread().name
-    release.set()
+    me = threading.current_thread().name
+    try:
+        inline = answering._beside(search, local, "local", alone=True)
+        assert threads == []  # not run until asked for
+        assert inline() == ["local"] and threads == [me]
+        first = answering._beside(search, remote, "first", alone=True)
+        assert started.wait(30) and threads[-1].startswith("faq-search")
+        second = answering._beside(search, remote, "second", alone=True)  # the slot is taken
+        assert second() == ["second"] and threads[-1] == me
+    finally:
+        release.set()
     assert first() == ["first"]
-    third = answering._beside(search, remote, "third")  # the slot is free again
+    third = answering._beside(search, remote, "third", alone=True)  # free again
     assert third() == ["third"] and threads[-1].startswith("faq-search")
     # another question in flight: every core is busy, so it searches in turn
     busy = answering._beside(search, remote, "busy", alone=False)
-    assert busy() == ["busy"] and threads[-1] == threading.current_thread().name
+    assert busy() == ["busy"] and threads[-1] == me
+    pool.shutdown()
+
+
+def test_a_question_is_alone_only_while_no_other_is_encoded_or_answered(
+    retriever: Retriever, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retriever tells the answer whether another question is in flight in this
+    process (it decides whether a database-backed FAQ search runs beside the product
+    search)."""
+    import threading
+
+    from retrieval import retriever as module
+
+    real_answer = module.answer
+    seen: dict[str, bool] = {}
+    inside = threading.Event()
+    release = threading.Event()
+
+    def recording(snap, q, *args, alone: bool = False, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen[q.text] = alone
+        if q.text == "first question":
+            inside.set()
+            release.wait()
+        return real_answer(snap, q, *args, alone=alone, **kwargs)
+
+    monkeypatch.setattr(module, "answer", recording)
+    first = threading.Thread(target=retriever.query, args=("first question",), daemon=True)
+    first.start()
+    try:
+        assert inside.wait(30)
+        retriever.query("second question")  # while the first is being answered
+    finally:
+        release.set()
+        first.join(30)
+    retriever.query("third question")  # alone again
+    assert seen == {"first question": True, "second question": False, "third question": True}
+
+
+def test_flight_counts_across_nested_blocks() -> None:
     from retrieval.retriever import InFlight
 
     flight = InFlight()
