@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ConfigError
-from .parallel import Recipe, encode_chunk_with
+from .parallel import Recipe, encode_chunk_with, recipe_id
 
 __all__ = ["DaskWorkers", "check_installed"]
 
@@ -106,10 +106,32 @@ class DaskWorkers:
             ) from None
         return out
 
+    def _check(self, client: Any, recipe: Recipe, expect: str | None) -> None:
+        """Every worker resolves the recipe to the encoder ``expect`` names (the same model
+        files and package versions as this process), or a clear error naming the worker:
+        other vectors would be mixed into the version silently."""
+        if expect is None:
+            return
+        try:
+            found = client.run(recipe_id, recipe)
+        except Exception as exc:  # noqa: BLE001 - a worker without the model, or a broken one
+            raise ConfigError(
+                f"a worker of the encoding cluster at {self.address} cannot use the model "
+                f"{recipe[1]}: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}"
+            ) from None
+        for worker, model in sorted(found.items()):
+            if model != expect:
+                raise ConfigError(
+                    f"the encoding cluster's worker {worker} has the model {model}, not "
+                    f"{expect}: install the same model (and files at the same paths) there"
+                )
+
     @contextmanager
     def open(
-        self, recipe: Recipe
+        self, recipe: Recipe, expect: str | None = None
     ) -> Iterator[tuple[Callable[[list[Any]], Any], int, Callable[[Any], np.ndarray]]]:
+        """``expect``: the encoder id every worker must resolve the recipe to (checked on
+        the workers there are when the job starts)."""
         job = uuid.uuid4().hex  # task names of this job alone
         with self._client() as client:
             try:
@@ -119,6 +141,7 @@ class DaskWorkers:
                     f"the encoding cluster at {self.address} has no worker (setting "
                     f"encode_cluster): start 'dask worker {self.address} --nthreads 1'"
                 ) from None
+            self._check(client, recipe, expect)
             n_workers = max(1, len(client.scheduler_info().get("workers", {})))
             sent = iter(range(1 << 62))
 

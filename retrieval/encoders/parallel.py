@@ -52,6 +52,7 @@ __all__ = [
     "Workers",
     "encode_chunk_with",
     "image_recipe",
+    "recipe_id",
     "text_recipe",
 ]
 
@@ -105,6 +106,12 @@ def _load(recipe: Recipe) -> Any:
     raise ValueError(f"unknown encoder recipe {kind!r}")
 
 
+def recipe_id(recipe: Recipe) -> str:
+    """The id of the encoder a recipe names, as this machine resolves it (from its files
+    and package versions; the model is not loaded)."""
+    return str(_load(tuple(recipe)).id)
+
+
 def encode_chunk_with(items: list[Any], recipe: Recipe) -> np.ndarray:
     """One chunk in a worker process, which loads each recipe's model on its first chunk (a
     Dask worker has no initializer) and keeps it for the next jobs. Image chunks are (name,
@@ -137,8 +144,9 @@ class Workers(Protocol):
     @property
     def spreads(self) -> bool: ...
 
-    def open(self, recipe: Recipe) -> Any:
-        """A context manager giving (submit a chunk, number of workers, its result)."""
+    def open(self, recipe: Recipe, expect: str | None = None) -> Any:
+        """A context manager giving (submit a chunk, number of workers, its result);
+        ``expect``: the encoder id the workers must resolve the recipe to."""
 
 
 class LocalWorkers:
@@ -155,7 +163,10 @@ class LocalWorkers:
         return self.count >= 2
 
     @contextmanager
-    def open(self, recipe: Recipe) -> Iterator[tuple[Submit, int, Callable[[Future], np.ndarray]]]:
+    def open(
+        self, recipe: Recipe, expect: str | None = None
+    ) -> Iterator[tuple[Submit, int, Callable[[Future], np.ndarray]]]:
+        """(``expect`` is not checked: the processes run this machine's installation.)"""
         ctx = multiprocessing.get_context("spawn")
         with ProcessPoolExecutor(self.count, mp_context=ctx) as pool:
 
@@ -230,7 +241,7 @@ class PooledEncoder:
         :data:`MAX_AHEAD` in all) ahead of the one being collected (``chunks`` is read
         lazily: it may read files)."""
         parts: list[np.ndarray] = []
-        with self.pool.open(self.recipe) as (submit, n_workers, result):
+        with self.pool.open(self.recipe, expect=self.id) as (submit, n_workers, result):
             log.info("encoding %d %ss on %s", total, self.modality, self.describe(n_workers))
             ahead = min(MAX_AHEAD, self.in_flight * max(1, n_workers))
             pending: list[Future] = []

@@ -65,6 +65,25 @@ def test_a_cluster_encodes_the_chunks_of_one_process() -> None:
             encode_image_files(image_encoder(settings), files, **limits),
             atol=1e-5,
         )
+        # a worker that resolves the model to another encoder (or cannot load it) is refused
+        # before any chunk is sent: its vectors would be mixed into the version silently
+        from types import SimpleNamespace
+
+        from retrieval.encoders.cluster import DaskWorkers
+        from retrieval.encoders.parallel import PooledEncoder, text_recipe
+        from retrieval.errors import ConfigError
+
+        other = SimpleNamespace(id="st:another-model", dim=384, modality="text")
+        recipe = text_recipe(SPEC, "cpu", 64, "float32", "torch")
+        mismatched = PooledEncoder(other, recipe, DaskWorkers(cluster.scheduler_address))
+        mismatched.chunk, mismatched.min_parallel = 32, 64
+        with pytest.raises(ConfigError, match=f"has the model {inner.id}, not st:another-model"):
+            mismatched.encode(texts)
+        missing = text_recipe("package:no-such-model", "cpu", 64, "float32", "torch")
+        absent = PooledEncoder(inner, missing, DaskWorkers(cluster.scheduler_address))
+        absent.chunk, absent.min_parallel = 32, 64
+        with pytest.raises(ConfigError, match="cannot use the model package:no-such-model"):
+            absent.encode(texts)
         # the work was spread: each worker process loaded the models for its chunks
         with Client(cluster) as client:
             loaded = client.run(
