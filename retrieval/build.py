@@ -234,7 +234,7 @@ def product_rows(
                 progress=progress,
             )
         except ImageError as exc:  # changed or damaged past its header since the check
-            owner = owner_of.get(str(getattr(exc, "path", "")))
+            owner = owner_of.get(exc.path or "")
             prefix = f"product '{owner}': " if owner is not None else ""
             raise SourceError(source, f"{prefix}{exc}", field="images") from None
         missing = [row for row, vector in enumerate(known) if vector is None]

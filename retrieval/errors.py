@@ -74,7 +74,12 @@ class InputError(RetrievalError):
 
 
 class ImageError(InputError):
-    """An uploaded or referenced image that cannot be used."""
+    """An uploaded or referenced image that cannot be used; ``path``: the file it names,
+    when it came from one (kept when the error travels back from a worker process)."""
+
+    def __init__(self, message: str, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class TooLarge(InputError):

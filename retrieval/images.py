@@ -23,7 +23,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .errors import ImageError
 
-__all__ = ["FORMATS", "MAX_DECODE_BYTES", "check_image", "load_image"]
+__all__ = ["FORMATS", "MAX_DECODE_BYTES", "check_image", "load_image", "read_image_file"]
 
 # Images are reduced to at most this size before the CNN sees them (it wants 224 px).
 _WORKING_SIZE = (512, 512)
@@ -72,26 +72,45 @@ def _opened(
     name: str | None = None,
 ) -> tuple[Image.Image, str]:
     """The image opened lazily (header read, pixels not decoded, JPEG decoding scale set)
-    and its name for errors (``name``, else the path, else "the uploaded file"), once it is
-    within every limit."""
-    name = name or "the uploaded file"
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        name = str(path)
-        try:
-            size = path.stat().st_size
-        except OSError as exc:
-            raise ImageError(f"cannot read image {path}: {exc.strerror}") from None
-        if size > max_bytes:
-            raise ImageError(
-                f"{name} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB"
-            )
-        try:
-            data = path.read_bytes()
-        except OSError as exc:
-            raise ImageError(f"cannot read image {path}: {exc.strerror}") from None
-    else:
-        data = source
+    and its name for errors (the path, else ``name``, else "the uploaded file"), once it is
+    within every limit; an error carries the file's name as ``path``."""
+    named = _file_name(source, name)
+    try:
+        return _opened_as(
+            source, named or "the uploaded file", max_bytes, max_pixels, max_decode_bytes
+        )
+    except ImageError as exc:
+        exc.path = named  # which file, for a caller that reports its owner (a product)
+        raise
+
+
+def _file_name(source: bytes | str | Path, name: str | None) -> str | None:
+    """The file an image came from: its path, or the name given with its bytes."""
+    return str(source) if isinstance(source, (str, Path)) else name
+
+
+def read_image_file(path: str | Path, max_bytes: int) -> bytes:
+    """An image file's bytes, or an :class:`ImageError` naming it (unreadable, or over
+    ``max_bytes``, checked before it is read)."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror}", str(path)) from None
+    if size > max_bytes:
+        raise ImageError(
+            f"{path} is {size / 1e6:.1f} MB; the limit is {max_bytes / 1e6:.1f} MB", str(path)
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ImageError(f"cannot read image {path}: {exc.strerror}", str(path)) from None
+
+
+def _opened_as(
+    source: bytes | str | Path, name: str, max_bytes: int, max_pixels: int, max_decode_bytes: int
+) -> tuple[Image.Image, str]:
+    data = read_image_file(source, max_bytes) if isinstance(source, (str, Path)) else source
     if not data:
         raise ImageError(f"{name} is empty")
     if len(data) > max_bytes:
@@ -157,7 +176,9 @@ def load_image(
         try:
             img.load()
         except (OSError, SyntaxError, ValueError) as exc:
-            raise ImageError(f"{name} is damaged or truncated ({exc})") from None
+            raise ImageError(
+                f"{name} is damaged or truncated ({exc})", _file_name(source, name)
+            ) from None
     if img.mode == "RGB":
         img.thumbnail(_WORKING_SIZE)  # shrink first: no full-size copy
         small = img.copy()  # a plain image, not tied to the source bytes

@@ -38,9 +38,10 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm.auto import tqdm
 
+from ..images import load_image, read_image_file
 from .base import l2_normalize
 from .files import CHUNK as IMAGE_CHUNK
-from .files import decode, encode_image_files, read_file
+from .files import encode_image_files
 
 __all__ = [
     "CHUNK",
@@ -123,7 +124,10 @@ def encode_chunk_with(items: list[Any], recipe: Recipe) -> np.ndarray:
             model = _models[recipe] = _load(recipe)
     if recipe[0] == "image":
         max_bytes, max_pixels = recipe[4], recipe[5]
-        items = [decode(data, name, max_bytes, max_pixels) for name, data in items]
+        items = [
+            load_image(data, max_bytes=max_bytes, max_pixels=max_pixels, name=name)
+            for name, data in items
+        ]
     out: np.ndarray = model.encode(items)
     return out
 
@@ -143,6 +147,9 @@ class Workers(Protocol):
 
     @property
     def spreads(self) -> bool: ...
+
+    def describe(self) -> str:
+        """Where the chunks run, for the log."""
 
     def open(self, recipe: Recipe, expect: str | None = None) -> Any:
         """A context manager giving (submit a chunk, number of workers, its result);
@@ -242,7 +249,7 @@ class PooledEncoder:
         lazily: it may read files)."""
         parts: list[np.ndarray] = []
         with self.pool.open(self.recipe, expect=self.id) as (submit, n_workers, result):
-            log.info("encoding %d %ss on %s", total, self.modality, self.describe(n_workers))
+            log.info("encoding %d %ss on %s", total, self.modality, self.pool.describe())
             ahead = min(MAX_AHEAD, self.in_flight * max(1, n_workers))
             pending: list[Future] = []
             with tqdm(total=total, desc=desc, unit="item", disable=not progress) as bar:
@@ -257,10 +264,6 @@ class PooledEncoder:
         if not parts:
             return np.zeros((0, self.dim), np.float32)
         return l2_normalize(np.concatenate(parts))
-
-    def describe(self, n_workers: int) -> str:
-        describe = getattr(self.pool, "describe", None)
-        return str(describe()) if describe is not None else f"{n_workers} workers"
 
 
 class PooledImageEncoder(PooledEncoder):
@@ -309,7 +312,7 @@ class PooledImageEncoder(PooledEncoder):
         step = self.chunk
         max_bytes = self.recipe[4]
         chunks = (
-            [(str(p), read_file(p, max_bytes)) for p in paths[i : i + step]]
+            [(str(p), read_image_file(p, max_bytes)) for p in paths[i : i + step]]
             for i in range(0, len(paths), step)
         )
         return self._run(chunks, len(paths), progress, "encoding images")

@@ -106,3 +106,33 @@ def test_a_flat_png_that_decodes_to_hundreds_of_mb_is_refused_from_its_header() 
     # the same number of pixels as a JPEG is fine: it is decoded at 1/8 scale
     img = load_image(jpeg((10000, 9000)), max_bytes=20 * MB, max_pixels=100_000_000)
     assert max(img.size) <= 512
+
+
+def test_an_image_error_carries_the_file_it_names_even_from_another_process(
+    tmp_path: Path,
+) -> None:
+    """A build reports the product of a bad file by the error's ``path``, which must survive
+    the pickling that brings it back from a worker process; bytes without a name have none."""
+    import pickle
+
+    from retrieval.images import read_image_file
+
+    cut = tmp_path / "cut.jpg"
+    data = jpeg((800, 600), quality=95)
+    cut.write_bytes(data[: len(data) // 3])
+    with pytest.raises(ImageError) as named:
+        load_image(cut, max_bytes=MB, max_pixels=10**8)
+    assert named.value.path == str(cut) and str(cut) in str(named.value)
+    back = pickle.loads(pickle.dumps(named.value))
+    assert back.path == str(cut) and str(back) == str(named.value)
+    with pytest.raises(ImageError) as given:
+        load_image(cut.read_bytes(), max_bytes=MB, max_pixels=10**8, name="remote/cut.jpg")
+    assert given.value.path == "remote/cut.jpg"
+    with pytest.raises(ImageError) as anonymous:
+        load_image(b"not an image", max_bytes=MB, max_pixels=10**8)
+    assert anonymous.value.path is None
+    with pytest.raises(ImageError, match="cannot read image") as missing:
+        read_image_file(tmp_path / "gone.jpg", MB)
+    assert missing.value.path == str(tmp_path / "gone.jpg")
+    with pytest.raises(ImageError, match="the limit is"):
+        read_image_file(cut, 10)
