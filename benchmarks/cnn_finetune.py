@@ -8,6 +8,8 @@ the product's dependencies (SQLAlchemy, hnswlib, pydantic): it imports only
 
     python benchmarks/cnn_finetune.py --photos photos.jsonl --catalog catalog.jsonl \\
         --out cnn.pth --epochs 10 --device cuda
+    python benchmarks/cnn_finetune.py --photos photos.jsonl --catalog catalog.jsonl \
+        --out cnn.pth --epochs 6 --last-blocks 4 --batch-size 128 --device cpu
 
 ``--photos``: ``{"image": path, "relevant": [product id]}`` per line; ``--catalog``:
 ``{"id": ..., "image": path}`` per line (paths relative to each file; curated files: one
@@ -66,6 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument(
+        "--last-blocks",
+        type=int,
+        help="train only the network's last N blocks, on the frozen layers' output computed "
+        "once (retrieval train --cnn-last-blocks; default: the whole network)",
+    )
+    parser.add_argument(
+        "--cached-views",
+        type=int,
+        default=3,
+        help="with --last-blocks: augmented views of each photo run through the frozen layers",
+    )
+    parser.add_argument(
         "--loader-workers",
         type=int,
         help="processes preparing the steps' images (default: none on the CPU, one per spare "
@@ -107,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
         loader_workers=args.loader_workers,
+        last_blocks=args.last_blocks,
+        cached_views=args.cached_views,
     )
     result = cnn.fine_tune_cnn(net, photos, labels, anchors, anchor_labels, config, progress=True)
     tmp = args.out.with_suffix(".tmp")

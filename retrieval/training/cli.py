@@ -103,18 +103,29 @@ def register(sub: Any, common: Any) -> None:
         help="with --photos: first fine-tune the image CNN (EfficientNet-Lite0) itself for N "
         "epochs on the photos against their products' catalog images, keeping the epoch best "
         "on the held-out photos; the version then carries the network (image_weights) and a "
-        "projection learned on its features. Use a GPU (--device): on 2 CPU cores each "
-        "image of a step costs about 0.2 s, some 18 minutes an epoch for 2,640 photos of 81 "
-        "products (default 0: the CNN stays as it is)",
+        "projection learned on its features. The whole network wants a GPU (--device): on 2 "
+        "CPU cores each image of a step costs about 0.2 s, some 18 minutes an epoch for 2,640 "
+        "photos of 81 products; on a CPU use --cnn-last-blocks (default 0: the CNN stays as "
+        "it is)",
+    )
+    p.add_argument(
+        "--cnn-last-blocks",
+        type=int,
+        metavar="N",
+        help="with --cnn-epochs: train only the network's last N blocks (of 16) and its final "
+        "convolution; the frozen layers before them run once per photo (the plain photo and "
+        "3 augmented views), then every epoch runs only the last blocks. On 2 CPU cores, "
+        "with 4: about 11 minutes once and 2 minutes an epoch for 2,640 photos (4 is what "
+        "was measured, docs/image-adaptation.md; default: the whole network)",
     )
     p.add_argument(
         "--cnn-batch-size",
         type=int,
-        default=64,
         metavar="N",
-        help="photos per fine-tuning step, beside up to 2N catalog images; memory grows with "
-        "it, about 0.1 GB per image of a step on the CPU (the default 64 + 128 needs 20 to "
-        "25 GB there, less on a GPU with bf16): lower it when memory runs out (default 64)",
+        help="photos per fine-tuning step, beside up to 2N catalog images; for the whole "
+        "network memory grows with it, about 0.1 GB per image of a step on the CPU (the "
+        "default 64 + 128 needs 20 to 25 GB there, less on a GPU with bf16): lower it when "
+        "memory runs out (default 64; 128 with --cnn-last-blocks, which needs far less)",
     )
     p.add_argument(
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
@@ -213,7 +224,7 @@ def _engine(settings: Any) -> Any:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..errors import InputError
-    from .options import TrainOptions
+    from .options import CNN_BLOCKS, TrainOptions
     from .photo_fusion import describe_fusion
     from .pipeline import train
     from .text import TextTrainingConfig
@@ -225,8 +236,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--folds must be 1 (one held-out share) or more, got {args.folds}")
     if args.cnn_epochs < 0:
         raise InputError(f"--cnn-epochs must be 0 or more, got {args.cnn_epochs}")
+    if args.cnn_batch_size is None:
+        args.cnn_batch_size = 64 if args.cnn_last_blocks is None else 128
     if args.cnn_batch_size < 2:
         raise InputError(f"--cnn-batch-size must be 2 or more, got {args.cnn_batch_size}")
+    if args.cnn_last_blocks is not None and not 1 <= args.cnn_last_blocks <= CNN_BLOCKS:
+        raise InputError(
+            f"--cnn-last-blocks must be 1 to {CNN_BLOCKS} (the network's blocks), "
+            f"got {args.cnn_last_blocks}"
+        )
+    if args.cnn_last_blocks is not None and not args.cnn_epochs:
+        raise InputError("--cnn-last-blocks is how --cnn-epochs trains: give --cnn-epochs")
     if args.cnn_epochs and args.photos is None:
         raise InputError("--cnn-epochs fine-tunes the image CNN on --photos: give --photos")
     if args.product_catalog is not None and args.product_queries is None:
@@ -256,6 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         catalog_path=args.product_catalog,
         cnn_epochs=args.cnn_epochs,
         cnn_batch_size=args.cnn_batch_size,
+        cnn_last_blocks=args.cnn_last_blocks,
         feedback=not args.no_feedback,
         text=TextTrainingConfig(
             epochs=args.epochs,
@@ -290,7 +311,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     cnn = (m.get("image") or {}).get("cnn")
     if cnn:
         _out(
-            f"image CNN fine-tuned on {cnn['device']}: epoch {cnn['best_epoch']} of "
+            f"image CNN fine-tuned on {cnn['device']}{_blocks(cnn)}: epoch {cnn['best_epoch']} of "
             f"{cnn['epochs_run']} kept, {cnn['seconds']:.0f} s; held-out photos against the "
             f"catalog images hit@1 {_f(cnn['heldout_before'].get('catalog_hit_at_1'))} -> "
             f"{_f(cnn['heldout_after'].get('catalog_hit_at_1'))}"
@@ -310,6 +331,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     if report.promoted:
         _out(RESTART)
     return 0
+
+
+def _blocks(cnn: dict[str, Any]) -> str:
+    """ ", its last N blocks" when only those were trained."""
+    n = (cnn.get("config") or {}).get("last_blocks")
+    return f", its last {n} blocks" if n else ""
 
 
 def _f(x: float | None) -> str:

@@ -11,7 +11,10 @@ from pathlib import Path
 
 from .text import TextTrainingConfig
 
-__all__ = ["TrainOptions"]
+__all__ = ["CNN_BLOCKS", "TrainOptions"]
+
+
+CNN_BLOCKS = 16  # EfficientNet-Lite0's MBConv blocks (--cnn-last-blocks counts them)
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,7 @@ class TrainOptions:
     catalog_path: Path | None = None
     cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
     cnn_batch_size: int = 64  # photos per CNN step, beside up to twice as many catalog images
+    cnn_last_blocks: int | None = None  # train only the CNN's last N blocks (None: all of it)
     refit: bool = False  # after judging, train again on all data, held-out included
     # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
     # the shipped model on all data (implies refit)

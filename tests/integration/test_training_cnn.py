@@ -5,7 +5,8 @@ rest with the real packaged EfficientNet-Lite0 on the CPU, on generated photos (
 and one epoch: what is written, what is kept, what a version carries and what the index
 is then built with. Every image of a step costs about 0.2 s forward and backward on two
 cores, so the runs checked twice for reproducibility hold most photos out (one or two
-steps an epoch); the end-to-end run has the shop's default held-out share.
+steps an epoch); the end-to-end run has the shop's default held-out share and trains the
+last blocks only (``--cnn-last-blocks``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import pytest
 from retrieval.errors import ConfigError
 from retrieval.training.cnn import (
     CNNConfig,
+    _Split,
     anchor_choice,
     batch_loss,
     fine_tune_cnn,
@@ -102,6 +104,65 @@ def few(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return _broken_in_the_middle(
         drawn_shop_files(tmp_path_factory.mktemp("few"), n_train=5, n_queries=0)
     )
+
+
+@pytest.mark.models
+def test_the_last_blocks_on_the_frozen_front_are_the_whole_network() -> None:
+    import torch
+
+    net = load_network(_package_weights()).eval()
+    x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
+    split = _Split(net, 4)
+    with torch.no_grad():
+        assert torch.equal(split.back(split.front(x)), net.extract_features(x))
+    assert split.start == 12  # of 16 blocks
+    back = [*net._blocks[12:], net._conv_head, net._bn1]
+    assert {id(p) for p in split.trained()} == {id(p) for m in back for p in m.parameters()}
+    for wrong in (0, 17):
+        with pytest.raises(ValueError, match="last_blocks must be 1 to 16"):
+            _Split(net, wrong)
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_only_the_last_blocks_train_on_cached_views_reproducibly(few, tmp_path) -> None:
+    import torch
+
+    settings = _settings(tmp_path)
+    config = CNNConfig(
+        epochs=2,
+        batch_size=8,
+        anchor_batch=16,
+        seed=3,
+        device="cpu",
+        heldout_fraction=0.8,
+        last_blocks=2,
+        cached_views=2,
+    )
+    records = [
+        fine_tune_image_cnn(
+            few["catalog"],
+            few["photos"],
+            tmp_path / name / "cnn.pth",
+            settings=settings,
+            config=config,
+            threads=2,
+            progress=False,
+        )
+        for name in ("a", "b")
+    ]
+    record = records[0]
+    assert record["config"]["last_blocks"] == 2 and record["loader_workers"] == 0
+    assert record["epochs_run"] == 2 and len(record["losses"]) == 2
+    a, b = (torch.load(tmp_path / n / "cnn.pth", weights_only=True) for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    packaged = load_network(_package_weights()).state_dict()
+    assert a.keys() == packaged.keys()
+    back = ("_blocks.14.", "_blocks.15.", "_conv_head.", "_bn1.")
+    changed = {k for k in a if not torch.equal(a[k], packaged[k])}
+    assert changed and all(k.startswith(back) for k in changed)  # the front stayed frozen
+    assert any(k.startswith("_blocks.14.") for k in changed)
+    assert all(torch.equal(a[k], packaged[k]) for k in a if "running_" in k)  # ImageNet's
 
 
 @pytest.mark.models
@@ -359,7 +420,8 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     assert main(["ingest", *common]) == 0
     capsys.readouterr()
     args = ["train", *common, "--heldout", str(heldout), "--photos", str(drawn["photos"])]
-    args += ["--cnn-epochs", "1", "--cnn-batch-size", "8", "--epochs", "1", "--batch-size", "8"]
+    args += ["--cnn-epochs", "1", "--cnn-last-blocks", "3", "--cnn-batch-size", "8"]
+    args += ["--epochs", "1", "--batch-size", "8"]
     args += ["--force", "--json"]
     # both models see the same held-out photos: the real functions, watched
     held: dict[str, np.ndarray] = {}
@@ -383,6 +445,7 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     cnn = out["image"]["cnn"]
     assert cnn["n_photos"] == 28 and cnn["epochs_run"] == 1 and cnn["device"] == "cpu"
     assert (cnn["config"]["batch_size"], cnn["config"]["anchor_batch"]) == (8, 16)
+    assert cnn["config"]["last_blocks"] == 3
     assert out["settings"]["image_weights"] == str(version / "image-cnn.pth")
     assert (version / "image-cnn.pth").is_file() and (version / "image-projection.npy").is_file()
     # the projection was learned on the fine-tuned network's features

@@ -259,6 +259,11 @@ def test_bad_options_are_refused(shop, capsys) -> None:
     assert "--cnn-batch-size must be 2 or more" in _one_line_error(capsys)
     assert _train(shop, "--cnn-epochs", "2") == 2
     assert "give --photos" in _one_line_error(capsys)
+    for blocks in ("0", "17"):
+        assert _train(shop, "--cnn-epochs", "1", "--cnn-last-blocks", blocks) == 2
+        assert "--cnn-last-blocks must be 1 to 16" in _one_line_error(capsys)
+    assert _train(shop, "--cnn-last-blocks", "4") == 2
+    assert "give --cnn-epochs" in _one_line_error(capsys)
     assert _train(shop, "--catalog", str(shop["root"] / "missing.jsonl")) == 2
     assert "give --product-queries" in _one_line_error(capsys)
     assert _train(shop, "--product-queries", str(shop["heldout"]), "--folds", "3") == 2
