@@ -8,7 +8,7 @@ the product's dependencies (SQLAlchemy, hnswlib, pydantic): it imports only
 
     python benchmarks/cnn_finetune.py --photos photos.jsonl --catalog catalog.jsonl \\
         --out cnn.pth --epochs 10 --device cuda
-    python benchmarks/cnn_finetune.py --photos photos.jsonl --catalog catalog.jsonl \
+    python benchmarks/cnn_finetune.py --photos photos.jsonl --catalog catalog.jsonl \\
         --out cnn.pth --epochs 6 --last-blocks 4 --batch-size 128 --device cpu
 
 ``--photos``: ``{"image": path, "relevant": [product id]}`` per line; ``--catalog``:

@@ -248,8 +248,8 @@ def _image(
             settings=settings,
             config=CNNConfig(
                 epochs=options.cnn_epochs,
-                batch_size=options.cnn_batch_size,
-                anchor_batch=2 * options.cnn_batch_size,
+                batch_size=options.cnn_batch(),
+                anchor_batch=2 * options.cnn_batch(),
                 last_blocks=options.cnn_last_blocks,
                 seed=options.text.seed,
                 device=device,

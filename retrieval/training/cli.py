@@ -114,9 +114,10 @@ def register(sub: Any, common: Any) -> None:
         metavar="N",
         help="with --cnn-epochs: train only the network's last N blocks (of 16) and its final "
         "convolution; the frozen layers before them run once per photo (the plain photo and "
-        "3 augmented views), then every epoch runs only the last blocks. On 2 CPU cores, "
-        "with 4: about 11 minutes once and 2 minutes an epoch for 2,640 photos (4 is what "
-        "was measured, docs/image-adaptation.md; default: the whole network)",
+        "3 augmented views, kept in memory: 31 kB a view with 4, 1.3 MB with 16), then every "
+        "epoch runs only the last blocks. On 2 CPU cores, with 4: about 15 minutes once and "
+        "2 minutes an epoch for 2,640 photos (4 is what was measured, "
+        "docs/image-adaptation.md; default: the whole network)",
     )
     p.add_argument(
         "--cnn-batch-size",
@@ -125,7 +126,7 @@ def register(sub: Any, common: Any) -> None:
         help="photos per fine-tuning step, beside up to 2N catalog images; for the whole "
         "network memory grows with it, about 0.1 GB per image of a step on the CPU (the "
         "default 64 + 128 needs 20 to 25 GB there, less on a GPU with bf16): lower it when "
-        "memory runs out (default 64; 128 with --cnn-last-blocks, which needs far less)",
+        "memory runs out (default 64; 128 with --cnn-last-blocks up to 5, which needs far less)",
     )
     p.add_argument(
         "--no-feedback", action="store_true", help="ignore the agents' feedback in the database"
@@ -236,9 +237,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise InputError(f"--folds must be 1 (one held-out share) or more, got {args.folds}")
     if args.cnn_epochs < 0:
         raise InputError(f"--cnn-epochs must be 0 or more, got {args.cnn_epochs}")
-    if args.cnn_batch_size is None:
-        args.cnn_batch_size = 64 if args.cnn_last_blocks is None else 128
-    if args.cnn_batch_size < 2:
+    if args.cnn_batch_size is not None and args.cnn_batch_size < 2:
         raise InputError(f"--cnn-batch-size must be 2 or more, got {args.cnn_batch_size}")
     if args.cnn_last_blocks is not None and not 1 <= args.cnn_last_blocks <= CNN_BLOCKS:
         raise InputError(

@@ -33,10 +33,12 @@ The last blocks only (``CNNConfig.last_blocks``). Training the whole network cos
 per thousand photos on two CPU cores for every epoch. With ``last_blocks`` = N only the last N
 MBConv blocks and the final 1x1 convolution train; the layers before them are frozen, so
 their output is computed once per photo, for the plain picture and for ``cached_views``
-augmented views (kept as float16 in memory, about 31 kB per view at 288 px for the last 4
-blocks), and every epoch then runs only the trained part on those. On Grocery (2,640 photos)
-that is about 11 minutes once and 2 minutes an epoch on two CPU cores, against some 18
-minutes an epoch for the whole network (docs/image-adaptation.md).
+augmented views (kept as float16 in memory: 31 kB per view at 288 px for the last 4 blocks,
+more the earlier the split, 1.3 MB for all 16), and every epoch then runs only the trained
+part on those. The trained blocks run without stochastic depth (the measured recipe; the
+whole network's run keeps the package's drop-connect). On Grocery (2,640 photos) that is
+about 15 minutes once and 2 minutes an epoch on two CPU cores, against some 18 minutes an
+epoch for the whole network (docs/image-adaptation.md).
 
 Deterministic on CPU given the seed and the number of loader workers (a GPU's convolution
 kernels are not bit-exact between runs). Pure apart from torch: the network, the decoded
@@ -95,8 +97,9 @@ class CNNConfig:
     # spare core up to 8. A fixed number of workers keeps a seeded run reproducible.
     loader_workers: int | None = None
     # None: the whole network trains, each step's photos augmented afresh. N: only the last
-    # N MBConv blocks (and the final convolution) train, on the frozen layers' output
-    # computed once for the plain photos and ``cached_views`` augmented views of each
+    # N MBConv blocks (and the final convolution) train, without stochastic depth, on the
+    # frozen layers' output computed once for the plain photos and ``cached_views``
+    # augmented views of each
     last_blocks: int | None = None
     cached_views: int = 3
 
@@ -193,8 +196,9 @@ class _Steps:
 
 class _Split:
     """EfficientNet-Lite as a frozen front (stem and all but the last ``last_blocks`` blocks)
-    and a trained back (those blocks and the final convolution): ``back(front(x))`` is
-    ``extract_features(x)`` without stochastic depth in the back (none was measured)."""
+    and a trained back (those blocks and the final convolution). In eval mode
+    ``back(front(x))`` equals ``extract_features(x)``; in training the back runs without the
+    package's stochastic depth (drop-connect), as the CPU recipe was measured."""
 
     def __init__(self, net: Any, last_blocks: int) -> None:
         n = len(net._blocks)
@@ -325,27 +329,32 @@ def fine_tune_cnn(
         disable=not progress or split is None,
     )
 
-    def fronts(images: Sequence[Image.Image], tf: Any) -> Any:
-        """The frozen front's output of ``images`` through ``tf``, float16 on the CPU."""
+    def fronts(images: Sequence[Image.Image], tf: Any, into: Any = None) -> Any:
+        """The frozen front's output of ``images`` through ``tf``, float16 on the CPU
+        (written into ``into`` when given: no second copy of a large cache)."""
         assert split is not None
         net.eval()
-        out = []
         with torch.no_grad(), autocast():
             for start in range(0, len(images), 64):
                 chunk = images[start : start + 64]
                 x = _as_input(torch.stack([tf(im) for im in chunk]).to(device))
-                out.append(split.front(x).to("cpu", torch.float16))
+                out = split.front(x).to("cpu", torch.float16)
+                if into is None:
+                    into = torch.empty((len(images), *out.shape[1:]), dtype=torch.float16)
+                into[start : start + len(chunk)] = out
                 bar.update(len(chunk))
-        return torch.cat(out)
+        return into
 
     cache: dict[str, Any] = {}
     if split is not None:
         try:
             cache["photos"], cache["anchors"] = fronts(photos, eval_tf), fronts(anchors, eval_tf)
             # augmented views drawn from torch's generator, seeded above
-            cache["views"] = torch.stack(
-                [fronts(photos, train_tf) for _ in range(config.cached_views)]
+            views = cache["views"] = torch.empty(
+                (config.cached_views, *cache["photos"].shape), dtype=torch.float16
             )
+            for v in range(config.cached_views):
+                fronts(photos, train_tf, views[v])
         finally:
             bar.close()
 
@@ -586,8 +595,14 @@ def fine_tune_image_cnn(
     except (torch.cuda.OutOfMemoryError, MemoryError):
         raise ConfigError(
             f"out of memory fine-tuning the image CNN on {config.device} with "
-            f"{config.batch_size} photos and up to {config.anchor_batch} catalog images a step: "
-            "lower --cnn-batch-size"
+            f"{config.batch_size} photos and up to {config.anchor_batch} catalog images a step"
+            + (
+                ": lower --cnn-batch-size"
+                if config.last_blocks is None
+                else f", the last {config.last_blocks} blocks trained on cached views of each "
+                "photo: lower --cnn-last-blocks (an earlier split caches more per photo) or "
+                "--cnn-batch-size"
+            )
         ) from None
     finally:
         torch.set_num_threads(before_threads)

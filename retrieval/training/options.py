@@ -11,10 +11,11 @@ from pathlib import Path
 
 from .text import TextTrainingConfig
 
-__all__ = ["CNN_BLOCKS", "TrainOptions"]
+__all__ = ["CNN_BLOCKS", "SMALL_BACK", "TrainOptions"]
 
 
 CNN_BLOCKS = 16  # EfficientNet-Lite0's MBConv blocks (--cnn-last-blocks counts them)
+SMALL_BACK = 5  # up to this many last blocks train on 128 photos a step by default
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,8 @@ class TrainOptions:
     product_queries_path: Path | None = None
     catalog_path: Path | None = None
     cnn_epochs: int = 0  # with photos_path and more than 0: fine-tune the image CNN first
-    cnn_batch_size: int = 64  # photos per CNN step, beside up to twice as many catalog images
+    # photos per CNN step, beside up to twice as many catalog images; None: cnn_batch()'s default
+    cnn_batch_size: int | None = None
     cnn_last_blocks: int | None = None  # train only the CNN's last N blocks (None: all of it)
     refit: bool = False  # after judging, train again on all data, held-out included
     # 2 or more: judge and fit thresholds by k-fold cross-validation of --train, then train
@@ -37,6 +39,16 @@ class TrainOptions:
     folds: int = 1
     feedback: bool = True
     text: TextTrainingConfig = field(default_factory=TextTrainingConfig)
+
+    def cnn_batch(self) -> int:
+        """Photos per CNN step: ``cnn_batch_size``, by default 64, or 128 when only the last
+        few blocks train (up to 5: a small cache and step; earlier splits cost about what the
+        whole network does)."""
+        if self.cnn_batch_size is not None:
+            return self.cnn_batch_size
+        few = self.cnn_last_blocks is not None and self.cnn_last_blocks <= SMALL_BACK
+        return 128 if few else 64
+
     force: bool = False
     promote: bool = True
     reindex: bool = True

@@ -21,7 +21,10 @@ import pytest
 from retrieval.errors import ConfigError
 from retrieval.training.cnn import (
     CNNConfig,
+    _as_input,
+    _hits,
     _Split,
+    _transforms,
     anchor_choice,
     batch_loss,
     fine_tune_cnn,
@@ -29,6 +32,7 @@ from retrieval.training.cnn import (
     load_network,
     loader_workers,
 )
+from retrieval.training.options import TrainOptions
 
 from drawn import SHAPES, drawn_shop_files
 from helpers import write_jsonl
@@ -163,6 +167,98 @@ def test_only_the_last_blocks_train_on_cached_views_reproducibly(few, tmp_path) 
     assert changed and all(k.startswith(back) for k in changed)  # the front stayed frozen
     assert any(k.startswith("_blocks.14.") for k in changed)
     assert all(torch.equal(a[k], packaged[k]) for k in a if "running_" in k)  # ImageNet's
+
+
+def test_a_step_has_128_photos_when_few_last_blocks_train_else_64() -> None:
+    assert TrainOptions().cnn_batch() == 64  # the whole network
+    assert TrainOptions(cnn_last_blocks=4).cnn_batch() == 128
+    assert TrainOptions(cnn_last_blocks=5).cnn_batch() == 128
+    assert TrainOptions(cnn_last_blocks=6).cnn_batch() == 64  # a big back costs as much
+    assert TrainOptions(cnn_last_blocks=4, cnn_batch_size=16).cnn_batch() == 16
+
+
+@pytest.mark.models
+@pytest.mark.slow
+def test_the_last_blocks_train_on_cached_views_and_report_the_kept_networks_hits(
+    few, monkeypatch
+) -> None:
+    """Every training step's photos are cached augmented views (not the plain photos), and
+    the held-out hits reported for the kept network are those of the whole network loaded
+    with its weights."""
+    import torch
+
+    from retrieval.errors import ImageError
+    from retrieval.images import load_image
+
+    rows = [json.loads(line) for line in few["photos"].read_text().splitlines()]
+    products = sorted(SHAPES)[:4]
+    number = {pid: i for i, pid in enumerate(products)}
+    photos, labels = [], []
+    for r in rows:
+        try:
+            photos.append(load_image(few["dir"] / r["image"], max_bytes=10**7, max_pixels=10**7))
+        except ImageError:
+            continue  # the broken one
+        labels.append(number[r["relevant"][0]])
+    anchors = [
+        load_image(few["dir"] / f"{pid}.png", max_bytes=10**7, max_pixels=10**7) for pid in products
+    ]
+    fronts: list = []  # the front's outputs, as cached: plain photos, anchors, then views
+    trained: list = []  # the back's inputs while gradients are on (training steps)
+    front, back = _Split.front, _Split.back
+
+    def spy_front(self, x):  # noqa: ANN001, ANN202
+        out = front(self, x)
+        fronts.append(out.to(torch.float16).float())
+        return out
+
+    def spy_back(self, x):  # noqa: ANN001, ANN202
+        if torch.is_grad_enabled():
+            trained.append(x.detach().clone())
+        return back(self, x)
+
+    monkeypatch.setattr(_Split, "front", spy_front)
+    monkeypatch.setattr(_Split, "back", spy_back)
+    config = CNNConfig(
+        epochs=1,
+        batch_size=8,
+        anchor_batch=8,
+        seed=3,
+        device="cpu",
+        heldout_fraction=0.4,
+        last_blocks=2,
+        cached_views=2,
+    )
+    result = fine_tune_cnn(
+        load_network(_package_weights()), photos, labels, anchors, range(4), config
+    )
+    n = len(photos)
+    cached = torch.cat(fronts)
+    assert len(cached) == n * (1 + config.cached_views) + len(anchors)
+
+    def keys(t):  # noqa: ANN001, ANN202
+        return {row.numpy().tobytes() for row in t}
+
+    plain, anchor_rows, views = keys(cached[:n]), keys(cached[n : n + 4]), keys(cached[n + 4 :])
+    assert trained and len(views) == n * config.cached_views
+    for x in trained:
+        rows_in = keys(x)
+        assert rows_in <= views | anchor_rows and rows_in & views and not rows_in & plain
+    # the hits recorded for the kept network: the whole network with its weights
+    net = load_network(_package_weights())
+    net.load_state_dict(result.state)
+    net.eval()
+    _, eval_tf = _transforms()
+    with torch.no_grad():
+
+        def pooled(images):  # noqa: ANN001, ANN202
+            x = _as_input(torch.stack([eval_tf(im) for im in images]))
+            return net.extract_features(x).mean(dim=(2, 3)).numpy()
+
+        hits = _hits(
+            pooled(photos), np.asarray(labels), pooled(anchors), np.arange(4), result.heldout
+        )
+    assert result.heldout.any() and hits == result.heldout_after
 
 
 @pytest.mark.models
