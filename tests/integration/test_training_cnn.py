@@ -571,3 +571,41 @@ def test_a_version_carries_its_fine_tuned_network_and_the_index_is_built_with_it
     # back to the packaged models: the CNN setting goes with the rest of the version
     assert main(["models", "rollback", "packaged", *common]) == 0
     assert load_settings(config, data_dir=data).image_weights is None
+
+
+@pytest.mark.parametrize(
+    ("last_blocks", "batch_size", "expected"),
+    [(None, None, (None, 64, 128)), (4, None, (4, 128, 256)), (4, 16, (4, 16, 32))],
+)
+def test_the_train_options_reach_the_cnn_config(
+    few, tmp_path, monkeypatch, last_blocks, batch_size, expected
+) -> None:
+    """What `retrieval train --cnn-epochs [--cnn-last-blocks K] [--cnn-batch-size N]` passes
+    to the fine-tuning (stopped there: the captured config is the point)."""
+    from retrieval.training import candidate
+    from retrieval.training import cnn as cnn_module
+    from retrieval.training.text import TextTrainingConfig
+
+    seen: list[CNNConfig] = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(*args, config, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(config)
+        raise Stop
+
+    monkeypatch.setattr(cnn_module, "fine_tune_image_cnn", capture)
+    options = TrainOptions(
+        photos_path=few["photos"],
+        cnn_epochs=2,
+        cnn_last_blocks=last_blocks,
+        cnn_batch_size=batch_size,
+        text=TextTrainingConfig(device="cpu"),
+    )
+    settings = _settings(tmp_path, catalog_path=few["catalog"])
+    with pytest.raises(Stop):
+        candidate._image(settings, options, tmp_path, None)  # type: ignore[arg-type]
+    (config,) = seen
+    assert (config.last_blocks, config.batch_size, config.anchor_batch) == expected
+    assert config.epochs == 2 and config.device == "cpu"
