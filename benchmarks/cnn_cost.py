@@ -74,7 +74,7 @@ def _preparation(workers: int, steps: int, photos: int, catalog: int) -> dict:
     import torch
     from PIL import Image
 
-    from retrieval.training.cnn import _one_thread, _Steps, _transforms
+    from retrieval.training.cnn_steps import StepImages, one_thread, step_transforms
 
     rng = np.random.default_rng(0)
     images = [
@@ -84,12 +84,12 @@ def _preparation(workers: int, steps: int, photos: int, catalog: int) -> dict:
         (rng.integers(0, len(images), photos), rng.integers(0, len(images), catalog))
         for _ in range(steps + 1)
     ]
-    train_tf, eval_tf = _transforms()
+    train_tf, eval_tf = step_transforms()
     loader = torch.utils.data.DataLoader(
-        _Steps(images, images, plan, train_tf, eval_tf),
+        StepImages(images, images, plan, train_tf, eval_tf),
         batch_size=None,
         num_workers=workers,
-        worker_init_fn=_one_thread if workers else None,
+        worker_init_fn=one_thread if workers else None,
         prefetch_factor=2 if workers else None,
     )
     batches = iter(loader)

@@ -60,7 +60,17 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from ..encoders.image import _LITE_SIZE, efficientnet_lite0
+from ..encoders.image import efficientnet_lite0
+from .cnn_steps import (
+    CachedFronts,
+    NetworkSplit,
+    StepImages,
+    anchor_choice,
+    as_input,
+    cache_fronts,
+    one_thread,
+    step_transforms,
+)
 from .image import (
     ProjectionConfig,
     _supervised_contrastive,
@@ -125,34 +135,6 @@ class CNNResult:
         return out
 
 
-def _transforms() -> tuple[Any, Any]:
-    """(training augmentation, evaluation transform), both from a PIL image to a uint8
-    tensor (a quarter of float32's bytes to pass from a loader worker); :func:`_as_input`
-    then scales a batch as the encoder does. The evaluation transform is the encoder's own
-    for EfficientNet-Lite; training adds crops, flips and colour changes, the ways one
-    shopper's photo differs from another's."""
-    from torchvision import transforms
-
-    train = transforms.Compose(
-        [
-            transforms.RandomResizedCrop(_LITE_SIZE, scale=(0.35, 1.0), antialias=True),
-            transforms.RandomHorizontalFlip(),
-            transforms.ColorJitter(brightness=0.3, contrast=0.3, saturation=0.2, hue=0.02),
-            transforms.PILToTensor(),
-        ]
-    )
-    evaluate = transforms.Compose(
-        [transforms.Resize((_LITE_SIZE, _LITE_SIZE)), transforms.PILToTensor()]
-    )
-    return train, evaluate
-
-
-def _as_input(batch: Any) -> Any:
-    """A uint8 image batch as the network's input: [0, 1] then normalised by mean and
-    standard deviation 0.5 (the same operations as ToTensor and Normalize)."""
-    return batch.float().div(255).sub(0.5).div(0.5)
-
-
 def loader_workers(config: CNNConfig) -> int:
     """How many processes prepare the steps' images (``CNNConfig.loader_workers``)."""
     if config.loader_workers is not None:
@@ -162,77 +144,6 @@ def loader_workers(config: CNNConfig) -> int:
     if not config.device.startswith("cuda"):
         return 0
     return max(0, min(8, (os.cpu_count() or 1) - 1))
-
-
-class _Steps:
-    """A map-style dataset of one epoch's steps: item k is step k's images as one uint8
-    tensor, the augmented photos then the catalog images. Built in DataLoader workers when
-    there are any (which inherit the decoded images on fork rather than receive copies),
-    so that the device need not wait for them."""
-
-    def __init__(
-        self,
-        photos: Sequence[Image.Image],
-        anchors: Sequence[Image.Image],
-        steps: Sequence[tuple[np.ndarray, np.ndarray]],
-        train_tf: Any,
-        eval_tf: Any,
-    ) -> None:
-        self.photos, self.anchors, self.steps = photos, anchors, steps
-        self.train_tf, self.eval_tf = train_tf, eval_tf
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def __getitem__(self, k: int) -> Any:
-        import torch
-
-        idx, chosen = self.steps[k]
-        return torch.stack(
-            [self.train_tf(self.photos[i]) for i in idx]
-            + [self.eval_tf(self.anchors[j]) for j in chosen]
-        )
-
-
-class _Split:
-    """EfficientNet-Lite as a frozen front (stem and all but the last ``last_blocks`` blocks)
-    and a trained back (those blocks and the final convolution). In eval mode
-    ``back(front(x))`` equals ``extract_features(x)``; in training the back runs without the
-    package's stochastic depth (drop-connect), as the CPU recipe was measured."""
-
-    def __init__(self, net: Any, last_blocks: int) -> None:
-        n = len(net._blocks)
-        if not 1 <= last_blocks <= n:
-            raise ValueError(
-                f"last_blocks must be 1 to {n} (the network's blocks), got {last_blocks}"
-            )
-        self.net, self.start = net, n - last_blocks
-
-    def front(self, x: Any) -> Any:
-        net = self.net
-        x = net._swish(net._bn0(net._conv_stem(x)))
-        for block in net._blocks[: self.start]:
-            x = block(x, drop_connect_rate=None)
-        return x
-
-    def back(self, x: Any) -> Any:
-        net = self.net
-        for block in net._blocks[self.start :]:
-            x = block(x, drop_connect_rate=None)
-        return net._swish(net._bn1(net._conv_head(x)))
-
-    def trained(self) -> list[Any]:
-        """The parameters that train: the back's."""
-        net = self.net
-        modules = [*net._blocks[self.start :], net._conv_head, net._bn1]
-        return [p for m in modules for p in m.parameters()]
-
-
-def _one_thread(_worker: int) -> None:
-    """A loader worker's torch uses one thread: the workers are the parallelism."""
-    import torch
-
-    torch.set_num_threads(1)
 
 
 def _freeze_batch_norm(net: Any) -> None:
@@ -259,20 +170,6 @@ def batch_loss(
     return loss + _supervised_contrastive(torch, sims, pos)
 
 
-def anchor_choice(
-    batch_labels: Sequence[int], anchor_labels: Sequence[int], size: int, rng: np.random.Generator
-) -> np.ndarray:
-    """Positions of the catalog images for one step: every image of the batch's products,
-    then others drawn at random until ``size`` (all of them when there are fewer)."""
-    anchor_labels = np.asarray(anchor_labels)
-    own = np.flatnonzero(np.isin(anchor_labels, np.asarray(batch_labels)))
-    rest = np.setdiff1d(np.arange(len(anchor_labels)), own)
-    extra = max(0, size - len(own))
-    if extra and len(rest):
-        own = np.concatenate([own, rng.choice(rest, size=min(extra, len(rest)), replace=False)])
-    return np.sort(own)
-
-
 def fine_tune_cnn(
     net: Any,
     photos: Sequence[Image.Image],
@@ -294,7 +191,7 @@ def fine_tune_cnn(
         raise ValueError(f"epochs must be at least 1, got {config.epochs}")
     if config.cached_views < 1:
         raise ValueError(f"cached_views must be at least 1, got {config.cached_views}")
-    split = None if config.last_blocks is None else _Split(net, config.last_blocks)
+    split = None if config.last_blocks is None else NetworkSplit(net, config.last_blocks)
     if not len(anchors):
         raise ValueError("fine-tuning the CNN needs catalog images to match the photos against")
     started = time.perf_counter()
@@ -303,7 +200,7 @@ def fine_tune_cnn(
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    train_tf, eval_tf = _transforms()
+    train_tf, eval_tf = step_transforms()
     labels_np = np.asarray(labels, dtype=np.int64)
     anchor_np = np.asarray(anchor_labels, dtype=np.int64)
     held = heldout_mask(labels_np, config.heldout_fraction, config.seed)
@@ -322,54 +219,31 @@ def fine_tune_cnn(
             return net.extract_features(x).mean(dim=(2, 3))
         return split.back(x).mean(dim=(2, 3))
 
-    bar = tqdm(
-        total=(len(photos) * (1 + config.cached_views) + len(anchors)) if split else 0,
-        desc="running the frozen layers once",
-        unit="image",
-        disable=not progress or split is None,
-    )
-
-    def fronts(images: Sequence[Image.Image], tf: Any, into: Any = None) -> Any:
-        """The frozen front's output of ``images`` through ``tf``, float16 on the CPU
-        (written into ``into`` when given: no second copy of a large cache)."""
-        assert split is not None
-        net.eval()
-        with torch.no_grad(), autocast():
-            for start in range(0, len(images), 64):
-                chunk = images[start : start + 64]
-                x = _as_input(torch.stack([tf(im) for im in chunk]).to(device))
-                out = split.front(x).to("cpu", torch.float16)
-                if into is None:
-                    into = torch.empty((len(images), *out.shape[1:]), dtype=torch.float16)
-                into[start : start + len(chunk)] = out
-                bar.update(len(chunk))
-        return into
-
-    cache: dict[str, Any] = {}
+    cached: CachedFronts | None = None
     if split is not None:
-        try:
-            cache["photos"], cache["anchors"] = fronts(photos, eval_tf), fronts(anchors, eval_tf)
-            # augmented views drawn from torch's generator, seeded above
-            views = cache["views"] = torch.empty(
-                (config.cached_views, *cache["photos"].shape), dtype=torch.float16
-            )
-            for v in range(config.cached_views):
-                fronts(photos, train_tf, views[v])
-        finally:
-            bar.close()
+        cached = cache_fronts(
+            split,
+            photos,
+            anchors,
+            config.cached_views,
+            (train_tf, eval_tf),
+            device,
+            autocast,
+            progress=progress,
+        )
 
-    def features(images: Sequence[Image.Image], cached: str) -> Any:
+    def features(images: Sequence[Image.Image], fronts: Any) -> Any:
         """Pooled features of ``images`` with the evaluation transform, on the device (from
-        the frozen front's output ``cache[cached]`` when only the last blocks train)."""
+        their cached front output ``fronts`` when only the last blocks train)."""
         net.eval()
         out = []
         with torch.no_grad(), autocast():
             for start in range(0, len(images), 128):
                 if split is None:
                     chunk = images[start : start + 128]
-                    x = _as_input(torch.stack([eval_tf(im) for im in chunk]).to(device))
+                    x = as_input(torch.stack([eval_tf(im) for im in chunk]).to(device))
                 else:
-                    x = cache[cached][start : start + 128].to(device).float()
+                    x = fronts[start : start + 128].to(device).float()
                 out.append(pooled(x).float())
         return torch.cat(out)
 
@@ -378,7 +252,8 @@ def fine_tune_cnn(
 
     def encoded() -> tuple[Any, Any, dict[str, float]]:
         """Pooled features of the photos and the catalog images, and the held-out hits."""
-        f_photos, f_anchors = features(photos, "photos"), features(anchors, "anchors")
+        f_photos = features(photos, None if cached is None else cached.photos)
+        f_anchors = features(anchors, None if cached is None else cached.anchors)
         hits = _hits(f_photos.cpu().numpy(), labels_np, f_anchors.cpu().numpy(), anchor_np, held)
         return f_photos, f_anchors, hits
 
@@ -421,28 +296,21 @@ def fine_tune_cnn(
     def inputs(plan: list[tuple[np.ndarray, np.ndarray]], epoch: int) -> Any:
         """Each step's network input on the device: its augmented photos then its catalog
         images (with the last blocks only: one cached view of each photo, drawn at random)."""
-        if split is not None:
+        if cached is not None:
             for idx, chosen in plan:
-                view = torch.randint(config.cached_views, (len(idx),), generator=gen)
-                rows = torch.cat(
-                    [
-                        cache["views"][view, torch.from_numpy(idx)],
-                        cache["anchors"][torch.from_numpy(chosen)],
-                    ]
-                )
-                yield rows.to(device).float()
+                yield cached.step(idx, chosen, gen, device)
             return
         loader = torch.utils.data.DataLoader(
-            _Steps(photos, anchors, plan, train_tf, eval_tf),
+            StepImages(photos, anchors, plan, train_tf, eval_tf),
             batch_size=None,
             num_workers=workers,
-            worker_init_fn=_one_thread if workers else None,
+            worker_init_fn=one_thread if workers else None,
             generator=torch.Generator().manual_seed(config.seed * 1_000 + epoch),
             prefetch_factor=2 if workers else None,
             pin_memory=device.type == "cuda",
         )
         for batch in loader:
-            yield _as_input(batch.to(device, non_blocking=True))
+            yield as_input(batch.to(device, non_blocking=True))
 
     what = "the image CNN" if split is None else f"the image CNN's last {config.last_blocks} blocks"
     bar = tqdm(total=steps, desc=f"fine-tuning {what}", unit="step", disable=not progress)

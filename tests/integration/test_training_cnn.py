@@ -21,17 +21,14 @@ import pytest
 from retrieval.errors import ConfigError
 from retrieval.training.cnn import (
     CNNConfig,
-    _as_input,
     _hits,
-    _Split,
-    _transforms,
-    anchor_choice,
     batch_loss,
     fine_tune_cnn,
     fine_tune_image_cnn,
     load_network,
     loader_workers,
 )
+from retrieval.training.cnn_steps import NetworkSplit, anchor_choice, as_input, step_transforms
 from retrieval.training.options import TrainOptions
 
 from drawn import SHAPES, drawn_shop_files
@@ -116,7 +113,7 @@ def test_the_last_blocks_on_the_frozen_front_are_the_whole_network() -> None:
 
     net = load_network(_package_weights()).eval()
     x = torch.randn(2, 3, 96, 96, generator=torch.Generator().manual_seed(0))
-    split = _Split(net, 4)
+    split = NetworkSplit(net, 4)
     with torch.no_grad():
         assert torch.equal(split.back(split.front(x)), net.extract_features(x))
     assert split.start == 12  # of 16 blocks
@@ -124,7 +121,7 @@ def test_the_last_blocks_on_the_frozen_front_are_the_whole_network() -> None:
     assert {id(p) for p in split.trained()} == {id(p) for m in back for p in m.parameters()}
     for wrong in (0, 17):
         with pytest.raises(ValueError, match="last_blocks must be 1 to 16"):
-            _Split(net, wrong)
+            NetworkSplit(net, wrong)
 
 
 @pytest.mark.models
@@ -205,7 +202,7 @@ def test_the_last_blocks_train_on_cached_views_and_report_the_kept_networks_hits
     ]
     fronts: list = []  # the front's outputs, as cached: plain photos, anchors, then views
     trained: list = []  # the back's inputs while gradients are on (training steps)
-    front, back = _Split.front, _Split.back
+    front, back = NetworkSplit.front, NetworkSplit.back
 
     def spy_front(self, x):  # noqa: ANN001, ANN202
         out = front(self, x)
@@ -217,8 +214,8 @@ def test_the_last_blocks_train_on_cached_views_and_report_the_kept_networks_hits
             trained.append(x.detach().clone())
         return back(self, x)
 
-    monkeypatch.setattr(_Split, "front", spy_front)
-    monkeypatch.setattr(_Split, "back", spy_back)
+    monkeypatch.setattr(NetworkSplit, "front", spy_front)
+    monkeypatch.setattr(NetworkSplit, "back", spy_back)
     config = CNNConfig(
         epochs=1,
         batch_size=8,
@@ -248,11 +245,11 @@ def test_the_last_blocks_train_on_cached_views_and_report_the_kept_networks_hits
     net = load_network(_package_weights())
     net.load_state_dict(result.state)
     net.eval()
-    _, eval_tf = _transforms()
+    _, eval_tf = step_transforms()
     with torch.no_grad():
 
         def pooled(images):  # noqa: ANN001, ANN202
-            x = _as_input(torch.stack([eval_tf(im) for im in images]))
+            x = as_input(torch.stack([eval_tf(im) for im in images]))
             return net.extract_features(x).mean(dim=(2, 3)).numpy()
 
         hits = _hits(
